@@ -1,0 +1,1 @@
+//! Test traffic for ollama-tracer: recorded fixtures, Go-style HTTP framing, synthetic captures.

@@ -1,0 +1,178 @@
+//! The record every capture source produces: one TCP segment seen on the wire, oriented
+//! client → server by the configured server ports. Everything after the capture consumes only this.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// Capture time in nanoseconds since the UNIX epoch (wall clock).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    pub const fn from_nanos(ns: u64) -> Self {
+        Timestamp(ns)
+    }
+    pub const fn nanos(self) -> u64 {
+        self.0
+    }
+    /// Signed difference `self - earlier` in nanoseconds.
+    pub fn since(self, earlier: Timestamp) -> i64 {
+        self.0 as i64 - earlier.0 as i64
+    }
+    pub fn saturating_add_nanos(self, ns: u64) -> Timestamp {
+        Timestamp(self.0.saturating_add(ns))
+    }
+    pub fn saturating_sub_nanos(self, ns: u64) -> Timestamp {
+        Timestamp(self.0.saturating_sub(ns))
+    }
+}
+
+/// Which way a segment travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Client → Ollama (requests).
+    ToServer,
+    /// Ollama → client (responses).
+    ToClient,
+}
+
+impl Direction {
+    pub fn index(self) -> usize {
+        match self {
+            Direction::ToServer => 0,
+            Direction::ToClient => 1,
+        }
+    }
+    pub fn reverse(self) -> Direction {
+        match self {
+            Direction::ToServer => Direction::ToClient,
+            Direction::ToClient => Direction::ToServer,
+        }
+    }
+}
+
+/// A TCP connection, oriented: `server` is the endpoint on a configured server port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+}
+
+impl fmt::Display for FlowKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} → {}", self.client, self.server)
+    }
+}
+
+/// TCP header flags, as on the wire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+
+    pub fn fin(self) -> bool {
+        self.0 & Self::FIN != 0
+    }
+    pub fn syn(self) -> bool {
+        self.0 & Self::SYN != 0
+    }
+    pub fn rst(self) -> bool {
+        self.0 & Self::RST != 0
+    }
+    pub fn ack(self) -> bool {
+        self.0 & Self::ACK != 0
+    }
+}
+
+/// What the capture source knows about a segment besides its bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CaptureMeta {
+    /// cgroup v2 id of the local socket that sent/received it (eBPF cgroup_skb hooks only).
+    pub cgroup_id: Option<u64>,
+    /// Interface index the packet was seen on, when known.
+    pub ifindex: Option<u32>,
+}
+
+/// One TCP segment. `payload` is what was captured; `missing` counts payload bytes the segment
+/// carried on the wire but the capture did not keep (snap length, kernel truncation), which
+/// reassembly turns into a gap.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment<'a> {
+    pub ts: Timestamp,
+    pub flow: FlowKey,
+    pub dir: Direction,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: TcpFlags,
+    pub payload: &'a [u8],
+    pub missing: u32,
+    pub meta: CaptureMeta,
+}
+
+impl Segment<'_> {
+    /// Address of the side that sent this segment.
+    pub fn source(&self) -> SocketAddr {
+        match self.dir {
+            Direction::ToServer => self.flow.client,
+            Direction::ToClient => self.flow.server,
+        }
+    }
+}
+
+/// Decides which side of a TCP packet is the Ollama server, from the configured ports.
+#[derive(Clone, Debug)]
+pub struct Orientation {
+    ports: Vec<u16>,
+}
+
+impl Orientation {
+    pub fn new(ports: &[u16]) -> Self {
+        let mut ports = ports.to_vec();
+        ports.sort_unstable();
+        ports.dedup();
+        Orientation { ports }
+    }
+
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+
+    pub fn is_server_port(&self, port: u16) -> bool {
+        self.ports.contains(&port)
+    }
+
+    /// Orients a packet from `src` to `dst`; `None` when neither side is a server port.
+    pub fn orient(&self, src: SocketAddr, dst: SocketAddr) -> Option<(FlowKey, Direction)> {
+        let s = self.is_server_port(src.port());
+        let d = self.is_server_port(dst.port());
+        let dst_is_server = match (s, d) {
+            (false, false) => return None,
+            (false, true) => true,
+            (true, false) => false,
+            // Both ends on server ports (e.g. 11434 ↔ 11434): pick a stable side so both
+            // directions agree.
+            (true, true) => (dst.port(), dst.ip()) < (src.port(), src.ip()),
+        };
+        Some(if dst_is_server {
+            (FlowKey { client: src, server: dst }, Direction::ToServer)
+        } else {
+            (FlowKey { client: dst, server: src }, Direction::ToClient)
+        })
+    }
+}
+
+/// Compact display for an IP address (IPv4-mapped IPv6 shown as IPv4).
+pub fn display_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
