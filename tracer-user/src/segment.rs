@@ -176,3 +176,74 @@ pub fn display_ip(ip: IpAddr) -> String {
         IpAddr::V4(v4) => v4.to_string(),
     }
 }
+
+/// A segment's header without its bytes; the bytes live in the owning [`SegmentBatch`].
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentHeader {
+    pub ts: Timestamp,
+    pub flow: FlowKey,
+    pub dir: Direction,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: TcpFlags,
+    pub missing: u32,
+    pub meta: CaptureMeta,
+    /// Byte range of the payload inside [`SegmentBatch::data`].
+    pub start: u32,
+    pub len: u32,
+}
+
+/// Owned segments from a live capture, handed from the capture task to the pipeline in batches
+/// (one buffer reused, no allocation per packet).
+#[derive(Debug, Default)]
+pub struct SegmentBatch {
+    pub data: Vec<u8>,
+    pub headers: Vec<SegmentHeader>,
+}
+
+impl SegmentBatch {
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.headers.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.headers.len()
+    }
+
+    /// Copies `seg` into the batch.
+    pub fn push(&mut self, seg: &Segment<'_>) {
+        let start = self.data.len() as u32;
+        self.data.extend_from_slice(seg.payload);
+        self.headers.push(SegmentHeader {
+            ts: seg.ts,
+            flow: seg.flow,
+            dir: seg.dir,
+            seq: seg.seq,
+            ack: seg.ack,
+            flags: seg.flags,
+            missing: seg.missing,
+            meta: seg.meta,
+            start,
+            len: seg.payload.len() as u32,
+        });
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Segment<'_>> + '_ {
+        self.headers.iter().map(move |h| Segment {
+            ts: h.ts,
+            flow: h.flow,
+            dir: h.dir,
+            seq: h.seq,
+            ack: h.ack,
+            flags: h.flags,
+            payload: &self.data[h.start as usize..(h.start + h.len) as usize],
+            missing: h.missing,
+            meta: h.meta,
+        })
+    }
+}
