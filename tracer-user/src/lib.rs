@@ -4,3 +4,7 @@
 //! benchmarks or the daemon): capture → [`segment::Segment`] → reassembly → http → llm → span → export.
 
 pub mod segment;
+pub mod capture;
+pub mod reassembly;
+pub mod json;
+pub mod http;

@@ -1,0 +1,318 @@
+//! Message-body framing: Content-Length, chunked (extensions, trailers) and read-until-close,
+//! as an explicit state machine that is fed pieces and never buffers body bytes.
+
+/// Longest chunk-size line, trailer line or extension we accept before calling the stream broken.
+const MAX_LINE: usize = 8 * 1024;
+
+/// How a message body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD responses, 1xx/204/304, requests without length).
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the sender closes the connection (responses only).
+    UntilClose,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunk {
+    /// Reading hex digits of a chunk size.
+    Size { value: u64, digits: u8 },
+    /// After the size: extensions until end of line.
+    Ext { value: u64, line: usize },
+    /// Saw CR at the end of a size line.
+    SizeLf { value: u64 },
+    Data { left: u64 },
+    /// After chunk data: CR LF.
+    DataCr,
+    DataLf,
+    /// Trailer section: at the start of a line.
+    TrailerStart,
+    /// Inside a trailer line.
+    Trailer { line: usize },
+    TrailerLf,
+    /// Saw CR of the empty line ending the trailers.
+    EndLf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("invalid chunk size line")]
+    ChunkSize,
+    #[error("missing CRLF after chunk data")]
+    ChunkDelimiter,
+    #[error("chunk line or trailer too long")]
+    LineTooLong,
+}
+
+/// Outcome of feeding bytes to a [`BodyReader`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fed {
+    /// Bytes of the input consumed (framing included).
+    pub consumed: usize,
+    /// The body ended inside this input.
+    pub done: bool,
+}
+
+/// Reads one body. Body bytes are handed to a callback as sub-slices of the input.
+#[derive(Clone, Debug)]
+pub struct BodyReader {
+    framing: Framing,
+    remaining: u64,
+    chunk: Chunk,
+    /// Body bytes delivered so far (after de-chunking).
+    delivered: u64,
+    done: bool,
+}
+
+impl BodyReader {
+    pub fn new(framing: Framing) -> Self {
+        let remaining = if let Framing::Length(n) = framing { n } else { 0 };
+        let done = matches!(framing, Framing::None | Framing::Length(0));
+        BodyReader { framing, remaining, chunk: Chunk::Size { value: 0, digits: 0 }, delivered: 0, done }
+    }
+
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// Feeds `input`; body bytes go to `body`. Stops at the end of the body.
+    pub fn feed(&mut self, input: &[u8], body: &mut impl FnMut(&[u8])) -> Result<Fed, BodyError> {
+        if self.done {
+            return Ok(Fed { consumed: 0, done: true });
+        }
+        match self.framing {
+            Framing::None => {
+                self.done = true;
+                Ok(Fed { consumed: 0, done: true })
+            }
+            Framing::Length(_) => {
+                let take = (self.remaining.min(input.len() as u64)) as usize;
+                if take > 0 {
+                    body(&input[..take]);
+                }
+                self.remaining -= take as u64;
+                self.delivered += take as u64;
+                self.done = self.remaining == 0;
+                Ok(Fed { consumed: take, done: self.done })
+            }
+            Framing::UntilClose => {
+                if !input.is_empty() {
+                    body(input);
+                }
+                self.delivered += input.len() as u64;
+                Ok(Fed { consumed: input.len(), done: false })
+            }
+            Framing::Chunked => self.feed_chunked(input, body),
+        }
+    }
+
+    /// The sender closed the connection: a read-until-close body is complete now.
+    pub fn close(&mut self) -> bool {
+        if self.framing == Framing::UntilClose {
+            self.done = true;
+        }
+        self.done
+    }
+
+    /// `len` bytes of the body are missing from the capture. Returns true if the reader could skip
+    /// them and stays in step (the gap lies inside known-length data); false if framing is lost.
+    pub fn skip(&mut self, len: u64) -> bool {
+        match self.framing {
+            Framing::Length(_) if len <= self.remaining => {
+                self.remaining -= len;
+                self.done = self.remaining == 0;
+                true
+            }
+            Framing::UntilClose => true,
+            Framing::Chunked => match self.chunk {
+                Chunk::Data { left } if len <= left => {
+                    self.chunk = if len == left { Chunk::DataCr } else { Chunk::Data { left: left - len } };
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    fn feed_chunked(&mut self, input: &[u8], body: &mut impl FnMut(&[u8])) -> Result<Fed, BodyError> {
+        let mut i = 0;
+        while i < input.len() {
+            let c = input[i];
+            match self.chunk {
+                Chunk::Data { left } => {
+                    let take = (left.min((input.len() - i) as u64)) as usize;
+                    body(&input[i..i + take]);
+                    self.delivered += take as u64;
+                    i += take;
+                    let left = left - take as u64;
+                    self.chunk = if left == 0 { Chunk::DataCr } else { Chunk::Data { left } };
+                    continue;
+                }
+                Chunk::Size { value, digits } => {
+                    let hex = match c {
+                        b'0'..=b'9' => Some(c - b'0'),
+                        b'a'..=b'f' => Some(c - b'a' + 10),
+                        b'A'..=b'F' => Some(c - b'A' + 10),
+                        _ => None,
+                    };
+                    match (hex, digits) {
+                        (Some(h), d) => {
+                            // 15 hex digits is already 1 EiB: anything longer is an attack or noise.
+                            if d >= 15 {
+                                return Err(BodyError::ChunkSize);
+                            }
+                            self.chunk = Chunk::Size { value: value << 4 | h as u64, digits: d + 1 };
+                        }
+                        (None, 0) => return Err(BodyError::ChunkSize),
+                        (None, _) => match c {
+                            b'\r' => self.chunk = Chunk::SizeLf { value },
+                            b'\n' => self.start_chunk(value),
+                            b';' | b' ' | b'\t' => self.chunk = Chunk::Ext { value, line: 0 },
+                            _ => return Err(BodyError::ChunkSize),
+                        },
+                    }
+                }
+                Chunk::Ext { value, line } => match c {
+                    b'\r' => self.chunk = Chunk::SizeLf { value },
+                    b'\n' => self.start_chunk(value),
+                    _ if line >= MAX_LINE => return Err(BodyError::LineTooLong),
+                    _ => self.chunk = Chunk::Ext { value, line: line + 1 },
+                },
+                Chunk::SizeLf { value } => {
+                    if c != b'\n' {
+                        return Err(BodyError::ChunkSize);
+                    }
+                    self.start_chunk(value);
+                }
+                Chunk::DataCr => match c {
+                    b'\r' => self.chunk = Chunk::DataLf,
+                    b'\n' => self.chunk = Chunk::Size { value: 0, digits: 0 },
+                    _ => return Err(BodyError::ChunkDelimiter),
+                },
+                Chunk::DataLf => {
+                    if c != b'\n' {
+                        return Err(BodyError::ChunkDelimiter);
+                    }
+                    self.chunk = Chunk::Size { value: 0, digits: 0 };
+                }
+                Chunk::TrailerStart => match c {
+                    b'\r' => self.chunk = Chunk::EndLf,
+                    b'\n' => {
+                        i += 1;
+                        self.done = true;
+                        return Ok(Fed { consumed: i, done: true });
+                    }
+                    _ => self.chunk = Chunk::Trailer { line: 1 },
+                },
+                Chunk::Trailer { line } => match c {
+                    b'\r' => self.chunk = Chunk::TrailerLf,
+                    b'\n' => self.chunk = Chunk::TrailerStart,
+                    _ if line >= MAX_LINE => return Err(BodyError::LineTooLong),
+                    _ => self.chunk = Chunk::Trailer { line: line + 1 },
+                },
+                Chunk::TrailerLf => {
+                    if c != b'\n' {
+                        return Err(BodyError::ChunkDelimiter);
+                    }
+                    self.chunk = Chunk::TrailerStart;
+                }
+                Chunk::EndLf => {
+                    if c != b'\n' {
+                        return Err(BodyError::ChunkDelimiter);
+                    }
+                    i += 1;
+                    self.done = true;
+                    return Ok(Fed { consumed: i, done: true });
+                }
+            }
+            i += 1;
+        }
+        Ok(Fed { consumed: i, done: false })
+    }
+
+    fn start_chunk(&mut self, size: u64) {
+        self.chunk = if size == 0 { Chunk::TrailerStart } else { Chunk::Data { left: size } };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(framing: Framing, pieces: &[&[u8]]) -> (Vec<u8>, bool, usize) {
+        let mut r = BodyReader::new(framing);
+        let mut out = Vec::new();
+        let mut consumed = 0;
+        for p in pieces {
+            let fed = r.feed(p, &mut |b| out.extend_from_slice(b)).unwrap();
+            consumed += fed.consumed;
+            if fed.done {
+                break;
+            }
+        }
+        (out, r.is_done(), consumed)
+    }
+
+    #[test]
+    fn chunked_with_extensions_and_trailers() {
+        let wire = b"5;name=val\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\nY: 2\r\n\r\nNEXT";
+        let (out, done, consumed) = run(Framing::Chunked, &[wire]);
+        assert_eq!(out, b"hello world");
+        assert!(done);
+        assert_eq!(&wire[consumed..], b"NEXT");
+        for cut in 0..wire.len() {
+            let (out2, done2, consumed2) = run(Framing::Chunked, &[&wire[..cut], &wire[cut..]]);
+            assert_eq!((out2.as_slice(), done2, consumed2), (&b"hello world"[..], true, consumed), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn bare_lf_is_accepted() {
+        let (out, done, _) = run(Framing::Chunked, &[b"3\nabc\n0\n\n"]);
+        assert_eq!((out.as_slice(), done), (&b"abc"[..], true));
+    }
+
+    #[test]
+    fn absurd_chunk_size_is_an_error() {
+        let mut r = BodyReader::new(Framing::Chunked);
+        assert_eq!(r.feed(b"ffffffffffffffffff\r\n", &mut |_| {}), Err(BodyError::ChunkSize));
+        let mut r = BodyReader::new(Framing::Chunked);
+        assert_eq!(r.feed(b"zz\r\n", &mut |_| {}), Err(BodyError::ChunkSize));
+        let mut r = BodyReader::new(Framing::Chunked);
+        assert_eq!(r.feed(b"2\r\nabX", &mut |_| {}), Err(BodyError::ChunkDelimiter));
+    }
+
+    #[test]
+    fn length_and_skip() {
+        let mut r = BodyReader::new(Framing::Length(10));
+        let mut out = Vec::new();
+        r.feed(b"abc", &mut |b| out.extend_from_slice(b)).unwrap();
+        assert!(r.skip(4));
+        let fed = r.feed(b"defXYZ", &mut |b| out.extend_from_slice(b)).unwrap();
+        assert_eq!((out.as_slice(), fed), (&b"abcdef"[..], Fed { consumed: 3, done: true }));
+        let mut r = BodyReader::new(Framing::Length(3));
+        assert!(!r.skip(4));
+    }
+
+    #[test]
+    fn chunk_skip_stays_in_step_only_inside_data() {
+        let mut r = BodyReader::new(Framing::Chunked);
+        let mut out = Vec::new();
+        r.feed(b"a\r\n01", &mut |b| out.extend_from_slice(b)).unwrap();
+        assert!(r.skip(8));
+        let fed = r.feed(b"\r\n0\r\n\r\n", &mut |b| out.extend_from_slice(b)).unwrap();
+        assert!(fed.done);
+        assert!(!BodyReader::new(Framing::Chunked).skip(1));
+    }
+}

@@ -1,0 +1,648 @@
+//! HTTP/1.x exchanges from reassembled byte streams: heads, de-chunked bodies as they arrive,
+//! request/response pairing (keep-alive, pipelining, `100 Continue`), and resynchronisation when
+//! bytes are missing or the capture started mid-connection.
+
+pub mod body;
+pub mod head;
+pub mod resync;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+
+use ahash::AHashMap;
+
+use self::body::{BodyReader, Framing};
+use self::head::{RequestHead, ResponseHead, head_end, parse_request, parse_response};
+use self::resync::{Found, Resync, StartKind};
+use crate::reassembly::{CloseReason, ConnId, StreamEvent};
+use crate::segment::{CaptureMeta, Direction, FlowKey, Timestamp};
+
+/// Identifies one request/response exchange.
+pub type ExchangeId = u64;
+
+#[derive(Clone, Debug, Default)]
+pub struct HttpConfig {
+    /// Request headers (lower-case names) whose values are kept for export; secrets never are.
+    pub keep_headers: Vec<String>,
+}
+
+/// How an exchange ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The whole response was seen.
+    Complete,
+    /// The response started but did not finish (connection reset or closed, bytes lost).
+    Truncated,
+    /// No response was seen.
+    NoResponse,
+}
+
+/// Everything known about how an exchange ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExchangeEnd {
+    pub outcome: Outcome,
+    /// The request body was received completely.
+    pub request_complete: bool,
+    /// Bytes of the request the capture missed.
+    pub request_gap_bytes: u64,
+    /// Bytes of the response the capture missed.
+    pub response_gap_bytes: u64,
+    /// Set when the connection closing ended the exchange.
+    pub close: Option<CloseReason>,
+    /// Capture time of the last byte seen of this exchange (either direction).
+    pub last_byte: Timestamp,
+}
+
+/// Output of the HTTP stage.
+#[derive(Debug)]
+pub enum HttpEvent<'a> {
+    /// A request head; `ts` is the capture time of its first byte.
+    Request { conn: ConnId, id: ExchangeId, flow: FlowKey, ts: Timestamp, head: RequestHead, meta: CaptureMeta },
+    RequestBody { id: ExchangeId, ts: Timestamp, data: &'a [u8] },
+    /// The request body is complete (`ts`: its last byte).
+    RequestEnd { id: ExchangeId, ts: Timestamp },
+    /// An interim 1xx response (e.g. `100 Continue`).
+    Interim { id: ExchangeId, ts: Timestamp, status: u16 },
+    /// The final response head: `ts` of its first byte, `head_ts` of its last.
+    Response { id: ExchangeId, ts: Timestamp, head_ts: Timestamp, head: ResponseHead },
+    /// De-chunked response body bytes.
+    ResponseBody { id: ExchangeId, ts: Timestamp, data: &'a [u8] },
+    /// The exchange is over: `ts` is the capture time of the response's last byte when complete,
+    /// else when the exchange was given up. The last event for `id`.
+    End { id: ExchangeId, ts: Timestamp, end: ExchangeEnd },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpStats {
+    pub requests: u64,
+    pub responses: u64,
+    pub complete: u64,
+    pub truncated: u64,
+    pub no_response: u64,
+    pub interim: u64,
+    /// Heads or bodies that could not be parsed.
+    pub parse_errors: u64,
+    /// Times a direction lost step and searched for the next message.
+    pub resyncs: u64,
+    /// Bytes skipped while searching for a message start.
+    pub resync_skipped_bytes: u64,
+    /// Responses with no request to pair with (their request predates the capture).
+    pub orphan_responses: u64,
+    /// Connections switched to a tunnel (Upgrade, CONNECT).
+    pub tunnels: u64,
+}
+
+#[derive(Debug)]
+enum Mode {
+    /// Reading a head (possibly none started yet).
+    Head,
+    Body(BodyReader),
+    /// Lost step: looking for the next message start.
+    Resync(Resync),
+    /// Nothing more to parse (tunnel, or the connection will close).
+    Ignore,
+}
+
+#[derive(Debug)]
+struct Side {
+    mode: Mode,
+    head: Vec<u8>,
+    head_ts: Timestamp,
+    /// Stream position of the first byte of the head being read.
+    head_pos: u64,
+    /// The side resynchronised since its last message: pairing must not trust FIFO order.
+    resynced: bool,
+}
+
+impl Side {
+    fn new(kind: StartKind, midstream: bool) -> Self {
+        Side {
+            mode: if midstream { Mode::Resync(Resync::new(kind, true)) } else { Mode::Head },
+            head: Vec::new(),
+            head_ts: Timestamp(0),
+            head_pos: 0,
+            resynced: midstream,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Exchange {
+    id: ExchangeId,
+    /// Request-stream position of the request's first byte.
+    start_pos: u64,
+    is_head: bool,
+    is_connect: bool,
+    request_complete: bool,
+    /// The response head was seen.
+    responded: bool,
+    request_gap: u64,
+    response_gap: u64,
+    last_byte: Timestamp,
+}
+
+#[derive(Debug)]
+struct Conn {
+    flow: FlowKey,
+    req: Side,
+    resp: Side,
+    /// Exchanges whose request was seen and whose response is not finished, oldest first.
+    pending: VecDeque<Exchange>,
+}
+
+/// The HTTP stage.
+#[derive(Debug)]
+pub struct HttpTracker {
+    config: HttpConfig,
+    conns: AHashMap<ConnId, Conn>,
+    next_id: ExchangeId,
+    stats: HttpStats,
+}
+
+impl HttpTracker {
+    pub fn new(config: HttpConfig) -> Self {
+        HttpTracker { config, conns: AHashMap::new(), next_id: 1, stats: HttpStats::default() }
+    }
+
+    pub fn stats(&self) -> &HttpStats {
+        &self.stats
+    }
+
+    /// Exchanges waiting for (the rest of) their response.
+    pub fn in_flight(&self) -> usize {
+        self.conns.values().map(|c| c.pending.len()).sum()
+    }
+
+    pub fn push<F: FnMut(HttpEvent<'_>)>(&mut self, ev: StreamEvent<'_>, out: &mut F) {
+        match ev {
+            StreamEvent::Open { conn, flow, handshake, .. } => {
+                let midstream = !handshake;
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        flow,
+                        req: Side::new(StartKind::Request, midstream),
+                        resp: Side::new(StartKind::Response, midstream),
+                        pending: VecDeque::new(),
+                    },
+                );
+            }
+            StreamEvent::Data { conn, dir, ts, pos, peer_pos, data, meta } => {
+                let Some(c) = self.conns.get_mut(&conn) else { return };
+                let mut ctx = Ctx { config: &self.config, stats: &mut self.stats, next_id: &mut self.next_id, conn_id: conn };
+                match dir {
+                    Direction::ToServer => ctx.request_data(c, ts, pos, data, meta, out),
+                    Direction::ToClient => ctx.response_data(c, ts, pos, peer_pos, data, out),
+                }
+            }
+            StreamEvent::Gap { conn, dir, ts, len, .. } => {
+                let Some(c) = self.conns.get_mut(&conn) else { return };
+                let mut ctx = Ctx { config: &self.config, stats: &mut self.stats, next_id: &mut self.next_id, conn_id: conn };
+                ctx.gap(c, dir, ts, len, out);
+            }
+            StreamEvent::End { conn, dir, ts } => {
+                let Some(c) = self.conns.get_mut(&conn) else { return };
+                let mut ctx = Ctx { config: &self.config, stats: &mut self.stats, next_id: &mut self.next_id, conn_id: conn };
+                if dir == Direction::ToClient {
+                    // The server will send nothing more: whatever is unanswered stays so.
+                    ctx.finish(c, ts, None, out);
+                    c.resp.mode = Mode::Ignore;
+                } else if let Mode::Body(reader) = &c.req.mode
+                    && !reader.is_done()
+                {
+                    c.req.mode = Mode::Ignore;
+                }
+            }
+            StreamEvent::Close { conn, ts, reason } => {
+                let Some(mut c) = self.conns.remove(&conn) else { return };
+                let mut ctx = Ctx { config: &self.config, stats: &mut self.stats, next_id: &mut self.next_id, conn_id: conn };
+                ctx.finish(&mut c, ts, Some(reason), out);
+            }
+        }
+    }
+}
+
+/// The parts of the tracker a connection's handlers need, borrowed apart from the connection map.
+struct Ctx<'t> {
+    config: &'t HttpConfig,
+    stats: &'t mut HttpStats,
+    next_id: &'t mut ExchangeId,
+    conn_id: ConnId,
+}
+
+impl Ctx<'_> {
+    fn request_data<F: FnMut(HttpEvent<'_>)>(
+        &mut self,
+        c: &mut Conn,
+        ts: Timestamp,
+        pos: u64,
+        data: &[u8],
+        meta: CaptureMeta,
+        out: &mut F,
+    ) {
+        let mut i = 0;
+        while i < data.len() {
+            match &mut c.req.mode {
+                Mode::Ignore => return,
+                Mode::Resync(r) => match r.scan(&data[i..]) {
+                    Found::NotYet => {
+                        self.stats.resync_skipped_bytes += (data.len() - i) as u64;
+                        return;
+                    }
+                    Found::At { offset, carried } => {
+                        self.stats.resync_skipped_bytes += offset as u64;
+                        c.req.head = carried;
+                        c.req.head_ts = ts;
+                        c.req.head_pos = pos + (i + offset) as u64 - c.req.head.len() as u64;
+                        c.req.mode = Mode::Head;
+                        i += offset;
+                    }
+                },
+                Mode::Head => {
+                    if c.req.head.is_empty() {
+                        // Blank lines between requests are allowed and ignored.
+                        while i < data.len() && (data[i] == b'\r' || data[i] == b'\n') {
+                            i += 1;
+                        }
+                        if i == data.len() {
+                            return;
+                        }
+                        if !data[i].is_ascii_alphabetic() {
+                            self.lost_step(&mut c.req, StartKind::Request, false);
+                            continue;
+                        }
+                        c.req.head_ts = ts;
+                        c.req.head_pos = pos + i as u64;
+                    }
+                    let Some((head_bytes, used)) = take_head(&mut c.req.head, &data[i..]) else {
+                        if c.req.head.len() > head::MAX_HEAD {
+                            self.lost_step(&mut c.req, StartKind::Request, false);
+                            c.req.head.clear();
+                        }
+                        return;
+                    };
+                    i += used;
+                    let parsed = parse_request(&head_bytes, &self.config.keep_headers);
+                    c.req.head.clear();
+                    let head = match parsed {
+                        Ok(h) => h,
+                        Err(_) => {
+                            self.lost_step(&mut c.req, StartKind::Request, false);
+                            continue;
+                        }
+                    };
+                    let id = *self.next_id;
+                    *self.next_id += 1;
+                    self.stats.requests += 1;
+                    let framing = head.framing();
+                    c.pending.push_back(Exchange {
+                        id,
+                        start_pos: c.req.head_pos,
+                        is_head: head.is_head(),
+                        is_connect: head.method == "CONNECT",
+                        request_complete: framing == Framing::None,
+                        responded: false,
+                        request_gap: 0,
+                        response_gap: 0,
+                        last_byte: ts,
+                    });
+                    c.req.resynced = false;
+                    out(HttpEvent::Request { conn: self.conn_id, id, flow: c.flow, ts: c.req.head_ts, head, meta });
+                    if framing == Framing::None {
+                        out(HttpEvent::RequestEnd { id, ts });
+                    } else {
+                        c.req.mode = Mode::Body(BodyReader::new(framing));
+                    }
+                }
+                Mode::Body(reader) => {
+                    let id = request_owner(&c.pending);
+                    let fed = reader.feed(&data[i..], &mut |b| {
+                        if let Some(id) = id {
+                            out(HttpEvent::RequestBody { id, ts, data: b });
+                        }
+                    });
+                    match fed {
+                        Ok(fed) => {
+                            i += fed.consumed;
+                            if let Some(ex) = c.pending.iter_mut().rev().find(|e| Some(e.id) == id) {
+                                ex.last_byte = ex.last_byte.max(ts);
+                            }
+                            if fed.done {
+                                if let Some(id) = id {
+                                    if let Some(ex) = c.pending.iter_mut().find(|e| e.id == id) {
+                                        ex.request_complete = true;
+                                    }
+                                    out(HttpEvent::RequestEnd { id, ts });
+                                }
+                                c.req.mode = Mode::Head;
+                            }
+                        }
+                        Err(_) => {
+                            self.lost_step(&mut c.req, StartKind::Request, false);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn response_data<F: FnMut(HttpEvent<'_>)>(
+        &mut self,
+        c: &mut Conn,
+        ts: Timestamp,
+        pos: u64,
+        peer_pos: Option<u64>,
+        data: &[u8],
+        out: &mut F,
+    ) {
+        let mut i = 0;
+        while i < data.len() {
+            match &mut c.resp.mode {
+                Mode::Ignore => return,
+                Mode::Resync(r) => match r.scan(&data[i..]) {
+                    Found::NotYet => {
+                        self.stats.resync_skipped_bytes += (data.len() - i) as u64;
+                        return;
+                    }
+                    Found::At { offset, carried } => {
+                        self.stats.resync_skipped_bytes += offset as u64;
+                        c.resp.head = carried;
+                        c.resp.head_ts = ts;
+                        c.resp.head_pos = pos + (i + offset) as u64 - c.resp.head.len() as u64;
+                        c.resp.mode = Mode::Head;
+                        i += offset;
+                    }
+                },
+                Mode::Head => {
+                    if c.resp.head.is_empty() {
+                        if !data[i].is_ascii_alphabetic() {
+                            self.lost_step(&mut c.resp, StartKind::Response, false);
+                            continue;
+                        }
+                        c.resp.head_ts = ts;
+                        c.resp.head_pos = pos + i as u64;
+                    }
+                    let Some((head_bytes, used)) = take_head(&mut c.resp.head, &data[i..]) else {
+                        if c.resp.head.len() > head::MAX_HEAD {
+                            self.lost_step(&mut c.resp, StartKind::Response, false);
+                            c.resp.head.clear();
+                        }
+                        return;
+                    };
+                    i += used;
+                    let parsed = parse_response(&head_bytes);
+                    c.resp.head.clear();
+                    let head = match parsed {
+                        Ok(h) => h,
+                        Err(_) => {
+                            self.lost_step(&mut c.resp, StartKind::Response, false);
+                            continue;
+                        }
+                    };
+                    self.response_head(c, head, ts, peer_pos, out);
+                }
+                Mode::Body(reader) => {
+                    let owner = c.pending.front_mut().filter(|e| e.responded);
+                    let id = owner.as_ref().map(|e| e.id);
+                    let fed = reader.feed(&data[i..], &mut |b| {
+                        if let Some(id) = id {
+                            out(HttpEvent::ResponseBody { id, ts, data: b });
+                        }
+                    });
+                    if let Some(ex) = owner {
+                        ex.last_byte = ex.last_byte.max(ts);
+                    }
+                    match fed {
+                        Ok(fed) => {
+                            i += fed.consumed;
+                            if fed.done {
+                                c.resp.mode = Mode::Head;
+                                if id.is_some() {
+                                    self.end_front(c, ts, Outcome::Complete, None, out);
+                                }
+                            }
+                        }
+                        Err(_) => {
+                            if id.is_some() {
+                                self.end_front(c, ts, Outcome::Truncated, None, out);
+                            }
+                            self.lost_step(&mut c.resp, StartKind::Response, false);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pairs a parsed response head with its request.
+    fn response_head<F: FnMut(HttpEvent<'_>)>(
+        &mut self,
+        c: &mut Conn,
+        head: ResponseHead,
+        ts: Timestamp,
+        peer_pos: Option<u64>,
+        out: &mut F,
+    ) {
+        // The server had received `peer_pos` request bytes when it sent this: it cannot answer a
+        // request that starts later. After a resync the answered request is the latest one it had
+        // started to receive (clients wait for a response before sending the next request), and
+        // older unanswered ones lost their responses in the gap.
+        if c.resp.resynced
+            && let Some(p) = peer_pos
+        {
+            while c.pending.len() > 1 && c.pending[1].start_pos < p && !c.pending[0].responded {
+                let ts0 = c.pending[0].last_byte;
+                self.end_front(c, ts0, Outcome::NoResponse, None, out);
+            }
+        }
+        let answers = match (c.pending.front(), peer_pos) {
+            (None, _) => false,
+            (Some(ex), Some(p)) => ex.start_pos < p,
+            (Some(_), None) => true,
+        };
+        let framing_for_orphan = head.framing(false);
+        if !answers {
+            // Its request predates the capture (or was lost): follow its framing, report nothing.
+            self.stats.orphan_responses += 1;
+            c.resp.mode = if framing_for_orphan == Framing::None {
+                Mode::Head
+            } else {
+                Mode::Body(BodyReader::new(framing_for_orphan))
+            };
+            return;
+        }
+        c.resp.resynced = false;
+        let ex = c.pending.front_mut().expect("checked above");
+        ex.last_byte = ex.last_byte.max(ts);
+        let id = ex.id;
+        if (100..200).contains(&head.status) && head.status != 101 {
+            self.stats.interim += 1;
+            out(HttpEvent::Interim { id, ts: c.resp.head_ts, status: head.status });
+            c.resp.mode = Mode::Head;
+            return;
+        }
+        self.stats.responses += 1;
+        ex.responded = true;
+        let framing = head.framing(ex.is_head);
+        let tunnel = head.status == 101 || (ex.is_connect && (200..300).contains(&head.status));
+        let close = head.connection_close;
+        out(HttpEvent::Response { id, ts: c.resp.head_ts, head_ts: ts, head });
+        if tunnel {
+            self.stats.tunnels += 1;
+            self.end_front(c, ts, Outcome::Complete, None, out);
+            c.req.mode = Mode::Ignore;
+            c.resp.mode = Mode::Ignore;
+            return;
+        }
+        if framing == Framing::None {
+            self.end_front(c, ts, Outcome::Complete, None, out);
+            c.resp.mode = if close { Mode::Ignore } else { Mode::Head };
+        } else {
+            c.resp.mode = Mode::Body(BodyReader::new(framing));
+        }
+    }
+
+    /// Ends the oldest pending exchange.
+    fn end_front<F: FnMut(HttpEvent<'_>)>(
+        &mut self,
+        c: &mut Conn,
+        ts: Timestamp,
+        outcome: Outcome,
+        close: Option<CloseReason>,
+        out: &mut F,
+    ) {
+        let Some(ex) = c.pending.pop_front() else { return };
+        match outcome {
+            Outcome::Complete => self.stats.complete += 1,
+            Outcome::Truncated => self.stats.truncated += 1,
+            Outcome::NoResponse => self.stats.no_response += 1,
+        }
+        let end = ExchangeEnd {
+            outcome,
+            request_complete: ex.request_complete,
+            request_gap_bytes: ex.request_gap,
+            response_gap_bytes: ex.response_gap,
+            close,
+            last_byte: ex.last_byte,
+        };
+        out(HttpEvent::End { id: ex.id, ts, end });
+    }
+
+    fn gap<F: FnMut(HttpEvent<'_>)>(&mut self, c: &mut Conn, dir: Direction, ts: Timestamp, len: u64, out: &mut F) {
+        match dir {
+            Direction::ToServer => {
+                let owner = request_owner(&c.pending);
+                if let Some(ex) = c.pending.iter_mut().rev().find(|e| Some(e.id) == owner) {
+                    ex.request_gap += len;
+                }
+                // Inside a body of known size the gap is skipped and parsing stays in step.
+                let in_step = match &mut c.req.mode {
+                    Mode::Ignore => return,
+                    Mode::Body(reader) => reader.skip(len).then(|| reader.is_done()),
+                    _ => None,
+                };
+                match in_step {
+                    Some(true) => {
+                        if let Some(ex) = c.pending.iter_mut().rev().find(|e| Some(e.id) == owner) {
+                            ex.request_complete = true;
+                        }
+                        if let Some(id) = owner {
+                            out(HttpEvent::RequestEnd { id, ts });
+                        }
+                        c.req.mode = Mode::Head;
+                    }
+                    Some(false) => {}
+                    None => self.lost_step(&mut c.req, StartKind::Request, true),
+                }
+            }
+            Direction::ToClient => {
+                let responded = c.pending.front().is_some_and(|e| e.responded);
+                if responded && let Some(ex) = c.pending.front_mut() {
+                    ex.response_gap += len;
+                }
+                let in_step = match &mut c.resp.mode {
+                    Mode::Ignore => return,
+                    Mode::Body(reader) => reader.skip(len).then(|| reader.is_done()),
+                    _ => None,
+                };
+                match in_step {
+                    Some(true) => {
+                        c.resp.mode = Mode::Head;
+                        if responded {
+                            self.end_front(c, ts, Outcome::Complete, None, out);
+                        }
+                    }
+                    Some(false) => {}
+                    None => {
+                        if responded && matches!(c.resp.mode, Mode::Body(_)) {
+                            self.end_front(c, ts, Outcome::Truncated, None, out);
+                        }
+                        self.lost_step(&mut c.resp, StartKind::Response, true);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A direction lost step: search for the next message start from here.
+    fn lost_step(&mut self, side: &mut Side, kind: StartKind, after_gap: bool) {
+        if !after_gap {
+            self.stats.parse_errors += 1;
+        }
+        if !matches!(side.mode, Mode::Resync(_)) {
+            self.stats.resyncs += 1;
+        }
+        side.head.clear();
+        side.resynced = true;
+        side.mode = Mode::Resync(Resync::new(kind, after_gap));
+    }
+
+    /// The server side or the connection ended: settle every pending exchange.
+    fn finish<F: FnMut(HttpEvent<'_>)>(&mut self, c: &mut Conn, ts: Timestamp, close: Option<CloseReason>, out: &mut F) {
+        if let Some(front) = c.pending.front()
+            && front.responded
+        {
+            // A read-until-close body ends normally when the server closes (FIN), not on a reset.
+            let complete = matches!(&mut c.resp.mode, Mode::Body(r) if r.framing() == Framing::UntilClose)
+                && !matches!(close, Some(CloseReason::Reset | CloseReason::CaptureEnd | CloseReason::Idle | CloseReason::Evicted));
+            let end_ts = if complete { front.last_byte } else { ts };
+            let outcome = if complete { Outcome::Complete } else { Outcome::Truncated };
+            self.end_front(c, end_ts, outcome, close, out);
+        }
+        while !c.pending.is_empty() {
+            self.end_front(c, ts, Outcome::NoResponse, close, out);
+        }
+        c.resp.mode = Mode::Head;
+    }
+}
+
+/// The exchange whose request body is being read: the newest pending one, if its body is
+/// unfinished. (When an early response already ended it, the rest of its body belongs to no one.)
+fn request_owner(pending: &VecDeque<Exchange>) -> Option<ExchangeId> {
+    pending.back().filter(|e| !e.request_complete).map(|e| e.id)
+}
+
+/// Accumulates head bytes; when the head is complete returns it and how many bytes of `data`
+/// it used. The common case — a whole head inside one piece — copies nothing more than the head.
+fn take_head(buf: &mut Vec<u8>, data: &[u8]) -> Option<(Vec<u8>, usize)> {
+    if buf.is_empty() {
+        if let Some(end) = head_end(data, 0) {
+            return Some((data[..end].to_vec(), end));
+        }
+        buf.extend_from_slice(&data[..data.len().min(head::MAX_HEAD + 1)]);
+        return None;
+    }
+    let old = buf.len();
+    let room = (head::MAX_HEAD + 1).saturating_sub(old);
+    buf.extend_from_slice(&data[..data.len().min(room)]);
+    match head_end(buf, old) {
+        Some(end) => {
+            let used = end - old;
+            buf.truncate(end);
+            Some((std::mem::take(buf), used))
+        }
+        None => None,
+    }
+}

@@ -1,0 +1,173 @@
+//! Finding the next message start in a byte stream we lost step with (capture started
+//! mid-connection, bytes missing, garbage): a request line or a status line at a line start.
+
+use memchr::memchr;
+
+/// Longest request or status line we look for; longer lines are not message starts we follow.
+const MAX_LINE: usize = 8 * 1024;
+
+const METHODS: &[&[u8]] = &[b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartKind {
+    Request,
+    Response,
+}
+
+/// Result of a scan.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    /// A message starts at `offset` in the data just given; `carried` bytes from earlier pieces
+    /// precede it and belong to the message too.
+    At { offset: usize, carried: Vec<u8> },
+    NotYet,
+}
+
+#[derive(Debug)]
+pub struct Resync {
+    kind: StartKind,
+    /// Bytes of an unfinished line from earlier pieces.
+    tail: Vec<u8>,
+    /// Whether `tail` (or the next piece, when `tail` is empty) starts at a line start.
+    line_start: bool,
+}
+
+impl Resync {
+    /// `line_start`: whether the next byte may begin a message (start of capture, after a gap).
+    pub fn new(kind: StartKind, line_start: bool) -> Self {
+        Resync { kind, tail: Vec::new(), line_start }
+    }
+
+    /// Scans the next piece.
+    pub fn scan(&mut self, data: &[u8]) -> Found {
+        let carried = self.tail.len();
+        let owned;
+        let buf: &[u8] = if carried == 0 {
+            data
+        } else {
+            let mut b = std::mem::take(&mut self.tail);
+            b.extend_from_slice(data);
+            owned = b;
+            &owned
+        };
+        // Candidate line starts: position 0 when it is a line start, and after every LF.
+        let mut start = if self.line_start { Some(0) } else { memchr(b'\n', buf).map(|p| p + 1) };
+        while let Some(s) = start {
+            if s >= buf.len() {
+                self.line_start = true;
+                self.tail.clear();
+                return Found::NotYet;
+            }
+            match memchr(b'\n', &buf[s..]) {
+                Some(k) => {
+                    let line = &buf[s..s + k];
+                    if self.is_start(line) {
+                        self.tail.clear();
+                        return if s >= carried {
+                            Found::At { offset: s - carried, carried: Vec::new() }
+                        } else {
+                            Found::At { offset: 0, carried: buf[s..carried].to_vec() }
+                        };
+                    }
+                    start = Some(s + k + 1);
+                }
+                None => {
+                    // An unfinished line: keep it (bounded) until the next piece completes it.
+                    let rest = &buf[s..];
+                    if rest.len() <= MAX_LINE && self.could_start(rest) {
+                        self.tail = rest.to_vec();
+                        self.line_start = true;
+                    } else {
+                        self.tail.clear();
+                        self.line_start = false;
+                    }
+                    return Found::NotYet;
+                }
+            }
+        }
+        self.tail.clear();
+        self.line_start = false;
+        Found::NotYet
+    }
+
+    /// True when `prefix` (an unfinished line) may still become a message start.
+    fn could_start(&self, prefix: &[u8]) -> bool {
+        match self.kind {
+            StartKind::Request => METHODS.iter().any(|m| {
+                let n = m.len().min(prefix.len());
+                prefix[..n] == m[..n]
+            }),
+            StartKind::Response => {
+                let n = prefix.len().min(5);
+                prefix[..n] == b"HTTP/"[..n]
+            }
+        }
+    }
+
+    fn is_start(&self, line: &[u8]) -> bool {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > MAX_LINE {
+            return false;
+        }
+        match self.kind {
+            StartKind::Request => {
+                METHODS.iter().any(|m| line.starts_with(m))
+                    && (line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0"))
+            }
+            StartKind::Response => {
+                line.len() >= 12
+                    && (line.starts_with(b"HTTP/1.1 ") || line.starts_with(b"HTTP/1.0 "))
+                    && line[9..12].iter().all(u8::is_ascii_digit)
+                    && (line.len() == 12 || line[12] == b' ')
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_request_line_after_garbage() {
+        let mut r = Resync::new(StartKind::Request, false);
+        let data = b"tail of body\"}\nPOST /api/chat HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(r.scan(data), Found::At { offset: 15, carried: vec![] });
+    }
+
+    #[test]
+    fn line_start_at_capture_start() {
+        let mut r = Resync::new(StartKind::Request, true);
+        assert_eq!(r.scan(b"GET / HTTP/1.1\r\n\r\n"), Found::At { offset: 0, carried: vec![] });
+        let mut r = Resync::new(StartKind::Request, false);
+        assert_eq!(r.scan(b"GET / HTTP/1.1\r\n\r\n"), Found::NotYet);
+    }
+
+    #[test]
+    fn candidate_split_across_pieces() {
+        let wire = b"xx\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        for cut in 1..wire.len() {
+            let mut r = Resync::new(StartKind::Response, false);
+            let (a, b) = wire.split_at(cut);
+            let got = match r.scan(a) {
+                Found::At { offset, carried } => {
+                    assert!(carried.is_empty());
+                    a[offset..].to_vec().into_iter().chain(b.iter().copied()).collect::<Vec<u8>>()
+                }
+                Found::NotYet => match r.scan(b) {
+                    Found::At { offset, carried } => carried.into_iter().chain(b[offset..].iter().copied()).collect(),
+                    Found::NotYet => panic!("not found at cut {cut}"),
+                },
+            };
+            assert_eq!(got, &wire[3..], "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn body_text_that_mentions_http_mid_line_is_not_a_start() {
+        let mut r = Resync::new(StartKind::Response, true);
+        assert_eq!(r.scan(b"{\"content\":\"see HTTP/1.1 200 OK\"}\n"), Found::NotYet);
+        let mut r = Resync::new(StartKind::Request, true);
+        assert_eq!(r.scan(b"POST is a word\nGET / HTTP/2\n"), Found::NotYet);
+    }
+}

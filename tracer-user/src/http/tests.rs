@@ -1,0 +1,315 @@
+use std::net::SocketAddr;
+
+use super::*;
+use crate::segment::Timestamp;
+
+const C: Direction = Direction::ToServer;
+const S: Direction = Direction::ToClient;
+
+enum Step<'a> {
+    Data(Direction, &'a [u8]),
+    /// Data whose sender had received `peer` bytes of the other stream.
+    DataAck(Direction, &'a [u8], u64),
+    Gap(Direction, u64),
+    End(Direction),
+    Close(CloseReason),
+}
+
+/// Runs steps on one connection (timestamps 1, 2, 3, … per step) and renders events as text.
+fn run(handshake: bool, steps: &[Step<'_>]) -> (Vec<String>, HttpStats) {
+    let mut t = HttpTracker::new(HttpConfig::default());
+    let mut lines = Vec::new();
+    let mut bodies: AHashMap<ExchangeId, Vec<u8>> = AHashMap::new();
+    let flow = FlowKey {
+        client: "127.0.0.1:5000".parse::<SocketAddr>().unwrap(),
+        server: "127.0.0.1:11434".parse::<SocketAddr>().unwrap(),
+    };
+    let mut pos = [0u64; 2];
+    {
+        let mut sink = |ev: HttpEvent<'_>| match ev {
+            HttpEvent::Request { id, ts, head, .. } => lines.push(format!("req {id} {} {} @{}", head.method, head.path, ts.0)),
+            HttpEvent::RequestBody { id, data, .. } => bodies.entry(id).or_default().extend_from_slice(data),
+            HttpEvent::RequestEnd { id, ts } => {
+                let b = bodies.remove(&id).unwrap_or_default();
+                lines.push(format!("reqend {id} {:?} @{}", String::from_utf8_lossy(&b), ts.0))
+            }
+            HttpEvent::Interim { id, status, .. } => lines.push(format!("interim {id} {status}")),
+            HttpEvent::Response { id, ts, head, .. } => lines.push(format!("resp {id} {} @{}", head.status, ts.0)),
+            HttpEvent::ResponseBody { id, data, .. } => bodies.entry(id + 1_000_000).or_default().extend_from_slice(data),
+            HttpEvent::End { id, ts, end } => {
+                let b = bodies.remove(&(id + 1_000_000)).unwrap_or_default();
+                lines.push(format!("end {id} {:?} {:?} @{} gap={}", end.outcome, String::from_utf8_lossy(&b), ts.0, end.response_gap_bytes))
+            }
+        };
+        t.push(StreamEvent::Open { conn: 1, flow, ts: Timestamp(0), handshake }, &mut sink);
+        for (i, step) in steps.iter().enumerate() {
+            let ts = Timestamp(i as u64 + 1);
+            let ev = match *step {
+                Step::Data(dir, data) | Step::DataAck(dir, data, _) => {
+                    let peer_pos = match *step {
+                        Step::DataAck(_, _, p) => Some(p),
+                        _ => None,
+                    };
+                    let p = pos[dir.index()];
+                    pos[dir.index()] += data.len() as u64;
+                    StreamEvent::Data { conn: 1, dir, ts, pos: p, peer_pos, data, meta: CaptureMeta::default() }
+                }
+                Step::Gap(dir, len) => {
+                    let p = pos[dir.index()];
+                    pos[dir.index()] += len;
+                    StreamEvent::Gap { conn: 1, dir, ts, pos: p, len }
+                }
+                Step::End(dir) => StreamEvent::End { conn: 1, dir, ts },
+                Step::Close(reason) => StreamEvent::Close { conn: 1, ts, reason },
+            };
+            t.push(ev, &mut sink);
+        }
+    }
+    (lines, t.stats().clone())
+}
+
+#[test]
+fn keep_alive_content_length_and_chunked() {
+    let (lines, stats) = run(
+        true,
+        &[
+            Step::Data(C, b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhel"),
+            Step::Data(C, b"lo"),
+            Step::Data(S, b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Step::Data(S, b"6\r\n{\"a\":1\r\n"),
+            Step::Data(S, b"2\r\n}\n\r\n0\r\n\r\n"),
+            Step::Data(C, b"GET /api/tags HTTP/1.1\r\n\r\n"),
+            Step::Data(S, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"),
+            Step::Close(CloseReason::Fin),
+        ],
+    );
+    assert_eq!(
+        lines,
+        vec![
+            "req 1 POST /api/chat @1",
+            "reqend 1 \"hello\" @2",
+            "resp 1 200 @3",
+            "end 1 Complete \"{\\\"a\\\":1}\\n\" @5 gap=0",
+            "req 2 GET /api/tags @6",
+            "reqend 2 \"\" @6",
+            "resp 2 200 @7",
+            "end 2 Complete \"{}\" @7 gap=0",
+        ]
+    );
+    assert_eq!((stats.requests, stats.complete, stats.parse_errors), (2, 2, 0));
+}
+
+#[test]
+fn pipelined_requests_pair_in_order() {
+    let (lines, _) = run(
+        true,
+        &[
+            Step::Data(C, b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nHEAD /c HTTP/1.1\r\n\r\n"),
+            Step::Data(S, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nAHTTP/1.1 404 Not Found\r\nContent-Length: 1\r\n\r\nB"),
+            Step::Data(S, b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"),
+        ],
+    );
+    assert_eq!(
+        lines,
+        vec![
+            "req 1 GET /a @1",
+            "reqend 1 \"\" @1",
+            "req 2 GET /b @1",
+            "reqend 2 \"\" @1",
+            "req 3 HEAD /c @1",
+            "reqend 3 \"\" @1",
+            "resp 1 200 @2",
+            "end 1 Complete \"A\" @2 gap=0",
+            "resp 2 404 @2",
+            "end 2 Complete \"B\" @2 gap=0",
+            "resp 3 200 @3",
+            "end 3 Complete \"\" @3 gap=0",
+        ]
+    );
+}
+
+#[test]
+fn expect_continue_interim_response() {
+    let (lines, stats) = run(
+        true,
+        &[
+            Step::Data(C, b"POST /api/blobs/sha256:1 HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"),
+            Step::Data(S, b"HTTP/1.1 100 Continue\r\n\r\n"),
+            Step::Data(C, b"abc"),
+            Step::Data(S, b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"),
+        ],
+    );
+    assert_eq!(
+        lines,
+        vec!["req 1 POST /api/blobs/sha256:1 @1", "interim 1 100", "reqend 1 \"abc\" @3", "resp 1 201 @4", "end 1 Complete \"\" @4 gap=0"]
+    );
+    assert_eq!(stats.interim, 1);
+}
+
+#[test]
+fn no_body_statuses_and_close_delimited() {
+    let (lines, _) = run(
+        true,
+        &[
+            Step::Data(C, b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.0\r\n\r\n"),
+            Step::Data(S, b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"),
+            Step::Data(S, b"HTTP/1.0 200 OK\r\n\r\nstream"),
+            Step::Data(S, b"ing"),
+            Step::End(S),
+        ],
+    );
+    assert_eq!(&lines[6..], ["resp 1 204 @2", "end 1 Complete \"\" @2 gap=0", "resp 2 304 @2", "end 2 Complete \"\" @2 gap=0", "resp 3 200 @3", "end 3 Complete \"streaming\" @4 gap=0"]);
+}
+
+#[test]
+fn reset_mid_response_truncates() {
+    let (lines, stats) = run(
+        true,
+        &[
+            Step::Data(C, b"POST /api/generate HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"),
+            Step::Data(S, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nab"),
+            Step::Close(CloseReason::Reset),
+        ],
+    );
+    assert_eq!(lines.last().unwrap(), "end 1 Truncated \"ab\" @3 gap=0");
+    assert_eq!(stats.truncated, 1);
+}
+
+#[test]
+fn gap_inside_known_length_stays_in_step() {
+    let (lines, _) = run(
+        true,
+        &[
+            Step::Data(C, b"GET / HTTP/1.1\r\n\r\n"),
+            Step::Data(S, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n01"),
+            Step::Gap(S, 5),
+            Step::Data(S, b"789\r\n0\r\n\r\n"),
+        ],
+    );
+    assert_eq!(lines.last().unwrap(), "end 1 Complete \"01789\" @4 gap=5");
+}
+
+#[test]
+fn gap_in_framing_truncates_then_next_exchange_is_exact() {
+    let req1 = b"POST /api/chat HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
+    let (lines, stats) = run(
+        true,
+        &[
+            Step::Data(C, req1),
+            Step::Data(S, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"),
+            Step::Gap(S, 40), // lost the rest of the response, including its terminator
+            Step::Data(C, b"GET /api/ps HTTP/1.1\r\n\r\n"),
+            Step::DataAck(S, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", (req1.len() + 24) as u64),
+        ],
+    );
+    assert_eq!(
+        &lines[2..],
+        [
+            "resp 1 200 @2",
+            "end 1 Truncated \"abc\" @3 gap=40",
+            "req 2 GET /api/ps @4",
+            "reqend 2 \"\" @4",
+            "resp 2 200 @5",
+            "end 2 Complete \"{}\" @5 gap=0",
+        ]
+    );
+    assert_eq!(stats.parse_errors, 0);
+}
+
+#[test]
+fn lost_response_is_skipped_by_ack_position() {
+    // The whole response to /a is missing; the response to /b must not be paired with /a.
+    let a = b"GET /a HTTP/1.1\r\n\r\n";
+    let (lines, _) = run(
+        true,
+        &[
+            Step::Data(C, a),
+            Step::Gap(S, 100),
+            Step::Data(C, b"GET /b HTTP/1.1\r\n\r\n"),
+            Step::DataAck(S, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nB", (a.len() * 2) as u64),
+        ],
+    );
+    assert_eq!(
+        &lines[4..],
+        ["end 1 NoResponse \"\" @1 gap=0", "resp 2 200 @4", "end 2 Complete \"B\" @4 gap=0"]
+    );
+}
+
+#[test]
+fn midstream_capture_skips_the_partial_call_and_follows_the_next() {
+    let (lines, stats) = run(
+        false,
+        &[
+            Step::Data(S, b"\"done\":false}\n\r\n5a\r\n{\"model\":\"x\"}\n"),
+            Step::Data(S, b"\r\n0\r\n\r\n"),
+            Step::Data(C, b"POST /api/chat HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"),
+            Step::DataAck(S, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes", 200),
+        ],
+    );
+    assert_eq!(lines, ["req 1 POST /api/chat @3", "reqend 1 \"{}\" @3", "resp 1 200 @4", "end 1 Complete \"yes\" @4 gap=0"]);
+    assert_eq!(stats.orphan_responses, 0);
+}
+
+#[test]
+fn response_before_its_request_is_an_orphan() {
+    let (lines, stats) = run(
+        false,
+        &[
+            Step::Data(S, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nold"),
+            Step::Data(C, b"GET /x HTTP/1.1\r\n\r\n"),
+            Step::DataAck(S, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nnew", 19),
+        ],
+    );
+    assert_eq!(stats.orphan_responses, 1);
+    assert_eq!(lines.last().unwrap(), "end 1 Complete \"new\" @3 gap=0");
+}
+
+#[test]
+fn garbage_is_counted_and_skipped() {
+    let (lines, stats) = run(
+        true,
+        &[
+            Step::Data(C, b"\x16\x03\x01\x02\x00 not http at all\r\n\r\n"),
+            Step::Data(C, b"more noise\nGET /api/version HTTP/1.1\r\n\r\n"),
+            Step::Data(S, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"),
+        ],
+    );
+    assert_eq!(stats.parse_errors, 1);
+    assert_eq!(lines, ["req 1 GET /api/version @2", "reqend 1 \"\" @2", "resp 1 200 @3", "end 1 Complete \"{}\" @3 gap=0"]);
+}
+
+#[test]
+fn unanswered_requests_end_at_close() {
+    let (lines, stats) = run(true, &[Step::Data(C, b"GET /a HTTP/1.1\r\n\r\n"), Step::Close(CloseReason::CaptureEnd)]);
+    assert_eq!(lines.last().unwrap(), "end 1 NoResponse \"\" @2 gap=0");
+    assert_eq!(stats.no_response, 1);
+}
+
+#[test]
+fn upgrade_makes_a_tunnel() {
+    let (lines, stats) = run(
+        true,
+        &[
+            Step::Data(C, b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"),
+            Step::Data(S, b"HTTP/1.1 101 Switching Protocols\r\n\r\n\x81\x05hello"),
+            Step::Data(C, b"\x81\x85garbage"),
+        ],
+    );
+    assert_eq!(lines.last().unwrap(), "end 1 Complete \"\" @2 gap=0");
+    assert_eq!((stats.tunnels, stats.parse_errors), (1, 0));
+}
+
+#[test]
+fn absurd_lengths_are_parse_errors_not_allocations() {
+    let (_, stats) = run(
+        true,
+        &[
+            Step::Data(C, b"POST /x HTTP/1.1\r\nContent-Length: 999999999999999999\r\n\r\n"),
+            Step::Data(C, b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n"),
+        ],
+    );
+    assert_eq!(stats.parse_errors, 1);
+    let long_head = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &vec![b'a'; 70_000]].concat();
+    let (_, stats) = run(true, &[Step::Data(C, &long_head)]);
+    assert_eq!(stats.parse_errors, 1);
+}

@@ -1,0 +1,589 @@
+//! TCP reassembly: segments in, ordered byte streams out — per connection and direction, with
+//! duplicates removed, out-of-order segments held back (bounded), and every byte the capture
+//! missed reported as a [`StreamEvent::Gap`] of exact length.
+//!
+//! Positions are 64-bit offsets from the start of each direction's stream, so sequence-number
+//! wrap-around and multi-GB streams need no special cases downstream.
+
+use std::collections::BTreeMap;
+
+use ahash::AHashMap;
+
+use crate::segment::{CaptureMeta, Direction, FlowKey, Segment, Timestamp};
+
+/// Identifies one TCP connection for the lifetime of the pipeline (a reused 4-tuple gets a new id).
+pub type ConnId = u64;
+
+#[derive(Clone, Debug)]
+pub struct ReassemblyConfig {
+    /// Out-of-order bytes held for one connection before the hole is declared a gap.
+    pub max_buffer_per_conn: usize,
+    /// Out-of-order bytes held for all connections together.
+    pub max_buffer_total: usize,
+    /// How long (capture time) out-of-order data waits for the missing bytes.
+    pub reorder_wait_ns: u64,
+    /// A connection with no segment for this long (capture time) is closed.
+    pub idle_timeout_ns: u64,
+    /// Connections tracked at once; beyond it the least recently active are evicted.
+    pub max_connections: usize,
+}
+
+impl Default for ReassemblyConfig {
+    fn default() -> Self {
+        ReassemblyConfig {
+            max_buffer_per_conn: 1 << 20,
+            max_buffer_total: 32 << 20,
+            reorder_wait_ns: 2_000_000_000,
+            // Ollama keeps connections open with no timeout and a model load can take minutes.
+            idle_timeout_ns: 15 * 60 * 1_000_000_000,
+            max_connections: 100_000,
+        }
+    }
+}
+
+/// Why a connection's tracking ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Both directions finished with FIN.
+    Fin,
+    /// A RST was seen.
+    Reset,
+    /// No segment for the idle timeout.
+    Idle,
+    /// Evicted to stay under the connection limit.
+    Evicted,
+    /// A new SYN reused the 4-tuple.
+    Reused,
+    /// The capture ended (end of file, daemon shutdown).
+    CaptureEnd,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Fin => "fin",
+            CloseReason::Reset => "reset",
+            CloseReason::Idle => "idle",
+            CloseReason::Evicted => "evicted",
+            CloseReason::Reused => "reused",
+            CloseReason::CaptureEnd => "capture_end",
+        }
+    }
+}
+
+/// Output of reassembly.
+#[derive(Debug)]
+pub enum StreamEvent<'a> {
+    /// First segment of a connection. `handshake` is false when the capture started mid-connection
+    /// (the byte streams then start at an arbitrary point).
+    Open { conn: ConnId, flow: FlowKey, ts: Timestamp, handshake: bool },
+    /// In-order bytes of one direction. `pos` is the stream offset of `data[0]`; `peer_pos` is how
+    /// far the sender had received the opposite stream (its ACK), when known.
+    Data { conn: ConnId, dir: Direction, ts: Timestamp, pos: u64, peer_pos: Option<u64>, data: &'a [u8], meta: CaptureMeta },
+    /// `len` bytes of one direction are missing from the capture, starting at `pos`.
+    Gap { conn: ConnId, dir: Direction, ts: Timestamp, pos: u64, len: u64 },
+    /// The direction ended with FIN after all its bytes.
+    End { conn: ConnId, dir: Direction, ts: Timestamp },
+    /// The connection is gone; no more events for `conn`.
+    Close { conn: ConnId, ts: Timestamp, reason: CloseReason },
+}
+
+/// Counters of reassembly, for the summary and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReassemblyStats {
+    pub segments: u64,
+    pub payload_bytes: u64,
+    pub delivered_bytes: u64,
+    pub duplicate_bytes: u64,
+    pub out_of_order_segments: u64,
+    pub gaps: u64,
+    pub gap_bytes: u64,
+    pub connections: u64,
+    pub midstream_connections: u64,
+    pub closed_fin: u64,
+    pub closed_reset: u64,
+    pub closed_idle: u64,
+    pub evicted: u64,
+    pub buffer_overflows: u64,
+    /// Segments that arrived for a connection already closed (late retransmits, stray ACKs).
+    pub late_segments: u64,
+}
+
+#[derive(Debug)]
+struct Held {
+    ts: Timestamp,
+    data: Vec<u8>,
+    meta: CaptureMeta,
+    peer_pos: Option<u64>,
+    /// Bytes the capture cut off the end of this segment.
+    missing: u32,
+}
+
+#[derive(Debug, Default)]
+struct Half {
+    /// Stream synchronised: `next_seq` ↔ `next_pos` is known.
+    synced: bool,
+    next_seq: u32,
+    next_pos: u64,
+    isn: Option<u32>,
+    /// Out-of-order data keyed by stream position.
+    held: BTreeMap<u64, Held>,
+    held_bytes: usize,
+    /// Capture time at which the oldest held segment arrived.
+    held_since: Option<Timestamp>,
+    /// Stream position of the FIN, once seen.
+    fin_pos: Option<u64>,
+    ended: bool,
+    /// Highest position the peer has acknowledged (the receiver has every byte before it).
+    acked: Option<u64>,
+}
+
+impl Half {
+    /// Stream position of sequence number `seq`, relative to the next expected byte.
+    fn pos_of(&self, seq: u32) -> i64 {
+        self.next_pos as i64 + seq.wrapping_sub(self.next_seq) as i32 as i64
+    }
+
+    fn advance(&mut self, to: u64) {
+        let delta = to - self.next_pos;
+        self.next_pos = to;
+        self.next_seq = self.next_seq.wrapping_add(delta as u32);
+    }
+}
+
+#[derive(Debug)]
+struct Conn {
+    id: ConnId,
+    halves: [Half; 2],
+    last_ts: Timestamp,
+}
+
+/// The reassembly stage.
+#[derive(Debug)]
+pub struct Reassembler {
+    config: ReassemblyConfig,
+    conns: AHashMap<FlowKey, Conn>,
+    next_id: ConnId,
+    held_total: usize,
+    stats: ReassemblyStats,
+    now: Timestamp,
+}
+
+impl Reassembler {
+    pub fn new(config: ReassemblyConfig) -> Self {
+        Reassembler {
+            config,
+            conns: AHashMap::new(),
+            next_id: 1,
+            held_total: 0,
+            stats: ReassemblyStats::default(),
+            now: Timestamp(0),
+        }
+    }
+
+    pub fn stats(&self) -> &ReassemblyStats {
+        &self.stats
+    }
+
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Bytes currently held out of order, across all connections.
+    pub fn held_bytes(&self) -> usize {
+        self.held_total
+    }
+
+    /// Latest capture time seen.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// Feeds one segment.
+    pub fn push<F: FnMut(StreamEvent<'_>)>(&mut self, seg: &Segment<'_>, out: &mut F) {
+        self.stats.segments += 1;
+        self.stats.payload_bytes += seg.payload.len() as u64;
+        if seg.ts > self.now {
+            self.now = seg.ts;
+        }
+        let d = seg.dir.index();
+
+        if seg.flags.syn() {
+            if let Some(conn) = self.conns.get(&seg.flow) {
+                let half = &conn.halves[d];
+                let same = half.isn == Some(seg.seq);
+                if !same && half.synced {
+                    // Same 4-tuple, new connection: finish the old one first.
+                    let conn = self.conns.remove(&seg.flow).expect("present");
+                    self.close_conn(conn, seg.ts, CloseReason::Reused, out);
+                }
+            }
+        }
+
+        if !self.conns.contains_key(&seg.flow) {
+            if !seg.flags.syn() && seg.payload.is_empty() && seg.missing == 0 {
+                // A bare ACK/FIN/RST of a connection we never saw carrying data: nothing to
+                // reassemble, and opening state for it would let stray packets grow the table.
+                self.stats.late_segments += 1;
+                return;
+            }
+            if self.conns.len() >= self.config.max_connections {
+                self.evict_oldest(out);
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            let handshake = seg.flags.syn();
+            self.stats.connections += 1;
+            if !handshake {
+                self.stats.midstream_connections += 1;
+            }
+            self.conns.insert(
+                seg.flow,
+                Conn { id, halves: [Half::default(), Half::default()], last_ts: seg.ts },
+            );
+            out(StreamEvent::Open { conn: id, flow: seg.flow, ts: seg.ts, handshake });
+        }
+
+        let mut conn = self.conns.remove(&seg.flow).expect("inserted above");
+        conn.last_ts = conn.last_ts.max(seg.ts);
+
+        if seg.flags.rst() {
+            self.close_conn(conn, seg.ts, CloseReason::Reset, out);
+            return;
+        }
+
+        let id = conn.id;
+        // The ACK tells how much of the opposite stream the sender has received.
+        let mut peer_pos = None;
+        if seg.flags.ack() {
+            let other = &mut conn.halves[1 - d];
+            if other.synced {
+                let p = other.pos_of(seg.ack);
+                if p >= 0 {
+                    let p = p as u64;
+                    other.acked = Some(other.acked.map_or(p, |a| a.max(p)));
+                    peer_pos = Some(p);
+                }
+            }
+        }
+
+        let half = &mut conn.halves[d];
+        if seg.flags.syn() {
+            if !half.synced {
+                half.synced = true;
+                half.isn = Some(seg.seq);
+                half.next_seq = seg.seq.wrapping_add(1);
+                half.next_pos = 0;
+            }
+        } else if !half.synced && (!seg.payload.is_empty() || seg.missing > 0) {
+            // First data of a direction whose SYN we did not see: the stream starts here.
+            half.synced = true;
+            half.next_seq = seg.seq;
+            half.next_pos = 0;
+        }
+
+        if half.synced {
+            let p0 = half.pos_of(seg.seq.wrapping_add(seg.flags.syn() as u32));
+            let wire_len = seg.payload.len() as u64 + seg.missing as u64;
+            if seg.flags.fin() && p0 >= 0 {
+                half.fin_pos.get_or_insert(p0 as u64 + wire_len);
+            }
+            if wire_len > 0 {
+                self.accept(&mut conn, d, seg, p0, peer_pos, out);
+            }
+        }
+
+        // The peer may have just acknowledged bytes we are missing: release what waits on them.
+        let other = 1 - d;
+        if seg.flags.ack() {
+            self.release_acked(&mut conn, other, seg.ts, out);
+        }
+        self.check_end(&mut conn, 0, seg.ts, out);
+        self.check_end(&mut conn, 1, seg.ts, out);
+
+        if conn.halves.iter().all(|h| h.ended) {
+            self.stats.closed_fin += 1;
+            out(StreamEvent::Close { conn: id, ts: seg.ts, reason: CloseReason::Fin });
+            // Keep nothing: a late retransmit after both FINs is counted as late.
+            return;
+        }
+        self.conns.insert(seg.flow, conn);
+    }
+
+    /// Places a segment's bytes: delivered at once when in order, held when ahead of a hole.
+    fn accept<F: FnMut(StreamEvent<'_>)>(
+        &mut self,
+        conn: &mut Conn,
+        d: usize,
+        seg: &Segment<'_>,
+        p0: i64,
+        peer_pos: Option<u64>,
+        out: &mut F,
+    ) {
+        let dir = seg.dir;
+        let id = conn.id;
+        let half = &mut conn.halves[d];
+        let wire_len = seg.payload.len() as i64 + seg.missing as i64;
+        let next = half.next_pos as i64;
+        if p0 + wire_len <= next {
+            self.stats.duplicate_bytes += seg.payload.len() as u64;
+            return;
+        }
+        if p0 > next {
+            let p0 = p0 as u64;
+            // Ahead of a hole. If the receiver already acknowledged past the hole, the bytes
+            // were delivered but not captured: no retransmission will fill it.
+            if half.acked.is_some_and(|a| a >= p0) {
+                self.gap(conn, d, seg.ts, p0, out);
+            } else {
+                self.stats.out_of_order_segments += 1;
+                self.hold(conn, d, seg, p0, peer_pos, out);
+                return;
+            }
+        }
+        let half = &mut conn.halves[d];
+        let skip = (half.next_pos as i64 - p0) as usize;
+        if skip < seg.payload.len() {
+            self.stats.duplicate_bytes += skip as u64;
+            let data = &seg.payload[skip..];
+            let pos = half.next_pos;
+            half.advance(pos + data.len() as u64);
+            self.stats.delivered_bytes += data.len() as u64;
+            out(StreamEvent::Data { conn: id, dir, ts: seg.ts, pos, peer_pos, data, meta: seg.meta });
+        } else {
+            self.stats.duplicate_bytes += seg.payload.len() as u64;
+        }
+        let half = &mut conn.halves[d];
+        let end = (p0 + wire_len) as u64;
+        if end > half.next_pos {
+            // The capture kept only part of this segment (snap length / kernel truncation).
+            let pos = half.next_pos;
+            half.advance(end);
+            self.stats.gaps += 1;
+            self.stats.gap_bytes += end - pos;
+            out(StreamEvent::Gap { conn: id, dir, ts: seg.ts, pos, len: end - pos });
+        }
+        self.drain(conn, d, out);
+    }
+
+    fn hold<F: FnMut(StreamEvent<'_>)>(
+        &mut self,
+        conn: &mut Conn,
+        d: usize,
+        seg: &Segment<'_>,
+        p0: u64,
+        peer_pos: Option<u64>,
+        out: &mut F,
+    ) {
+        let half = &mut conn.halves[d];
+        let len = seg.payload.len();
+        match half.held.get(&p0) {
+            Some(existing) if existing.data.len() >= len => {
+                self.stats.duplicate_bytes += len as u64;
+                return;
+            }
+            Some(existing) => {
+                let old = existing.data.len();
+                half.held_bytes -= old;
+                self.held_total -= old;
+            }
+            None => {}
+        }
+        half.held.insert(
+            p0,
+            Held { ts: seg.ts, data: seg.payload.to_vec(), meta: seg.meta, peer_pos, missing: seg.missing },
+        );
+        half.held_bytes += len;
+        self.held_total += len;
+        half.held_since.get_or_insert(seg.ts);
+        if half.held_bytes > self.config.max_buffer_per_conn || self.held_total > self.config.max_buffer_total {
+            self.stats.buffer_overflows += 1;
+            self.flush_holes(conn, d, out);
+        }
+    }
+
+    /// Declares the bytes from the next expected position up to `to` missing.
+    fn gap<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, d: usize, ts: Timestamp, to: u64, out: &mut F) {
+        let half = &mut conn.halves[d];
+        if to <= half.next_pos {
+            return;
+        }
+        let pos = half.next_pos;
+        half.advance(to);
+        self.stats.gaps += 1;
+        self.stats.gap_bytes += to - pos;
+        out(StreamEvent::Gap { conn: conn.id, dir: dir_of(d), ts, pos, len: to - pos });
+    }
+
+    /// Delivers held segments that have become contiguous.
+    fn drain<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, d: usize, out: &mut F) {
+        let id = conn.id;
+        let half = &mut conn.halves[d];
+        while let Some(entry) = half.held.first_entry() {
+            let start = *entry.key();
+            if start > half.next_pos {
+                break;
+            }
+            let held = entry.remove();
+            half.held_bytes -= held.data.len();
+            self.held_total -= held.data.len();
+            let end = start + held.data.len() as u64;
+            let wire_end = end + held.missing as u64;
+            if end > half.next_pos {
+                let skip = (half.next_pos - start) as usize;
+                self.stats.duplicate_bytes += skip as u64;
+                let pos = half.next_pos;
+                half.advance(end);
+                self.stats.delivered_bytes += (held.data.len() - skip) as u64;
+                out(StreamEvent::Data {
+                    conn: id,
+                    dir: dir_of(d),
+                    ts: held.ts,
+                    pos,
+                    peer_pos: held.peer_pos,
+                    data: &held.data[skip..],
+                    meta: held.meta,
+                });
+            } else {
+                self.stats.duplicate_bytes += held.data.len() as u64;
+            }
+            if wire_end > half.next_pos {
+                let pos = half.next_pos;
+                half.advance(wire_end);
+                self.stats.gaps += 1;
+                self.stats.gap_bytes += wire_end - pos;
+                out(StreamEvent::Gap { conn: id, dir: dir_of(d), ts: held.ts, pos, len: wire_end - pos });
+            }
+        }
+        half.held_since = if half.held.is_empty() { None } else { half.held_since };
+    }
+
+    /// Gives up waiting: every hole before held data becomes a gap and all held data is delivered.
+    fn flush_holes<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, d: usize, out: &mut F) {
+        while let Some((&start, held)) = conn.halves[d].held.first_key_value() {
+            // The hole is stamped with the arrival of the bytes after it.
+            let hts = held.ts;
+            self.gap(conn, d, hts, start, out);
+            self.drain(conn, d, out);
+        }
+        conn.halves[d].held_since = None;
+    }
+
+    fn release_acked<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, d: usize, ts: Timestamp, out: &mut F) {
+        let half = &conn.halves[d];
+        let (Some(acked), Some((&first, _))) = (half.acked, half.held.first_key_value()) else {
+            return;
+        };
+        if acked >= first {
+            self.gap(conn, d, ts, first, out);
+            self.drain(conn, d, out);
+        }
+    }
+
+    /// Emits `End` once every byte up to a direction's FIN is delivered (or, when `force`, declares
+    /// the rest missing).
+    fn check_end<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, d: usize, ts: Timestamp, out: &mut F) {
+        let half = &mut conn.halves[d];
+        if half.ended {
+            return;
+        }
+        if let Some(fin) = half.fin_pos {
+            if half.next_pos >= fin && half.held.is_empty() {
+                half.ended = true;
+                out(StreamEvent::End { conn: conn.id, dir: dir_of(d), ts });
+            } else if half.acked.is_some_and(|a| a > fin) {
+                // The peer acknowledged the FIN itself: everything before it was received.
+                self.flush_holes(conn, d, out);
+                self.gap(conn, d, ts, fin, out);
+                conn.halves[d].ended = true;
+                out(StreamEvent::End { conn: conn.id, dir: dir_of(d), ts });
+            }
+        }
+    }
+
+    fn close_conn<F: FnMut(StreamEvent<'_>)>(&mut self, mut conn: Conn, ts: Timestamp, reason: CloseReason, out: &mut F) {
+        for d in 0..2 {
+            self.flush_holes(&mut conn, d, out);
+            let half = &conn.halves[d];
+            if let Some(fin) = half.fin_pos {
+                self.gap(&mut conn, d, ts, fin, out);
+            }
+        }
+        match reason {
+            CloseReason::Reset => self.stats.closed_reset += 1,
+            CloseReason::Idle => self.stats.closed_idle += 1,
+            CloseReason::Evicted => self.stats.evicted += 1,
+            CloseReason::Fin | CloseReason::Reused | CloseReason::CaptureEnd => {}
+        }
+        out(StreamEvent::Close { conn: conn.id, ts, reason });
+    }
+
+    /// Applies the time-based rules at capture time `now`: out-of-order data that waited too long
+    /// is released with a gap, idle connections are closed. Call regularly (the pipeline does).
+    pub fn expire<F: FnMut(StreamEvent<'_>)>(&mut self, now: Timestamp, out: &mut F) {
+        if now > self.now {
+            self.now = now;
+        }
+        let idle = self.config.idle_timeout_ns;
+        let wait = self.config.reorder_wait_ns;
+        let mut idle_keys = Vec::new();
+        let mut stale_keys = Vec::new();
+        for (key, conn) in &self.conns {
+            if now.since(conn.last_ts) > idle as i64 {
+                idle_keys.push(*key);
+            } else if conn
+                .halves
+                .iter()
+                .any(|h| h.held_since.is_some_and(|t| now.since(t) > wait as i64))
+            {
+                stale_keys.push(*key);
+            }
+        }
+        for key in stale_keys {
+            let mut conn = self.conns.remove(&key).expect("listed");
+            for d in 0..2 {
+                if conn.halves[d].held_since.is_some_and(|t| now.since(t) > wait as i64) {
+                    self.flush_holes(&mut conn, d, out);
+                    self.check_end(&mut conn, d, now, out);
+                }
+            }
+            self.conns.insert(key, conn);
+        }
+        // Deterministic order for reproducible output.
+        idle_keys.sort_unstable_by_key(|k| self.conns[k].id);
+        for key in idle_keys {
+            let conn = self.conns.remove(&key).expect("listed");
+            self.close_conn(conn, now, CloseReason::Idle, out);
+        }
+    }
+
+    /// Ends every connection (end of capture).
+    pub fn finish<F: FnMut(StreamEvent<'_>)>(&mut self, out: &mut F) {
+        let mut conns: Vec<Conn> = self.conns.drain().map(|(_, c)| c).collect();
+        conns.sort_unstable_by_key(|c| c.id);
+        let now = self.now;
+        for conn in conns {
+            self.close_conn(conn, now, CloseReason::CaptureEnd, out);
+        }
+    }
+
+    fn evict_oldest<F: FnMut(StreamEvent<'_>)>(&mut self, out: &mut F) {
+        // Evict an eighth at once so the scan is amortised over many new connections.
+        let mut by_age: Vec<(Timestamp, ConnId, FlowKey)> =
+            self.conns.iter().map(|(k, c)| (c.last_ts, c.id, *k)).collect();
+        by_age.sort_unstable();
+        let n = (self.conns.len() / 8).max(1);
+        for (_, _, key) in by_age.into_iter().take(n) {
+            let conn = self.conns.remove(&key).expect("listed");
+            let ts = self.now;
+            self.close_conn(conn, ts, CloseReason::Evicted, out);
+        }
+    }
+}
+
+fn dir_of(d: usize) -> Direction {
+    if d == 0 { Direction::ToServer } else { Direction::ToClient }
+}
+
+#[cfg(test)]
+mod tests;

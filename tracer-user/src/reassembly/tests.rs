@@ -1,0 +1,204 @@
+use std::net::SocketAddr;
+
+use super::*;
+use crate::segment::{TcpFlags, Timestamp};
+
+fn flow() -> FlowKey {
+    FlowKey { client: "127.0.0.1:40000".parse::<SocketAddr>().unwrap(), server: "127.0.0.1:11434".parse().unwrap() }
+}
+
+/// Collected output, with data concatenated per direction and gaps marked as `#<len>`.
+#[derive(Default, Debug)]
+struct Out {
+    streams: [Vec<u8>; 2],
+    /// Where the current connection's streams begin in `streams`.
+    base: [usize; 2],
+    gaps: Vec<(Direction, u64, u64)>,
+    opens: Vec<bool>,
+    ends: Vec<Direction>,
+    closes: Vec<CloseReason>,
+}
+
+impl Out {
+    fn sink(&mut self) -> impl FnMut(StreamEvent<'_>) + '_ {
+        |ev| match ev {
+            StreamEvent::Open { handshake, .. } => {
+                self.opens.push(handshake);
+                self.base = [self.streams[0].len(), self.streams[1].len()];
+            }
+            StreamEvent::Data { dir, pos, data, .. } => {
+                let d = dir.index();
+                assert_eq!(pos as usize, self.streams[d].len() - self.base[d], "positions are contiguous");
+                self.streams[dir.index()].extend_from_slice(data)
+            }
+            StreamEvent::Gap { dir, pos, len, .. } => {
+                let d = dir.index();
+                assert_eq!(pos as usize, self.streams[d].len() - self.base[d]);
+                self.gaps.push((dir, pos, len));
+                self.streams[dir.index()].extend(std::iter::repeat_n(b'#', len as usize));
+            }
+            StreamEvent::End { dir, .. } => self.ends.push(dir),
+            StreamEvent::Close { reason, .. } => self.closes.push(reason),
+        }
+    }
+}
+
+struct Seg {
+    dir: Direction,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    data: Vec<u8>,
+    missing: u32,
+}
+
+fn seg(dir: Direction, seq: u32, flags: u8, data: &[u8]) -> Seg {
+    Seg { dir, seq, ack: 0, flags, data: data.to_vec(), missing: 0 }
+}
+
+fn run(r: &mut Reassembler, segs: &[Seg], out: &mut Out) {
+    let mut sink = out.sink();
+    for (i, s) in segs.iter().enumerate() {
+        let segment = Segment {
+            ts: Timestamp(1_000 + i as u64),
+            flow: flow(),
+            dir: s.dir,
+            seq: s.seq,
+            ack: s.ack,
+            flags: TcpFlags(s.flags),
+            payload: &s.data,
+            missing: s.missing,
+            meta: Default::default(),
+        };
+        r.push(&segment, &mut sink);
+    }
+}
+
+const C: Direction = Direction::ToServer;
+const S: Direction = Direction::ToClient;
+const SYN: u8 = TcpFlags::SYN;
+const ACK: u8 = TcpFlags::ACK;
+const FIN: u8 = TcpFlags::FIN | TcpFlags::ACK;
+
+fn handshake(cisn: u32, sisn: u32) -> Vec<Seg> {
+    vec![seg(C, cisn, SYN, b""), seg(S, sisn, SYN | ACK, b""), seg(C, cisn + 1, ACK, b"")]
+}
+
+#[test]
+fn in_order_with_handshake_and_fin() {
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let mut segs = handshake(100, 9000);
+    segs.push(seg(C, 101, ACK, b"GET / HTTP/1.1\r\n\r\n"));
+    segs.push(seg(S, 9001, ACK, b"HTTP/1.1 200 OK\r\n"));
+    segs.push(seg(S, 9001 + 17, FIN, b"\r\n"));
+    segs.push(seg(C, 101 + 18, FIN, b""));
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    assert_eq!(out.opens, vec![true]);
+    assert_eq!(out.streams[0], b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(out.streams[1], b"HTTP/1.1 200 OK\r\n\r\n");
+    assert_eq!(out.ends, vec![S, C]);
+    assert_eq!(out.closes, vec![CloseReason::Fin]);
+    assert_eq!(r.connections(), 0);
+}
+
+#[test]
+fn reordered_duplicated_and_overlapping_segments() {
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let mut segs = handshake(u32::MAX - 3, 5); // client sequence numbers wrap
+    let base = (u32::MAX - 3).wrapping_add(1);
+    segs.push(seg(C, base.wrapping_add(6), ACK, b"ghijkl"));
+    segs.push(seg(C, base, ACK, b"abc"));
+    segs.push(seg(C, base, ACK, b"abc")); // exact duplicate
+    segs.push(seg(C, base.wrapping_add(2), ACK, b"cdefg")); // overlaps both sides
+    segs.push(seg(C, base.wrapping_add(6), ACK, b"ghijkl")); // retransmit of delivered data
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    r.finish(&mut out.sink());
+    assert_eq!(out.streams[0], b"abcdefghijkl");
+    assert!(out.gaps.is_empty());
+    assert_eq!(r.stats().delivered_bytes, 12);
+}
+
+#[test]
+fn hole_acknowledged_by_peer_is_a_gap() {
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let mut segs = handshake(0, 1000);
+    segs.push(seg(S, 1001, ACK, b"aaaa"));
+    // bytes 1005..1009 never captured
+    segs.push(seg(S, 1009, ACK, b"cccc"));
+    let mut ack = seg(C, 1, ACK, b"");
+    ack.ack = 1013; // client received everything
+    segs.push(ack);
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    assert_eq!(out.streams[1], b"aaaa####cccc");
+    assert_eq!(out.gaps, vec![(S, 4, 4)]);
+}
+
+#[test]
+fn truncated_capture_becomes_gap() {
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let mut segs = handshake(0, 1000);
+    let mut s = seg(S, 1001, ACK, b"abc");
+    s.missing = 5;
+    segs.push(s);
+    segs.push(seg(S, 1009, ACK, b"z"));
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    assert_eq!(out.streams[1], b"abc#####z");
+}
+
+#[test]
+fn midstream_start_and_reset() {
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let segs =
+        vec![seg(S, 777, ACK, b"tail of a body"), seg(C, 5, ACK, b"POST /api/chat"), seg(C, 19, TcpFlags::RST, b"")];
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    assert_eq!(out.opens, vec![false]);
+    assert_eq!(out.streams[1], b"tail of a body");
+    assert_eq!(out.closes, vec![CloseReason::Reset]);
+    assert_eq!(r.stats().midstream_connections, 1);
+}
+
+#[test]
+fn unfilled_hole_is_released_at_end_and_by_buffer_cap() {
+    let cfg = ReassemblyConfig { max_buffer_per_conn: 8, ..Default::default() };
+    let mut r = Reassembler::new(cfg);
+    let mut segs = handshake(0, 0);
+    segs.push(seg(C, 1, ACK, b"ab"));
+    segs.push(seg(C, 5, ACK, b"efgh")); // hole at 3..5, held
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    assert_eq!(out.streams[0], b"ab");
+    run(&mut r, &[seg(C, 9, ACK, b"ijklmnop")], &mut out); // exceeds cap: released
+    assert_eq!(out.streams[0], b"ab##efghijklmnop");
+    assert_eq!(r.stats().buffer_overflows, 1);
+    assert_eq!(r.held_bytes(), 0);
+}
+
+#[test]
+fn reused_tuple_starts_a_new_connection() {
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let mut segs = handshake(10, 20);
+    segs.push(seg(C, 11, ACK, b"first"));
+    segs.extend(handshake(5000, 6000));
+    segs.push(seg(C, 5001, ACK, b"second"));
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    assert_eq!(out.opens, vec![true, true]);
+    assert_eq!(out.closes, vec![CloseReason::Reused]);
+    assert_eq!(out.streams[0], b"firstsecond");
+}
+
+#[test]
+fn idle_connections_expire() {
+    let cfg = ReassemblyConfig { idle_timeout_ns: 10, ..Default::default() };
+    let mut r = Reassembler::new(cfg);
+    let mut out = Out::default();
+    run(&mut r, &handshake(0, 0), &mut out);
+    r.expire(Timestamp(1_000_000), &mut out.sink());
+    assert_eq!(out.closes, vec![CloseReason::Idle]);
+    assert_eq!(r.connections(), 0);
+}
