@@ -8,3 +8,8 @@ pub mod capture;
 pub mod reassembly;
 pub mod json;
 pub mod http;
+pub mod llm;
+pub mod span;
+pub mod export;
+pub mod pipeline;
+pub mod replay;

@@ -51,6 +51,8 @@ pub struct ExchangeEnd {
     pub response_gap_bytes: u64,
     /// Set when the connection closing ended the exchange.
     pub close: Option<CloseReason>,
+    /// The client finished sending (FIN) before the response was complete.
+    pub client_closed: bool,
     /// Capture time of the last byte seen of this exchange (either direction).
     pub last_byte: Timestamp,
 }
@@ -69,6 +71,8 @@ pub enum HttpEvent<'a> {
     Response { id: ExchangeId, ts: Timestamp, head_ts: Timestamp, head: ResponseHead },
     /// De-chunked response body bytes.
     ResponseBody { id: ExchangeId, ts: Timestamp, data: &'a [u8] },
+    /// `len` bytes of a body are missing, but the body goes on in step after them.
+    BodyGap { id: ExchangeId, dir: Direction, len: u64 },
     /// The exchange is over: `ts` is the capture time of the response's last byte when complete,
     /// else when the exchange was given up. The last event for `id`.
     End { id: ExchangeId, ts: Timestamp, end: ExchangeEnd },
@@ -141,6 +145,7 @@ struct Exchange {
     request_gap: u64,
     response_gap: u64,
     last_byte: Timestamp,
+    client_fin: bool,
 }
 
 #[derive(Debug)]
@@ -209,10 +214,15 @@ impl HttpTracker {
                     // The server will send nothing more: whatever is unanswered stays so.
                     ctx.finish(c, ts, None, out);
                     c.resp.mode = Mode::Ignore;
-                } else if let Mode::Body(reader) = &c.req.mode
-                    && !reader.is_done()
-                {
-                    c.req.mode = Mode::Ignore;
+                } else {
+                    for ex in c.pending.iter_mut() {
+                        ex.client_fin = true;
+                    }
+                    if let Mode::Body(reader) = &c.req.mode
+                        && !reader.is_done()
+                    {
+                        c.req.mode = Mode::Ignore;
+                    }
                 }
             }
             StreamEvent::Close { conn, ts, reason } => {
@@ -307,6 +317,7 @@ impl Ctx<'_> {
                         request_gap: 0,
                         response_gap: 0,
                         last_byte: ts,
+                        client_fin: false,
                     });
                     c.req.resynced = false;
                     out(HttpEvent::Request { conn: self.conn_id, id, flow: c.flow, ts: c.req.head_ts, head, meta });
@@ -525,6 +536,7 @@ impl Ctx<'_> {
             request_gap_bytes: ex.request_gap,
             response_gap_bytes: ex.response_gap,
             close,
+            client_closed: ex.client_fin,
             last_byte: ex.last_byte,
         };
         out(HttpEvent::End { id: ex.id, ts, end });
@@ -543,6 +555,11 @@ impl Ctx<'_> {
                     Mode::Body(reader) => reader.skip(len).then(|| reader.is_done()),
                     _ => None,
                 };
+                if in_step.is_some()
+                    && let Some(id) = owner
+                {
+                    out(HttpEvent::BodyGap { id, dir, len });
+                }
                 match in_step {
                     Some(true) => {
                         if let Some(ex) = c.pending.iter_mut().rev().find(|e| Some(e.id) == owner) {
@@ -567,6 +584,12 @@ impl Ctx<'_> {
                     Mode::Body(reader) => reader.skip(len).then(|| reader.is_done()),
                     _ => None,
                 };
+                if in_step.is_some()
+                    && responded
+                    && let Some(ex) = c.pending.front()
+                {
+                    out(HttpEvent::BodyGap { id: ex.id, dir, len });
+                }
                 match in_step {
                     Some(true) => {
                         c.resp.mode = Mode::Head;
@@ -606,7 +629,7 @@ impl Ctx<'_> {
         {
             // A read-until-close body ends normally when the server closes (FIN), not on a reset.
             let complete = matches!(&mut c.resp.mode, Mode::Body(r) if r.framing() == Framing::UntilClose)
-                && !matches!(close, Some(CloseReason::Reset | CloseReason::CaptureEnd | CloseReason::Idle | CloseReason::Evicted));
+                && !matches!(close, Some(CloseReason::Reset { .. } | CloseReason::CaptureEnd | CloseReason::Idle | CloseReason::Evicted));
             let end_ts = if complete { front.last_byte } else { ts };
             let outcome = if complete { Outcome::Complete } else { Outcome::Truncated };
             self.end_front(c, end_ts, outcome, close, out);

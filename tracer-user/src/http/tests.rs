@@ -36,6 +36,7 @@ fn run(handshake: bool, steps: &[Step<'_>]) -> (Vec<String>, HttpStats) {
             HttpEvent::Interim { id, status, .. } => lines.push(format!("interim {id} {status}")),
             HttpEvent::Response { id, ts, head, .. } => lines.push(format!("resp {id} {} @{}", head.status, ts.0)),
             HttpEvent::ResponseBody { id, data, .. } => bodies.entry(id + 1_000_000).or_default().extend_from_slice(data),
+            HttpEvent::BodyGap { id, dir, len } => lines.push(format!("bodygap {id} {dir:?} {len}")),
             HttpEvent::End { id, ts, end } => {
                 let b = bodies.remove(&(id + 1_000_000)).unwrap_or_default();
                 lines.push(format!("end {id} {:?} {:?} @{} gap={}", end.outcome, String::from_utf8_lossy(&b), ts.0, end.response_gap_bytes))
@@ -168,7 +169,7 @@ fn reset_mid_response_truncates() {
         &[
             Step::Data(C, b"POST /api/generate HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"),
             Step::Data(S, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nab"),
-            Step::Close(CloseReason::Reset),
+            Step::Close(CloseReason::Reset { by: S }),
         ],
     );
     assert_eq!(lines.last().unwrap(), "end 1 Truncated \"ab\" @3 gap=0");

@@ -46,8 +46,8 @@ impl Default for ReassemblyConfig {
 pub enum CloseReason {
     /// Both directions finished with FIN.
     Fin,
-    /// A RST was seen.
-    Reset,
+    /// A RST was seen, sent by the side the direction names (`ToServer`: the client).
+    Reset { by: Direction },
     /// No segment for the idle timeout.
     Idle,
     /// Evicted to stay under the connection limit.
@@ -62,7 +62,7 @@ impl CloseReason {
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::Fin => "fin",
-            CloseReason::Reset => "reset",
+            CloseReason::Reset { .. } => "reset",
             CloseReason::Idle => "idle",
             CloseReason::Evicted => "evicted",
             CloseReason::Reused => "reused",
@@ -248,7 +248,7 @@ impl Reassembler {
         conn.last_ts = conn.last_ts.max(seg.ts);
 
         if seg.flags.rst() {
-            self.close_conn(conn, seg.ts, CloseReason::Reset, out);
+            self.close_conn(conn, seg.ts, CloseReason::Reset { by: seg.dir }, out);
             return;
         }
 
@@ -510,7 +510,7 @@ impl Reassembler {
             }
         }
         match reason {
-            CloseReason::Reset => self.stats.closed_reset += 1,
+            CloseReason::Reset { .. } => self.stats.closed_reset += 1,
             CloseReason::Idle => self.stats.closed_idle += 1,
             CloseReason::Evicted => self.stats.evicted += 1,
             CloseReason::Fin | CloseReason::Reused | CloseReason::CaptureEnd => {}

@@ -158,7 +158,7 @@ fn midstream_start_and_reset() {
     run(&mut r, &segs, &mut out);
     assert_eq!(out.opens, vec![false]);
     assert_eq!(out.streams[1], b"tail of a body");
-    assert_eq!(out.closes, vec![CloseReason::Reset]);
+    assert_eq!(out.closes, vec![CloseReason::Reset { by: Direction::ToServer }]);
     assert_eq!(r.stats().midstream_connections, 1);
 }
 

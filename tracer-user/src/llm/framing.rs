@@ -1,0 +1,474 @@
+//! Body framings of Ollama responses, each turning body pieces into a sequence of JSON
+//! documents for a [`DocVisitor`]: newline-delimited JSON (native streams), JSON values one after
+//! another (plain JSON bodies), and server-sent events (`/v1` streams).
+
+use memchr::{memchr, memchr2};
+
+use crate::json::{JsonError, JsonScanner, JsonVisitor, Progress, ScanOptions};
+use crate::segment::Timestamp;
+
+/// How a document ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DocEnd<'a> {
+    /// A complete JSON value; `event` is the SSE event name, if any.
+    Json { event: Option<&'a str> },
+    /// Not valid JSON (or cut by missing bytes).
+    Invalid { event: Option<&'a str>, error: Option<JsonError> },
+    /// The SSE `data: [DONE]` terminator.
+    DoneMarker,
+}
+
+/// A visitor of a sequence of JSON documents.
+pub trait DocVisitor: JsonVisitor {
+    /// A document begins: reset per-document state.
+    fn doc_begin(&mut self);
+    /// It ended at capture time `ts`.
+    fn doc_end(&mut self, ts: Timestamp, end: DocEnd<'_>);
+}
+
+/// Counters of a framer, for flags and summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FramingStats {
+    pub docs: u64,
+    pub invalid: u64,
+}
+
+/// JSON documents one after another: one per line (`line_delimited`, NDJSON) or separated by any
+/// whitespace (plain JSON bodies, which may be pretty-printed).
+#[derive(Debug)]
+pub struct JsonSeq {
+    scanner: JsonScanner,
+    line_delimited: bool,
+    state: SeqState,
+    error: Option<JsonError>,
+    stats: FramingStats,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SeqState {
+    /// Between documents.
+    Between,
+    /// Inside a document.
+    InDoc,
+    /// NDJSON: the line's value is complete; the rest of the line is ignored (as Go's decoder does).
+    RestOfLine,
+    /// The document is broken: ignore bytes up to the next newline, then report it invalid.
+    Skipping,
+}
+
+impl JsonSeq {
+    pub fn new(line_delimited: bool) -> Self {
+        JsonSeq {
+            scanner: JsonScanner::new(ScanOptions::default()),
+            line_delimited,
+            state: SeqState::Between,
+            error: None,
+            stats: FramingStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> FramingStats {
+        self.stats
+    }
+
+    pub fn feed<V: DocVisitor>(&mut self, data: &[u8], ts: Timestamp, v: &mut V) {
+        let mut i = 0;
+        while i < data.len() {
+            match self.state {
+                SeqState::Skipping | SeqState::RestOfLine => match memchr(b'\n', &data[i..]) {
+                    Some(k) => {
+                        i += k + 1;
+                        if self.state == SeqState::Skipping {
+                            self.invalid(ts, v);
+                        }
+                        self.state = SeqState::Between;
+                    }
+                    None => return,
+                },
+                SeqState::Between => {
+                    // Whitespace between documents is not a document.
+                    match data[i..].iter().position(|b| !b.is_ascii_whitespace()) {
+                        Some(k) => {
+                            i += k;
+                            self.state = SeqState::InDoc;
+                            v.doc_begin();
+                        }
+                        None => return,
+                    }
+                }
+                SeqState::InDoc => {
+                    // NDJSON: a document never crosses a newline.
+                    let end = if self.line_delimited {
+                        memchr(b'\n', &data[i..]).map_or(data.len(), |k| i + k)
+                    } else {
+                        data.len()
+                    };
+                    match self.scanner.feed(&data[i..end], v) {
+                        Ok(Progress::NeedMore) => {
+                            i = end;
+                            if end < data.len() {
+                                // The line ended: a top-level number completes here, else it is cut.
+                                i += 1;
+                                match self.scanner.finish(v) {
+                                    Ok(()) => self.complete(ts, v),
+                                    Err(e) => {
+                                        self.error = Some(e);
+                                        self.invalid(ts, v);
+                                    }
+                                }
+                                self.state = SeqState::Between;
+                            }
+                        }
+                        Ok(Progress::Complete { consumed }) => {
+                            i += consumed;
+                            self.complete(ts, v);
+                            self.state = if self.line_delimited { SeqState::RestOfLine } else { SeqState::Between };
+                        }
+                        Err(e) => {
+                            self.error = Some(e);
+                            self.state = SeqState::Skipping;
+                            i = end;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn complete<V: DocVisitor>(&mut self, ts: Timestamp, v: &mut V) {
+        self.stats.docs += 1;
+        v.doc_end(ts, DocEnd::Json { event: None });
+        self.scanner.reset();
+    }
+
+    fn invalid<V: DocVisitor>(&mut self, ts: Timestamp, v: &mut V) {
+        self.stats.invalid += 1;
+        v.doc_end(ts, DocEnd::Invalid { event: None, error: self.error.take() });
+        self.scanner.reset();
+    }
+
+    /// Bytes are missing from the body: the document in progress is lost; resume after the next
+    /// newline (the only boundary that can be found again).
+    pub fn gap(&mut self) {
+        match self.state {
+            SeqState::InDoc => self.state = SeqState::Skipping,
+            SeqState::Between => self.state = SeqState::RestOfLine,
+            SeqState::RestOfLine | SeqState::Skipping => {}
+        }
+    }
+
+    /// End of the body: a last document without a newline still counts.
+    pub fn finish<V: DocVisitor>(&mut self, ts: Timestamp, v: &mut V) {
+        match self.state {
+            SeqState::InDoc => match self.scanner.finish(v) {
+                Ok(()) => self.complete(ts, v),
+                Err(e) => {
+                    self.error = Some(e);
+                    self.invalid(ts, v);
+                }
+            },
+            SeqState::Skipping => self.invalid(ts, v),
+            SeqState::Between | SeqState::RestOfLine => {}
+        }
+        self.state = SeqState::Between;
+    }
+}
+
+/// Longest SSE field name we keep; the fields we know are at most 5 bytes.
+const MAX_FIELD: usize = 16;
+/// Longest event name we keep.
+const MAX_EVENT: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SseLine {
+    /// At the start of a line.
+    Start,
+    /// Reading the field name.
+    Field,
+    /// Reading a value; `fresh` until its first byte (one leading space is dropped).
+    Value { field: SseField, fresh: bool },
+    /// A comment or unknown field: ignore to the end of the line.
+    Ignore,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SseField {
+    Data,
+    Event,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SseData {
+    /// No data line yet in this event.
+    None,
+    /// Collecting the first bytes to tell `[DONE]` from JSON.
+    Prefix,
+    Json,
+    Done,
+    /// Not JSON, or broken: reported invalid at dispatch.
+    Invalid,
+}
+
+/// Server-sent events (`text/event-stream`): `event:` names and `data:` payloads, each event's
+/// data parsed as JSON as it arrives.
+#[derive(Debug)]
+pub struct Sse {
+    line: SseLine,
+    /// Previous byte was CR (a following LF belongs to the same line end).
+    prev_cr: bool,
+    field: [u8; MAX_FIELD],
+    field_len: usize,
+    event: [u8; MAX_EVENT],
+    event_len: usize,
+    data: SseData,
+    prefix: [u8; 6],
+    prefix_len: usize,
+    data_lines: u32,
+    scanner: JsonScanner,
+    error: Option<JsonError>,
+    stats: FramingStats,
+    /// Skip to the end of the current event after missing bytes.
+    broken: bool,
+}
+
+impl Default for Sse {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sse {
+    pub fn new() -> Self {
+        Sse {
+            line: SseLine::Start,
+            prev_cr: false,
+            field: [0; MAX_FIELD],
+            field_len: 0,
+            event: [0; MAX_EVENT],
+            event_len: 0,
+            data: SseData::None,
+            prefix: [0; 6],
+            prefix_len: 0,
+            data_lines: 0,
+            scanner: JsonScanner::new(ScanOptions::default()),
+            error: None,
+            stats: FramingStats::default(),
+            broken: false,
+        }
+    }
+
+    pub fn stats(&self) -> FramingStats {
+        self.stats
+    }
+
+    pub fn feed<V: DocVisitor>(&mut self, data: &[u8], ts: Timestamp, v: &mut V) {
+        let mut i = 0;
+        while i < data.len() {
+            let c = data[i];
+            if self.prev_cr {
+                self.prev_cr = false;
+                if c == b'\n' {
+                    i += 1;
+                    continue;
+                }
+            }
+            match self.line {
+                SseLine::Start | SseLine::Field => {
+                    i += 1;
+                    match c {
+                        b'\r' | b'\n' => {
+                            self.prev_cr = c == b'\r';
+                            if self.line == SseLine::Start {
+                                self.dispatch(ts, v);
+                            } else if &self.field[..self.field_len] == b"data" {
+                                // A field name alone on a line is that field with an empty value.
+                                self.begin_data_line(v);
+                            }
+                            self.line = SseLine::Start;
+                        }
+                        b':' if self.line == SseLine::Start => self.line = SseLine::Ignore,
+                        b':' => {
+                            self.line = match &self.field[..self.field_len] {
+                                b"data" => {
+                                    self.begin_data_line(v);
+                                    SseLine::Value { field: SseField::Data, fresh: true }
+                                }
+                                b"event" => {
+                                    self.event_len = 0;
+                                    SseLine::Value { field: SseField::Event, fresh: true }
+                                }
+                                _ => SseLine::Ignore,
+                            };
+                        }
+                        _ => {
+                            if self.line == SseLine::Start {
+                                self.field_len = 0;
+                                self.line = SseLine::Field;
+                            }
+                            if self.field_len < MAX_FIELD {
+                                self.field[self.field_len] = c;
+                                self.field_len += 1;
+                            }
+                        }
+                    }
+                }
+                SseLine::Ignore => match memchr2(b'\n', b'\r', &data[i..]) {
+                    Some(k) => {
+                        i += k + 1;
+                        self.prev_cr = data[i - 1] == b'\r';
+                        self.line = SseLine::Start;
+                    }
+                    None => return,
+                },
+                SseLine::Value { field, fresh } => {
+                    let mut start = i;
+                    if fresh {
+                        if c == b' ' {
+                            start += 1;
+                        }
+                        self.line = SseLine::Value { field, fresh: false };
+                    }
+                    let end = memchr2(b'\n', b'\r', &data[start..]).map_or(data.len(), |k| start + k);
+                    self.value_piece(field, &data[start..end], v);
+                    i = end;
+                    if end < data.len() {
+                        self.prev_cr = data[end] == b'\r';
+                        i += 1;
+                        self.line = SseLine::Start;
+                    }
+                }
+            }
+        }
+    }
+
+    fn begin_data_line<V: DocVisitor>(&mut self, v: &mut V) {
+        self.data_lines += 1;
+        match self.data {
+            SseData::None => {
+                v.doc_begin();
+                self.data = SseData::Prefix;
+                self.prefix_len = 0;
+            }
+            // Lines of one event's data are joined with newlines: whitespace to JSON.
+            SseData::Json => self.feed_json(b"\n", v),
+            SseData::Prefix | SseData::Done | SseData::Invalid => {}
+        }
+    }
+
+    fn value_piece<V: DocVisitor>(&mut self, field: SseField, piece: &[u8], v: &mut V) {
+        match field {
+            SseField::Event => {
+                let room = MAX_EVENT - self.event_len;
+                let n = piece.len().min(room);
+                self.event[self.event_len..self.event_len + n].copy_from_slice(&piece[..n]);
+                self.event_len += n;
+            }
+            SseField::Data => {
+                if self.broken {
+                    return;
+                }
+                let mut piece = piece;
+                if self.data == SseData::Prefix {
+                    let n = piece.len().min(6 - self.prefix_len);
+                    self.prefix[self.prefix_len..self.prefix_len + n].copy_from_slice(&piece[..n]);
+                    self.prefix_len += n;
+                    piece = &piece[n..];
+                    if self.prefix_len < 6 && piece.is_empty() {
+                        return;
+                    }
+                    self.decide(v);
+                }
+                match self.data {
+                    SseData::Json => self.feed_json(piece, v),
+                    SseData::Done if !piece.iter().all(u8::is_ascii_whitespace) => self.data = SseData::Invalid,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Enough of the data is known to tell the `[DONE]` marker from JSON.
+    fn decide<V: DocVisitor>(&mut self, v: &mut V) {
+        let prefix = self.prefix;
+        let p = &prefix[..self.prefix_len];
+        if p == b"[DONE]" {
+            self.data = SseData::Done;
+        } else {
+            self.data = SseData::Json;
+            self.feed_json(p, v);
+        }
+    }
+
+    fn feed_json<V: DocVisitor>(&mut self, piece: &[u8], v: &mut V) {
+        if self.data != SseData::Json || piece.is_empty() {
+            return;
+        }
+        match self.scanner.feed(piece, v) {
+            Ok(Progress::NeedMore) => {}
+            Ok(Progress::Complete { consumed }) => {
+                if !piece[consumed..].iter().all(u8::is_ascii_whitespace) {
+                    self.data = SseData::Invalid;
+                }
+            }
+            Err(e) => {
+                self.error = Some(e);
+                self.data = SseData::Invalid;
+            }
+        }
+    }
+
+    /// A blank line: the event is complete.
+    fn dispatch<V: DocVisitor>(&mut self, ts: Timestamp, v: &mut V) {
+        if self.data == SseData::Prefix && !self.broken {
+            // Data shorter than six bytes.
+            self.decide(v);
+        }
+        // A copy, so the visitor can be called while the framer is borrowed mutably.
+        let event_buf = self.event;
+        let event = std::str::from_utf8(&event_buf[..self.event_len]).ok().filter(|e| !e.is_empty());
+        match (self.data, self.broken) {
+            (SseData::None, _) => {}
+            (_, true) | (SseData::Invalid, _) => {
+                self.stats.invalid += 1;
+                v.doc_end(ts, DocEnd::Invalid { event, error: self.error.take() });
+            }
+            (SseData::Done, false) => {
+                self.stats.docs += 1;
+                v.doc_end(ts, DocEnd::DoneMarker);
+            }
+            (SseData::Json | SseData::Prefix, false) => match self.scanner.finish(v) {
+                Ok(()) => {
+                    self.stats.docs += 1;
+                    v.doc_end(ts, DocEnd::Json { event });
+                }
+                Err(e) => {
+                    self.stats.invalid += 1;
+                    v.doc_end(ts, DocEnd::Invalid { event, error: Some(e) });
+                }
+            },
+        }
+        self.data = SseData::None;
+        self.data_lines = 0;
+        self.event_len = 0;
+        self.prefix_len = 0;
+        self.broken = false;
+        self.error = None;
+        self.scanner.reset();
+    }
+
+    /// Bytes are missing: the event in progress is lost; resume at the next event.
+    pub fn gap(&mut self) {
+        if self.data != SseData::None {
+            self.broken = true;
+        }
+        // We may be mid-line: ignore to the end of it.
+        self.line = SseLine::Ignore;
+    }
+
+    /// End of the body: an event not closed by a blank line is still dispatched.
+    pub fn finish<V: DocVisitor>(&mut self, ts: Timestamp, v: &mut V) {
+        if self.data != SseData::None {
+            self.dispatch(ts, v);
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Ollama's native responses (`/api/*`): chat and generate chunks (NDJSON or one JSON value),
+//! embeddings, model-management progress and listings.
+
+use super::call::ToolCall;
+use super::framing::{DocEnd, DocVisitor};
+use super::route::Route;
+use super::stream::{MAX_TOOL_CALLS, SHORT, MESSAGE, Stream};
+use crate::json::{Descend, JsonVisitor, Kind, Path, Scalar, SkipStats, StrAcc};
+use crate::segment::Timestamp;
+
+/// Which string of a native document is being read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NativeStr {
+    None,
+    Model,
+    DoneReason,
+    Content,
+    Thinking,
+    ToolName,
+    ToolId,
+    Error,
+    Status,
+}
+
+/// Per-document fields of a native chunk, applied when the document ends (keys may come in any
+/// order, and a broken document must change nothing).
+#[derive(Debug, Default)]
+struct NativeDoc {
+    model: bool,
+    done: Option<bool>,
+    done_reason: bool,
+    content: u64,
+    thinking: u64,
+    tool_calls: Vec<ToolCall>,
+    error: bool,
+    total_duration: Option<u64>,
+    load_duration: Option<u64>,
+    prompt_eval_count: Option<u64>,
+    prompt_eval_duration: Option<u64>,
+    eval_count: Option<u64>,
+    eval_duration: Option<u64>,
+    embeddings: Option<u64>,
+    dimension: Option<u64>,
+    status: bool,
+    completed: Option<u64>,
+    total: Option<u64>,
+    models: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct NativeVisitor {
+    route: Route,
+    pub(super) s: Stream,
+    doc: NativeDoc,
+    cur: NativeStr,
+    acc: StrAcc,
+    model: StrAcc,
+    done_reason: StrAcc,
+    error: StrAcc,
+    status: StrAcc,
+}
+
+impl NativeVisitor {
+    pub fn new(route: Route) -> Self {
+        NativeVisitor {
+            route,
+            s: Stream::default(),
+            doc: NativeDoc::default(),
+            cur: NativeStr::None,
+            acc: StrAcc::with_cap(SHORT),
+            model: StrAcc::with_cap(SHORT),
+            done_reason: StrAcc::with_cap(SHORT),
+            error: StrAcc::with_cap(MESSAGE),
+            status: StrAcc::with_cap(SHORT),
+        }
+    }
+
+    /// The object holding the generated text: `message` for chat, the document for generate.
+    fn text_key<'a>(&self, path: &Path<'a>) -> Option<&'a [u8]> {
+        match (self.route, path.depth()) {
+            (Route::Chat, 2) if path.key(0) == Some(b"message") => path.key(1),
+            (Route::Generate, 1) => path.key(0),
+            _ => None,
+        }
+    }
+
+    fn tool_call_field<'a>(&self, path: &Path<'a>) -> Option<(u32, &'a [u8])> {
+        // chat: message.tool_calls[i].function.name / .id ; generate: tool_calls[i]...
+        let base = if self.route == Route::Chat { 1 } else { 0 };
+        if self.route == Route::Chat && path.key(0) != Some(b"message") {
+            return None;
+        }
+        if path.key(base) != Some(b"tool_calls") {
+            return None;
+        }
+        let i = path.index(base + 1)?;
+        match path.depth() - base {
+            3 if path.key(base + 2) == Some(b"id") => Some((i, b"id")),
+            4 if path.key(base + 2) == Some(b"function") && path.key(base + 3) == Some(b"name") => Some((i, b"name")),
+            _ => None,
+        }
+    }
+
+    fn tool_call(&mut self, i: u32) -> Option<&mut ToolCall> {
+        let i = i as usize;
+        if i >= MAX_TOOL_CALLS {
+            return None;
+        }
+        while self.doc.tool_calls.len() <= i {
+            self.doc.tool_calls.push(ToolCall::default());
+        }
+        self.doc.tool_calls.get_mut(i)
+    }
+}
+
+impl JsonVisitor for NativeVisitor {
+    fn begin(&mut self, path: &Path<'_>, kind: Kind) -> Descend {
+        match (path.depth(), path.key(0)) {
+            // Token ids of the final generate chunk, logprobs: large and not recorded.
+            (1, Some(b"context" | b"logprobs" | b"_debug_info" | b"model_info" | b"tensors" | b"projector_info")) => Descend::Skip,
+            (2, Some(b"message")) if path.key(1) == Some(b"logprobs") => Descend::Skip,
+            // One embedding vector: only its length matters.
+            (2, Some(b"embeddings")) if kind == Kind::Array => Descend::Skip,
+            (1, Some(b"embedding")) if kind == Kind::Array => Descend::Skip,
+            (_, Some(b"models")) if path.depth() >= 2 => Descend::Skip,
+            _ => Descend::Enter,
+        }
+    }
+
+    fn end(&mut self, path: &Path<'_>, kind: Kind, len: u32) {
+        if path.depth() == 1 && kind == Kind::Array {
+            match path.key(0) {
+                Some(b"embeddings") => self.doc.embeddings = Some(len as u64),
+                Some(b"models") => self.doc.models = Some(len as u64),
+                _ => {}
+            }
+        }
+    }
+
+    fn skipped(&mut self, path: &Path<'_>, _kind: Kind, stats: SkipStats) {
+        match (path.depth(), path.key(0)) {
+            (2, Some(b"embeddings")) if path.index(1) == Some(0) => self.doc.dimension = Some(stats.elements),
+            (1, Some(b"embedding")) => {
+                self.doc.dimension = Some(stats.elements);
+                self.doc.embeddings = Some(1);
+            }
+            _ => {}
+        }
+    }
+
+    fn scalar(&mut self, path: &Path<'_>, v: Scalar<'_>) {
+        if path.depth() != 1 {
+            return;
+        }
+        let d = &mut self.doc;
+        match path.key(0) {
+            Some(b"done") => d.done = v.as_bool(),
+            Some(b"total_duration") => d.total_duration = v.as_u64(),
+            Some(b"load_duration") => d.load_duration = v.as_u64(),
+            Some(b"prompt_eval_count") => d.prompt_eval_count = v.as_u64(),
+            Some(b"prompt_eval_duration") => d.prompt_eval_duration = v.as_u64(),
+            Some(b"eval_count") => d.eval_count = v.as_u64(),
+            Some(b"eval_duration") => d.eval_duration = v.as_u64(),
+            Some(b"completed") => d.completed = v.as_u64(),
+            Some(b"total") => d.total = v.as_u64(),
+            _ => {}
+        }
+    }
+
+    fn string(&mut self, path: &Path<'_>, part: &[u8], last: bool) {
+        if self.cur == NativeStr::None {
+            self.cur = match (path.depth(), path.key(0)) {
+                (1, Some(b"model")) => NativeStr::Model,
+                (1, Some(b"done_reason")) => NativeStr::DoneReason,
+                (1, Some(b"error")) => NativeStr::Error,
+                (1, Some(b"status")) => NativeStr::Status,
+                _ => match self.text_key(path) {
+                    Some(b"content" | b"response") => NativeStr::Content,
+                    Some(b"thinking") => NativeStr::Thinking,
+                    _ => match self.tool_call_field(path) {
+                        Some((_, b"name")) => NativeStr::ToolName,
+                        Some((_, b"id")) => NativeStr::ToolId,
+                        _ => NativeStr::None,
+                    },
+                },
+            };
+            if self.cur == NativeStr::None {
+                return;
+            }
+            match self.cur {
+                NativeStr::Model => self.model.clear(),
+                NativeStr::DoneReason => self.done_reason.clear(),
+                NativeStr::Error => self.error.clear(),
+                NativeStr::Status => self.status.clear(),
+                _ => self.acc.clear(),
+            }
+        }
+        match self.cur {
+            NativeStr::None => return,
+            NativeStr::Content => self.doc.content += part.len() as u64,
+            NativeStr::Thinking => self.doc.thinking += part.len() as u64,
+            NativeStr::Model => self.model.push(part),
+            NativeStr::DoneReason => self.done_reason.push(part),
+            NativeStr::Error => self.error.push(part),
+            NativeStr::Status => self.status.push(part),
+            NativeStr::ToolName | NativeStr::ToolId => self.acc.push(part),
+        }
+        if last {
+            match self.cur {
+                NativeStr::Model => self.doc.model = true,
+                NativeStr::DoneReason => self.doc.done_reason = true,
+                NativeStr::Error => self.doc.error = true,
+                NativeStr::Status => self.doc.status = true,
+                NativeStr::ToolName | NativeStr::ToolId => {
+                    let value = self.acc.take_string();
+                    let field = self.cur;
+                    if let Some((i, _)) = self.tool_call_field(path)
+                        && let Some(tc) = self.tool_call(i)
+                    {
+                        if field == NativeStr::ToolName {
+                            tc.name = value;
+                        } else {
+                            tc.id = Some(value);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            self.cur = NativeStr::None;
+        }
+    }
+}
+
+impl DocVisitor for NativeVisitor {
+    fn doc_begin(&mut self) {
+        self.doc = NativeDoc::default();
+        self.cur = NativeStr::None;
+    }
+
+    fn doc_end(&mut self, ts: Timestamp, end: DocEnd<'_>) {
+        if !matches!(end, DocEnd::Json { .. }) {
+            // A broken chunk changes nothing: no half-read number is ever reported.
+            self.s.info.invalid_chunks += 1;
+            return;
+        }
+        let doc = std::mem::take(&mut self.doc);
+        let s = &mut self.s;
+        if doc.error {
+            let message = self.error.to_string_lossy();
+            s.error(Some(message), None);
+            s.info.chunks += 1;
+            return;
+        }
+        let has_output = doc.content > 0 || doc.thinking > 0 || !doc.tool_calls.is_empty();
+        s.chunk(ts, has_output);
+        s.info.text_bytes += doc.content;
+        s.info.reasoning_bytes += doc.thinking;
+        if doc.model {
+            s.set_model(&self.model);
+        }
+        for tc in doc.tool_calls {
+            if s.info.tool_calls.len() < MAX_TOOL_CALLS && !tc.name.is_empty() {
+                s.info.tool_calls.push(tc);
+            }
+        }
+        if doc.embeddings.is_some() {
+            s.info.embeddings = doc.embeddings;
+        }
+        if doc.dimension.is_some() {
+            s.info.dimension = doc.dimension;
+        }
+        if doc.models.is_some() {
+            s.info.models_listed = doc.models;
+        }
+        if doc.status {
+            s.info.progress_status = Some(self.status.to_string_lossy());
+            if self.status.bytes() == b"success" {
+                s.info.terminated = true;
+            }
+        }
+        if doc.completed.is_some() {
+            s.info.progress_completed = doc.completed;
+        }
+        if doc.total.is_some() {
+            s.info.progress_total = doc.total;
+        }
+        let metrics = &mut s.info.ollama;
+        macro_rules! take {
+            ($($f:ident),*) => { $( if doc.$f.is_some() { metrics.$f = doc.$f; } )* };
+        }
+        take!(total_duration, load_duration, prompt_eval_count, prompt_eval_duration, eval_count, eval_duration);
+        if doc.done == Some(true) || matches!(self.route, Route::Embed) {
+            // Token counts are only final on the done chunk (embed has no `done`); an absent
+            // count stays unknown rather than zero.
+            s.info.input_tokens = s.info.ollama.prompt_eval_count;
+            if self.route != Route::Embed {
+                s.info.output_tokens = s.info.ollama.eval_count;
+            }
+        }
+        if doc.done == Some(true) {
+            s.info.terminated = true;
+            if doc.done_reason {
+                let reason = self.done_reason.to_string_lossy();
+                s.info.done_reason = Some(reason.clone());
+                s.info.finish_reasons = vec![reason];
+            }
+        }
+        // Embedding responses carry their counts without a `done` flag.
+        if matches!(self.route, Route::Embed | Route::Embeddings) && !s.error_status {
+            s.info.terminated = true;
+        }
+    }
+}

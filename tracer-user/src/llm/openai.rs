@@ -1,0 +1,614 @@
+//! OpenAI-compatible responses (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
+//! `/v1/models`), streamed as SSE chunks or as one JSON object, in both the current and the
+//! pre-0.32.6 stream layouts.
+
+use super::call::ToolCall;
+use super::framing::{DocEnd, DocVisitor};
+use super::route::Route;
+use super::stream::{MAX_TOOL_CALLS, SHORT, MESSAGE, Stream};
+use crate::json::{Descend, JsonVisitor, Kind, P, Path, Scalar, SkipStats, StrAcc};
+use crate::segment::Timestamp;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OaStr {
+    None,
+    Id,
+    Model,
+    Content,
+    Reasoning,
+    FinishReason,
+    ToolName,
+    ToolId,
+    ErrorMessage,
+    ErrorType,
+    EmbeddingB64,
+}
+
+#[derive(Debug, Default)]
+struct OaDoc {
+    id: bool,
+    model: bool,
+    content: u64,
+    reasoning: u64,
+    /// (choice index, finish reason)
+    finish: Vec<(u32, String)>,
+    tool_calls: Vec<ToolCall>,
+    /// Length of `choices`, when present.
+    choices: Option<u32>,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    error: bool,
+    error_type: bool,
+    data_len: Option<u64>,
+    dimension: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct OpenAiVisitor {
+    route: Route,
+    streamed: bool,
+    pub(super) s: Stream,
+    doc: OaDoc,
+    cur: OaStr,
+    acc: StrAcc,
+    id: StrAcc,
+    model: StrAcc,
+    error: StrAcc,
+    error_type: StrAcc,
+    /// Length and trailing `=` of a base64 embedding, to size the vector.
+    b64_len: u64,
+    b64_tail: [u8; 2],
+    /// Finish reason per choice index.
+    finish: Vec<(u32, String)>,
+}
+
+impl OpenAiVisitor {
+    pub fn new(route: Route, streamed: bool) -> Self {
+        OpenAiVisitor {
+            route,
+            streamed,
+            s: Stream::default(),
+            doc: OaDoc::default(),
+            cur: OaStr::None,
+            acc: StrAcc::with_cap(SHORT),
+            id: StrAcc::with_cap(SHORT),
+            model: StrAcc::with_cap(SHORT),
+            error: StrAcc::with_cap(MESSAGE),
+            error_type: StrAcc::with_cap(SHORT),
+            b64_len: 0,
+            b64_tail: [0; 2],
+            finish: Vec::new(),
+        }
+    }
+
+    /// `choices[i].<delta|message>.<field…>`: returns (i, rest of path from the field).
+    fn choice_field<'a>(path: &Path<'a>) -> Option<(u32, usize)> {
+        if path.key(0) != Some(b"choices") {
+            return None;
+        }
+        let i = path.index(1)?;
+        Some((i, 2))
+    }
+
+    fn classify(&self, path: &Path<'_>) -> OaStr {
+        let d = path.depth();
+        if d == 1 {
+            return match path.key(0) {
+                Some(b"id") => OaStr::Id,
+                Some(b"model") => OaStr::Model,
+                _ => OaStr::None,
+            };
+        }
+        if path.is(&["error", "message"]) {
+            return OaStr::ErrorMessage;
+        }
+        if path.is(&["error", "type"]) {
+            return OaStr::ErrorType;
+        }
+        if path.matches(&[P::Key("data"), P::AnyIndex, P::Key("embedding")]) {
+            return OaStr::EmbeddingB64;
+        }
+        let Some((_, b)) = Self::choice_field(path) else { return OaStr::None };
+        match (d - b, path.key(b)) {
+            (1, Some(b"finish_reason")) => OaStr::FinishReason,
+            (1, Some(b"text")) => OaStr::Content,
+            (2, Some(b"delta" | b"message")) => match path.key(b + 1) {
+                Some(b"content") => OaStr::Content,
+                Some(b"reasoning" | b"reasoning_content") => OaStr::Reasoning,
+                _ => OaStr::None,
+            },
+            (4, Some(b"delta" | b"message")) if path.key(b + 1) == Some(b"tool_calls") && path.key(b + 3) == Some(b"id") => {
+                OaStr::ToolId
+            }
+            (5, Some(b"delta" | b"message"))
+                if path.key(b + 1) == Some(b"tool_calls")
+                    && path.key(b + 3) == Some(b"function")
+                    && path.key(b + 4) == Some(b"name") =>
+            {
+                OaStr::ToolName
+            }
+            _ => OaStr::None,
+        }
+    }
+
+    fn tool_call(&mut self, path: &Path<'_>) -> Option<&mut ToolCall> {
+        let i = path.index(4)? as usize;
+        if i >= MAX_TOOL_CALLS {
+            return None;
+        }
+        while self.doc.tool_calls.len() <= i {
+            self.doc.tool_calls.push(ToolCall::default());
+        }
+        self.doc.tool_calls.get_mut(i)
+    }
+}
+
+impl JsonVisitor for OpenAiVisitor {
+    fn begin(&mut self, path: &Path<'_>, kind: Kind) -> Descend {
+        if kind == Kind::Array && path.matches(&[P::Key("data"), P::AnyIndex, P::Key("embedding")]) {
+            return Descend::Skip;
+        }
+        if path.depth() >= 3 && path.key(2) == Some(b"logprobs") {
+            return Descend::Skip;
+        }
+        Descend::Enter
+    }
+
+    fn end(&mut self, path: &Path<'_>, kind: Kind, len: u32) {
+        if path.depth() == 1 && kind == Kind::Array {
+            match path.key(0) {
+                Some(b"choices") => self.doc.choices = Some(len),
+                Some(b"data") => self.doc.data_len = Some(len as u64),
+                _ => {}
+            }
+        }
+    }
+
+    fn skipped(&mut self, path: &Path<'_>, _kind: Kind, stats: SkipStats) {
+        if path.index(1) == Some(0) && path.key(0) == Some(b"data") {
+            self.doc.dimension = Some(stats.elements);
+        }
+    }
+
+    fn scalar(&mut self, path: &Path<'_>, v: Scalar<'_>) {
+        if path.depth() == 2 && path.key(0) == Some(b"usage") {
+            match path.key(1) {
+                Some(b"prompt_tokens") => self.doc.prompt_tokens = v.as_u64(),
+                Some(b"completion_tokens") => self.doc.completion_tokens = v.as_u64(),
+                _ => {}
+            }
+        }
+    }
+
+    fn string(&mut self, path: &Path<'_>, part: &[u8], last: bool) {
+        if self.cur == OaStr::None {
+            self.cur = self.classify(path);
+            match self.cur {
+                OaStr::None => return,
+                OaStr::Id => self.id.clear(),
+                OaStr::Model => self.model.clear(),
+                OaStr::ErrorMessage => self.error.clear(),
+                OaStr::ErrorType => self.error_type.clear(),
+                OaStr::EmbeddingB64 => {
+                    self.b64_len = 0;
+                    self.b64_tail = [0; 2];
+                }
+                _ => self.acc.clear(),
+            }
+        }
+        match self.cur {
+            OaStr::None => return,
+            OaStr::Content => self.doc.content += part.len() as u64,
+            OaStr::Reasoning => self.doc.reasoning += part.len() as u64,
+            OaStr::Id => self.id.push(part),
+            OaStr::Model => self.model.push(part),
+            OaStr::ErrorMessage => self.error.push(part),
+            OaStr::ErrorType => self.error_type.push(part),
+            OaStr::EmbeddingB64 => {
+                self.b64_len += part.len() as u64;
+                for &b in part {
+                    self.b64_tail = [self.b64_tail[1], b];
+                }
+            }
+            OaStr::FinishReason | OaStr::ToolName | OaStr::ToolId => self.acc.push(part),
+        }
+        if last {
+            match self.cur {
+                OaStr::Id => self.doc.id = true,
+                OaStr::Model => self.doc.model = true,
+                OaStr::ErrorMessage => self.doc.error = true,
+                OaStr::ErrorType => self.doc.error_type = true,
+                OaStr::FinishReason => {
+                    if let Some(i) = path.index(1) {
+                        let reason = self.acc.take_string();
+                        self.doc.finish.push((i, reason));
+                    }
+                }
+                OaStr::ToolName | OaStr::ToolId => {
+                    let value = self.acc.take_string();
+                    let field = self.cur;
+                    if let Some(tc) = self.tool_call(path) {
+                        if field == OaStr::ToolName {
+                            tc.name = value;
+                        } else {
+                            tc.id = Some(value);
+                        }
+                    }
+                }
+                OaStr::EmbeddingB64 => {
+                    if path.index(1) == Some(0) {
+                        // base64 of little-endian f32s.
+                        let len = self.b64_len;
+                        let pad = self.b64_tail.iter().filter(|&&b| b == b'=').count() as u64;
+                        self.doc.dimension = Some((len / 4 * 3).saturating_sub(pad) / 4);
+                    }
+                }
+                _ => {}
+            }
+            self.cur = OaStr::None;
+        }
+    }
+}
+
+impl DocVisitor for OpenAiVisitor {
+    fn doc_begin(&mut self) {
+        self.doc = OaDoc::default();
+        self.cur = OaStr::None;
+    }
+
+    fn doc_end(&mut self, ts: Timestamp, end: DocEnd<'_>) {
+        match end {
+            DocEnd::DoneMarker => {
+                self.s.info.terminated = true;
+                return;
+            }
+            DocEnd::Invalid { .. } => {
+                self.s.info.invalid_chunks += 1;
+                return;
+            }
+            DocEnd::Json { .. } => {}
+        }
+        let doc = std::mem::take(&mut self.doc);
+        let s = &mut self.s;
+        if doc.error {
+            let message = self.error.to_string_lossy();
+            let kind = doc.error_type.then(|| self.error_type.to_string_lossy());
+            s.error(Some(message), kind);
+            return;
+        }
+        let has_output = doc.content > 0 || doc.reasoning > 0 || doc.tool_calls.iter().any(|t| !t.name.is_empty());
+        s.chunk(ts, has_output);
+        s.info.text_bytes += doc.content;
+        s.info.reasoning_bytes += doc.reasoning;
+        if doc.id {
+            s.set_id(&self.id);
+        }
+        // A mid-stream error reaches /v1 clients as a chunk with an empty model (§4.3).
+        if doc.model && !self.model.bytes().is_empty() {
+            s.set_model(&self.model);
+        }
+        for tc in doc.tool_calls {
+            if s.info.tool_calls.len() < MAX_TOOL_CALLS && !tc.name.is_empty() {
+                s.info.tool_calls.push(tc);
+            }
+        }
+        if !doc.finish.is_empty() {
+            for (i, reason) in doc.finish {
+                match self.finish.iter_mut().find(|(j, _)| *j == i) {
+                    Some(slot) => slot.1 = reason,
+                    None => self.finish.push((i, reason)),
+                }
+            }
+            self.finish.sort_by_key(|(i, _)| *i);
+            s.info.finish_reasons = self.finish.iter().map(|(_, r)| r.clone()).collect();
+        }
+        // In streams only the usage chunk (`choices: []`) has real numbers: /v1/completions puts
+        // zeros on every other chunk.
+        let usage_ok = !self.streamed || doc.choices == Some(0) || self.route == Route::OpenAiEmbeddings;
+        if usage_ok {
+            if doc.prompt_tokens.is_some() {
+                s.info.input_tokens = doc.prompt_tokens;
+            }
+            if doc.completion_tokens.is_some() {
+                s.info.output_tokens = doc.completion_tokens;
+            }
+        }
+        if doc.data_len.is_some() {
+            match self.route {
+                Route::OpenAiEmbeddings => s.info.embeddings = doc.data_len,
+                Route::OpenAiModels => s.info.models_listed = doc.data_len,
+                _ => {}
+            }
+        }
+        if doc.dimension.is_some() {
+            s.info.dimension = doc.dimension;
+        }
+        if !self.streamed && !s.error_status {
+            s.info.terminated = true;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// /v1/responses: SSE events with the type inside sorted-key JSON, or one `response` object.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RsStr {
+    None,
+    Type,
+    Delta,
+    Id,
+    Model,
+    Status,
+    ItemType,
+    ItemName,
+    ItemCallId,
+    OutputText,
+    ErrorMessage,
+    IncompleteReason,
+}
+
+#[derive(Debug, Default)]
+struct RsDoc {
+    delta: u64,
+    text: u64,
+    id: bool,
+    model: bool,
+    status: bool,
+    item_type: Option<String>,
+    item_name: Option<String>,
+    item_call_id: Option<String>,
+    /// Function calls of a non-streamed response: (name, call id).
+    calls: Vec<ToolCall>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    error: bool,
+    incomplete_reason: Option<String>,
+}
+
+/// Reads `/v1/responses` streams and objects.
+#[derive(Debug)]
+pub struct ResponsesVisitor {
+    streamed: bool,
+    pub(super) s: Stream,
+    doc: RsDoc,
+    cur: RsStr,
+    kind: StrAcc,
+    acc: StrAcc,
+    id: StrAcc,
+    model: StrAcc,
+    status: StrAcc,
+    error: StrAcc,
+    saw_function_call: bool,
+}
+
+impl ResponsesVisitor {
+    pub fn new(streamed: bool) -> Self {
+        ResponsesVisitor {
+            streamed,
+            s: Stream::default(),
+            doc: RsDoc::default(),
+            cur: RsStr::None,
+            kind: StrAcc::with_cap(SHORT),
+            acc: StrAcc::with_cap(SHORT),
+            id: StrAcc::with_cap(SHORT),
+            model: StrAcc::with_cap(SHORT),
+            status: StrAcc::with_cap(SHORT),
+            error: StrAcc::with_cap(MESSAGE),
+            saw_function_call: false,
+        }
+    }
+
+    /// In a stream the response object sits under `response`; a plain body is the object itself.
+    fn response_base(&self, path: &Path<'_>) -> Option<usize> {
+        if self.streamed {
+            (path.key(0) == Some(b"response")).then_some(1)
+        } else {
+            Some(0)
+        }
+    }
+
+    fn classify(&self, path: &Path<'_>) -> RsStr {
+        let d = path.depth();
+        if self.streamed && d == 1 {
+            return match path.key(0) {
+                Some(b"type") => RsStr::Type,
+                Some(b"delta") => RsStr::Delta,
+                _ => RsStr::None,
+            };
+        }
+        if self.streamed && d == 2 && path.key(0) == Some(b"item") {
+            return match path.key(1) {
+                Some(b"type") => RsStr::ItemType,
+                Some(b"name") => RsStr::ItemName,
+                Some(b"call_id") => RsStr::ItemCallId,
+                _ => RsStr::None,
+            };
+        }
+        let Some(b) = self.response_base(path) else { return RsStr::None };
+        match (d - b, path.key(b)) {
+            (1, Some(b"id")) => RsStr::Id,
+            (1, Some(b"model")) => RsStr::Model,
+            (1, Some(b"status")) => RsStr::Status,
+            (2, Some(b"error")) if path.key(b + 1) == Some(b"message") => RsStr::ErrorMessage,
+            (2, Some(b"incomplete_details")) if path.key(b + 1) == Some(b"reason") => RsStr::IncompleteReason,
+            // Plain body: output[i].type/name/call_id and output[i].content[j].text
+            (3, Some(b"output")) if !self.streamed => match path.key(b + 2) {
+                Some(b"type") => RsStr::ItemType,
+                Some(b"name") => RsStr::ItemName,
+                Some(b"call_id") => RsStr::ItemCallId,
+                _ => RsStr::None,
+            },
+            (5, Some(b"output")) if !self.streamed && path.key(b + 2) == Some(b"content") && path.key(b + 4) == Some(b"text") => {
+                RsStr::OutputText
+            }
+            _ => RsStr::None,
+        }
+    }
+
+    fn flush_item(&mut self) {
+        if self.doc.item_type.as_deref() == Some("function_call") {
+            let call = ToolCall { id: self.doc.item_call_id.take(), name: self.doc.item_name.take().unwrap_or_default() };
+            if !call.name.is_empty() && self.doc.calls.len() < MAX_TOOL_CALLS {
+                self.doc.calls.push(call);
+            }
+        }
+        self.doc.item_type = None;
+        self.doc.item_name = None;
+        self.doc.item_call_id = None;
+    }
+}
+
+impl JsonVisitor for ResponsesVisitor {
+    fn begin(&mut self, path: &Path<'_>, _kind: Kind) -> Descend {
+        // Echoed request fields (tools, instructions…) and logprobs say nothing about the answer.
+        match self.response_base(path) {
+            Some(b) if path.depth() == b + 1 => match path.key(b) {
+                Some(b"tools" | b"instructions" | b"text" | b"reasoning" | b"metadata" | b"tool_choice") => Descend::Skip,
+                _ => Descend::Enter,
+            },
+            _ if path.key(path.depth().saturating_sub(1)) == Some(b"logprobs") => Descend::Skip,
+            _ => Descend::Enter,
+        }
+    }
+
+    fn end(&mut self, path: &Path<'_>, kind: Kind, _len: u32) {
+        // End of one output item of a plain body.
+        if !self.streamed && kind == Kind::Object && path.depth() == 2 && path.key(0) == Some(b"output") {
+            self.flush_item();
+        }
+    }
+
+    fn scalar(&mut self, path: &Path<'_>, v: Scalar<'_>) {
+        let Some(b) = self.response_base(path) else { return };
+        if path.depth() == b + 2 && path.key(b) == Some(b"usage") {
+            match path.key(b + 1) {
+                Some(b"input_tokens") => self.doc.input_tokens = v.as_u64(),
+                Some(b"output_tokens") => self.doc.output_tokens = v.as_u64(),
+                _ => {}
+            }
+        }
+    }
+
+    fn string(&mut self, path: &Path<'_>, part: &[u8], last: bool) {
+        if self.cur == RsStr::None {
+            self.cur = self.classify(path);
+            match self.cur {
+                RsStr::None => return,
+                RsStr::Type => self.kind.clear(),
+                RsStr::Id => self.id.clear(),
+                RsStr::Model => self.model.clear(),
+                RsStr::Status => self.status.clear(),
+                RsStr::ErrorMessage => self.error.clear(),
+                _ => self.acc.clear(),
+            }
+        }
+        match self.cur {
+            RsStr::None => return,
+            RsStr::Delta => self.doc.delta += part.len() as u64,
+            RsStr::OutputText => self.doc.text += part.len() as u64,
+            RsStr::Type => self.kind.push(part),
+            RsStr::Id => self.id.push(part),
+            RsStr::Model => self.model.push(part),
+            RsStr::Status => self.status.push(part),
+            RsStr::ErrorMessage => self.error.push(part),
+            RsStr::ItemType | RsStr::ItemName | RsStr::ItemCallId | RsStr::IncompleteReason => self.acc.push(part),
+        }
+        if last {
+            match self.cur {
+                RsStr::Id => self.doc.id = true,
+                RsStr::Model => self.doc.model = true,
+                RsStr::Status => self.doc.status = true,
+                RsStr::ErrorMessage => self.doc.error = true,
+                RsStr::ItemType => self.doc.item_type = Some(self.acc.take_string()),
+                RsStr::ItemName => self.doc.item_name = Some(self.acc.take_string()),
+                RsStr::ItemCallId => self.doc.item_call_id = Some(self.acc.take_string()),
+                RsStr::IncompleteReason => self.doc.incomplete_reason = Some(self.acc.take_string()),
+                _ => {}
+            }
+            self.cur = RsStr::None;
+        }
+    }
+}
+
+impl DocVisitor for ResponsesVisitor {
+    fn doc_begin(&mut self) {
+        self.doc = RsDoc::default();
+        self.cur = RsStr::None;
+        self.kind.clear();
+    }
+
+    fn doc_end(&mut self, ts: Timestamp, end: DocEnd<'_>) {
+        let event = match end {
+            DocEnd::Json { event } => event.map(str::to_owned),
+            DocEnd::Invalid { .. } => {
+                self.s.info.invalid_chunks += 1;
+                return;
+            }
+            // Not part of this API; tolerated.
+            DocEnd::DoneMarker => return,
+        };
+        // The SSE event name and the JSON `type` agree; either will do.
+        let kind = match event {
+            Some(e) => e,
+            None => self.kind.to_string_lossy(),
+        };
+        if self.streamed && kind == "response.output_item.added" {
+            self.flush_item();
+        }
+        let doc = std::mem::take(&mut self.doc);
+        let s = &mut self.s;
+        let has_output = match kind.as_str() {
+            "response.output_text.delta" | "response.reasoning_summary_text.delta" | "response.function_call_arguments.delta" => {
+                doc.delta > 0
+            }
+            _ => doc.text > 0 || !doc.calls.is_empty(),
+        };
+        s.chunk(ts, has_output);
+        match kind.as_str() {
+            "response.output_text.delta" => s.info.text_bytes += doc.delta,
+            "response.reasoning_summary_text.delta" => s.info.reasoning_bytes += doc.delta,
+            _ => s.info.text_bytes += doc.text,
+        }
+        if !doc.calls.is_empty() {
+            self.saw_function_call = true;
+        }
+        for call in doc.calls {
+            if s.info.tool_calls.len() < MAX_TOOL_CALLS {
+                s.info.tool_calls.push(call);
+            }
+        }
+        if doc.id {
+            s.set_id(&self.id);
+        }
+        if doc.model {
+            s.set_model(&self.model);
+        }
+        if doc.input_tokens.is_some() {
+            s.info.input_tokens = doc.input_tokens;
+        }
+        if doc.output_tokens.is_some() {
+            s.info.output_tokens = doc.output_tokens;
+        }
+        let terminal = !self.streamed || matches!(kind.as_str(), "response.completed" | "response.failed" | "response.incomplete");
+        if doc.error {
+            s.error(Some(self.error.to_string_lossy()), None);
+        }
+        if terminal && doc.status {
+            s.info.terminated = true;
+            let status = self.status.to_string_lossy();
+            let reason = match status.as_str() {
+                "completed" if self.saw_function_call => "tool_calls".to_string(),
+                "completed" => "stop".to_string(),
+                "incomplete" => match doc.incomplete_reason.as_deref() {
+                    Some("max_output_tokens") => "length".to_string(),
+                    Some(other) => other.to_string(),
+                    None => "length".to_string(),
+                },
+                "failed" => "error".to_string(),
+                other => other.to_string(),
+            };
+            s.info.finish_reasons = vec![reason];
+        }
+    }
+}

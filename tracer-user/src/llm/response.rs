@@ -1,0 +1,154 @@
+//! Reading response bodies as they stream: the framing (NDJSON, JSON, SSE) chosen from the route
+//! and the response head, and the reader for the API's shape, which folds each chunk into the
+//! call's [`ResponseInfo`] and stream timing. Only running totals and short strings are kept.
+
+use super::anthropic::AnthropicVisitor;
+use super::call::{CallTimes, ResponseInfo};
+use super::error_body::ErrorVisitor;
+use super::framing::{JsonSeq, Sse};
+use super::native::NativeVisitor;
+use super::openai::{OpenAiVisitor, ResponsesVisitor};
+use super::route::{Api, Route};
+use crate::segment::Timestamp;
+
+
+#[derive(Debug)]
+enum Framer {
+    Seq(JsonSeq),
+    Sse(Sse),
+    /// Bodies we only count (blobs, plain text, unknown routes).
+    Count,
+}
+
+#[derive(Debug)]
+enum Visitor {
+    Native(NativeVisitor),
+    OpenAi(OpenAiVisitor),
+    Responses(ResponsesVisitor),
+    Anthropic(AnthropicVisitor),
+    Error(ErrorVisitor),
+}
+
+macro_rules! with_visitor {
+    ($self:expr, $v:ident => $body:expr) => {
+        match &mut $self.visitor {
+            Visitor::Native($v) => $body,
+            Visitor::OpenAi($v) => $body,
+            Visitor::Responses($v) => $body,
+            Visitor::Anthropic($v) => $body,
+            Visitor::Error($v) => $body,
+        }
+    };
+}
+
+/// Decodes one response body.
+#[derive(Debug)]
+pub struct ResponseDecoder {
+    framer: Framer,
+    visitor: Visitor,
+}
+
+fn media_type(content_type: Option<&str>) -> String {
+    content_type.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
+impl ResponseDecoder {
+    /// Chooses framing and reader from the route, status and Content-Type.
+    pub fn new(route: Route, status: u16, content_type: Option<&str>) -> Self {
+        let media = media_type(content_type);
+        let sse = media == "text/event-stream";
+        let ndjson = media == "application/x-ndjson";
+        let json_like = media.contains("json") || media.is_empty();
+        if status >= 400 {
+            let framer = if json_like { Framer::Seq(JsonSeq::new(false)) } else { Framer::Count };
+            return ResponseDecoder { framer, visitor: Visitor::Error(ErrorVisitor::new()) };
+        }
+        let framer = if sse {
+            Framer::Sse(Sse::new())
+        } else if ndjson {
+            Framer::Seq(JsonSeq::new(true))
+        } else if json_like && !matches!(route, Route::BlobUpload | Route::BlobHead | Route::Root | Route::Unknown) {
+            Framer::Seq(JsonSeq::new(false))
+        } else {
+            Framer::Count
+        };
+        let streamed = sse || ndjson;
+        let visitor = match (route.api(), route) {
+            (_, Route::OpenAiResponses) => Visitor::Responses(ResponsesVisitor::new(streamed)),
+            (Api::Anthropic, _) => Visitor::Anthropic(AnthropicVisitor::new(streamed)),
+            (Api::OpenAi, _) => Visitor::OpenAi(OpenAiVisitor::new(route, streamed)),
+            (Api::Native | Api::Http, _) => Visitor::Native(NativeVisitor::new(route)),
+        };
+        let mut d = ResponseDecoder { framer, visitor };
+        with_visitor!(d, v => {
+            v.s.info.streamed = streamed;
+            v.s.status = status;
+        });
+        d
+    }
+
+    /// Records the response's media type and content coding.
+    pub fn set_headers(&mut self, content_type: Option<String>, content_encoding: Option<String>) {
+        with_visitor!(self, v => {
+            v.s.info.content_type = content_type;
+            v.s.info.content_encoding = content_encoding;
+        });
+    }
+
+    pub fn feed(&mut self, data: &[u8], ts: Timestamp) {
+        with_visitor!(self, v => {
+            v.s.info.body_bytes += data.len() as u64;
+        });
+        if let Visitor::Error(e) = &mut self.visitor {
+            // Kept for plain-text errors and JSON that turns out not to be.
+            e.text.push(data);
+        }
+        match &mut self.framer {
+            Framer::Seq(f) => with_visitor!(self, v => f.feed(data, ts, v)),
+            Framer::Sse(f) => with_visitor!(self, v => f.feed(data, ts, v)),
+            Framer::Count => {}
+        }
+    }
+
+    /// Bytes of the body were not captured.
+    pub fn gap(&mut self) {
+        match &mut self.framer {
+            Framer::Seq(f) => f.gap(),
+            Framer::Sse(f) => f.gap(),
+            Framer::Count => {}
+        }
+    }
+
+    /// End of the body; folds stream timing into `times`.
+    pub fn finish(mut self, ts: Timestamp, times: &mut CallTimes) -> ResponseInfo {
+        match &mut self.framer {
+            Framer::Seq(f) => with_visitor!(self, v => f.finish(ts, v)),
+            Framer::Sse(f) => with_visitor!(self, v => f.finish(ts, v)),
+            Framer::Count => {}
+        }
+        if let Visitor::Error(e) = &mut self.visitor {
+            let message = if !e.message.is_empty() {
+                Some(e.message.to_string_lossy())
+            } else if !e.text.is_empty() {
+                Some(e.text.to_string_lossy().trim().to_string())
+            } else {
+                None
+            };
+            let kind = (!e.kind.is_empty()).then(|| e.kind.to_string_lossy());
+            e.s.info.error_message = message;
+            e.s.info.error_type = kind;
+        }
+        let s = match self.visitor {
+            Visitor::Native(v) => v.s,
+            Visitor::OpenAi(v) => v.s,
+            Visitor::Responses(v) => v.s,
+            Visitor::Anthropic(v) => v.s,
+            Visitor::Error(v) => v.s,
+        };
+        times.first_chunk = s.first_chunk;
+        times.first_output = s.first_output;
+        times.last_output = s.last_output;
+        times.chunk_gaps = s.gaps;
+        s.info
+    }
+}

@@ -1,0 +1,186 @@
+//! Which Ollama route a request is, and what GenAI operation it performs.
+//!
+//! Routing is by method and path only, as Ollama's router does (never by Content-Type, which the
+//! server does not check).
+
+/// The API family a route belongs to: decides how bodies are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Api {
+    /// Ollama's own `/api/*`.
+    Native,
+    /// OpenAI-compatible `/v1/*`.
+    OpenAi,
+    /// Anthropic-compatible `/v1/messages`.
+    Anthropic,
+    /// Anything else on the port.
+    Http,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    Chat,
+    Generate,
+    Embed,
+    /// Legacy `/api/embeddings`.
+    Embeddings,
+    OpenAiChat,
+    OpenAiCompletions,
+    OpenAiEmbeddings,
+    OpenAiResponses,
+    OpenAiModels,
+    OpenAiModel,
+    OpenAiTranscriptions,
+    AnthropicMessages,
+    Pull,
+    Push,
+    Create,
+    Show,
+    Tags,
+    Ps,
+    Copy,
+    Delete,
+    BlobHead,
+    BlobUpload,
+    Version,
+    Status,
+    Root,
+    /// A path Ollama does not serve (or a method it does not allow there).
+    Unknown,
+}
+
+/// GenAI operation names (`gen_ai.operation.name`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Chat,
+    TextCompletion,
+    Embeddings,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Chat => "chat",
+            Operation::TextCompletion => "text_completion",
+            Operation::Embeddings => "embeddings",
+        }
+    }
+}
+
+impl Route {
+    pub fn classify(method: &str, path: &str) -> Route {
+        // Ollama redirects `/api/chat/` and unclean paths rather than serving them.
+        use Route::*;
+        match (method, path) {
+            ("POST", "/api/chat") => Chat,
+            ("POST", "/api/generate") => Generate,
+            ("POST", "/api/embed") => Embed,
+            ("POST", "/api/embeddings") => Embeddings,
+            ("POST", "/v1/chat/completions") => OpenAiChat,
+            ("POST", "/v1/completions") => OpenAiCompletions,
+            ("POST", "/v1/embeddings") => OpenAiEmbeddings,
+            ("POST", "/v1/responses") => OpenAiResponses,
+            ("POST", "/v1/messages") => AnthropicMessages,
+            ("POST", "/v1/audio/transcriptions") => OpenAiTranscriptions,
+            ("GET", "/v1/models") => OpenAiModels,
+            ("GET", p) if p.starts_with("/v1/models/") && p.len() > "/v1/models/".len() && !p["/v1/models/".len()..].contains('/') => {
+                OpenAiModel
+            }
+            ("POST", "/api/pull") => Pull,
+            ("POST", "/api/push") => Push,
+            ("POST", "/api/create") => Create,
+            ("POST", "/api/show") => Show,
+            ("GET" | "HEAD", "/api/tags") => Tags,
+            ("GET", "/api/ps") => Ps,
+            ("POST", "/api/copy") => Copy,
+            ("DELETE", "/api/delete") => Delete,
+            ("HEAD", p) if is_blob(p) => BlobHead,
+            ("POST", p) if is_blob(p) => BlobUpload,
+            ("GET" | "HEAD", "/api/version") => Version,
+            ("GET", "/api/status") => Status,
+            ("GET" | "HEAD", "/") => Root,
+            _ => Unknown,
+        }
+    }
+
+    pub fn api(self) -> Api {
+        use Route::*;
+        match self {
+            Chat | Generate | Embed | Embeddings | Pull | Push | Create | Show | Tags | Ps | Copy | Delete | BlobHead
+            | BlobUpload | Version | Status => Api::Native,
+            OpenAiChat | OpenAiCompletions | OpenAiEmbeddings | OpenAiResponses | OpenAiModels | OpenAiModel
+            | OpenAiTranscriptions => Api::OpenAi,
+            AnthropicMessages => Api::Anthropic,
+            Root | Unknown => Api::Http,
+        }
+    }
+
+    /// The GenAI operation, for inference routes.
+    pub fn operation(self) -> Option<Operation> {
+        use Route::*;
+        Some(match self {
+            Chat | OpenAiChat | OpenAiResponses | AnthropicMessages => Operation::Chat,
+            Generate | OpenAiCompletions => Operation::TextCompletion,
+            Embed | Embeddings | OpenAiEmbeddings => Operation::Embeddings,
+            _ => return None,
+        })
+    }
+
+    /// Low-cardinality route template (`http.route`); `None` for unknown paths.
+    pub fn template(self) -> Option<&'static str> {
+        use Route::*;
+        Some(match self {
+            Chat => "/api/chat",
+            Generate => "/api/generate",
+            Embed => "/api/embed",
+            Embeddings => "/api/embeddings",
+            OpenAiChat => "/v1/chat/completions",
+            OpenAiCompletions => "/v1/completions",
+            OpenAiEmbeddings => "/v1/embeddings",
+            OpenAiResponses => "/v1/responses",
+            OpenAiModels => "/v1/models",
+            OpenAiModel => "/v1/models/{model}",
+            OpenAiTranscriptions => "/v1/audio/transcriptions",
+            AnthropicMessages => "/v1/messages",
+            Pull => "/api/pull",
+            Push => "/api/push",
+            Create => "/api/create",
+            Show => "/api/show",
+            Tags => "/api/tags",
+            Ps => "/api/ps",
+            Copy => "/api/copy",
+            Delete => "/api/delete",
+            BlobHead | BlobUpload => "/api/blobs/{digest}",
+            Version => "/api/version",
+            Status => "/api/status",
+            Root => "/",
+            Unknown => return None,
+        })
+    }
+
+    /// Native routes whose `stream` defaults to true.
+    pub fn streams_by_default(self) -> bool {
+        matches!(self, Route::Chat | Route::Generate | Route::Pull | Route::Push | Route::Create)
+    }
+}
+
+fn is_blob(path: &str) -> bool {
+    path.strip_prefix("/api/blobs/").is_some_and(|d| !d.is_empty() && !d.contains('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_routes() {
+        assert_eq!(Route::classify("POST", "/api/chat"), Route::Chat);
+        assert_eq!(Route::classify("GET", "/api/chat"), Route::Unknown);
+        assert_eq!(Route::classify("GET", "/v1/models/llama3.2:latest"), Route::OpenAiModel);
+        assert_eq!(Route::classify("GET", "/v1/models/hf.co/x"), Route::Unknown);
+        assert_eq!(Route::classify("POST", "/api/blobs/sha256:abc"), Route::BlobUpload);
+        assert_eq!(Route::classify("HEAD", "/"), Route::Root);
+        assert_eq!(Route::OpenAiResponses.operation(), Some(Operation::Chat));
+        assert_eq!(Route::Generate.operation(), Some(Operation::TextCompletion));
+        assert_eq!(Route::Tags.operation(), None);
+    }
+}

@@ -1,0 +1,413 @@
+//! Spans from calls: the one place that turns an [`LlmCall`] into OpenTelemetry's vocabulary.
+//! Spans carry capture times, never the time the daemon got round to building them.
+
+pub mod semconv;
+pub mod trace_context;
+
+#[cfg(test)]
+mod tests;
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use self::semconv as sc;
+use self::trace_context::TraceParent;
+use crate::llm::{ErrorKind, LlmCall};
+use crate::segment::{Timestamp, display_ip};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanKind {
+    Server,
+    Client,
+    Internal,
+}
+
+impl SpanKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanKind::Server => "server",
+            SpanKind::Client => "client",
+            SpanKind::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusCode {
+    Unset,
+    Ok,
+    Error,
+}
+
+impl StatusCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusCode::Unset => "unset",
+            StatusCode::Ok => "ok",
+            StatusCode::Error => "error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttrValue {
+    Str(String),
+    Int(i64),
+    F64(f64),
+    Bool(bool),
+    StrArray(Vec<String>),
+}
+
+impl From<&str> for AttrValue {
+    fn from(v: &str) -> Self {
+        AttrValue::Str(v.to_string())
+    }
+}
+impl From<String> for AttrValue {
+    fn from(v: String) -> Self {
+        AttrValue::Str(v)
+    }
+}
+impl From<i64> for AttrValue {
+    fn from(v: i64) -> Self {
+        AttrValue::Int(v)
+    }
+}
+impl From<u64> for AttrValue {
+    fn from(v: u64) -> Self {
+        AttrValue::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+impl From<u32> for AttrValue {
+    fn from(v: u32) -> Self {
+        AttrValue::Int(v as i64)
+    }
+}
+impl From<u16> for AttrValue {
+    fn from(v: u16) -> Self {
+        AttrValue::Int(v as i64)
+    }
+}
+impl From<f64> for AttrValue {
+    fn from(v: f64) -> Self {
+        AttrValue::F64(v)
+    }
+}
+impl From<bool> for AttrValue {
+    fn from(v: bool) -> Self {
+        AttrValue::Bool(v)
+    }
+}
+impl From<Vec<String>> for AttrValue {
+    fn from(v: Vec<String>) -> Self {
+        AttrValue::StrArray(v)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: AttrValue,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanEvent {
+    pub name: String,
+    pub time: Timestamp,
+    pub attributes: Vec<KeyValue>,
+}
+
+/// A finished span, shaped like OTLP's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanRecord {
+    pub name: String,
+    pub kind: SpanKind,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    pub trace_state: Option<String>,
+    /// W3C trace flags (bit 0: sampled).
+    pub flags: u8,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub status: StatusCode,
+    pub status_message: String,
+    pub attributes: Vec<KeyValue>,
+    pub events: Vec<SpanEvent>,
+}
+
+impl SpanRecord {
+    pub fn attr(&self, key: &str) -> Option<&AttrValue> {
+        self.attributes.iter().find(|kv| kv.key == key).map(|kv| &kv.value)
+    }
+}
+
+/// The resource every span and metric is reported under, built once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource {
+    pub attributes: Vec<KeyValue>,
+}
+
+impl Resource {
+    /// `service.name` (default `ollama`), `host.name`, the tracer as `telemetry.distro.*`, plus
+    /// any extra attributes (e.g. from `OTEL_RESOURCE_ATTRIBUTES`).
+    pub fn new(service_name: &str, host_name: Option<String>, extra: Vec<KeyValue>) -> Resource {
+        let mut attributes = vec![KeyValue { key: sc::SERVICE_NAME.into(), value: service_name.into() }];
+        if let Some(h) = host_name {
+            attributes.push(KeyValue { key: sc::HOST_NAME.into(), value: h.into() });
+        }
+        attributes.push(KeyValue { key: sc::TELEMETRY_DISTRO_NAME.into(), value: sc::DISTRO_NAME.into() });
+        attributes.push(KeyValue { key: sc::TELEMETRY_DISTRO_VERSION.into(), value: env!("CARGO_PKG_VERSION").into() });
+        for kv in extra {
+            match attributes.iter_mut().find(|a| a.key == kv.key) {
+                Some(a) => a.value = kv.value,
+                None => attributes.push(kv),
+            }
+        }
+        Resource { attributes }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&AttrValue> {
+        self.attributes.iter().find(|kv| kv.key == key).map(|kv| &kv.value)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SpanConfig {
+    /// Seed for trace and span ids (tests, reproducible output); random when `None`.
+    pub id_seed: Option<u64>,
+}
+
+/// Builds spans from calls.
+pub struct SpanBuilder {
+    rng: StdRng,
+}
+
+impl std::fmt::Debug for SpanBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanBuilder").finish_non_exhaustive()
+    }
+}
+
+/// Collects attributes, skipping absent values.
+struct Attrs(Vec<KeyValue>);
+
+impl Attrs {
+    fn put(&mut self, key: &str, value: impl Into<AttrValue>) {
+        self.0.push(KeyValue { key: key.to_string(), value: value.into() });
+    }
+    fn opt(&mut self, key: &str, value: Option<impl Into<AttrValue>>) {
+        if let Some(v) = value {
+            self.put(key, v);
+        }
+    }
+}
+
+impl SpanBuilder {
+    pub fn new(config: SpanConfig) -> Self {
+        let rng = match config.id_seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        SpanBuilder { rng }
+    }
+
+    fn trace_id(&mut self) -> [u8; 16] {
+        loop {
+            let id: [u8; 16] = self.rng.random();
+            if id != [0; 16] {
+                return id;
+            }
+        }
+    }
+
+    fn span_id(&mut self) -> [u8; 8] {
+        loop {
+            let id: [u8; 8] = self.rng.random();
+            if id != [0; 8] {
+                return id;
+            }
+        }
+    }
+
+    /// The span for one call.
+    pub fn build(&mut self, call: &LlmCall) -> SpanRecord {
+        let op = call.operation();
+        let name = match (op, call.model()) {
+            (Some(op), Some(model)) if !model.is_empty() => format!("{} {model}", op.as_str()),
+            (Some(op), _) => op.as_str().to_string(),
+            (None, _) => match call.route.template() {
+                Some(route) => format!("{} {route}", call.method),
+                None => call.method.clone(),
+            },
+        };
+        let parent = call.traceparent.as_deref().and_then(TraceParent::parse);
+        let (trace_id, parent_span_id, flags, trace_state) = match parent {
+            Some(p) => (p.trace_id, Some(p.parent_id), p.flags, call.tracestate.clone()),
+            None => (self.trace_id(), None, 1, None),
+        };
+        let span_id = self.span_id();
+
+        let mut a = Attrs(Vec::with_capacity(48));
+        if let Some(op) = op {
+            a.put(sc::GEN_AI_OPERATION_NAME, op.as_str());
+            a.put(sc::GEN_AI_PROVIDER_NAME, sc::PROVIDER_OLLAMA);
+            self.genai_attributes(call, &mut a);
+        } else {
+            self.management_attributes(call, &mut a);
+        }
+        self.http_attributes(call, &mut a);
+
+        let (status, status_message) = match &call.error {
+            // GenAI spans: any failed operation is an error. Plain HTTP server spans follow the
+            // HTTP conventions: only 5xx is the server's error.
+            Some(err) if op.is_some() || !matches!(err.kind, ErrorKind::Http(s) if s < 500) => {
+                a.put(sc::ERROR_TYPE, err.kind.error_type());
+                let message = err.message.clone().unwrap_or_else(|| default_message(&err.kind));
+                (StatusCode::Error, message)
+            }
+            _ => (StatusCode::Unset, String::new()),
+        };
+        if call.is_incomplete() {
+            a.put(sc::TRACER_INCOMPLETE, true);
+            a.put(sc::TRACER_INCOMPLETE_REASONS, call.incomplete.iter().map(|i| i.as_str().to_string()).collect::<Vec<_>>());
+        }
+        SpanRecord {
+            name,
+            kind: SpanKind::Server,
+            trace_id,
+            span_id,
+            parent_span_id,
+            trace_state,
+            flags,
+            start: call.times.request_start,
+            end: call.times.end.max(call.times.request_start),
+            status,
+            status_message,
+            attributes: a.0,
+            events: Vec::new(),
+        }
+    }
+
+    fn genai_attributes(&mut self, call: &LlmCall, a: &mut Attrs) {
+        let req = &call.request;
+        let resp = &call.response;
+        let p = &req.params;
+        a.opt(sc::GEN_AI_REQUEST_MODEL, req.model.clone());
+        a.opt(sc::GEN_AI_RESPONSE_MODEL, resp.model.clone().filter(|m| !m.is_empty()));
+        a.opt(sc::GEN_AI_REQUEST_TEMPERATURE, p.temperature);
+        a.opt(sc::GEN_AI_REQUEST_TOP_P, p.top_p);
+        a.opt(sc::GEN_AI_REQUEST_TOP_K, p.top_k);
+        a.opt(sc::GEN_AI_REQUEST_MAX_TOKENS, p.max_tokens);
+        a.opt(sc::GEN_AI_REQUEST_SEED, p.seed);
+        if !p.stop.is_empty() {
+            a.put(sc::GEN_AI_REQUEST_STOP_SEQUENCES, p.stop.clone());
+        }
+        a.opt(sc::GEN_AI_REQUEST_FREQUENCY_PENALTY, p.frequency_penalty);
+        a.opt(sc::GEN_AI_REQUEST_PRESENCE_PENALTY, p.presence_penalty);
+        a.opt(sc::GEN_AI_REQUEST_CHOICE_COUNT, p.choice_count.filter(|n| *n != 1));
+        if call.requested_stream() && call.operation() != Some(crate::llm::Operation::Embeddings) {
+            a.put(sc::GEN_AI_REQUEST_STREAM, true);
+        }
+        a.opt(sc::GEN_AI_OUTPUT_TYPE, req.output_type.clone());
+        if let Some(f) = &req.encoding_format {
+            a.put(sc::GEN_AI_REQUEST_ENCODING_FORMATS, vec![f.clone()]);
+        }
+        a.opt(sc::GEN_AI_RESPONSE_ID, resp.id.clone());
+        if !resp.finish_reasons.is_empty() {
+            a.put(sc::GEN_AI_RESPONSE_FINISH_REASONS, resp.finish_reasons.clone());
+        }
+        a.opt(sc::GEN_AI_USAGE_INPUT_TOKENS, resp.input_tokens);
+        a.opt(sc::GEN_AI_USAGE_OUTPUT_TOKENS, resp.output_tokens);
+        if resp.streamed {
+            a.opt(sc::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, call.time_to_first_chunk());
+        }
+        a.opt(sc::GEN_AI_EMBEDDINGS_DIMENSION_COUNT, resp.dimension);
+
+        let o = &resp.ollama;
+        a.opt(sc::OLLAMA_TOTAL_DURATION, o.total_duration);
+        a.opt(sc::OLLAMA_LOAD_DURATION, o.load_duration);
+        a.opt(sc::OLLAMA_PROMPT_EVAL_COUNT, o.prompt_eval_count);
+        a.opt(sc::OLLAMA_PROMPT_EVAL_DURATION, o.prompt_eval_duration);
+        a.opt(sc::OLLAMA_EVAL_COUNT, o.eval_count);
+        a.opt(sc::OLLAMA_EVAL_DURATION, o.eval_duration);
+        a.opt(sc::OLLAMA_DONE_REASON, resp.done_reason.clone());
+
+        a.opt(sc::OLLAMA_REQUEST_KEEP_ALIVE, req.keep_alive.clone());
+        a.opt(sc::OLLAMA_REQUEST_NUM_CTX, p.num_ctx);
+        a.opt(sc::OLLAMA_REQUEST_REPEAT_PENALTY, p.repeat_penalty);
+        a.opt(sc::OLLAMA_REQUEST_MIN_P, p.min_p);
+        a.opt(sc::OLLAMA_REQUEST_THINK, req.think.clone());
+        a.opt(sc::OLLAMA_REQUEST_MESSAGES, req.messages);
+        if !req.tools.is_empty() {
+            a.put(sc::OLLAMA_REQUEST_TOOLS, req.tools.clone());
+        }
+        if req.images > 0 {
+            a.put(sc::OLLAMA_REQUEST_IMAGES, req.images);
+            a.put(sc::OLLAMA_REQUEST_IMAGE_BYTES, req.image_bytes);
+        }
+        a.opt(sc::OLLAMA_REQUEST_INPUTS, req.inputs);
+        if !resp.tool_calls.is_empty() {
+            a.put(sc::OLLAMA_RESPONSE_TOOL_CALLS, resp.tool_calls.iter().map(|t| t.name.clone()).collect::<Vec<_>>());
+        }
+        if resp.streamed {
+            a.put(sc::OLLAMA_RESPONSE_CHUNKS, resp.chunks);
+        }
+        a.opt(sc::OLLAMA_RESPONSE_EMBEDDINGS, resp.embeddings);
+    }
+
+    fn management_attributes(&mut self, call: &LlmCall, a: &mut Attrs) {
+        let resp = &call.response;
+        a.opt(sc::GEN_AI_REQUEST_MODEL, call.request.model.clone());
+        a.opt(sc::OLLAMA_PROGRESS_STATUS, resp.progress_status.clone());
+        a.opt(sc::OLLAMA_PROGRESS_COMPLETED, resp.progress_completed);
+        a.opt(sc::OLLAMA_PROGRESS_TOTAL, resp.progress_total);
+        a.opt(sc::OLLAMA_RESPONSE_MODELS, resp.models_listed);
+    }
+
+    fn http_attributes(&mut self, call: &LlmCall, a: &mut Attrs) {
+        a.put(sc::HTTP_REQUEST_METHOD, call.method.as_str());
+        a.put(sc::URL_PATH, call.path.as_str());
+        a.put(sc::URL_SCHEME, "http");
+        a.opt(sc::HTTP_ROUTE, call.route.template());
+        a.opt(sc::HTTP_RESPONSE_STATUS_CODE, call.status);
+        a.put(sc::SERVER_ADDRESS, display_ip(call.flow.server.ip()));
+        a.put(sc::SERVER_PORT, call.flow.server.port());
+        a.put(sc::CLIENT_ADDRESS, display_ip(call.flow.client.ip()));
+        a.put(sc::CLIENT_PORT, call.flow.client.port());
+        a.put(sc::NETWORK_TRANSPORT, "tcp");
+        a.put(sc::NETWORK_TYPE, if call.flow.server.is_ipv4() { "ipv4" } else { "ipv6" });
+        a.put(sc::NETWORK_PROTOCOL_NAME, "http");
+        a.opt(sc::USER_AGENT_ORIGINAL, call.user_agent.clone());
+        a.put(sc::OLLAMA_REQUEST_BODY_SIZE, call.request.body_bytes);
+        if call.status.is_some() {
+            a.put(sc::OLLAMA_RESPONSE_BODY_SIZE, call.response.body_bytes);
+        }
+        for (name, value) in &call.headers {
+            if name == "user-agent" {
+                continue; // already user_agent.original
+            }
+            a.put(&format!("{}{}", sc::HTTP_REQUEST_HEADER_PREFIX, name), vec![value.clone()]);
+        }
+    }
+}
+
+fn default_message(kind: &ErrorKind) -> String {
+    match kind {
+        ErrorKind::Http(s) => format!("HTTP {s}"),
+        ErrorKind::InStream => "error inside the response stream".into(),
+        ErrorKind::NoTerminator => "the response stream ended without its terminator".into(),
+        ErrorKind::Cancelled => "the client disconnected before the response ended".into(),
+        ErrorKind::ServerClosed => "the server closed the connection before the response ended".into(),
+    }
+}
+
+/// Lower-case hex of an id.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}

@@ -1,0 +1,101 @@
+//! Every attribute, metric and value name the tracer emits, in one place.
+//!
+//! GenAI names follow the OpenTelemetry semantic conventions v1.41 (the last release carrying
+//! them); HTTP, network, client and server names are the stable ones. Ollama's own measurements
+//! live under `ollama.*`, the tracer's observations about its capture under `ollama_tracer.*`.
+
+// GenAI (v1.41)
+pub const GEN_AI_OPERATION_NAME: &str = "gen_ai.operation.name";
+pub const GEN_AI_PROVIDER_NAME: &str = "gen_ai.provider.name";
+pub const GEN_AI_REQUEST_MODEL: &str = "gen_ai.request.model";
+pub const GEN_AI_RESPONSE_MODEL: &str = "gen_ai.response.model";
+pub const GEN_AI_RESPONSE_ID: &str = "gen_ai.response.id";
+pub const GEN_AI_RESPONSE_FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
+pub const GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: &str = "gen_ai.response.time_to_first_chunk";
+pub const GEN_AI_REQUEST_TEMPERATURE: &str = "gen_ai.request.temperature";
+pub const GEN_AI_REQUEST_TOP_P: &str = "gen_ai.request.top_p";
+pub const GEN_AI_REQUEST_TOP_K: &str = "gen_ai.request.top_k";
+pub const GEN_AI_REQUEST_MAX_TOKENS: &str = "gen_ai.request.max_tokens";
+pub const GEN_AI_REQUEST_SEED: &str = "gen_ai.request.seed";
+pub const GEN_AI_REQUEST_STOP_SEQUENCES: &str = "gen_ai.request.stop_sequences";
+pub const GEN_AI_REQUEST_FREQUENCY_PENALTY: &str = "gen_ai.request.frequency_penalty";
+pub const GEN_AI_REQUEST_PRESENCE_PENALTY: &str = "gen_ai.request.presence_penalty";
+pub const GEN_AI_REQUEST_CHOICE_COUNT: &str = "gen_ai.request.choice.count";
+pub const GEN_AI_REQUEST_STREAM: &str = "gen_ai.request.stream";
+pub const GEN_AI_REQUEST_ENCODING_FORMATS: &str = "gen_ai.request.encoding_formats";
+pub const GEN_AI_OUTPUT_TYPE: &str = "gen_ai.output.type";
+pub const GEN_AI_USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
+pub const GEN_AI_USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
+pub const GEN_AI_EMBEDDINGS_DIMENSION_COUNT: &str = "gen_ai.embeddings.dimension.count";
+pub const GEN_AI_TOKEN_TYPE: &str = "gen_ai.token.type";
+
+/// `gen_ai.provider.name` value: not (yet) a well-known value, but the one every Ollama
+/// instrumentation uses, for native and `/v1` traffic alike (provider = who answers).
+pub const PROVIDER_OLLAMA: &str = "ollama";
+
+// Errors
+pub const ERROR_TYPE: &str = "error.type";
+
+// HTTP, network, client, server (stable)
+pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
+pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
+pub const HTTP_ROUTE: &str = "http.route";
+pub const URL_PATH: &str = "url.path";
+pub const URL_SCHEME: &str = "url.scheme";
+pub const USER_AGENT_ORIGINAL: &str = "user_agent.original";
+pub const SERVER_ADDRESS: &str = "server.address";
+pub const SERVER_PORT: &str = "server.port";
+pub const CLIENT_ADDRESS: &str = "client.address";
+pub const CLIENT_PORT: &str = "client.port";
+pub const NETWORK_TRANSPORT: &str = "network.transport";
+pub const NETWORK_TYPE: &str = "network.type";
+pub const NETWORK_PROTOCOL_NAME: &str = "network.protocol.name";
+pub const NETWORK_PROTOCOL_VERSION: &str = "network.protocol.version";
+/// Allow-listed request headers: `http.request.header.<lower-case name>` (string array).
+pub const HTTP_REQUEST_HEADER_PREFIX: &str = "http.request.header.";
+
+// Ollama's own measurements, exactly as reported (durations in nanoseconds).
+pub const OLLAMA_TOTAL_DURATION: &str = "ollama.total_duration";
+pub const OLLAMA_LOAD_DURATION: &str = "ollama.load_duration";
+pub const OLLAMA_PROMPT_EVAL_COUNT: &str = "ollama.prompt_eval_count";
+pub const OLLAMA_PROMPT_EVAL_DURATION: &str = "ollama.prompt_eval_duration";
+pub const OLLAMA_EVAL_COUNT: &str = "ollama.eval_count";
+pub const OLLAMA_EVAL_DURATION: &str = "ollama.eval_duration";
+pub const OLLAMA_DONE_REASON: &str = "ollama.done_reason";
+// Request details without a GenAI name
+pub const OLLAMA_REQUEST_KEEP_ALIVE: &str = "ollama.request.keep_alive";
+pub const OLLAMA_REQUEST_NUM_CTX: &str = "ollama.request.num_ctx";
+pub const OLLAMA_REQUEST_REPEAT_PENALTY: &str = "ollama.request.repeat_penalty";
+pub const OLLAMA_REQUEST_MIN_P: &str = "ollama.request.min_p";
+pub const OLLAMA_REQUEST_THINK: &str = "ollama.request.think";
+pub const OLLAMA_REQUEST_MESSAGES: &str = "ollama.request.message_count";
+pub const OLLAMA_REQUEST_TOOLS: &str = "ollama.request.tool_names";
+pub const OLLAMA_REQUEST_IMAGES: &str = "ollama.request.image_count";
+pub const OLLAMA_REQUEST_IMAGE_BYTES: &str = "ollama.request.image_bytes";
+pub const OLLAMA_REQUEST_INPUTS: &str = "ollama.request.input_count";
+pub const OLLAMA_REQUEST_BODY_SIZE: &str = "http.request.body.size";
+pub const OLLAMA_RESPONSE_BODY_SIZE: &str = "http.response.body.size";
+// Response details without a GenAI name
+pub const OLLAMA_RESPONSE_TOOL_CALLS: &str = "ollama.response.tool_calls";
+pub const OLLAMA_RESPONSE_CHUNKS: &str = "ollama.response.chunk_count";
+pub const OLLAMA_RESPONSE_EMBEDDINGS: &str = "ollama.response.embedding_count";
+pub const OLLAMA_RESPONSE_MODELS: &str = "ollama.response.model_count";
+pub const OLLAMA_PROGRESS_STATUS: &str = "ollama.progress.status";
+pub const OLLAMA_PROGRESS_COMPLETED: &str = "ollama.progress.completed";
+pub const OLLAMA_PROGRESS_TOTAL: &str = "ollama.progress.total";
+
+// The tracer's observations about its own view of the call
+/// True when part of the call was not observed (see the reasons).
+pub const TRACER_INCOMPLETE: &str = "ollama_tracer.incomplete";
+/// Why: `request_gap`, `response_gap`, `no_response`, `truncated`, `capture_ended`,
+/// `no_terminator`, `invalid_json`.
+pub const TRACER_INCOMPLETE_REASONS: &str = "ollama_tracer.incomplete_reasons";
+
+// Resource
+pub const SERVICE_NAME: &str = "service.name";
+pub const SERVICE_VERSION: &str = "service.version";
+pub const HOST_NAME: &str = "host.name";
+pub const TELEMETRY_DISTRO_NAME: &str = "telemetry.distro.name";
+pub const TELEMETRY_DISTRO_VERSION: &str = "telemetry.distro.version";
+pub const DEFAULT_SERVICE_NAME: &str = "ollama";
+pub const DISTRO_NAME: &str = "ollama-tracer";
