@@ -1,1 +1,14 @@
 //! Test traffic for ollama-tracer: recorded fixtures, Go-style HTTP framing, synthetic captures.
+//!
+//! - [`fixtures`]: the recorded exchanges in `shared/fixtures/recorded`.
+//! - [`wire`]: an exchange rendered to the exact bytes client and Go server write, per flush.
+//! - [`synth`]: those bytes as timed TCP packets of one or more connections, with ground truth,
+//!   and perturbations (reorder, duplicate, drop, split, snaplen, late start).
+//! - [`drive`]: packets through the tracer's pipeline, in memory.
+//! - [`pcap`]: pcap / pcapng writers for every link type the tracer reads.
+
+pub mod drive;
+pub mod fixtures;
+pub mod pcap;
+pub mod synth;
+pub mod wire;

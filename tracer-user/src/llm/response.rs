@@ -138,13 +138,17 @@ impl ResponseDecoder {
             e.s.info.error_message = message;
             e.s.info.error_type = kind;
         }
-        let s = match self.visitor {
+        // Several JSON values in one body are a stream whatever the Content-Type said (Ollama
+        // Cloud streams NDJSON as application/json).
+        let multi_doc = matches!(&self.framer, Framer::Seq(f) if f.stats().docs > 1);
+        let mut s = match self.visitor {
             Visitor::Native(v) => v.s,
             Visitor::OpenAi(v) => v.s,
             Visitor::Responses(v) => v.s,
             Visitor::Anthropic(v) => v.s,
             Visitor::Error(v) => v.s,
         };
+        s.info.streamed |= multi_doc;
         times.first_chunk = s.first_chunk;
         times.first_output = s.first_output;
         times.last_output = s.last_output;
