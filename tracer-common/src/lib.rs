@@ -1,3 +1,274 @@
 //! Records shared by the kernel programs (`tracer-ebpf`) and the daemon (`tracer-user`).
 //! Treated as a wire format: `#[repr(C)]`, explicit sizes, asserted layout.
+//!
+//! # Ring-buffer record
+//!
+//! Every record in [`map::EVENTS`] is a [`RecordHeader`] followed immediately by
+//! `data_len` bytes of TCP payload (`0 ..= CHUNK_SIZE`). Records are sized to the payload they
+//! carry (the kernel rounds each ring-buffer entry up to 8 bytes; the reader must use
+//! `data_len`, not the entry length, and must ignore trailing bytes).
+//!
+//! One socket buffer (skb) on a configured port produces one record when it carries no payload
+//! (SYN, FIN, RST; pure ACKs only when asked for) and otherwise one record per `CHUNK_SIZE`
+//! slice of its payload: large TSO/GRO skbs (up to 512 KiB on `lo`) are split across several
+//! records that share `ts_ns`, `seq`, `ack`, `skb_len` and `payload_len` and differ by
+//! `payload_off`. The first payload byte of a record has TCP sequence number
+//! `seq + payload_off (+ 1 if SYN)`.
 #![no_std]
+
+/// Version of this wire format; bump on any layout or meaning change.
+pub const RECORD_VERSION: u32 = 1;
+
+/// Largest TCP payload slice carried by one record.
+pub const CHUNK_SIZE: usize = 16 * 1024;
+/// Most records one skb is split into; payload beyond `CHUNK_SIZE * MAX_CHUNKS_PER_SKB`
+/// (512 KiB, the largest GSO size Linux builds) is counted as truncated.
+pub const MAX_CHUNKS_PER_SKB: u32 = 32;
+/// Largest payload captured from one skb.
+pub const MAX_PAYLOAD_PER_SKB: u32 = CHUNK_SIZE as u32 * MAX_CHUNKS_PER_SKB;
+
+/// Most server ports the userspace accepts (the kernel's port set is a bitmap over all
+/// 65 536 ports, so this is a sanity limit of the configuration, not of the map).
+pub const MAX_PORTS: usize = 64;
+/// Number of `u64` words in the port bitmap map [`map::PORTS`] (65 536 bits).
+pub const PORT_BITMAP_WORDS: u32 = 65536 / 64;
+
+/// Default ring-buffer size in bytes (a power-of-two multiple of the page size).
+pub const DEFAULT_RING_BYTES: u32 = 32 << 20;
+
+/// How deep programs may nest on one CPU (process context, softirq, hardirq, NMI); each level
+/// has its own per-CPU scratch record.
+pub const SCRATCH_LEVELS: u32 = 4;
+
+/// Address family values of [`RecordHeader::family`] (Linux `AF_INET`, `AF_INET6`).
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
+
+/// Where a record was captured: [`RecordHeader::hook`].
+pub mod hook {
+    /// `cgroup_skb/ingress` on a cgroup v2 directory (normally the root): a packet delivered
+    /// to a local socket of any network namespace.
+    pub const CGROUP_INGRESS: u8 = 1;
+    /// `cgroup_skb/egress`: a packet sent by a local socket of any network namespace.
+    pub const CGROUP_EGRESS: u8 = 2;
+    /// TC (TCX) ingress on an interface.
+    pub const TC_INGRESS: u8 = 3;
+    /// TC (TCX) egress on an interface.
+    pub const TC_EGRESS: u8 = 4;
+
+    /// Short name for logs and reports.
+    pub const fn name(hook: u8) -> &'static str {
+        match hook {
+            CGROUP_INGRESS => "cgroup_skb/ingress",
+            CGROUP_EGRESS => "cgroup_skb/egress",
+            TC_INGRESS => "tc/ingress",
+            TC_EGRESS => "tc/egress",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Bits of [`RecordHeader::rec_flags`].
+pub mod rec_flags {
+    /// This is the last record produced for its skb.
+    pub const LAST: u8 = 0x01;
+    /// `missing` payload bytes that follow this record's data were not captured
+    /// (per-skb cap, or a failed load).
+    pub const TRUNCATED: u8 = 0x02;
+    /// Loading this record's payload from the skb failed: `data_len` is 0 and the slice is
+    /// counted in `missing`.
+    pub const LOAD_FAILED: u8 = 0x04;
+}
+
+/// Bits of the load-time global [`global::FLAGS`].
+pub mod config_flags {
+    /// Also emit records for packets without payload and without SYN/FIN/RST (pure ACKs).
+    pub const EMIT_PURE_ACKS: u32 = 0x01;
+    /// Skip `cgroup_skb/ingress` packets that arrive on a loopback device (ifindex 1 of their
+    /// namespace): the sending socket of the same host already produced them at egress.
+    /// Halves the record volume of localhost traffic; off by default.
+    pub const SKIP_LOOPBACK_INGRESS: u32 = 0x02;
+    /// Emit aya-log debug lines (connection starts); the loader also needs aya-log enabled.
+    pub const DEBUG_LOG: u32 = 0x04;
+}
+
+/// Map names, as the loader finds them in the object.
+pub mod map {
+    /// `BPF_MAP_TYPE_RINGBUF`: header + payload records.
+    pub const EVENTS: &str = "OT_EVENTS";
+    /// `BPF_MAP_TYPE_PERCPU_ARRAY<Counters>` of one entry: [`crate::Counters`], indexed by
+    /// [`crate::counter`].
+    pub const COUNTERS: &str = "OT_COUNTERS";
+    /// `BPF_MAP_TYPE_ARRAY<u64>` of [`crate::PORT_BITMAP_WORDS`] entries: bit `p % 64` of word
+    /// `p / 64` set = port `p` is a server port. Can be changed while attached.
+    pub const PORTS: &str = "OT_PORTS";
+    /// `BPF_MAP_TYPE_PERCPU_ARRAY<Scratch>` of [`crate::SCRATCH_LEVELS`] entries.
+    pub const SCRATCH: &str = "OT_SCRATCH";
+    /// `BPF_MAP_TYPE_PERCPU_ARRAY<u32>`, one entry: current nesting depth on the CPU.
+    pub const DEPTH: &str = "OT_DEPTH";
+}
+
+/// Load-time globals (`EbpfLoader::override_global`).
+pub mod global {
+    /// `u32`: [`crate::config_flags`].
+    pub const FLAGS: &str = "OT_FLAGS";
+}
+
+/// Program names in the object.
+pub mod program {
+    pub const CGROUP_INGRESS: &str = "ot_cg_ingress";
+    pub const CGROUP_EGRESS: &str = "ot_cg_egress";
+    pub const TC_INGRESS: &str = "ot_tc_ingress";
+    pub const TC_EGRESS: &str = "ot_tc_egress";
+}
+
+/// The value of the per-CPU counter map [`map::COUNTERS`] (one entry; the kernel looks it up
+/// once per packet), indexed by [`counter`].
+pub type Counters = [u64; counter::COUNT as usize];
+
+/// Indices into [`Counters`]. All are sums over CPUs except
+/// [`counter::MAX_SKB_LEN`], which is a maximum.
+pub mod counter {
+    /// skbs the programs ran on (every protocol).
+    pub const PACKETS_INSPECTED: u32 = 0;
+    /// TCP packets on a configured port.
+    pub const PACKETS_MATCHED: u32 = 1;
+    /// TCP payload bytes of matched packets.
+    pub const BYTES_MATCHED: u32 = 2;
+    /// Records written to the ring buffer.
+    pub const RECORDS_SUBMITTED: u32 = 3;
+    /// Payload bytes in records written to the ring buffer.
+    pub const BYTES_SUBMITTED: u32 = 4;
+    /// Records lost because the ring buffer was full.
+    pub const RINGBUF_LOST_RECORDS: u32 = 5;
+    /// Payload bytes lost because the ring buffer was full.
+    pub const RINGBUF_LOST_BYTES: u32 = 6;
+    /// Payload bytes beyond [`crate::MAX_PAYLOAD_PER_SKB`] not captured.
+    pub const TRUNCATED_BYTES: u32 = 7;
+    /// `bpf_skb_load_bytes` of payload failed.
+    pub const LOAD_FAILURES: u32 = 8;
+    /// Payload bytes not captured because their load failed.
+    pub const LOAD_FAILED_BYTES: u32 = 9;
+    /// TCP/IP headers that could not be read or parsed (short packet, unsupported IPv6
+    /// extension chain, IPv4 fragment): such packets might have been on a configured port.
+    pub const PARSE_FAILURES: u32 = 10;
+    /// Matched packets without payload or SYN/FIN/RST that were not emitted.
+    pub const PURE_ACKS_SKIPPED: u32 = 11;
+    /// Matched packets skipped by [`crate::config_flags::SKIP_LOOPBACK_INGRESS`].
+    pub const LOOPBACK_INGRESS_SKIPPED: u32 = 12;
+    /// Programs that found all per-CPU scratch levels busy (packet not captured).
+    pub const NESTING_OVERFLOW: u32 = 13;
+    /// Largest `skb->len` of a matched packet (maximum over CPUs, not a sum).
+    pub const MAX_SKB_LEN: u32 = 14;
+    /// Number of counters.
+    pub const COUNT: u32 = 16;
+}
+
+/// Header of every ring-buffer record; `data_len` payload bytes follow it.
+///
+/// Addresses are in network byte order as on the wire (IPv4 in the first 4 bytes, the rest
+/// zero); ports, `seq`, `ack` in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// `bpf_ktime_get_ns()` when the program ran (CLOCK_MONOTONIC, ns).
+    pub ts_ns: u64,
+    /// cgroup v2 id of the local socket (`bpf_skb_cgroup_id`), 0 when unknown.
+    pub cgroup_id: u64,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u8,
+    /// One of [`hook`].
+    pub hook: u8,
+    /// TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, ...).
+    pub tcp_flags: u8,
+    /// [`rec_flags`].
+    pub rec_flags: u8,
+    /// TCP sequence number of the skb (its header's, not this record's first byte).
+    pub seq: u32,
+    pub ack: u32,
+    /// `skb->len` (from the network header on).
+    pub skb_len: u32,
+    /// TCP payload bytes in the whole skb.
+    pub payload_len: u32,
+    /// Offset of this record's data within the skb's payload.
+    pub payload_off: u32,
+    /// Payload bytes following this header.
+    pub data_len: u32,
+    /// Payload bytes right after this record's data that no record carries (see
+    /// [`rec_flags::TRUNCATED`]); 0 normally.
+    pub missing: u32,
+    /// Interface index the packet was seen on (`skb->ifindex`).
+    pub ifindex: u32,
+}
+
+/// Size of [`RecordHeader`] on the wire.
+pub const RECORD_HEADER_SIZE: usize = 88;
+const _: () = assert!(core::mem::size_of::<RecordHeader>() == RECORD_HEADER_SIZE);
+const _: () = assert!(core::mem::align_of::<RecordHeader>() == 8);
+const _: () = assert!(core::mem::offset_of!(RecordHeader, saddr) == 16);
+const _: () = assert!(core::mem::offset_of!(RecordHeader, sport) == 48);
+const _: () = assert!(core::mem::offset_of!(RecordHeader, family) == 52);
+const _: () = assert!(core::mem::offset_of!(RecordHeader, seq) == 56);
+const _: () = assert!(core::mem::offset_of!(RecordHeader, ifindex) == 84);
+const _: () = assert!(CHUNK_SIZE.is_power_of_two());
+
+impl RecordHeader {
+    /// An all-zero header (for initialising scratch space).
+    pub const ZERO: RecordHeader = RecordHeader {
+        ts_ns: 0,
+        cgroup_id: 0,
+        saddr: [0; 16],
+        daddr: [0; 16],
+        sport: 0,
+        dport: 0,
+        family: 0,
+        hook: 0,
+        tcp_flags: 0,
+        rec_flags: 0,
+        seq: 0,
+        ack: 0,
+        skb_len: 0,
+        payload_len: 0,
+        payload_off: 0,
+        data_len: 0,
+        missing: 0,
+        ifindex: 0,
+    };
+
+    /// Reads a header from the start of a ring-buffer entry (any alignment); `None` if the
+    /// entry is shorter than a header.
+    pub fn read_from(buf: &[u8]) -> Option<RecordHeader> {
+        if buf.len() < RECORD_HEADER_SIZE {
+            return None;
+        }
+        // SAFETY: length checked; RecordHeader is plain old data valid for any bit pattern.
+        Some(unsafe { core::ptr::read_unaligned(buf.as_ptr().cast::<RecordHeader>()) })
+    }
+}
+
+/// Per-CPU scratch space the kernel assembles a record in before `bpf_ringbuf_output` copies
+/// `RECORD_HEADER_SIZE + data_len` bytes of it into the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Scratch {
+    pub hdr: RecordHeader,
+    pub data: [u8; CHUNK_SIZE],
+    /// Offset of the TCP payload in the skb (kernel-private; not part of any record).
+    pub payload_start: u32,
+    pub _reserved: u32,
+}
+const _: () = assert!(core::mem::offset_of!(Scratch, data) == RECORD_HEADER_SIZE);
+const _: () = assert!(core::mem::size_of::<Scratch>() == RECORD_HEADER_SIZE + CHUNK_SIZE + 8);
+// Per-CPU map values are limited to 32 KiB.
+const _: () = assert!(core::mem::size_of::<Scratch>() <= 32 * 1024);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: both are `#[repr(C)]` plain old data without padding-sensitive invariants.
+    unsafe impl aya::Pod for super::RecordHeader {}
+    unsafe impl aya::Pod for super::Scratch {}
+}
