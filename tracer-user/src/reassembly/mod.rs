@@ -11,6 +11,14 @@ use ahash::AHashMap;
 
 use crate::segment::{CaptureMeta, Direction, FlowKey, Segment, Timestamp};
 
+/// Segments to wait, after the receiver acknowledged past a hole, before the hole is declared
+/// lost (the capture may deliver a packet a little after the ACK that covers it).
+const ACK_GRACE_SEGMENTS: u64 = 16;
+
+/// How far from the followed stream a SYN's sequence number must be to mean a new connection on
+/// the same 4-tuple (fresh ISNs are random, so a real reuse is almost never this close).
+const REUSE_WINDOW: u64 = 1 << 20;
+
 /// Identifies one TCP connection for the lifetime of the pipeline (a reused 4-tuple gets a new id).
 pub type ConnId = u64;
 
@@ -136,12 +144,24 @@ struct Half {
     ended: bool,
     /// Highest position the peer has acknowledged (the receiver has every byte before it).
     acked: Option<u64>,
+    /// Connection segment count and capture time when the peer was first seen acknowledging
+    /// past a hole.
+    hole_acked_at: Option<(u64, Timestamp)>,
 }
 
 impl Half {
     /// Stream position of sequence number `seq`, relative to the next expected byte.
     fn pos_of(&self, seq: u32) -> i64 {
         self.next_pos as i64 + seq.wrapping_sub(self.next_seq) as i32 as i64
+    }
+
+    /// End of the data the peer acknowledged (a FIN's sequence number is not a data byte).
+    fn acked_data(&self) -> Option<u64> {
+        let acked = self.acked?;
+        Some(match self.fin_pos {
+            Some(fin) => acked.min(fin),
+            None => acked,
+        })
     }
 
     fn advance(&mut self, to: u64) {
@@ -156,6 +176,8 @@ struct Conn {
     id: ConnId,
     halves: [Half; 2],
     last_ts: Timestamp,
+    /// Segments seen on this connection.
+    segments: u64,
 }
 
 /// The reassembly stage.
@@ -211,8 +233,13 @@ impl Reassembler {
         if seg.flags.syn() {
             if let Some(conn) = self.conns.get(&seg.flow) {
                 let half = &conn.halves[d];
-                let same = half.isn == Some(seg.seq);
-                if !same && half.synced {
+                // A SYN that fits the stream we follow is a retransmission or one captured late;
+                // a reused 4-tuple starts from a fresh, unrelated sequence number.
+                let fits = half.isn == Some(seg.seq) || {
+                    let p = half.pos_of(seg.seq.wrapping_add(1));
+                    (-(REUSE_WINDOW as i64)..=half.next_pos as i64 + REUSE_WINDOW as i64).contains(&p)
+                };
+                if !fits && half.synced {
                     // Same 4-tuple, new connection: finish the old one first.
                     let conn = self.conns.remove(&seg.flow).expect("present");
                     self.close_conn(conn, seg.ts, CloseReason::Reused, out);
@@ -239,13 +266,14 @@ impl Reassembler {
             }
             self.conns.insert(
                 seg.flow,
-                Conn { id, halves: [Half::default(), Half::default()], last_ts: seg.ts },
+                Conn { id, halves: [Half::default(), Half::default()], last_ts: seg.ts, segments: 0 },
             );
             out(StreamEvent::Open { conn: id, flow: seg.flow, ts: seg.ts, handshake });
         }
 
         let mut conn = self.conns.remove(&seg.flow).expect("inserted above");
         conn.last_ts = conn.last_ts.max(seg.ts);
+        conn.segments += 1;
 
         if seg.flags.rst() {
             self.close_conn(conn, seg.ts, CloseReason::Reset { by: seg.dir }, out);
@@ -292,12 +320,12 @@ impl Reassembler {
                 self.accept(&mut conn, d, seg, p0, peer_pos, out);
             }
         }
+        // What this segment delivered may release held data of either direction.
+        self.drain_both(&mut conn, out);
 
-        // The peer may have just acknowledged bytes we are missing: release what waits on them.
-        let other = 1 - d;
-        if seg.flags.ack() {
-            self.release_acked(&mut conn, other, seg.ts, out);
-        }
+        // Bytes the peer acknowledged but we never saw: released after a grace period.
+        self.release_acked(&mut conn, 0, seg.ts, out);
+        self.release_acked(&mut conn, 1, seg.ts, out);
         self.check_end(&mut conn, 0, seg.ts, out);
         self.check_end(&mut conn, 1, seg.ts, out);
 
@@ -310,7 +338,8 @@ impl Reassembler {
         self.conns.insert(seg.flow, conn);
     }
 
-    /// Places a segment's bytes: delivered at once when in order, held when ahead of a hole.
+    /// Places a segment's bytes: delivered at once when in order, held when ahead of a hole or
+    /// ahead of its cause (see [`Self::causal`]).
     fn accept<F: FnMut(StreamEvent<'_>)>(
         &mut self,
         conn: &mut Conn,
@@ -322,24 +351,17 @@ impl Reassembler {
     ) {
         let dir = seg.dir;
         let id = conn.id;
-        let half = &mut conn.halves[d];
+        let half = &conn.halves[d];
         let wire_len = seg.payload.len() as i64 + seg.missing as i64;
         let next = half.next_pos as i64;
         if p0 + wire_len <= next {
             self.stats.duplicate_bytes += seg.payload.len() as u64;
             return;
         }
-        if p0 > next {
-            let p0 = p0 as u64;
-            // Ahead of a hole. If the receiver already acknowledged past the hole, the bytes
-            // were delivered but not captured: no retransmission will fill it.
-            if half.acked.is_some_and(|a| a >= p0) {
-                self.gap(conn, d, seg.ts, p0, out);
-            } else {
-                self.stats.out_of_order_segments += 1;
-                self.hold(conn, d, seg, p0, peer_pos, out);
-                return;
-            }
+        if p0 > next || !Self::causal(conn, d, peer_pos) {
+            self.stats.out_of_order_segments += 1;
+            self.hold(conn, d, seg, p0.max(next) as u64, (p0.max(next) - p0) as usize, peer_pos, out);
+            return;
         }
         let half = &mut conn.halves[d];
         let skip = (half.next_pos as i64 - p0) as usize;
@@ -363,21 +385,36 @@ impl Reassembler {
             self.stats.gap_bytes += end - pos;
             out(StreamEvent::Gap { conn: id, dir, ts: seg.ts, pos, len: end - pos });
         }
-        self.drain(conn, d, out);
     }
 
+    /// A segment may be delivered only once the bytes its sender had received (its ACK) have
+    /// been delivered in the other direction: a response cannot come before the request it
+    /// answers, whatever order the capture recorded them in (several CPUs, interfaces, files).
+    fn causal(conn: &Conn, d: usize, peer_pos: Option<u64>) -> bool {
+        let other = &conn.halves[1 - d];
+        match peer_pos {
+            Some(p) if other.synced => p <= other.next_pos,
+            _ => true,
+        }
+    }
+
+    /// Keeps a copy of a segment's bytes from `skip` on, at stream position `at`.
+    #[allow(clippy::too_many_arguments)]
     fn hold<F: FnMut(StreamEvent<'_>)>(
         &mut self,
         conn: &mut Conn,
         d: usize,
         seg: &Segment<'_>,
-        p0: u64,
+        at: u64,
+        skip: usize,
         peer_pos: Option<u64>,
         out: &mut F,
     ) {
         let half = &mut conn.halves[d];
-        let len = seg.payload.len();
-        match half.held.get(&p0) {
+        let data = &seg.payload[skip.min(seg.payload.len())..];
+        let missing = if skip > seg.payload.len() { seg.missing - (skip - seg.payload.len()) as u32 } else { seg.missing };
+        let len = data.len();
+        match half.held.get(&at) {
             Some(existing) if existing.data.len() >= len => {
                 self.stats.duplicate_bytes += len as u64;
                 return;
@@ -389,10 +426,7 @@ impl Reassembler {
             }
             None => {}
         }
-        half.held.insert(
-            p0,
-            Held { ts: seg.ts, data: seg.payload.to_vec(), meta: seg.meta, peer_pos, missing: seg.missing },
-        );
+        half.held.insert(at, Held { ts: seg.ts, data: data.to_vec(), meta: seg.meta, peer_pos, missing });
         half.held_bytes += len;
         self.held_total += len;
         half.held_since.get_or_insert(seg.ts);
@@ -415,16 +449,22 @@ impl Reassembler {
         out(StreamEvent::Gap { conn: conn.id, dir: dir_of(d), ts, pos, len: to - pos });
     }
 
-    /// Delivers held segments that have become contiguous.
-    fn drain<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, d: usize, out: &mut F) {
+    /// Delivers held segments that have become contiguous and whose cause has been delivered;
+    /// with `force_first`, the first contiguous one regardless of its cause. Returns whether
+    /// anything moved.
+    fn drain<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, d: usize, force_first: bool, out: &mut F) -> bool {
         let id = conn.id;
-        let half = &mut conn.halves[d];
-        while let Some(entry) = half.held.first_entry() {
-            let start = *entry.key();
-            if start > half.next_pos {
+        let mut moved = false;
+        let mut force = force_first;
+        loop {
+            let half = &conn.halves[d];
+            let Some((&start, held)) = half.held.first_key_value() else { break };
+            if start > half.next_pos || (!force && !Self::causal(conn, d, held.peer_pos)) {
                 break;
             }
-            let held = entry.remove();
+            force = false;
+            let half = &mut conn.halves[d];
+            let held = half.held.remove(&start).expect("first entry");
             half.held_bytes -= held.data.len();
             self.held_total -= held.data.len();
             let end = start + held.data.len() as u64;
@@ -435,6 +475,7 @@ impl Reassembler {
                 let pos = half.next_pos;
                 half.advance(end);
                 self.stats.delivered_bytes += (held.data.len() - skip) as u64;
+                moved = true;
                 out(StreamEvent::Data {
                     conn: id,
                     dir: dir_of(d),
@@ -452,32 +493,71 @@ impl Reassembler {
                 half.advance(wire_end);
                 self.stats.gaps += 1;
                 self.stats.gap_bytes += wire_end - pos;
+                moved = true;
                 out(StreamEvent::Gap { conn: id, dir: dir_of(d), ts: held.ts, pos, len: wire_end - pos });
             }
         }
-        half.held_since = if half.held.is_empty() { None } else { half.held_since };
+        let half = &mut conn.halves[d];
+        if half.held.is_empty() {
+            half.held_since = None;
+        }
+        moved
     }
 
-    /// Gives up waiting: every hole before held data becomes a gap and all held data is delivered.
+    /// Delivers whatever either direction can deliver now, until neither moves.
+    fn drain_both<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, out: &mut F) {
+        while self.drain(conn, 0, false, out) | self.drain(conn, 1, false, out) {}
+    }
+
+    /// Gives up waiting: every hole before held data becomes a gap and all held data is
+    /// delivered — still in causal order where the other direction can supply the cause, so a
+    /// response after a lost one pairs with the right request.
     fn flush_holes<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, d: usize, out: &mut F) {
-        while let Some((&start, held)) = conn.halves[d].held.first_key_value() {
-            // The hole is stamped with the arrival of the bytes after it.
-            let hts = held.ts;
-            self.gap(conn, d, hts, start, out);
-            self.drain(conn, d, out);
+        loop {
+            self.drain_both(conn, out);
+            let Some((&start, held)) = conn.halves[d].held.first_key_value() else { break };
+            if start > conn.halves[d].next_pos {
+                // The hole is stamped with the arrival of the bytes after it.
+                let hts = held.ts;
+                self.gap(conn, d, hts, start, out);
+            } else {
+                // Blocked only by a cause that never came: deliver it anyway.
+                self.drain(conn, d, true, out);
+            }
         }
         conn.halves[d].held_since = None;
     }
 
+    /// When the receiver acknowledged bytes we have not seen, they were delivered but (so far)
+    /// not captured: no retransmission will bring them. The capture itself may still deliver
+    /// them a little late (records merged from several CPUs or interfaces), so they are declared
+    /// lost only after a grace of further segments on the connection (or the reorder wait, in
+    /// `expire`).
     fn release_acked<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, d: usize, ts: Timestamp, out: &mut F) {
-        let half = &conn.halves[d];
-        let (Some(acked), Some((&first, _))) = (half.acked, half.held.first_key_value()) else {
+        let segments = conn.segments;
+        let half = &mut conn.halves[d];
+        if !half.acked_data().is_some_and(|a| a > half.next_pos) {
+            half.hole_acked_at = None;
             return;
-        };
-        if acked >= first {
-            self.gap(conn, d, ts, first, out);
-            self.drain(conn, d, out);
         }
+        let (since, _) = *half.hole_acked_at.get_or_insert((segments, ts));
+        if segments - since < ACK_GRACE_SEGMENTS {
+            return;
+        }
+        self.settle(conn, d, ts, out);
+    }
+
+    /// Stops waiting for missing bytes of a direction: holes become gaps, held data is delivered,
+    /// bytes the peer acknowledged are declared missing, and an acknowledged FIN ends it.
+    fn settle<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, d: usize, ts: Timestamp, out: &mut F) {
+        conn.halves[d].hole_acked_at = None;
+        self.flush_holes(conn, d, out);
+        // Acknowledged bytes never captured.
+        if let Some(to) = conn.halves[d].acked_data() {
+            self.gap(conn, d, ts, to, out);
+        }
+        self.drain_both(conn, out);
+        self.check_end(conn, d, ts, out);
     }
 
     /// Emits `End` once every byte up to a direction's FIN is delivered (or, when `force`, declares
@@ -490,12 +570,6 @@ impl Reassembler {
         if let Some(fin) = half.fin_pos {
             if half.next_pos >= fin && half.held.is_empty() {
                 half.ended = true;
-                out(StreamEvent::End { conn: conn.id, dir: dir_of(d), ts });
-            } else if half.acked.is_some_and(|a| a > fin) {
-                // The peer acknowledged the FIN itself: everything before it was received.
-                self.flush_holes(conn, d, out);
-                self.gap(conn, d, ts, fin, out);
-                conn.halves[d].ended = true;
                 out(StreamEvent::End { conn: conn.id, dir: dir_of(d), ts });
             }
         }
@@ -531,23 +605,24 @@ impl Reassembler {
         for (key, conn) in &self.conns {
             if now.since(conn.last_ts) > idle as i64 {
                 idle_keys.push(*key);
-            } else if conn
-                .halves
-                .iter()
-                .any(|h| h.held_since.is_some_and(|t| now.since(t) > wait as i64))
-            {
+            } else if conn.halves.iter().any(|h| Self::waited_too_long(h, now, wait)) {
                 stale_keys.push(*key);
             }
         }
+        stale_keys.sort_unstable_by_key(|k| self.conns[k].id);
         for key in stale_keys {
             let mut conn = self.conns.remove(&key).expect("listed");
             for d in 0..2 {
-                if conn.halves[d].held_since.is_some_and(|t| now.since(t) > wait as i64) {
-                    self.flush_holes(&mut conn, d, out);
-                    self.check_end(&mut conn, d, now, out);
+                if Self::waited_too_long(&conn.halves[d], now, wait) {
+                    self.settle(&mut conn, d, now, out);
                 }
             }
-            self.conns.insert(key, conn);
+            if conn.halves.iter().all(|h| h.ended) {
+                self.stats.closed_fin += 1;
+                out(StreamEvent::Close { conn: conn.id, ts: now, reason: CloseReason::Fin });
+            } else {
+                self.conns.insert(key, conn);
+            }
         }
         // Deterministic order for reproducible output.
         idle_keys.sort_unstable_by_key(|k| self.conns[k].id);
@@ -555,6 +630,12 @@ impl Reassembler {
             let conn = self.conns.remove(&key).expect("listed");
             self.close_conn(conn, now, CloseReason::Idle, out);
         }
+    }
+
+    /// Out-of-order data or an acknowledged hole has waited longer than the reorder wait.
+    fn waited_too_long(h: &Half, now: Timestamp, wait: u64) -> bool {
+        h.held_since.is_some_and(|t| now.since(t) > wait as i64)
+            || h.hole_acked_at.is_some_and(|(_, t)| now.since(t) > wait as i64)
     }
 
     /// Ends every connection (end of capture).

@@ -1,0 +1,303 @@
+//! Adversarial captures: reordering, duplicates, loss, resets, late starts, long keep-alive
+//! connections, pipelining, `100 Continue`, garbage on the port, snap lengths, every link type.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde_json::Value;
+
+use ollama_tracer::llm::{ErrorKind, Incomplete, LlmCall};
+use ollama_tracer::pipeline::PipelineConfig;
+use ollama_tracer::replay;
+use testkit::drive;
+use testkit::fixtures::{self, Fixture};
+use testkit::pcap::{FileFormat, LinkType, TsPrecision, WriterConfig, write_file};
+use testkit::synth::{Close, ConnectionSpec, ExchangeSpec, Packet, TcpFlags, perturb, synthesize};
+use testkit::wire::{self, RenderOptions};
+
+fn fixture(name: &str) -> Fixture {
+    fixtures::load(name).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn render(f: &Fixture) -> wire::ExchangeWire {
+    wire::render(f, &RenderOptions::default())
+}
+
+const NATIVE_STREAM: &str = "traceloop-openllmetry__test_ollama_streaming_chat_legacy__0";
+const NATIVE_JSON: &str = "crmne-ruby_llm__chat_basic_chat_functionality_ollama_llama3_1_8b_can_have_a_basic_conversation__0";
+const GENERATE_STREAM: &str = "traceloop-openllmetry__test_ollama_streaming_generation_legacy__0";
+
+/// The tokens the final chunk of a native stream reports.
+fn native_tokens(f: &Fixture) -> (u64, u64) {
+    let last: Value = f.response.body.lines().filter(|l| !l.trim().is_empty()).last().map(|l| serde_json::from_str(l).unwrap()).unwrap();
+    (last["prompt_eval_count"].as_u64().unwrap(), last["eval_count"].as_u64().unwrap())
+}
+
+fn assert_exact(call: &LlmCall, f: &Fixture) {
+    let (input, output) = native_tokens(f);
+    assert_eq!(call.response.input_tokens, Some(input), "{}", f.name);
+    assert_eq!(call.response.output_tokens, Some(output), "{}", f.name);
+    assert!(call.incomplete.is_empty(), "{}: {:?}", f.name, call.incomplete);
+    assert!(call.error.is_none(), "{}: {:?}", f.name, call.error);
+}
+
+/// Numbers a damaged call may report: the right one, or none at all.
+fn assert_no_wrong_numbers(call: &LlmCall, f: &Fixture) {
+    let (input, output) = native_tokens(f);
+    assert!(call.response.input_tokens.is_none_or(|v| v == input), "{}: input {:?}", f.name, call.response.input_tokens);
+    assert!(call.response.output_tokens.is_none_or(|v| v == output), "{}: output {:?}", f.name, call.response.output_tokens);
+    if let Some(m) = &call.response.model {
+        assert_eq!(Some(m.as_str()), call.request.model.as_deref().or(Some(m.as_str())));
+    }
+}
+
+fn keepalive(names: &[&str], n: usize, seed: u64) -> (Vec<Packet>, Vec<Fixture>) {
+    let fs: Vec<Fixture> = (0..n).map(|i| fixture(names[i % names.len()])).collect();
+    let mut spec = ConnectionSpec::loopback_v4(42000).seed(seed);
+    for f in &fs {
+        spec = spec.exchange(render(f));
+    }
+    (synthesize(&[spec]).unwrap().packets, fs)
+}
+
+#[test]
+fn hundred_calls_on_one_keepalive_connection() {
+    let (packets, fs) = keepalive(&[NATIVE_STREAM, NATIVE_JSON, GENERATE_STREAM], 100, 1);
+    let (calls, stats) = drive::calls(&packets);
+    assert_eq!(calls.len(), 100);
+    for (call, f) in calls.iter().zip(&fs) {
+        assert_exact(call, f);
+    }
+    assert_eq!(stats.reassembly.connections, 1);
+    assert_eq!(stats.http.parse_errors, 0);
+}
+
+#[test]
+fn pipelined_requests_pair_in_order() {
+    let names = [NATIVE_JSON, NATIVE_STREAM, GENERATE_STREAM, NATIVE_JSON];
+    let mut spec = ConnectionSpec::loopback_v4(42001).seed(2);
+    for (i, n) in names.iter().enumerate() {
+        spec = spec.exchange(ExchangeSpec { pipelined: i > 0, ..ExchangeSpec::from(render(&fixture(n))) });
+    }
+    let capture = synthesize(&[spec]).unwrap();
+    let (calls, _) = drive::calls(&capture.packets);
+    assert_eq!(calls.len(), 4);
+    for ((call, n), truth) in calls.iter().zip(names).zip(&capture.connections[0].exchanges) {
+        assert_exact(call, &fixture(n));
+        assert_eq!(call.times.request_start.0, truth.request_first_byte_ns);
+        assert_eq!(Some(call.times.end.0), truth.response_last_byte_ns);
+    }
+}
+
+#[test]
+fn reordered_and_duplicated_segments_change_nothing_but_timing() {
+    let (base, fs) = keepalive(&[NATIVE_STREAM, GENERATE_STREAM], 6, 3);
+    let (want, _) = drive::calls(&base);
+    let mut rng = StdRng::seed_from_u64(3);
+    for round in 0..20 {
+        let mut p = base.clone();
+        perturb::shuffle_windows(&mut p, 4, &mut rng);
+        perturb::duplicate_random(&mut p, 0.2, &mut rng);
+        let (calls, stats) = drive::calls(&p);
+        assert_eq!(calls.len(), want.len(), "round {round}");
+        for (call, f) in calls.iter().zip(&fs) {
+            assert_exact(call, f);
+        }
+        assert!(stats.reassembly.duplicate_bytes > 0 || stats.reassembly.out_of_order_segments > 0);
+    }
+}
+
+#[test]
+fn dropped_segments_flag_the_call_and_never_lie() {
+    let (base, fs) = keepalive(&[NATIVE_STREAM, GENERATE_STREAM, NATIVE_JSON], 9, 4);
+    let mut rng = StdRng::seed_from_u64(4);
+    let data: Vec<usize> = (0..base.len()).filter(|&i| !base[i].payload.is_empty()).collect();
+    for round in 0..300 {
+        let mut p = base.clone();
+        let mut victims: Vec<usize> = (0..rng.random_range(1..=3)).map(|_| data[rng.random_range(0..data.len())]).collect();
+        victims.sort_unstable();
+        victims.dedup();
+        let lost_requests = victims.iter().filter(|&&v| base[v].dst.port() == 11434).count();
+        perturb::drop_indices(&mut p, &victims);
+        let (calls, stats) = drive::calls(&p);
+        assert!(stats.reassembly.gaps >= 1, "round {round}: the gap is detected");
+        assert!(
+            calls.iter().any(|c| c.is_incomplete()) || calls.len() < fs.len(),
+            "round {round}: a call that lost bytes is flagged (or vanished with its request)"
+        );
+        for call in &calls {
+            // Find the fixture by what the request said (route and model).
+            if let Some(f) = fs.iter().find(|f| f.path() == call.path && fixture_model(f) == call.request.model) {
+                assert_no_wrong_numbers(call, f);
+                if !call.is_incomplete() {
+                    assert_exact(call, f);
+                }
+            }
+        }
+        // A call is lost only with its request bytes (no request head, no span).
+        assert!(calls.len() + lost_requests >= fs.len(), "round {round}: {} calls, {lost_requests} requests lost", calls.len());
+    }
+}
+
+fn fixture_model(f: &Fixture) -> Option<String> {
+    serde_json::from_str::<Value>(&f.request.body).ok()?.get("model")?.as_str().map(str::to_owned)
+}
+
+#[test]
+fn client_reset_mid_stream_is_cancelled_server_reset_is_server_closed() {
+    for (close, kind) in [(Close::ClientRst, ErrorKind::Cancelled), (Close::ServerRst, ErrorKind::ServerClosed), (Close::ClientFin, ErrorKind::Cancelled)] {
+        let f = fixture(NATIVE_STREAM);
+        let spec = ConnectionSpec::loopback_v4(42002)
+            .close(close)
+            .exchange(ExchangeSpec { cut_after_writes: Some(5), ..ExchangeSpec::from(render(&f)) });
+        let (calls, _) = drive::calls(&synthesize(&[spec]).unwrap().packets);
+        assert_eq!(calls.len(), 1);
+        let c = &calls[0];
+        assert_eq!(c.error.as_ref().map(|e| e.kind.clone()), Some(kind), "{close:?}");
+        assert!(c.incomplete.contains(&Incomplete::Truncated), "{close:?}: {:?}", c.incomplete);
+        assert_eq!((c.response.input_tokens, c.response.output_tokens), (None, None), "no final chunk, no counts");
+        assert_eq!(c.response.finish_reasons, vec!["error".to_string()]);
+        assert!(c.times.first_output.is_some());
+    }
+}
+
+#[test]
+fn capture_starting_mid_stream_skips_that_call_and_follows_the_next() {
+    let (base, fs) = keepalive(&[NATIVE_STREAM, NATIVE_JSON, GENERATE_STREAM], 3, 5);
+    // Start while the first response is streaming: after its head and a few chunks.
+    let server_data: Vec<&Packet> = base.iter().filter(|p| p.src.port() == 11434 && !p.payload.is_empty()).collect();
+    let start = server_data[3].ts_ns;
+    let mut p = base.clone();
+    perturb::start_at(&mut p, start);
+    let (calls, stats) = drive::calls(&p);
+    assert_eq!(calls.len(), 2, "the partial call is skipped (counted), the next two are reported");
+    assert_exact(&calls[0], &fs[1]);
+    assert_exact(&calls[1], &fs[2]);
+    assert_eq!(stats.reassembly.midstream_connections, 1);
+    assert!(stats.http.resync_skipped_bytes > 0);
+}
+
+#[test]
+fn capture_starting_between_request_and_response_counts_an_orphan() {
+    let (base, fs) = keepalive(&[NATIVE_JSON, NATIVE_STREAM], 2, 6);
+    let first_response = base.iter().find(|p| p.src.port() == 11434 && !p.payload.is_empty()).unwrap().ts_ns;
+    let mut p = base.clone();
+    perturb::start_at(&mut p, first_response);
+    let (calls, stats) = drive::calls(&p);
+    assert_eq!(calls.len(), 1);
+    assert_exact(&calls[0], &fs[1]);
+    assert_eq!(stats.http.orphan_responses, 1);
+}
+
+/// Builds a connection from raw writes: (client?, bytes, ts). Handshake included; ACKs implied.
+fn raw_connection(client: SocketAddr, writes: &[(bool, &[u8], u64)]) -> Vec<Packet> {
+    let server: SocketAddr = "127.0.0.1:11434".parse().unwrap();
+    let mut seq = [1000u32, 5000u32];
+    let mut out = Vec::new();
+    let pkt = |ts, from_client: bool, seq: u32, ack: u32, flags: u8, payload: &[u8]| Packet {
+        ts_ns: ts,
+        src: if from_client { client } else { server },
+        dst: if from_client { server } else { client },
+        seq,
+        ack,
+        flags: TcpFlags(flags),
+        window: 65535,
+        syn_options: None,
+        payload: payload.to_vec(),
+        captured_payload: None,
+    };
+    out.push(pkt(1, true, seq[0], 0, TcpFlags::SYN, b""));
+    out.push(pkt(2, false, seq[1], seq[0] + 1, TcpFlags::SYN | TcpFlags::ACK, b""));
+    seq = [seq[0] + 1, seq[1] + 1];
+    out.push(pkt(3, true, seq[0], seq[1], TcpFlags::ACK, b""));
+    for &(from_client, data, ts) in writes {
+        let (s, a) = if from_client { (0, 1) } else { (1, 0) };
+        out.push(pkt(ts, from_client, seq[s], seq[a], TcpFlags::ACK | TcpFlags::PSH, data));
+        seq[s] = seq[s].wrapping_add(data.len() as u32);
+    }
+    out
+}
+
+#[test]
+fn expect_100_continue() {
+    let body = br#"{"model":"llama3.2","prompt":"hi","stream":false}"#;
+    let head = format!("POST /api/generate HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n", body.len());
+    let resp = br#"{"model":"llama3.2","created_at":"2025-01-01T00:00:00Z","response":"Hello","done":true,"done_reason":"stop","prompt_eval_count":3,"eval_count":2}"#;
+    let final_head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n", resp.len());
+    let packets = raw_connection(
+        "127.0.0.1:42010".parse().unwrap(),
+        &[
+            (true, head.as_bytes(), 10),
+            (false, b"HTTP/1.1 100 Continue\r\n\r\n", 20),
+            (true, body, 30),
+            (false, final_head.as_bytes(), 40),
+            (false, resp, 50),
+        ],
+    );
+    let (calls, stats) = drive::calls(&packets);
+    assert_eq!(calls.len(), 1);
+    let c = &calls[0];
+    assert_eq!(c.status, Some(200));
+    assert_eq!((c.response.input_tokens, c.response.output_tokens), (Some(3), Some(2)));
+    assert_eq!(c.request.model.as_deref(), Some("llama3.2"));
+    assert_eq!((c.times.request_start.0, c.times.end.0), (10, 50));
+    assert_eq!(stats.http.interim, 1);
+}
+
+#[test]
+fn garbage_on_the_port_is_counted_and_ignored() {
+    let garbage: Vec<u8> = (0..4000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let mut packets = raw_connection("127.0.0.1:42011".parse().unwrap(), &[(true, &garbage, 10), (false, b"\x00\x01binary reply", 20)]);
+    let (good, fs) = keepalive(&[NATIVE_JSON], 1, 7);
+    packets.extend(good);
+    packets.sort_by_key(|p| p.ts_ns);
+    let (calls, stats) = drive::calls(&packets);
+    assert_eq!(calls.len(), 1);
+    assert_exact(&calls[0], &fs[0]);
+    assert!(stats.http.parse_errors >= 1, "garbage is counted");
+}
+
+#[test]
+fn snap_length_truncation_flags_calls_without_wrong_numbers() {
+    let (mut p, fs) = keepalive(&[NATIVE_STREAM, NATIVE_JSON], 4, 8);
+    perturb::truncate_all(&mut p, 100);
+    let (calls, stats) = drive::calls(&p);
+    assert!(stats.reassembly.gap_bytes > 0);
+    let names: BTreeSet<_> = fs.iter().map(|f| f.name.clone()).collect();
+    assert!(!names.is_empty());
+    for (call, f) in calls.iter().zip(&fs) {
+        assert!(call.is_incomplete(), "{:?}", call.incomplete);
+        assert_no_wrong_numbers(call, f);
+    }
+}
+
+#[test]
+fn every_link_type_and_file_format_replays_identically() {
+    let (packets, _) = keepalive(&[NATIVE_STREAM, NATIVE_JSON, GENERATE_STREAM], 3, 9);
+    let (want, _) = drive::calls(&packets);
+    let dir = std::env::temp_dir().join(format!("ollama-tracer-links-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for link in [LinkType::Ethernet, LinkType::LinuxSll, LinkType::LinuxSll2, LinkType::Raw, LinkType::RawDlt12, LinkType::RawDlt14, LinkType::Null] {
+        for (format, precision) in [(FileFormat::Pcap, TsPrecision::Nano), (FileFormat::Pcap, TsPrecision::Micro), (FileFormat::PcapNg, TsPrecision::Nano)] {
+            let path = dir.join(format!("{}-{format:?}-{precision:?}.cap", link.name()));
+            write_file(&path, WriterConfig::new(format, precision, link), &packets).unwrap();
+            let files = replay::open_all(&[&path]).unwrap();
+            let mut got = Vec::new();
+            let report = replay::replay(&files, &[11434], PipelineConfig::default(), &mut |c| got.push(c));
+            assert_eq!(got.len(), want.len(), "{path:?}");
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(g.response, w.response, "{path:?}");
+                assert_eq!(g.request, w.request, "{path:?}");
+                if precision == TsPrecision::Nano {
+                    assert_eq!(g.times, w.times, "{path:?}");
+                } else {
+                    assert_eq!(g.times.request_start.0 / 1000, w.times.request_start.0 / 1000, "{path:?}");
+                }
+            }
+            assert_eq!(report.capture.malformed + report.capture.unsupported, 0, "{path:?}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
