@@ -30,9 +30,7 @@ fn main() {
         Ok(()) => println!("cargo:rustc-cfg=ollama_tracer_ebpf"),
         Err(reason) => {
             if require {
-                eprintln!(
-                    "error: {REQUIRE} is set but the eBPF programs could not be built: {reason}"
-                );
+                eprintln!("error: {REQUIRE} is set but the eBPF programs could not be built: {reason}");
                 eprintln!("hint: run scripts/setup-ebpf-toolchain.sh");
                 std::process::exit(1);
             }
@@ -47,11 +45,8 @@ fn main() {
 }
 
 fn build() -> Result<(), String> {
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR not set")?);
-    let workspace = manifest_dir
-        .parent()
-        .ok_or("tracer-user has no parent directory")?;
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR not set")?);
+    let workspace = manifest_dir.parent().ok_or("tracer-user has no parent directory")?;
     let ebpf_dir = workspace.join(EBPF_PACKAGE);
     let common_dir = workspace.join("tracer-common");
     if !ebpf_dir.join("Cargo.toml").is_file() {
@@ -78,33 +73,20 @@ fn build() -> Result<(), String> {
         .output()
         .map_err(|e| format!("cannot run rustup: {e}"))?;
     if !sysroot.status.success() {
-        if let Some(hashes) = rustup_home()
-            .map(|h| h.join("update-hashes"))
-            .filter(|d| d.is_dir())
-        {
+        if let Some(hashes) = rustup_home().map(|h| h.join("update-hashes")).filter(|d| d.is_dir()) {
             println!("cargo:rerun-if-changed={}", hashes.display());
         }
         return Err(format!("rust toolchain `{toolchain}` not installed"));
     }
     let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
     // rustup rewrites this file when a component is added.
-    println!(
-        "cargo:rerun-if-changed={}",
-        sysroot.join("lib/rustlib/components").display()
-    );
-    if !sysroot
-        .join("lib/rustlib/src/rust/library/core/Cargo.toml")
-        .is_file()
-    {
+    println!("cargo:rerun-if-changed={}", sysroot.join("lib/rustlib/components").display());
+    if !sysroot.join("lib/rustlib/src/rust/library/core/Cargo.toml").is_file() {
         return Err(format!("rust-src missing for toolchain `{toolchain}`"));
     }
 
     let root_dir = ebpf_dir.to_str().ok_or("non-UTF-8 workspace path")?;
-    let package = aya_build::Package {
-        name: EBPF_PACKAGE,
-        root_dir,
-        ..Default::default()
-    };
+    let package = aya_build::Package { name: EBPF_PACKAGE, root_dir, ..Default::default() };
     let toolchain_ref: &'static str = Box::leak(toolchain.into_boxed_str());
     let tc = if toolchain_ref == "nightly" {
         aya_build::Toolchain::Nightly
@@ -122,26 +104,19 @@ fn build() -> Result<(), String> {
 }
 
 fn cargo_home() -> Option<PathBuf> {
-    env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+    env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
 }
 
 fn rustup_home() -> Option<PathBuf> {
-    env::var_os("RUSTUP_HOME")
-        .map(PathBuf::from)
-        .or_else(|| env::var_os("HOME").map(|h| Path::new(&h).join(".rustup")))
+    env::var_os("RUSTUP_HOME").map(PathBuf::from).or_else(|| env::var_os("HOME").map(|h| Path::new(&h).join(".rustup")))
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = env::var_os("PATH")?;
-    env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| is_executable(p))
+    env::split_paths(&path).map(|d| d.join(name)).find(|p| is_executable(p))
 }
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt as _;
-    p.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

@@ -51,10 +51,13 @@ pub fn calls(packets: &[Packet]) -> (Vec<LlmCall>, PipelineStats) {
 pub fn spans(packets: &[Packet]) -> Vec<(LlmCall, SpanRecord)> {
     let (calls, _) = calls(packets);
     let mut builder = SpanBuilder::new(SpanConfig { id_seed: Some(1) });
-    calls.into_iter().map(|c| {
-        let s = builder.build(&c);
-        (c, s)
-    }).collect()
+    calls
+        .into_iter()
+        .map(|c| {
+            let s = builder.build(&c);
+            (c, s)
+        })
+        .collect()
 }
 
 /// The call of one connection's client address, if any.

@@ -41,10 +41,7 @@ pub enum FixtureError {
 pub fn shared_dir() -> PathBuf {
     match std::env::var_os(SHARED_ENV) {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("..")
-            .join("shared"),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..").join("shared"),
     }
 }
 
@@ -60,10 +57,7 @@ pub fn load_all() -> Result<Vec<Fixture>, FixtureError> {
 
 /// Every `*.json` fixture in `dir`, sorted by name.
 pub fn load_dir(dir: &Path) -> Result<Vec<Fixture>, FixtureError> {
-    let io_err = |source| FixtureError::Io {
-        path: dir.to_owned(),
-        source,
-    };
+    let io_err = |source| FixtureError::Io { path: dir.to_owned(), source };
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_err)? {
         let path = entry.map_err(io_err)?.path();
@@ -77,11 +71,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Fixture>, FixtureError> {
 
 /// One fixture by name, with or without the `.json` suffix.
 pub fn load(name: &str) -> Result<Fixture, FixtureError> {
-    let file = if name.ends_with(".json") {
-        name.to_owned()
-    } else {
-        format!("{name}.json")
-    };
+    let file = if name.ends_with(".json") { name.to_owned() } else { format!("{name}.json") };
     let path = fixtures_dir().join(file);
     if !path.exists() {
         return Err(FixtureError::NotFound(name.to_owned()));
@@ -91,18 +81,10 @@ pub fn load(name: &str) -> Result<Fixture, FixtureError> {
 
 /// Parse one fixture file; its name is the file stem.
 pub fn load_file(path: &Path) -> Result<Fixture, FixtureError> {
-    let text = std::fs::read_to_string(path).map_err(|source| FixtureError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    let raw: RawFixture = serde_json::from_str(&text).map_err(|source| FixtureError::Parse {
-        path: path.to_owned(),
-        source,
-    })?;
-    let name = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let text = std::fs::read_to_string(path).map_err(|source| FixtureError::Io { path: path.to_owned(), source })?;
+    let raw: RawFixture =
+        serde_json::from_str(&text).map_err(|source| FixtureError::Parse { path: path.to_owned(), source })?;
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     Ok(Fixture {
         name,
         source: raw.source,
@@ -181,25 +163,17 @@ impl Fixture {
         if let Some(host) = self.request.headers.get("host") {
             return host.to_owned();
         }
-        uri_authority(&self.request.uri)
-            .unwrap_or(OLLAMA_API_BASE_AUTHORITY)
-            .to_owned()
+        uri_authority(&self.request.uri).unwrap_or(OLLAMA_API_BASE_AUTHORITY).to_owned()
     }
 
     /// Recorded against Ollama Cloud rather than a local server.
     pub fn is_cloud(&self) -> bool {
-        self.host()
-            .split(':')
-            .next()
-            .is_some_and(|h| h.eq_ignore_ascii_case("ollama.com"))
+        self.host().split(':').next().is_some_and(|h| h.eq_ignore_ascii_case("ollama.com"))
     }
 
     /// What the response body is, from its Content-Type and its bytes.
     pub fn response_body_kind(&self) -> BodyKind {
-        detect_body_kind(
-            self.response.headers.get("content-type"),
-            self.response.body.as_bytes(),
-        )
+        detect_body_kind(self.response.headers.get("content-type"), self.response.body.as_bytes())
     }
 
     /// The response was a stream (NDJSON or SSE), whatever the request asked for.
@@ -241,11 +215,7 @@ pub struct Headers(pub Vec<(String, Vec<String>)>);
 impl Headers {
     /// First value of `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| v.first())
-            .map(String::as_str)
+        self.0.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.first()).map(String::as_str)
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -254,9 +224,7 @@ impl Headers {
 
     /// `(name, value)` for every value, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0
-            .iter()
-            .flat_map(|(n, vs)| vs.iter().map(move |v| (n.as_str(), v.as_str())))
+        self.0.iter().flat_map(|(n, vs)| vs.iter().map(move |v| (n.as_str(), v.as_str())))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -315,12 +283,7 @@ mod tests {
         assert_eq!(all.len(), 259, "INDEX.md lists 259 fixtures");
         for f in &all {
             assert!(!f.request.method.is_empty(), "{}", f.name);
-            assert!(
-                f.request_target().starts_with('/'),
-                "{}: {}",
-                f.name,
-                f.request_target()
-            );
+            assert!(f.request_target().starts_with('/'), "{}: {}", f.name, f.request_target());
             assert!((100..600).contains(&f.response.status), "{}", f.name);
         }
     }
@@ -328,51 +291,27 @@ mod tests {
     #[test]
     fn header_order_is_preserved() {
         let f = load("activeagents-activeagent__test_agent_streaming__0").unwrap();
-        let names: Vec<_> = f
-            .request
-            .headers
-            .0
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .collect();
+        let names: Vec<_> = f.request.headers.0.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(&names[..3], ["Accept-Encoding", "Accept", "User-Agent"]);
-        assert_eq!(
-            f.request.headers.get("authorization"),
-            Some("Bearer ollama")
-        );
+        assert_eq!(f.request.headers.get("authorization"), Some("Bearer ollama"));
     }
 
     #[test]
     fn request_targets() {
-        assert_eq!(
-            request_target("<OLLAMA_API_BASE>/chat/completions"),
-            "/v1/chat/completions"
-        );
+        assert_eq!(request_target("<OLLAMA_API_BASE>/chat/completions"), "/v1/chat/completions");
         assert_eq!(request_target("http://localhost:11434/"), "/");
         assert_eq!(request_target("http://localhost:11434"), "/");
-        assert_eq!(
-            request_target("https://ollama.com/api/chat?ts=17"),
-            "/api/chat?ts=17"
-        );
+        assert_eq!(request_target("https://ollama.com/api/chat?ts=17"), "/api/chat?ts=17");
         assert_eq!(request_target("http://h:1?x=1"), "/?x=1");
         assert_eq!(request_target("/api/tags"), "/api/tags");
-        assert_eq!(
-            uri_authority("<OLLAMA_API_BASE>/models"),
-            Some("localhost:11434")
-        );
-        assert_eq!(
-            uri_authority("http://127.0.0.1:11434/api/chat"),
-            Some("127.0.0.1:11434")
-        );
+        assert_eq!(uri_authority("<OLLAMA_API_BASE>/models"), Some("localhost:11434"));
+        assert_eq!(uri_authority("http://127.0.0.1:11434/api/chat"), Some("127.0.0.1:11434"));
     }
 
     #[test]
     fn ruby_llm_placeholder_resolves() {
         let all = load_all().unwrap();
-        let f = all
-            .iter()
-            .find(|f| f.request.uri.starts_with(OLLAMA_API_BASE))
-            .unwrap();
+        let f = all.iter().find(|f| f.request.uri.starts_with(OLLAMA_API_BASE)).unwrap();
         assert!(f.path().starts_with("/v1/"), "{}", f.path());
         assert_eq!(f.host(), "localhost:11434");
     }

@@ -5,10 +5,14 @@
 //! - [`synth`]: those bytes as timed TCP packets of one or more connections, with ground truth,
 //!   and perturbations (reorder, duplicate, drop, split, snaplen, late start).
 //! - [`drive`]: packets through the tracer's pipeline, in memory.
+//! - [`standin`]: the Ollama stand-in server (`ollama-standin`): replays fixtures to real
+//!   clients with Ollama's framing and pacing, and logs ground truth.
 //! - [`pcap`]: pcap / pcapng writers for every link type the tracer reads.
 
+pub mod bench_capture;
 pub mod drive;
 pub mod fixtures;
 pub mod pcap;
+pub mod standin;
 pub mod synth;
 pub mod wire;

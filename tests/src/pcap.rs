@@ -144,12 +144,7 @@ impl Default for WriterConfig {
 
 impl WriterConfig {
     pub fn new(format: FileFormat, precision: TsPrecision, link: LinkType) -> Self {
-        WriterConfig {
-            format,
-            precision,
-            link,
-            ..Default::default()
-        }
+        WriterConfig { format, precision, link, ..Default::default() }
     }
 }
 
@@ -187,28 +182,21 @@ pub fn ip_packet(p: &Packet) -> Result<Vec<u8>, PcapError> {
         ])
         .expect("8 bytes of options fit");
     }
-    let too_large = || PcapError::TooLarge {
-        ts_ns: p.ts_ns,
-        len: p.payload.len(),
-    };
+    let too_large = || PcapError::TooLarge { ts_ns: p.ts_ns, len: p.payload.len() };
     let mut out = Vec::with_capacity(60 + p.payload.len());
     match (p.src.ip(), p.dst.ip()) {
         (IpAddr::V4(src), IpAddr::V4(dst)) => {
-            let tcp_len =
-                u16::try_from(tcp.header_len() + p.payload.len()).map_err(|_| too_large())?;
-            let mut ip = Ipv4Header::new(tcp_len, 64, IpNumber::TCP, src.octets(), dst.octets())
-                .map_err(|_| too_large())?;
+            let tcp_len = u16::try_from(tcp.header_len() + p.payload.len()).map_err(|_| too_large())?;
+            let mut ip =
+                Ipv4Header::new(tcp_len, 64, IpNumber::TCP, src.octets(), dst.octets()).map_err(|_| too_large())?;
             // Deterministic, varying identification (Linux sets one per packet even with DF).
             ip.identification = (p.seq as u16) ^ (p.ack as u16).rotate_left(5);
             ip.header_checksum = ip.calc_header_checksum();
-            tcp.checksum = tcp
-                .calc_checksum_ipv4(&ip, &p.payload)
-                .map_err(|_| too_large())?;
+            tcp.checksum = tcp.calc_checksum_ipv4(&ip, &p.payload).map_err(|_| too_large())?;
             ip.write(&mut out)?;
         }
         (IpAddr::V6(src), IpAddr::V6(dst)) => {
-            let payload_length =
-                u16::try_from(tcp.header_len() + p.payload.len()).map_err(|_| too_large())?;
+            let payload_length = u16::try_from(tcp.header_len() + p.payload.len()).map_err(|_| too_large())?;
             let ip = Ipv6Header {
                 traffic_class: 0,
                 flow_label: Ipv6FlowLabel::ZERO,
@@ -218,9 +206,7 @@ pub fn ip_packet(p: &Packet) -> Result<Vec<u8>, PcapError> {
                 source: src.octets(),
                 destination: dst.octets(),
             };
-            tcp.checksum = tcp
-                .calc_checksum_ipv6(&ip, &p.payload)
-                .map_err(|_| too_large())?;
+            tcp.checksum = tcp.calc_checksum_ipv6(&ip, &p.payload).map_err(|_| too_large())?;
             ip.write(&mut out)?;
         }
         _ => return Err(PcapError::MixedFamilies { ts_ns: p.ts_ns }),
@@ -337,12 +323,7 @@ impl<W: Write> CaptureWriter<W> {
             }
         };
         out.write_all(&header)?;
-        Ok(CaptureWriter {
-            out,
-            cfg,
-            written: header.len() as u64,
-            record_offsets: Vec::new(),
-        })
+        Ok(CaptureWriter { out, cfg, written: header.len() as u64, record_offsets: Vec::new() })
     }
 
     pub fn config(&self) -> &WriterConfig {
@@ -356,12 +337,7 @@ impl<W: Write> CaptureWriter<W> {
 
     /// Write one record of captured `data` whose frame was `orig_len` bytes on the wire; the
     /// snap length cuts `data` further.
-    pub fn write_frame(
-        &mut self,
-        ts_ns: u64,
-        data: &[u8],
-        orig_len: usize,
-    ) -> Result<(), PcapError> {
+    pub fn write_frame(&mut self, ts_ns: u64, data: &[u8], orig_len: usize) -> Result<(), PcapError> {
         let data = &data[..data.len().min(self.cfg.snaplen as usize)];
         let ts = match self.cfg.precision {
             TsPrecision::Micro => ts_ns / 1_000,
@@ -480,11 +456,7 @@ fn pcapng_idb(cfg: &WriterConfig) -> Vec<u8> {
 }
 
 /// Write `packets` as a whole capture into `out`.
-pub fn write_capture<W: Write>(
-    out: W,
-    cfg: WriterConfig,
-    packets: &[Packet],
-) -> Result<W, PcapError> {
+pub fn write_capture<W: Write>(out: W, cfg: WriterConfig, packets: &[Packet]) -> Result<W, PcapError> {
     let mut w = CaptureWriter::new(out, cfg)?;
     for p in packets {
         w.write_packet(p)?;
@@ -518,29 +490,17 @@ pub enum Corruption {
 }
 
 /// A capture of `packets` with `corruption` applied.
-pub fn corrupt_bytes(
-    cfg: WriterConfig,
-    packets: &[Packet],
-    corruption: Corruption,
-) -> Result<Vec<u8>, PcapError> {
+pub fn corrupt_bytes(cfg: WriterConfig, packets: &[Packet], corruption: Corruption) -> Result<Vec<u8>, PcapError> {
     let mut w = CaptureWriter::new(Vec::new(), cfg)?;
     for p in packets {
         w.write_packet(p)?;
     }
     let offsets: Vec<usize> = w.record_offsets().iter().map(|&o| o as usize).collect();
     let mut bytes = w.finish()?;
-    let record = |n: usize| {
-        offsets.get(n).copied().ok_or(PcapError::NoSuchRecord {
-            record: n,
-            records: offsets.len(),
-        })
-    };
-    let put = |bytes: &mut Vec<u8>, at: usize, v: u32| {
-        bytes[at..at + 4].copy_from_slice(&v.to_le_bytes())
-    };
-    let get = |bytes: &[u8], at: usize| {
-        u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
-    };
+    let record =
+        |n: usize| offsets.get(n).copied().ok_or(PcapError::NoSuchRecord { record: n, records: offsets.len() });
+    let put = |bytes: &mut Vec<u8>, at: usize, v: u32| bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    let get = |bytes: &[u8], at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
     match (corruption, cfg.format) {
         (Corruption::BadMagic, _) => bytes[..4].copy_from_slice(&0xdead_beef_u32.to_le_bytes()),
         (Corruption::AbsurdRecordLength { record: n }, FileFormat::Pcap) => {
@@ -560,11 +520,7 @@ pub fn corrupt_bytes(
         }
         (Corruption::CaplenExceedsOrigLen { record: n }, format) => {
             let at = record(n)?;
-            let (incl, orig) = if format == FileFormat::Pcap {
-                (at + 8, at + 12)
-            } else {
-                (at + 20, at + 24)
-            };
+            let (incl, orig) = if format == FileFormat::Pcap { (at + 8, at + 12) } else { (at + 20, at + 24) };
             let caplen = get(&bytes, incl);
             put(&mut bytes, orig, caplen.saturating_sub(1));
         }
@@ -604,8 +560,7 @@ mod tests {
 
     fn read_all(bytes: &[u8]) -> Result<Vec<Record>, String> {
         // A buffer as large as the file: records never need the buffer to grow.
-        let mut reader =
-            create_reader(bytes.len().max(65_536), bytes).map_err(|e| format!("{e:?}"))?;
+        let mut reader = create_reader(bytes.len().max(65_536), bytes).map_err(|e| format!("{e:?}"))?;
         let mut out = Vec::new();
         let mut link = Linktype(0);
         let mut nanos = false;
@@ -657,13 +612,12 @@ mod tests {
     }
 
     fn sample_packets(v6: bool) -> Vec<Packet> {
-        let f = fixtures::load("crmne-ruby_llm__chat_streaming_responses_ollama_mistral-small3_1_supports_streaming_responses__0").unwrap();
+        let f = fixtures::load(
+            "crmne-ruby_llm__chat_streaming_responses_ollama_mistral-small3_1_supports_streaming_responses__0",
+        )
+        .unwrap();
         let w = render(&f, &RenderOptions::default());
-        let spec = if v6 {
-            ConnectionSpec::loopback_v6(42_000)
-        } else {
-            ConnectionSpec::loopback_v4(42_000)
-        };
+        let spec = if v6 { ConnectionSpec::loopback_v6(42_000) } else { ConnectionSpec::loopback_v4(42_000) };
         synthesize(&[spec.seed(11).exchange(w)]).unwrap().packets
     }
 
@@ -683,11 +637,8 @@ mod tests {
                         assert_eq!(records.len(), packets.len(), "{cfg:?}");
                         for (r, p) in records.iter().zip(&packets) {
                             assert_eq!(r.link.0, i32::from(link.code()));
-                            let want_ts = if precision == TsPrecision::Micro {
-                                p.ts_ns / 1_000 * 1_000
-                            } else {
-                                p.ts_ns
-                            };
+                            let want_ts =
+                                if precision == TsPrecision::Micro { p.ts_ns / 1_000 * 1_000 } else { p.ts_ns };
                             assert_eq!(r.ts_ns, want_ts, "{cfg:?}");
                             assert_eq!(r.orig_len as usize, r.data.len());
                             check_record(r, p, link, v6);
@@ -702,21 +653,19 @@ mod tests {
         // pcap-parser knows 101 but not the 12/14 aliases; those carry plain IP too.
         let l3 = match link {
             LinkType::RawDlt12 | LinkType::RawDlt14 => r.data.clone(),
-            _ => {
-                match get_packetdata(&r.data, r.link, r.data.len()).expect("link header decodes") {
-                    PacketData::L2(eth) => {
-                        assert_eq!(link, LinkType::Ethernet);
-                        let et = u16::from_be_bytes([eth[12], eth[13]]);
-                        assert_eq!(et, if v6 { 0x86dd } else { 0x0800 });
-                        eth[14..].to_vec()
-                    }
-                    PacketData::L3(et, ip) => {
-                        assert_eq!(et, if v6 { 0x86dd } else { 0x0800 }, "{link:?}");
-                        ip.to_vec()
-                    }
-                    other => panic!("{link:?}: {other:?}"),
+            _ => match get_packetdata(&r.data, r.link, r.data.len()).expect("link header decodes") {
+                PacketData::L2(eth) => {
+                    assert_eq!(link, LinkType::Ethernet);
+                    let et = u16::from_be_bytes([eth[12], eth[13]]);
+                    assert_eq!(et, if v6 { 0x86dd } else { 0x0800 });
+                    eth[14..].to_vec()
                 }
-            }
+                PacketData::L3(et, ip) => {
+                    assert_eq!(et, if v6 { 0x86dd } else { 0x0800 }, "{link:?}");
+                    ip.to_vec()
+                }
+                other => panic!("{link:?}: {other:?}"),
+            },
         };
         let sliced = SlicedPacket::from_ip(&l3).expect("IP/TCP parse");
         match (&sliced.net, v6) {
@@ -727,20 +676,14 @@ mod tests {
             (Some(NetSlice::Ipv6(_)), true) => {}
             other => panic!("unexpected network layer {other:?}"),
         }
-        let Some(TransportSlice::Tcp(tcp)) = &sliced.transport else {
-            panic!("not TCP")
-        };
+        let Some(TransportSlice::Tcp(tcp)) = &sliced.transport else { panic!("not TCP") };
         assert_eq!(tcp.sequence_number(), p.seq);
         assert_eq!(tcp.acknowledgment_number(), p.ack);
         assert_eq!(tcp.payload(), &p.payload[..]);
         let header = tcp.to_header();
         let sum = match (p.src.ip(), p.dst.ip()) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                header.calc_checksum_ipv4_raw(s.octets(), d.octets(), tcp.payload())
-            }
-            (IpAddr::V6(s), IpAddr::V6(d)) => {
-                header.calc_checksum_ipv6_raw(s.octets(), d.octets(), tcp.payload())
-            }
+            (IpAddr::V4(s), IpAddr::V4(d)) => header.calc_checksum_ipv4_raw(s.octets(), d.octets(), tcp.payload()),
+            (IpAddr::V6(s), IpAddr::V6(d)) => header.calc_checksum_ipv6_raw(s.octets(), d.octets(), tcp.payload()),
             _ => unreachable!(),
         }
         .unwrap();
@@ -756,10 +699,7 @@ mod tests {
         let big = packets.iter().position(|p| p.payload.len() > 200).unwrap();
         perturb::truncate_captured(&mut packets, big, 10).unwrap();
         for format in [FileFormat::Pcap, FileFormat::PcapNg] {
-            let cfg = WriterConfig {
-                snaplen: 96,
-                ..WriterConfig::new(format, TsPrecision::Nano, LinkType::LinuxSll2)
-            };
+            let cfg = WriterConfig { snaplen: 96, ..WriterConfig::new(format, TsPrecision::Nano, LinkType::LinuxSll2) };
             let records = read_all(&to_bytes(cfg, &packets).unwrap()).unwrap();
             for (r, p) in records.iter().zip(&packets) {
                 let full = 20 + 20 + if p.flags.syn() { 8 } else { 0 } + 20 + p.payload.len();
@@ -767,11 +707,7 @@ mod tests {
                 assert!(r.data.len() <= 96);
             }
             let r = &records[big];
-            assert_eq!(
-                r.data.len(),
-                20 + 20 + 20 + 10,
-                "payload truncation below the snaplen"
-            );
+            assert_eq!(r.data.len(), 20 + 20 + 20 + 10, "payload truncation below the snaplen");
         }
     }
 
@@ -792,19 +728,10 @@ mod tests {
                 let complete = parsed.as_ref().is_ok_and(|r| r.len() == packets.len());
                 assert!(!complete, "{format:?} {c:?} must not parse cleanly");
             }
-            let bad = corrupt_bytes(
-                cfg,
-                &packets,
-                Corruption::CaplenExceedsOrigLen { record: 2 },
-            )
-            .unwrap();
+            let bad = corrupt_bytes(cfg, &packets, Corruption::CaplenExceedsOrigLen { record: 2 }).unwrap();
             assert_eq!(bad.len(), good.len());
             assert!(matches!(
-                corrupt_bytes(
-                    cfg,
-                    &packets,
-                    Corruption::TruncatedRecord { record: 10_000 }
-                ),
+                corrupt_bytes(cfg, &packets, Corruption::TruncatedRecord { record: 10_000 }),
                 Err(PcapError::NoSuchRecord { .. })
             ));
         }

@@ -70,19 +70,14 @@ pub fn detect_body_kind(content_type: Option<&str>, body: &[u8]) -> BodyKind {
     if body.is_empty() {
         return BodyKind::Empty;
     }
-    if ct.contains("text/event-stream") || body.starts_with(b"data:") || body.starts_with(b"event:")
-    {
+    if ct.contains("text/event-stream") || body.starts_with(b"data:") || body.starts_with(b"event:") {
         return BodyKind::Sse;
     }
     if ct.contains("ndjson") || looks_like_ndjson(body) {
         return BodyKind::Ndjson;
     }
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    if matches!(first, Some(b'{' | b'[')) {
-        BodyKind::Json
-    } else {
-        BodyKind::Text
-    }
+    if matches!(first, Some(b'{' | b'[')) { BodyKind::Json } else { BodyKind::Text }
 }
 
 /// At least two non-empty lines, each a complete JSON value.
@@ -165,11 +160,7 @@ fn sse_is_finish(event: &[u8]) -> bool {
     };
     v.get("choices")
         .and_then(|c| c.as_array())
-        .is_some_and(|choices| {
-            choices
-                .iter()
-                .any(|c| c.get("finish_reason").is_some_and(|r| r.is_string()))
-        })
+        .is_some_and(|choices| choices.iter().any(|c| c.get("finish_reason").is_some_and(|r| r.is_string())))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -241,18 +232,12 @@ pub fn render_request(req: &RecordedRequest, opts: &RequestOptions) -> RequestWi
             .unwrap_or(crate::fixtures::OLLAMA_API_BASE_AUTHORITY)
             .to_owned()
     });
-    let host_name = req
-        .headers
-        .0
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("host"))
-        .map_or("Host", |(n, _)| n.as_str());
+    let host_name =
+        req.headers.0.iter().find(|(n, _)| n.eq_ignore_ascii_case("host")).map_or("Host", |(n, _)| n.as_str());
 
     let body = req.body.as_bytes();
-    let recorded_chunked = req
-        .headers
-        .get("transfer-encoding")
-        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+    let recorded_chunked =
+        req.headers.get("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
     let chunk_size = match opts.body_framing {
         RequestBodyFraming::ContentLength => None,
         RequestBodyFraming::Chunked { chunk_size } => Some(chunk_size.max(1)),
@@ -267,9 +252,11 @@ pub fn render_request(req: &RecordedRequest, opts: &RequestOptions) -> RequestWi
         None => None,
     };
     // Keep the recorded spelling (`content-length` vs `Content-Length`) and slot of the framing header.
-    let recorded_framing = req.headers.0.iter().find(|(n, _)| {
-        n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")
-    });
+    let recorded_framing = req
+        .headers
+        .0
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding"));
 
     let mut head = format!("{method} {target} HTTP/1.1\r\n{host_name}: {host}\r\n");
     let mut framing_written = false;
@@ -315,11 +302,7 @@ pub fn render_request(req: &RecordedRequest, opts: &RequestOptions) -> RequestWi
 
 /// `name` in the letter case style of `like` (all lower if `like` is all lower).
 fn respell_like(name: &str, like: &str) -> String {
-    if like.chars().all(|c| !c.is_ascii_uppercase()) {
-        name.to_ascii_lowercase()
-    } else {
-        name.to_owned()
-    }
+    if like.chars().all(|c| !c.is_ascii_uppercase()) { name.to_ascii_lowercase() } else { name.to_owned() }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -331,6 +314,10 @@ fn respell_like(name: &str, like: &str) -> String {
 pub enum Framing {
     ContentLength,
     Chunked,
+    /// HTTP/1.0 reply Go could not length: no framing header, the body ends at connection close.
+    UntilClose,
+    /// HEAD reply whose length Go did not know when it wrote the head: no framing header, no body.
+    Unframed,
 }
 
 /// Caller's framing choice; `Auto` applies Go's rules.
@@ -343,6 +330,23 @@ pub enum FramingChoice {
     Auto,
     ContentLength,
     Chunked,
+}
+
+/// HTTP version of the request, which the reply repeats (Ollama serves 1.0 and 1.1 only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum HttpVersion {
+    Http10,
+    #[default]
+    Http11,
+}
+
+impl HttpVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpVersion::Http10 => "HTTP/1.0",
+            HttpVersion::Http11 => "HTTP/1.1",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -359,6 +363,14 @@ pub struct ResponseOptions {
     /// Flush OpenAI's finish chunk, usage chunk and `[DONE]` together, as the server does.
     /// Off: one flush per event.
     pub sse_tail_in_one_flush: bool,
+    /// Version of the request line. HTTP/1.0 gets no chunking (Go closes instead).
+    pub version: HttpVersion,
+    /// The request was `HEAD`: Go writes the head only, with a length if the handler finished
+    /// within its buffer.
+    pub head_request: bool,
+    /// The request asked to close (`Connection: close` on 1.1, or a 1.0 request without
+    /// `Connection: keep-alive`).
+    pub client_wants_close: bool,
 }
 
 impl Default for ResponseOptions {
@@ -369,6 +381,9 @@ impl Default for ResponseOptions {
             extra_headers: Vec::new(),
             copy_recorded_headers: false,
             sse_tail_in_one_flush: true,
+            version: HttpVersion::Http11,
+            head_request: false,
+            client_wants_close: false,
         }
     }
 }
@@ -411,6 +426,8 @@ pub struct ResponseWire {
     pub streamed: bool,
     /// The de-chunked body.
     pub body: Vec<u8>,
+    /// Go closes the connection after this reply.
+    pub close_after: bool,
 }
 
 impl ResponseWire {
@@ -425,12 +442,17 @@ impl ResponseWire {
 
     /// Replace the `Date` header's value (always 29 bytes, so lengths do not change).
     pub fn set_date(&mut self, unix_secs: u64) {
-        let needle = b"\r\nDate: ";
-        if let Some(pos) = self.head.windows(needle.len()).position(|w| w == needle) {
-            let start = pos + needle.len();
-            let date = http_date(unix_secs);
-            self.head[start..start + date.len()].copy_from_slice(date.as_bytes());
-        }
+        set_date(&mut self.head, unix_secs);
+    }
+}
+
+/// Replace the `Date` value in a rendered head (always 29 bytes, so lengths do not change).
+pub fn set_date(head: &mut [u8], unix_secs: u64) {
+    let needle = b"\r\nDate: ";
+    if let Some(pos) = head.windows(needle.len()).position(|w| w == needle) {
+        let start = pos + needle.len();
+        let date = http_date(unix_secs);
+        head[start..start + date.len()].copy_from_slice(date.as_bytes());
     }
 }
 
@@ -470,29 +492,126 @@ const SKIPPED_RESPONSE_HEADERS: &[&str] = &[
     "upgrade",
 ];
 
+/// Go's framing decision for a body of `kind` and `body_len` bytes. `flushed_early`: the
+/// handler flushed before returning even though the body is small (an error from `c.Stream`).
+pub fn decide_framing(kind: BodyKind, body_len: usize, flushed_early: bool, opts: &ResponseOptions) -> Framing {
+    let lengthable = match opts.framing {
+        FramingChoice::ContentLength => true,
+        FramingChoice::Chunked => false,
+        FramingChoice::Auto => {
+            !kind.is_streamed() && body_len <= GO_RESPONSE_BUFFER && !(flushed_early && body_len > 0)
+        }
+    };
+    // Go: a HEAD reply gets a length only if the handler wrote something and finished first.
+    if opts.head_request {
+        return if lengthable && body_len > 0 { Framing::ContentLength } else { Framing::Unframed };
+    }
+    match (lengthable, opts.version) {
+        (true, _) => Framing::ContentLength,
+        (false, HttpVersion::Http11) => Framing::Chunked,
+        (false, HttpVersion::Http10) => Framing::UntilClose,
+    }
+}
+
+/// Whether Go closes the connection after a reply framed `framing`.
+pub fn closes_after(framing: Framing, opts: &ResponseOptions) -> bool {
+    opts.client_wants_close || framing == Framing::UntilClose
+}
+
+/// Status line and headers as Go writes them: handler headers sorted by canonical name, then
+/// `Date`, `Content-Length`, `Connection`, `Transfer-Encoding` (net/http `extraHeader` order).
+/// `handler_headers` must include `Content-Type` when the handler set one.
+pub fn render_head(
+    status: u16,
+    reason: &str,
+    handler_headers: &[(String, String)],
+    framing: Framing,
+    body_len: usize,
+    opts: &ResponseOptions,
+) -> Vec<u8> {
+    let close = closes_after(framing, opts);
+    let mut handler: Vec<(String, String)> = handler_headers
+        .iter()
+        .map(|(n, v)| (canonical_header_key(n), v.clone()))
+        // Go drops a handler's own `Connection` when it decides to close.
+        .filter(|(n, _)| !(close && n == "Connection"))
+        .collect();
+    handler.sort_by(|a, b| a.0.cmp(&b.0)); // stable: values of one name keep their order
+    let reason = if reason.is_empty() {
+        go_status_text(status).map_or_else(|| format!("status code {status}"), str::to_owned)
+    } else {
+        reason.to_owned()
+    };
+    let mut head = format!("{} {status} {reason}\r\n", opts.version.as_str());
+    for (name, value) in &handler {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!("Date: {}\r\n", http_date(opts.date_unix_secs)));
+    if framing == Framing::ContentLength {
+        head.push_str(&format!("Content-Length: {body_len}\r\n"));
+    }
+    if close && opts.version == HttpVersion::Http11 {
+        head.push_str("Connection: close\r\n");
+    } else if !close && opts.version == HttpVersion::Http10 {
+        // A 1.0 client that asked for keep-alive is told it got it.
+        head.push_str("Connection: keep-alive\r\n");
+    }
+    if framing == Framing::Chunked {
+        head.push_str("Transfer-Encoding: chunked\r\n");
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
+}
+
+/// How the server flushes a body: `(body range, what it is)` per flush. Streams flush once per
+/// NDJSON line or SSE event (OpenAI's finish + usage + `[DONE]` together when
+/// `sse_tail_in_one_flush`); anything else is one write.
+pub fn flush_plan(
+    kind: BodyKind,
+    body: &[u8],
+    streamed: bool,
+    sse_tail_in_one_flush: bool,
+) -> Vec<(Range<usize>, WriteContent)> {
+    let mut plan = Vec::new();
+    if body.is_empty() {
+        return plan;
+    }
+    if streamed && kind == BodyKind::Ndjson {
+        let mut at = 0;
+        for (i, line) in split_ndjson(body).into_iter().enumerate() {
+            plan.push((at..at + line.len(), WriteContent::NdjsonLine(i)));
+            at += line.len();
+        }
+    } else if streamed && kind == BodyKind::Sse {
+        let events = split_sse(body);
+        let tail_start = if sse_tail_in_one_flush {
+            events.iter().position(|e| sse_is_finish(e)).unwrap_or(events.len())
+        } else {
+            events.len()
+        };
+        let mut at = 0;
+        for (i, event) in events[..tail_start].iter().enumerate() {
+            plan.push((at..at + event.len(), WriteContent::SseEvents(i..i + 1)));
+            at += event.len();
+        }
+        if tail_start < events.len() {
+            plan.push((at..body.len(), WriteContent::SseEvents(tail_start..events.len())));
+        }
+    } else {
+        plan.push((0..body.len(), WriteContent::Body));
+    }
+    plan
+}
+
 /// Render a response as Go `net/http` writes it.
 pub fn render_response(resp: &RecordedResponse, opts: &ResponseOptions) -> ResponseWire {
     let body = resp.body.as_bytes();
     let recorded_ct = resp.headers.get("content-type");
     let kind = detect_body_kind(recorded_ct, body);
-    let recorded_chunked = resp
-        .headers
-        .get("transfer-encoding")
-        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
-    let framing = match opts.framing {
-        FramingChoice::ContentLength => Framing::ContentLength,
-        FramingChoice::Chunked => Framing::Chunked,
-        FramingChoice::Auto
-            if kind.is_streamed()
-                || body.len() > GO_RESPONSE_BUFFER
-                || (recorded_chunked && !body.is_empty()) =>
-        {
-            Framing::Chunked
-        }
-        FramingChoice::Auto => Framing::ContentLength,
-    };
+    let recorded_chunked =
+        resp.headers.get("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+    let framing = decide_framing(kind, body.len(), recorded_chunked, opts);
 
-    // Handler headers, canonicalized and sorted as Go's Header.WriteSubset does.
     let mut handler: Vec<(String, String)> = Vec::new();
     if let Some(ct) = recorded_ct.or(kind.default_content_type()) {
         handler.push(("Content-Type".to_owned(), ct.to_owned()));
@@ -500,77 +619,40 @@ pub fn render_response(resp: &RecordedResponse, opts: &ResponseOptions) -> Respo
     if opts.copy_recorded_headers {
         for (name, value) in resp.headers.iter() {
             if !SKIPPED_RESPONSE_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-                handler.push((canonical_header_key(name), value.to_owned()));
+                handler.push((name.to_owned(), value.to_owned()));
             }
         }
     }
-    for (name, value) in &opts.extra_headers {
-        handler.push((canonical_header_key(name), value.clone()));
-    }
-    handler.sort_by(|a, b| a.0.cmp(&b.0)); // stable: values of one name keep their order
+    handler.extend(opts.extra_headers.iter().cloned());
+    let head = render_head(resp.status, &resp.reason, &handler, framing, body.len(), opts);
 
-    let reason = if resp.reason.is_empty() {
-        go_status_text(resp.status)
-            .map_or_else(|| format!("status code {}", resp.status), str::to_owned)
-    } else {
-        resp.reason.clone()
-    };
-    let mut head = format!("HTTP/1.1 {} {reason}\r\n", resp.status);
-    for (name, value) in &handler {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str(&format!("Date: {}\r\n", http_date(opts.date_unix_secs)));
-    match framing {
-        Framing::ContentLength => head.push_str(&format!("Content-Length: {}\r\n", body.len())),
-        Framing::Chunked => head.push_str("Transfer-Encoding: chunked\r\n"),
-    }
-    head.push_str("\r\n");
-
-    let streamed = framing == Framing::Chunked && kind.is_streamed();
+    let streamed = matches!(framing, Framing::Chunked | Framing::UntilClose) && kind.is_streamed();
     let mut w = GoBodyWriter::new(framing == Framing::Chunked);
-    if streamed && kind == BodyKind::Ndjson {
-        for (i, line) in split_ndjson(body).into_iter().enumerate() {
-            w.write(line);
-            w.flush(WriteContent::NdjsonLine(i));
+    if framing != Framing::Unframed && !opts.head_request {
+        for (range, content) in flush_plan(kind, body, streamed, opts.sse_tail_in_one_flush) {
+            w.write(&body[range]);
+            w.flush(content);
         }
-    } else if streamed {
-        let events = split_sse(body);
-        let tail_start = if opts.sse_tail_in_one_flush {
-            events
-                .iter()
-                .position(|e| sse_is_finish(e))
-                .unwrap_or(events.len())
-        } else {
-            events.len()
-        };
-        for (i, event) in events[..tail_start].iter().enumerate() {
-            w.write(event);
-            w.flush(WriteContent::SseEvents(i..i + 1));
-        }
-        if tail_start < events.len() {
-            for event in &events[tail_start..] {
-                w.write(event);
-            }
-            w.flush(WriteContent::SseEvents(tail_start..events.len()));
-        }
-    } else {
-        w.write(body);
-        w.flush(WriteContent::Body);
     }
     ResponseWire {
-        head: head.into_bytes(),
+        head,
         writes: w.finish(),
         framing,
         body_kind: kind,
         streamed,
         body: body.to_vec(),
+        close_after: closes_after(framing, opts),
     }
 }
 
 /// Go's `response.w` (a 2048-byte bufio.Writer) over its `chunkWriter`, reduced to what decides
 /// chunk boundaries: small writes collect in the buffer, a write larger than the free space
 /// fills and flushes it (or, into an empty buffer, goes straight through as one chunk).
-struct GoBodyWriter {
+///
+/// Public so a live server (the stand-in) can frame a body it produces piece by piece with the
+/// same rules [`render_response`] applies to a whole one: `write` + `flush`, then
+/// [`take_writes`](Self::take_writes) what is ready to go out.
+pub struct GoBodyWriter {
     chunked: bool,
     buf: Vec<u8>,
     pending: Vec<u8>,
@@ -581,7 +663,7 @@ struct GoBodyWriter {
 }
 
 impl GoBodyWriter {
-    fn new(chunked: bool) -> Self {
+    pub fn new(chunked: bool) -> Self {
         GoBodyWriter {
             chunked,
             buf: Vec::with_capacity(GO_RESPONSE_BUFFER),
@@ -593,7 +675,8 @@ impl GoBodyWriter {
         }
     }
 
-    fn write(&mut self, mut p: &[u8]) {
+    /// `ResponseWriter.Write`: buffer, spilling to chunks as Go does.
+    pub fn write(&mut self, mut p: &[u8]) {
         while p.len() > GO_RESPONSE_BUFFER - self.buf.len() {
             let n = if self.buf.is_empty() {
                 self.chunk_write(p);
@@ -621,8 +704,7 @@ impl GoBodyWriter {
             return;
         }
         if self.chunked {
-            self.pending
-                .extend_from_slice(format!("{:x}\r\n", p.len()).as_bytes());
+            self.pending.extend_from_slice(format!("{:x}\r\n", p.len()).as_bytes());
             self.pending.extend_from_slice(p);
             self.pending.extend_from_slice(b"\r\n");
             self.pending_chunks += 1;
@@ -633,7 +715,7 @@ impl GoBodyWriter {
     }
 
     /// `http.Flusher.Flush`: buffer to the chunk writer, chunk writer to the socket.
-    fn flush(&mut self, content: WriteContent) {
+    pub fn flush(&mut self, content: WriteContent) {
         self.drain_buffer();
         if self.pending.is_empty() {
             return;
@@ -647,8 +729,13 @@ impl GoBodyWriter {
         self.body_start = self.body_end;
     }
 
+    /// Writes completed so far (each one what a single flush put on the socket).
+    pub fn take_writes(&mut self) -> Vec<BodyWrite> {
+        std::mem::take(&mut self.writes)
+    }
+
     /// Handler returned: `finishRequest` flushes and closes the chunk writer.
-    fn finish(mut self) -> Vec<BodyWrite> {
+    pub fn finish(mut self) -> Vec<BodyWrite> {
         self.flush(WriteContent::Body);
         if self.chunked {
             self.writes.push(BodyWrite {
@@ -667,11 +754,7 @@ pub fn canonical_header_key(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     let mut upper = true;
     for c in name.chars() {
-        out.push(if upper {
-            c.to_ascii_uppercase()
-        } else {
-            c.to_ascii_lowercase()
-        });
+        out.push(if upper { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() });
         upper = c == '-';
     }
     out
@@ -702,9 +785,7 @@ pub fn go_status_text(status: u16) -> Option<&'static str> {
 /// RFC 9110 IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), Go's `http.TimeFormat`.
 pub fn http_date(unix_secs: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let days = unix_secs / 86_400;
     let secs = unix_secs % 86_400;
     let (y, m, d) = civil_from_days(days as i64);
@@ -740,11 +821,8 @@ pub fn decode_chunked(data: &[u8]) -> Result<(Vec<u8>, usize), WireError> {
     let mut out = Vec::new();
     let mut pos = 0;
     loop {
-        let line_end = data[pos..]
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .map(|i| pos + i)
-            .ok_or(WireError::Incomplete(pos))?;
+        let line_end =
+            data[pos..].windows(2).position(|w| w == b"\r\n").map(|i| pos + i).ok_or(WireError::Incomplete(pos))?;
         let line = &data[pos..line_end];
         let hex = line.split(|&b| b == b';').next().unwrap_or(line);
         let size = std::str::from_utf8(hex)
@@ -789,21 +867,9 @@ mod tests {
         let mut hdrs = [httparse::EMPTY_HEADER; 64];
         let mut r = httparse::Response::new(&mut hdrs);
         let status = r.parse(head).expect("valid head");
-        assert_eq!(
-            status,
-            httparse::Status::Complete(head.len()),
-            "head ends at the blank line"
-        );
-        let headers = r
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_owned(),
-                    String::from_utf8(h.value.to_vec()).unwrap(),
-                )
-            })
-            .collect();
+        assert_eq!(status, httparse::Status::Complete(head.len()), "head ends at the blank line");
+        let headers =
+            r.headers.iter().map(|h| (h.name.to_owned(), String::from_utf8(h.value.to_vec()).unwrap())).collect();
         (r.code.unwrap(), headers)
     }
 
@@ -811,10 +877,7 @@ mod tests {
     fn http_dates() {
         assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
-        assert_eq!(
-            http_date(DEFAULT_EPOCH_SECS),
-            "Thu, 01 Jan 2026 00:00:00 GMT"
-        );
+        assert_eq!(http_date(DEFAULT_EPOCH_SECS), "Thu, 01 Jan 2026 00:00:00 GMT");
         assert_eq!(http_date(1_761_504_501), "Sun, 26 Oct 2025 18:48:21 GMT");
         assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
     }
@@ -831,62 +894,28 @@ mod tests {
         assert_eq!(split_ndjson(b"{}\n{\"a\""), vec![&b"{}\n"[..], b"{\"a\""]);
         let sse = b"data: {\"a\":1}\n\nevent: x\ndata: 2\n\ndata: [DONE]\n\n";
         let ev = split_sse(sse);
-        assert_eq!(
-            ev,
-            vec![
-                &b"data: {\"a\":1}\n\n"[..],
-                b"event: x\ndata: 2\n\n",
-                b"data: [DONE]\n\n"
-            ]
-        );
+        assert_eq!(ev, vec![&b"data: {\"a\":1}\n\n"[..], b"event: x\ndata: 2\n\n", b"data: [DONE]\n\n"]);
         assert_eq!(split_sse(b"data: 1\r\n\r\ndata: 2\r\n\r\n").len(), 2);
-        assert_eq!(
-            split_sse(b"data: 1\n\ndata: 2"),
-            vec![&b"data: 1\n\n"[..], b"data: 2"]
-        );
-        assert_eq!(
-            sse_data(b"event: x\ndata: a\ndata: b\n\n").unwrap(),
-            b"a\nb"
-        );
+        assert_eq!(split_sse(b"data: 1\n\ndata: 2"), vec![&b"data: 1\n\n"[..], b"data: 2"]);
+        assert_eq!(sse_data(b"event: x\ndata: a\ndata: b\n\n").unwrap(), b"a\nb");
     }
 
     #[test]
     fn body_kinds() {
         assert_eq!(detect_body_kind(None, b""), BodyKind::Empty);
-        assert_eq!(
-            detect_body_kind(Some("application/json"), b"{\"a\":1}\n{\"a\":2}\n"),
-            BodyKind::Ndjson
-        );
+        assert_eq!(detect_body_kind(Some("application/json"), b"{\"a\":1}\n{\"a\":2}\n"), BodyKind::Ndjson);
         assert_eq!(detect_body_kind(None, b"{\n  \"a\": 1\n}"), BodyKind::Json);
-        assert_eq!(
-            detect_body_kind(Some("application/json"), b"{\"a\":1}\n"),
-            BodyKind::Json
-        );
-        assert_eq!(
-            detect_body_kind(Some("text/plain"), b"Ollama is running"),
-            BodyKind::Text
-        );
-        assert_eq!(
-            detect_body_kind(Some("text/event-stream"), b"data: x\n\n"),
-            BodyKind::Sse
-        );
+        assert_eq!(detect_body_kind(Some("application/json"), b"{\"a\":1}\n"), BodyKind::Json);
+        assert_eq!(detect_body_kind(Some("text/plain"), b"Ollama is running"), BodyKind::Text);
+        assert_eq!(detect_body_kind(Some("text/event-stream"), b"data: x\n\n"), BodyKind::Sse);
     }
 
     #[test]
     fn decode_chunked_rejects_garbage() {
-        assert_eq!(
-            decode_chunked(b"3\r\nabc\r\n0\r\n\r\nrest").unwrap(),
-            (b"abc".to_vec(), 13)
-        );
+        assert_eq!(decode_chunked(b"3\r\nabc\r\n0\r\n\r\nrest").unwrap(), (b"abc".to_vec(), 13));
         assert_eq!(decode_chunked(b"zz\r\n"), Err(WireError::BadChunkSize(0)));
-        assert_eq!(
-            decode_chunked(b"3\r\nabcX\r\n"),
-            Err(WireError::MissingChunkCrlf(6))
-        );
-        assert!(matches!(
-            decode_chunked(b"3\r\nab"),
-            Err(WireError::Incomplete(_))
-        ));
+        assert_eq!(decode_chunked(b"3\r\nabcX\r\n"), Err(WireError::MissingChunkCrlf(6)));
+        assert!(matches!(decode_chunked(b"3\r\nab"), Err(WireError::Incomplete(_))));
     }
 
     #[test]
@@ -898,13 +927,9 @@ mod tests {
         let writes = w.finish();
         assert_eq!(writes.len(), 2);
         assert_eq!(writes[0].chunks, 2);
-        let (body, _) =
-            decode_chunked(&[&writes[0].bytes[..], &writes[1].bytes[..]].concat()).unwrap();
+        let (body, _) = decode_chunked(&[&writes[0].bytes[..], &writes[1].bytes[..]].concat()).unwrap();
         assert_eq!(body.len(), 3000);
-        assert!(
-            writes[0].bytes.starts_with(b"800\r\n"),
-            "first chunk is the full 2048-byte buffer"
-        );
+        assert!(writes[0].bytes.starts_with(b"800\r\n"), "first chunk is the full 2048-byte buffer");
         // One write bigger than the empty buffer goes through as a single chunk.
         let mut w = GoBodyWriter::new(true);
         w.write(&[b'c'; 5000]);
@@ -940,10 +965,10 @@ mod tests {
                     let (decoded, used) = decode_chunked(&rest).unwrap();
                     assert_eq!(used, rest.len(), "{}", f.name);
                     assert_eq!(decoded, body, "{}", f.name);
-                    assert_eq!(
-                        resp.writes.last().unwrap().content,
-                        WriteContent::Terminator
-                    );
+                    assert_eq!(resp.writes.last().unwrap().content, WriteContent::Terminator);
+                }
+                Framing::UntilClose | Framing::Unframed => {
+                    panic!("{}: HTTP/1.1 GET/POST is never unframed", f.name)
                 }
             }
             let kind = f.response_body_kind();
@@ -959,20 +984,10 @@ mod tests {
             if kind == BodyKind::Sse {
                 let events = split_sse(body);
                 let last = &resp.writes[resp.writes.len() - 2];
-                let WriteContent::SseEvents(r) = &last.content else {
-                    panic!("{}", f.name)
-                };
+                let WriteContent::SseEvents(r) = &last.content else { panic!("{}", f.name) };
                 assert_eq!(r.end, events.len(), "{}", f.name);
-                assert!(
-                    sse_is_finish(events[r.start]),
-                    "{}: tail starts at the finish chunk",
-                    f.name
-                );
-                assert!(
-                    sse_data(events[events.len() - 1]).unwrap() == b"[DONE]",
-                    "{}",
-                    f.name
-                );
+                assert!(sse_is_finish(events[r.start]), "{}: tail starts at the finish chunk", f.name);
+                assert!(sse_data(events[events.len() - 1]).unwrap() == b"[DONE]", "{}", f.name);
             }
         }
     }
@@ -993,10 +1008,7 @@ mod tests {
         assert!(events[1].windows(8).any(|w| w == b"\"usage\":"));
 
         let per_event = RenderOptions {
-            response: ResponseOptions {
-                sse_tail_in_one_flush: false,
-                ..Default::default()
-            },
+            response: ResponseOptions { sse_tail_in_one_flush: false, ..Default::default() },
             ..Default::default()
         };
         let wire2 = render(&f, &per_event);
@@ -1021,11 +1033,56 @@ mod tests {
         );
         let mut resp = wire.response.clone();
         resp.set_date(784_111_777);
+        assert!(String::from_utf8(resp.head).unwrap().contains("Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n"));
+    }
+
+    #[test]
+    fn head_http10_and_close_follow_go() {
+        let small = fixtures::load("alexrudall-ruby-openai__ollama_llama3_chat__0").unwrap();
+        let head = ResponseOptions { head_request: true, ..Default::default() };
+        let wire = render_response(&small.response, &head);
+        assert_eq!(wire.framing, Framing::ContentLength);
+        assert!(wire.writes.is_empty());
+        assert!(String::from_utf8_lossy(&wire.head).contains("Content-Length: 17\r\n"));
+
+        let stream = fixtures::load("Arize-ai-openinference__test_chat_stream__0").unwrap();
+        let wire = render_response(&stream.response, &head);
+        assert_eq!(wire.framing, Framing::Unframed);
+        let text = String::from_utf8(wire.head).unwrap();
+        assert!(!text.contains("Transfer-Encoding") && !text.contains("Content-Length"));
+
+        let http10 = ResponseOptions { version: HttpVersion::Http10, ..Default::default() };
+        let wire = render_response(&stream.response, &http10);
+        assert_eq!(wire.framing, Framing::UntilClose);
+        assert!(wire.close_after);
+        assert!(wire.head.starts_with(b"HTTP/1.0 200 OK\r\n"));
+        assert_eq!(wire.bytes()[wire.head.len()..], *stream.response.body.as_bytes());
+        let wire = render_response(&small.response, &http10);
+        assert!(!wire.close_after);
+        assert!(String::from_utf8_lossy(&wire.head).contains("Connection: keep-alive\r\n"));
+
+        let close = ResponseOptions { client_wants_close: true, ..Default::default() };
+        let wire = render_response(&stream.response, &close);
+        assert!(wire.close_after);
         assert!(
-            String::from_utf8(resp.head)
-                .unwrap()
-                .contains("Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n")
+            String::from_utf8(wire.head).unwrap().ends_with("Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n")
         );
+    }
+
+    #[test]
+    fn body_writer_is_incremental() {
+        let mut w = GoBodyWriter::new(true);
+        w.write(b"{}\n");
+        w.flush(WriteContent::NdjsonLine(0));
+        let first = w.take_writes();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].bytes, b"3\r\n{}\n\r\n");
+        w.write(b"{}\n");
+        w.flush(WriteContent::NdjsonLine(1));
+        let rest = w.finish();
+        assert_eq!(rest.len(), 2);
+        assert_eq!(rest[0].body, 3..6);
+        assert_eq!(rest[1].content, WriteContent::Terminator);
     }
 
     #[test]
@@ -1050,21 +1107,14 @@ mod tests {
         let req = render_request(&f.request, &opts);
         let mut hdrs = [httparse::EMPTY_HEADER; 64];
         let mut parsed = httparse::Request::new(&mut hdrs);
-        assert_eq!(
-            parsed.parse(&req.bytes).unwrap(),
-            httparse::Status::Complete(req.head_len)
-        );
+        assert_eq!(parsed.parse(&req.bytes).unwrap(), httparse::Status::Complete(req.head_len));
         assert_eq!(parsed.method, Some("POST"));
         assert_eq!(parsed.path, Some("/v1/chat/completions"));
         let names: Vec<_> = parsed.headers.iter().map(|h| h.name).collect();
         assert_eq!(names[0], "Host");
         assert_eq!(names[1], "Accept-Encoding");
         assert!(names.contains(&"traceparent"));
-        let cl: Vec<_> = parsed
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
-            .collect();
+        let cl: Vec<_> = parsed.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length")).collect();
         assert_eq!(cl.len(), 1);
         // The recording says 154, the body is 194 bytes: we recompute.
         assert_eq!(cl[0].value, b"194");
@@ -1074,48 +1124,18 @@ mod tests {
     #[test]
     fn every_request_parses_and_carries_its_body() {
         for f in load_all().unwrap() {
-            for framing in [
-                RequestBodyFraming::ContentLength,
-                RequestBodyFraming::AsRecorded,
-            ] {
-                let req = render_request(
-                    &f.request,
-                    &RequestOptions {
-                        body_framing: framing,
-                        ..Default::default()
-                    },
-                );
+            for framing in [RequestBodyFraming::ContentLength, RequestBodyFraming::AsRecorded] {
+                let req = render_request(&f.request, &RequestOptions { body_framing: framing, ..Default::default() });
                 let mut hdrs = [httparse::EMPTY_HEADER; 64];
                 let mut parsed = httparse::Request::new(&mut hdrs);
-                assert_eq!(
-                    parsed.parse(&req.bytes).unwrap(),
-                    httparse::Status::Complete(req.head_len),
-                    "{}",
-                    f.name
-                );
-                let te = parsed
-                    .headers
-                    .iter()
-                    .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
-                let cl = parsed
-                    .headers
-                    .iter()
-                    .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .count();
+                assert_eq!(parsed.parse(&req.bytes).unwrap(), httparse::Status::Complete(req.head_len), "{}", f.name);
+                let te = parsed.headers.iter().any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+                let cl = parsed.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length")).count();
                 assert!(!(te && cl > 0), "{}: both framings", f.name);
                 assert!(cl <= 1, "{}", f.name);
-                let body = if te {
-                    decode_chunked(req.framed_body()).unwrap().0
-                } else {
-                    req.framed_body().to_vec()
-                };
+                let body = if te { decode_chunked(req.framed_body()).unwrap().0 } else { req.framed_body().to_vec() };
                 assert_eq!(body, f.request.body.as_bytes(), "{}", f.name);
-                assert!(
-                    !parsed
-                        .headers
-                        .iter()
-                        .any(|h| h.name.eq_ignore_ascii_case("connection"))
-                );
+                assert!(!parsed.headers.iter().any(|h| h.name.eq_ignore_ascii_case("connection")));
             }
         }
     }
@@ -1125,10 +1145,7 @@ mod tests {
         let f = fixtures::load("llmrb-llm__llm_file_local_image__0").unwrap();
         let req = render_request(
             &f.request,
-            &RequestOptions {
-                body_framing: RequestBodyFraming::AsRecorded,
-                ..Default::default()
-            },
+            &RequestOptions { body_framing: RequestBodyFraming::AsRecorded, ..Default::default() },
         );
         assert!(String::from_utf8_lossy(req.head()).contains("Transfer-Encoding: chunked\r\n"));
         let (body, used) = decode_chunked(req.framed_body()).unwrap();

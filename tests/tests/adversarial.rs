@@ -25,12 +25,14 @@ fn render(f: &Fixture) -> wire::ExchangeWire {
 }
 
 const NATIVE_STREAM: &str = "traceloop-openllmetry__test_ollama_streaming_chat_legacy__0";
-const NATIVE_JSON: &str = "crmne-ruby_llm__chat_basic_chat_functionality_ollama_llama3_1_8b_can_have_a_basic_conversation__0";
+const NATIVE_JSON: &str =
+    "crmne-ruby_llm__chat_basic_chat_functionality_ollama_llama3_1_8b_can_have_a_basic_conversation__0";
 const GENERATE_STREAM: &str = "traceloop-openllmetry__test_ollama_streaming_generation_legacy__0";
 
 /// The tokens the final chunk of a native stream reports.
 fn native_tokens(f: &Fixture) -> (u64, u64) {
-    let last: Value = f.response.body.lines().filter(|l| !l.trim().is_empty()).last().map(|l| serde_json::from_str(l).unwrap()).unwrap();
+    let last: Value =
+        f.response.body.lines().rfind(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).unwrap();
     (last["prompt_eval_count"].as_u64().unwrap(), last["eval_count"].as_u64().unwrap())
 }
 
@@ -45,8 +47,18 @@ fn assert_exact(call: &LlmCall, f: &Fixture) {
 /// Numbers a damaged call may report: the right one, or none at all.
 fn assert_no_wrong_numbers(call: &LlmCall, f: &Fixture) {
     let (input, output) = native_tokens(f);
-    assert!(call.response.input_tokens.is_none_or(|v| v == input), "{}: input {:?}", f.name, call.response.input_tokens);
-    assert!(call.response.output_tokens.is_none_or(|v| v == output), "{}: output {:?}", f.name, call.response.output_tokens);
+    assert!(
+        call.response.input_tokens.is_none_or(|v| v == input),
+        "{}: input {:?}",
+        f.name,
+        call.response.input_tokens
+    );
+    assert!(
+        call.response.output_tokens.is_none_or(|v| v == output),
+        "{}: output {:?}",
+        f.name,
+        call.response.output_tokens
+    );
     if let Some(m) = &call.response.model {
         assert_eq!(Some(m.as_str()), call.request.model.as_deref().or(Some(m.as_str())));
     }
@@ -115,7 +127,8 @@ fn dropped_segments_flag_the_call_and_never_lie() {
     let data: Vec<usize> = (0..base.len()).filter(|&i| !base[i].payload.is_empty()).collect();
     for round in 0..300 {
         let mut p = base.clone();
-        let mut victims: Vec<usize> = (0..rng.random_range(1..=3)).map(|_| data[rng.random_range(0..data.len())]).collect();
+        let mut victims: Vec<usize> =
+            (0..rng.random_range(1..=3)).map(|_| data[rng.random_range(0..data.len())]).collect();
         victims.sort_unstable();
         victims.dedup();
         let lost_requests = victims.iter().filter(|&&v| base[v].dst.port() == 11434).count();
@@ -136,7 +149,11 @@ fn dropped_segments_flag_the_call_and_never_lie() {
             }
         }
         // A call is lost only with its request bytes (no request head, no span).
-        assert!(calls.len() + lost_requests >= fs.len(), "round {round}: {} calls, {lost_requests} requests lost", calls.len());
+        assert!(
+            calls.len() + lost_requests >= fs.len(),
+            "round {round}: {} calls, {lost_requests} requests lost",
+            calls.len()
+        );
     }
 }
 
@@ -146,7 +163,11 @@ fn fixture_model(f: &Fixture) -> Option<String> {
 
 #[test]
 fn client_reset_mid_stream_is_cancelled_server_reset_is_server_closed() {
-    for (close, kind) in [(Close::ClientRst, ErrorKind::Cancelled), (Close::ServerRst, ErrorKind::ServerClosed), (Close::ClientFin, ErrorKind::Cancelled)] {
+    for (close, kind) in [
+        (Close::ClientRst, ErrorKind::Cancelled),
+        (Close::ServerRst, ErrorKind::ServerClosed),
+        (Close::ClientFin, ErrorKind::Cancelled),
+    ] {
         let f = fixture(NATIVE_STREAM);
         let spec = ConnectionSpec::loopback_v4(42002)
             .close(close)
@@ -222,9 +243,15 @@ fn raw_connection(client: SocketAddr, writes: &[(bool, &[u8], u64)]) -> Vec<Pack
 #[test]
 fn expect_100_continue() {
     let body = br#"{"model":"llama3.2","prompt":"hi","stream":false}"#;
-    let head = format!("POST /api/generate HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n", body.len());
+    let head = format!(
+        "POST /api/generate HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     let resp = br#"{"model":"llama3.2","created_at":"2025-01-01T00:00:00Z","response":"Hello","done":true,"done_reason":"stop","prompt_eval_count":3,"eval_count":2}"#;
-    let final_head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n", resp.len());
+    let final_head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
+        resp.len()
+    );
     let packets = raw_connection(
         "127.0.0.1:42010".parse().unwrap(),
         &[
@@ -248,7 +275,10 @@ fn expect_100_continue() {
 #[test]
 fn garbage_on_the_port_is_counted_and_ignored() {
     let garbage: Vec<u8> = (0..4000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-    let mut packets = raw_connection("127.0.0.1:42011".parse().unwrap(), &[(true, &garbage, 10), (false, b"\x00\x01binary reply", 20)]);
+    let mut packets = raw_connection(
+        "127.0.0.1:42011".parse().unwrap(),
+        &[(true, &garbage, 10), (false, b"\x00\x01binary reply", 20)],
+    );
     let (good, fs) = keepalive(&[NATIVE_JSON], 1, 7);
     packets.extend(good);
     packets.sort_by_key(|p| p.ts_ns);
@@ -278,8 +308,20 @@ fn every_link_type_and_file_format_replays_identically() {
     let (want, _) = drive::calls(&packets);
     let dir = std::env::temp_dir().join(format!("ollama-tracer-links-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for link in [LinkType::Ethernet, LinkType::LinuxSll, LinkType::LinuxSll2, LinkType::Raw, LinkType::RawDlt12, LinkType::RawDlt14, LinkType::Null] {
-        for (format, precision) in [(FileFormat::Pcap, TsPrecision::Nano), (FileFormat::Pcap, TsPrecision::Micro), (FileFormat::PcapNg, TsPrecision::Nano)] {
+    for link in [
+        LinkType::Ethernet,
+        LinkType::LinuxSll,
+        LinkType::LinuxSll2,
+        LinkType::Raw,
+        LinkType::RawDlt12,
+        LinkType::RawDlt14,
+        LinkType::Null,
+    ] {
+        for (format, precision) in [
+            (FileFormat::Pcap, TsPrecision::Nano),
+            (FileFormat::Pcap, TsPrecision::Micro),
+            (FileFormat::PcapNg, TsPrecision::Nano),
+        ] {
             let path = dir.join(format!("{}-{format:?}-{precision:?}.cap", link.name()));
             write_file(&path, WriterConfig::new(format, precision, link), &packets).unwrap();
             let files = replay::open_all(&[&path]).unwrap();
@@ -300,4 +342,3 @@ fn every_link_type_and_file_format_replays_identically() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
-

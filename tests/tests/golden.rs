@@ -50,7 +50,7 @@ fn docs(kind: BodyKind, body: &[u8]) -> Vec<Value> {
     match kind {
         BodyKind::Sse => wire::split_sse(body)
             .into_iter()
-            .filter_map(|ev| wire::sse_data(ev))
+            .filter_map(wire::sse_data)
             .filter(|d| d.as_slice() != b"[DONE]")
             .filter_map(|d| serde_json::from_slice(&d).ok())
             .collect(),
@@ -73,7 +73,10 @@ fn nonempty(v: Option<&Value>) -> bool {
 /// Does this document carry output (text, reasoning or tool calls)?
 fn has_output(doc: &Value) -> bool {
     let m = doc.get("message");
-    if nonempty(m.and_then(|m| m.get("content"))) || nonempty(m.and_then(|m| m.get("thinking"))) || nonempty(m.and_then(|m| m.get("tool_calls"))) {
+    if nonempty(m.and_then(|m| m.get("content")))
+        || nonempty(m.and_then(|m| m.get("thinking")))
+        || nonempty(m.and_then(|m| m.get("tool_calls")))
+    {
         return true;
     }
     if nonempty(doc.get("response")) || nonempty(doc.get("thinking")) || nonempty(doc.get("tool_calls")) {
@@ -234,8 +237,8 @@ const CONNECTION_ATTRS: &[&str] = &[sc::CLIENT_ADDRESS, sc::CLIENT_PORT, sc::SER
 fn exchange_attrs(span: &SpanRecord) -> BTreeMap<String, Value> {
     span.attributes
         .iter()
-        .filter(|kv| !CONNECTION_ATTRS.contains(&kv.key.as_str()))
-        .map(|kv| (kv.key.clone(), attr_json(&kv.value)))
+        .filter(|kv| !CONNECTION_ATTRS.contains(&kv.key.as_ref()))
+        .map(|kv| (kv.key.to_string(), attr_json(&kv.value)))
         .collect()
 }
 
@@ -267,7 +270,7 @@ fn check_oracle(f: &Fixture, r: &Run, exact_ttft: bool) -> Result<(), String> {
         };
     }
     check!("operation", s(span.attr(sc::GEN_AI_OPERATION_NAME)).as_deref(), e.operation);
-    if e.operation.is_some() {
+    if let Some(op) = e.operation {
         check!("provider", s(span.attr(sc::GEN_AI_PROVIDER_NAME)).as_deref(), Some("ollama"));
         check!("request model", s(span.attr(sc::GEN_AI_REQUEST_MODEL)), e.request_model);
         check!("response model", s(span.attr(sc::GEN_AI_RESPONSE_MODEL)), e.response_model);
@@ -277,13 +280,17 @@ fn check_oracle(f: &Fixture, r: &Run, exact_ttft: bool) -> Result<(), String> {
         check!("response id", s(span.attr(sc::GEN_AI_RESPONSE_ID)), e.response_id);
         check!("dimension", int(span.attr(sc::GEN_AI_EMBEDDINGS_DIMENSION_COUNT)), e.dimension);
         let want_name = match &e.request_model {
-            Some(m) => format!("{} {m}", e.operation.unwrap()),
-            None => e.operation.unwrap().to_string(),
+            Some(m) => format!("{op} {m}"),
+            None => op.to_string(),
         };
         check!("span name", span.name.clone(), want_name);
     }
     check!("status code", int(span.attr(sc::HTTP_RESPONSE_STATUS_CODE)), Some(f.response.status as u64));
-    check!("error.type", s(span.attr(sc::ERROR_TYPE)), if e.operation.is_some() || f.response.status >= 500 { e.error_type.clone() } else { None });
+    check!(
+        "error.type",
+        s(span.attr(sc::ERROR_TYPE)),
+        if e.operation.is_some() || f.response.status >= 500 { e.error_type.clone() } else { None }
+    );
     check!("incomplete", span.attr(sc::TRACER_INCOMPLETE), None::<&AttrValue>);
     check!("start", span.start.0, r.truth.request_first_byte_ns);
     check!("end", Some(span.end.0), r.truth.response_last_byte_ns);
@@ -325,7 +332,7 @@ fn snapshot_line(f: &Fixture, span: &SpanRecord) -> Value {
         "status_message": span.status_message,
         "start": span.start.0,
         "end": span.end.0,
-        "attributes": span.attributes.iter().map(|kv| (kv.key.clone(), attr_json(&kv.value))).collect::<BTreeMap<_, _>>(),
+        "attributes": span.attributes.iter().map(|kv| (kv.key.to_string(), attr_json(&kv.value))).collect::<BTreeMap<_, _>>(),
     })
 }
 
@@ -365,24 +372,31 @@ fn every_fixture_matches_oracle_and_snapshot() {
 #[test]
 fn segmentation_and_address_family_do_not_change_spans() {
     let all = fixtures::load_all().expect("fixtures");
-    let variants: Vec<(&str, Box<dyn Fn(usize) -> ConnectionSpec>)> = vec![
-        ("tiny segments", Box::new(|i| {
-            default_spec(i).tcp(TcpConfig {
-                client_mss: 1448,
-                request_segmentation: Segmentation::Fixed(97),
-                response_segmentation: Segmentation::Fixed(7),
-                ..TcpConfig::default()
-            })
-        })),
-        ("random segments", Box::new(|i| {
-            default_spec(i).tcp(TcpConfig {
-                request_segmentation: Segmentation::Random { min: 1, max: 700 },
-                response_segmentation: Segmentation::Random { min: 1, max: 300 },
-                split_request_head: true,
-                coalesce_response_head: false,
-                ..TcpConfig::default()
-            })
-        })),
+    type MakeSpec = Box<dyn Fn(usize) -> ConnectionSpec>;
+    let variants: Vec<(&str, MakeSpec)> = vec![
+        (
+            "tiny segments",
+            Box::new(|i| {
+                default_spec(i).tcp(TcpConfig {
+                    client_mss: 1448,
+                    request_segmentation: Segmentation::Fixed(97),
+                    response_segmentation: Segmentation::Fixed(7),
+                    ..TcpConfig::default()
+                })
+            }),
+        ),
+        (
+            "random segments",
+            Box::new(|i| {
+                default_spec(i).tcp(TcpConfig {
+                    request_segmentation: Segmentation::Random { min: 1, max: 700 },
+                    response_segmentation: Segmentation::Random { min: 1, max: 300 },
+                    split_request_head: true,
+                    coalesce_response_head: false,
+                    ..TcpConfig::default()
+                })
+            }),
+        ),
         ("ipv6", Box::new(|i| ConnectionSpec::loopback_v6(40000 + i as u16).seed(i as u64))),
     ];
     let mut failures = Vec::new();

@@ -11,12 +11,17 @@ use testkit::wire::{self, RenderOptions};
 
 fn packets(f: &Fixture, i: usize) -> Vec<Packet> {
     let rendered = wire::render(f, &RenderOptions::default());
-    synthesize(&[ConnectionSpec::loopback_v4(41000 + i as u16).seed(i as u64).exchange(rendered)]).expect("synthesize").packets
+    synthesize(&[ConnectionSpec::loopback_v4(41000 + i as u16).seed(i as u64).exchange(rendered)])
+        .expect("synthesize")
+        .packets
 }
 
 /// Everything about a span except its ids.
 fn essence(span: &SpanRecord) -> String {
-    format!("{} {:?} {} {} {:?} {:?} {:?}", span.name, span.kind, span.start.0, span.end.0, span.status, span.status_message, span.attributes)
+    format!(
+        "{} {:?} {} {} {:?} {:?} {:?}",
+        span.name, span.kind, span.start.0, span.end.0, span.status, span.status_message, span.attributes
+    )
 }
 
 fn one_span(packets: &[Packet], what: &str) -> String {

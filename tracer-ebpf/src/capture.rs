@@ -19,9 +19,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use tracer_common::{
-    AF_INET, AF_INET6, CHUNK_SIZE, Counters, DEFAULT_RING_BYTES, MAX_CHUNKS_PER_SKB,
-    MAX_PAYLOAD_PER_SKB, PORT_BITMAP_WORDS, RECORD_HEADER_SIZE, SCRATCH_LEVELS, Scratch,
-    config_flags, counter, hook, rec_flags,
+    AF_INET, AF_INET6, CHUNK_SIZE, Counters, DEFAULT_RING_BYTES, MAX_CHUNKS_PER_SKB, MAX_PAYLOAD_PER_SKB,
+    PORT_BITMAP_WORDS, RECORD_HEADER_SIZE, SCRATCH_LEVELS, Scratch, config_flags, counter, hook, rec_flags,
 };
 
 #[map(name = "OT_EVENTS")]
@@ -87,18 +86,9 @@ impl Cnt {
 fn ld<T>(skb: *mut __sk_buff, off: u32) -> Option<T> {
     let mut v = MaybeUninit::<T>::uninit();
     let r = unsafe {
-        bpf_skb_load_bytes(
-            skb as *const c_void,
-            off,
-            v.as_mut_ptr() as *mut c_void,
-            core::mem::size_of::<T>() as u32,
-        )
+        bpf_skb_load_bytes(skb as *const c_void, off, v.as_mut_ptr() as *mut c_void, core::mem::size_of::<T>() as u32)
     };
-    if r == 0 {
-        Some(unsafe { v.assume_init() })
-    } else {
-        None
-    }
+    if r == 0 { Some(unsafe { v.assume_init() }) } else { None }
 }
 
 #[inline(always)]
@@ -284,10 +274,7 @@ fn capture<C: aya_ebpf::EbpfContext>(ctx: &C, skb: *mut __sk_buff, l3off: u32, h
         cnt.add(counter::LOOPBACK_INGRESS_SKIPPED, 1);
         return;
     }
-    if payload_len == 0
-        && tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0
-        && flags & config_flags::EMIT_PURE_ACKS == 0
-    {
+    if payload_len == 0 && tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0 && flags & config_flags::EMIT_PURE_ACKS == 0 {
         cnt.add(counter::PURE_ACKS_SKIPPED, 1);
         return;
     }
@@ -360,21 +347,13 @@ fn emit_chunk(skb: *mut __sk_buff, scratch: *mut Scratch, cnt: Cnt, i: u32) -> b
             core::ptr::read_volatile(&raw const (*scratch).payload_start),
         )
     };
-    let captured = if payload_len > MAX_PAYLOAD_PER_SKB {
-        MAX_PAYLOAD_PER_SKB
-    } else {
-        payload_len
-    };
+    let captured = if payload_len > MAX_PAYLOAD_PER_SKB { MAX_PAYLOAD_PER_SKB } else { payload_len };
     let off = i * CHUNK_SIZE as u32;
     if i > 0 && off >= captured {
         return false;
     }
     let remaining = captured.saturating_sub(off);
-    let want = if remaining > CHUNK_SIZE as u32 {
-        CHUNK_SIZE as u32
-    } else {
-        remaining
-    };
+    let want = if remaining > CHUNK_SIZE as u32 { CHUNK_SIZE as u32 } else { remaining };
     let last = off + want >= captured;
     let mut rflags = if last { rec_flags::LAST } else { 0 };
     let mut missing = if last { payload_len - captured } else { 0 };
@@ -382,12 +361,7 @@ fn emit_chunk(skb: *mut __sk_buff, scratch: *mut Scratch, cnt: Cnt, i: u32) -> b
     if want > 0 {
         let n = ((want - 1) & (CHUNK_SIZE as u32 - 1)) + 1;
         let r = unsafe {
-            bpf_skb_load_bytes(
-                skb as *const c_void,
-                poff + off,
-                (*scratch).data.as_mut_ptr() as *mut c_void,
-                n,
-            )
+            bpf_skb_load_bytes(skb as *const c_void, poff + off, (*scratch).data.as_mut_ptr() as *mut c_void, n)
         };
         if r == 0 {
             got = n;
@@ -409,11 +383,7 @@ fn emit_chunk(skb: *mut __sk_buff, scratch: *mut Scratch, cnt: Cnt, i: u32) -> b
         h.missing = missing;
     }
     let size = RECORD_HEADER_SIZE + (got as usize & (CHUNK_SIZE * 2 - 1));
-    let size = if size > RECORD_HEADER_SIZE + CHUNK_SIZE {
-        RECORD_HEADER_SIZE + CHUNK_SIZE
-    } else {
-        size
-    };
+    let size = if size > RECORD_HEADER_SIZE + CHUNK_SIZE { RECORD_HEADER_SIZE + CHUNK_SIZE } else { size };
     let rec = unsafe { core::slice::from_raw_parts(scratch as *const u8, size) };
     match EVENTS.output::<[u8]>(rec, 0) {
         Ok(()) => {
@@ -424,11 +394,7 @@ fn emit_chunk(skb: *mut __sk_buff, scratch: *mut Scratch, cnt: Cnt, i: u32) -> b
         Err(_) => {
             // Ring full: this and every later record of the skb are lost.
             let left = captured - off;
-            let records = if left == 0 {
-                1
-            } else {
-                left.div_ceil(CHUNK_SIZE as u32)
-            };
+            let records = if left == 0 { 1 } else { left.div_ceil(CHUNK_SIZE as u32) };
             cnt.add(counter::RINGBUF_LOST_RECORDS, records as u64);
             cnt.add(counter::RINGBUF_LOST_BYTES, left as u64);
             false
@@ -440,11 +406,7 @@ fn emit_chunk(skb: *mut __sk_buff, scratch: *mut Scratch, cnt: Cnt, i: u32) -> b
 fn eth_l3(skb: *mut __sk_buff) -> Option<u32> {
     // skb->protocol is the ethertype in network byte order.
     let proto = u16::from_be(unsafe { (*skb).protocol } as u16);
-    if proto == ETH_P_IP || proto == ETH_P_IPV6 {
-        Some(ETH_HLEN)
-    } else {
-        None
-    }
+    if proto == ETH_P_IP || proto == ETH_P_IPV6 { Some(ETH_HLEN) } else { None }
 }
 
 #[cgroup_skb(ingress)]

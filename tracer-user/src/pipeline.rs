@@ -3,7 +3,7 @@
 
 use crate::http::{HttpConfig, HttpStats, HttpTracker};
 use crate::llm::{CallAssembler, LlmCall, LlmStats};
-use crate::reassembly::{ReassemblyConfig, ReassemblyStats, Reassembler};
+use crate::reassembly::{Reassembler, ReassemblyConfig, ReassemblyStats};
 use crate::segment::{Segment, Timestamp};
 
 #[derive(Clone, Debug, Default)]

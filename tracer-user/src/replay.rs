@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::capture::file::{CaptureFile, FileError, MergedFrames};
+use crate::capture::live::LiveCounters;
 use crate::capture::packet::{Decoded, PacketError, decode};
 use crate::llm::LlmCall;
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineStats};
@@ -49,11 +50,13 @@ impl CaptureStats {
 }
 
 /// What a run saw, for the summary and metrics.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Report {
     pub capture: CaptureStats,
     pub pipeline: PipelineStats,
     pub spans: u64,
+    /// The live capture's own counters (kernel or libpcap), when live.
+    pub live: Option<LiveCounters>,
 }
 
 impl fmt::Display for Report {
@@ -80,8 +83,33 @@ impl fmt::Display for Report {
         write!(
             f,
             "  tcp: {} duplicate bytes, {} out-of-order segments, {} mid-stream connections, {} resets; http: {} resyncs, {} orphan responses, {} unanswered",
-            r.duplicate_bytes, r.out_of_order_segments, r.midstream_connections, r.closed_reset, h.resyncs, h.orphan_responses, h.no_response
+            r.duplicate_bytes,
+            r.out_of_order_segments,
+            r.midstream_connections,
+            r.closed_reset,
+            h.resyncs,
+            h.orphan_responses,
+            h.no_response
         )?;
+        match &self.live {
+            Some(LiveCounters::Ebpf(k)) => write!(
+                f,
+                "\n  kernel: {} packets matched, {} records ({} bytes) submitted, {} records ({} bytes) lost to a full ring buffer, {} bytes truncated, {} load failures",
+                k.packets_matched,
+                k.records_submitted,
+                k.bytes_submitted,
+                k.ringbuf_lost_records,
+                k.ringbuf_lost_bytes,
+                k.truncated_bytes,
+                k.load_failures
+            )?,
+            Some(LiveCounters::Pcap(p)) => write!(
+                f,
+                "\n  libpcap: {} received, {} dropped (buffer), {} dropped (interface), {} truncated frames, {} undecodable",
+                p.received, p.dropped, p.if_dropped, p.truncated_frames, p.decode_errors
+            )?,
+            None => {}
+        }
         if c.truncated_files > 0 {
             write!(f, "\n  {} capture file(s) ended with a cut-short record", c.truncated_files)?;
         }
@@ -95,12 +123,7 @@ pub fn open_all<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<CaptureFile>, FileErr
 }
 
 /// Replays opened files (merged by timestamp) through a pipeline; calls go to `out`.
-pub fn replay<F: FnMut(LlmCall)>(
-    files: &[CaptureFile],
-    ports: &[u16],
-    config: PipelineConfig,
-    out: &mut F,
-) -> Report {
+pub fn replay<F: FnMut(LlmCall)>(files: &[CaptureFile], ports: &[u16], config: PipelineConfig, out: &mut F) -> Report {
     let orientation = Orientation::new(ports);
     let mut pipeline = Pipeline::new(config);
     let mut capture = CaptureStats {
@@ -120,5 +143,5 @@ pub fn replay<F: FnMut(LlmCall)>(
         }
     }
     pipeline.finish(out);
-    Report { capture, pipeline: pipeline.stats(), spans: 0 }
+    Report { capture, pipeline: pipeline.stats(), spans: 0, live: None }
 }

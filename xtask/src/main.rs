@@ -1,1 +1,109 @@
-fn main() {}
+//! Project tasks. The README's two commands are `cargo xtask run` and `cargo xtask test`; both
+//! first install what is missing (idempotent, quiet when everything is present).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "ollama-tracer project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building, running and testing needs: Debian packages, the nightly's
+    /// rust-src, bpf-linker against the nightly's LLVM, tracefs, the Python client venv.
+    Setup,
+    /// Set up, build (release, eBPF included) and run the tracer; arguments go to
+    /// `ollama-tracer` (default: `run`, the live capture).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up and run every test, lint and check the project has.
+    Test {
+        /// Skip formatting and clippy.
+        #[arg(long)]
+        no_lint: bool,
+    },
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn setup() -> Result<()> {
+    let root = root();
+    run(Command::new("bash").arg(root.join("scripts/setup.sh")).current_dir(&root))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions; read through /proc to avoid a libc dependency.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command.exec() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl Task {
+    fn exec(self) -> Result<()> {
+        match self {
+            Task::Setup => setup(),
+            Task::Run { args } => {
+                setup()?;
+                run(cargo()
+                    .args(["build", "--release", "--quiet", "-p", "tracer-user", "--bin", "ollama-tracer"])
+                    .env("OLLAMA_TRACER_REQUIRE_EBPF", "1"))?;
+                let bin = root().join("target/release/ollama-tracer");
+                let args = if args.is_empty() { vec!["run".to_string()] } else { args };
+                run(Command::new(bin).args(args))
+            }
+            Task::Test { no_lint } => {
+                setup()?;
+                if !is_root() {
+                    eprintln!("xtask: WARNING: not root: privileged eBPF and capture tests will be SKIPPED");
+                }
+                if !no_lint {
+                    run(cargo().args(["fmt", "--all", "--check"]))?;
+                    run(cargo()
+                        .args(["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"])
+                        .env("OLLAMA_TRACER_REQUIRE_EBPF", "1"))?;
+                }
+                // The eBPF object must be built in for the tests that use it.
+                run(cargo().args(["test", "--workspace", "--no-fail-fast"]).env("OLLAMA_TRACER_REQUIRE_EBPF", "1"))?;
+                eprintln!("xtask: all tests passed");
+                Ok(())
+            }
+        }
+    }
+}

@@ -67,8 +67,7 @@ fn main() -> Result<()> {
         Format::PcapngUs => (FileFormat::PcapNg, TsPrecision::Micro, "pcapng"),
     };
     let cfg = WriterConfig::new(format, precision, args.link);
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
 
     let mut all = fixtures::load_all().context("loading fixtures")?;
     if let Some(only) = &args.only {
@@ -80,21 +79,14 @@ fn main() -> Result<()> {
         client_mss: args.mss,
         server_mss: args.mss,
         request_segmentation: if args.random_segments {
-            Segmentation::Random {
-                min: 1,
-                max: args.mss,
-            }
+            Segmentation::Random { min: 1, max: args.mss }
         } else {
             Segmentation::Mss
         },
         ..TcpConfig::default()
     };
     let base = |port: u16| {
-        let spec = if args.ipv6 {
-            ConnectionSpec::loopback_v6(port)
-        } else {
-            ConnectionSpec::loopback_v4(port)
-        };
+        let spec = if args.ipv6 { ConnectionSpec::loopback_v6(port) } else { ConnectionSpec::loopback_v4(port) };
         spec.tcp(tcp)
     };
 
@@ -102,14 +94,8 @@ fn main() -> Result<()> {
         let spec = base(40_000 + (i % 20_000) as u16)
             .seed(args.seed.wrapping_add(i as u64))
             .exchange(render(f, &RenderOptions::default()));
-        let capture =
-            synth::synthesize(&[spec]).with_context(|| format!("synthesizing {}", f.name))?;
-        write(
-            &args.out.join(format!("{}.{ext}", f.name)),
-            cfg,
-            &capture,
-            args.truth,
-        )?;
+        let capture = synth::synthesize(&[spec]).with_context(|| format!("synthesizing {}", f.name))?;
+        write(&args.out.join(format!("{}.{ext}", f.name)), cfg, &capture, args.truth)?;
     }
 
     // Combined: fixture i on connection i % n, connections staggered by 10 ms.
@@ -122,17 +108,10 @@ fn main() -> Result<()> {
         })
         .collect();
     for (i, f) in all.iter().enumerate() {
-        specs[i % n]
-            .exchanges
-            .push(render(f, &RenderOptions::default()).into());
+        specs[i % n].exchanges.push(render(f, &RenderOptions::default()).into());
     }
     let capture = synth::synthesize(&specs).context("synthesizing the combined capture")?;
-    write(
-        &args.out.join(format!("all.{ext}")),
-        cfg,
-        &capture,
-        args.truth,
-    )?;
+    write(&args.out.join(format!("all.{ext}")), cfg, &capture, args.truth)?;
     println!(
         "wrote {} per-fixture captures and all.{ext} ({} packets, {} connections) to {}",
         all.len(),
@@ -144,8 +123,7 @@ fn main() -> Result<()> {
 }
 
 fn write(path: &Path, cfg: WriterConfig, capture: &synth::Capture, truth: bool) -> Result<()> {
-    pcap::write_file(path, cfg, &capture.packets)
-        .with_context(|| format!("writing {}", path.display()))?;
+    pcap::write_file(path, cfg, &capture.packets).with_context(|| format!("writing {}", path.display()))?;
     if truth {
         let json = serde_json::to_vec_pretty(&capture.connections)?;
         let mut truth_path = path.as_os_str().to_owned();

@@ -38,10 +38,7 @@ pub const DEFAULT_START_NS: u64 = DEFAULT_EPOCH_SECS * 1_000_000_000;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SynthError {
     #[error("client {client} and server {server} are not the same IP family")]
-    MixedFamilies {
-        client: SocketAddr,
-        server: SocketAddr,
-    },
+    MixedFamilies { client: SocketAddr, server: SocketAddr },
     #[error("MSS must be at least 1 byte")]
     ZeroMss,
     #[error("MSS {0} does not fit an IP packet")]
@@ -113,15 +110,12 @@ impl Packet {
     /// Sequence number after this segment (payload, SYN and FIN each count).
     pub fn seq_end(&self) -> u32 {
         let ctl = u32::from(self.flags.syn()) + u32::from(self.flags.fin());
-        self.seq
-            .wrapping_add(self.payload.len() as u32)
-            .wrapping_add(ctl)
+        self.seq.wrapping_add(self.payload.len() as u32).wrapping_add(ctl)
     }
 
     /// Payload bytes a capture file holds for this packet.
     pub fn captured_len(&self) -> usize {
-        self.captured_payload
-            .map_or(self.payload.len(), |n| n.min(self.payload.len()))
+        self.captured_payload.map_or(self.payload.len(), |n| n.min(self.payload.len()))
     }
 }
 
@@ -271,12 +265,7 @@ pub struct ExchangeSpec {
 
 impl From<ExchangeWire> for ExchangeSpec {
     fn from(wire: ExchangeWire) -> Self {
-        ExchangeSpec {
-            wire,
-            timing: None,
-            pipelined: false,
-            cut_after_writes: None,
-        }
+        ExchangeSpec { wire, timing: None, pipelined: false, cut_after_writes: None }
     }
 }
 
@@ -317,19 +306,13 @@ impl ConnectionSpec {
     /// `127.0.0.1:client_port` → `127.0.0.1:11434`.
     pub fn loopback_v4(client_port: u16) -> Self {
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        Self::new(
-            SocketAddr::new(lo, client_port),
-            SocketAddr::new(lo, OLLAMA_PORT),
-        )
+        Self::new(SocketAddr::new(lo, client_port), SocketAddr::new(lo, OLLAMA_PORT))
     }
 
     /// `[::1]:client_port` → `[::1]:11434`.
     pub fn loopback_v6(client_port: u16) -> Self {
         let lo = IpAddr::V6(Ipv6Addr::LOCALHOST);
-        Self::new(
-            SocketAddr::new(lo, client_port),
-            SocketAddr::new(lo, OLLAMA_PORT),
-        )
+        Self::new(SocketAddr::new(lo, client_port), SocketAddr::new(lo, OLLAMA_PORT))
     }
 
     pub fn start_at(mut self, ns: u64) -> Self {
@@ -454,12 +437,7 @@ struct Builder {
 impl Builder {
     /// Queue one write as segments from `ts`; returns (first, last) segment times.
     fn write(&mut self, from: Side, ts: u64, data: &[u8], gap: u64, hop: u64) -> (u64, u64) {
-        let sizes = segment_sizes(
-            data.len(),
-            self.segmentation[from.idx()],
-            self.mss[from.idx()],
-            &mut self.rng,
-        );
+        let sizes = segment_sizes(data.len(), self.segmentation[from.idx()], self.mss[from.idx()], &mut self.rng);
         let mut off = 0;
         let mut t = ts;
         let n = sizes.len();
@@ -489,22 +467,10 @@ impl Builder {
     /// A segment that occupies sequence space (data, SYN, FIN) or a control packet (RST, ACK).
     fn push(&mut self, ts: u64, from: Side, flags: u8, payload: Vec<u8>) {
         let syn = flags & TcpFlags::SYN != 0;
-        let seq = if syn {
-            self.isn[from.idx()]
-        } else {
-            self.next_seq[from.idx()]
-        };
+        let seq = if syn { self.isn[from.idx()] } else { self.next_seq[from.idx()] };
         let len = payload.len() as u32 + u32::from(syn) + u32::from(flags & TcpFlags::FIN != 0);
         self.next_seq[from.idx()] = seq.wrapping_add(len);
-        self.drafts.push(Draft {
-            ts,
-            from,
-            flags,
-            payload,
-            syn,
-            auto_ack: false,
-            seq,
-        });
+        self.drafts.push(Draft { ts, from, flags, payload, syn, auto_ack: false, seq });
     }
 }
 
@@ -526,10 +492,7 @@ fn segment_sizes(len: usize, seg: Segmentation, mss: usize, rng: &mut StdRng) ->
 
 fn validate(spec: &ConnectionSpec) -> Result<(), SynthError> {
     if spec.client.is_ipv4() != spec.server.is_ipv4() {
-        return Err(SynthError::MixedFamilies {
-            client: spec.client,
-            server: spec.server,
-        });
+        return Err(SynthError::MixedFamilies { client: spec.client, server: spec.server });
     }
     for mss in [spec.tcp.client_mss, spec.tcp.server_mss] {
         if mss == 0 {
@@ -539,20 +502,14 @@ fn validate(spec: &ConnectionSpec) -> Result<(), SynthError> {
             return Err(SynthError::MssTooLarge(mss));
         }
     }
-    for seg in [
-        spec.tcp.request_segmentation,
-        spec.tcp.response_segmentation,
-    ] {
+    for seg in [spec.tcp.request_segmentation, spec.tcp.response_segmentation] {
         if let Segmentation::Random { min, max } = seg
             && (min == 0 || min > max)
         {
             return Err(SynthError::BadSegmentation { min, max });
         }
     }
-    if let Some(i) = spec
-        .exchanges
-        .iter()
-        .position(|e| e.cut_after_writes.is_some())
+    if let Some(i) = spec.exchanges.iter().position(|e| e.cut_after_writes.is_some())
         && i + 1 < spec.exchanges.len()
     {
         return Err(SynthError::ExchangeAfterCut(i + 1));
@@ -561,9 +518,7 @@ fn validate(spec: &ConnectionSpec) -> Result<(), SynthError> {
 }
 
 /// Synthesize one connection: its packets in time order and its ground truth.
-pub fn synthesize_connection(
-    spec: &ConnectionSpec,
-) -> Result<(Vec<Packet>, ConnectionTruth), SynthError> {
+pub fn synthesize_connection(spec: &ConnectionSpec) -> Result<(Vec<Packet>, ConnectionTruth), SynthError> {
     validate(spec)?;
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let client_isn = spec.tcp.client_isn.unwrap_or_else(|| rng.random());
@@ -574,10 +529,7 @@ pub fn synthesize_connection(
         next_seq: [client_isn.wrapping_add(1), server_isn.wrapping_add(1)],
         isn: [client_isn, server_isn],
         mss: [spec.tcp.client_mss, spec.tcp.server_mss],
-        segmentation: [
-            spec.tcp.request_segmentation,
-            spec.tcp.response_segmentation,
-        ],
+        segmentation: [spec.tcp.request_segmentation, spec.tcp.response_segmentation],
         ack_every: spec.tcp.ack_every.max(1),
         rng,
     };
@@ -587,12 +539,7 @@ pub fn synthesize_connection(
     if spec.handshake {
         syn_ns = Some(t);
         b.push(t, Side::Client, TcpFlags::SYN, Vec::new());
-        b.push(
-            t + t0.hop_ns,
-            Side::Server,
-            TcpFlags::SYN | TcpFlags::ACK,
-            Vec::new(),
-        );
+        b.push(t + t0.hop_ns, Side::Server, TcpFlags::SYN | TcpFlags::ACK, Vec::new());
         b.push(t + 2 * t0.hop_ns, Side::Client, TcpFlags::ACK, Vec::new());
         t += 2 * t0.hop_ns + t0.segment_gap_ns;
     }
@@ -636,9 +583,7 @@ pub fn synthesize_connection(
             resp.set_date(resp_start / 1_000_000_000);
         }
         let response_seq = b.next_seq[Side::Server.idx()];
-        let n_writes = exchange
-            .cut_after_writes
-            .map_or(resp.writes.len(), |n| n.min(resp.writes.len()));
+        let n_writes = exchange.cut_after_writes.map_or(resp.writes.len(), |n| n.min(resp.writes.len()));
         let mut writes = Vec::new();
         let mut resp_first = None;
         let mut resp_last = None;
@@ -660,12 +605,7 @@ pub fn synthesize_connection(
                     + if w.content == WriteContent::Terminator && resp.streamed {
                         tm.terminator_gap_ns
                     } else if resp.streamed {
-                        jittered(
-                            tm.inter_write_ns,
-                            tm.jitter_ns,
-                            tm.segment_gap_ns,
-                            &mut b.rng,
-                        )
+                        jittered(tm.inter_write_ns, tm.jitter_ns, tm.segment_gap_ns, &mut b.rng)
                     } else {
                         tm.segment_gap_ns
                     };
@@ -718,27 +658,14 @@ pub fn synthesize_connection(
     let close_ns = match spec.close {
         Close::Open => None,
         Close::ClientFin | Close::ServerFin => {
-            let first = if spec.close == Close::ClientFin {
-                Side::Client
-            } else {
-                Side::Server
-            };
+            let first = if spec.close == Close::ClientFin { Side::Client } else { Side::Server };
             b.push(tc, first, TcpFlags::FIN | TcpFlags::ACK, Vec::new());
-            b.push(
-                tc + hop,
-                first.peer(),
-                TcpFlags::FIN | TcpFlags::ACK,
-                Vec::new(),
-            );
+            b.push(tc + hop, first.peer(), TcpFlags::FIN | TcpFlags::ACK, Vec::new());
             b.push(tc + 2 * hop, first, TcpFlags::ACK, Vec::new());
             Some(tc)
         }
         Close::ClientRst | Close::ServerRst => {
-            let side = if spec.close == Close::ClientRst {
-                Side::Client
-            } else {
-                Side::Server
-            };
+            let side = if spec.close == Close::ClientRst { Side::Client } else { Side::Server };
             b.push(tc, side, TcpFlags::RST | TcpFlags::ACK, Vec::new());
             Some(tc)
         }
@@ -762,10 +689,7 @@ pub fn synthesize_connection(
 fn time_of_offset(drafts: &[Draft], from: Side, offset: usize) -> u64 {
     let mut seen = 0;
     let mut last = 0;
-    for d in drafts
-        .iter()
-        .filter(|d| d.from == from && !d.payload.is_empty())
-    {
+    for d in drafts.iter().filter(|d| d.from == from && !d.payload.is_empty()) {
         last = d.ts;
         if offset < seen + d.payload.len() {
             return d.ts;
@@ -789,11 +713,7 @@ fn finalize(spec: &ConnectionSpec, b: Builder) -> Vec<Packet> {
     let mut drafts = b.drafts;
     drafts.sort_by_key(|d| d.ts); // stable: ties keep creation order
     let addr = |s: Side| {
-        if s == Side::Client {
-            spec.client
-        } else {
-            spec.server
-        }
+        if s == Side::Client { spec.client } else { spec.server }
     };
     let mut snd_nxt = [b.isn[0].wrapping_add(1), b.isn[1].wrapping_add(1)];
     let mut seen_syn = [false; 2];
@@ -811,9 +731,8 @@ fn finalize(spec: &ConnectionSpec, b: Builder) -> Vec<Packet> {
             continue;
         }
         if occupies {
-            snd_nxt[me] = d.seq.wrapping_add(
-                d.payload.len() as u32 + u32::from(d.syn) + u32::from(d.flags & TcpFlags::FIN != 0),
-            );
+            snd_nxt[me] =
+                d.seq.wrapping_add(d.payload.len() as u32 + u32::from(d.syn) + u32::from(d.flags & TcpFlags::FIN != 0));
         }
         if d.syn {
             seen_syn[me] = true;
@@ -822,18 +741,8 @@ fn finalize(spec: &ConnectionSpec, b: Builder) -> Vec<Packet> {
             last_ack_sent[me] = Some(ack);
         }
         let (window, syn_options) = if d.syn {
-            let mss = if d.from == Side::Client {
-                spec.tcp.server_mss
-            } else {
-                spec.tcp.client_mss
-            };
-            (
-                65535,
-                Some(SynOptions {
-                    mss: mss.min(65535) as u16,
-                    window_scale: spec.tcp.window_scale,
-                }),
-            )
+            let mss = if d.from == Side::Client { spec.tcp.server_mss } else { spec.tcp.client_mss };
+            (65535, Some(SynOptions { mss: mss.min(65535) as u16, window_scale: spec.tcp.window_scale }))
         } else {
             (spec.tcp.window, None)
         };
@@ -857,28 +766,15 @@ fn finalize(spec: &ConnectionSpec, b: Builder) -> Vec<Packet> {
 /// overlaps resolved by first copy): a test oracle for perturbations.
 pub fn reassemble(packets: &[Packet], src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     let dir = |p: &&Packet| p.src == src && p.dst == dst;
-    let mut segs: Vec<&Packet> = packets
-        .iter()
-        .filter(dir)
-        .filter(|p| !p.payload.is_empty())
-        .collect();
+    let mut segs: Vec<&Packet> = packets.iter().filter(dir).filter(|p| !p.payload.is_empty()).collect();
     let Some(first) = segs.first().map(|p| p.seq) else {
         return Vec::new();
     };
     // Stream start: after the SYN if captured, else the lowest sequence number seen.
-    let base = packets
-        .iter()
-        .filter(dir)
-        .find(|p| p.flags.syn())
-        .map_or_else(
-            || {
-                segs.iter()
-                    .map(|p| p.seq)
-                    .min_by_key(|s| s.wrapping_sub(first) as i32)
-                    .unwrap_or(first)
-            },
-            |p| p.seq.wrapping_add(1),
-        );
+    let base = packets.iter().filter(dir).find(|p| p.flags.syn()).map_or_else(
+        || segs.iter().map(|p| p.seq).min_by_key(|s| s.wrapping_sub(first) as i32).unwrap_or(first),
+        |p| p.seq.wrapping_add(1),
+    );
     segs.sort_by_key(|p| p.seq.wrapping_sub(base));
     let mut out = Vec::new();
     for p in segs {
@@ -929,28 +825,19 @@ mod tests {
             if !p.flags.ack() {
                 continue;
             }
-            let peer_sent = packets[..i]
-                .iter()
-                .rev()
-                .find(|q| q.src == p.dst && q.dst == p.src)
-                .map(Packet::seq_end);
+            let peer_sent = packets[..i].iter().rev().find(|q| q.src == p.dst && q.dst == p.src).map(Packet::seq_end);
             // Without a handshake the first packets acknowledge bytes from before the capture.
             if let Some(sent) = peer_sent {
                 assert_eq!(p.ack, sent, "packet {i} acks exactly what the peer sent");
             }
         }
-        assert!(
-            packets.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns),
-            "time-ordered"
-        );
+        assert!(packets.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns), "time-ordered");
     }
 
     #[test]
     fn single_streamed_exchange() {
         let w = wire(STREAM);
-        let spec = ConnectionSpec::loopback_v4(40_000)
-            .seed(1)
-            .exchange(w.clone());
+        let spec = ConnectionSpec::loopback_v4(40_000).seed(1).exchange(w.clone());
         let (packets, truth) = synthesize_connection(&spec).unwrap();
         check_seq_consistency(&packets, spec.client, spec.server);
         assert!(packets[0].flags.syn() && !packets[0].flags.ack());
@@ -967,80 +854,41 @@ mod tests {
         assert!(ex.complete);
         assert_eq!(ex.writes.len(), w.response.writes.len());
         let tm = Timing::default();
-        assert_eq!(
-            ex.response_first_byte_ns.unwrap(),
-            ex.request_last_byte_ns + tm.ttfb_ns
-        );
-        assert_eq!(
-            ex.writes[0].first_byte_ns,
-            ex.response_first_byte_ns.unwrap(),
-            "head rides with line 0"
-        );
+        assert_eq!(ex.response_first_byte_ns.unwrap(), ex.request_last_byte_ns + tm.ttfb_ns);
+        assert_eq!(ex.writes[0].first_byte_ns, ex.response_first_byte_ns.unwrap(), "head rides with line 0");
         for pair in ex.writes.windows(2) {
             assert!(pair[1].first_byte_ns > pair[0].last_byte_ns);
         }
-        assert_eq!(
-            ex.response_last_byte_ns,
-            Some(ex.writes.last().unwrap().last_byte_ns)
-        );
+        assert_eq!(ex.response_last_byte_ns, Some(ex.writes.last().unwrap().last_byte_ns));
         assert_eq!(ex.response_len, s2c.len());
         // Each server data packet starts a write: one packet per NDJSON line.
-        let data: Vec<_> = packets
-            .iter()
-            .filter(|p| p.src == spec.server && !p.payload.is_empty())
-            .collect();
+        let data: Vec<_> = packets.iter().filter(|p| p.src == spec.server && !p.payload.is_empty()).collect();
         assert_eq!(data.len(), w.response.writes.len());
         assert!(data.iter().all(|p| p.flags.psh()));
         assert_eq!(truth.close, Close::ClientFin);
         let tail: Vec<_> = packets.iter().rev().take(3).map(|p| p.flags.0).collect();
-        assert_eq!(
-            tail,
-            [
-                TcpFlags::ACK,
-                TcpFlags::FIN | TcpFlags::ACK,
-                TcpFlags::FIN | TcpFlags::ACK
-            ]
-        );
+        assert_eq!(tail, [TcpFlags::ACK, TcpFlags::FIN | TcpFlags::ACK, TcpFlags::FIN | TcpFlags::ACK]);
     }
 
     #[test]
     fn request_split_into_small_segments() {
         let w = wire(IMAGE);
-        for seg in [
-            Segmentation::Mss,
-            Segmentation::Fixed(1448),
-            Segmentation::Random { min: 1, max: 3000 },
-        ] {
+        for seg in [Segmentation::Mss, Segmentation::Fixed(1448), Segmentation::Random { min: 1, max: 3000 }] {
             let tcp = TcpConfig {
                 client_mss: 1448,
                 request_segmentation: seg,
                 split_request_head: true,
                 ..Default::default()
             };
-            let spec = ConnectionSpec::loopback_v6(50_000)
-                .tcp(tcp)
-                .seed(7)
-                .exchange(w.clone());
+            let spec = ConnectionSpec::loopback_v6(50_000).tcp(tcp).seed(7).exchange(w.clone());
             let (packets, truth) = synthesize_connection(&spec).unwrap();
             check_seq_consistency(&packets, spec.client, spec.server);
-            assert_eq!(
-                reassemble(&packets, spec.client, spec.server),
-                w.request.bytes
-            );
-            let client_data: Vec<_> = packets
-                .iter()
-                .filter(|p| p.src == spec.client && !p.payload.is_empty())
-                .collect();
-            assert!(
-                client_data.len() > 29,
-                "{seg:?}: 42 KB body in ≤1448-byte segments"
-            );
+            assert_eq!(reassemble(&packets, spec.client, spec.server), w.request.bytes);
+            let client_data: Vec<_> =
+                packets.iter().filter(|p| p.src == spec.client && !p.payload.is_empty()).collect();
+            assert!(client_data.len() > 29, "{seg:?}: 42 KB body in ≤1448-byte segments");
             assert!(client_data.iter().all(|p| p.payload.len() <= 1448));
-            assert_eq!(
-                client_data[0].payload,
-                w.request.head(),
-                "head is its own write"
-            );
+            assert_eq!(client_data[0].payload, w.request.head(), "head is its own write");
             let ex = &truth.exchanges[0];
             assert_eq!(ex.request_first_byte_ns, client_data[0].ts_ns);
             assert_eq!(ex.request_last_byte_ns, client_data.last().unwrap().ts_ns);
@@ -1053,11 +901,7 @@ mod tests {
         let b = wire(SMALL);
         let mut piped = ExchangeSpec::from(b.clone());
         piped.pipelined = true;
-        let c1 = ConnectionSpec::loopback_v4(40_001)
-            .seed(3)
-            .exchange(a.clone())
-            .exchange(b.clone())
-            .exchange(piped);
+        let c1 = ConnectionSpec::loopback_v4(40_001).seed(3).exchange(a.clone()).exchange(b.clone()).exchange(piped);
         let c2 = ConnectionSpec::loopback_v4(40_002)
             .seed(4)
             .start_at(DEFAULT_START_NS + 50_000_000)
@@ -1067,48 +911,22 @@ mod tests {
         let again = synthesize(&[c1.clone(), c2.clone()]).unwrap();
         assert_eq!(cap.packets, again.packets, "same seed, same packets");
         assert!(cap.packets.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns));
-        let conn1: Vec<_> = cap
-            .packets
-            .iter()
-            .filter(|p| p.src == c1.client || p.dst == c1.client)
-            .cloned()
-            .collect();
+        let conn1: Vec<_> = cap.packets.iter().filter(|p| p.src == c1.client || p.dst == c1.client).cloned().collect();
         check_seq_consistency(&conn1, c1.client, c1.server);
         let t = &cap.connections[0].exchanges;
         assert_eq!(t.len(), 3);
-        assert!(
-            t[1].request_first_byte_ns > t[0].response_last_byte_ns.unwrap(),
-            "keep-alive waits"
-        );
-        assert!(
-            t[2].request_first_byte_ns < t[1].response_first_byte_ns.unwrap(),
-            "pipelined request goes early"
-        );
-        assert!(
-            t[2].response_first_byte_ns.unwrap() > t[1].response_last_byte_ns.unwrap(),
-            "served in order"
-        );
+        assert!(t[1].request_first_byte_ns > t[0].response_last_byte_ns.unwrap(), "keep-alive waits");
+        assert!(t[2].request_first_byte_ns < t[1].response_first_byte_ns.unwrap(), "pipelined request goes early");
+        assert!(t[2].response_first_byte_ns.unwrap() > t[1].response_last_byte_ns.unwrap(), "served in order");
         let mut expected = a.request.bytes.clone();
         expected.extend_from_slice(&b.request.bytes);
         expected.extend_from_slice(&b.request.bytes);
         assert_eq!(reassemble(&cap.packets, c1.client, c1.server), expected);
-        let last = cap
-            .packets
-            .iter()
-            .rev()
-            .find(|p| p.src == c2.client || p.dst == c2.client)
-            .unwrap();
-        assert!(
-            last.flags.rst() && last.dst == c2.client,
-            "server reset connection 2"
-        );
+        let last = cap.packets.iter().rev().find(|p| p.src == c2.client || p.dst == c2.client).unwrap();
+        assert!(last.flags.rst() && last.dst == c2.client, "server reset connection 2");
         // Interleaved: connection 2's packets sit between connection 1's.
         let first2 = cap.packets.iter().position(|p| p.src == c2.client).unwrap();
-        let last1 = cap
-            .packets
-            .iter()
-            .rposition(|p| p.src == c1.client)
-            .unwrap();
+        let last1 = cap.packets.iter().rposition(|p| p.src == c1.client).unwrap();
         assert!(first2 < last1);
     }
 
@@ -1117,10 +935,7 @@ mod tests {
         let w = wire(STREAM);
         let mut ex = ExchangeSpec::from(w.clone());
         ex.cut_after_writes = Some(3);
-        let spec = ConnectionSpec::loopback_v4(40_003)
-            .handshake(false)
-            .close(Close::ClientRst)
-            .exchange(ex);
+        let spec = ConnectionSpec::loopback_v4(40_003).handshake(false).close(Close::ClientRst).exchange(ex);
         let (packets, truth) = synthesize_connection(&spec).unwrap();
         check_seq_consistency(&packets, spec.client, spec.server);
         assert!(!packets.iter().any(|p| p.flags.syn()));
@@ -1129,11 +944,7 @@ mod tests {
         assert_eq!(ex.writes.len(), 3);
         assert_eq!(
             ex.response_len,
-            w.response.head.len()
-                + w.response.writes[..3]
-                    .iter()
-                    .map(|w| w.bytes.len())
-                    .sum::<usize>()
+            w.response.head.len() + w.response.writes[..3].iter().map(|w| w.bytes.len()).sum::<usize>()
         );
         assert!(packets.last().unwrap().flags.rst());
         assert_eq!(truth.syn_ns, None);
@@ -1155,64 +966,36 @@ mod tests {
             response_segmentation: Segmentation::Random { min: 10, max: 100 },
             ..Default::default()
         };
-        let spec = ConnectionSpec::loopback_v4(40_005)
-            .tcp(tcp)
-            .seed(9)
-            .exchange(w.clone());
+        let spec = ConnectionSpec::loopback_v4(40_005).tcp(tcp).seed(9).exchange(w.clone());
         let (packets, truth) = synthesize_connection(&spec).unwrap();
         check_seq_consistency(&packets, spec.client, spec.server);
         let ex = &truth.exchanges[0];
         assert!(ex.writes[0].first_byte_ns > ex.response_first_byte_ns.unwrap());
-        assert!(
-            packets
-                .iter()
-                .all(|p| p.payload.len() <= 100 || p.src == spec.client)
-        );
+        assert!(packets.iter().all(|p| p.payload.len() <= 100 || p.src == spec.client));
         let s2c = reassemble(&packets, spec.server, spec.client);
-        assert_eq!(
-            &s2c[w.response.head.len()..],
-            &w.response.bytes()[w.response.head.len()..]
-        );
+        assert_eq!(&s2c[w.response.head.len()..], &w.response.bytes()[w.response.head.len()..]);
     }
 
     #[test]
     fn rejects_bad_specs() {
         let v4 = ConnectionSpec::loopback_v4(1);
         let mixed = ConnectionSpec::new(v4.client, ConnectionSpec::loopback_v6(1).server);
-        assert!(matches!(
-            synthesize_connection(&mixed),
-            Err(SynthError::MixedFamilies { .. })
-        ));
-        let bad = v4.clone().tcp(TcpConfig {
-            request_segmentation: Segmentation::Random { min: 5, max: 1 },
-            ..Default::default()
-        });
-        assert!(matches!(
-            synthesize_connection(&bad),
-            Err(SynthError::BadSegmentation { .. })
-        ));
+        assert!(matches!(synthesize_connection(&mixed), Err(SynthError::MixedFamilies { .. })));
+        let bad = v4
+            .clone()
+            .tcp(TcpConfig { request_segmentation: Segmentation::Random { min: 5, max: 1 }, ..Default::default() });
+        assert!(matches!(synthesize_connection(&bad), Err(SynthError::BadSegmentation { .. })));
         let mut cut = ExchangeSpec::from(wire(SMALL));
         cut.cut_after_writes = Some(1);
         let after = v4.exchange(cut).exchange(wire(SMALL));
-        assert_eq!(
-            synthesize_connection(&after).unwrap_err(),
-            SynthError::ExchangeAfterCut(1)
-        );
+        assert_eq!(synthesize_connection(&after).unwrap_err(), SynthError::ExchangeAfterCut(1));
     }
 
     #[test]
     fn jitter_is_seeded() {
         let w = wire(STREAM);
-        let timing = Timing {
-            jitter_ns: 5_000_000,
-            ..Default::default()
-        };
-        let mk = |seed| {
-            ConnectionSpec::loopback_v4(40_006)
-                .timing(timing)
-                .seed(seed)
-                .exchange(w.clone())
-        };
+        let timing = Timing { jitter_ns: 5_000_000, ..Default::default() };
+        let mk = |seed| ConnectionSpec::loopback_v4(40_006).timing(timing).seed(seed).exchange(w.clone());
         let a = synthesize_connection(&mk(1)).unwrap().1;
         let b = synthesize_connection(&mk(1)).unwrap().1;
         let c = synthesize_connection(&mk(2)).unwrap().1;

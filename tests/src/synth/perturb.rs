@@ -16,14 +16,7 @@ pub enum PerturbError {
 }
 
 fn check(packets: &[Packet], index: usize) -> Result<(), PerturbError> {
-    if index < packets.len() {
-        Ok(())
-    } else {
-        Err(PerturbError::NoSuchPacket {
-            index,
-            len: packets.len(),
-        })
-    }
+    if index < packets.len() { Ok(()) } else { Err(PerturbError::NoSuchPacket { index, len: packets.len() }) }
 }
 
 /// Exchange packets `i` and `j`; each keeps the other's timestamp slot.
@@ -53,20 +46,11 @@ pub fn shuffle_windows(packets: &mut [Packet], window: usize, rng: &mut impl Rng
 
 /// Insert a copy of packet `i` that arrives `delay_ns` later (0: a packet seen at two hooks;
 /// more: a retransmission). Returns the copy's index.
-pub fn duplicate(
-    packets: &mut Vec<Packet>,
-    i: usize,
-    delay_ns: u64,
-) -> Result<usize, PerturbError> {
+pub fn duplicate(packets: &mut Vec<Packet>, i: usize, delay_ns: u64) -> Result<usize, PerturbError> {
     check(packets, i)?;
     let mut copy = packets[i].clone();
     copy.ts_ns += delay_ns;
-    let at = i
-        + 1
-        + packets[i + 1..]
-            .iter()
-            .take_while(|p| p.ts_ns <= copy.ts_ns)
-            .count();
+    let at = i + 1 + packets[i + 1..].iter().take_while(|p| p.ts_ns <= copy.ts_ns).count();
     packets.insert(at, copy);
     Ok(at)
 }
@@ -114,11 +98,7 @@ pub fn drop_random(packets: &mut Vec<Packet>, p: f64, rng: &mut impl Rng) -> usi
 /// Split packet `i` at payload `offsets` (strictly increasing, inside the payload) into several
 /// packets with the same timestamp and correct sequence numbers. SYN stays on the first part,
 /// FIN and PSH move to the last. Returns the number of parts.
-pub fn split_payload(
-    packets: &mut Vec<Packet>,
-    i: usize,
-    offsets: &[usize],
-) -> Result<usize, PerturbError> {
+pub fn split_payload(packets: &mut Vec<Packet>, i: usize, offsets: &[usize]) -> Result<usize, PerturbError> {
     check(packets, i)?;
     let orig = packets[i].clone();
     let len = orig.payload.len();
@@ -145,19 +125,13 @@ pub fn split_payload(
             if !last {
                 flags &= !(TcpFlags::FIN | TcpFlags::PSH);
             }
-            let seq = if first {
-                orig.seq
-            } else {
-                orig.seq.wrapping_add(syn).wrapping_add(w[0] as u32)
-            };
+            let seq = if first { orig.seq } else { orig.seq.wrapping_add(syn).wrapping_add(w[0] as u32) };
             Packet {
                 seq,
                 flags: TcpFlags(flags),
                 syn_options: if first { orig.syn_options } else { None },
                 payload: orig.payload[w[0]..w[1]].to_vec(),
-                captured_payload: orig
-                    .captured_payload
-                    .map(|_| captured.saturating_sub(w[0]).min(w[1] - w[0])),
+                captured_payload: orig.captured_payload.map(|_| captured.saturating_sub(w[0]).min(w[1] - w[0])),
                 ..orig.clone()
             }
         })
@@ -184,11 +158,7 @@ pub fn split_all(packets: &mut Vec<Packet>, max: usize) {
 
 /// Keep only the first `keep` payload bytes of packet `i` in the capture (the packet's original
 /// length is unchanged, as with a snap length).
-pub fn truncate_captured(
-    packets: &mut [Packet],
-    i: usize,
-    keep: usize,
-) -> Result<(), PerturbError> {
+pub fn truncate_captured(packets: &mut [Packet], i: usize, keep: usize) -> Result<(), PerturbError> {
     check(packets, i)?;
     let p = &mut packets[i];
     p.captured_payload = Some(keep.min(p.payload.len()));
@@ -248,22 +218,13 @@ mod tests {
         assert!(at > 10 && monotonic(&p));
         assert_eq!(reassemble(&p, spec.client, spec.server), c2s);
         assert_eq!(reassemble(&p, spec.server, spec.client), s2c);
-        assert_eq!(
-            swap(&mut p, 0, 10_000),
-            Err(PerturbError::NoSuchPacket {
-                index: 10_000,
-                len: p.len()
-            })
-        );
+        assert_eq!(swap(&mut p, 0, 10_000), Err(PerturbError::NoSuchPacket { index: 10_000, len: p.len() }));
     }
 
     #[test]
     fn split_keeps_sequence_numbers() {
         let (spec, mut packets, c2s, s2c) = conn();
-        let req = packets
-            .iter()
-            .position(|p| p.src == spec.client && !p.payload.is_empty())
-            .unwrap();
+        let req = packets.iter().position(|p| p.src == spec.client && !p.payload.is_empty()).unwrap();
         let len = packets[req].payload.len();
         let n = split_payload(&mut packets, req, &[1, 2, len / 2, len - 1]).unwrap();
         assert_eq!(n, 5);
@@ -277,10 +238,7 @@ mod tests {
         assert!(monotonic(&packets));
         assert_eq!(reassemble(&packets, spec.client, spec.server), c2s);
         assert_eq!(reassemble(&packets, spec.server, spec.client), s2c);
-        assert_eq!(
-            split_payload(&mut packets, req, &[0]),
-            Err(PerturbError::BadOffset { offset: 0, len: 1 })
-        );
+        assert_eq!(split_payload(&mut packets, req, &[0]), Err(PerturbError::BadOffset { offset: 0, len: 1 }));
     }
 
     #[test]
@@ -292,21 +250,11 @@ mod tests {
         assert!(reassemble(&p, spec.server, spec.client).len() < s2c.len());
 
         let mut p = packets.clone();
-        let i = p
-            .iter()
-            .position(|p| p.src == spec.server && p.payload.len() > 40)
-            .unwrap();
+        let i = p.iter().position(|p| p.src == spec.server && p.payload.len() > 40).unwrap();
         truncate_captured(&mut p, i, 40).unwrap();
         assert_eq!(p[i].captured_len(), 40);
         split_payload(&mut p, i, &[30, 50]).unwrap();
-        assert_eq!(
-            [
-                p[i].captured_len(),
-                p[i + 1].captured_len(),
-                p[i + 2].captured_len()
-            ],
-            [30, 10, 0]
-        );
+        assert_eq!([p[i].captured_len(), p[i + 1].captured_len(), p[i + 2].captured_len()], [30, 10, 0]);
 
         let mut p = packets.clone();
         let mid = p[p.len() / 2].ts_ns;

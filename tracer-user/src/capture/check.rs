@@ -27,10 +27,7 @@ pub struct Capabilities {
 impl Capabilities {
     /// Reads `CapEff` of this process; all-zero when it cannot be read.
     pub fn current() -> Capabilities {
-        let effective = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| parse_cap_eff(&s))
-            .unwrap_or(0);
+        let effective = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| parse_cap_eff(&s)).unwrap_or(0);
         Capabilities { effective }
     }
 
@@ -103,11 +100,7 @@ fn parse_mountinfo_line(line: &str) -> Option<Mount> {
     let root = unescape(l.nth(3)?);
     let mount_point = PathBuf::from(unescape(l.next()?));
     let fs_type = right.split(' ').next()?.to_owned();
-    Some(Mount {
-        mount_point,
-        root,
-        fs_type,
-    })
+    Some(Mount { mount_point, root, fs_type })
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
@@ -116,13 +109,8 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
             out.push(v as u8);
             i += 4;
         } else {
@@ -141,25 +129,15 @@ pub struct Memlock {
 }
 
 fn memlock() -> Option<Memlock> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we pass.
     if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } != 0 {
         return None;
     }
     let conv = |v: libc::rlim_t| {
-        if v == libc::RLIM_INFINITY {
-            None
-        } else {
-            Some(v)
-        }
+        if v == libc::RLIM_INFINITY { None } else { Some(v) }
     };
-    Some(Memlock {
-        soft: conv(r.rlim_cur),
-        hard: conv(r.rlim_max),
-    })
+    Some(Memlock { soft: conv(r.rlim_cur), hard: conv(r.rlim_max) })
 }
 
 fn kernel_release() -> String {
@@ -237,10 +215,7 @@ impl CheckReport {
             _ => MIN_KERNEL_EBPF,
         };
         match self.kernel_version {
-            Some(v) if v < min => m.push(format!(
-                "kernel {} older than {}.{}",
-                self.kernel_release, min.0, min.1
-            )),
+            Some(v) if v < min => m.push(format!("kernel {} older than {}.{}", self.kernel_release, min.0, min.1)),
             _ => {}
         }
         if !self.caps.can_bpf() {
@@ -284,15 +259,7 @@ fn yes(b: bool) -> &'static str {
 impl fmt::Display for CheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "kernel:          {}", self.kernel_release)?;
-        writeln!(
-            f,
-            "BTF:             {}",
-            if self.btf {
-                "/sys/kernel/btf/vmlinux"
-            } else {
-                "absent"
-            }
-        )?;
+        writeln!(f, "BTF:             {}", if self.btf { "/sys/kernel/btf/vmlinux" } else { "absent" })?;
         writeln!(f, "euid:            {}", self.euid)?;
         let c = self.caps;
         writeln!(
@@ -306,9 +273,7 @@ impl fmt::Display for CheckReport {
             c.effective
         )?;
         match &self.cgroup2 {
-            Some(m) if m.root == "/" => {
-                writeln!(f, "cgroup v2:       {}", m.mount_point.display())?
-            }
+            Some(m) if m.root == "/" => writeln!(f, "cgroup v2:       {}", m.mount_point.display())?,
             Some(m) => writeln!(
                 f,
                 "cgroup v2:       {} (shows subtree {} only: other containers' sockets are not seen)",
@@ -319,13 +284,9 @@ impl fmt::Display for CheckReport {
         }
         match &self.tracefs {
             Some(m) => writeln!(f, "tracefs:         {}", m.mount_point.display())?,
-            None => writeln!(
-                f,
-                "tracefs:         not mounted (not needed by the capture)"
-            )?,
+            None => writeln!(f, "tracefs:         not mounted (not needed by the capture)")?,
         }
-        let fmt_lim =
-            |v: Option<u64>| v.map_or("unlimited".to_owned(), |v| format!("{} KiB", v / 1024));
+        let fmt_lim = |v: Option<u64>| v.map_or("unlimited".to_owned(), |v| format!("{} KiB", v / 1024));
         match self.memlock {
             Some(m) => writeln!(
                 f,
@@ -372,31 +333,21 @@ mod tests {
         assert_eq!(m.root, "/");
         let t = find_mount_in(text, "tracefs").unwrap();
         assert_eq!(t.mount_point, PathBuf::from("/sys/kernel/tracing"));
-        let l = parse_mountinfo_line("42 22 0:13 /sub /mnt/with\\040space rw - cgroup2 cgroup2 rw")
-            .unwrap();
+        let l = parse_mountinfo_line("42 22 0:13 /sub /mnt/with\\040space rw - cgroup2 cgroup2 rw").unwrap();
         assert_eq!(l.mount_point, PathBuf::from("/mnt/with space"));
         assert!(find_mount_in(text, "bpf").is_none());
         // Only a subtree mounted: still found, root reported.
         let only_sub = "42 22 0:13 /kubepods/pod1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(
-            find_mount_in(only_sub, "cgroup2").unwrap().root,
-            "/kubepods/pod1"
-        );
+        assert_eq!(find_mount_in(only_sub, "cgroup2").unwrap().root, "/kubepods/pod1");
         assert!(parse_mountinfo_line("garbage").is_none());
     }
 
     #[test]
     fn parses_caps_and_versions() {
         let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
-        let caps = Capabilities {
-            effective: parse_cap_eff(status).unwrap(),
-        };
-        assert!(
-            caps.bpf() && caps.perfmon() && caps.net_admin() && caps.net_raw() && caps.sys_admin()
-        );
-        let none = Capabilities {
-            effective: parse_cap_eff("CapEff:\t0000000000003000\n").unwrap(),
-        };
+        let caps = Capabilities { effective: parse_cap_eff(status).unwrap() };
+        assert!(caps.bpf() && caps.perfmon() && caps.net_admin() && caps.net_raw() && caps.sys_admin());
+        let none = Capabilities { effective: parse_cap_eff("CapEff:\t0000000000003000\n").unwrap() };
         assert!(!none.can_bpf() && none.net_admin() && none.net_raw());
         assert_eq!(parse_kernel_version("6.18.0-rc1+"), Some((6, 18)));
         assert_eq!(parse_kernel_version("5.8"), Some((5, 8)));
@@ -415,10 +366,7 @@ mod tests {
         unpriv.caps = Capabilities { effective: 0 };
         let (b, why) = live::plan(CaptureMode::Auto, &CaptureConfig::default(), &unpriv);
         assert_eq!(b, Backend::Pcap);
-        assert!(
-            why.starts_with("pcap on any: eBPF unavailable:") && why.contains("no CAP_BPF"),
-            "{why}"
-        );
+        assert!(why.starts_with("pcap on any: eBPF unavailable:") && why.contains("no CAP_BPF"), "{why}");
         assert_eq!(unpriv.exit_code(), 1);
     }
 }

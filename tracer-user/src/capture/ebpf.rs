@@ -24,15 +24,13 @@ use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::cgroup_skb::CgroupSkbLinkId;
 use aya::programs::links::LinkOrder;
 use aya::programs::tc::{SchedClassifierLinkId, TcAttachOptions};
-use aya::programs::{
-    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType,
-};
+use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
-    AF_INET, AF_INET6, CHUNK_SIZE, Counters, PORT_BITMAP_WORDS, RECORD_HEADER_SIZE, RecordHeader,
-    config_flags, counter, global, map, program, rec_flags,
+    AF_INET, AF_INET6, CHUNK_SIZE, Counters, PORT_BITMAP_WORDS, RECORD_HEADER_SIZE, RecordHeader, config_flags,
+    counter, global, map, program, rec_flags,
 };
 
 use super::live::{CaptureConfig, CaptureError, EbpfAttach, cgroup_root, chain};
@@ -69,10 +67,7 @@ pub struct ClockOffset {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the struct we pass; both clocks always exist on Linux.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
@@ -91,9 +86,7 @@ impl ClockOffset {
                 best = (width, r - (m1 + width / 2));
             }
         }
-        ClockOffset {
-            realtime_minus_monotonic_ns: best.1,
-        }
+        ClockOffset { realtime_minus_monotonic_ns: best.1 }
     }
 
     /// Wall-clock time of a CLOCK_MONOTONIC instant.
@@ -278,24 +271,15 @@ pub struct EbpfCapture {
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError {
-    move |e| CaptureError::Map {
-        map: name,
-        detail: chain(&e),
-    }
+    move |e| CaptureError::Map { map: name, detail: chain(&e) }
 }
 
 fn prog_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> CaptureError {
-    move |e| CaptureError::Program {
-        program: name,
-        detail: chain(&e),
-    }
+    move |e| CaptureError::Program { program: name, detail: chain(&e) }
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, CaptureError> {
-    ebpf.take_map(name).ok_or(CaptureError::Map {
-        map: name,
-        detail: "not in the object".into(),
-    })
+    ebpf.take_map(name).ok_or(CaptureError::Map { map: name, detail: "not in the object".into() })
 }
 
 /// Port bitmap words for a set of ports.
@@ -313,9 +297,7 @@ impl EbpfCapture {
         config.validate()?;
         let object = object().map_err(CaptureError::NotBuiltIn)?;
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(CaptureError::Config(
-                "EbpfCapture::start must run inside a tokio runtime".into(),
-            ));
+            return Err(CaptureError::Config("EbpfCapture::start must run inside a tokio runtime".into()));
         }
         raise_memlock();
         let t0 = Instant::now();
@@ -340,11 +322,7 @@ impl EbpfCapture {
             .load(object)
             .map_err(|e| CaptureError::Load(chain(&e)))?;
 
-        let logger = if config.ebpf_debug_log {
-            start_logger(&mut ebpf)
-        } else {
-            None
-        };
+        let logger = if config.ebpf_debug_log { start_logger(&mut ebpf) } else { None };
 
         let mut ports_map: Array<MapData, u64> =
             Array::try_from(take_map(&mut ebpf, map::PORTS)?).map_err(map_err(map::PORTS))?;
@@ -355,8 +333,7 @@ impl EbpfCapture {
             }
         }
         let counters_map: PerCpuArray<MapData, Counters> =
-            PerCpuArray::try_from(take_map(&mut ebpf, map::COUNTERS)?)
-                .map_err(map_err(map::COUNTERS))?;
+            PerCpuArray::try_from(take_map(&mut ebpf, map::COUNTERS)?).map_err(map_err(map::COUNTERS))?;
         let ring: RingBuf<MapData> =
             RingBuf::try_from(take_map(&mut ebpf, map::EVENTS)?).map_err(map_err(map::EVENTS))?;
         // SAFETY: the ring buffer owns its map fd and keeps it open and unchanged while the
@@ -385,11 +362,7 @@ impl EbpfCapture {
                 format!("TCX on {}", ifaces.join(","))
             }
         };
-        let timings = StartTimings {
-            object: object_time,
-            verify: verify_time,
-            attach: t2.elapsed(),
-        };
+        let timings = StartTimings { object: object_time, verify: verify_time, attach: t2.elapsed() };
         tracing::debug!(?timings, "eBPF capture attached: {description}");
 
         Ok(EbpfCapture {
@@ -419,21 +392,11 @@ impl EbpfCapture {
                 self.clock = ClockOffset::measure();
                 self.clock_measured = Instant::now();
             }
-            let EbpfCapture {
-                ring,
-                orientation,
-                clock,
-                reader,
-                max_segments,
-                max_bytes,
-                ..
-            } = self;
+            let EbpfCapture { ring, orientation, clock, reader, max_segments, max_bytes, .. } = self;
             let mut guard = ring.readable_mut().await?;
             let rb = guard.get_inner_mut();
             let mut drained = false;
-            while batch.is_empty()
-                || (batch.len() < *max_segments && batch.data.len() + CHUNK_SIZE <= *max_bytes)
-            {
+            while batch.is_empty() || (batch.len() < *max_segments && batch.data.len() + CHUNK_SIZE <= *max_bytes) {
                 let Some(item) = rb.next() else {
                     drained = true;
                     break;
@@ -459,18 +422,13 @@ impl EbpfCapture {
 
     /// Changes the server ports while attached.
     pub fn set_ports(&mut self, ports: &[u16]) -> Result<(), CaptureError> {
-        let probe = CaptureConfig {
-            ports: ports.to_vec(),
-            ..CaptureConfig::default()
-        };
+        let probe = CaptureConfig { ports: ports.to_vec(), ..CaptureConfig::default() };
         probe.validate()?;
         let old = port_bitmap(self.orientation.ports());
         let new = port_bitmap(ports);
         for (i, (o, n)) in old.iter().zip(&new).enumerate() {
             if o != n {
-                self.ports_map
-                    .set(i as u32, n, 0)
-                    .map_err(map_err(map::PORTS))?;
+                self.ports_map.set(i as u32, n, 0).map_err(map_err(map::PORTS))?;
             }
         }
         self.orientation = Orientation::new(ports);
@@ -483,11 +441,7 @@ impl EbpfCapture {
         let get = |idx: u32, max: bool| -> u64 {
             let Some(v) = &per_cpu else { return 0 };
             let vals = v.iter().map(|c| c[idx as usize]);
-            if max {
-                vals.max().unwrap_or(0)
-            } else {
-                vals.fold(0u64, u64::wrapping_add)
-            }
+            if max { vals.max().unwrap_or(0) } else { vals.fold(0u64, u64::wrapping_add) }
         };
         KernelCounters {
             packets_inspected: get(counter::PACKETS_INSPECTED, false),
@@ -550,8 +504,7 @@ impl EbpfCapture {
             let (name, r) = match link {
                 AttachedLink::Cgroup(name, id) => (
                     name,
-                    program_mut::<CgroupSkb>(&mut self.ebpf, name)
-                        .and_then(|p| p.detach(id).map_err(prog_err(name))),
+                    program_mut::<CgroupSkb>(&mut self.ebpf, name).and_then(|p| p.detach(id).map_err(prog_err(name))),
                 ),
                 AttachedLink::Tc(name, id) => (
                     name,
@@ -577,10 +530,8 @@ fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut 
 where
     &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let p = ebpf.program_mut(name).ok_or(CaptureError::Program {
-        program: name,
-        detail: "not in the object".into(),
-    })?;
+    let p =
+        ebpf.program_mut(name).ok_or(CaptureError::Program { program: name, detail: "not in the object".into() })?;
     p.try_into().map_err(prog_err(name))
 }
 
@@ -588,66 +539,42 @@ fn load_programs(ebpf: &mut Ebpf, attach: &EbpfAttach) -> Result<(), CaptureErro
     match attach {
         EbpfAttach::CgroupRoot | EbpfAttach::Cgroup(_) => {
             for name in [program::CGROUP_INGRESS, program::CGROUP_EGRESS] {
-                program_mut::<CgroupSkb>(ebpf, name)?
-                    .load()
-                    .map_err(prog_err(name))?;
+                program_mut::<CgroupSkb>(ebpf, name)?.load().map_err(prog_err(name))?;
             }
         }
         EbpfAttach::Tcx(_) => {
             for name in [program::TC_INGRESS, program::TC_EGRESS] {
-                program_mut::<SchedClassifier>(ebpf, name)?
-                    .load()
-                    .map_err(prog_err(name))?;
+                program_mut::<SchedClassifier>(ebpf, name)?.load().map_err(prog_err(name))?;
             }
         }
     }
     Ok(())
 }
 
-fn attach_cgroup(
-    ebpf: &mut Ebpf,
-    dir: &PathBuf,
-    links: &mut Vec<AttachedLink>,
-) -> Result<(), CaptureError> {
-    let cg = File::open(dir).map_err(|e| CaptureError::Attach {
-        what: format!("cgroup {}", dir.display()),
-        detail: e.to_string(),
-    })?;
-    for (name, at) in [
-        (program::CGROUP_INGRESS, CgroupSkbAttachType::Ingress),
-        (program::CGROUP_EGRESS, CgroupSkbAttachType::Egress),
-    ] {
+fn attach_cgroup(ebpf: &mut Ebpf, dir: &PathBuf, links: &mut Vec<AttachedLink>) -> Result<(), CaptureError> {
+    let cg = File::open(dir)
+        .map_err(|e| CaptureError::Attach { what: format!("cgroup {}", dir.display()), detail: e.to_string() })?;
+    for (name, at) in
+        [(program::CGROUP_INGRESS, CgroupSkbAttachType::Ingress), (program::CGROUP_EGRESS, CgroupSkbAttachType::Egress)]
+    {
         let p: &mut CgroupSkb = program_mut(ebpf, name)?;
         // Links are multi-attach by nature; AllowMultiple is EINVAL for bpf_link_create here.
         let id = p
             .attach(&cg, at, CgroupAttachMode::Single)
-            .map_err(|e| CaptureError::Attach {
-                what: format!("{name} to {}", dir.display()),
-                detail: chain(&e),
-            })?;
+            .map_err(|e| CaptureError::Attach { what: format!("{name} to {}", dir.display()), detail: chain(&e) })?;
         links.push(AttachedLink::Cgroup(name, id));
     }
     Ok(())
 }
 
-fn attach_tcx(
-    ebpf: &mut Ebpf,
-    ifaces: &[String],
-    links: &mut Vec<AttachedLink>,
-) -> Result<(), CaptureError> {
-    for (name, at) in [
-        (program::TC_INGRESS, TcAttachType::Ingress),
-        (program::TC_EGRESS, TcAttachType::Egress),
-    ] {
+fn attach_tcx(ebpf: &mut Ebpf, ifaces: &[String], links: &mut Vec<AttachedLink>) -> Result<(), CaptureError> {
+    for (name, at) in [(program::TC_INGRESS, TcAttachType::Ingress), (program::TC_EGRESS, TcAttachType::Egress)] {
         let p: &mut SchedClassifier = program_mut(ebpf, name)?;
         for iface in ifaces {
             // TCX links only: nothing (no clsact qdisc) outlives the process.
             let id = p
                 .attach_with_options(iface, at, TcAttachOptions::TcxOrder(LinkOrder::default()))
-                .map_err(|e| CaptureError::Attach {
-                    what: format!("{name} to {iface}"),
-                    detail: chain(&e),
-                })?;
+                .map_err(|e| CaptureError::Attach { what: format!("{name} to {iface}"), detail: chain(&e) })?;
             links.push(AttachedLink::Tc(name, id));
         }
     }
@@ -656,10 +583,7 @@ fn attach_tcx(
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
 fn raise_memlock() {
-    let rlim = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: setrlimit reads the struct we pass; failure is harmless here.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
 }
@@ -755,9 +679,7 @@ mod tests {
     #[test]
     fn decodes_and_orients() {
         let o = Orientation::new(&[11434]);
-        let clock = ClockOffset {
-            realtime_minus_monotonic_ns: 1_700_000_000_000_000_000,
-        };
+        let clock = ClockOffset { realtime_minus_monotonic_ns: 1_700_000_000_000_000_000 };
         let mut h = hdr();
         h.tcp_flags = TcpFlags::ACK | TcpFlags::PSH;
         h.payload_len = 5;
@@ -790,9 +712,7 @@ mod tests {
     #[test]
     fn split_records_get_their_own_seq_and_flags() {
         let o = Orientation::new(&[11434]);
-        let clock = ClockOffset {
-            realtime_minus_monotonic_ns: 0,
-        };
+        let clock = ClockOffset { realtime_minus_monotonic_ns: 0 };
         let mut h = hdr();
         h.tcp_flags = TcpFlags::SYN | TcpFlags::ACK | TcpFlags::FIN | TcpFlags::PSH;
         h.payload_len = 20000;
@@ -821,25 +741,14 @@ mod tests {
     #[test]
     fn rejects_bad_records() {
         let o = Orientation::new(&[11434]);
-        let clock = ClockOffset {
-            realtime_minus_monotonic_ns: 0,
-        };
-        assert_eq!(
-            decode_record(&[0u8; 10], &o, clock).unwrap_err(),
-            RecordError::Short
-        );
+        let clock = ClockOffset { realtime_minus_monotonic_ns: 0 };
+        assert_eq!(decode_record(&[0u8; 10], &o, clock).unwrap_err(), RecordError::Short);
         let mut h = hdr();
         h.data_len = 100;
-        assert_eq!(
-            decode_record(&record(h, b"short"), &o, clock).unwrap_err(),
-            RecordError::BadLength
-        );
+        assert_eq!(decode_record(&record(h, b"short"), &o, clock).unwrap_err(), RecordError::BadLength);
         let mut h = hdr();
         h.family = 99;
-        assert_eq!(
-            decode_record(&record(h, b""), &o, clock).unwrap_err(),
-            RecordError::BadFamily
-        );
+        assert_eq!(decode_record(&record(h, b""), &o, clock).unwrap_err(), RecordError::BadFamily);
         let mut h = hdr();
         h.dport = 80;
         assert!(decode_record(&record(h, b""), &o, clock).unwrap().is_none());
@@ -850,15 +759,8 @@ mod tests {
         let c = ClockOffset::measure();
         let mono = clock_ns(libc::CLOCK_MONOTONIC) as u64;
         let wall = c.to_wall(mono).0 as i128;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as i128;
-        assert!(
-            (wall - now).abs() < 5_000_000,
-            "offset off by {} ns",
-            wall - now
-        );
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i128;
+        assert!((wall - now).abs() < 5_000_000, "offset off by {} ns", wall - now);
     }
 
     #[test]

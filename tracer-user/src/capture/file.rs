@@ -193,7 +193,12 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn next_pcap(&mut self, big_endian: bool, nanos: bool, link: Option<LinkType>) -> Result<Option<Frame<'a>>, WalkError> {
+    fn next_pcap(
+        &mut self,
+        big_endian: bool,
+        nanos: bool,
+        link: Option<LinkType>,
+    ) -> Result<Option<Frame<'a>>, WalkError> {
         let rest = &self.data[self.pos..];
         if rest.is_empty() {
             return Ok(None);
@@ -260,7 +265,7 @@ impl<'a> Walker<'a> {
             };
             let block_type = rd(&rest[0..4]);
             let total = rd(&rest[4..8]) as usize;
-            if total < 12 || total % 4 != 0 || total > MAX_RECORD {
+            if total < 12 || !total.is_multiple_of(4) || total > MAX_RECORD {
                 return Err(WalkError::Corrupt { offset, what: format!("block length {total} is invalid") });
             }
             if total > rest.len() {
@@ -278,7 +283,8 @@ impl<'a> Walker<'a> {
                     let Ok((_, Block::InterfaceDescription(idb))) = parsed else {
                         return Err(corrupt("unreadable interface description block"));
                     };
-                    let resolution = idb.ts_resolution().filter(|r| *r > 0).ok_or_else(|| corrupt("invalid if_tsresol"))?;
+                    let resolution =
+                        idb.ts_resolution().filter(|r| *r > 0).ok_or_else(|| corrupt("invalid if_tsresol"))?;
                     self.interfaces.push(Interface {
                         link: LinkType::from_linktype(idb.linktype.0),
                         resolution,
@@ -298,11 +304,21 @@ impl<'a> Walker<'a> {
                                 u16::from_le_bytes([rest[8], rest[9]])
                             } as u32;
                             let caplen = rd(&rest[20..24]);
-                            (if_id, rd(&rest[12..16]), rd(&rest[16..20]), caplen, rd(&rest[24..28]), &rest[28..total - 4])
+                            (
+                                if_id,
+                                rd(&rest[12..16]),
+                                rd(&rest[16..20]),
+                                caplen,
+                                rd(&rest[24..28]),
+                                &rest[28..total - 4],
+                            )
                         }
                         _ => return Err(corrupt("unreadable packet block")),
                     };
-                    let iface = *self.interfaces.get(if_id as usize).ok_or_else(|| corrupt("packet for an undeclared interface"))?;
+                    let iface = *self
+                        .interfaces
+                        .get(if_id as usize)
+                        .ok_or_else(|| corrupt("packet for an undeclared interface"))?;
                     if caplen as usize > data.len() {
                         return Err(corrupt("captured length exceeds the block"));
                     }

@@ -82,10 +82,7 @@ impl Default for CaptureConfig {
 impl CaptureConfig {
     /// A default configuration for these server ports.
     pub fn with_ports(ports: &[u16]) -> Self {
-        CaptureConfig {
-            ports: ports.to_vec(),
-            ..Default::default()
-        }
+        CaptureConfig { ports: ports.to_vec(), ..Default::default() }
     }
 
     /// Checks the values both backends rely on.
@@ -110,21 +107,15 @@ impl CaptureConfig {
             )));
         }
         if !(64 * 1024..=1 << 30).contains(&self.ring_bytes) {
-            return Err(CaptureError::Config(
-                "ring buffer must be 64 KiB ..= 1 GiB".into(),
-            ));
+            return Err(CaptureError::Config("ring buffer must be 64 KiB ..= 1 GiB".into()));
         }
         if !(1500..=262_144).contains(&self.pcap_snaplen) {
-            return Err(CaptureError::Config(
-                "pcap snap length must be 1500 ..= 262144".into(),
-            ));
+            return Err(CaptureError::Config("pcap snap length must be 1500 ..= 262144".into()));
         }
         if let EbpfAttach::Tcx(ifaces) = &self.ebpf_attach
             && ifaces.is_empty()
         {
-            return Err(CaptureError::Config(
-                "TCX attach needs at least one interface".into(),
-            ));
+            return Err(CaptureError::Config("TCX attach needs at least one interface".into()));
         }
         Ok(())
     }
@@ -142,19 +133,13 @@ pub enum CaptureError {
     #[error("loading the eBPF object: {0}")]
     Load(String),
     #[error("eBPF program {program}: {detail}")]
-    Program {
-        program: &'static str,
-        detail: String,
-    },
+    Program { program: &'static str, detail: String },
     #[error("eBPF map {map}: {detail}")]
     Map { map: &'static str, detail: String },
     #[error("attaching {what}: {detail}")]
     Attach { what: String, detail: String },
     #[error("pcap on {interface}: {source}")]
-    Pcap {
-        interface: String,
-        source: pcap::Error,
-    },
+    Pcap { interface: String, source: pcap::Error },
     #[error("pcap: link type {0} not supported")]
     LinkType(i32),
     #[error("I/O: {0}")]
@@ -196,9 +181,7 @@ impl FromStr for CaptureMode {
             "auto" => Ok(CaptureMode::Auto),
             "ebpf" => Ok(CaptureMode::Ebpf),
             "pcap" => Ok(CaptureMode::Pcap),
-            _ => Err(format!(
-                "unknown capture mode `{s}` (expected auto, ebpf or pcap)"
-            )),
+            _ => Err(format!("unknown capture mode `{s}` (expected auto, ebpf or pcap)")),
         }
     }
 }
@@ -289,25 +272,13 @@ pub fn plan(mode: CaptureMode, config: &CaptureConfig, report: &CheckReport) -> 
     let pcap_where = pcap_where(config);
     match mode {
         CaptureMode::Pcap => (Backend::Pcap, format!("pcap on {pcap_where}: requested")),
-        CaptureMode::Ebpf => (
-            Backend::Ebpf,
-            format!("eBPF: {} (requested)", ebpf_where(config, report)),
-        ),
+        CaptureMode::Ebpf => (Backend::Ebpf, format!("eBPF: {} (requested)", ebpf_where(config, report))),
         CaptureMode::Auto => {
             let missing = report.missing_for_ebpf(config);
             if missing.is_empty() {
-                (
-                    Backend::Ebpf,
-                    format!("eBPF: {}", ebpf_where(config, report)),
-                )
+                (Backend::Ebpf, format!("eBPF: {}", ebpf_where(config, report)))
             } else {
-                (
-                    Backend::Pcap,
-                    format!(
-                        "pcap on {pcap_where}: eBPF unavailable: {}",
-                        missing.join(", ")
-                    ),
-                )
+                (Backend::Pcap, format!("pcap on {pcap_where}: eBPF unavailable: {}", missing.join(", ")))
             }
         }
     }
@@ -316,10 +287,7 @@ pub fn plan(mode: CaptureMode, config: &CaptureConfig, report: &CheckReport) -> 
 /// Starts a live capture as `mode` says. `auto` tries eBPF and falls back to libpcap.
 /// Returns the capture and a one-line reason, e.g. "eBPF: cgroup_skb on /sys/fs/cgroup/unified"
 /// or "pcap on any: eBPF unavailable: no CAP_BPF".
-pub fn start_live(
-    mode: CaptureMode,
-    config: &CaptureConfig,
-) -> Result<(LiveCapture, String), CaptureError> {
+pub fn start_live(mode: CaptureMode, config: &CaptureConfig) -> Result<(LiveCapture, String), CaptureError> {
     config.validate()?;
     match mode {
         CaptureMode::Ebpf => {
@@ -355,19 +323,11 @@ pub fn start_live(
 
 fn one_line(s: &str) -> String {
     let first = s.lines().next().unwrap_or("");
-    if first.len() > 200 {
-        format!("{}…", &first[..first.floor_char_boundary(200)])
-    } else {
-        first.to_owned()
-    }
+    if first.len() > 200 { format!("{}…", &first[..first.floor_char_boundary(200)]) } else { first.to_owned() }
 }
 
 fn pcap_where(config: &CaptureConfig) -> String {
-    if config.pcap_interfaces.is_empty() {
-        "any".to_owned()
-    } else {
-        config.pcap_interfaces.join(",")
-    }
+    if config.pcap_interfaces.is_empty() { "any".to_owned() } else { config.pcap_interfaces.join(",") }
 }
 
 fn ebpf_where(config: &CaptureConfig, report: &CheckReport) -> String {
@@ -407,10 +367,7 @@ mod tests {
         assert!(CaptureConfig::with_ports(&[0]).validate().is_err());
         let many: Vec<u16> = (1..=65).collect();
         assert!(CaptureConfig::with_ports(&many).validate().is_err());
-        let tcx = CaptureConfig {
-            ebpf_attach: EbpfAttach::Tcx(vec![]),
-            ..Default::default()
-        };
+        let tcx = CaptureConfig { ebpf_attach: EbpfAttach::Tcx(vec![]), ..Default::default() };
         assert!(tcx.validate().is_err());
         assert_eq!("auto".parse::<CaptureMode>(), Ok(CaptureMode::Auto));
         assert_eq!("pcap".parse::<CaptureMode>().unwrap().to_string(), "pcap");

@@ -80,10 +80,7 @@ pub fn filter_for_ports(ports: &[u16]) -> String {
 }
 
 fn pcap_err(interface: &str) -> impl Fn(pcap::Error) -> CaptureError + '_ {
-    move |source| CaptureError::Pcap {
-        interface: interface.to_owned(),
-        source,
-    }
+    move |source| CaptureError::Pcap { interface: interface.to_owned(), source }
 }
 
 fn open(interface: &str, config: &CaptureConfig, filter: &str) -> Result<Handle, CaptureError> {
@@ -126,16 +123,11 @@ impl PcapCapture {
     pub fn start(config: &CaptureConfig) -> Result<PcapCapture, CaptureError> {
         config.validate()?;
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(CaptureError::Config(
-                "PcapCapture::start must run inside a tokio runtime".into(),
-            ));
+            return Err(CaptureError::Config("PcapCapture::start must run inside a tokio runtime".into()));
         }
         let filter = filter_for_ports(&config.ports);
-        let names: Vec<String> = if config.pcap_interfaces.is_empty() {
-            vec!["any".to_owned()]
-        } else {
-            config.pcap_interfaces.clone()
-        };
+        let names: Vec<String> =
+            if config.pcap_interfaces.is_empty() { vec!["any".to_owned()] } else { config.pcap_interfaces.clone() };
         let mut handles = Vec::with_capacity(names.len());
         for n in &names {
             handles.push(open(n, config, &filter)?);
@@ -157,16 +149,7 @@ impl PcapCapture {
     pub async fn next_batch(&mut self, batch: &mut SegmentBatch) -> Result<(), CaptureError> {
         batch.clear();
         loop {
-            let PcapCapture {
-                handles,
-                orientation,
-                max_segments,
-                max_bytes,
-                snaplen,
-                counters,
-                next,
-                ..
-            } = self;
+            let PcapCapture { handles, orientation, max_segments, max_bytes, snaplen, counters, next, .. } = self;
             let n = handles.len();
             if n == 0 {
                 return Err(CaptureError::Closed);
@@ -191,9 +174,7 @@ impl PcapCapture {
             let mut g = h.fd.readable_mut().await?;
             let cap = &mut g.get_inner_mut().0;
             let mut drained = false;
-            while batch.is_empty()
-                || (batch.len() < *max_segments && batch.data.len() + *snaplen <= *max_bytes)
-            {
+            while batch.is_empty() || (batch.len() < *max_segments && batch.data.len() + *snaplen <= *max_bytes) {
                 let pkt = match cap.next_packet() {
                     Ok(p) => p,
                     Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => {
@@ -201,10 +182,7 @@ impl PcapCapture {
                         break;
                     }
                     Err(e) => {
-                        return Err(CaptureError::Pcap {
-                            interface: h.name.clone(),
-                            source: e,
-                        });
+                        return Err(CaptureError::Pcap { interface: h.name.clone(), source: e });
                     }
                 };
                 counters.frames += 1;
@@ -214,9 +192,7 @@ impl PcapCapture {
                 }
                 // With Precision::Nano, tv_usec holds nanoseconds.
                 let ts = Timestamp(
-                    (hdr.ts.tv_sec as u64)
-                        .saturating_mul(1_000_000_000)
-                        .saturating_add(hdr.ts.tv_usec as u64),
+                    (hdr.ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(hdr.ts.tv_usec as u64),
                 );
                 match packet::decode(link, pkt.data, hdr.len, ts, orientation) {
                     Ok(Decoded::Segment(seg)) => batch.push(&seg),

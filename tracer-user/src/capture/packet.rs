@@ -65,7 +65,110 @@ pub enum Decoded<'a> {
 
 /// Decodes one captured frame. `orig_len` is the frame's length on the wire (≥ `frame.len()` when
 /// the capture truncated it).
+///
+/// The common shapes (no VLAN tag, IPv4 without fragmentation, IPv6 straight to TCP) are read
+/// with etherparse's header slices directly; anything else goes through its full lax parser.
 pub fn decode<'a>(
+    link: LinkType,
+    frame: &'a [u8],
+    orig_len: u32,
+    ts: Timestamp,
+    orientation: &Orientation,
+) -> Result<Decoded<'a>, PacketError> {
+    if let Some(result) = decode_fast(link, frame, orig_len, ts, orientation) {
+        return result;
+    }
+    decode_lax(link, frame, orig_len, ts, orientation)
+}
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+
+/// The fast path; `None` when the frame needs the full parser.
+fn decode_fast<'a>(
+    link: LinkType,
+    frame: &'a [u8],
+    orig_len: u32,
+    ts: Timestamp,
+    orientation: &Orientation,
+) -> Option<Result<Decoded<'a>, PacketError>> {
+    let mut meta = CaptureMeta::default();
+    let (ethertype, l3) = match link {
+        LinkType::Ethernet if frame.len() >= 14 => (u16::from_be_bytes([frame[12], frame[13]]), &frame[14..]),
+        LinkType::LinuxSll if frame.len() >= 16 => (u16::from_be_bytes([frame[14], frame[15]]), &frame[16..]),
+        LinkType::LinuxSll2 if frame.len() >= 20 => {
+            meta.ifindex = Some(u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]));
+            (u16::from_be_bytes([frame[0], frame[1]]), &frame[20..])
+        }
+        LinkType::Null | LinkType::Loop if frame.len() >= 4 => (0, &frame[4..]),
+        LinkType::RawIp | LinkType::Ipv4 | LinkType::Ipv6 => (0, frame),
+        _ => return None,
+    };
+    let version = l3.first()? >> 4;
+    let v4 = match ethertype {
+        0 => version == 4,
+        ETHERTYPE_IPV4 => true,
+        ETHERTYPE_IPV6 => false,
+        // VLAN tags, ARP, and the rest: the full parser decides.
+        _ => return None,
+    };
+    let (src, dst, ip_payload, declared) = if v4 {
+        let h = etherparse::Ipv4HeaderSlice::from_slice(l3).ok()?;
+        if h.protocol() != etherparse::IpNumber::TCP {
+            return Some(Ok(Decoded::Ignored));
+        }
+        if h.is_fragmenting_payload() {
+            return Some(Err(PacketError::Fragment));
+        }
+        let hl = h.slice().len();
+        // A total length of 0 is a TSO super-packet whose length is the buffer's.
+        let total = match h.total_len() as usize {
+            0 => l3.len(),
+            t if t < hl => return Some(Err(PacketError::BadIp)),
+            t => t,
+        };
+        let end = total.min(l3.len());
+        (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()), &l3[hl..end], total - hl)
+    } else {
+        let h = etherparse::Ipv6HeaderSlice::from_slice(l3).ok()?;
+        if h.next_header() != etherparse::IpNumber::TCP {
+            // Extension headers (or not TCP at all): the full parser decides.
+            return None;
+        }
+        let declared = match h.payload_length() as usize {
+            0 => l3.len() - 40,
+            n => n,
+        };
+        let end = (40 + declared).min(l3.len());
+        (IpAddr::V6(h.source_addr()), IpAddr::V6(h.destination_addr()), &l3[40..end], declared)
+    };
+    let tcp = match etherparse::TcpHeaderSlice::from_slice(ip_payload) {
+        Ok(t) => t,
+        Err(_) => return Some(Err(PacketError::BadTcp)),
+    };
+    let src = SocketAddr::new(src, tcp.source_port());
+    let dst = SocketAddr::new(dst, tcp.destination_port());
+    let Some((flow, dir)) = orientation.orient(src, dst) else {
+        return Some(Ok(Decoded::Ignored));
+    };
+    let payload = &ip_payload[tcp.slice().len()..];
+    // Bytes the capture cut off (snap length) belong to the end of the TCP payload.
+    let cut = orig_len.saturating_sub(frame.len() as u32) as usize;
+    let missing = declared.saturating_sub(ip_payload.len()).min(cut) as u32;
+    Some(Ok(Decoded::Segment(Segment {
+        ts,
+        flow,
+        dir,
+        seq: tcp.sequence_number(),
+        ack: tcp.acknowledgment_number(),
+        flags: TcpFlags(tcp.slice()[13]),
+        payload,
+        missing,
+        meta,
+    })))
+}
+
+fn decode_lax<'a>(
     link: LinkType,
     frame: &'a [u8],
     orig_len: u32,

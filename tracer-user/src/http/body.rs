@@ -18,19 +18,31 @@ pub enum Framing {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Chunk {
     /// Reading hex digits of a chunk size.
-    Size { value: u64, digits: u8 },
+    Size {
+        value: u64,
+        digits: u8,
+    },
     /// After the size: extensions until end of line.
-    Ext { value: u64, line: usize },
+    Ext {
+        value: u64,
+        line: usize,
+    },
     /// Saw CR at the end of a size line.
-    SizeLf { value: u64 },
-    Data { left: u64 },
+    SizeLf {
+        value: u64,
+    },
+    Data {
+        left: u64,
+    },
     /// After chunk data: CR LF.
     DataCr,
     DataLf,
     /// Trailer section: at the start of a line.
     TrailerStart,
     /// Inside a trailer line.
-    Trailer { line: usize },
+    Trailer {
+        line: usize,
+    },
     TrailerLf,
     /// Saw CR of the empty line ending the trailers.
     EndLf,

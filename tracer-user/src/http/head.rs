@@ -180,7 +180,10 @@ pub fn parse_request(buf: &[u8], keep: &[String]) -> Result<RequestHead, HeadErr
         if name.eq_ignore_ascii_case("content-length") {
             head.content_length = Some(parse_length(value)?);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            head.chunked = value.split(|&b| b == b',').next_back().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            head.chunked = value
+                .split(|&b| b == b',')
+                .next_back()
+                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case("content-type") {
             head.content_type = Some(text(value));
         } else if name.eq_ignore_ascii_case("content-encoding") {
@@ -229,18 +232,18 @@ pub fn parse_response(buf: &[u8]) -> Result<ResponseHead, HeadError> {
         Ok(httparse::Status::Partial) => return Err(HeadError::Malformed("incomplete".into())),
         Err(e) => return Err(HeadError::Malformed(e.to_string())),
     }
-    let mut head = ResponseHead {
-        status: resp.code.unwrap_or(0),
-        version: resp.version.unwrap_or(1),
-        ..Default::default()
-    };
+    let mut head =
+        ResponseHead { status: resp.code.unwrap_or(0), version: resp.version.unwrap_or(1), ..Default::default() };
     head.connection_close = head.version == 0;
     for h in resp.headers.iter() {
         let (name, value) = (h.name, h.value);
         if name.eq_ignore_ascii_case("content-length") {
             head.content_length = Some(parse_length(value)?);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            head.chunked = value.split(|&b| b == b',').next_back().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            head.chunked = value
+                .split(|&b| b == b',')
+                .next_back()
+                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case("content-type") {
             head.content_type = Some(text(value));
         } else if name.eq_ignore_ascii_case("content-encoding") {
@@ -286,7 +289,10 @@ mod tests {
         assert!(h.connection_close);
         let h = parse_response(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n").unwrap();
         assert_eq!(h.framing(false), Framing::None);
-        assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999\r\n\r\n"), Err(HeadError::BadLength));
+        assert_eq!(
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999\r\n\r\n"),
+            Err(HeadError::BadLength)
+        );
         assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n"), Err(HeadError::BadLength));
     }
 

@@ -11,7 +11,8 @@ mod tests;
 
 use std::collections::VecDeque;
 
-use ahash::AHashMap;
+// Keys are our own sequential ids, never attacker-chosen: the cheapest hash will do.
+use rustc_hash::FxHashMap;
 
 use self::body::{BodyReader, Framing};
 use self::head::{RequestHead, ResponseHead, head_end, parse_request, parse_response};
@@ -61,21 +62,56 @@ pub struct ExchangeEnd {
 #[derive(Debug)]
 pub enum HttpEvent<'a> {
     /// A request head; `ts` is the capture time of its first byte.
-    Request { conn: ConnId, id: ExchangeId, flow: FlowKey, ts: Timestamp, head: RequestHead, meta: CaptureMeta },
-    RequestBody { id: ExchangeId, ts: Timestamp, data: &'a [u8] },
+    Request {
+        conn: ConnId,
+        id: ExchangeId,
+        flow: FlowKey,
+        ts: Timestamp,
+        head: Box<RequestHead>,
+        meta: CaptureMeta,
+    },
+    RequestBody {
+        id: ExchangeId,
+        ts: Timestamp,
+        data: &'a [u8],
+    },
     /// The request body is complete (`ts`: its last byte).
-    RequestEnd { id: ExchangeId, ts: Timestamp },
+    RequestEnd {
+        id: ExchangeId,
+        ts: Timestamp,
+    },
     /// An interim 1xx response (e.g. `100 Continue`).
-    Interim { id: ExchangeId, ts: Timestamp, status: u16 },
+    Interim {
+        id: ExchangeId,
+        ts: Timestamp,
+        status: u16,
+    },
     /// The final response head: `ts` of its first byte, `head_ts` of its last.
-    Response { id: ExchangeId, ts: Timestamp, head_ts: Timestamp, head: ResponseHead },
+    Response {
+        id: ExchangeId,
+        ts: Timestamp,
+        head_ts: Timestamp,
+        head: ResponseHead,
+    },
     /// De-chunked response body bytes.
-    ResponseBody { id: ExchangeId, ts: Timestamp, data: &'a [u8] },
+    ResponseBody {
+        id: ExchangeId,
+        ts: Timestamp,
+        data: &'a [u8],
+    },
     /// `len` bytes of a body are missing, but the body goes on in step after them.
-    BodyGap { id: ExchangeId, dir: Direction, len: u64 },
+    BodyGap {
+        id: ExchangeId,
+        dir: Direction,
+        len: u64,
+    },
     /// The exchange is over: `ts` is the capture time of the response's last byte when complete,
     /// else when the exchange was given up. The last event for `id`.
-    End { id: ExchangeId, ts: Timestamp, end: ExchangeEnd },
+    End {
+        id: ExchangeId,
+        ts: Timestamp,
+        end: ExchangeEnd,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -161,14 +197,14 @@ struct Conn {
 #[derive(Debug)]
 pub struct HttpTracker {
     config: HttpConfig,
-    conns: AHashMap<ConnId, Conn>,
+    conns: FxHashMap<ConnId, Conn>,
     next_id: ExchangeId,
     stats: HttpStats,
 }
 
 impl HttpTracker {
     pub fn new(config: HttpConfig) -> Self {
-        HttpTracker { config, conns: AHashMap::new(), next_id: 1, stats: HttpStats::default() }
+        HttpTracker { config, conns: FxHashMap::default(), next_id: 1, stats: HttpStats::default() }
     }
 
     pub fn stats(&self) -> &HttpStats {
@@ -196,7 +232,8 @@ impl HttpTracker {
             }
             StreamEvent::Data { conn, dir, ts, pos, peer_pos, data, meta } => {
                 let Some(c) = self.conns.get_mut(&conn) else { return };
-                let mut ctx = Ctx { config: &self.config, stats: &mut self.stats, next_id: &mut self.next_id, conn_id: conn };
+                let mut ctx =
+                    Ctx { config: &self.config, stats: &mut self.stats, next_id: &mut self.next_id, conn_id: conn };
                 match dir {
                     Direction::ToServer => ctx.request_data(c, ts, pos, data, meta, out),
                     Direction::ToClient => ctx.response_data(c, ts, pos, peer_pos, data, out),
@@ -204,12 +241,14 @@ impl HttpTracker {
             }
             StreamEvent::Gap { conn, dir, ts, len, .. } => {
                 let Some(c) = self.conns.get_mut(&conn) else { return };
-                let mut ctx = Ctx { config: &self.config, stats: &mut self.stats, next_id: &mut self.next_id, conn_id: conn };
+                let mut ctx =
+                    Ctx { config: &self.config, stats: &mut self.stats, next_id: &mut self.next_id, conn_id: conn };
                 ctx.gap(c, dir, ts, len, out);
             }
             StreamEvent::End { conn, dir, ts } => {
                 let Some(c) = self.conns.get_mut(&conn) else { return };
-                let mut ctx = Ctx { config: &self.config, stats: &mut self.stats, next_id: &mut self.next_id, conn_id: conn };
+                let mut ctx =
+                    Ctx { config: &self.config, stats: &mut self.stats, next_id: &mut self.next_id, conn_id: conn };
                 if dir == Direction::ToClient {
                     // The server will send nothing more: whatever is unanswered stays so.
                     ctx.finish(c, ts, None, out);
@@ -227,7 +266,8 @@ impl HttpTracker {
             }
             StreamEvent::Close { conn, ts, reason } => {
                 let Some(mut c) = self.conns.remove(&conn) else { return };
-                let mut ctx = Ctx { config: &self.config, stats: &mut self.stats, next_id: &mut self.next_id, conn_id: conn };
+                let mut ctx =
+                    Ctx { config: &self.config, stats: &mut self.stats, next_id: &mut self.next_id, conn_id: conn };
                 ctx.finish(&mut c, ts, Some(reason), out);
             }
         }
@@ -320,7 +360,14 @@ impl Ctx<'_> {
                         client_fin: false,
                     });
                     c.req.resynced = false;
-                    out(HttpEvent::Request { conn: self.conn_id, id, flow: c.flow, ts: c.req.head_ts, head, meta });
+                    out(HttpEvent::Request {
+                        conn: self.conn_id,
+                        id,
+                        flow: c.flow,
+                        ts: c.req.head_ts,
+                        head: Box::new(head),
+                        meta,
+                    });
                     if framing == Framing::None {
                         out(HttpEvent::RequestEnd { id, ts });
                     } else {
@@ -623,13 +670,24 @@ impl Ctx<'_> {
     }
 
     /// The server side or the connection ended: settle every pending exchange.
-    fn finish<F: FnMut(HttpEvent<'_>)>(&mut self, c: &mut Conn, ts: Timestamp, close: Option<CloseReason>, out: &mut F) {
+    fn finish<F: FnMut(HttpEvent<'_>)>(
+        &mut self,
+        c: &mut Conn,
+        ts: Timestamp,
+        close: Option<CloseReason>,
+        out: &mut F,
+    ) {
         if let Some(front) = c.pending.front()
             && front.responded
         {
             // A read-until-close body ends normally when the server closes (FIN), not on a reset.
             let complete = matches!(&mut c.resp.mode, Mode::Body(r) if r.framing() == Framing::UntilClose)
-                && !matches!(close, Some(CloseReason::Reset { .. } | CloseReason::CaptureEnd | CloseReason::Idle | CloseReason::Evicted));
+                && !matches!(
+                    close,
+                    Some(
+                        CloseReason::Reset { .. } | CloseReason::CaptureEnd | CloseReason::Idle | CloseReason::Evicted
+                    )
+                );
             let end_ts = if complete { front.last_byte } else { ts };
             let outcome = if complete { Outcome::Complete } else { Outcome::Truncated };
             self.end_front(c, end_ts, outcome, close, out);

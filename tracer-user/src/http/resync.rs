@@ -6,7 +6,8 @@ use memchr::memchr;
 /// Longest request or status line we look for; longer lines are not message starts we follow.
 const MAX_LINE: usize = 8 * 1024;
 
-const METHODS: &[&[u8]] = &[b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
+const METHODS: &[&[u8]] =
+    &[b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartKind {
@@ -19,7 +20,10 @@ pub enum StartKind {
 pub enum Found {
     /// A message starts at `offset` in the data just given; `carried` bytes from earlier pieces
     /// precede it and belong to the message too.
-    At { offset: usize, carried: Vec<u8> },
+    At {
+        offset: usize,
+        carried: Vec<u8>,
+    },
     NotYet,
 }
 
@@ -152,7 +156,7 @@ mod tests {
             let got = match r.scan(a) {
                 Found::At { offset, carried } => {
                     assert!(carried.is_empty());
-                    a[offset..].to_vec().into_iter().chain(b.iter().copied()).collect::<Vec<u8>>()
+                    a[offset..].iter().copied().chain(b.iter().copied()).collect::<Vec<u8>>()
                 }
                 Found::NotYet => match r.scan(b) {
                     Found::At { offset, carried } => carried.into_iter().chain(b[offset..].iter().copied()).collect(),

@@ -19,7 +19,7 @@ enum Step<'a> {
 fn run(handshake: bool, steps: &[Step<'_>]) -> (Vec<String>, HttpStats) {
     let mut t = HttpTracker::new(HttpConfig::default());
     let mut lines = Vec::new();
-    let mut bodies: AHashMap<ExchangeId, Vec<u8>> = AHashMap::new();
+    let mut bodies: FxHashMap<ExchangeId, Vec<u8>> = FxHashMap::default();
     let flow = FlowKey {
         client: "127.0.0.1:5000".parse::<SocketAddr>().unwrap(),
         server: "127.0.0.1:11434".parse::<SocketAddr>().unwrap(),
@@ -27,7 +27,9 @@ fn run(handshake: bool, steps: &[Step<'_>]) -> (Vec<String>, HttpStats) {
     let mut pos = [0u64; 2];
     {
         let mut sink = |ev: HttpEvent<'_>| match ev {
-            HttpEvent::Request { id, ts, head, .. } => lines.push(format!("req {id} {} {} @{}", head.method, head.path, ts.0)),
+            HttpEvent::Request { id, ts, head, .. } => {
+                lines.push(format!("req {id} {} {} @{}", head.method, head.path, ts.0))
+            }
             HttpEvent::RequestBody { id, data, .. } => bodies.entry(id).or_default().extend_from_slice(data),
             HttpEvent::RequestEnd { id, ts } => {
                 let b = bodies.remove(&id).unwrap_or_default();
@@ -35,11 +37,19 @@ fn run(handshake: bool, steps: &[Step<'_>]) -> (Vec<String>, HttpStats) {
             }
             HttpEvent::Interim { id, status, .. } => lines.push(format!("interim {id} {status}")),
             HttpEvent::Response { id, ts, head, .. } => lines.push(format!("resp {id} {} @{}", head.status, ts.0)),
-            HttpEvent::ResponseBody { id, data, .. } => bodies.entry(id + 1_000_000).or_default().extend_from_slice(data),
+            HttpEvent::ResponseBody { id, data, .. } => {
+                bodies.entry(id + 1_000_000).or_default().extend_from_slice(data)
+            }
             HttpEvent::BodyGap { id, dir, len } => lines.push(format!("bodygap {id} {dir:?} {len}")),
             HttpEvent::End { id, ts, end } => {
                 let b = bodies.remove(&(id + 1_000_000)).unwrap_or_default();
-                lines.push(format!("end {id} {:?} {:?} @{} gap={}", end.outcome, String::from_utf8_lossy(&b), ts.0, end.response_gap_bytes))
+                lines.push(format!(
+                    "end {id} {:?} {:?} @{} gap={}",
+                    end.outcome,
+                    String::from_utf8_lossy(&b),
+                    ts.0,
+                    end.response_gap_bytes
+                ))
             }
         };
         t.push(StreamEvent::Open { conn: 1, flow, ts: Timestamp(0), handshake }, &mut sink);
@@ -76,7 +86,10 @@ fn keep_alive_content_length_and_chunked() {
         &[
             Step::Data(C, b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhel"),
             Step::Data(C, b"lo"),
-            Step::Data(S, b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Step::Data(
+                S,
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ),
             Step::Data(S, b"6\r\n{\"a\":1\r\n"),
             Step::Data(S, b"2\r\n}\n\r\n0\r\n\r\n"),
             Step::Data(C, b"GET /api/tags HTTP/1.1\r\n\r\n"),
@@ -106,7 +119,10 @@ fn pipelined_requests_pair_in_order() {
         true,
         &[
             Step::Data(C, b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nHEAD /c HTTP/1.1\r\n\r\n"),
-            Step::Data(S, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nAHTTP/1.1 404 Not Found\r\nContent-Length: 1\r\n\r\nB"),
+            Step::Data(
+                S,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nAHTTP/1.1 404 Not Found\r\nContent-Length: 1\r\n\r\nB",
+            ),
             Step::Data(S, b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"),
         ],
     );
@@ -142,7 +158,13 @@ fn expect_continue_interim_response() {
     );
     assert_eq!(
         lines,
-        vec!["req 1 POST /api/blobs/sha256:1 @1", "interim 1 100", "reqend 1 \"abc\" @3", "resp 1 201 @4", "end 1 Complete \"\" @4 gap=0"]
+        vec![
+            "req 1 POST /api/blobs/sha256:1 @1",
+            "interim 1 100",
+            "reqend 1 \"abc\" @3",
+            "resp 1 201 @4",
+            "end 1 Complete \"\" @4 gap=0"
+        ]
     );
     assert_eq!(stats.interim, 1);
 }
@@ -159,7 +181,17 @@ fn no_body_statuses_and_close_delimited() {
             Step::End(S),
         ],
     );
-    assert_eq!(&lines[6..], ["resp 1 204 @2", "end 1 Complete \"\" @2 gap=0", "resp 2 304 @2", "end 2 Complete \"\" @2 gap=0", "resp 3 200 @3", "end 3 Complete \"streaming\" @4 gap=0"]);
+    assert_eq!(
+        &lines[6..],
+        [
+            "resp 1 204 @2",
+            "end 1 Complete \"\" @2 gap=0",
+            "resp 2 304 @2",
+            "end 2 Complete \"\" @2 gap=0",
+            "resp 3 200 @3",
+            "end 3 Complete \"streaming\" @4 gap=0"
+        ]
+    );
 }
 
 #[test]
@@ -230,10 +262,7 @@ fn lost_response_is_skipped_by_ack_position() {
             Step::DataAck(S, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nB", (a.len() * 2) as u64),
         ],
     );
-    assert_eq!(
-        &lines[4..],
-        ["end 1 NoResponse \"\" @1 gap=0", "resp 2 200 @4", "end 2 Complete \"B\" @4 gap=0"]
-    );
+    assert_eq!(&lines[4..], ["end 1 NoResponse \"\" @1 gap=0", "resp 2 200 @4", "end 2 Complete \"B\" @4 gap=0"]);
 }
 
 #[test]
@@ -247,7 +276,10 @@ fn midstream_capture_skips_the_partial_call_and_follows_the_next() {
             Step::DataAck(S, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes", 200),
         ],
     );
-    assert_eq!(lines, ["req 1 POST /api/chat @3", "reqend 1 \"{}\" @3", "resp 1 200 @4", "end 1 Complete \"yes\" @4 gap=0"]);
+    assert_eq!(
+        lines,
+        ["req 1 POST /api/chat @3", "reqend 1 \"{}\" @3", "resp 1 200 @4", "end 1 Complete \"yes\" @4 gap=0"]
+    );
     assert_eq!(stats.orphan_responses, 0);
 }
 
@@ -276,7 +308,10 @@ fn garbage_is_counted_and_skipped() {
         ],
     );
     assert_eq!(stats.parse_errors, 1);
-    assert_eq!(lines, ["req 1 GET /api/version @2", "reqend 1 \"\" @2", "resp 1 200 @3", "end 1 Complete \"{}\" @3 gap=0"]);
+    assert_eq!(
+        lines,
+        ["req 1 GET /api/version @2", "reqend 1 \"\" @2", "resp 1 200 @3", "end 1 Complete \"{}\" @3 gap=0"]
+    );
 }
 
 #[test]

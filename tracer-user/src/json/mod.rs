@@ -173,8 +173,7 @@ impl<'a> Path<'a> {
 
     /// True when `prefix` matches the first steps of the path.
     pub fn starts_with(&self, prefix: &[P<'_>]) -> bool {
-        self.depth() >= prefix.len()
-            && Path { frames: &self.frames[..prefix.len()] }.matches(prefix)
+        self.depth() >= prefix.len() && Path { frames: &self.frames[..prefix.len()] }.matches(prefix)
     }
 }
 
@@ -277,7 +276,10 @@ enum Esc {
     None,
     Backslash,
     /// `\u` with `n` hex digits read so far.
-    Unicode { n: u8, value: u16 },
+    Unicode {
+        n: u8,
+        value: u16,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -446,20 +448,39 @@ impl JsonScanner {
                     i = self.skip_bytes(input, i, v);
                 }
                 State::Number => {
-                    let c = input[i];
-                    if matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
-                        if self.num_len < MAX_NUMBER {
-                            self.num[self.num_len] = c;
-                            self.num_len += 1;
-                        } else {
-                            self.num_overflow = true;
-                        }
-                        i += 1;
+                    // Fast path: the rest of the number in this piece.
+                    let run =
+                        input[i..].iter().position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'));
+                    let take = run.unwrap_or(n - i);
+                    if self.num_len + take <= MAX_NUMBER {
+                        self.num[self.num_len..self.num_len + take].copy_from_slice(&input[i..i + take]);
+                        self.num_len += take;
                     } else {
+                        self.num_overflow = true;
+                    }
+                    i += take;
+                    if run.is_some() {
                         self.emit_number(v);
                         self.after_value();
-                        // the delimiter is handled by the next state
                     }
+                    continue;
+                }
+                State::Literal if self.lit_pos == 1 && n - i >= self.lit.len() - 1 => {
+                    // Fast path: the whole literal in this piece.
+                    let rest = &self.lit[1..];
+                    if &input[i..i + rest.len()] != rest {
+                        let bad = input[i..i + rest.len()].iter().zip(rest).position(|(a, b)| a != b).unwrap_or(0);
+                        return Err(self.fail(i + bad, input[i + bad]));
+                    }
+                    i += rest.len();
+                    self.lit_pos = self.lit.len();
+                    let value = match self.lit {
+                        b"true" => Scalar::Bool(true),
+                        b"false" => Scalar::Bool(false),
+                        _ => Scalar::Null,
+                    };
+                    v.scalar(&Path { frames: &self.stack }, value);
+                    self.after_value();
                 }
                 State::Literal => {
                     let c = input[i];
@@ -504,6 +525,21 @@ impl JsonScanner {
                             top.key_len = 0;
                             top.key_overflow = false;
                             self.state = State::KeyStr;
+                            // Fast path: a whole plain key and its colon in this piece (the
+                            // usual case) skip the per-byte states.
+                            if let Some(used) = self.fast_key(&input[i..]) {
+                                i += used;
+                                if i < n && self.state == State::Value {
+                                    let c = input[i];
+                                    if !matches!(c, b' ' | b'\t' | b'\r' | b'\n') {
+                                        i += 1;
+                                        self.started = true;
+                                        if let Err(()) = self.start_value(c, v) {
+                                            return Err(self.fail(i - 1, c));
+                                        }
+                                    }
+                                }
+                            }
                         }
                         b'}' if self.state == State::ObjectStart => self.close(Kind::Object, v),
                         _ => return Err(self.fail(i - 1, c)),
@@ -538,7 +574,10 @@ impl JsonScanner {
                     return Ok(Progress::Complete { consumed: i });
                 }
                 State::Failed => {
-                    return Err(JsonError { offset: self.offset + i as u64, kind: JsonErrorKind::Unexpected(input[i]) });
+                    return Err(JsonError {
+                        offset: self.offset + i as u64,
+                        kind: JsonErrorKind::Unexpected(input[i]),
+                    });
                 }
             }
             if self.state == State::Done {
@@ -548,6 +587,40 @@ impl JsonScanner {
         }
         self.offset += n as u64;
         Ok(if self.state == State::Done { Progress::Complete { consumed: n } } else { Progress::NeedMore })
+    }
+
+    /// Reads a key that is wholly in `rest` (just after its opening quote) with no escapes, and
+    /// the colon after it; returns the bytes used, or `None` to take the per-byte path.
+    fn fast_key(&mut self, rest: &[u8]) -> Option<usize> {
+        let end = memchr2(b'"', b'\\', rest)?;
+        if rest[end] != b'"' {
+            return None;
+        }
+        let key = &rest[..end];
+        let fold = self.opts.fold_keys;
+        let top = self.stack.last_mut().expect("key inside an object");
+        if key.len() > MAX_KEY {
+            top.key_overflow = true;
+        } else {
+            top.key[..key.len()].copy_from_slice(key);
+            if fold {
+                top.key[..key.len()].make_ascii_lowercase();
+            }
+            top.key_len = key.len() as u8;
+        }
+        top.index += 1;
+        let mut used = end + 1;
+        // Whitespace, then the colon.
+        while used < rest.len() && matches!(rest[used], b' ' | b'\t' | b'\r' | b'\n') {
+            used += 1;
+        }
+        if used < rest.len() && rest[used] == b':' {
+            used += 1;
+            self.state = State::Value;
+        } else {
+            self.state = State::Colon;
+        }
+        Some(used)
     }
 
     /// Dispatches on the first byte of a value.

@@ -40,7 +40,8 @@ impl JsonVisitor for Rec {
         }
     }
     fn skipped(&mut self, path: &Path<'_>, kind: Kind, stats: SkipStats) {
-        self.lines.push(format!("skipped {path:?} {kind:?} {} {} {}", stats.elements, stats.strings, stats.string_bytes));
+        self.lines
+            .push(format!("skipped {path:?} {kind:?} {} {} {}", stats.elements, stats.strings, stats.string_bytes));
     }
     fn captured(&mut self, path: &Path<'_>, kind: Kind, raw: &[u8], truncated: bool, stats: SkipStats) {
         self.lines.push(format!(
@@ -104,7 +105,9 @@ fn assert_split_invariant(input: &str, rec_proto: fn() -> Rec) {
 
 #[test]
 fn scalars_paths_and_lengths() {
-    let got = lines(r#"{"model":"llama3.2","message":{"role":"assistant","content":"Hi"},"done":true,"n":-1.5e3,"x":null,"a":[1,[],{}]}"#);
+    let got = lines(
+        r#"{"model":"llama3.2","message":{"role":"assistant","content":"Hi"},"done":true,"n":-1.5e3,"x":null,"a":[1,[],{}]}"#,
+    );
     assert_eq!(
         got,
         vec![
@@ -143,13 +146,18 @@ fn split_anywhere_gives_the_same_events() {
     assert_split_invariant(r#""top level string \u00e9""#, Rec::default);
     assert_split_invariant(
         r#"{"embeddings":[[0.1,-0.2,3e5],[1,2,3]],"context":[1,2,3,4],"s":["a\"]","b"],"keep":{"x":"}"}}"#,
-        || Rec { skip_paths: vec![".embeddings[0]", ".embeddings[1]", ".context", ".s"], capture_paths: vec![".keep"], ..Default::default() },
+        || Rec {
+            skip_paths: vec![".embeddings[0]", ".embeddings[1]", ".context", ".s"],
+            capture_paths: vec![".keep"],
+            ..Default::default()
+        },
     );
 }
 
 #[test]
 fn skip_counts_elements_and_capture_keeps_raw_json() {
-    let mut rec = Rec { skip_paths: vec![".e[0]", ".ctx", ".imgs"], capture_paths: vec![".opts", ".big"], ..Default::default() };
+    let mut rec =
+        Rec { skip_paths: vec![".e[0]", ".ctx", ".imgs"], capture_paths: vec![".opts", ".big"], ..Default::default() };
     scan_with(
         br#"{"e":[[1,2,3,4]],"ctx":[],"imgs":["aGk=","aGVsbG8="],"opts":{"a":[1]},"big":{"k":"0123456789"}}"#,
         &mut rec,
@@ -166,7 +174,12 @@ fn skip_counts_elements_and_capture_keeps_raw_json() {
 #[test]
 fn folded_keys_match_lower_case() {
     let mut rec = Rec::default();
-    scan_with(br#"{"MODEL":"m","Options":{"Temperature":0.5}}"#, &mut rec, ScanOptions { fold_keys: true, max_depth: 0 }).unwrap();
+    scan_with(
+        br#"{"MODEL":"m","Options":{"Temperature":0.5}}"#,
+        &mut rec,
+        ScanOptions { fold_keys: true, max_depth: 0 },
+    )
+    .unwrap();
     assert!(rec.lines.contains(&".model = \"m\"".to_string()));
     assert!(rec.lines.contains(&".options.temperature = 0.5".to_string()));
 }

@@ -82,7 +82,8 @@ impl OllamaMetrics {
 
 /// Upper bounds (seconds) of the GenAI duration histogram buckets; per-chunk gaps are binned
 /// here as they arrive so a call never stores one entry per chunk.
-pub const CHUNK_GAP_BOUNDS: [f64; 14] = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92];
+pub const CHUNK_GAP_BOUNDS: [f64; 14] =
+    [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92];
 
 /// Histogram of the time between consecutive output chunks.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -24,6 +24,12 @@ pub struct ErrorVisitor {
     pub(super) text: StrAcc,
 }
 
+impl Default for ErrorVisitor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ErrorVisitor {
     pub fn new() -> Self {
         ErrorVisitor {

@@ -16,7 +16,8 @@ pub mod stream;
 #[cfg(test)]
 mod tests;
 
-use ahash::AHashMap;
+// Keys are our own sequential ids, never attacker-chosen: the cheapest hash will do.
+use rustc_hash::FxHashMap;
 
 pub use self::call::{CallError, CallTimes, ErrorKind, Incomplete, LlmCall, RequestInfo, ResponseInfo};
 use self::request::RequestDecoder;
@@ -43,7 +44,7 @@ struct CallState {
 /// The call-assembly stage.
 #[derive(Debug, Default)]
 pub struct CallAssembler {
-    calls: AHashMap<ExchangeId, CallState>,
+    calls: FxHashMap<ExchangeId, CallState>,
     stats: LlmStats,
 }
 
@@ -64,6 +65,7 @@ impl CallAssembler {
     pub fn push<F: FnMut(LlmCall)>(&mut self, ev: HttpEvent<'_>, out: &mut F) {
         match ev {
             HttpEvent::Request { conn, id, flow, ts, head, meta } => {
+                let head = *head;
                 let route = Route::classify(&head.method, &head.path);
                 let call = LlmCall {
                     conn,
@@ -197,7 +199,8 @@ fn finish(st: CallState, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
     } else if call.response.in_stream_error {
         Some(CallError { kind: ErrorKind::InStream, message: call.response.error_message.clone() })
     } else if end.outcome != Outcome::Complete && !capture_lost {
-        let client_gone = end.client_closed || matches!(end.close, Some(CloseReason::Reset { by: Direction::ToServer }));
+        let client_gone =
+            end.client_closed || matches!(end.close, Some(CloseReason::Reset { by: Direction::ToServer }));
         if client_gone {
             Some(CallError { kind: ErrorKind::Cancelled, message: None })
         } else if end.outcome == Outcome::Truncated

@@ -4,7 +4,7 @@
 use super::call::ToolCall;
 use super::framing::{DocEnd, DocVisitor};
 use super::route::Route;
-use super::stream::{MAX_TOOL_CALLS, SHORT, MESSAGE, Stream};
+use super::stream::{MAX_TOOL_CALLS, MESSAGE, SHORT, Stream};
 use crate::json::{Descend, JsonVisitor, Kind, Path, Scalar, SkipStats, StrAcc};
 use crate::segment::Timestamp;
 
@@ -117,7 +117,9 @@ impl JsonVisitor for NativeVisitor {
     fn begin(&mut self, path: &Path<'_>, kind: Kind) -> Descend {
         match (path.depth(), path.key(0)) {
             // Token ids of the final generate chunk, logprobs: large and not recorded.
-            (1, Some(b"context" | b"logprobs" | b"_debug_info" | b"model_info" | b"tensors" | b"projector_info")) => Descend::Skip,
+            (1, Some(b"context" | b"logprobs" | b"_debug_info" | b"model_info" | b"tensors" | b"projector_info")) => {
+                Descend::Skip
+            }
             (2, Some(b"message")) if path.key(1) == Some(b"logprobs") => Descend::Skip,
             // One embedding vector: only its length matters.
             (2, Some(b"embeddings")) if kind == Kind::Array => Descend::Skip,

@@ -5,7 +5,7 @@
 use super::call::ToolCall;
 use super::framing::{DocEnd, DocVisitor};
 use super::route::Route;
-use super::stream::{MAX_TOOL_CALLS, SHORT, MESSAGE, Stream};
+use super::stream::{MAX_TOOL_CALLS, MESSAGE, SHORT, Stream};
 use crate::json::{Descend, JsonVisitor, Kind, P, Path, Scalar, SkipStats, StrAcc};
 use crate::segment::Timestamp;
 
@@ -117,7 +117,9 @@ impl OpenAiVisitor {
                 Some(b"reasoning" | b"reasoning_content") => OaStr::Reasoning,
                 _ => OaStr::None,
             },
-            (4, Some(b"delta" | b"message")) if path.key(b + 1) == Some(b"tool_calls") && path.key(b + 3) == Some(b"id") => {
+            (4, Some(b"delta" | b"message"))
+                if path.key(b + 1) == Some(b"tool_calls") && path.key(b + 3) == Some(b"id") =>
+            {
                 OaStr::ToolId
             }
             (5, Some(b"delta" | b"message"))
@@ -235,13 +237,11 @@ impl JsonVisitor for OpenAiVisitor {
                         }
                     }
                 }
-                OaStr::EmbeddingB64 => {
-                    if path.index(1) == Some(0) {
-                        // base64 of little-endian f32s.
-                        let len = self.b64_len;
-                        let pad = self.b64_tail.iter().filter(|&&b| b == b'=').count() as u64;
-                        self.doc.dimension = Some((len / 4 * 3).saturating_sub(pad) / 4);
-                    }
+                // base64 of little-endian f32s.
+                OaStr::EmbeddingB64 if path.index(1) == Some(0) => {
+                    let len = self.b64_len;
+                    let pad = self.b64_tail.iter().filter(|&&b| b == b'=').count() as u64;
+                    self.doc.dimension = Some((len / 4 * 3).saturating_sub(pad) / 4);
                 }
                 _ => {}
             }
@@ -401,11 +401,7 @@ impl ResponsesVisitor {
 
     /// In a stream the response object sits under `response`; a plain body is the object itself.
     fn response_base(&self, path: &Path<'_>) -> Option<usize> {
-        if self.streamed {
-            (path.key(0) == Some(b"response")).then_some(1)
-        } else {
-            Some(0)
-        }
+        if self.streamed { (path.key(0) == Some(b"response")).then_some(1) } else { Some(0) }
     }
 
     fn classify(&self, path: &Path<'_>) -> RsStr {
@@ -439,7 +435,9 @@ impl ResponsesVisitor {
                 Some(b"call_id") => RsStr::ItemCallId,
                 _ => RsStr::None,
             },
-            (5, Some(b"output")) if !self.streamed && path.key(b + 2) == Some(b"content") && path.key(b + 4) == Some(b"text") => {
+            (5, Some(b"output"))
+                if !self.streamed && path.key(b + 2) == Some(b"content") && path.key(b + 4) == Some(b"text") =>
+            {
                 RsStr::OutputText
             }
             _ => RsStr::None,
@@ -448,7 +446,8 @@ impl ResponsesVisitor {
 
     fn flush_item(&mut self) {
         if self.doc.item_type.as_deref() == Some("function_call") {
-            let call = ToolCall { id: self.doc.item_call_id.take(), name: self.doc.item_name.take().unwrap_or_default() };
+            let call =
+                ToolCall { id: self.doc.item_call_id.take(), name: self.doc.item_name.take().unwrap_or_default() };
             if !call.name.is_empty() && self.doc.calls.len() < MAX_TOOL_CALLS {
                 self.doc.calls.push(call);
             }
@@ -464,7 +463,9 @@ impl JsonVisitor for ResponsesVisitor {
         // Echoed request fields (tools, instructions…) and logprobs say nothing about the answer.
         match self.response_base(path) {
             Some(b) if path.depth() == b + 1 => match path.key(b) {
-                Some(b"tools" | b"instructions" | b"text" | b"reasoning" | b"metadata" | b"tool_choice") => Descend::Skip,
+                Some(b"tools" | b"instructions" | b"text" | b"reasoning" | b"metadata" | b"tool_choice") => {
+                    Descend::Skip
+                }
                 _ => Descend::Enter,
             },
             _ if path.key(path.depth().saturating_sub(1)) == Some(b"logprobs") => Descend::Skip,
@@ -559,9 +560,9 @@ impl DocVisitor for ResponsesVisitor {
         let doc = std::mem::take(&mut self.doc);
         let s = &mut self.s;
         let has_output = match kind.as_str() {
-            "response.output_text.delta" | "response.reasoning_summary_text.delta" | "response.function_call_arguments.delta" => {
-                doc.delta > 0
-            }
+            "response.output_text.delta"
+            | "response.reasoning_summary_text.delta"
+            | "response.function_call_arguments.delta" => doc.delta > 0,
             _ => doc.text > 0 || !doc.calls.is_empty(),
         };
         s.chunk(ts, has_output);
@@ -590,7 +591,8 @@ impl DocVisitor for ResponsesVisitor {
         if doc.output_tokens.is_some() {
             s.info.output_tokens = doc.output_tokens;
         }
-        let terminal = !self.streamed || matches!(kind.as_str(), "response.completed" | "response.failed" | "response.incomplete");
+        let terminal =
+            !self.streamed || matches!(kind.as_str(), "response.completed" | "response.failed" | "response.incomplete");
         if doc.error {
             s.error(Some(self.error.to_string_lossy()), None);
         }

@@ -134,7 +134,8 @@ impl RequestVisitor {
         {
             return Str::ToolName;
         }
-        if path.matches(&[P::Key("reasoning"), P::Key("effort")]) || path.matches(&[P::Key("thinking"), P::Key("type")]) {
+        if path.matches(&[P::Key("reasoning"), P::Key("effort")]) || path.matches(&[P::Key("thinking"), P::Key("type")])
+        {
             return Str::Think;
         }
         if path.matches(&[P::Key("response_format"), P::Key("type")])
@@ -150,9 +151,7 @@ impl RequestVisitor {
 
     /// `messages[i].content[j]` (OpenAI/Anthropic parts) or `input[i].content[j]` (Responses).
     fn in_content_part(&self, path: &Path<'_>) -> bool {
-        path.depth() == 5
-            && (key_is(path, 0, "messages") || key_is(path, 0, "input"))
-            && key_is(path, 2, "content")
+        path.depth() == 5 && (key_is(path, 0, "messages") || key_is(path, 0, "input")) && key_is(path, 2, "content")
     }
 
     fn number(&mut self, path: &Path<'_>, v: Scalar<'_>) {
@@ -261,7 +260,10 @@ impl JsonVisitor for RequestVisitor {
             return Descend::Skip;
         }
         // Tool parameter schemas and argument objects can be large and say nothing we record.
-        if d >= 3 && key_is(path, 0, "tools") && (path.key(d - 1) == Some(b"parameters") || path.key(d - 1) == Some(b"input_schema")) {
+        if d >= 3
+            && key_is(path, 0, "tools")
+            && (path.key(d - 1) == Some(b"parameters") || path.key(d - 1) == Some(b"input_schema"))
+        {
             return Descend::Skip;
         }
         Descend::Enter
@@ -335,7 +337,10 @@ impl JsonVisitor for RequestVisitor {
                 self.finish_string(path);
             } else {
                 // A single string `input` is one embedding input.
-                if path.depth() == 1 && key_is(path, 0, "input") && matches!(self.route, Route::Embed | Route::OpenAiEmbeddings) {
+                if path.depth() == 1
+                    && key_is(path, 0, "input")
+                    && matches!(self.route, Route::Embed | Route::OpenAiEmbeddings)
+                {
                     self.info.inputs = Some(1);
                 }
                 if path.depth() == 1 && key_is(path, 0, "prompt") && self.route == Route::Embeddings {
@@ -379,7 +384,10 @@ mod tests {
         assert_eq!(info.keep_alive.as_deref(), Some("5m"));
         assert_eq!(info.think.as_deref(), Some("high"));
         let p = &info.params;
-        assert_eq!((p.temperature, p.top_p, p.top_k, p.max_tokens, p.seed), (Some(0.7), Some(0.9), Some(40.0), None, Some(42)));
+        assert_eq!(
+            (p.temperature, p.top_p, p.top_k, p.max_tokens, p.seed),
+            (Some(0.7), Some(0.9), Some(40.0), None, Some(42))
+        );
         assert_eq!(p.stop, vec!["\n\n", "END"]);
         assert_eq!((p.num_ctx, p.repeat_penalty), (Some(4096), Some(1.1)));
     }
@@ -408,7 +416,12 @@ mod tests {
     #[test]
     fn embeddings_inputs_and_invalid_json() {
         assert_eq!(decode(Route::Embed, r#"{"model":"m","input":["a","b","c"],"dimensions":256}"#).inputs, Some(3));
-        assert_eq!(decode(Route::OpenAiEmbeddings, r#"{"model":"m","input":"a","encoding_format":"base64"}"#).encoding_format.as_deref(), Some("base64"));
+        assert_eq!(
+            decode(Route::OpenAiEmbeddings, r#"{"model":"m","input":"a","encoding_format":"base64"}"#)
+                .encoding_format
+                .as_deref(),
+            Some("base64")
+        );
         assert_eq!(decode(Route::Embeddings, r#"{"model":"m","prompt":"x"}"#).inputs, Some(1));
         let bad = decode(Route::Chat, r#"{"model":"m","messages":[}"#);
         assert!(bad.invalid_json);

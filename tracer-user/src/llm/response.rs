@@ -11,7 +11,6 @@ use super::openai::{OpenAiVisitor, ResponsesVisitor};
 use super::route::{Api, Route};
 use crate::segment::Timestamp;
 
-
 #[derive(Debug)]
 enum Framer {
     Seq(JsonSeq),

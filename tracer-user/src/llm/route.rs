@@ -82,7 +82,11 @@ impl Route {
             ("POST", "/v1/messages") => AnthropicMessages,
             ("POST", "/v1/audio/transcriptions") => OpenAiTranscriptions,
             ("GET", "/v1/models") => OpenAiModels,
-            ("GET", p) if p.starts_with("/v1/models/") && p.len() > "/v1/models/".len() && !p["/v1/models/".len()..].contains('/') => {
+            ("GET", p)
+                if p.starts_with("/v1/models/")
+                    && p.len() > "/v1/models/".len()
+                    && !p["/v1/models/".len()..].contains('/') =>
+            {
                 OpenAiModel
             }
             ("POST", "/api/pull") => Pull,
@@ -105,8 +109,8 @@ impl Route {
     pub fn api(self) -> Api {
         use Route::*;
         match self {
-            Chat | Generate | Embed | Embeddings | Pull | Push | Create | Show | Tags | Ps | Copy | Delete | BlobHead
-            | BlobUpload | Version | Status => Api::Native,
+            Chat | Generate | Embed | Embeddings | Pull | Push | Create | Show | Tags | Ps | Copy | Delete
+            | BlobHead | BlobUpload | Version | Status => Api::Native,
             OpenAiChat | OpenAiCompletions | OpenAiEmbeddings | OpenAiResponses | OpenAiModels | OpenAiModel
             | OpenAiTranscriptions => Api::OpenAi,
             AnthropicMessages => Api::Anthropic,

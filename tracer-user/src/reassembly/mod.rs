@@ -87,7 +87,15 @@ pub enum StreamEvent<'a> {
     Open { conn: ConnId, flow: FlowKey, ts: Timestamp, handshake: bool },
     /// In-order bytes of one direction. `pos` is the stream offset of `data[0]`; `peer_pos` is how
     /// far the sender had received the opposite stream (its ACK), when known.
-    Data { conn: ConnId, dir: Direction, ts: Timestamp, pos: u64, peer_pos: Option<u64>, data: &'a [u8], meta: CaptureMeta },
+    Data {
+        conn: ConnId,
+        dir: Direction,
+        ts: Timestamp,
+        pos: u64,
+        peer_pos: Option<u64>,
+        data: &'a [u8],
+        meta: CaptureMeta,
+    },
     /// `len` bytes of one direction are missing from the capture, starting at `pos`.
     Gap { conn: ConnId, dir: Direction, ts: Timestamp, pos: u64, len: u64 },
     /// The direction ended with FIN after all its bytes.
@@ -183,8 +191,15 @@ struct Conn {
 /// The reassembly stage.
 #[derive(Debug)]
 pub struct Reassembler {
-    config: ReassemblyConfig,
     conns: AHashMap<FlowKey, Conn>,
+    core: Core,
+}
+
+/// Everything but the connection table, so a connection can be worked on in place while the
+/// counters and limits are updated.
+#[derive(Debug)]
+struct Core {
+    config: ReassemblyConfig,
     next_id: ConnId,
     held_total: usize,
     stats: ReassemblyStats,
@@ -194,17 +209,13 @@ pub struct Reassembler {
 impl Reassembler {
     pub fn new(config: ReassemblyConfig) -> Self {
         Reassembler {
-            config,
             conns: AHashMap::new(),
-            next_id: 1,
-            held_total: 0,
-            stats: ReassemblyStats::default(),
-            now: Timestamp(0),
+            core: Core { config, next_id: 1, held_total: 0, stats: ReassemblyStats::default(), now: Timestamp(0) },
         }
     }
 
     pub fn stats(&self) -> &ReassemblyStats {
-        &self.stats
+        &self.core.stats
     }
 
     pub fn connections(&self) -> usize {
@@ -213,56 +224,67 @@ impl Reassembler {
 
     /// Bytes currently held out of order, across all connections.
     pub fn held_bytes(&self) -> usize {
-        self.held_total
+        self.core.held_total
     }
 
     /// Latest capture time seen.
     pub fn now(&self) -> Timestamp {
-        self.now
+        self.core.now
     }
 
     /// Feeds one segment.
     pub fn push<F: FnMut(StreamEvent<'_>)>(&mut self, seg: &Segment<'_>, out: &mut F) {
-        self.stats.segments += 1;
-        self.stats.payload_bytes += seg.payload.len() as u64;
-        if seg.ts > self.now {
-            self.now = seg.ts;
+        self.core.stats.segments += 1;
+        self.core.stats.payload_bytes += seg.payload.len() as u64;
+        if seg.ts > self.core.now {
+            self.core.now = seg.ts;
         }
         let d = seg.dir.index();
 
-        if seg.flags.syn() {
-            if let Some(conn) = self.conns.get(&seg.flow) {
-                let half = &conn.halves[d];
-                // A SYN that fits the stream we follow is a retransmission or one captured late;
-                // a reused 4-tuple starts from a fresh, unrelated sequence number.
-                let fits = half.isn == Some(seg.seq) || {
-                    let p = half.pos_of(seg.seq.wrapping_add(1));
-                    (-(REUSE_WINDOW as i64)..=half.next_pos as i64 + REUSE_WINDOW as i64).contains(&p)
-                };
-                if !fits && half.synced {
-                    // Same 4-tuple, new connection: finish the old one first.
-                    let conn = self.conns.remove(&seg.flow).expect("present");
-                    self.close_conn(conn, seg.ts, CloseReason::Reused, out);
-                }
+        if seg.flags.syn()
+            && let Some(conn) = self.conns.get(&seg.flow)
+        {
+            let half = &conn.halves[d];
+            // A SYN that fits the stream we follow is a retransmission or one captured late;
+            // a reused 4-tuple starts from a fresh, unrelated sequence number.
+            let fits = half.isn == Some(seg.seq) || {
+                let p = half.pos_of(seg.seq.wrapping_add(1));
+                (-(REUSE_WINDOW as i64)..=half.next_pos as i64 + REUSE_WINDOW as i64).contains(&p)
+            };
+            if !fits && half.synced {
+                // Same 4-tuple, new connection: finish the old one first.
+                let conn = self.conns.remove(&seg.flow).expect("present");
+                self.core.close_conn(conn, seg.ts, CloseReason::Reused, out);
             }
+        }
+
+        // The common case: a segment of a known connection, worked on in place.
+        if !seg.flags.rst()
+            && let Some(conn) = self.conns.get_mut(&seg.flow)
+        {
+            if self.core.segment(conn, seg, out) {
+                // Both directions finished: keep nothing (a late retransmit is counted as late).
+                self.conns.remove(&seg.flow);
+            }
+            return;
         }
 
         if !self.conns.contains_key(&seg.flow) {
             if !seg.flags.syn() && seg.payload.is_empty() && seg.missing == 0 {
                 // A bare ACK/FIN/RST of a connection we never saw carrying data: nothing to
                 // reassemble, and opening state for it would let stray packets grow the table.
-                self.stats.late_segments += 1;
+                self.core.stats.late_segments += 1;
                 return;
             }
-            if self.conns.len() >= self.config.max_connections {
+            if self.conns.len() >= self.core.config.max_connections {
                 self.evict_oldest(out);
             }
-            let id = self.next_id;
-            self.next_id += 1;
+            let id = self.core.next_id;
+            self.core.next_id += 1;
             let handshake = seg.flags.syn();
-            self.stats.connections += 1;
+            self.core.stats.connections += 1;
             if !handshake {
-                self.stats.midstream_connections += 1;
+                self.core.stats.midstream_connections += 1;
             }
             self.conns.insert(
                 seg.flow,
@@ -271,14 +293,25 @@ impl Reassembler {
             out(StreamEvent::Open { conn: id, flow: seg.flow, ts: seg.ts, handshake });
         }
 
-        let mut conn = self.conns.remove(&seg.flow).expect("inserted above");
-        conn.last_ts = conn.last_ts.max(seg.ts);
-        conn.segments += 1;
-
         if seg.flags.rst() {
-            self.close_conn(conn, seg.ts, CloseReason::Reset { by: seg.dir }, out);
+            let conn = self.conns.remove(&seg.flow).expect("inserted above");
+            self.core.close_conn(conn, seg.ts, CloseReason::Reset { by: seg.dir }, out);
             return;
         }
+        let conn = self.conns.get_mut(&seg.flow).expect("inserted above");
+        if self.core.segment(conn, seg, out) {
+            // Both directions finished: keep nothing (a late retransmit is counted as late).
+            self.conns.remove(&seg.flow);
+        }
+    }
+}
+
+impl Core {
+    /// Applies one segment to its connection; true when the connection is finished.
+    fn segment<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, seg: &Segment<'_>, out: &mut F) -> bool {
+        let d = seg.dir.index();
+        conn.last_ts = conn.last_ts.max(seg.ts);
+        conn.segments += 1;
 
         let id = conn.id;
         // The ACK tells how much of the opposite stream the sender has received.
@@ -317,27 +350,28 @@ impl Reassembler {
                 half.fin_pos.get_or_insert(p0 as u64 + wire_len);
             }
             if wire_len > 0 {
-                self.accept(&mut conn, d, seg, p0, peer_pos, out);
+                self.accept(conn, d, seg, p0, peer_pos, out);
             }
         }
         // What this segment delivered may release held data of either direction.
-        self.drain_both(&mut conn, out);
+        self.drain_both(conn, out);
 
         // Bytes the peer acknowledged but we never saw: released after a grace period.
-        self.release_acked(&mut conn, 0, seg.ts, out);
-        self.release_acked(&mut conn, 1, seg.ts, out);
-        self.check_end(&mut conn, 0, seg.ts, out);
-        self.check_end(&mut conn, 1, seg.ts, out);
+        self.release_acked(conn, 0, seg.ts, out);
+        self.release_acked(conn, 1, seg.ts, out);
+        self.check_end(conn, 0, seg.ts, out);
+        self.check_end(conn, 1, seg.ts, out);
 
         if conn.halves.iter().all(|h| h.ended) {
             self.stats.closed_fin += 1;
             out(StreamEvent::Close { conn: id, ts: seg.ts, reason: CloseReason::Fin });
-            // Keep nothing: a late retransmit after both FINs is counted as late.
-            return;
+            return true;
         }
-        self.conns.insert(seg.flow, conn);
+        false
     }
+}
 
+impl Core {
     /// Places a segment's bytes: delivered at once when in order, held when ahead of a hole or
     /// ahead of its cause (see [`Self::causal`]).
     fn accept<F: FnMut(StreamEvent<'_>)>(
@@ -412,7 +446,8 @@ impl Reassembler {
     ) {
         let half = &mut conn.halves[d];
         let data = &seg.payload[skip.min(seg.payload.len())..];
-        let missing = if skip > seg.payload.len() { seg.missing - (skip - seg.payload.len()) as u32 } else { seg.missing };
+        let missing =
+            if skip > seg.payload.len() { seg.missing - (skip - seg.payload.len()) as u32 } else { seg.missing };
         let len = data.len();
         match half.held.get(&at) {
             Some(existing) if existing.data.len() >= len => {
@@ -536,7 +571,7 @@ impl Reassembler {
     fn release_acked<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, d: usize, ts: Timestamp, out: &mut F) {
         let segments = conn.segments;
         let half = &mut conn.halves[d];
-        if !half.acked_data().is_some_and(|a| a > half.next_pos) {
+        if half.acked_data().is_none_or(|a| a <= half.next_pos) {
             half.hole_acked_at = None;
             return;
         }
@@ -567,15 +602,19 @@ impl Reassembler {
         if half.ended {
             return;
         }
-        if let Some(fin) = half.fin_pos {
-            if half.next_pos >= fin && half.held.is_empty() {
-                half.ended = true;
-                out(StreamEvent::End { conn: conn.id, dir: dir_of(d), ts });
-            }
+        if half.fin_pos.is_some_and(|fin| half.next_pos >= fin) && half.held.is_empty() {
+            half.ended = true;
+            out(StreamEvent::End { conn: conn.id, dir: dir_of(d), ts });
         }
     }
 
-    fn close_conn<F: FnMut(StreamEvent<'_>)>(&mut self, mut conn: Conn, ts: Timestamp, reason: CloseReason, out: &mut F) {
+    fn close_conn<F: FnMut(StreamEvent<'_>)>(
+        &mut self,
+        mut conn: Conn,
+        ts: Timestamp,
+        reason: CloseReason,
+        out: &mut F,
+    ) {
         for d in 0..2 {
             self.flush_holes(&mut conn, d, out);
             let half = &conn.halves[d];
@@ -591,15 +630,17 @@ impl Reassembler {
         }
         out(StreamEvent::Close { conn: conn.id, ts, reason });
     }
+}
 
+impl Reassembler {
     /// Applies the time-based rules at capture time `now`: out-of-order data that waited too long
     /// is released with a gap, idle connections are closed. Call regularly (the pipeline does).
     pub fn expire<F: FnMut(StreamEvent<'_>)>(&mut self, now: Timestamp, out: &mut F) {
-        if now > self.now {
-            self.now = now;
+        if now > self.core.now {
+            self.core.now = now;
         }
-        let idle = self.config.idle_timeout_ns;
-        let wait = self.config.reorder_wait_ns;
+        let idle = self.core.config.idle_timeout_ns;
+        let wait = self.core.config.reorder_wait_ns;
         let mut idle_keys = Vec::new();
         let mut stale_keys = Vec::new();
         for (key, conn) in &self.conns {
@@ -614,11 +655,11 @@ impl Reassembler {
             let mut conn = self.conns.remove(&key).expect("listed");
             for d in 0..2 {
                 if Self::waited_too_long(&conn.halves[d], now, wait) {
-                    self.settle(&mut conn, d, now, out);
+                    self.core.settle(&mut conn, d, now, out);
                 }
             }
             if conn.halves.iter().all(|h| h.ended) {
-                self.stats.closed_fin += 1;
+                self.core.stats.closed_fin += 1;
                 out(StreamEvent::Close { conn: conn.id, ts: now, reason: CloseReason::Fin });
             } else {
                 self.conns.insert(key, conn);
@@ -628,7 +669,7 @@ impl Reassembler {
         idle_keys.sort_unstable_by_key(|k| self.conns[k].id);
         for key in idle_keys {
             let conn = self.conns.remove(&key).expect("listed");
-            self.close_conn(conn, now, CloseReason::Idle, out);
+            self.core.close_conn(conn, now, CloseReason::Idle, out);
         }
     }
 
@@ -642,9 +683,9 @@ impl Reassembler {
     pub fn finish<F: FnMut(StreamEvent<'_>)>(&mut self, out: &mut F) {
         let mut conns: Vec<Conn> = self.conns.drain().map(|(_, c)| c).collect();
         conns.sort_unstable_by_key(|c| c.id);
-        let now = self.now;
+        let now = self.core.now;
         for conn in conns {
-            self.close_conn(conn, now, CloseReason::CaptureEnd, out);
+            self.core.close_conn(conn, now, CloseReason::CaptureEnd, out);
         }
     }
 
@@ -656,8 +697,8 @@ impl Reassembler {
         let n = (self.conns.len() / 8).max(1);
         for (_, _, key) in by_age.into_iter().take(n) {
             let conn = self.conns.remove(&key).expect("listed");
-            let ts = self.now;
-            self.close_conn(conn, ts, CloseReason::Evicted, out);
+            let ts = self.core.now;
+            self.core.close_conn(conn, ts, CloseReason::Evicted, out);
         }
     }
 }

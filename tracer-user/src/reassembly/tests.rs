@@ -226,8 +226,9 @@ fn reused_tuple_starts_a_new_connection() {
     let mut r = Reassembler::new(ReassemblyConfig::default());
     let mut segs = handshake(10, 20);
     segs.push(seg(C, 11, ACK, b"first"));
-    segs.extend(handshake(5000, 6000));
-    segs.push(seg(C, 5001, ACK, b"second"));
+    // A fresh ISN far from the old stream: a new connection, not a late SYN.
+    segs.extend(handshake(3_000_000_000, 6000));
+    segs.push(seg(C, 3_000_000_001, ACK, b"second"));
     let mut out = Out::default();
     run(&mut r, &segs, &mut out);
     assert_eq!(out.opens, vec![true, true]);

@@ -7,6 +7,8 @@ pub mod trace_context;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
+
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use self::semconv as sc;
@@ -105,8 +107,15 @@ impl From<Vec<String>> for AttrValue {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct KeyValue {
-    pub key: String,
+    /// Names are almost always the constants of [`semconv`]: borrowed, not allocated per span.
+    pub key: Cow<'static, str>,
     pub value: AttrValue,
+}
+
+impl KeyValue {
+    pub fn new(key: impl Into<Cow<'static, str>>, value: impl Into<AttrValue>) -> Self {
+        KeyValue { key: key.into(), value: value.into() }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -151,12 +160,12 @@ impl Resource {
     /// `service.name` (default `ollama`), `host.name`, the tracer as `telemetry.distro.*`, plus
     /// any extra attributes (e.g. from `OTEL_RESOURCE_ATTRIBUTES`).
     pub fn new(service_name: &str, host_name: Option<String>, extra: Vec<KeyValue>) -> Resource {
-        let mut attributes = vec![KeyValue { key: sc::SERVICE_NAME.into(), value: service_name.into() }];
+        let mut attributes = vec![KeyValue::new(sc::SERVICE_NAME, service_name)];
         if let Some(h) = host_name {
-            attributes.push(KeyValue { key: sc::HOST_NAME.into(), value: h.into() });
+            attributes.push(KeyValue::new(sc::HOST_NAME, h));
         }
-        attributes.push(KeyValue { key: sc::TELEMETRY_DISTRO_NAME.into(), value: sc::DISTRO_NAME.into() });
-        attributes.push(KeyValue { key: sc::TELEMETRY_DISTRO_VERSION.into(), value: env!("CARGO_PKG_VERSION").into() });
+        attributes.push(KeyValue::new(sc::TELEMETRY_DISTRO_NAME, sc::DISTRO_NAME));
+        attributes.push(KeyValue::new(sc::TELEMETRY_DISTRO_VERSION, env!("CARGO_PKG_VERSION")));
         for kv in extra {
             match attributes.iter_mut().find(|a| a.key == kv.key) {
                 Some(a) => a.value = kv.value,
@@ -192,10 +201,10 @@ impl std::fmt::Debug for SpanBuilder {
 struct Attrs(Vec<KeyValue>);
 
 impl Attrs {
-    fn put(&mut self, key: &str, value: impl Into<AttrValue>) {
-        self.0.push(KeyValue { key: key.to_string(), value: value.into() });
+    fn put(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<AttrValue>) {
+        self.0.push(KeyValue::new(key, value));
     }
-    fn opt(&mut self, key: &str, value: Option<impl Into<AttrValue>>) {
+    fn opt(&mut self, key: &'static str, value: Option<impl Into<AttrValue>>) {
         if let Some(v) = value {
             self.put(key, v);
         }
@@ -269,7 +278,10 @@ impl SpanBuilder {
         };
         if call.is_incomplete() {
             a.put(sc::TRACER_INCOMPLETE, true);
-            a.put(sc::TRACER_INCOMPLETE_REASONS, call.incomplete.iter().map(|i| i.as_str().to_string()).collect::<Vec<_>>());
+            a.put(
+                sc::TRACER_INCOMPLETE_REASONS,
+                call.incomplete.iter().map(|i| i.as_str().to_string()).collect::<Vec<_>>(),
+            );
         }
         SpanRecord {
             name,
@@ -386,7 +398,7 @@ impl SpanBuilder {
             if name == "user-agent" {
                 continue; // already user_agent.original
             }
-            a.put(&format!("{}{}", sc::HTTP_REQUEST_HEADER_PREFIX, name), vec![value.clone()]);
+            a.put(format!("{}{}", sc::HTTP_REQUEST_HEADER_PREFIX, name), vec![value.clone()]);
         }
     }
 }

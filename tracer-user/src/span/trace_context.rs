@@ -61,7 +61,9 @@ mod tests {
         assert_eq!(tp.trace_id[0], 0x0a);
         assert_eq!(tp.parent_id[7], 0x31);
         assert!(tp.sampled());
-        assert!(TraceParent::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00").is_some_and(|t| !t.sampled()));
+        assert!(
+            TraceParent::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00").is_some_and(|t| !t.sampled())
+        );
         for bad in [
             "00-00000000000000000000000000000000-b7ad6b7169203331-01",
             "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Creates the Python venv the client drivers (tests/clients/) run in: the real `ollama`,
+# `openai`, `anthropic` and `opentelemetry-*` packages from PyPI, pinned.
+# Idempotent: quiet and fast (no network) when the venv already matches the pins.
+#
+# Env knobs:
+#   OLLAMA_TRACER_VENV    where the venv goes (default: <repo>/tests/.venv)
+#   OLLAMA_TRACER_PYTHON  interpreter to build it from (default: python3 on PATH)
+#   VERBOSE=1             say so when nothing had to be done
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${OLLAMA_TRACER_VENV:-$ROOT/tests/.venv}
+PY=${OLLAMA_TRACER_PYTHON:-python3}
+REQ=$ROOT/tests/clients/requirements.txt
+LOCK=$ROOT/tests/clients/requirements.lock
+STAMP=$VENV/.ollama-tracer-stamp
+
+say() { echo "[setup-python] $*" >&2; }
+
+# The stamp records the interpreter and the exact pins: any change rebuilds.
+want=$( {
+  "$PY" -c 'import sys; print(sys.version)'
+  cat "$REQ"
+  if [ -f "$LOCK" ]; then cat "$LOCK"; fi
+} | sha256sum | cut -d' ' -f1)
+if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] \
+  && "$VENV/bin/python" -c 'import importlib.util as u, sys; sys.exit(not all(u.find_spec(m) for m in ("ollama", "openai", "anthropic", "opentelemetry")))' 2>/dev/null; then
+  if [ "${VERBOSE:-0}" = 1 ]; then say "venv $VENV up to date"; fi
+  exit 0
+fi
+
+if ! "$PY" -m venv --help >/dev/null 2>&1; then
+  say "$PY has no venv module; installing python3-venv"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+fi
+
+say "creating $VENV"
+rm -rf "$VENV"
+"$PY" -m venv "$VENV"
+pip=("$VENV/bin/python" -m pip --disable-pip-version-check --no-input -q)
+constraints=()
+if [ -f "$LOCK" ]; then constraints=(-c "$LOCK"); fi
+"${pip[@]}" install "${constraints[@]}" -r "$REQ"
+echo "$want" >"$STAMP"
+say "installed: $("$VENV/bin/python" -m pip list --format=freeze --disable-pip-version-check 2>/dev/null \
+  | grep -Ei '^(ollama|openai|anthropic|opentelemetry-(api|sdk)|httpx)==' | tr '\n' ' ')"

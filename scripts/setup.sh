@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Everything building, running and testing ollama-tracer needs, on a fresh Debian 12 with rustup.
+# Idempotent: a few quick checks and no output when all is present. Run as root.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bash "$ROOT/scripts/setup-ebpf-toolchain.sh"
+bash "$ROOT/scripts/setup-python.sh"

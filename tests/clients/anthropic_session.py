@@ -1,0 +1,53 @@
+"""Scripted session with the real `anthropic` Python client against Ollama's /v1/messages.
+
+Calls: a message (not streamed), a streamed message. Prints one JSON line per call (see
+common.py); token counts are the ones `message_delta` / the message's `usage` reported.
+"""
+
+import anthropic
+
+from common import Call, parse_args
+
+args = parse_args(__doc__)
+model = args.model or "qwen3-coder"
+client = anthropic.Anthropic(base_url=args.base_url.rstrip("/"), api_key="ollama", max_retries=0)
+D = "anthropic"
+MESSAGES = [{"role": "user", "content": "Say hello in one sentence."}]
+
+
+def message():
+    with Call(D, "message", "/v1/messages", model, False) as c:
+        r = client.messages.create(model=model, max_tokens=256, messages=MESSAGES)
+        for block in r.content or []:
+            if block.type == "text":
+                c.text(block.text)
+            elif block.type == "thinking":
+                c.text(thinking=block.thinking)
+            elif block.type == "tool_use":
+                c.rec["tool_calls"].append(block.name)
+        c.rec.update(finish_reason=r.stop_reason, input_tokens=r.usage.input_tokens, output_tokens=r.usage.output_tokens)
+    return c
+
+
+def message_stream():
+    with Call(D, "message_stream", "/v1/messages", model, True) as c:
+        for event in client.messages.create(model=model, max_tokens=256, messages=MESSAGES, stream=True):
+            c.chunk()
+            if event.type == "content_block_delta":
+                d = event.delta
+                if d.type == "text_delta":
+                    c.text(d.text)
+                elif d.type == "thinking_delta":
+                    c.text(thinking=d.thinking)
+            elif event.type == "content_block_start" and event.content_block.type == "tool_use":
+                c.rec["tool_calls"].append(event.content_block.name)
+            elif event.type == "message_delta":
+                c.rec.update(finish_reason=event.delta.stop_reason, input_tokens=event.usage.input_tokens, output_tokens=event.usage.output_tokens)
+    return c
+
+
+errors = 0
+for fn in (message, message_stream):
+    if fn().rec["error"]:
+        errors += 1
+raise SystemExit(1 if errors else 0)

@@ -1,0 +1,139 @@
+//! `ollama-tracer run`: a live capture feeding the same pipeline as replay.
+//!
+//! The capture (eBPF ring buffer or libpcap) is read by a tokio task; the pipeline and the
+//! outputs run on their own thread, fed through a bounded channel of batches. When the pipeline
+//! falls behind, the channel fills, the capture task waits, and the kernel's buffer absorbs the
+//! burst or drops — counted, never silent. On SIGINT/SIGTERM the capture is detached, calls
+//! still in flight are ended as incomplete spans, and the summary is printed.
+
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use crate::capture::live::{CaptureConfig, CaptureError, CaptureMode, LiveCapture, LiveCounters, start_live};
+use crate::export::Outputs;
+use crate::llm::LlmCall;
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::replay::{CaptureStats, Report};
+use crate::segment::{SegmentBatch, Timestamp};
+
+/// Batches in flight between the capture and the pipeline.
+const QUEUE_BATCHES: usize = 16;
+/// How often the pipeline's time-based rules run when traffic is quiet.
+const TICK: Duration = Duration::from_millis(250);
+
+pub struct LiveOptions {
+    pub mode: CaptureMode,
+    pub capture: CaptureConfig,
+    pub pipeline: PipelineConfig,
+}
+
+enum Msg {
+    Batch(SegmentBatch),
+    /// Wall-clock now: lets idle connections and held data time out without traffic.
+    Tick(Timestamp),
+}
+
+fn now() -> Timestamp {
+    Timestamp(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64))
+}
+
+/// A started live capture, ready to run.
+pub struct Live {
+    capture: LiveCapture,
+    reason: String,
+}
+
+impl Live {
+    /// Starts the capture (attaches programs or opens interfaces).
+    pub fn start(opts: &LiveOptions) -> Result<Live, CaptureError> {
+        let (capture, reason) = start_live(opts.mode, &opts.capture)?;
+        Ok(Live { capture, reason })
+    }
+
+    /// Which backend was chosen, and why (one line).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// Runs until `shutdown` completes; every call goes through `outputs`.
+    pub async fn run<W, S>(
+        self,
+        pipeline: PipelineConfig,
+        outputs: Outputs<W>,
+        shutdown: S,
+    ) -> Result<Report, CaptureError>
+    where
+        W: Write + Send + 'static,
+        S: std::future::Future<Output = ()>,
+    {
+        let Live { mut capture, .. } = self;
+        let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE_BATCHES);
+        let worker = std::thread::Builder::new()
+            .name("ollama-tracer-pipeline".into())
+            .spawn(move || {
+                let mut pipeline = Pipeline::new(pipeline);
+                let mut outputs = outputs;
+                let mut stats = CaptureStats::default();
+                let mut sink = |call: LlmCall| outputs.call(call);
+                while let Some(msg) = rx.blocking_recv() {
+                    match msg {
+                        Msg::Batch(batch) => {
+                            for seg in batch.iter() {
+                                stats.frames += 1;
+                                stats.packets += 1;
+                                stats.payload_bytes += seg.payload.len() as u64;
+                                pipeline.push(&seg, &mut sink);
+                            }
+                        }
+                        Msg::Tick(now) => pipeline.expire(now, &mut sink),
+                    }
+                }
+                // The capture is gone: calls still open end here, flagged incomplete.
+                pipeline.finish(&mut sink);
+                let flushed = outputs.flush();
+                (stats, pipeline.stats(), outputs.spans(), flushed)
+            })
+            .map_err(|e| CaptureError::Config(format!("cannot start the pipeline thread: {e}")))?;
+
+        tokio::pin!(shutdown);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = SegmentBatch::default();
+        let result = loop {
+            tokio::select! {
+                _ = &mut shutdown => break Ok(()),
+                _ = tick.tick() => {
+                    if tx.send(Msg::Tick(now())).await.is_err() {
+                        break Ok(());
+                    }
+                }
+                got = capture.next_batch(&mut batch) => {
+                    if let Err(e) = got {
+                        break Err(e);
+                    }
+                    let full = std::mem::take(&mut batch);
+                    if tx.send(Msg::Batch(full)).await.is_err() {
+                        break Ok(());
+                    }
+                }
+            }
+        };
+        // Counters before detaching, then detach: no programs or links outlive the daemon.
+        let counters = capture.counters();
+        capture.close();
+        drop(tx);
+        let (mut stats, pipeline_stats, spans, flushed) =
+            worker.join().map_err(|_| CaptureError::Config("the pipeline thread panicked".into()))?;
+        if let Err(e) = flushed {
+            tracing::warn!(error = %e, "writing spans failed");
+        }
+        match counters {
+            LiveCounters::Ebpf(k) => stats.kernel_drops = k.ringbuf_lost_records,
+            LiveCounters::Pcap(p) => stats.kernel_drops = p.dropped + p.if_dropped,
+        }
+        result?;
+        Ok(Report { capture: stats, pipeline: pipeline_stats, spans, live: Some(counters) })
+    }
+}
