@@ -6,7 +6,6 @@
 //! burst or drops — counted, never silent. On SIGINT/SIGTERM the capture is detached, calls
 //! still in flight are ended as incomplete spans, and the summary is printed.
 
-use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
@@ -22,6 +21,8 @@ use crate::segment::{SegmentBatch, Timestamp};
 const QUEUE_BATCHES: usize = 16;
 /// How often the pipeline's time-based rules run when traffic is quiet.
 const TICK: Duration = Duration::from_millis(250);
+/// How long the sinks get to deliver what is queued at exit.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct LiveOptions {
     pub mode: CaptureMode,
@@ -31,8 +32,9 @@ pub struct LiveOptions {
 
 enum Msg {
     Batch(SegmentBatch),
-    /// Wall-clock now: lets idle connections and held data time out without traffic.
-    Tick(Timestamp),
+    /// Wall-clock now (lets idle connections and held data time out without traffic), and the
+    /// capture's own counters for the health report.
+    Tick(Timestamp, LiveCounters),
 }
 
 fn now() -> Timestamp {
@@ -58,14 +60,8 @@ impl Live {
     }
 
     /// Runs until `shutdown` completes; every call goes through `outputs`.
-    pub async fn run<W, S>(
-        self,
-        pipeline: PipelineConfig,
-        outputs: Outputs<W>,
-        shutdown: S,
-    ) -> Result<Report, CaptureError>
+    pub async fn run<S>(self, pipeline: PipelineConfig, outputs: Outputs, shutdown: S) -> Result<Report, CaptureError>
     where
-        W: Write + Send + 'static,
         S: std::future::Future<Output = ()>,
     {
         let Live { mut capture, .. } = self;
@@ -76,8 +72,8 @@ impl Live {
                 let mut pipeline = Pipeline::new(pipeline);
                 let mut outputs = outputs;
                 let mut stats = CaptureStats::default();
-                let mut sink = |call: LlmCall| outputs.call(call);
                 while let Some(msg) = rx.blocking_recv() {
+                    let mut sink = |call: LlmCall| outputs.call(call);
                     match msg {
                         Msg::Batch(batch) => {
                             for seg in batch.iter() {
@@ -87,12 +83,23 @@ impl Live {
                                 pipeline.push(&seg, &mut sink);
                             }
                         }
-                        Msg::Tick(now) => pipeline.expire(now, &mut sink),
+                        Msg::Tick(now, live) => {
+                            pipeline.expire(now, &mut sink);
+                            let mut capture = stats.clone();
+                            capture.kernel_drops = drops(&live);
+                            let report = Report {
+                                capture,
+                                pipeline: pipeline.stats(),
+                                spans: outputs.spans(),
+                                live: Some(live),
+                            };
+                            outputs.health(&report);
+                        }
                     }
                 }
                 // The capture is gone: calls still open end here, flagged incomplete.
-                pipeline.finish(&mut sink);
-                let flushed = outputs.flush();
+                pipeline.finish(&mut |call: LlmCall| outputs.call(call));
+                let flushed = outputs.shutdown(SHUTDOWN_TIMEOUT);
                 (stats, pipeline.stats(), outputs.spans(), flushed)
             })
             .map_err(|e| CaptureError::Config(format!("cannot start the pipeline thread: {e}")))?;
@@ -105,7 +112,7 @@ impl Live {
             tokio::select! {
                 _ = &mut shutdown => break Ok(()),
                 _ = tick.tick() => {
-                    if tx.send(Msg::Tick(now())).await.is_err() {
+                    if tx.send(Msg::Tick(now(), capture.counters())).await.is_err() {
                         break Ok(());
                     }
                 }
@@ -129,11 +136,16 @@ impl Live {
         if let Err(e) = flushed {
             tracing::warn!(error = %e, "writing spans failed");
         }
-        match counters {
-            LiveCounters::Ebpf(k) => stats.kernel_drops = k.ringbuf_lost_records,
-            LiveCounters::Pcap(p) => stats.kernel_drops = p.dropped + p.if_dropped,
-        }
+        stats.kernel_drops = drops(&counters);
         result?;
         Ok(Report { capture: stats, pipeline: pipeline_stats, spans, live: Some(counters) })
+    }
+}
+
+/// Packets (records) the capture itself lost.
+fn drops(counters: &LiveCounters) -> u64 {
+    match counters {
+        LiveCounters::Ebpf(k) => k.ringbuf_lost_records,
+        LiveCounters::Pcap(p) => p.dropped + p.if_dropped,
     }
 }

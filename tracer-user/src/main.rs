@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ollama_tracer::capture::check::CheckReport;
 use ollama_tracer::capture::live::{CaptureConfig, CaptureMode, EbpfAttach, plan};
 use ollama_tracer::daemon::{Live, LiveOptions};
-use ollama_tracer::export::{Outputs, StdoutFormat};
+use ollama_tracer::export::{Outputs, Sink, StdoutFormat, StdoutSink};
 use ollama_tracer::http::HttpConfig;
 use ollama_tracer::pipeline::PipelineConfig;
 use ollama_tracer::replay::{open_all, replay};
@@ -156,6 +156,11 @@ impl Common {
     fn span_config(&self) -> SpanConfig {
         SpanConfig { id_seed: self.id_seed }
     }
+
+    fn outputs(&self) -> Outputs {
+        let sinks: Vec<Box<dyn Sink>> = vec![Box::new(StdoutSink::new(self.output.format(), stdout_writer()))];
+        Outputs::new(self.resource(), self.span_config(), sinks)
+    }
 }
 
 impl CaptureArgs {
@@ -226,10 +231,10 @@ fn replay_command(paths: &[PathBuf], ports: &[u16], common: &Common) -> Result<(
             );
         }
     }
-    let mut outputs = Outputs::new(common.resource(), common.span_config(), common.output.format(), stdout_writer());
+    let mut outputs = common.outputs();
     let mut report = replay(&files, ports, common.pipeline(), &mut |c| outputs.call(c));
     report.spans = outputs.spans();
-    outputs.flush().context("writing spans")?;
+    outputs.shutdown(std::time::Duration::from_secs(5)).context("writing spans")?;
     if !common.quiet {
         eprintln!("{report}");
     }
@@ -253,12 +258,7 @@ fn run_command(args: RunArgs) -> Result<()> {
             LiveOptions { mode: args.capture.mode, capture: args.capture.config(), pipeline: args.common.pipeline() };
         let live = Live::start(&opts).context("cannot start the live capture")?;
         tracing::info!("capture: {}", live.reason());
-        let outputs = Outputs::new(
-            args.common.resource(),
-            args.common.span_config(),
-            args.common.output.format(),
-            stdout_writer(),
-        );
+        let outputs = args.common.outputs();
         let report = live.run(opts.pipeline, outputs, shutdown_signal()).await?;
         if !args.common.quiet {
             eprintln!("{report}");

@@ -1,13 +1,15 @@
-//! Where calls go once complete: spans built once, then written to stdout (JSON lines or one
-//! readable line per call); OTLP and Prometheus alongside.
+//! Where calls go once complete: spans are built once and handed to every sink — stdout (JSON
+//! lines or one readable line per call), OTLP, metrics.
 
 pub mod stdout;
 pub mod time;
 
 use std::io::{self, Write};
+use std::time::Duration;
 
 use crate::llm::LlmCall;
-use crate::span::{Resource, SpanBuilder, SpanConfig};
+use crate::replay::Report;
+use crate::span::{Resource, SpanBuilder, SpanConfig, SpanRecord};
 
 /// How calls are shown on stdout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,19 +22,73 @@ pub enum StdoutFormat {
     None,
 }
 
-/// Everything that happens to a completed call: its span is built and written out.
-pub struct Outputs<W: Write> {
-    builder: SpanBuilder,
-    resource: Resource,
+/// A destination for completed calls and their spans.
+pub trait Sink: Send {
+    /// One completed call and its spans (the call's own span first, then its children).
+    /// `spans` is empty when the trace was sampled out: the call still counts for metrics.
+    fn export(&mut self, call: &LlmCall, spans: &[SpanRecord], resource: &Resource);
+    /// A periodic snapshot of the tracer's own counters (capture, pipeline, spans).
+    fn health(&mut self, _report: &Report) {}
+    /// Pushes out what is buffered.
+    fn flush(&mut self) -> io::Result<()>;
+    /// End of the run: deliver what is queued within `timeout`.
+    fn shutdown(&mut self, _timeout: Duration) -> io::Result<()> {
+        self.flush()
+    }
+}
+
+/// Spans on stdout.
+pub struct StdoutSink<W: Write + Send> {
     format: StdoutFormat,
     out: W,
-    spans: u64,
     write_error: Option<io::Error>,
 }
 
-impl<W: Write> Outputs<W> {
-    pub fn new(resource: Resource, span_config: SpanConfig, format: StdoutFormat, out: W) -> Self {
-        Outputs { builder: SpanBuilder::new(span_config), resource, format, out, spans: 0, write_error: None }
+impl<W: Write + Send> StdoutSink<W> {
+    pub fn new(format: StdoutFormat, out: W) -> Self {
+        StdoutSink { format, out, write_error: None }
+    }
+}
+
+impl<W: Write + Send> Sink for StdoutSink<W> {
+    fn export(&mut self, call: &LlmCall, spans: &[SpanRecord], resource: &Resource) {
+        let res = match self.format {
+            StdoutFormat::Json => spans.iter().try_for_each(|s| stdout::write_json(&mut self.out, s, resource)),
+            StdoutFormat::Text => match spans.first() {
+                Some(span) => stdout::write_text(&mut self.out, call, span),
+                None => Ok(()),
+            },
+            StdoutFormat::None => Ok(()),
+        };
+        if let Err(e) = res
+            && self.write_error.is_none()
+        {
+            self.write_error = Some(e);
+        }
+    }
+
+    /// The first write error, if any (a closed pipe is not one: `| head` is fine).
+    fn flush(&mut self) -> io::Result<()> {
+        let flushed = self.out.flush();
+        let not_pipe = |e: io::Error| if e.kind() == io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) };
+        match self.write_error.take() {
+            Some(e) => not_pipe(e),
+            None => flushed.or_else(not_pipe),
+        }
+    }
+}
+
+/// Everything that happens to a completed call: its spans are built and handed to each sink.
+pub struct Outputs {
+    builder: SpanBuilder,
+    resource: Resource,
+    sinks: Vec<Box<dyn Sink>>,
+    spans: u64,
+}
+
+impl Outputs {
+    pub fn new(resource: Resource, span_config: SpanConfig, sinks: Vec<Box<dyn Sink>>) -> Self {
+        Outputs { builder: SpanBuilder::new(span_config), resource, sinks, spans: 0 }
     }
 
     pub fn resource(&self) -> &Resource {
@@ -45,26 +101,42 @@ impl<W: Write> Outputs<W> {
     }
 
     pub fn call(&mut self, call: LlmCall) {
-        let span = self.builder.build(&call);
-        self.spans += 1;
-        let res = match self.format {
-            StdoutFormat::Json => stdout::write_json(&mut self.out, &span, &self.resource),
-            StdoutFormat::Text => stdout::write_text(&mut self.out, &call, &span),
-            StdoutFormat::None => Ok(()),
-        };
-        if let Err(e) = res
-            && self.write_error.is_none()
-        {
-            self.write_error = Some(e);
+        let spans = self.builder.build_all(&call);
+        self.spans += spans.len() as u64;
+        for sink in &mut self.sinks {
+            sink.export(&call, &spans, &self.resource);
         }
     }
 
-    /// Flushes what was written; the first write error, if any (a closed pipe is not one).
-    pub fn flush(&mut self) -> io::Result<()> {
-        let flushed = self.out.flush();
-        match self.write_error.take() {
-            Some(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e),
-            _ => flushed.or_else(|e| if e.kind() == io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) }),
+    pub fn health(&mut self, report: &Report) {
+        for sink in &mut self.sinks {
+            sink.health(report);
         }
+    }
+
+    /// Flushes every sink; the first error.
+    pub fn flush(&mut self) -> io::Result<()> {
+        let mut first = Ok(());
+        for sink in &mut self.sinks {
+            if let Err(e) = sink.flush()
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
+    }
+
+    /// Shuts every sink down within `timeout` in all; the first error.
+    pub fn shutdown(&mut self, timeout: Duration) -> io::Result<()> {
+        let mut first = Ok(());
+        for sink in &mut self.sinks {
+            if let Err(e) = sink.shutdown(timeout)
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
     }
 }

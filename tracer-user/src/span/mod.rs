@@ -238,6 +238,11 @@ impl SpanBuilder {
         }
     }
 
+    /// Every span of one call: the call's own span first, then its children.
+    pub fn build_all(&mut self, call: &LlmCall) -> Vec<SpanRecord> {
+        vec![self.build(call)]
+    }
+
     /// The span for one call.
     pub fn build(&mut self, call: &LlmCall) -> SpanRecord {
         let op = call.operation();
