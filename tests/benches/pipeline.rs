@@ -18,7 +18,7 @@ fn pipeline(c: &mut Criterion) {
     let files = replay::open_all(&[&cap.path]).expect("open");
     let resource = Resource::new("ollama", None, Vec::new());
     let run = || {
-        let mut builder = SpanBuilder::new(SpanConfig { id_seed: Some(1) });
+        let mut builder = SpanBuilder::new(SpanConfig { id_seed: Some(1), ..Default::default() });
         let mut out = Vec::with_capacity(64 << 20);
         let mut calls = 0u64;
         let report = replay::replay(&files, &[11434], PipelineConfig::default(), &mut |call| {

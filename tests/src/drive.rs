@@ -50,7 +50,7 @@ pub fn calls(packets: &[Packet]) -> (Vec<LlmCall>, PipelineStats) {
 /// Calls and their spans (ids from a fixed seed).
 pub fn spans(packets: &[Packet]) -> Vec<(LlmCall, SpanRecord)> {
     let (calls, _) = calls(packets);
-    let mut builder = SpanBuilder::new(SpanConfig { id_seed: Some(1) });
+    let mut builder = SpanBuilder::new(SpanConfig { id_seed: Some(1), ..Default::default() });
     calls
         .into_iter()
         .map(|c| {

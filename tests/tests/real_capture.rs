@@ -22,7 +22,7 @@ fn jsonl(name: &str) -> Vec<Value> {
 
 fn spans(capture: &str) -> Vec<(LlmCall, SpanRecord)> {
     let files = replay::open_all(&[data(capture)]).unwrap();
-    let mut builder = SpanBuilder::new(SpanConfig { id_seed: Some(1) });
+    let mut builder = SpanBuilder::new(SpanConfig { id_seed: Some(1), ..Default::default() });
     let mut out = Vec::new();
     let report = replay::replay(&files, &[11434], PipelineConfig::default(), &mut |c| {
         let s = builder.build(&c);

@@ -154,7 +154,7 @@ impl Common {
     }
 
     fn span_config(&self) -> SpanConfig {
-        SpanConfig { id_seed: self.id_seed }
+        SpanConfig { id_seed: self.id_seed, ..Default::default() }
     }
 
     fn outputs(&self) -> Outputs {

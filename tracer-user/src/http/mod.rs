@@ -3,6 +3,7 @@
 //! bytes are missing or the capture started mid-connection.
 
 pub mod body;
+pub mod encoding;
 pub mod head;
 pub mod resync;
 

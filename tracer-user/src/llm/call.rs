@@ -160,6 +160,8 @@ pub struct CallTimes {
     pub first_output: Option<Timestamp>,
     /// End of the last chunk carrying output.
     pub last_output: Option<Timestamp>,
+    /// End of the last chunk (for Ollama, the one carrying its own measurements).
+    pub last_chunk: Option<Timestamp>,
     /// Span end: the response's last byte, or when the exchange was given up.
     pub end: Timestamp,
     pub chunk_gaps: ChunkGaps,
@@ -182,6 +184,8 @@ pub enum Incomplete {
     NoTerminator,
     /// Part of a body was not valid JSON.
     InvalidJson,
+    /// A body's content coding is unknown or its compressed bytes are corrupt.
+    UndecodableBody,
 }
 
 impl Incomplete {
@@ -194,6 +198,7 @@ impl Incomplete {
             Incomplete::CaptureEnded => "capture_ended",
             Incomplete::NoTerminator => "no_terminator",
             Incomplete::InvalidJson => "invalid_json",
+            Incomplete::UndecodableBody => "undecodable_body",
         }
     }
 }
@@ -211,6 +216,9 @@ pub enum ErrorKind {
     Cancelled,
     /// The server closed or reset the connection mid-response.
     ServerClosed,
+    /// A complete inference response without any output: no text, no reasoning, no tool call
+    /// (agent loops stall on these).
+    EmptyResponse,
 }
 
 impl ErrorKind {
@@ -222,6 +230,7 @@ impl ErrorKind {
             ErrorKind::NoTerminator => "incomplete_stream".into(),
             ErrorKind::Cancelled => "cancelled".into(),
             ErrorKind::ServerClosed => "server_closed".into(),
+            ErrorKind::EmptyResponse => "empty_response".into(),
         }
     }
 }
@@ -258,6 +267,15 @@ pub struct LlmCall {
 }
 
 impl LlmCall {
+    /// A native load or unload request (empty prompt/messages): not an inference.
+    pub fn model_action(&self) -> Option<&'static str> {
+        match self.response.done_reason.as_deref() {
+            Some("load") => Some("load"),
+            Some("unload") => Some("unload"),
+            _ => None,
+        }
+    }
+
     pub fn operation(&self) -> Option<Operation> {
         self.route.operation()
     }

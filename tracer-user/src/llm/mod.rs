@@ -23,6 +23,7 @@ pub use self::call::{CallError, CallTimes, ErrorKind, Incomplete, LlmCall, Reque
 use self::request::RequestDecoder;
 use self::response::ResponseDecoder;
 pub use self::route::{Api, Operation, Route};
+use crate::http::encoding::ContentDecoder;
 use crate::http::{ExchangeEnd, ExchangeId, HttpEvent, Outcome};
 use crate::reassembly::CloseReason;
 use crate::segment::{Direction, Timestamp};
@@ -39,6 +40,22 @@ struct CallState {
     call: LlmCall,
     request: RequestDecoder,
     response: Option<ResponseDecoder>,
+    /// Content codings to undo before reading the bodies.
+    request_coding: Option<ContentDecoder>,
+    response_coding: Option<ContentDecoder>,
+    /// Body bytes as sent (before decoding), for `http.*.body.size`.
+    request_wire_bytes: u64,
+    response_wire_bytes: u64,
+    /// A body could not be decoded (unknown or corrupt content coding).
+    undecodable: bool,
+}
+
+/// The decoder for a body's `Content-Encoding`; `Err` when it cannot be undone.
+fn coding_for(value: Option<&str>) -> Result<Option<ContentDecoder>, ()> {
+    match value {
+        None => Ok(None),
+        Some(v) => ContentDecoder::for_header(v).map_err(|_| ()),
+    }
 }
 
 /// The call-assembly stage.
@@ -65,8 +82,9 @@ impl CallAssembler {
     pub fn push<F: FnMut(LlmCall)>(&mut self, ev: HttpEvent<'_>, out: &mut F) {
         match ev {
             HttpEvent::Request { conn, id, flow, ts, head, meta } => {
-                let head = *head;
+                let mut head = *head;
                 let route = Route::classify(&head.method, &head.path);
+                let content_encoding = head.content_encoding.take();
                 let call = LlmCall {
                     conn,
                     exchange: id,
@@ -86,16 +104,53 @@ impl CallAssembler {
                     incomplete: Vec::new(),
                     error: None,
                 };
-                self.calls.insert(id, CallState { call, request: RequestDecoder::new(route), response: None });
+                let (request_coding, undecodable) = match coding_for(content_encoding.as_deref()) {
+                    Ok(c) => (c, false),
+                    Err(()) => (None, true),
+                };
+                let mut request = RequestDecoder::new(route);
+                if undecodable {
+                    request.gap();
+                }
+                self.calls.insert(
+                    id,
+                    CallState {
+                        call,
+                        request,
+                        response: None,
+                        request_coding,
+                        response_coding: None,
+                        request_wire_bytes: 0,
+                        response_wire_bytes: 0,
+                        undecodable,
+                    },
+                );
             }
             HttpEvent::RequestBody { id, data, .. } => {
                 if let Some(st) = self.calls.get_mut(&id) {
-                    st.request.feed(data);
+                    st.request_wire_bytes += data.len() as u64;
+                    let request = &mut st.request;
+                    match st.request_coding.as_mut() {
+                        Some(c) => {
+                            if c.feed(data, &mut |b| request.feed(b)).is_err() {
+                                st.undecodable = true;
+                                request.gap();
+                            }
+                        }
+                        None => request.feed(data),
+                    }
                 }
             }
             HttpEvent::RequestEnd { id, ts } => {
                 if let Some(st) = self.calls.get_mut(&id) {
                     st.call.times.request_end = Some(ts);
+                    let request = &mut st.request;
+                    if let Some(c) = st.request_coding.as_mut()
+                        && c.finish(&mut |b| request.feed(b)).is_err()
+                    {
+                        st.undecodable = true;
+                        request.gap();
+                    }
                 }
             }
             HttpEvent::Interim { .. } => {}
@@ -104,6 +159,13 @@ impl CallAssembler {
                     st.call.status = Some(head.status);
                     st.call.times.response_start = Some(ts);
                     let mut decoder = ResponseDecoder::new(st.call.route, head.status, head.content_type.as_deref());
+                    match coding_for(head.content_encoding.as_deref()) {
+                        Ok(c) => st.response_coding = c,
+                        Err(()) => {
+                            st.undecodable = true;
+                            decoder.gap();
+                        }
+                    }
                     decoder.set_headers(head.content_type, head.content_encoding);
                     st.response = Some(decoder);
                 }
@@ -112,7 +174,16 @@ impl CallAssembler {
                 if let Some(st) = self.calls.get_mut(&id)
                     && let Some(d) = st.response.as_mut()
                 {
-                    d.feed(data, ts);
+                    st.response_wire_bytes += data.len() as u64;
+                    match st.response_coding.as_mut() {
+                        Some(c) => {
+                            if c.feed(data, &mut |b| d.feed(b, ts)).is_err() {
+                                st.undecodable = true;
+                                d.gap();
+                            }
+                        }
+                        None => d.feed(data, ts),
+                    }
                 }
             }
             HttpEvent::BodyGap { id, dir, .. } => {
@@ -144,14 +215,40 @@ impl CallAssembler {
     }
 }
 
+/// A whole, successful chat or completion response that produced nothing at all. Not for
+/// embeddings, load/unload requests, or calls we did not see whole.
+fn is_empty_response(call: &LlmCall, end: &ExchangeEnd) -> bool {
+    let r = &call.response;
+    matches!(call.operation(), Some(Operation::Chat | Operation::TextCompletion))
+        && call.status == Some(200)
+        && end.outcome == Outcome::Complete
+        && end.response_gap_bytes == 0
+        && r.terminated
+        && r.invalid_chunks == 0
+        && call.model_action().is_none()
+        && r.text_bytes == 0
+        && r.reasoning_bytes == 0
+        && r.tool_calls.is_empty()
+}
+
 /// Whether the route's successful stream has a terminator we must see.
 fn expects_terminator(call: &LlmCall) -> bool {
     call.route.operation().is_some() || matches!(call.route, Route::Pull | Route::Push | Route::Create)
 }
 
 fn finish(st: CallState, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
-    let CallState { mut call, request, response } = st;
+    let CallState {
+        mut call,
+        request,
+        response,
+        response_coding,
+        request_wire_bytes,
+        response_wire_bytes,
+        mut undecodable,
+        ..
+    } = st;
     call.request = request.finish();
+    call.request.body_bytes = request_wire_bytes;
     let capture_lost = matches!(end.close, Some(CloseReason::CaptureEnd | CloseReason::Idle | CloseReason::Evicted));
     // A call cut by the end of the capture ends where we last saw it, not when we gave up.
     call.times.end = match end.outcome {
@@ -159,8 +256,15 @@ fn finish(st: CallState, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
         _ if capture_lost => end.last_byte.max(call.times.request_start),
         _ => ts,
     };
-    if let Some(decoder) = response {
+    if let Some(mut decoder) = response {
+        let end_ts = call.times.end;
+        if let Some(mut coding) = response_coding
+            && coding.finish(&mut |b| decoder.feed(b, end_ts)).is_err()
+        {
+            undecodable = true;
+        }
         call.response = decoder.finish(call.times.end, &mut call.times);
+        call.response.body_bytes = response_wire_bytes;
     }
     let mut incomplete = Vec::new();
     if end.request_gap_bytes > 0 {
@@ -190,6 +294,9 @@ fn finish(st: CallState, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
     if call.response.invalid_chunks > 0 || call.request.invalid_json {
         incomplete.push(Incomplete::InvalidJson);
     }
+    if undecodable {
+        incomplete.push(Incomplete::UndecodableBody);
+    }
     incomplete.sort_unstable();
     incomplete.dedup();
     call.incomplete = incomplete;
@@ -214,6 +321,8 @@ fn finish(st: CallState, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
         // The server ended a 200 stream without its terminator: the mid-stream error of the
         // compatibility layers, whose text Ollama drops (ollama-wire §4.3).
         Some(CallError { kind: ErrorKind::NoTerminator, message: None })
+    } else if is_empty_response(&call, &end) {
+        Some(CallError { kind: ErrorKind::EmptyResponse, message: None })
     } else {
         None
     };

@@ -149,6 +149,7 @@ impl ResponseDecoder {
         };
         s.info.streamed |= multi_doc;
         times.first_chunk = s.first_chunk;
+        times.last_chunk = s.last_chunk;
         times.first_output = s.first_output;
         times.last_output = s.last_output;
         times.chunk_gaps = s.gaps;

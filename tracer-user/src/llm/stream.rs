@@ -19,6 +19,8 @@ pub(super) struct Stream {
     pub(super) first_chunk: Option<Timestamp>,
     pub(super) first_output: Option<Timestamp>,
     pub(super) last_output: Option<Timestamp>,
+    /// End of the latest chunk (the final one, once the stream is over).
+    pub(super) last_chunk: Option<Timestamp>,
     pub(super) gaps: ChunkGaps,
     /// The response status is an error: documents describe the error.
     pub(super) error_status: bool,
@@ -29,6 +31,7 @@ impl Stream {
     pub(super) fn chunk(&mut self, ts: Timestamp, has_output: bool) {
         self.info.chunks += 1;
         self.first_chunk.get_or_insert(ts);
+        self.last_chunk = Some(ts);
         if has_output {
             self.info.output_chunks += 1;
             if let Some(prev) = self.last_output {

@@ -184,11 +184,19 @@ impl Resource {
 pub struct SpanConfig {
     /// Seed for trace and span ids (tests, reproducible output); random when `None`.
     pub id_seed: Option<u64>,
+    /// A `load_duration` at least this long means the model had to be loaded (a cold start);
+    /// shorter ones are time waiting for the scheduler. Default [`DEFAULT_COLD_START_NS`].
+    pub cold_start_ns: Option<u64>,
 }
+
+/// Default cold-start threshold: loading even a small model from disk takes longer; a warm
+/// model's `load_duration` is the scheduler's few milliseconds (plus any queueing).
+pub const DEFAULT_COLD_START_NS: u64 = 500_000_000;
 
 /// Builds spans from calls.
 pub struct SpanBuilder {
     rng: StdRng,
+    cold_start_ns: u64,
 }
 
 impl std::fmt::Debug for SpanBuilder {
@@ -217,7 +225,7 @@ impl SpanBuilder {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
-        SpanBuilder { rng }
+        SpanBuilder { rng, cold_start_ns: config.cold_start_ns.unwrap_or(DEFAULT_COLD_START_NS) }
     }
 
     fn trace_id(&mut self) -> [u8; 16] {
@@ -240,7 +248,81 @@ impl SpanBuilder {
 
     /// Every span of one call: the call's own span first, then its children.
     pub fn build_all(&mut self, call: &LlmCall) -> Vec<SpanRecord> {
-        vec![self.build(call)]
+        let span = self.build(call);
+        let mut spans = Vec::with_capacity(4);
+        let phases = self.phases(call, &span);
+        spans.push(span);
+        spans.extend(phases);
+        spans
+    }
+
+    /// Ollama's own phases as INTERNAL children of the call span, placed on the capture timeline
+    /// from its reported durations: `total_duration` ends with the chunk that reported it,
+    /// `load` and `prompt_eval` run from its start, `eval` runs up to its end. Clamped into the
+    /// parent (Ollama's clock and the capture's can differ by the transfer time).
+    fn phases(&mut self, call: &LlmCall, parent: &SpanRecord) -> Vec<SpanRecord> {
+        let m = &call.response.ollama;
+        if call.operation().is_none() || m.is_empty() {
+            return Vec::new();
+        }
+        let anchor = call.times.last_chunk.unwrap_or(parent.end).min(parent.end);
+        let known = m.load_duration.unwrap_or(0) + m.prompt_eval_duration.unwrap_or(0) + m.eval_duration.unwrap_or(0);
+        let total = m.total_duration.unwrap_or(known);
+        let clamp = |t: Timestamp| t.max(parent.start).min(parent.end);
+        let start = clamp(anchor.saturating_sub_nanos(total));
+        let model = call.model().map(str::to_string);
+        let cold_start_ns = self.cold_start_ns;
+        let mut phase = |name: &'static str, from: Timestamp, to: Timestamp, extra: Vec<KeyValue>| {
+            let mut attributes = vec![KeyValue::new(sc::OLLAMA_PHASE, name)];
+            if let Some(m) = &model {
+                attributes.push(KeyValue::new(sc::GEN_AI_REQUEST_MODEL, m.clone()));
+            }
+            attributes.extend(extra);
+            SpanRecord {
+                name: name.to_string(),
+                kind: SpanKind::Internal,
+                trace_id: parent.trace_id,
+                span_id: self.span_id(),
+                parent_span_id: Some(parent.span_id),
+                trace_state: parent.trace_state.clone(),
+                flags: parent.flags,
+                start: clamp(from),
+                end: clamp(to),
+                status: StatusCode::Unset,
+                status_message: String::new(),
+                attributes,
+                events: Vec::new(),
+            }
+        };
+        let mut out = Vec::with_capacity(3);
+        let mut cursor = start;
+        if let Some(load) = m.load_duration {
+            let cold = load >= cold_start_ns;
+            out.push(phase(
+                "load",
+                cursor,
+                cursor.saturating_add_nanos(load),
+                vec![KeyValue::new(sc::OLLAMA_COLD_START, cold)],
+            ));
+            cursor = cursor.saturating_add_nanos(load);
+        }
+        if let Some(prompt) = m.prompt_eval_duration {
+            let mut extra = Vec::new();
+            if let Some(n) = m.prompt_eval_count {
+                extra.push(KeyValue::new(sc::OLLAMA_PROMPT_EVAL_COUNT, n));
+                extra.push(KeyValue::new(sc::OLLAMA_TOKENS_PER_SECOND, rate(n, prompt)));
+            }
+            out.push(phase("prompt_eval", cursor, cursor.saturating_add_nanos(prompt), extra));
+        }
+        if let Some(eval) = m.eval_duration {
+            let mut extra = Vec::new();
+            if let Some(n) = m.eval_count {
+                extra.push(KeyValue::new(sc::OLLAMA_EVAL_COUNT, n));
+                extra.push(KeyValue::new(sc::OLLAMA_TOKENS_PER_SECOND, rate(n, eval)));
+            }
+            out.push(phase("eval", anchor.saturating_sub_nanos(eval), anchor, extra));
+        }
+        out
     }
 
     /// The span for one call.
@@ -348,6 +430,24 @@ impl SpanBuilder {
         a.opt(sc::OLLAMA_EVAL_COUNT, o.eval_count);
         a.opt(sc::OLLAMA_EVAL_DURATION, o.eval_duration);
         a.opt(sc::OLLAMA_DONE_REASON, resp.done_reason.clone());
+        a.opt(sc::OLLAMA_REQUEST_ACTION, call.model_action());
+        if let Some(load) = o.load_duration {
+            let cold = load >= self.cold_start_ns;
+            a.put(sc::OLLAMA_COLD_START, cold);
+            if !cold {
+                // A warm model's load time is the scheduler's: queueing behind other requests.
+                a.put(sc::OLLAMA_WAIT_DURATION, load);
+            }
+        }
+        if let Some(total) = o.total_duration {
+            let wall = call.times.end.since(call.times.request_start).max(0) as u64;
+            a.put(sc::OLLAMA_OUTSIDE_DURATION, wall.saturating_sub(total));
+        }
+        if let (Some(n), Some(ns)) = (o.eval_count, o.eval_duration)
+            && ns > 0
+        {
+            a.put(sc::OLLAMA_RESPONSE_TOKENS_PER_SECOND, rate(n, ns));
+        }
 
         a.opt(sc::OLLAMA_REQUEST_KEEP_ALIVE, req.keep_alive.clone());
         a.opt(sc::OLLAMA_REQUEST_NUM_CTX, p.num_ctx);
@@ -366,8 +466,29 @@ impl SpanBuilder {
         if !resp.tool_calls.is_empty() {
             a.put(sc::OLLAMA_RESPONSE_TOOL_CALLS, resp.tool_calls.iter().map(|t| t.name.clone()).collect::<Vec<_>>());
         }
+        if !resp.tool_calls.is_empty() && resp.tool_calls.iter().any(|t| t.id.is_some()) {
+            let ids = resp.tool_calls.iter().map(|t| t.id.clone().unwrap_or_default()).collect::<Vec<_>>();
+            a.put(sc::OLLAMA_RESPONSE_TOOL_CALL_IDS, ids);
+        }
+        if call.status.is_some() && call.operation() != Some(crate::llm::Operation::Embeddings) {
+            a.put(sc::OLLAMA_RESPONSE_TEXT_BYTES, resp.text_bytes);
+            if resp.reasoning_bytes > 0 {
+                a.put(sc::OLLAMA_RESPONSE_REASONING_BYTES, resp.reasoning_bytes);
+            }
+        }
         if resp.streamed {
             a.put(sc::OLLAMA_RESPONSE_CHUNKS, resp.chunks);
+            a.put(sc::OLLAMA_RESPONSE_OUTPUT_CHUNKS, resp.output_chunks);
+            let gaps = &call.times.chunk_gaps;
+            if gaps.count > 0 {
+                a.put(sc::OLLAMA_RESPONSE_TIME_PER_OUTPUT_CHUNK, gaps.sum_secs / gaps.count as f64);
+            }
+            if let (Some(first), Some(last)) = (call.times.first_output, call.times.last_output)
+                && last > first
+            {
+                let secs = last.since(first) as f64 / 1e9;
+                a.put(sc::OLLAMA_RESPONSE_CHUNKS_PER_SECOND, (resp.output_chunks.saturating_sub(1)) as f64 / secs);
+            }
         }
         a.opt(sc::OLLAMA_RESPONSE_EMBEDDINGS, resp.embeddings);
     }
@@ -415,7 +536,13 @@ fn default_message(kind: &ErrorKind) -> String {
         ErrorKind::NoTerminator => "the response stream ended without its terminator".into(),
         ErrorKind::Cancelled => "the client disconnected before the response ended".into(),
         ErrorKind::ServerClosed => "the server closed the connection before the response ended".into(),
+        ErrorKind::EmptyResponse => "the response contained no text, reasoning or tool call".into(),
     }
+}
+
+/// Tokens per second of `n` tokens in `ns` nanoseconds.
+fn rate(n: u64, ns: u64) -> f64 {
+    if ns == 0 { 0.0 } else { n as f64 / (ns as f64 / 1e9) }
 }
 
 /// Lower-case hex of an id.

@@ -62,6 +62,18 @@ pub const OLLAMA_PROMPT_EVAL_DURATION: &str = "ollama.prompt_eval_duration";
 pub const OLLAMA_EVAL_COUNT: &str = "ollama.eval_count";
 pub const OLLAMA_EVAL_DURATION: &str = "ollama.eval_duration";
 pub const OLLAMA_DONE_REASON: &str = "ollama.done_reason";
+/// The model had to be loaded for this call (`load_duration` over the cold-start threshold).
+pub const OLLAMA_COLD_START: &str = "ollama.cold_start";
+/// Time waiting for the scheduler (`load_duration` of a warm model), ns.
+pub const OLLAMA_WAIT_DURATION: &str = "ollama.wait_duration";
+/// Time of the call not covered by Ollama's `total_duration` (transfer, HTTP), ns.
+pub const OLLAMA_OUTSIDE_DURATION: &str = "ollama.outside_duration";
+/// Phase child spans: `load`, `prompt_eval`, `eval`.
+pub const OLLAMA_PHASE: &str = "ollama.phase";
+/// Tokens per second of a phase (prompt_eval, eval).
+pub const OLLAMA_TOKENS_PER_SECOND: &str = "ollama.tokens_per_second";
+/// A native load/unload request (empty prompt or messages): `load` or `unload`.
+pub const OLLAMA_REQUEST_ACTION: &str = "ollama.request.action";
 // Request details without a GenAI name
 pub const OLLAMA_REQUEST_KEEP_ALIVE: &str = "ollama.request.keep_alive";
 pub const OLLAMA_REQUEST_NUM_CTX: &str = "ollama.request.num_ctx";
@@ -78,6 +90,19 @@ pub const OLLAMA_RESPONSE_BODY_SIZE: &str = "http.response.body.size";
 // Response details without a GenAI name
 pub const OLLAMA_RESPONSE_TOOL_CALLS: &str = "ollama.response.tool_calls";
 pub const OLLAMA_RESPONSE_CHUNKS: &str = "ollama.response.chunk_count";
+/// Chunks carrying output (text, reasoning, tool calls).
+pub const OLLAMA_RESPONSE_OUTPUT_CHUNKS: &str = "ollama.response.output_chunk_count";
+/// Mean time between consecutive output chunks, seconds.
+pub const OLLAMA_RESPONSE_TIME_PER_OUTPUT_CHUNK: &str = "ollama.response.time_per_output_chunk";
+/// Output chunks per second between the first and the last output chunk.
+pub const OLLAMA_RESPONSE_CHUNKS_PER_SECOND: &str = "ollama.response.output_chunks_per_second";
+/// Output tokens per second as Ollama measured its decode (`eval_count / eval_duration`).
+pub const OLLAMA_RESPONSE_TOKENS_PER_SECOND: &str = "ollama.response.output_tokens_per_second";
+/// Bytes of generated text and of reasoning ("thinking") received.
+pub const OLLAMA_RESPONSE_TEXT_BYTES: &str = "ollama.response.text_bytes";
+pub const OLLAMA_RESPONSE_REASONING_BYTES: &str = "ollama.response.reasoning_bytes";
+/// Ids of the tool calls in the response.
+pub const OLLAMA_RESPONSE_TOOL_CALL_IDS: &str = "ollama.response.tool_call_ids";
 pub const OLLAMA_RESPONSE_EMBEDDINGS: &str = "ollama.response.embedding_count";
 pub const OLLAMA_RESPONSE_MODELS: &str = "ollama.response.model_count";
 pub const OLLAMA_PROGRESS_STATUS: &str = "ollama.progress.status";
