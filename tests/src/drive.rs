@@ -64,3 +64,17 @@ pub fn spans(packets: &[Packet]) -> Vec<(LlmCall, SpanRecord)> {
 pub fn call_of(calls: &[LlmCall], client: SocketAddr) -> Vec<&LlmCall> {
     calls.iter().filter(|c| c.flow.client == client).collect()
 }
+
+/// Every span of every call (the call's own span first, then its children), calls in
+/// completion order, with the given configurations.
+pub fn all_spans(packets: &[Packet], pipeline: PipelineConfig, spans: SpanConfig) -> Vec<(LlmCall, Vec<SpanRecord>)> {
+    let (calls, _) = calls_with(packets, &[11434], pipeline);
+    let mut builder = SpanBuilder::new(spans);
+    calls
+        .into_iter()
+        .map(|c| {
+            let s = builder.build_all(&c);
+            (c, s)
+        })
+        .collect()
+}

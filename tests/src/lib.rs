@@ -8,11 +8,15 @@
 //! - [`standin`]: the Ollama stand-in server (`ollama-standin`): replays fixtures to real
 //!   clients with Ollama's framing and pacing, and logs ground truth.
 //! - [`pcap`]: pcap / pcapng writers for every link type the tracer reads.
+//! - [`process`]: the stand-in as a child process; the Python venv of real clients.
+//! - [`tap`]: a recording TCP proxy: real clients and servers, the packets a capture would see.
 
 pub mod bench_capture;
 pub mod drive;
 pub mod fixtures;
 pub mod pcap;
+pub mod process;
 pub mod standin;
 pub mod synth;
+pub mod tap;
 pub mod wire;

@@ -3,6 +3,7 @@
 use std::io::{self, BufWriter, IsTerminal, LineWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -12,8 +13,11 @@ use ollama_tracer::capture::live::{CaptureConfig, CaptureMode, EbpfAttach, plan}
 use ollama_tracer::daemon::{Live, LiveOptions};
 use ollama_tracer::export::{Outputs, Sink, StdoutFormat, StdoutSink};
 use ollama_tracer::http::HttpConfig;
+use ollama_tracer::llm::LlmConfig;
+use ollama_tracer::llm::content::{self, ContentConfig};
 use ollama_tracer::pipeline::PipelineConfig;
 use ollama_tracer::replay::{open_all, replay};
+use ollama_tracer::span::sampling::{Head, SamplingConfig};
 use ollama_tracer::span::{Resource, SpanConfig, semconv};
 
 #[derive(Parser, Debug)]
@@ -122,6 +126,87 @@ struct Common {
     /// Do not print the summary on stderr.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    trace: TraceArgs,
+}
+
+/// What goes into spans and which spans are kept.
+#[derive(Args, Debug, Clone)]
+struct TraceArgs {
+    /// Record message content: `gen_ai.input.messages`, `gen_ai.output.messages`,
+    /// `gen_ai.system_instructions`, `gen_ai.tool.definitions` and tool-call arguments. Off by
+    /// default (also on with OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true|SPAN_ONLY|
+    /// SPAN_AND_EVENT).
+    #[arg(long)]
+    capture_content: bool,
+    /// With content capture: longest text part kept, bytes (longer ones are cut and marked).
+    #[arg(long, value_name = "BYTES", default_value_t = content::DEFAULT_MAX_PART_BYTES)]
+    content_max_bytes: usize,
+    /// With content capture: a regular expression whose matches are replaced by `[REDACTED]`
+    /// (repeatable), on top of the default ones (bearer tokens, API keys).
+    #[arg(long = "redact", value_name = "REGEX")]
+    redact: Vec<String>,
+    /// With content capture: do not apply the default redactions.
+    #[arg(long)]
+    no_default_redactions: bool,
+    /// Keep this fraction of traces (0..1) that carry no sampled parent decision. Overrides
+    /// OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (as `parentbased_traceidratio`).
+    #[arg(long, value_name = "RATIO")]
+    sample_ratio: Option<f64>,
+    /// Let the head sampler drop failed calls too (by default every failed call is kept).
+    #[arg(long)]
+    no_keep_errors: bool,
+    /// Keep every call at least this long whatever the head sampler says, e.g. `30s`.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    keep_slower_than: Option<Duration>,
+    /// A model load at least this long is a cold start (`ollama.cold_start`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "500ms")]
+    cold_start_threshold: Duration,
+}
+
+/// The environment switch the OpenTelemetry GenAI instrumentations use for content capture.
+const CAPTURE_CONTENT_ENV: &str = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT";
+
+impl TraceArgs {
+    fn content(&self) -> Result<Option<ContentConfig>> {
+        let from_env = match std::env::var(CAPTURE_CONTENT_ENV) {
+            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+                // Content goes on spans only; an events-only request is honoured the same way
+                // rather than dropped, since spans are the only place we emit it.
+                "true" | "1" | "span_only" | "span_and_event" | "event_only" => true,
+                "" | "false" | "0" | "no_content" => false,
+                other => {
+                    tracing::warn!("{CAPTURE_CONTENT_ENV}={other:?} is not understood; content is not captured");
+                    false
+                }
+            },
+            Err(_) => false,
+        };
+        if !(self.capture_content || from_env) {
+            return Ok(None);
+        }
+        if self.content_max_bytes == 0 {
+            anyhow::bail!("--content-max-bytes must be at least 1");
+        }
+        let config = ContentConfig::capturing(self.content_max_bytes, !self.no_default_redactions, &self.redact)
+            .context("bad --redact pattern")?;
+        Ok(Some(config))
+    }
+
+    fn sampling(&self) -> Result<SamplingConfig> {
+        let mut config = match self.sample_ratio {
+            Some(r) if (0.0..=1.0).contains(&r) => SamplingConfig { head: Head::TraceIdRatio(r), ..Default::default() },
+            Some(r) => anyhow::bail!("--sample-ratio {r} is not between 0 and 1"),
+            None => SamplingConfig::from_otel(
+                std::env::var("OTEL_TRACES_SAMPLER").ok().as_deref(),
+                std::env::var("OTEL_TRACES_SAMPLER_ARG").ok().as_deref(),
+            )
+            .context("OTEL_TRACES_SAMPLER")?,
+        };
+        config.keep_errors = !self.no_keep_errors;
+        config.keep_slower_than_ns = self.keep_slower_than.map(|d| d.as_nanos().min(u64::MAX as u128) as u64);
+        Ok(config)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -142,24 +227,29 @@ impl Output {
 }
 
 impl Common {
-    fn pipeline(&self) -> PipelineConfig {
-        PipelineConfig {
+    fn pipeline(&self) -> Result<PipelineConfig> {
+        Ok(PipelineConfig {
             http: HttpConfig { keep_headers: self.keep_headers.iter().map(|h| h.to_ascii_lowercase()).collect() },
+            llm: LlmConfig { capture_content: self.trace.content()?.is_some() },
             ..Default::default()
-        }
+        })
     }
 
     fn resource(&self) -> Resource {
         Resource::new(&self.service_name, host_name(), Vec::new())
     }
 
-    fn span_config(&self) -> SpanConfig {
-        SpanConfig { id_seed: self.id_seed, ..Default::default() }
+    fn span_config(&self) -> Result<SpanConfig> {
+        Ok(SpanConfig {
+            id_seed: self.id_seed,
+            cold_start_ns: Some(self.trace.cold_start_threshold.as_nanos().min(u64::MAX as u128) as u64),
+            content: self.trace.content()?,
+        })
     }
 
-    fn outputs(&self) -> Outputs {
+    fn outputs(&self) -> Result<Outputs> {
         let sinks: Vec<Box<dyn Sink>> = vec![Box::new(StdoutSink::new(self.output.format(), stdout_writer()))];
-        Outputs::new(self.resource(), self.span_config(), sinks)
+        Ok(Outputs::with_sampling(self.resource(), self.span_config()?, self.trace.sampling()?, sinks))
     }
 }
 
@@ -231,8 +321,8 @@ fn replay_command(paths: &[PathBuf], ports: &[u16], common: &Common) -> Result<(
             );
         }
     }
-    let mut outputs = common.outputs();
-    let mut report = replay(&files, ports, common.pipeline(), &mut |c| outputs.call(c));
+    let mut outputs = common.outputs()?;
+    let mut report = replay(&files, ports, common.pipeline()?, &mut |c| outputs.call(c));
     report.spans = outputs.spans();
     outputs.shutdown(std::time::Duration::from_secs(5)).context("writing spans")?;
     if !common.quiet {
@@ -255,10 +345,10 @@ fn run_command(args: RunArgs) -> Result<()> {
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async {
         let opts =
-            LiveOptions { mode: args.capture.mode, capture: args.capture.config(), pipeline: args.common.pipeline() };
+            LiveOptions { mode: args.capture.mode, capture: args.capture.config(), pipeline: args.common.pipeline()? };
         let live = Live::start(&opts).context("cannot start the live capture")?;
         tracing::info!("capture: {}", live.reason());
-        let outputs = args.common.outputs();
+        let outputs = args.common.outputs()?;
         let report = live.run(opts.pipeline, outputs, shutdown_signal()).await?;
         if !args.common.quiet {
             eprintln!("{report}");

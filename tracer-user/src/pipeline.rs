@@ -2,7 +2,7 @@
 //! the live daemon, tests, fuzzers and benchmarks all drive this same struct.
 
 use crate::http::{HttpConfig, HttpStats, HttpTracker};
-use crate::llm::{CallAssembler, LlmCall, LlmStats};
+use crate::llm::{CallAssembler, LlmCall, LlmConfig, LlmStats};
 use crate::reassembly::{Reassembler, ReassemblyConfig, ReassemblyStats};
 use crate::segment::{Segment, Timestamp};
 
@@ -10,6 +10,7 @@ use crate::segment::{Segment, Timestamp};
 pub struct PipelineConfig {
     pub reassembly: ReassemblyConfig,
     pub http: HttpConfig,
+    pub llm: LlmConfig,
 }
 
 /// Counters of every stage.
@@ -36,7 +37,7 @@ impl Pipeline {
         Pipeline {
             reassembly: Reassembler::new(config.reassembly),
             http: HttpTracker::new(config.http),
-            llm: CallAssembler::new(),
+            llm: CallAssembler::new(config.llm),
             last_expire: Timestamp(0),
         }
     }

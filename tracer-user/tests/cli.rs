@@ -102,3 +102,79 @@ fn cut_short_last_record_is_a_warning() {
     assert_eq!(span["attributes"]["ollama_tracer.incomplete"], true);
     assert_eq!(span["name"], "GET /api/version");
 }
+
+/// The committed real capture (tests/data/captures/real-clients.pcap): 18 calls by real clients.
+fn real_capture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/captures/real-clients.pcap")
+}
+
+fn replay_json(args: &[&str], env: &[(&str, &str)]) -> (bool, Vec<serde_json::Value>, String) {
+    let mut cmd = bin();
+    cmd.arg("replay").arg(real_capture()).args(["--output", "json", "--quiet"]).args(args);
+    cmd.env_remove("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT").env_remove("OTEL_TRACES_SAMPLER");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let spans = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    (out.status.success(), spans, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn has_content(spans: &[serde_json::Value]) -> bool {
+    spans.iter().any(|s| s["attributes"].get("gen_ai.input.messages").is_some())
+}
+
+#[test]
+fn content_capture_is_off_by_default_and_on_by_flag_or_environment() {
+    let (ok, spans, _) = replay_json(&[], &[]);
+    assert!(ok);
+    assert_eq!(spans.iter().filter(|s| s["parent_span_id"] == "" || s["kind"] == "server").count(), 18);
+    assert!(!has_content(&spans), "content is opt-in");
+    let (ok, spans, _) = replay_json(&["--capture-content", "--content-max-bytes", "16"], &[]);
+    assert!(ok);
+    assert!(has_content(&spans));
+    let long = spans
+        .iter()
+        .filter_map(|s| s["attributes"]["gen_ai.output.messages"].as_str())
+        .any(|m| m.contains("…[truncated"));
+    assert!(long, "parts cut at 16 bytes");
+    for v in ["true", "SPAN_ONLY", "span_and_event"] {
+        let (_, spans, _) = replay_json(&[], &[("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", v)]);
+        assert!(has_content(&spans), "{v}");
+    }
+    let (_, spans, _) = replay_json(&[], &[("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "NO_CONTENT")]);
+    assert!(!has_content(&spans));
+    // A custom redaction applies to every captured text.
+    let (_, spans, _) = replay_json(&["--capture-content", "--redact", "(?i)berlin"], &[]);
+    let all = serde_json::to_string(&spans).unwrap();
+    assert!(!all.to_lowercase().contains("berlin") && all.contains("[REDACTED]"));
+    let (ok, _, err) = replay_json(&["--capture-content", "--redact", "(unclosed"], &[]);
+    assert!(!ok && err.contains("--redact"), "{err}");
+}
+
+#[test]
+fn sampling_flags_and_environment() {
+    let calls = |spans: &[serde_json::Value]| spans.iter().filter(|s| s["kind"] == "server").count();
+    let (_, spans, _) = replay_json(&["--sample-ratio", "0"], &[]);
+    assert_eq!(calls(&spans), 0, "nothing kept at ratio 0 (no errors in this capture)");
+    let (_, spans, _) = replay_json(&["--sample-ratio", "0", "--keep-slower-than", "1s"], &[]);
+    assert_eq!(calls(&spans), 1, "only the 10.7 s thinking call");
+    let (_, spans, _) = replay_json(&[], &[("OTEL_TRACES_SAMPLER", "always_off")]);
+    assert_eq!(calls(&spans), 0);
+    let (_, spans, _) = replay_json(&[], &[("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "1")]);
+    assert_eq!(calls(&spans), 18);
+    let (ok, _, err) = replay_json(&["--sample-ratio", "2"], &[]);
+    assert!(!ok && err.contains("between 0 and 1"), "{err}");
+    let (ok, _, err) = replay_json(&[], &[("OTEL_TRACES_SAMPLER", "jaeger_remote")]);
+    assert!(!ok && err.contains("unknown sampler"), "{err}");
+}
+
+#[test]
+fn cold_start_threshold_is_configurable() {
+    let cold =
+        |spans: &[serde_json::Value]| spans.iter().filter(|s| s["attributes"]["ollama.cold_start"] == true).count();
+    let default = cold(&replay_json(&[], &[]).1);
+    assert!(default > 0, "the recorded fixtures include model loads");
+    assert!(cold(&replay_json(&["--cold-start-threshold", "1ms"], &[]).1) > default);
+    assert_eq!(cold(&replay_json(&["--cold-start-threshold", "1h"], &[]).1), 0);
+}

@@ -58,7 +58,8 @@ impl Route {
         }
     }
 
-    /// The handler reads a JSON request body (so `Expect: 100-continue` gets its `100`).
+    /// The handler reads the request body (so `Expect: 100-continue` gets its `100`): a JSON
+    /// body, or a blob's bytes (which Ollama streams to disk).
     pub fn reads_body(&self) -> bool {
         !matches!(
             self,
@@ -70,7 +71,7 @@ impl Route {
                 | Route::V1Models
                 | Route::V1Model(_)
                 | Route::ModelRecommendations
-        ) && !matches!(self, Route::Blob(_))
+        )
     }
 
     /// Inference routes that stream by default (`stream` absent means true).

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::llm::LlmCall;
 use crate::replay::Report;
+use crate::span::sampling::SamplingConfig;
 use crate::span::{Resource, SpanBuilder, SpanConfig, SpanRecord};
 
 /// How calls are shown on stdout.
@@ -82,13 +83,43 @@ impl<W: Write + Send> Sink for StdoutSink<W> {
 pub struct Outputs {
     builder: SpanBuilder,
     resource: Resource,
+    sampling: SamplingConfig,
     sinks: Vec<Box<dyn Sink>>,
     spans: u64,
+    sampled_out: u64,
+    /// Call spans the sampler dropped (bounded): a tool span inferred later hangs from one of
+    /// them and goes with it.
+    dropped: std::collections::VecDeque<[u8; 8]>,
 }
+
+/// Dropped call spans remembered for their later tool spans.
+const DROPPED_REMEMBERED: usize = 4096;
 
 impl Outputs {
     pub fn new(resource: Resource, span_config: SpanConfig, sinks: Vec<Box<dyn Sink>>) -> Self {
-        Outputs { builder: SpanBuilder::new(span_config), resource, sinks, spans: 0 }
+        Self::with_sampling(resource, span_config, SamplingConfig::default(), sinks)
+    }
+
+    pub fn with_sampling(
+        resource: Resource,
+        span_config: SpanConfig,
+        sampling: SamplingConfig,
+        sinks: Vec<Box<dyn Sink>>,
+    ) -> Self {
+        Outputs {
+            builder: SpanBuilder::new(span_config),
+            resource,
+            sampling,
+            sinks,
+            spans: 0,
+            sampled_out: 0,
+            dropped: Default::default(),
+        }
+    }
+
+    /// Calls whose spans the sampler dropped (their metrics still count).
+    pub fn sampled_out(&self) -> u64 {
+        self.sampled_out
     }
 
     pub fn resource(&self) -> &Resource {
@@ -101,7 +132,19 @@ impl Outputs {
     }
 
     pub fn call(&mut self, call: LlmCall) {
-        let spans = self.builder.build_all(&call);
+        let mut spans = self.builder.build_all(&call);
+        if !self.sampling.keep(&call, &spans[0]) {
+            self.sampled_out += 1;
+            if self.dropped.len() == DROPPED_REMEMBERED {
+                self.dropped.pop_front();
+            }
+            self.dropped.push_back(spans[0].span_id);
+            spans.clear();
+        } else if !self.dropped.is_empty() {
+            // Tool spans belong to the earlier call they hang from.
+            let me = spans[0].span_id;
+            spans.retain(|s| s.parent_span_id.is_none_or(|p| p == me || !self.dropped.contains(&p)));
+        }
         self.spans += spans.len() as u64;
         for sink in &mut self.sinks {
             sink.export(&call, &spans, &self.resource);
@@ -140,3 +183,6 @@ impl Outputs {
         first
     }
 }
+
+#[cfg(test)]
+mod outputs_tests;

@@ -4,8 +4,8 @@
 
 use super::call::ToolCall;
 use super::framing::{DocEnd, DocVisitor};
-use super::stream::{MAX_TOOL_CALLS, MESSAGE, SHORT, Stream};
-use crate::json::{Descend, JsonVisitor, Kind, Path, Scalar, StrAcc};
+use super::stream::{ARGS_LIMIT, MAX_TOOL_CALLS, MESSAGE, SHORT, Stream};
+use crate::json::{Descend, JsonVisitor, Kind, Path, Scalar, SkipStats, StrAcc};
 use crate::segment::Timestamp;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +36,8 @@ struct AnDoc {
     block_type: Option<String>,
     block_name: Option<String>,
     block_id: Option<String>,
+    /// A plain body's tool_use `input`, as raw JSON (content capture only).
+    block_input: Option<String>,
     calls: Vec<ToolCall>,
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
@@ -112,7 +114,11 @@ impl AnthropicVisitor {
 
     fn flush_block(&mut self) {
         if self.doc.block_type.as_deref() == Some("tool_use") {
-            let call = ToolCall { id: self.doc.block_id.take(), name: self.doc.block_name.take().unwrap_or_default() };
+            let call = ToolCall {
+                id: self.doc.block_id.take(),
+                name: self.doc.block_name.take().unwrap_or_default(),
+                arguments: self.doc.block_input.take(),
+            };
             if !call.name.is_empty() && self.doc.calls.len() < MAX_TOOL_CALLS {
                 self.doc.calls.push(call);
             }
@@ -125,11 +131,18 @@ impl AnthropicVisitor {
 
 impl JsonVisitor for AnthropicVisitor {
     fn begin(&mut self, path: &Path<'_>, kind: Kind) -> Descend {
-        // A tool's `input` object: its size, not its contents.
+        // A tool's `input` object: kept raw when content is captured, else skipped.
         if kind == Kind::Object && path.key(path.depth().saturating_sub(1)) == Some(b"input") {
-            return Descend::Skip;
+            return if self.s.capture { Descend::Capture(ARGS_LIMIT) } else { Descend::Skip };
         }
         Descend::Enter
+    }
+
+    fn captured(&mut self, path: &Path<'_>, _kind: Kind, raw: &[u8], _truncated: bool, _stats: SkipStats) {
+        // Streams announce `input: {}` in content_block_start and send it in deltas.
+        if !self.streamed && path.depth() == 3 && path.key(0) == Some(b"content") {
+            self.doc.block_input = Some(String::from_utf8_lossy(raw).into_owned());
+        }
     }
 
     fn end(&mut self, path: &Path<'_>, kind: Kind, _len: u32) {
@@ -165,9 +178,18 @@ impl JsonVisitor for AnthropicVisitor {
         let partial_json = path.key(1) == Some(b"partial_json");
         match self.cur {
             AnStr::None => return,
-            AnStr::Text if partial_json => self.doc.tool_input += part.len() as u64,
-            AnStr::Text => self.doc.text += part.len() as u64,
-            AnStr::Thinking => self.doc.thinking += part.len() as u64,
+            AnStr::Text if partial_json => {
+                self.doc.tool_input += part.len() as u64;
+                self.s.args(part);
+            }
+            AnStr::Text => {
+                self.doc.text += part.len() as u64;
+                self.s.text(part);
+            }
+            AnStr::Thinking => {
+                self.doc.thinking += part.len() as u64;
+                self.s.reasoning(part);
+            }
             AnStr::Type => self.kind.push(part),
             AnStr::Id => self.id.push(part),
             AnStr::Model => self.model.push(part),
@@ -197,6 +219,7 @@ impl DocVisitor for AnthropicVisitor {
         self.doc = AnDoc::default();
         self.cur = AnStr::None;
         self.kind.clear();
+        self.s.doc_reset();
     }
 
     fn doc_end(&mut self, ts: Timestamp, end: DocEnd<'_>) {
@@ -223,10 +246,11 @@ impl DocVisitor for AnthropicVisitor {
         s.chunk(ts, has_output);
         s.info.text_bytes += doc.text;
         s.info.reasoning_bytes += doc.thinking;
-        for call in doc.calls {
-            if s.info.tool_calls.len() < MAX_TOOL_CALLS {
-                s.info.tool_calls.push(call);
-            }
+        let args = s.commit();
+        s.add_tool_calls(doc.calls, MAX_TOOL_CALLS);
+        if let Some(args) = args {
+            // input_json_delta: the tool_use block's arguments, after content_block_start.
+            s.extend_last_args(&args);
         }
         if doc.id {
             s.set_id(&self.id);

@@ -1,5 +1,7 @@
 //! The record of one observed call: everything later stages need to build spans and metrics.
 
+use super::content::{InputContent, OutputContent};
+use super::messages::ConversationFacts;
 use super::route::{Operation, Route};
 use crate::http::ExchangeId;
 use crate::reassembly::ConnId;
@@ -51,15 +53,24 @@ pub struct RequestInfo {
     pub inputs: Option<u32>,
     pub dimensions: Option<i64>,
     pub encoding_format: Option<String>,
+    /// Copy's `destination`; create's `from`.
+    pub destination: Option<String>,
+    pub from: Option<String>,
     pub body_bytes: u64,
     /// The body was not valid JSON (or was cut).
     pub invalid_json: bool,
+    /// What links this call to others of its conversation (chat routes).
+    pub conversation: ConversationFacts,
+    /// Messages, system instructions and tool definitions, when content capture is on.
+    pub content: Option<InputContent>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ToolCall {
     pub id: Option<String>,
     pub name: String,
+    /// JSON arguments as sent (content capture only).
+    pub arguments: Option<String>,
 }
 
 /// Ollama's own measurements from the final chunk (nanoseconds / token counts); absent when the
@@ -139,10 +150,17 @@ pub struct ResponseInfo {
     pub invalid_chunks: u64,
     /// Pull/push/create progress: last status line, and bytes completed / total.
     pub progress_status: Option<String>,
+    /// Distinct progress statuses in order (bounded), and how many more were not kept.
+    pub progress_steps: Vec<String>,
+    pub progress_steps_dropped: u64,
+    /// Digest of the last layer the progress reported.
+    pub progress_digest: Option<String>,
     pub progress_completed: Option<u64>,
     pub progress_total: Option<u64>,
     /// `/api/tags`, `/api/ps`, `/v1/models`: number of models listed.
     pub models_listed: Option<u64>,
+    /// The output, when content capture is on.
+    pub content: Option<OutputContent>,
 }
 
 /// Capture times of the points of a call.
@@ -267,6 +285,33 @@ pub struct LlmCall {
 }
 
 impl LlmCall {
+    /// A completed 200 call on `route` from 127.0.0.1:5000, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(route: super::Route) -> LlmCall {
+        LlmCall {
+            conn: 1,
+            exchange: 1,
+            flow: crate::segment::FlowKey {
+                client: "127.0.0.1:5000".parse().expect("address"),
+                server: "127.0.0.1:11434".parse().expect("address"),
+            },
+            meta: crate::segment::CaptureMeta::default(),
+            route,
+            method: "POST".into(),
+            path: route.template().unwrap_or("/").into(),
+            user_agent: None,
+            traceparent: None,
+            tracestate: None,
+            headers: Vec::new(),
+            status: Some(200),
+            request: RequestInfo { model: Some("llama3.2".into()), ..Default::default() },
+            response: ResponseInfo::default(),
+            times: CallTimes::default(),
+            incomplete: Vec::new(),
+            error: None,
+        }
+    }
+
     /// A native load or unload request (empty prompt/messages): not an inference.
     pub fn model_action(&self) -> Option<&'static str> {
         match self.response.done_reason.as_deref() {

@@ -33,7 +33,7 @@ impl Default for ErrorVisitor {
 impl ErrorVisitor {
     pub fn new() -> Self {
         ErrorVisitor {
-            s: Stream { error_status: true, ..Default::default() },
+            s: Stream::for_error(),
             cur: ErrStr::None,
             message: StrAcc::with_cap(MESSAGE),
             kind: StrAcc::with_cap(SHORT),

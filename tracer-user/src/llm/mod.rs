@@ -4,8 +4,10 @@
 
 pub mod anthropic;
 pub mod call;
+pub mod content;
 pub mod error_body;
 pub mod framing;
+pub mod messages;
 pub mod native;
 pub mod openai;
 pub mod request;
@@ -58,16 +60,24 @@ fn coding_for(value: Option<&str>) -> Result<Option<ContentDecoder>, ()> {
     }
 }
 
+/// What the call-assembly stage keeps beyond the facts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LlmConfig {
+    /// Keep message content (off by default; see [`content`]).
+    pub capture_content: bool,
+}
+
 /// The call-assembly stage.
 #[derive(Debug, Default)]
 pub struct CallAssembler {
+    config: LlmConfig,
     calls: FxHashMap<ExchangeId, CallState>,
     stats: LlmStats,
 }
 
 impl CallAssembler {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(config: LlmConfig) -> Self {
+        CallAssembler { config, ..Self::default() }
     }
 
     pub fn stats(&self) -> &LlmStats {
@@ -108,7 +118,11 @@ impl CallAssembler {
                     Ok(c) => (c, false),
                     Err(()) => (None, true),
                 };
-                let mut request = RequestDecoder::new(route);
+                let capture = request::RequestCapture {
+                    content: self.config.capture_content,
+                    raw_limit: response::RAW_JSON_LIMIT,
+                };
+                let mut request = RequestDecoder::with_capture(route, capture);
                 if undecodable {
                     request.gap();
                 }
@@ -158,7 +172,12 @@ impl CallAssembler {
                 if let Some(st) = self.calls.get_mut(&id) {
                     st.call.status = Some(head.status);
                     st.call.times.response_start = Some(ts);
-                    let mut decoder = ResponseDecoder::new(st.call.route, head.status, head.content_type.as_deref());
+                    let mut decoder = ResponseDecoder::with_capture(
+                        st.call.route,
+                        head.status,
+                        head.content_type.as_deref(),
+                        self.config.capture_content,
+                    );
                     match coding_for(head.content_encoding.as_deref()) {
                         Ok(c) => st.response_coding = c,
                         Err(()) => {

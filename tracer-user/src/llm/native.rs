@@ -4,7 +4,7 @@
 use super::call::ToolCall;
 use super::framing::{DocEnd, DocVisitor};
 use super::route::Route;
-use super::stream::{MAX_TOOL_CALLS, MESSAGE, SHORT, Stream};
+use super::stream::{ARGS_LIMIT, MAX_TOOL_CALLS, MESSAGE, SHORT, Stream};
 use crate::json::{Descend, JsonVisitor, Kind, Path, Scalar, SkipStats, StrAcc};
 use crate::segment::Timestamp;
 
@@ -20,10 +20,14 @@ enum NativeStr {
     ToolId,
     Error,
     Status,
+    Digest,
 }
 
 /// Per-document fields of a native chunk, applied when the document ends (keys may come in any
 /// order, and a broken document must change nothing).
+/// Distinct progress steps kept per pull/push/create.
+const MAX_PROGRESS_STEPS: usize = 64;
+
 #[derive(Debug, Default)]
 struct NativeDoc {
     model: bool,
@@ -42,6 +46,7 @@ struct NativeDoc {
     embeddings: Option<u64>,
     dimension: Option<u64>,
     status: bool,
+    digest: bool,
     completed: Option<u64>,
     total: Option<u64>,
     models: Option<u64>,
@@ -58,6 +63,7 @@ pub struct NativeVisitor {
     done_reason: StrAcc,
     error: StrAcc,
     status: StrAcc,
+    digest: StrAcc,
 }
 
 impl NativeVisitor {
@@ -72,6 +78,7 @@ impl NativeVisitor {
             done_reason: StrAcc::with_cap(SHORT),
             error: StrAcc::with_cap(MESSAGE),
             status: StrAcc::with_cap(SHORT),
+            digest: StrAcc::with_cap(SHORT),
         }
     }
 
@@ -97,6 +104,9 @@ impl NativeVisitor {
         match path.depth() - base {
             3 if path.key(base + 2) == Some(b"id") => Some((i, b"id")),
             4 if path.key(base + 2) == Some(b"function") && path.key(base + 3) == Some(b"name") => Some((i, b"name")),
+            4 if path.key(base + 2) == Some(b"function") && path.key(base + 3) == Some(b"arguments") => {
+                Some((i, b"arguments"))
+            }
             _ => None,
         }
     }
@@ -115,6 +125,10 @@ impl NativeVisitor {
 
 impl JsonVisitor for NativeVisitor {
     fn begin(&mut self, path: &Path<'_>, kind: Kind) -> Descend {
+        // A tool call's arguments object: kept as raw JSON when content is captured.
+        if kind == Kind::Object && matches!(self.tool_call_field(path), Some((_, b"arguments"))) {
+            return if self.s.capture { Descend::Capture(ARGS_LIMIT) } else { Descend::Skip };
+        }
         match (path.depth(), path.key(0)) {
             // Token ids of the final generate chunk, logprobs: large and not recorded.
             (1, Some(b"context" | b"logprobs" | b"_debug_info" | b"model_info" | b"tensors" | b"projector_info")) => {
@@ -126,6 +140,14 @@ impl JsonVisitor for NativeVisitor {
             (1, Some(b"embedding")) if kind == Kind::Array => Descend::Skip,
             (_, Some(b"models")) if path.depth() >= 2 => Descend::Skip,
             _ => Descend::Enter,
+        }
+    }
+
+    fn captured(&mut self, path: &Path<'_>, _kind: Kind, raw: &[u8], _truncated: bool, _stats: SkipStats) {
+        if let Some((i, b"arguments")) = self.tool_call_field(path)
+            && let Some(tc) = self.tool_call(i)
+        {
+            tc.arguments = Some(String::from_utf8_lossy(raw).into_owned());
         }
     }
 
@@ -176,6 +198,7 @@ impl JsonVisitor for NativeVisitor {
                 (1, Some(b"done_reason")) => NativeStr::DoneReason,
                 (1, Some(b"error")) => NativeStr::Error,
                 (1, Some(b"status")) => NativeStr::Status,
+                (1, Some(b"digest")) if self.route.is_progress() => NativeStr::Digest,
                 _ => match self.text_key(path) {
                     Some(b"content" | b"response") => NativeStr::Content,
                     Some(b"thinking") => NativeStr::Thinking,
@@ -194,17 +217,25 @@ impl JsonVisitor for NativeVisitor {
                 NativeStr::DoneReason => self.done_reason.clear(),
                 NativeStr::Error => self.error.clear(),
                 NativeStr::Status => self.status.clear(),
+                NativeStr::Digest => self.digest.clear(),
                 _ => self.acc.clear(),
             }
         }
         match self.cur {
             NativeStr::None => return,
-            NativeStr::Content => self.doc.content += part.len() as u64,
-            NativeStr::Thinking => self.doc.thinking += part.len() as u64,
+            NativeStr::Content => {
+                self.doc.content += part.len() as u64;
+                self.s.text(part);
+            }
+            NativeStr::Thinking => {
+                self.doc.thinking += part.len() as u64;
+                self.s.reasoning(part);
+            }
             NativeStr::Model => self.model.push(part),
             NativeStr::DoneReason => self.done_reason.push(part),
             NativeStr::Error => self.error.push(part),
             NativeStr::Status => self.status.push(part),
+            NativeStr::Digest => self.digest.push(part),
             NativeStr::ToolName | NativeStr::ToolId => self.acc.push(part),
         }
         if last {
@@ -213,6 +244,7 @@ impl JsonVisitor for NativeVisitor {
                 NativeStr::DoneReason => self.doc.done_reason = true,
                 NativeStr::Error => self.doc.error = true,
                 NativeStr::Status => self.doc.status = true,
+                NativeStr::Digest => self.doc.digest = true,
                 NativeStr::ToolName | NativeStr::ToolId => {
                     let value = self.acc.take_string();
                     let field = self.cur;
@@ -237,6 +269,7 @@ impl DocVisitor for NativeVisitor {
     fn doc_begin(&mut self) {
         self.doc = NativeDoc::default();
         self.cur = NativeStr::None;
+        self.s.doc_reset();
     }
 
     fn doc_end(&mut self, ts: Timestamp, end: DocEnd<'_>) {
@@ -257,14 +290,11 @@ impl DocVisitor for NativeVisitor {
         s.chunk(ts, has_output);
         s.info.text_bytes += doc.content;
         s.info.reasoning_bytes += doc.thinking;
+        s.commit();
         if doc.model {
             s.set_model(&self.model);
         }
-        for tc in doc.tool_calls {
-            if s.info.tool_calls.len() < MAX_TOOL_CALLS && !tc.name.is_empty() {
-                s.info.tool_calls.push(tc);
-            }
-        }
+        s.add_tool_calls(doc.tool_calls.into_iter().filter(|t| !t.name.is_empty()).collect(), MAX_TOOL_CALLS);
         if doc.embeddings.is_some() {
             s.info.embeddings = doc.embeddings;
         }
@@ -275,10 +305,23 @@ impl DocVisitor for NativeVisitor {
             s.info.models_listed = doc.models;
         }
         if doc.status {
-            s.info.progress_status = Some(self.status.to_string_lossy());
+            let status = self.status.to_string_lossy();
             if self.status.bytes() == b"success" {
                 s.info.terminated = true;
             }
+            // The distinct steps, in order (a pull repeats `pulling <digest>` per progress line).
+            let steps = &mut s.info.progress_steps;
+            if steps.last() != Some(&status) {
+                if steps.len() < MAX_PROGRESS_STEPS {
+                    steps.push(status.clone());
+                } else {
+                    s.info.progress_steps_dropped += 1;
+                }
+            }
+            s.info.progress_status = Some(status);
+        }
+        if doc.digest {
+            s.info.progress_digest = Some(self.digest.to_string_lossy());
         }
         if doc.completed.is_some() {
             s.info.progress_completed = doc.completed;

@@ -5,7 +5,7 @@
 use super::call::ToolCall;
 use super::framing::{DocEnd, DocVisitor};
 use super::route::Route;
-use super::stream::{MAX_TOOL_CALLS, MESSAGE, SHORT, Stream};
+use super::stream::{ARGS_LIMIT, MAX_TOOL_CALLS, MESSAGE, SHORT, Stream};
 use crate::json::{Descend, JsonVisitor, Kind, P, Path, Scalar, SkipStats, StrAcc};
 use crate::segment::Timestamp;
 
@@ -19,6 +19,8 @@ enum OaStr {
     FinishReason,
     ToolName,
     ToolId,
+    /// Tool-call arguments text (content capture only).
+    ToolArgs,
     ErrorMessage,
     ErrorType,
     EmbeddingB64,
@@ -129,6 +131,14 @@ impl OpenAiVisitor {
             {
                 OaStr::ToolName
             }
+            (5, Some(b"delta" | b"message"))
+                if self.s.capture
+                    && path.key(b + 1) == Some(b"tool_calls")
+                    && path.key(b + 3) == Some(b"function")
+                    && path.key(b + 4) == Some(b"arguments") =>
+            {
+                OaStr::ToolArgs
+            }
             _ => OaStr::None,
         }
     }
@@ -200,8 +210,21 @@ impl JsonVisitor for OpenAiVisitor {
         }
         match self.cur {
             OaStr::None => return,
-            OaStr::Content => self.doc.content += part.len() as u64,
-            OaStr::Reasoning => self.doc.reasoning += part.len() as u64,
+            OaStr::Content => {
+                self.doc.content += part.len() as u64;
+                self.s.text(part);
+            }
+            OaStr::Reasoning => {
+                self.doc.reasoning += part.len() as u64;
+                self.s.reasoning(part);
+            }
+            OaStr::ToolArgs => {
+                if let Some(tc) = self.tool_call(path) {
+                    let args = tc.arguments.get_or_insert_with(String::new);
+                    let room = ARGS_LIMIT.saturating_sub(args.len());
+                    args.push_str(&String::from_utf8_lossy(&part[..part.len().min(room)]));
+                }
+            }
             OaStr::Id => self.id.push(part),
             OaStr::Model => self.model.push(part),
             OaStr::ErrorMessage => self.error.push(part),
@@ -254,6 +277,7 @@ impl DocVisitor for OpenAiVisitor {
     fn doc_begin(&mut self) {
         self.doc = OaDoc::default();
         self.cur = OaStr::None;
+        self.s.doc_reset();
     }
 
     fn doc_end(&mut self, ts: Timestamp, end: DocEnd<'_>) {
@@ -280,6 +304,7 @@ impl DocVisitor for OpenAiVisitor {
         s.chunk(ts, has_output);
         s.info.text_bytes += doc.content;
         s.info.reasoning_bytes += doc.reasoning;
+        s.commit();
         if doc.id {
             s.set_id(&self.id);
         }
@@ -287,11 +312,7 @@ impl DocVisitor for OpenAiVisitor {
         if doc.model && !self.model.bytes().is_empty() {
             s.set_model(&self.model);
         }
-        for tc in doc.tool_calls {
-            if s.info.tool_calls.len() < MAX_TOOL_CALLS && !tc.name.is_empty() {
-                s.info.tool_calls.push(tc);
-            }
-        }
+        s.add_tool_calls(doc.tool_calls, MAX_TOOL_CALLS);
         if !doc.finish.is_empty() {
             for (i, reason) in doc.finish {
                 match self.finish.iter_mut().find(|(j, _)| *j == i) {
@@ -343,6 +364,8 @@ enum RsStr {
     ItemType,
     ItemName,
     ItemCallId,
+    /// A plain body's function-call `arguments` (content capture only).
+    ItemArguments,
     OutputText,
     ErrorMessage,
     IncompleteReason,
@@ -358,8 +381,12 @@ struct RsDoc {
     item_type: Option<String>,
     item_name: Option<String>,
     item_call_id: Option<String>,
+    /// The item's `arguments` (plain body; content capture only).
+    item_arguments: Option<String>,
     /// Function calls of a non-streamed response: (name, call id).
     calls: Vec<ToolCall>,
+    /// The `delta` text of this event, routed once its type is known (content capture only).
+    delta_text: String,
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     error: bool,
@@ -433,6 +460,7 @@ impl ResponsesVisitor {
                 Some(b"type") => RsStr::ItemType,
                 Some(b"name") => RsStr::ItemName,
                 Some(b"call_id") => RsStr::ItemCallId,
+                Some(b"arguments") if self.s.capture => RsStr::ItemArguments,
                 _ => RsStr::None,
             },
             (5, Some(b"output"))
@@ -446,8 +474,11 @@ impl ResponsesVisitor {
 
     fn flush_item(&mut self) {
         if self.doc.item_type.as_deref() == Some("function_call") {
-            let call =
-                ToolCall { id: self.doc.item_call_id.take(), name: self.doc.item_name.take().unwrap_or_default() };
+            let call = ToolCall {
+                id: self.doc.item_call_id.take(),
+                name: self.doc.item_name.take().unwrap_or_default(),
+                arguments: self.doc.item_arguments.take(),
+            };
             if !call.name.is_empty() && self.doc.calls.len() < MAX_TOOL_CALLS {
                 self.doc.calls.push(call);
             }
@@ -506,8 +537,22 @@ impl JsonVisitor for ResponsesVisitor {
         }
         match self.cur {
             RsStr::None => return,
-            RsStr::Delta => self.doc.delta += part.len() as u64,
-            RsStr::OutputText => self.doc.text += part.len() as u64,
+            RsStr::Delta => {
+                self.doc.delta += part.len() as u64;
+                if self.s.capture {
+                    let room = ARGS_LIMIT.saturating_sub(self.doc.delta_text.len());
+                    self.doc.delta_text.push_str(&String::from_utf8_lossy(&part[..part.len().min(room)]));
+                }
+            }
+            RsStr::OutputText => {
+                self.doc.text += part.len() as u64;
+                self.s.text(part);
+            }
+            RsStr::ItemArguments => {
+                let args = self.doc.item_arguments.get_or_insert_with(String::new);
+                let room = ARGS_LIMIT.saturating_sub(args.len());
+                args.push_str(&String::from_utf8_lossy(&part[..part.len().min(room)]));
+            }
             RsStr::Type => self.kind.push(part),
             RsStr::Id => self.id.push(part),
             RsStr::Model => self.model.push(part),
@@ -537,6 +582,7 @@ impl DocVisitor for ResponsesVisitor {
         self.doc = RsDoc::default();
         self.cur = RsStr::None;
         self.kind.clear();
+        self.s.doc_reset();
     }
 
     fn doc_end(&mut self, ts: Timestamp, end: DocEnd<'_>) {
@@ -567,17 +613,23 @@ impl DocVisitor for ResponsesVisitor {
         };
         s.chunk(ts, has_output);
         match kind.as_str() {
-            "response.output_text.delta" => s.info.text_bytes += doc.delta,
-            "response.reasoning_summary_text.delta" => s.info.reasoning_bytes += doc.delta,
+            "response.output_text.delta" => {
+                s.info.text_bytes += doc.delta;
+                s.text(doc.delta_text.as_bytes());
+            }
+            "response.reasoning_summary_text.delta" => {
+                s.info.reasoning_bytes += doc.delta;
+                s.reasoning(doc.delta_text.as_bytes());
+            }
             _ => s.info.text_bytes += doc.text,
         }
+        s.commit();
         if !doc.calls.is_empty() {
             self.saw_function_call = true;
         }
-        for call in doc.calls {
-            if s.info.tool_calls.len() < MAX_TOOL_CALLS {
-                s.info.tool_calls.push(call);
-            }
+        s.add_tool_calls(doc.calls, MAX_TOOL_CALLS);
+        if kind == "response.function_call_arguments.delta" && !doc.delta_text.is_empty() {
+            s.extend_last_args(&doc.delta_text);
         }
         if doc.id {
             s.set_id(&self.id);

@@ -3,6 +3,7 @@
 //! case-insensitively, as Ollama's Go decoder does, and the last duplicate wins.
 
 use super::call::RequestInfo;
+use super::messages::{MessageReader, tool_name};
 use super::route::{Api, Route};
 use crate::json::{Descend, JsonScanner, JsonVisitor, Kind, P, Path, Progress, Scalar, ScanOptions, SkipStats, StrAcc};
 
@@ -25,6 +26,11 @@ enum Str {
     EncodingFormat,
     /// A message content part's `type` (OpenAI `image_url` / Anthropic `image`).
     PartType,
+    /// Model management: the legacy `name`, copy's `source`/`destination`, create's `from`.
+    LegacyName,
+    Source,
+    Destination,
+    From,
     /// Any other string: only its length matters.
     Other,
 }
@@ -48,10 +54,29 @@ struct RequestVisitor {
     acc: StrAcc,
     /// A string inside an image value (data URL / base64) is being measured.
     image_string: bool,
+    /// Messages: conversation facts always (chat routes), content when captured.
+    reader: Option<MessageReader>,
+}
+
+/// How much of a request's content to keep (see [`super::content`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestCapture {
+    pub content: bool,
+    /// Bound on raw JSON kept for one tool definition or tool-call argument object.
+    pub raw_limit: usize,
 }
 
 impl RequestDecoder {
     pub fn new(route: Route) -> Self {
+        Self::with_capture(route, RequestCapture::default())
+    }
+
+    pub fn with_capture(route: Route, capture: RequestCapture) -> Self {
+        let chat = matches!(route, Route::Chat | Route::OpenAiChat | Route::AnthropicMessages | Route::OpenAiResponses);
+        let base: &'static [u8] = if route == Route::OpenAiResponses { b"input" } else { b"messages" };
+        let completion = matches!(route, Route::Generate | Route::OpenAiCompletions);
+        let reader = (chat || (completion && capture.content))
+            .then(|| MessageReader::new(base, capture.content, capture.raw_limit.max(1024)));
         RequestDecoder {
             route,
             scanner: JsonScanner::new(ScanOptions { fold_keys: true, max_depth: 32 }),
@@ -63,6 +88,7 @@ impl RequestDecoder {
                 cur: Str::Other,
                 acc: StrAcc::with_cap(SHORT),
                 image_string: false,
+                reader,
             },
         }
     }
@@ -100,6 +126,11 @@ impl RequestDecoder {
         if !self.done && self.reads_json() && !self.scanner.is_empty() && self.scanner.finish(&mut self.v).is_err() {
             self.v.info.invalid_json = true;
         }
+        if let Some(reader) = self.v.reader.take() {
+            let (facts, content) = reader.finish();
+            self.v.info.conversation = facts;
+            self.v.info.content = content;
+        }
         self.v.info
     }
 }
@@ -120,6 +151,10 @@ impl RequestVisitor {
                 Some(b"format") => Str::Format,
                 Some(b"stop" | b"stop_sequences") => Str::Stop,
                 Some(b"encoding_format") => Str::EncodingFormat,
+                Some(b"name") if self.route.is_model_management() => Str::LegacyName,
+                Some(b"source") if self.route == Route::Copy => Str::Source,
+                Some(b"destination") if self.route == Route::Copy => Str::Destination,
+                Some(b"from") if self.route == Route::Create => Str::From,
                 _ => Str::Other,
             };
         }
@@ -233,6 +268,13 @@ impl RequestVisitor {
                 }
             }
             Str::EncodingFormat => self.info.encoding_format = Some(value),
+            // `model` wins over the legacy `name`, whichever comes first.
+            Str::LegacyName => {
+                self.info.model.get_or_insert(value);
+            }
+            Str::Source => self.info.model = Some(value),
+            Str::Destination => self.info.destination = Some(value),
+            Str::From => self.info.from = Some(value),
             Str::PartType => {
                 if value == "image_url" || value == "image" || value == "input_image" {
                     self.info.images += 1;
@@ -246,6 +288,9 @@ impl RequestVisitor {
 
 impl JsonVisitor for RequestVisitor {
     fn begin(&mut self, path: &Path<'_>, kind: Kind) -> Descend {
+        if let Some(decision) = self.reader.as_mut().and_then(|r| r.begin(path, kind)) {
+            return decision;
+        }
         let d = path.depth();
         // Native images are arrays of base64 strings: count them, never read them.
         if kind == Kind::Array
@@ -270,6 +315,9 @@ impl JsonVisitor for RequestVisitor {
     }
 
     fn end(&mut self, path: &Path<'_>, kind: Kind, len: u32) {
+        if let Some(r) = self.reader.as_mut() {
+            r.end(path, kind);
+        }
         if path.depth() != 1 || kind != Kind::Array {
             return;
         }
@@ -286,7 +334,24 @@ impl JsonVisitor for RequestVisitor {
         }
     }
 
+    fn captured(&mut self, path: &Path<'_>, _kind: Kind, raw: &[u8], truncated: bool, _stats: SkipStats) {
+        // A tool definition kept whole: its name is read from it.
+        if path.depth() == 2
+            && key_is(path, 0, "tools")
+            && self.info.tools.len() < MAX_TOOLS
+            && let Some(name) = tool_name(raw)
+        {
+            self.info.tools.push(name);
+        }
+        if let Some(r) = self.reader.as_mut() {
+            r.captured(path, raw, truncated);
+        }
+    }
+
     fn skipped(&mut self, path: &Path<'_>, kind: Kind, stats: SkipStats) {
+        if let Some(r) = self.reader.as_mut() {
+            r.skipped(path, kind, stats);
+        }
         if kind == Kind::Array && path.last() == Some(crate::json::Seg::Key(b"images")) {
             self.info.images += stats.strings as u32;
             self.info.image_bytes += stats.string_bytes;
@@ -320,6 +385,9 @@ impl JsonVisitor for RequestVisitor {
     }
 
     fn string(&mut self, path: &Path<'_>, part: &[u8], last: bool) {
+        if let Some(r) = self.reader.as_mut() {
+            r.string(path, part, last);
+        }
         if self.cur == Str::Other && self.acc.is_empty() {
             self.cur = self.string_kind(path);
             self.image_string = path.depth() >= 1
@@ -362,6 +430,7 @@ fn fmt_number(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::messages::ToolResult;
 
     fn decode(route: Route, body: &str) -> RequestInfo {
         let mut d = RequestDecoder::new(route);
@@ -442,5 +511,90 @@ mod tests {
         assert_eq!(info.tools, vec!["t"]);
         assert_eq!(info.images, 1);
         assert_eq!(info.think.as_deref(), Some("enabled"));
+    }
+
+    fn decode_captured(route: Route, body: &str) -> RequestInfo {
+        let mut d = RequestDecoder::with_capture(route, RequestCapture { content: true, raw_limit: 4096 });
+        d.feed(body.as_bytes());
+        d.finish()
+    }
+
+    #[test]
+    fn later_turns_extend_earlier_requests() {
+        let turn1 = r#"{"model":"m","messages":[{"role":"system","content":"be terse"},{"role":"user","content":"Weather in Paris?"}],"tools":[]}"#;
+        let turn2 = r#"{"model":"m","messages":[{"role":"system","content":"be terse"},{"content":"Weather in Paris?","role":"user"},{"role":"assistant","content":"","tool_calls":[{"id":"call_1","function":{"name":"get_weather","arguments":{"city":"Paris"}}}]},{"role":"tool","content":"rainy","tool_name":"get_weather","tool_call_id":"call_1"}]}"#;
+        let other = r#"{"model":"m","messages":[{"role":"system","content":"be terse"},{"role":"user","content":"Weather in Rome?"}]}"#;
+        let a = decode(Route::Chat, turn1).conversation;
+        let b = decode(Route::Chat, turn2).conversation;
+        let c = decode(Route::Chat, other).conversation;
+        assert_eq!((a.prefixes.len(), b.prefixes.len(), c.prefixes.len()), (2, 4, 2));
+        assert_eq!(a.prefixes[..], b.prefixes[..2], "turn 2 resends turn 1 (key order does not matter)");
+        assert_ne!(a.prefixes[1], c.prefixes[1]);
+        assert_eq!(a.prefixes[0], c.prefixes[0], "same system and first message");
+        // The system text is part of every prefix, wherever the request puts it.
+        let sys_last = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"system":"a"}"#;
+        let sys_first = r#"{"model":"m","system":"a","messages":[{"role":"user","content":"hi"}]}"#;
+        let other_sys = r#"{"model":"m","system":"b","messages":[{"role":"user","content":"hi"}]}"#;
+        let p = |b| decode(Route::AnthropicMessages, b).conversation.prefixes;
+        assert_eq!(p(sys_last), p(sys_first));
+        assert_ne!(p(sys_last), p(other_sys));
+        // A Responses request with a string input is one user message.
+        assert_eq!(decode(Route::OpenAiResponses, r#"{"model":"m","input":"hi"}"#).conversation.prefixes.len(), 1);
+        assert!(a.tool_results.is_empty());
+        assert_eq!(
+            b.tool_results,
+            vec![ToolResult { id: Some("call_1".into()), name: Some("get_weather".into()), content: None }]
+        );
+        assert_eq!(b.messages, 4);
+    }
+
+    #[test]
+    fn tool_results_of_every_shape() {
+        let openai = r#"{"model":"m","messages":[{"role":"user","content":"q"},{"role":"assistant","tool_calls":[{"id":"c9","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c9","content":"42"}]}"#;
+        assert_eq!(
+            decode(Route::OpenAiChat, openai).conversation.tool_results,
+            vec![ToolResult { id: Some("c9".into()), name: None, content: None }]
+        );
+        let anthropic = r#"{"model":"m","max_tokens":9,"messages":[{"role":"user","content":"q"},{"role":"assistant","content":[{"type":"tool_use","id":"tu1","name":"f","input":{"a":1}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"tu1","content":"42"}]}]}"#;
+        assert_eq!(
+            decode(Route::AnthropicMessages, anthropic).conversation.tool_results,
+            vec![ToolResult { id: Some("tu1".into()), name: None, content: None }]
+        );
+        let responses = r#"{"model":"m","input":[{"role":"user","content":"q"},{"type":"function_call","call_id":"fc1","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"fc1","output":"42"}]}"#;
+        assert_eq!(
+            decode(Route::OpenAiResponses, responses).conversation.tool_results,
+            vec![ToolResult { id: Some("fc1".into()), name: None, content: None }]
+        );
+        // Results before the last assistant message belong to an earlier turn.
+        let old = r#"{"model":"m","messages":[{"role":"user","content":"q"},{"role":"tool","content":"x","tool_call_id":"old"},{"role":"assistant","content":"done"},{"role":"user","content":"more"}]}"#;
+        assert!(decode(Route::OpenAiChat, old).conversation.tool_results.is_empty());
+    }
+
+    #[test]
+    fn content_is_only_kept_when_captured() {
+        let body = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"describe"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}],"tools":[{"type":"function","function":{"name":"lookup","parameters":{"type":"object"}}}]}"#;
+        assert!(decode(Route::OpenAiChat, body).content.is_none());
+        let info = decode_captured(Route::OpenAiChat, body);
+        assert_eq!(info.tools, vec!["lookup"]);
+        let c = info.content.expect("captured");
+        let cfg = crate::llm::content::ContentConfig::capturing(1000, false, &[]).unwrap();
+        assert_eq!(
+            crate::llm::content::input_messages_json(&c, &cfg),
+            r#"[{"parts":[{"content":"describe","type":"text"},{"content":"","mime_type":"image/png","modality":"image","size":26,"type":"blob"}],"role":"user"}]"#
+        );
+        assert_eq!(
+            c.tool_definitions.as_deref(),
+            Some(r#"[{"type":"function","function":{"name":"lookup","parameters":{"type":"object"}}}]"#)
+        );
+        let native = r#"{"model":"m","system":"sys","prompt":"Why?"}"#;
+        let c = decode_captured(Route::Generate, native).content.unwrap();
+        assert_eq!(c.system, vec!["sys"]);
+        assert_eq!(c.messages[0].parts, vec![crate::llm::content::Part::Text("Why?".into())]);
+        let tool_turn = r#"{"model":"m","messages":[{"role":"assistant","content":"","tool_calls":[{"function":{"name":"get_weather","arguments":{"city":"Paris"}}}]},{"role":"tool","content":"rainy","tool_name":"get_weather"}]}"#;
+        let c = decode_captured(Route::Chat, tool_turn).content.unwrap();
+        assert_eq!(
+            crate::llm::content::input_messages_json(&c, &cfg),
+            r#"[{"parts":[{"arguments":{"city":"Paris"},"name":"get_weather","type":"tool_call"}],"role":"assistant"},{"parts":[{"response":"rainy","type":"tool_call_response"}],"role":"tool"}]"#
+        );
     }
 }

@@ -11,6 +11,9 @@ use super::openai::{OpenAiVisitor, ResponsesVisitor};
 use super::route::{Api, Route};
 use crate::segment::Timestamp;
 
+/// Raw JSON kept for one captured subtree (a tool definition, tool-call arguments).
+pub const RAW_JSON_LIMIT: usize = 64 * 1024;
+
 #[derive(Debug)]
 enum Framer {
     Seq(JsonSeq),
@@ -54,6 +57,11 @@ fn media_type(content_type: Option<&str>) -> String {
 impl ResponseDecoder {
     /// Chooses framing and reader from the route, status and Content-Type.
     pub fn new(route: Route, status: u16, content_type: Option<&str>) -> Self {
+        Self::with_capture(route, status, content_type, false)
+    }
+
+    /// As [`Self::new`], keeping the output content when `capture` (content capture on).
+    pub fn with_capture(route: Route, status: u16, content_type: Option<&str>, capture: bool) -> Self {
         let media = media_type(content_type);
         let sse = media == "text/event-stream";
         let ndjson = media == "application/x-ndjson";
@@ -82,6 +90,7 @@ impl ResponseDecoder {
         with_visitor!(d, v => {
             v.s.info.streamed = streamed;
             v.s.status = status;
+            v.s.capture = capture;
         });
         d
     }
@@ -125,6 +134,7 @@ impl ResponseDecoder {
             Framer::Sse(f) => with_visitor!(self, v => f.finish(ts, v)),
             Framer::Count => {}
         }
+        with_visitor!(self, v => v.s.finish_content());
         if let Visitor::Error(e) = &mut self.visitor {
             let message = if !e.message.is_empty() {
                 Some(e.message.to_string_lossy())

@@ -161,6 +161,16 @@ impl Route {
         })
     }
 
+    /// Routes that name a model to manage (`model`, or the legacy `name`).
+    pub fn is_model_management(self) -> bool {
+        matches!(self, Route::Pull | Route::Push | Route::Create | Route::Show | Route::Delete | Route::Copy)
+    }
+
+    /// Model management routes that stream `{"status", "digest", "completed", "total"}` progress.
+    pub fn is_progress(self) -> bool {
+        matches!(self, Route::Pull | Route::Push | Route::Create)
+    }
+
     /// Native routes whose `stream` defaults to true.
     pub fn streams_by_default(self) -> bool {
         matches!(self, Route::Chat | Route::Generate | Route::Pull | Route::Push | Route::Create)

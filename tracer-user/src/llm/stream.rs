@@ -1,7 +1,8 @@
 //! What every response reader shares: the call's [`ResponseInfo`] being filled, and the stream
 //! timing (first chunk, first and last output chunk, gaps between output chunks).
 
-use super::call::{ChunkGaps, ResponseInfo};
+use super::call::{ChunkGaps, ResponseInfo, ToolCall};
+use super::content::{OutputContent, append_bounded};
 use crate::json::StrAcc;
 use crate::segment::Timestamp;
 
@@ -11,6 +12,8 @@ pub(super) const SHORT: usize = 256;
 pub(super) const MESSAGE: usize = 1024;
 /// Tool calls kept per response.
 pub(super) const MAX_TOOL_CALLS: usize = 128;
+/// Raw JSON kept for one tool call's arguments object (content capture only).
+pub(super) const ARGS_LIMIT: usize = 64 * 1024;
 
 /// Stream timing and chunk counting shared by every visitor.
 #[derive(Debug, Default)]
@@ -25,9 +28,97 @@ pub(super) struct Stream {
     /// The response status is an error: documents describe the error.
     pub(super) error_status: bool,
     pub(super) status: u16,
+    /// Content capture: output kept (committed chunk by chunk) …
+    pub(super) capture: bool,
+    pub(super) out: OutputContent,
+    /// … and the current chunk's pieces, committed only if the chunk is whole and valid.
+    scratch_text: String,
+    scratch_reasoning: String,
+    scratch_args: String,
 }
 
 impl Stream {
+    /// The stream of an error response (status ≥ 400): its documents describe the error.
+    pub(super) fn for_error() -> Self {
+        Stream { error_status: true, ..Default::default() }
+    }
+
+    /// Starts a chunk: forgets pieces of a previous, broken one.
+    pub(super) fn doc_reset(&mut self) {
+        self.scratch_text.clear();
+        self.scratch_reasoning.clear();
+        self.scratch_args.clear();
+    }
+
+    pub(super) fn text(&mut self, part: &[u8]) {
+        if self.capture {
+            append_bounded(&mut self.scratch_text, part, &mut self.out.truncated);
+        }
+    }
+
+    pub(super) fn reasoning(&mut self, part: &[u8]) {
+        if self.capture {
+            append_bounded(&mut self.scratch_reasoning, part, &mut self.out.truncated);
+        }
+    }
+
+    /// A piece of tool-call arguments (JSON text streamed in fragments).
+    pub(super) fn args(&mut self, part: &[u8]) {
+        if self.capture {
+            append_bounded(&mut self.scratch_args, part, &mut self.out.truncated);
+        }
+    }
+
+    /// The chunk was whole: its text and reasoning join the output; its argument pieces are
+    /// returned for the visitor to attach to the right call.
+    pub(super) fn commit(&mut self) -> Option<String> {
+        if !self.capture {
+            return None;
+        }
+        let mut t = false;
+        append_bounded(&mut self.out.text, self.scratch_text.as_bytes(), &mut t);
+        append_bounded(&mut self.out.reasoning, self.scratch_reasoning.as_bytes(), &mut t);
+        self.out.truncated |= t;
+        self.scratch_text.clear();
+        self.scratch_reasoning.clear();
+        (!self.scratch_args.is_empty()).then(|| std::mem::take(&mut self.scratch_args))
+    }
+
+    /// Adds tool calls found in a chunk: a call with a name is new; a nameless one carries more
+    /// argument text for the latest call (OpenAI streams arguments in fragments).
+    pub(super) fn add_tool_calls(&mut self, calls: Vec<ToolCall>, max: usize) {
+        for tc in calls {
+            if !tc.name.is_empty() {
+                if self.info.tool_calls.len() < max {
+                    self.info.tool_calls.push(tc);
+                }
+            } else if let (Some(more), Some(last)) = (tc.arguments, self.info.tool_calls.last_mut()) {
+                let mut t = false;
+                append_bounded(last.arguments.get_or_insert_with(String::new), more.as_bytes(), &mut t);
+                self.out.truncated |= t;
+            }
+        }
+    }
+
+    /// Attaches argument text to the latest tool call.
+    pub(super) fn extend_last_args(&mut self, more: &str) {
+        if let Some(last) = self.info.tool_calls.last_mut() {
+            let mut t = false;
+            append_bounded(last.arguments.get_or_insert_with(String::new), more.as_bytes(), &mut t);
+            self.out.truncated |= t;
+        }
+    }
+
+    /// The output content, once the response is over.
+    pub(super) fn finish_content(&mut self) {
+        if self.capture {
+            let mut out = std::mem::take(&mut self.out);
+            out.tool_calls =
+                self.info.tool_calls.iter().map(|t| (t.id.clone(), t.name.clone(), t.arguments.clone())).collect();
+            self.info.content = Some(out);
+        }
+    }
+
     pub(super) fn chunk(&mut self, ts: Timestamp, has_output: bool) {
         self.info.chunks += 1;
         self.first_chunk.get_or_insert(ts);

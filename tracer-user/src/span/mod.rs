@@ -1,6 +1,8 @@
 //! Spans from calls: the one place that turns an [`LlmCall`] into OpenTelemetry's vocabulary.
 //! Spans carry capture times, never the time the daemon got round to building them.
 
+pub mod conversation;
+pub mod sampling;
 pub mod semconv;
 pub mod trace_context;
 
@@ -11,8 +13,10 @@ use std::borrow::Cow;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+use self::conversation::{Conversations, SpanRef, ToolExecution};
 use self::semconv as sc;
 use self::trace_context::TraceParent;
+use crate::llm::content::{self, ContentConfig};
 use crate::llm::{ErrorKind, LlmCall};
 use crate::segment::{Timestamp, display_ip};
 
@@ -148,6 +152,30 @@ impl SpanRecord {
     pub fn attr(&self, key: &str) -> Option<&AttrValue> {
         self.attributes.iter().find(|kv| kv.key == key).map(|kv| &kv.value)
     }
+
+    /// A string attribute's value (`None` when absent or of another type).
+    pub fn attr_str(&self, key: &str) -> Option<&str> {
+        match self.attr(key) {
+            Some(AttrValue::Str(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// An integer attribute's value.
+    pub fn attr_int(&self, key: &str) -> Option<i64> {
+        match self.attr(key) {
+            Some(AttrValue::Int(v)) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// A string-array attribute's value.
+    pub fn attr_strs(&self, key: &str) -> Option<&[String]> {
+        match self.attr(key) {
+            Some(AttrValue::StrArray(v)) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 /// The resource every span and metric is reported under, built once.
@@ -187,6 +215,8 @@ pub struct SpanConfig {
     /// A `load_duration` at least this long means the model had to be loaded (a cold start);
     /// shorter ones are time waiting for the scheduler. Default [`DEFAULT_COLD_START_NS`].
     pub cold_start_ns: Option<u64>,
+    /// Content capture (`gen_ai.input.messages` …): `None` keeps content out of spans.
+    pub content: Option<ContentConfig>,
 }
 
 /// Default cold-start threshold: loading even a small model from disk takes longer; a warm
@@ -197,6 +227,8 @@ pub const DEFAULT_COLD_START_NS: u64 = 500_000_000;
 pub struct SpanBuilder {
     rng: StdRng,
     cold_start_ns: u64,
+    content: Option<ContentConfig>,
+    conversations: Conversations,
 }
 
 impl std::fmt::Debug for SpanBuilder {
@@ -225,7 +257,12 @@ impl SpanBuilder {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
-        SpanBuilder { rng, cold_start_ns: config.cold_start_ns.unwrap_or(DEFAULT_COLD_START_NS) }
+        SpanBuilder {
+            rng,
+            cold_start_ns: config.cold_start_ns.unwrap_or(DEFAULT_COLD_START_NS),
+            content: config.content,
+            conversations: Conversations::default(),
+        }
     }
 
     fn trace_id(&mut self) -> [u8; 16] {
@@ -248,12 +285,77 @@ impl SpanBuilder {
 
     /// Every span of one call: the call's own span first, then its children.
     pub fn build_all(&mut self, call: &LlmCall) -> Vec<SpanRecord> {
-        let span = self.build(call);
+        let mut span = self.build(call);
         let mut spans = Vec::with_capacity(4);
+        let me = SpanRef { trace_id: span.trace_id, span_id: span.span_id, flags: span.flags };
+        let (conversation, tools) = self.conversations.observe(call, me);
+        if let Some(id) = &conversation {
+            span.attributes.push(KeyValue::new(sc::GEN_AI_CONVERSATION_ID, id.clone()));
+        }
         let phases = self.phases(call, &span);
         spans.push(span);
         spans.extend(phases);
+        for tool in tools {
+            let t = self.tool_span(&tool, conversation.as_deref());
+            spans.push(t);
+        }
         spans
+    }
+
+    /// An `execute_tool` span inferred between two calls of a conversation.
+    fn tool_span(&mut self, t: &ToolExecution, conversation: Option<&str>) -> SpanRecord {
+        let mut a = Attrs(Vec::with_capacity(8));
+        a.put(sc::GEN_AI_OPERATION_NAME, "execute_tool");
+        a.put(sc::GEN_AI_TOOL_NAME, t.name.clone());
+        a.put(sc::GEN_AI_TOOL_TYPE, "function");
+        a.opt(sc::GEN_AI_TOOL_CALL_ID, t.call_id.clone());
+        a.opt(sc::GEN_AI_CONVERSATION_ID, conversation.map(str::to_owned));
+        // Not seen on the wire: inferred from the gap between the calls around it.
+        a.put(sc::TRACER_INFERRED, true);
+        if let Some(cfg) = &self.content {
+            a.opt(sc::GEN_AI_TOOL_CALL_ARGUMENTS, t.arguments.as_deref().map(|s| cfg.clean(s)));
+            a.opt(sc::GEN_AI_TOOL_CALL_RESULT, t.result.as_deref().map(|s| cfg.clean(s)));
+        }
+        SpanRecord {
+            name: format!("execute_tool {}", t.name),
+            kind: SpanKind::Internal,
+            trace_id: t.parent.trace_id,
+            span_id: self.span_id(),
+            parent_span_id: Some(t.parent.span_id),
+            trace_state: None,
+            flags: t.parent.flags,
+            start: t.start,
+            end: t.end.max(t.start),
+            status: StatusCode::Unset,
+            status_message: String::new(),
+            attributes: a.0,
+            events: Vec::new(),
+        }
+    }
+
+    /// Content attributes, in the GenAI JSON parts schema (capture on only).
+    fn content_attributes(&self, call: &LlmCall, a: &mut Attrs) {
+        let Some(cfg) = &self.content else { return };
+        if let Some(c) = &call.request.content {
+            if !c.messages.is_empty() {
+                a.put(sc::GEN_AI_INPUT_MESSAGES, content::input_messages_json(c, cfg));
+            }
+            a.opt(sc::GEN_AI_SYSTEM_INSTRUCTIONS, content::system_instructions_json(c, cfg));
+            if let Some(defs) = &c.tool_definitions {
+                a.put(sc::GEN_AI_TOOL_DEFINITIONS, content::tool_definitions_json(defs, &call.request.tools, cfg));
+            }
+        }
+        if let Some(out) = &call.response.content
+            && call.status.is_some_and(|s| s < 400)
+            && matches!(call.operation(), Some(crate::llm::Operation::Chat | crate::llm::Operation::TextCompletion))
+        {
+            // Ollama reports `stop` for a turn that called tools; the schema says `tool_call`.
+            let finish = match call.response.finish_reasons.first().map(String::as_str) {
+                Some("stop") | None if !out.tool_calls.is_empty() => Some("tool_calls"),
+                other => other,
+            };
+            a.put(sc::GEN_AI_OUTPUT_MESSAGES, content::output_messages_json(out, finish, cfg));
+        }
     }
 
     /// Ollama's own phases as INTERNAL children of the call span, placed on the capture timeline
@@ -363,6 +465,7 @@ impl SpanBuilder {
             }
             _ => (StatusCode::Unset, String::new()),
         };
+        self.content_attributes(call, &mut a);
         if call.is_incomplete() {
             a.put(sc::TRACER_INCOMPLETE, true);
             a.put(
@@ -496,7 +599,13 @@ impl SpanBuilder {
     fn management_attributes(&mut self, call: &LlmCall, a: &mut Attrs) {
         let resp = &call.response;
         a.opt(sc::GEN_AI_REQUEST_MODEL, call.request.model.clone());
+        a.opt(sc::OLLAMA_REQUEST_DESTINATION, call.request.destination.clone());
+        a.opt(sc::OLLAMA_REQUEST_FROM, call.request.from.clone());
         a.opt(sc::OLLAMA_PROGRESS_STATUS, resp.progress_status.clone());
+        if !resp.progress_steps.is_empty() {
+            a.put(sc::OLLAMA_PROGRESS_STEPS, resp.progress_steps.clone());
+        }
+        a.opt(sc::OLLAMA_PROGRESS_DIGEST, resp.progress_digest.clone());
         a.opt(sc::OLLAMA_PROGRESS_COMPLETED, resp.progress_completed);
         a.opt(sc::OLLAMA_PROGRESS_TOTAL, resp.progress_total);
         a.opt(sc::OLLAMA_RESPONSE_MODELS, resp.models_listed);

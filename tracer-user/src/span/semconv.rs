@@ -28,6 +28,17 @@ pub const GEN_AI_USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
 pub const GEN_AI_USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
 pub const GEN_AI_EMBEDDINGS_DIMENSION_COUNT: &str = "gen_ai.embeddings.dimension.count";
 pub const GEN_AI_TOKEN_TYPE: &str = "gen_ai.token.type";
+pub const GEN_AI_CONVERSATION_ID: &str = "gen_ai.conversation.id";
+pub const GEN_AI_TOOL_NAME: &str = "gen_ai.tool.name";
+pub const GEN_AI_TOOL_TYPE: &str = "gen_ai.tool.type";
+pub const GEN_AI_TOOL_CALL_ID: &str = "gen_ai.tool.call.id";
+// Content (opt-in): JSON strings in the GenAI parts schema.
+pub const GEN_AI_INPUT_MESSAGES: &str = "gen_ai.input.messages";
+pub const GEN_AI_OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
+pub const GEN_AI_SYSTEM_INSTRUCTIONS: &str = "gen_ai.system_instructions";
+pub const GEN_AI_TOOL_DEFINITIONS: &str = "gen_ai.tool.definitions";
+pub const GEN_AI_TOOL_CALL_ARGUMENTS: &str = "gen_ai.tool.call.arguments";
+pub const GEN_AI_TOOL_CALL_RESULT: &str = "gen_ai.tool.call.result";
 
 /// `gen_ai.provider.name` value: not (yet) a well-known value, but the one every Ollama
 /// instrumentation uses, for native and `/v1` traffic alike (provider = who answers).
@@ -106,6 +117,13 @@ pub const OLLAMA_RESPONSE_TOOL_CALL_IDS: &str = "ollama.response.tool_call_ids";
 pub const OLLAMA_RESPONSE_EMBEDDINGS: &str = "ollama.response.embedding_count";
 pub const OLLAMA_RESPONSE_MODELS: &str = "ollama.response.model_count";
 pub const OLLAMA_PROGRESS_STATUS: &str = "ollama.progress.status";
+/// Copy's destination model; the model a create starts from.
+pub const OLLAMA_REQUEST_DESTINATION: &str = "ollama.request.destination";
+pub const OLLAMA_REQUEST_FROM: &str = "ollama.request.from";
+/// Distinct progress statuses of a pull/push/create, in order.
+pub const OLLAMA_PROGRESS_STEPS: &str = "ollama.progress.steps";
+/// Digest of the last layer a pull/push/create reported.
+pub const OLLAMA_PROGRESS_DIGEST: &str = "ollama.progress.digest";
 pub const OLLAMA_PROGRESS_COMPLETED: &str = "ollama.progress.completed";
 pub const OLLAMA_PROGRESS_TOTAL: &str = "ollama.progress.total";
 
@@ -113,8 +131,10 @@ pub const OLLAMA_PROGRESS_TOTAL: &str = "ollama.progress.total";
 /// True when part of the call was not observed (see the reasons).
 pub const TRACER_INCOMPLETE: &str = "ollama_tracer.incomplete";
 /// Why: `request_gap`, `response_gap`, `no_response`, `truncated`, `capture_ended`,
-/// `no_terminator`, `invalid_json`.
+/// `no_terminator`, `invalid_json`, `undecodable_body`.
 pub const TRACER_INCOMPLETE_REASONS: &str = "ollama_tracer.incomplete_reasons";
+/// The span was inferred (an `execute_tool` span between two calls), not observed.
+pub const TRACER_INFERRED: &str = "ollama_tracer.inferred";
 
 // Resource
 pub const SERVICE_NAME: &str = "service.name";

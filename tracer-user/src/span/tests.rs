@@ -1,33 +1,9 @@
-use std::net::SocketAddr;
-
 use super::*;
-use crate::llm::call::{CallTimes, OllamaMetrics, RequestInfo, ResponseInfo};
+use crate::llm::call::OllamaMetrics;
 use crate::llm::{LlmCall, Route};
-use crate::segment::{CaptureMeta, FlowKey};
 
 fn call(route: Route) -> LlmCall {
-    LlmCall {
-        conn: 1,
-        exchange: 1,
-        flow: FlowKey {
-            client: "127.0.0.1:5000".parse::<SocketAddr>().unwrap(),
-            server: "127.0.0.1:11434".parse::<SocketAddr>().unwrap(),
-        },
-        meta: CaptureMeta::default(),
-        route,
-        method: "POST".into(),
-        path: "/api/chat".into(),
-        user_agent: None,
-        traceparent: None,
-        tracestate: None,
-        headers: Vec::new(),
-        status: Some(200),
-        request: RequestInfo { model: Some("llama3.2".into()), ..Default::default() },
-        response: ResponseInfo::default(),
-        times: CallTimes::default(),
-        incomplete: Vec::new(),
-        error: None,
-    }
+    LlmCall::for_test(route)
 }
 
 const S: u64 = 1_000_000_000;
@@ -93,4 +69,120 @@ fn traceparent_makes_the_span_a_child() {
     assert_eq!(s.parent_span_id.map(|p| hex(&p)).as_deref(), Some("b7ad6b7169203331"));
     assert_eq!(s.trace_state.as_deref(), Some("vendor=1"));
     assert_ne!(hex(&s.span_id), "b7ad6b7169203331");
+}
+
+use crate::llm::call::{CallError, ErrorKind, ToolCall};
+use crate::llm::content::{ContentConfig, InputContent, Message, OutputContent, Part};
+use crate::llm::messages::{ConversationFacts, ToolResult};
+
+fn turn(client: &str, prefixes: &[u64], start_s: u64, end_s: u64) -> LlmCall {
+    let mut c = call(Route::OpenAiChat);
+    c.flow.client = client.parse().unwrap();
+    c.request.conversation = ConversationFacts { prefixes: prefixes.to_vec(), ..Default::default() };
+    c.times.request_start = Timestamp(start_s * S);
+    c.times.end = Timestamp(end_s * S);
+    c
+}
+
+fn conv_id(s: &SpanRecord) -> Option<String> {
+    match s.attr(sc::GEN_AI_CONVERSATION_ID) {
+        Some(AttrValue::Str(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn conversations_link_turns_that_extend_earlier_requests() {
+    let mut b = SpanBuilder::new(SpanConfig { id_seed: Some(1), ..Default::default() });
+    // Turn 1 asks for a tool.
+    let mut t1 = turn("10.0.0.1:4000", &[11], 1, 2);
+    t1.response.tool_calls = vec![ToolCall { id: Some("c1".into()), name: "weather".into(), arguments: None }];
+    let s1 = b.build_all(&t1);
+    assert_eq!(s1.len(), 1);
+    // The same prompt again (another port, same host): a new conversation, not turn 2.
+    let again = b.build_all(&turn("10.0.0.1:4001", &[11], 3, 4));
+    assert_ne!(conv_id(&again[0]), conv_id(&s1[0]));
+    // Turn 2 resends turn 1's messages, the assistant's tool call and the result.
+    let mut t2 = turn("10.0.0.1:4002", &[11, 12, 13], 5, 6);
+    t2.request.conversation.tool_results = vec![ToolResult { id: Some("c1".into()), name: None, content: None }];
+    let s2 = b.build_all(&t2);
+    assert_eq!(conv_id(&s2[0]), conv_id(&s1[0]), "links to the identical request whose tool call it answers");
+    let tool = s2.iter().find(|s| s.name == "execute_tool weather").expect("tool span");
+    assert_eq!(tool.parent_span_id, Some(s1[0].span_id));
+    assert_eq!(tool.trace_id, s1[0].trace_id);
+    assert_eq!((tool.start.0, tool.end.0), (2 * S, 5 * S));
+    assert_eq!(tool.attr(sc::GEN_AI_TOOL_CALL_ID), Some(&AttrValue::Str("c1".into())));
+    assert_eq!(tool.attr(sc::TRACER_INFERRED), Some(&AttrValue::Bool(true)));
+    // Without a tool result to go by, the most recent identical request wins.
+    let plain = b.build_all(&turn("10.0.0.1:4005", &[11, 21, 22], 6, 7));
+    assert_eq!(conv_id(&plain[0]), conv_id(&again[0]));
+    // From another host the same history is someone else's conversation.
+    let other = b.build_all(&turn("10.0.0.2:4000", &[11, 12, 13, 14, 15], 7, 8));
+    assert_ne!(conv_id(&other[0]), conv_id(&s2[0]));
+    // Turn 3 continues turn 2; a retried turn 3 is the same conversation but reports no tool
+    // run twice.
+    let mut t3 = turn("10.0.0.1:4003", &[11, 12, 13, 14, 15], 9, 10);
+    t3.response.tool_calls = vec![ToolCall { id: Some("c2".into()), name: "search".into(), arguments: None }];
+    let s3 = b.build_all(&t3);
+    assert_eq!(conv_id(&s3[0]), conv_id(&s2[0]));
+    let mut t4 = turn("10.0.0.1:4003", &[11, 12, 13, 14, 15, 16, 17], 12, 13);
+    t4.request.conversation.tool_results = vec![ToolResult { id: Some("c2".into()), name: None, content: None }];
+    let s4 = b.build_all(&t4);
+    assert_eq!(s4.iter().filter(|s| s.name == "execute_tool search").count(), 1);
+    assert_eq!(s4[1].attr(sc::GEN_AI_TOOL_CALL_ID), Some(&AttrValue::Str("c2".into())));
+    let retry = b.build_all(&t4);
+    assert_eq!(retry.len(), 1, "a retried request does not report the tool again");
+    assert_eq!(conv_id(&retry[0]), conv_id(&s2[0]));
+    // Calls without messages have no conversation.
+    assert_eq!(conv_id(&b.build(&call(Route::Generate))), None);
+}
+
+fn with_content() -> LlmCall {
+    let mut c = call(Route::Chat);
+    c.request.content = Some(InputContent {
+        messages: vec![Message {
+            role: "user".into(),
+            parts: vec![Part::Text("my key is sk-abcdefghijklmnopqrstuvwx, summarise this long text".into())],
+            name: None,
+        }],
+        system: vec!["be brief".into()],
+        ..Default::default()
+    });
+    c.response.content = Some(OutputContent { text: "Sure.".into(), ..Default::default() });
+    c.response.finish_reasons = vec!["stop".into()];
+    c
+}
+
+#[test]
+fn content_is_exported_only_when_captured_and_is_redacted_and_bounded() {
+    let c = with_content();
+    let off = SpanBuilder::new(SpanConfig::default()).build(&c);
+    for key in [sc::GEN_AI_INPUT_MESSAGES, sc::GEN_AI_OUTPUT_MESSAGES, sc::GEN_AI_SYSTEM_INSTRUCTIONS] {
+        assert_eq!(off.attr(key), None, "{key} without capture");
+    }
+    let cfg = ContentConfig::capturing(40, true, &["summar\\w+".to_string()]).unwrap();
+    let on = SpanBuilder::new(SpanConfig { content: Some(cfg), ..Default::default() }).build(&c);
+    let Some(AttrValue::Str(input)) = on.attr(sc::GEN_AI_INPUT_MESSAGES) else { panic!("no input messages") };
+    assert!(!input.contains("sk-abc"), "{input}");
+    assert!(input.contains("[REDACTED]") && input.contains("…[truncated"), "{input}");
+    let parsed: serde_json::Value = serde_json::from_str(input).unwrap();
+    assert_eq!(parsed[0]["role"], "user");
+    assert_eq!(
+        on.attr(sc::GEN_AI_OUTPUT_MESSAGES),
+        Some(&AttrValue::Str(
+            r#"[{"finish_reason":"stop","parts":[{"content":"Sure.","type":"text"}],"role":"assistant"}]"#.into()
+        ))
+    );
+    assert_eq!(
+        on.attr(sc::GEN_AI_SYSTEM_INSTRUCTIONS),
+        Some(&AttrValue::Str(r#"[{"content":"be brief","type":"text"}]"#.into()))
+    );
+    // A failed call has no output message.
+    let mut failed = with_content();
+    failed.status = Some(500);
+    failed.error = Some(CallError { kind: ErrorKind::Http(500), message: Some("boom".into()) });
+    let cfg = ContentConfig::capturing(4096, true, &[]).unwrap();
+    let s = SpanBuilder::new(SpanConfig { content: Some(cfg), ..Default::default() }).build(&failed);
+    assert_eq!(s.attr(sc::GEN_AI_OUTPUT_MESSAGES), None);
+    assert!(s.attr(sc::GEN_AI_INPUT_MESSAGES).is_some());
 }
