@@ -43,14 +43,7 @@ pub fn streaming_mix(calls: usize, connections: usize) -> anyhow::Result<BenchCa
         all.iter().filter(|f| !f.is_streamed() && f.response.status == 200 && f.path().contains("embed")).collect();
     anyhow::ensure!(!streaming.is_empty() && !other.is_empty(), "fixtures missing");
     let timing = Timing { ttfb_ns: 2_000_000, inter_write_ns: 1_000_000, think_ns: 500_000, ..Timing::default() };
-    let mut specs: Vec<ConnectionSpec> = (0..connections)
-        .map(|i| {
-            ConnectionSpec::loopback_v4(20000 + i as u16)
-                .seed(i as u64)
-                .timing(timing)
-                .start_at(1_767_225_600_000_000_000 + i as u64 * 1_000)
-        })
-        .collect();
+    let mut specs = keep_alive_connections(connections, timing);
     for n in 0..calls {
         // Nine streaming calls for every embeddings call.
         let f = if n % 10 == 9 { other[n / 10 % other.len()] } else { streaming[n % streaming.len()] };
@@ -64,6 +57,18 @@ pub fn streaming_mix(calls: usize, connections: usize) -> anyhow::Result<BenchCa
     let file_bytes = std::fs::metadata(&path)?.len();
     std::fs::write(&meta, serde_json::json!({"file_bytes": file_bytes, "payload_bytes": payload_bytes}).to_string())?;
     Ok(BenchCapture { path, calls: calls as u64, payload_bytes, file_bytes })
+}
+
+/// `n` loopback connections from consecutive client ports, opened a microsecond apart.
+fn keep_alive_connections(n: usize, timing: Timing) -> Vec<ConnectionSpec> {
+    (0..n)
+        .map(|i| {
+            ConnectionSpec::loopback_v4(20000 + i as u16)
+                .seed(i as u64)
+                .timing(timing)
+                .start_at(1_767_225_600_000_000_000 + i as u64 * 1_000)
+        })
+        .collect()
 }
 
 /// The kinds of call in [`large_mix`].
@@ -100,14 +105,7 @@ pub fn large_mix(target_bytes: u64) -> anyhow::Result<(BenchCapture, [u64; 3])> 
     const CONNECTIONS: usize = 256;
     let mut rng = StdRng::seed_from_u64(42);
     let timing = Timing { ttfb_ns: 2_000_000, inter_write_ns: 200_000, think_ns: 300_000, ..Timing::default() };
-    let mut specs: Vec<ConnectionSpec> = (0..CONNECTIONS)
-        .map(|i| {
-            ConnectionSpec::loopback_v4(20000 + i as u16)
-                .seed(i as u64)
-                .timing(timing)
-                .start_at(1_767_225_600_000_000_000 + i as u64 * 1_000)
-        })
-        .collect();
+    let mut specs = keep_alive_connections(CONNECTIONS, timing);
     let mut kinds = [0u64; 3];
     let mut bytes = 0u64;
     let mut n = 0usize;
