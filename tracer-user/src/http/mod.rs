@@ -521,16 +521,43 @@ impl Ctx<'_> {
             (Some(ex), Some(p)) => ex.start_pos < p,
             (Some(_), None) => true,
         };
-        let framing_for_orphan = head.framing(false);
         if !answers {
-            // Its request predates the capture (or was lost): follow its framing, report nothing.
             self.stats.orphan_responses += 1;
-            c.resp.mode = if framing_for_orphan == Framing::None {
-                Mode::Head
-            } else {
-                Mode::Body(BodyReader::new(framing_for_orphan))
-            };
-            return;
+            let framing_for_orphan = head.framing(false);
+            if (100..200).contains(&head.status) {
+                // An interim answer to a request we did not see: nothing to report.
+                c.resp.mode = if framing_for_orphan == Framing::None {
+                    Mode::Head
+                } else {
+                    Mode::Body(BodyReader::new(framing_for_orphan))
+                };
+                return;
+            }
+            // Its request was lost or predates the capture: the call still happened, so it is
+            // reported from what its response says, under a request marked unseen.
+            let id = *self.next_id;
+            *self.next_id += 1;
+            c.pending.push_front(Exchange {
+                id,
+                start_pos: 0,
+                is_head: false,
+                is_connect: false,
+                request_complete: true,
+                responded: false,
+                request_gap: 0,
+                response_gap: 0,
+                last_byte: ts,
+                client_fin: false,
+            });
+            let unseen = RequestHead { unseen: true, ..RequestHead::default() };
+            out(HttpEvent::Request {
+                conn: self.conn_id,
+                id,
+                flow: c.flow,
+                ts: c.resp.head_ts,
+                head: Box::new(unseen),
+                meta: CaptureMeta::default(),
+            });
         }
         c.resp.resynced = false;
         let ex = c.pending.front_mut().expect("checked above");

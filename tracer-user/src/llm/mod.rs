@@ -50,6 +50,75 @@ struct CallState {
     response_wire_bytes: u64,
     /// A body could not be decoded (unknown or corrupt content coding).
     undecodable: bool,
+    /// The request was not captured: its route is told from the response's first bytes.
+    unseen: bool,
+    sniff: Option<Sniff>,
+}
+
+/// A response whose request was not captured, until its first bytes tell its route.
+#[derive(Debug)]
+struct Sniff {
+    status: u16,
+    content_type: Option<String>,
+    content_encoding: Option<String>,
+    /// Decoded body bytes so far (at most [`route::SNIFF_BYTES`]), and when the last arrived.
+    buf: Vec<u8>,
+    last_ts: Timestamp,
+}
+
+/// Where decoded response body bytes go: the decoder, or the sniffing buffer until the route is
+/// known (then the buffered bytes go to the decoder first).
+fn deliver(
+    response: &mut Option<ResponseDecoder>,
+    sniff: &mut Option<Sniff>,
+    route: &mut Route,
+    capture: bool,
+    data: &[u8],
+    ts: Timestamp,
+) {
+    let Some(sn) = sniff.as_mut() else {
+        if let Some(d) = response.as_mut() {
+            d.feed(data, ts);
+        }
+        return;
+    };
+    let take = data.len().min(route::SNIFF_BYTES - sn.buf.len());
+    sn.buf.extend_from_slice(&data[..take]);
+    sn.last_ts = ts;
+    let full = sn.buf.len() >= route::SNIFF_BYTES;
+    if let Some(r) = Route::sniff(sn.content_type.as_deref(), &sn.buf).or(full.then_some(Route::Unknown)) {
+        decide(response, sniff, route, r, capture, ts);
+        if let Some(d) = response.as_mut() {
+            d.feed(&data[take..], ts);
+        }
+    }
+}
+
+/// Ends sniffing with route `r`: builds the decoder and feeds it what was buffered.
+fn decide(
+    response: &mut Option<ResponseDecoder>,
+    sniff: &mut Option<Sniff>,
+    route: &mut Route,
+    r: Route,
+    capture: bool,
+    ts: Timestamp,
+) {
+    let Some(sn) = sniff.take() else { return };
+    *route = r;
+    let mut d = ResponseDecoder::with_capture(r, sn.status, sn.content_type.as_deref(), capture);
+    d.set_headers(sn.content_type, sn.content_encoding);
+    d.feed(&sn.buf, ts);
+    *response = Some(d);
+}
+
+/// The body ended or broke before its route was told: decide with what there is (the bytes
+/// buffered are fed as of when the last of them arrived).
+fn decide_now(st: &mut CallState, capture: bool) {
+    if let Some(sn) = st.sniff.as_ref() {
+        let r = Route::sniff(sn.content_type.as_deref(), &sn.buf).unwrap_or(Route::Unknown);
+        let ts = sn.last_ts;
+        decide(&mut st.response, &mut st.sniff, &mut st.call.route, r, capture, ts);
+    }
 }
 
 /// The decoder for a body's `Content-Encoding`; `Err` when it cannot be undone.
@@ -93,6 +162,7 @@ impl CallAssembler {
         match ev {
             HttpEvent::Request { conn, id, flow, ts, head, meta } => {
                 let mut head = *head;
+                let unseen = head.unseen;
                 let route = Route::classify(&head.method, &head.path);
                 let content_encoding = head.content_encoding.take();
                 let call = LlmCall {
@@ -137,6 +207,8 @@ impl CallAssembler {
                         request_wire_bytes: 0,
                         response_wire_bytes: 0,
                         undecodable,
+                        unseen,
+                        sniff: None,
                     },
                 );
             }
@@ -172,6 +244,26 @@ impl CallAssembler {
                 if let Some(st) = self.calls.get_mut(&id) {
                     st.call.status = Some(head.status);
                     st.call.times.response_start = Some(ts);
+                    if st.unseen {
+                        match coding_for(head.content_encoding.as_deref()) {
+                            Ok(c) => st.response_coding = c,
+                            Err(()) => st.undecodable = true,
+                        }
+                        st.sniff = Some(Sniff {
+                            status: head.status,
+                            content_type: head.content_type,
+                            content_encoding: head.content_encoding,
+                            buf: Vec::new(),
+                            last_ts: ts,
+                        });
+                        if st.undecodable {
+                            decide_now(st, self.config.capture_content);
+                            if let Some(d) = st.response.as_mut() {
+                                d.gap();
+                            }
+                        }
+                        return;
+                    }
                     let mut decoder = ResponseDecoder::with_capture(
                         st.call.route,
                         head.status,
@@ -190,18 +282,23 @@ impl CallAssembler {
                 }
             }
             HttpEvent::ResponseBody { id, ts, data } => {
+                let capture = self.config.capture_content;
                 if let Some(st) = self.calls.get_mut(&id)
-                    && let Some(d) = st.response.as_mut()
+                    && (st.response.is_some() || st.sniff.is_some())
                 {
                     st.response_wire_bytes += data.len() as u64;
+                    let (response, sniff, route) = (&mut st.response, &mut st.sniff, &mut st.call.route);
                     match st.response_coding.as_mut() {
                         Some(c) => {
-                            if c.feed(data, &mut |b| d.feed(b, ts)).is_err() {
+                            if c.feed(data, &mut |b| deliver(response, sniff, route, capture, b, ts)).is_err() {
                                 st.undecodable = true;
-                                d.gap();
+                                decide_now(st, capture);
+                                if let Some(d) = st.response.as_mut() {
+                                    d.gap();
+                                }
                             }
                         }
-                        None => d.feed(data, ts),
+                        None => deliver(response, sniff, route, capture, data, ts),
                     }
                 }
             }
@@ -210,6 +307,7 @@ impl CallAssembler {
                     match dir {
                         Direction::ToServer => st.request.gap(),
                         Direction::ToClient => {
+                            decide_now(st, self.config.capture_content);
                             if let Some(d) = st.response.as_mut() {
                                 d.gap();
                             }
@@ -218,7 +316,8 @@ impl CallAssembler {
                 }
             }
             HttpEvent::End { id, ts, end } => {
-                if let Some(st) = self.calls.remove(&id) {
+                if let Some(mut st) = self.calls.remove(&id) {
+                    decide_now(&mut st, self.config.capture_content);
                     let call = finish(st, ts, end);
                     self.stats.calls += 1;
                     if call.is_incomplete() {
@@ -264,6 +363,7 @@ fn finish(st: CallState, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
         request_wire_bytes,
         response_wire_bytes,
         mut undecodable,
+        unseen,
         ..
     } = st;
     call.request = request.finish();
@@ -286,6 +386,9 @@ fn finish(st: CallState, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
         call.response.body_bytes = response_wire_bytes;
     }
     let mut incomplete = Vec::new();
+    if unseen {
+        incomplete.push(Incomplete::RequestUnseen);
+    }
     if end.request_gap_bytes > 0 {
         incomplete.push(Incomplete::RequestGap);
     }
@@ -340,7 +443,7 @@ fn finish(st: CallState, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
         // The server ended a 200 stream without its terminator: the mid-stream error of the
         // compatibility layers, whose text Ollama drops (ollama-wire §4.3).
         Some(CallError { kind: ErrorKind::NoTerminator, message: None })
-    } else if is_empty_response(&call, &end) {
+    } else if !unseen && is_empty_response(&call, &end) {
         Some(CallError { kind: ErrorKind::EmptyResponse, message: None })
     } else {
         None
