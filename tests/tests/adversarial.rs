@@ -2,7 +2,6 @@
 //! connections, pipelining, `100 Continue`, garbage on the port, snap lengths, every link type.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::Value;
@@ -13,7 +12,7 @@ use ollama_tracer::replay;
 use testkit::drive;
 use testkit::fixtures::{self, Fixture};
 use testkit::pcap::{FileFormat, LinkType, TsPrecision, WriterConfig, write_file};
-use testkit::synth::{Close, ConnectionSpec, ExchangeSpec, Packet, TcpFlags, perturb, synthesize};
+use testkit::synth::{Close, ConnectionSpec, ExchangeSpec, Packet, perturb, raw_connection, synthesize};
 use testkit::wire::{self, RenderOptions};
 
 fn fixture(name: &str) -> Fixture {
@@ -239,35 +238,6 @@ fn capture_starting_between_request_and_response_reports_the_call_from_its_respo
         assert_eq!(c.times.request_start.0, first_response);
         assert_exact(&calls[1], &fs[1]);
     }
-}
-
-/// Builds a connection from raw writes: (client?, bytes, ts). Handshake included; ACKs implied.
-fn raw_connection(client: SocketAddr, writes: &[(bool, &[u8], u64)]) -> Vec<Packet> {
-    let server: SocketAddr = "127.0.0.1:11434".parse().unwrap();
-    let mut seq = [1000u32, 5000u32];
-    let mut out = Vec::new();
-    let pkt = |ts, from_client: bool, seq: u32, ack: u32, flags: u8, payload: &[u8]| Packet {
-        ts_ns: ts,
-        src: if from_client { client } else { server },
-        dst: if from_client { server } else { client },
-        seq,
-        ack,
-        flags: TcpFlags(flags),
-        window: 65535,
-        syn_options: None,
-        payload: payload.to_vec(),
-        captured_payload: None,
-    };
-    out.push(pkt(1, true, seq[0], 0, TcpFlags::SYN, b""));
-    out.push(pkt(2, false, seq[1], seq[0] + 1, TcpFlags::SYN | TcpFlags::ACK, b""));
-    seq = [seq[0] + 1, seq[1] + 1];
-    out.push(pkt(3, true, seq[0], seq[1], TcpFlags::ACK, b""));
-    for &(from_client, data, ts) in writes {
-        let (s, a) = if from_client { (0, 1) } else { (1, 0) };
-        out.push(pkt(ts, from_client, seq[s], seq[a], TcpFlags::ACK | TcpFlags::PSH, data));
-        seq[s] = seq[s].wrapping_add(data.len() as u32);
-    }
-    out
 }
 
 #[test]

@@ -56,6 +56,7 @@ impl Pipeline {
         self.last_expire = now;
         let (http, llm) = (&mut self.http, &mut self.llm);
         self.reassembly.expire(now, &mut |ev| http.push(ev, &mut |hev| llm.push(hev, out)));
+        self.http.expire(now);
     }
 
     /// End of capture: every call still open is reported (flagged incomplete).
@@ -80,6 +81,11 @@ impl Pipeline {
     /// Calls in flight now.
     pub fn calls_in_flight(&self) -> usize {
         self.llm.in_flight()
+    }
+
+    /// Bytes held in unfinished HTTP heads now.
+    pub fn partial_head_bytes(&self) -> usize {
+        self.http.partial_head_bytes()
     }
 
     /// Bytes held out of order now.

@@ -35,13 +35,16 @@ pub struct LlmStats {
     pub calls: u64,
     pub incomplete: u64,
     pub errors: u64,
+    /// Calls reported early because too many were in flight.
+    pub evicted: u64,
 }
 
 #[derive(Debug)]
 struct CallState {
     call: LlmCall,
-    request: RequestDecoder,
-    response: Option<ResponseDecoder>,
+    /// Until the request body ends; then its facts are in `call.request`.
+    request: Option<Box<RequestDecoder>>,
+    response: Option<Box<ResponseDecoder>>,
     /// Content codings to undo before reading the bodies.
     request_coding: Option<ContentDecoder>,
     response_coding: Option<ContentDecoder>,
@@ -69,7 +72,7 @@ struct Sniff {
 /// Where decoded response body bytes go: the decoder, or the sniffing buffer until the route is
 /// known (then the buffered bytes go to the decoder first).
 fn deliver(
-    response: &mut Option<ResponseDecoder>,
+    response: &mut Option<Box<ResponseDecoder>>,
     sniff: &mut Option<Sniff>,
     route: &mut Route,
     capture: bool,
@@ -96,7 +99,7 @@ fn deliver(
 
 /// Ends sniffing with route `r`: builds the decoder and feeds it what was buffered.
 fn decide(
-    response: &mut Option<ResponseDecoder>,
+    response: &mut Option<Box<ResponseDecoder>>,
     sniff: &mut Option<Sniff>,
     route: &mut Route,
     r: Route,
@@ -108,7 +111,7 @@ fn decide(
     let mut d = ResponseDecoder::with_capture(r, sn.status, sn.content_type.as_deref(), capture);
     d.set_headers(sn.content_type, sn.content_encoding);
     d.feed(&sn.buf, ts);
-    *response = Some(d);
+    *response = Some(Box::new(d));
 }
 
 /// The body ended or broke before its route was told: decide with what there is (the bytes
@@ -130,17 +133,27 @@ fn coding_for(value: Option<&str>) -> Result<Option<ContentDecoder>, ()> {
 }
 
 /// What the call-assembly stage keeps beyond the facts.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct LlmConfig {
     /// Keep message content (off by default; see [`content`]).
     pub capture_content: bool,
+    /// Calls followed at once; beyond it the oldest is reported as it stands (flagged
+    /// `capture_ended`). Each call's state is bounded, so this bounds them all.
+    pub max_calls_in_flight: usize,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        LlmConfig { capture_content: false, max_calls_in_flight: 16_384 }
+    }
 }
 
 /// The call-assembly stage.
 #[derive(Debug, Default)]
 pub struct CallAssembler {
     config: LlmConfig,
-    calls: FxHashMap<ExchangeId, CallState>,
+    /// Boxed: a map of inline states would hold their full size for every free slot too.
+    calls: FxHashMap<ExchangeId, Box<CallState>>,
     stats: LlmStats,
 }
 
@@ -158,9 +171,42 @@ impl CallAssembler {
         self.calls.len()
     }
 
+    /// Reports the oldest call in flight as it stands, to make room.
+    fn evict_oldest<F: FnMut(LlmCall)>(&mut self, ts: Timestamp, out: &mut F) {
+        let Some(&id) = self.calls.keys().min() else { return };
+        let Some(mut st) = self.calls.remove(&id) else { return };
+        decide_now(&mut st, self.config.capture_content);
+        let end = ExchangeEnd {
+            outcome: if st.call.status.is_some() { Outcome::Truncated } else { Outcome::NoResponse },
+            request_complete: st.call.times.request_end.is_some(),
+            request_gap_bytes: 0,
+            response_gap_bytes: 0,
+            close: Some(CloseReason::Evicted),
+            client_closed: false,
+            last_byte: st.call.times.end.max(st.call.times.response_start.unwrap_or(st.call.times.request_start)),
+        };
+        self.stats.evicted += 1;
+        let call = finish(st, ts, end);
+        self.count(&call);
+        out(call);
+    }
+
+    fn count(&mut self, call: &LlmCall) {
+        self.stats.calls += 1;
+        if call.is_incomplete() {
+            self.stats.incomplete += 1;
+        }
+        if call.error.is_some() {
+            self.stats.errors += 1;
+        }
+    }
+
     pub fn push<F: FnMut(LlmCall)>(&mut self, ev: HttpEvent<'_>, out: &mut F) {
         match ev {
             HttpEvent::Request { conn, id, flow, ts, head, meta } => {
+                if self.calls.len() >= self.config.max_calls_in_flight {
+                    self.evict_oldest(ts, out);
+                }
                 let mut head = *head;
                 let unseen = head.unseen;
                 let route = Route::classify(&head.method, &head.path);
@@ -192,15 +238,15 @@ impl CallAssembler {
                     content: self.config.capture_content,
                     raw_limit: response::RAW_JSON_LIMIT,
                 };
-                let mut request = RequestDecoder::with_capture(route, capture);
+                let mut request = Box::new(RequestDecoder::with_capture(route, capture));
                 if undecodable {
                     request.gap();
                 }
                 self.calls.insert(
                     id,
-                    CallState {
+                    Box::new(CallState {
                         call,
-                        request,
+                        request: Some(request),
                         response: None,
                         request_coding,
                         response_coding: None,
@@ -209,13 +255,14 @@ impl CallAssembler {
                         undecodable,
                         unseen,
                         sniff: None,
-                    },
+                    }),
                 );
             }
             HttpEvent::RequestBody { id, data, .. } => {
-                if let Some(st) = self.calls.get_mut(&id) {
+                if let Some(st) = self.calls.get_mut(&id)
+                    && let Some(request) = st.request.as_mut()
+                {
                     st.request_wire_bytes += data.len() as u64;
-                    let request = &mut st.request;
                     match st.request_coding.as_mut() {
                         Some(c) => {
                             if c.feed(data, &mut |b| request.feed(b)).is_err() {
@@ -228,15 +275,18 @@ impl CallAssembler {
                 }
             }
             HttpEvent::RequestEnd { id, ts } => {
-                if let Some(st) = self.calls.get_mut(&id) {
+                if let Some(st) = self.calls.get_mut(&id)
+                    && let Some(mut request) = st.request.take()
+                {
                     st.call.times.request_end = Some(ts);
-                    let request = &mut st.request;
-                    if let Some(c) = st.request_coding.as_mut()
+                    if let Some(mut c) = st.request_coding.take()
                         && c.finish(&mut |b| request.feed(b)).is_err()
                     {
                         st.undecodable = true;
                         request.gap();
                     }
+                    // Done with the request: keep its facts, free the decoders.
+                    st.call.request = request.finish();
                 }
             }
             HttpEvent::Interim { .. } => {}
@@ -278,7 +328,7 @@ impl CallAssembler {
                         }
                     }
                     decoder.set_headers(head.content_type, head.content_encoding);
-                    st.response = Some(decoder);
+                    st.response = Some(Box::new(decoder));
                 }
             }
             HttpEvent::ResponseBody { id, ts, data } => {
@@ -305,7 +355,11 @@ impl CallAssembler {
             HttpEvent::BodyGap { id, dir, .. } => {
                 if let Some(st) = self.calls.get_mut(&id) {
                     match dir {
-                        Direction::ToServer => st.request.gap(),
+                        Direction::ToServer => {
+                            if let Some(r) = st.request.as_mut() {
+                                r.gap();
+                            }
+                        }
                         Direction::ToClient => {
                             decide_now(st, self.config.capture_content);
                             if let Some(d) = st.response.as_mut() {
@@ -319,13 +373,7 @@ impl CallAssembler {
                 if let Some(mut st) = self.calls.remove(&id) {
                     decide_now(&mut st, self.config.capture_content);
                     let call = finish(st, ts, end);
-                    self.stats.calls += 1;
-                    if call.is_incomplete() {
-                        self.stats.incomplete += 1;
-                    }
-                    if call.error.is_some() {
-                        self.stats.errors += 1;
-                    }
+                    self.count(&call);
                     out(call);
                 }
             }
@@ -354,7 +402,7 @@ fn expects_terminator(call: &LlmCall) -> bool {
     call.route.operation().is_some() || matches!(call.route, Route::Pull | Route::Push | Route::Create)
 }
 
-fn finish(st: CallState, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
+fn finish(st: Box<CallState>, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
     let CallState {
         mut call,
         request,
@@ -365,8 +413,10 @@ fn finish(st: CallState, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
         mut undecodable,
         unseen,
         ..
-    } = st;
-    call.request = request.finish();
+    } = *st;
+    if let Some(request) = request {
+        call.request = request.finish();
+    }
     call.request.body_bytes = request_wire_bytes;
     let capture_lost = matches!(end.close, Some(CloseReason::CaptureEnd | CloseReason::Idle | CloseReason::Evicted));
     // A call cut by the end of the capture ends where we last saw it, not when we gave up.
