@@ -8,10 +8,12 @@
 //! - [`standin`]: the Ollama stand-in server (`ollama-standin`): replays fixtures to real
 //!   clients with Ollama's framing and pacing, and logs ground truth.
 //! - [`pcap`]: pcap / pcapng writers for every link type the tracer reads.
+//! - [`otlp`]: a real OTLP receiver (gRPC and HTTP) for the export tests.
 
 pub mod bench_capture;
 pub mod drive;
 pub mod fixtures;
+pub mod otlp;
 pub mod pcap;
 pub mod standin;
 pub mod synth;
