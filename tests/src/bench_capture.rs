@@ -78,10 +78,26 @@ fn write_capture(path: PathBuf, specs: &[ConnectionSpec], calls: u64) -> anyhow:
     Ok(BenchCapture { path, calls, payload_bytes, file_bytes })
 }
 
+/// A capture file removed when dropped (the steady ones are large).
+pub struct TempCapture(pub BenchCapture);
+
+impl Drop for TempCapture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0.path);
+    }
+}
+
+impl std::ops::Deref for TempCapture {
+    type Target = BenchCapture;
+    fn deref(&self) -> &BenchCapture {
+        &self.0
+    }
+}
+
 /// A steady stream for export tests: `per_second` calls every second for `seconds` seconds
 /// (capture time), each on its own connection, streaming and embeddings mixed as in
 /// [`streaming_mix`]. Replayed with `--speed 1` it stands in for live traffic.
-pub fn steady(per_second: u64, seconds: u64) -> anyhow::Result<BenchCapture> {
+pub fn steady(per_second: u64, seconds: u64) -> anyhow::Result<TempCapture> {
     let path = unique_path(&format!("steady-{per_second}-{seconds}"));
     let all = fixtures::load_all()?;
     let streaming: Vec<&Fixture> = all.iter().filter(|f| f.is_streamed() && f.response.status == 200).collect();
@@ -99,20 +115,21 @@ pub fn steady(per_second: u64, seconds: u64) -> anyhow::Result<BenchCapture> {
             } else {
                 streaming[n as usize % streaming.len()]
             };
-            ConnectionSpec::loopback_v4(10_000 + (n % 50_000) as u16)
+            // Client ports from 20000 up: never the server's 11434.
+            ConnectionSpec::loopback_v4(20_000 + (n % 40_000) as u16)
                 .seed(n)
                 .timing(timing)
                 .start_at(1_767_225_600_000_000_000 + n * step)
                 .exchange(wire::render(f, &RenderOptions::default()))
         })
         .collect();
-    write_capture(path, &specs, calls)
+    write_capture(path, &specs, calls).map(TempCapture)
 }
 
 /// Calls that exercise what export must carry besides plain successes: a W3C `traceparent`
 /// and `tracestate` (remote parent, kept trace id), HTTP errors, a client that disconnects
 /// mid-stream. Starts at `start_ns`.
-pub fn export_mix(start_ns: u64) -> anyhow::Result<BenchCapture> {
+pub fn export_mix(start_ns: u64) -> anyhow::Result<TempCapture> {
     use crate::synth::{Close, ExchangeSpec};
     let path = unique_path("export-mix");
     let all = fixtures::load_all()?;
@@ -148,5 +165,5 @@ pub fn export_mix(start_ns: u64) -> anyhow::Result<BenchCapture> {
     let cut = ExchangeSpec { cut_after_writes: Some(3), ..wire::render(streamed[0], &RenderOptions::default()).into() };
     next(ConnectionSpec::loopback_v4, &|c| c.seed(99).close(Close::ClientRst).exchange(cut.clone()));
     let calls = specs.len() as u64;
-    write_capture(path, &specs, calls)
+    write_capture(path, &specs, calls).map(TempCapture)
 }

@@ -167,23 +167,35 @@ impl Receiver {
         self.task = Some(self.runtime.spawn(async move {
             match transport {
                 Transport::Grpc => {
-                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                    let _ = tonic::transport::Server::builder()
-                        .add_service(TraceServiceServer::new(Grpc(shared.clone())))
-                        .add_service(MetricsServiceServer::new(Grpc(shared)))
-                        .serve_with_incoming(incoming)
-                        .await;
+                    // Connections are served by this task (not spawned): aborting it closes them
+                    // all, as a crashed collector would.
+                    let mut conns = tokio::task::JoinSet::new();
+                    let routes = tonic::service::Routes::new(TraceServiceServer::new(Grpc(shared.clone())))
+                        .add_service(MetricsServiceServer::new(Grpc(shared)));
+                    loop {
+                        let Ok((stream, _)) = listener.accept().await else { continue };
+                        let svc = routes.clone().prepare();
+                        conns.spawn(async move {
+                            let svc = hyper_util::service::TowerToHyperService::new(svc);
+                            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                                .await;
+                        });
+                    }
                 }
-                Transport::Http => loop {
-                    let Ok((stream, _)) = listener.accept().await else { continue };
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |req| handle(req, shared.clone()));
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                            .await;
-                    });
-                },
+                Transport::Http => {
+                    let mut conns = tokio::task::JoinSet::new();
+                    loop {
+                        let Ok((stream, _)) = listener.accept().await else { continue };
+                        let shared = shared.clone();
+                        conns.spawn(async move {
+                            let service = hyper::service::service_fn(move |req| handle(req, shared.clone()));
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await;
+                        });
+                    }
+                }
             }
         }));
         Ok(())
@@ -194,7 +206,7 @@ impl Receiver {
         if let Some(t) = self.task.take() {
             t.abort();
             // Let the abort drop the listener and open connections.
-            self.runtime.block_on(tokio::time::sleep(Duration::from_millis(100)));
+            self.runtime.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
         }
     }
 

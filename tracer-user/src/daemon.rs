@@ -21,13 +21,13 @@ use crate::segment::{SegmentBatch, Timestamp};
 const QUEUE_BATCHES: usize = 16;
 /// How often the pipeline's time-based rules run when traffic is quiet.
 const TICK: Duration = Duration::from_millis(250);
-/// How long the sinks get to deliver what is queued at exit.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct LiveOptions {
     pub mode: CaptureMode,
     pub capture: CaptureConfig,
     pub pipeline: PipelineConfig,
+    /// How long the sinks get to deliver what is queued at exit.
+    pub flush_timeout: Duration,
 }
 
 enum Msg {
@@ -60,7 +60,13 @@ impl Live {
     }
 
     /// Runs until `shutdown` completes; every call goes through `outputs`.
-    pub async fn run<S>(self, pipeline: PipelineConfig, outputs: Outputs, shutdown: S) -> Result<Report, CaptureError>
+    pub async fn run<S>(
+        self,
+        pipeline: PipelineConfig,
+        flush_timeout: Duration,
+        outputs: Outputs,
+        shutdown: S,
+    ) -> Result<Report, CaptureError>
     where
         S: std::future::Future<Output = ()>,
     {
@@ -113,7 +119,7 @@ impl Live {
                     export: None,
                 };
                 outputs.health(&report);
-                let flushed = outputs.shutdown(SHUTDOWN_TIMEOUT);
+                let flushed = outputs.shutdown(flush_timeout);
                 (stats, pipeline.stats(), outputs.spans(), flushed, outputs.export_stats())
             })
             .map_err(|e| CaptureError::Config(format!("cannot start the pipeline thread: {e}")))?;

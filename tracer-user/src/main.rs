@@ -161,6 +161,10 @@ struct Common {
     /// Seed for trace and span ids, for reproducible output.
     #[arg(long, hide = true)]
     id_seed: Option<u64>,
+    /// At the end (of the replay, or on SIGINT/SIGTERM), how long queued spans and the last
+    /// metrics get to reach the collector; what is left then is counted as dropped.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    flush_timeout: u64,
     /// Do not print the summary on stderr.
     #[arg(long)]
     quiet: bool,
@@ -295,7 +299,7 @@ fn replay_command(paths: &[PathBuf], ports: &[u16], speed: Option<f64>, common: 
     report.spans = outputs.spans();
     // The final snapshot first: the last metrics push and scrape carry the final counters.
     outputs.health(&report);
-    let shut = outputs.shutdown(SHUTDOWN_TIMEOUT);
+    let shut = outputs.shutdown(Duration::from_millis(common.flush_timeout));
     report.export = outputs.export_stats();
     if !common.quiet {
         eprintln!("{report}");
@@ -303,9 +307,6 @@ fn replay_command(paths: &[PathBuf], ports: &[u16], speed: Option<f64>, common: 
     shut.context("writing spans")?;
     Ok(())
 }
-
-/// How long the sinks get to deliver what is queued at the end of a replay.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -320,12 +321,16 @@ fn run_command(args: RunArgs) -> Result<()> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async {
-        let opts =
-            LiveOptions { mode: args.capture.mode, capture: args.capture.config(), pipeline: args.common.pipeline() };
+        let opts = LiveOptions {
+            mode: args.capture.mode,
+            capture: args.capture.config(),
+            pipeline: args.common.pipeline(),
+            flush_timeout: Duration::from_millis(args.common.flush_timeout),
+        };
         let live = Live::start(&opts).context("cannot start the live capture")?;
         tracing::info!("capture: {}", live.reason());
         let outputs = args.common.outputs()?;
-        let report = live.run(opts.pipeline, outputs, shutdown_signal()).await?;
+        let report = live.run(opts.pipeline, opts.flush_timeout, outputs, shutdown_signal()).await?;
         if !args.common.quiet {
             eprintln!("{report}");
         }

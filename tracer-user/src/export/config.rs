@@ -237,9 +237,16 @@ pub fn resolve(
         Some(l) => l.iter().any(|x| x == "otlp"),
         None => endpoint_env(signal),
     };
+    // `--otlp-endpoint` turns both signals on, unless the signal's OTEL_*_EXPORTER names others
+    // only (e.g. MLflow: `OTEL_METRICS_EXPORTER=none`, it has no metrics endpoint).
     let cli_endpoint = cli.otlp_endpoint.is_some();
-    let traces_on = cli_otlp || cli_endpoint || (!sdk_disabled && env_wants(&traces_exporters, Signal::Traces));
-    let metrics_on = cli_endpoint || (!sdk_disabled && env_wants(&metrics_exporters, Signal::Metrics));
+    let excluded =
+        |list: &Option<Vec<String>>| !sdk_disabled && list.as_ref().is_some_and(|l| !l.iter().any(|x| x == "otlp"));
+    let traces_on = cli_otlp
+        || (cli_endpoint && !excluded(&traces_exporters))
+        || (!sdk_disabled && env_wants(&traces_exporters, Signal::Traces));
+    let metrics_on = (cli_endpoint && !excluded(&metrics_exporters))
+        || (!sdk_disabled && env_wants(&metrics_exporters, Signal::Metrics));
 
     let cli_headers = cli
         .otlp_headers
@@ -606,8 +613,14 @@ mod tests {
         );
         assert!(s.traces.is_none() && s.metrics.is_none());
         let cli = CliExport { otlp_endpoint: Some("http://x:4318".into()), ..Default::default() };
-        let (s, _) = run(cli, &[("OTEL_SDK_DISABLED", "true")]);
+        let (s, _) = run(cli.clone(), &[("OTEL_SDK_DISABLED", "true")]);
         assert_eq!(s.traces.unwrap().url, "http://x:4318/v1/traces");
+        // A signal whose exporter list leaves OTLP out stays off, even with the flag.
+        let (s, _) = run(cli.clone(), &[("OTEL_METRICS_EXPORTER", "none")]);
+        assert!(s.traces.is_some() && s.metrics.is_none());
+        let cli = CliExport { outputs: vec!["otlp".into()], ..cli };
+        let (s, _) = run(cli, &[("OTEL_TRACES_EXPORTER", "none")]);
+        assert!(s.traces.is_some(), "--output otlp is explicit");
     }
 
     #[test]

@@ -82,6 +82,8 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     wake: Notify,
+    /// The shutdown deadline, for cutting short an export still in flight when it passes.
+    deadline: tokio::sync::watch::Sender<Option<Instant>>,
     counters: Arc<TraceCounters>,
     config: QueueConfig,
 }
@@ -128,6 +130,7 @@ impl OtlpTraceSink {
                 deadline: None,
             }),
             wake: Notify::new(),
+            deadline: tokio::sync::watch::Sender::new(None),
             counters,
             config: queue,
         });
@@ -182,7 +185,9 @@ impl Sink for OtlpTraceSink {
     /// Exports everything queued within `timeout`; what is left then is dropped and counted.
     fn shutdown(&mut self, timeout: Duration) -> std::io::Result<()> {
         let Some(done) = self.done.take() else { return Ok(()) };
-        self.shared.lock().deadline = Some(Instant::now() + timeout);
+        let deadline = Instant::now() + timeout;
+        self.shared.lock().deadline = Some(deadline);
+        self.shared.deadline.send_replace(Some(deadline));
         self.shared.wake.notify_one();
         // The worker gives up by itself at the deadline; the margin covers its last attempt's
         // own timeout being cut short.
@@ -213,6 +218,7 @@ impl Worker {
     async fn run(self) {
         let cfg = self.shared.config;
         let mut failing_since: Option<(Instant, u64)> = None;
+        let mut deadline_rx = self.shared.deadline.subscribe();
         loop {
             // Wait for a full batch, the schedule delay, a flush or shutdown.
             let batch = loop {
@@ -247,9 +253,13 @@ impl Worker {
             let mut backoff = INITIAL_BACKOFF;
             let outcome = loop {
                 let data: Vec<SpanData> = batch.iter().map(|(s, _)| to_span_data(s)).collect();
-                // The exporter has its own timeout; this one guards a transport that hangs.
-                let result =
-                    tokio::time::timeout(self.timeout + Duration::from_secs(1), self.exporter.export(data)).await;
+                // The exporter has its own timeout; this one guards a transport that hangs. At
+                // the shutdown deadline an export still in flight is given up: its spans count
+                // as dropped at shutdown (the collector may still have taken them).
+                let result = tokio::select! {
+                    r = tokio::time::timeout(self.timeout + Duration::from_secs(1), self.exporter.export(data)) => r,
+                    _ = deadline_passed(&mut deadline_rx) => break Outcome::Shutdown,
+                };
                 let failure = match result {
                     Ok(Ok(())) => break Outcome::Exported,
                     Ok(Err(e)) => {
@@ -316,6 +326,21 @@ impl Worker {
             tracing::warn!(spans = st.queue.len(), "OTLP spans still queued at the shutdown deadline were dropped");
         }
         let _ = self.exporter.shutdown();
+    }
+}
+
+/// Resolves once a shutdown deadline is set and has passed.
+async fn deadline_passed(rx: &mut tokio::sync::watch::Receiver<Option<Instant>>) {
+    loop {
+        let deadline = *rx.borrow_and_update();
+        match deadline {
+            Some(d) => return tokio::time::sleep_until(d.into()).await,
+            None => {
+                if rx.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        }
     }
 }
 

@@ -83,6 +83,52 @@ pub fn kvs(attrs: &[KeyValue]) -> Vec<(String, Value)> {
     attrs.iter().map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(Value::Null, any_json))).collect()
 }
 
+/// Plain HTTP/1.1 request (`Connection: close`); the status code and the body.
+pub fn http(
+    method: &str,
+    addr: std::net::SocketAddr,
+    path: &str,
+    json: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let body = json.unwrap_or("");
+    let ctype = if json.is_some() { "Content-Type: application/json\r\n" } else { "" };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").map_or(buf.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&buf[..split]).to_ascii_lowercase();
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let mut rest = &buf[split..];
+    // Chunked bodies (uvicorn streams JSON this way) are de-chunked here.
+    let body = if head.contains("transfer-encoding: chunked") {
+        let mut out = Vec::new();
+        while let Some(i) = rest.windows(2).position(|w| w == b"\r\n") {
+            let n = usize::from_str_radix(String::from_utf8_lossy(&rest[..i]).trim(), 16).unwrap_or(0);
+            let data = &rest[i + 2..];
+            if n == 0 || data.len() < n {
+                break;
+            }
+            out.extend_from_slice(&data[..n]);
+            rest = data[n..].strip_prefix(b"\r\n").unwrap_or(&data[n..]);
+        }
+        out
+    } else {
+        rest.to_vec()
+    };
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
