@@ -227,7 +227,7 @@ impl Worker {
                     let mut st = self.shared.lock();
                     let due = st.oldest.is_some_and(|t| t.elapsed() >= cfg.schedule_delay);
                     if st.deadline.is_some() && st.queue.is_empty() {
-                        return self.finish(&st);
+                        return self.finish(&mut st);
                     }
                     if !st.queue.is_empty()
                         && (st.queue.len() >= cfg.batch_size || due || st.flush || st.deadline.is_some())
@@ -314,16 +314,21 @@ impl Worker {
             st.bytes -= bytes;
             self.shared.publish(&st);
             if matches!(outcome, Outcome::Shutdown) {
-                return self.finish(&st);
+                return self.finish(&mut st);
             }
         }
     }
 
-    /// At shutdown: whatever is still queued is lost, counted.
-    fn finish(&self, st: &State) {
+    /// At shutdown: whatever is still queued is lost, counted, and the queue is empty.
+    fn finish(&self, st: &mut State) {
         if !st.queue.is_empty() {
-            self.shared.counters.dropped_shutdown.fetch_add(st.queue.len() as u64, Ordering::Relaxed);
-            tracing::warn!(spans = st.queue.len(), "OTLP spans still queued at the shutdown deadline were dropped");
+            let n = st.queue.len();
+            self.shared.counters.dropped_shutdown.fetch_add(n as u64, Ordering::Relaxed);
+            tracing::warn!(spans = n, "OTLP spans still queued at the shutdown deadline were dropped");
+            let bytes: usize = st.queue.drain(..).map(|(_, b)| b).sum();
+            st.spans -= n;
+            st.bytes -= bytes;
+            self.shared.publish(st);
         }
         let _ = self.exporter.shutdown();
     }
@@ -502,4 +507,100 @@ pub fn approx_size(span: &SpanRecord) -> usize {
         + span.trace_state.as_ref().map_or(0, |s| s.len())
         + attrs(&span.attributes)
         + span.events.iter().map(|e| std::mem::size_of_val(e) + e.name.len() + attrs(&e.attributes)).sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::config::OtlpTarget;
+    use crate::segment::Timestamp;
+
+    fn span(parent: bool, trace_state: Option<&str>) -> SpanRecord {
+        SpanRecord {
+            name: "chat m".into(),
+            kind: SpanKind::Server,
+            trace_id: [7; 16],
+            span_id: [9; 8],
+            parent_span_id: parent.then_some([3; 8]),
+            trace_state: trace_state.map(str::to_string),
+            flags: if parent { 0 } else { 1 },
+            start: Timestamp(1_000_000_123),
+            end: Timestamp(2_000_000_456),
+            status: StatusCode::Error,
+            status_message: "HTTP 500".into(),
+            attributes: vec![KeyValue::new("a", 1i64), KeyValue::new(String::from("b.owned"), vec!["x".to_string()])],
+            events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn span_data_keeps_ids_times_parent_and_status() {
+        let d = to_span_data(&span(true, Some("rojo=00f067aa0ba902b7")));
+        assert_eq!(d.span_context.trace_id(), TraceId::from_bytes([7; 16]));
+        assert_eq!(d.span_context.span_id(), SpanId::from_bytes([9; 8]));
+        assert_eq!(d.parent_span_id, SpanId::from_bytes([3; 8]));
+        assert!(d.parent_span_is_remote);
+        assert_eq!(d.span_context.trace_flags(), TraceFlags::new(0));
+        assert_eq!(d.span_context.trace_state().header(), "rojo=00f067aa0ba902b7");
+        assert_eq!(d.start_time, UNIX_EPOCH + Duration::from_nanos(1_000_000_123));
+        assert_eq!(d.end_time, UNIX_EPOCH + Duration::from_nanos(2_000_000_456));
+        assert_eq!(d.status, Status::error("HTTP 500"));
+        assert_eq!(d.span_kind, OtelKind::Server);
+        assert_eq!(d.attributes.len(), 2);
+        assert_eq!(d.instrumentation_scope.name(), "ollama-tracer");
+        let root = to_span_data(&span(false, Some("not a valid tracestate ===")));
+        assert!(!root.parent_span_is_remote && root.parent_span_id == SpanId::INVALID);
+        assert_eq!(root.span_context.trace_state().header(), "", "an invalid tracestate is dropped");
+    }
+
+    /// Every span is accounted for: queued or dropped because full, then exported or dropped
+    /// at shutdown — here with a collector that refuses connections.
+    #[test]
+    fn queue_caps_and_shutdown_are_counted_exactly() {
+        let target = OtlpTarget {
+            url: "http://127.0.0.1:1/v1/traces".into(),
+            protocol: Protocol::HttpProtobuf,
+            headers: Vec::new(),
+            timeout: Duration::from_millis(200),
+            compression: None,
+        };
+        let queue =
+            QueueConfig { max_spans: 3, max_bytes: 1 << 20, batch_size: 2, schedule_delay: Duration::from_millis(10) };
+        let rt = ExportRuntime::new().unwrap();
+        let mut sink = OtlpTraceSink::start(&target, queue, &Resource::new("t", None, Vec::new()), &rt).unwrap();
+        let spans: Vec<SpanRecord> = (0..5).map(|_| span(false, None)).collect();
+        let call = crate::llm::LlmCall {
+            conn: Default::default(),
+            exchange: Default::default(),
+            flow: crate::segment::FlowKey {
+                client: "127.0.0.1:1".parse().unwrap(),
+                server: "127.0.0.1:11434".parse().unwrap(),
+            },
+            meta: Default::default(),
+            route: crate::llm::Route::Chat,
+            method: "POST".into(),
+            path: "/api/chat".into(),
+            user_agent: None,
+            traceparent: None,
+            tracestate: None,
+            headers: Vec::new(),
+            status: None,
+            request: Default::default(),
+            response: Default::default(),
+            times: Default::default(),
+            incomplete: Vec::new(),
+            error: None,
+        };
+        sink.export(&call, &spans, &Resource::new("t", None, Vec::new()));
+        let s = sink.export_stats().unwrap();
+        assert_eq!((s.enqueued, s.dropped_queue_full, s.queue_spans), (3, 2, 3));
+        std::thread::sleep(Duration::from_millis(300));
+        sink.shutdown(Duration::from_millis(300)).unwrap();
+        let s = sink.export_stats().unwrap();
+        assert_eq!(s.exported, 0);
+        assert_eq!(s.dropped_shutdown, 3, "{s}");
+        assert_eq!(s.dropped(), 5);
+        assert!(s.failed_attempts >= 1);
+        assert_eq!((s.queue_spans, s.queue_bytes), (0, 0));
+    }
 }

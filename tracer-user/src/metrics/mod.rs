@@ -509,3 +509,45 @@ impl Sink for MetricsSink {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_on_a_bound_belongs_to_that_bucket() {
+        let mut h = Histogram::new(&DURATION_BUCKETS);
+        for v in [0.0, 0.01, 0.010_000_1, 81.92, 100.0] {
+            h.record(&DURATION_BUCKETS, v);
+        }
+        assert_eq!(h.counts[0], 2);
+        assert_eq!(h.counts[1], 1);
+        assert_eq!(h.counts[13], 1);
+        assert_eq!(h.counts[14], 1, "overflow bucket");
+        assert_eq!((h.count, h.min_max), (5, Some((0.0, 100.0))));
+        // Pre-binned observations keep counts and sum exact, and make min/max unknown.
+        let mut gaps = [0u64; 15];
+        gaps[2] = 3;
+        h.merge(&gaps, 0.09, 3);
+        assert_eq!((h.count, h.counts[2], h.min_max), (8, 3, None));
+        h.record(&DURATION_BUCKETS, 1.0);
+        assert_eq!(h.min_max, None, "stays unknown");
+    }
+
+    #[test]
+    fn series_beyond_the_limit_go_to_one_overflow_series() {
+        let mut r = Registry::new();
+        for i in 0..MAX_SERIES + 10 {
+            r.observe(H_HTTP, vec![(sc::HTTP_ROUTE, Attr::Str(format!("/r{i}")))], 0.1);
+        }
+        let (_, series) = r.histograms().nth(H_HTTP).unwrap();
+        assert_eq!(series.len(), MAX_SERIES + 1);
+        let overflow = &series[&vec![(OVERFLOW_ATTR, Attr::Bool(true))]];
+        assert_eq!(overflow.count, 10);
+        // Negative and non-finite values are not observations.
+        r.observe(H_HTTP, vec![(sc::HTTP_ROUTE, Attr::Str("/r0".into()))], f64::NAN);
+        r.observe(H_HTTP, vec![(sc::HTTP_ROUTE, Attr::Str("/r0".into()))], -1.0);
+        let (_, series) = r.histograms().nth(H_HTTP).unwrap();
+        assert_eq!(series[&vec![(sc::HTTP_ROUTE, Attr::Str("/r0".into()))]].count, 1);
+    }
+}
