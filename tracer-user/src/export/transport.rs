@@ -9,7 +9,7 @@ use opentelemetry_http::{HttpClient, HttpError};
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use super::config::{OtlpTarget, Protocol};
+use super::config::OtlpTarget;
 
 /// Why an exporter could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -171,11 +171,6 @@ pub fn classify_grpc(code: tonic::Code) -> Failure {
         }
         _ => Failure::Rejected,
     }
-}
-
-/// Whether `protocol` is one of the HTTP ones.
-pub fn is_http(protocol: Protocol) -> bool {
-    !matches!(protocol, Protocol::Grpc)
 }
 
 #[cfg(test)]
