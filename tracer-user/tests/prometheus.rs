@@ -44,6 +44,15 @@ fn idle_tail(at_ns: u64) -> PathBuf {
     path
 }
 
+/// Removed when dropped, whatever the test's outcome.
+struct Remove(PathBuf);
+impl Drop for Remove {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 struct Kill(Child);
 impl Drop for Kill {
     fn drop(&mut self) {
@@ -125,12 +134,13 @@ fn prometheus_endpoint_during_a_paced_replay() {
     let calls_per_s = 10;
     let capture = testkit::bench_capture::steady(calls_per_s, 3).unwrap();
     // The steady capture starts at 1_767_225_600 s; the tail keeps the process up 8 s longer.
-    let tail = idle_tail(1_767_225_600_000_000_000 + 11_000_000_000);
+    let tail = Remove(idle_tail(1_767_225_600_000_000_000 + 11_000_000_000));
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let dir = std::env::temp_dir().join(format!("ollama-tracer-prom-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let prometheus = start_prometheus(addr, &dir);
+    let dir = Remove(dir);
+    let prometheus = start_prometheus(addr, &dir.0);
     if prometheus.is_none() {
         eprintln!("SKIPPED (partly): no prometheus server installed; the endpoint is still checked");
     }
@@ -139,7 +149,7 @@ fn prometheus_endpoint_during_a_paced_replay() {
         bin()
             .args(["replay", "--speed", "1", "--output", "json", "--id-seed", "3", "--metrics-addr", &port.to_string()])
             .arg(&capture.path)
-            .arg(&tail)
+            .arg(&tail.0)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -291,6 +301,7 @@ fn prometheus_endpoint_during_a_paced_replay() {
     assert_eq!(health("ollama_tracer_reassembly_gaps_total"), 0.0);
     assert_eq!(health("ollama_tracer_calls_incomplete_total"), 0.0);
     assert_eq!(health("ollama_tracer_capture_kernel_drops_total"), 0.0);
-    let _ = std::fs::remove_dir_all(&dir);
+    // Prometheus stops before its directory goes.
     drop(prometheus);
+    drop(dir);
 }
