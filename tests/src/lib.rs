@@ -10,10 +10,12 @@
 //! - [`pcap`]: pcap / pcapng writers for every link type the tracer reads.
 //! - [`process`]: the stand-in as a child process; the Python venv of real clients.
 //! - [`tap`]: a recording TCP proxy: real clients and servers, the packets a capture would see.
+//! - [`otlp`]: a real OTLP receiver (gRPC and HTTP) for the export tests.
 
 pub mod bench_capture;
 pub mod drive;
 pub mod fixtures;
+pub mod otlp;
 pub mod pcap;
 pub mod process;
 pub mod standin;

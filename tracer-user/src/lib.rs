@@ -9,6 +9,7 @@ pub mod export;
 pub mod http;
 pub mod json;
 pub mod llm;
+pub mod metrics;
 pub mod pipeline;
 pub mod reassembly;
 pub mod replay;

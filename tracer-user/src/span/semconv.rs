@@ -144,3 +144,57 @@ pub const TELEMETRY_DISTRO_NAME: &str = "telemetry.distro.name";
 pub const TELEMETRY_DISTRO_VERSION: &str = "telemetry.distro.version";
 pub const DEFAULT_SERVICE_NAME: &str = "ollama";
 pub const DISTRO_NAME: &str = "ollama-tracer";
+
+// OpenInference mirrors (only with `--compat openinference`): what Arize Phoenix reads natively.
+// `openinference.span.kind` also changes MLflow's span type of a chat span from CHAT_MODEL to
+// LLM, which is why none of this is emitted by default.
+pub const OPENINFERENCE_SPAN_KIND: &str = "openinference.span.kind";
+pub const OPENINFERENCE_KIND_LLM: &str = "LLM";
+pub const OPENINFERENCE_KIND_EMBEDDING: &str = "EMBEDDING";
+pub const LLM_PROVIDER: &str = "llm.provider";
+pub const LLM_SYSTEM: &str = "llm.system";
+pub const LLM_MODEL_NAME: &str = "llm.model_name";
+pub const EMBEDDING_MODEL_NAME: &str = "embedding.model_name";
+pub const LLM_TOKEN_COUNT_PROMPT: &str = "llm.token_count.prompt";
+pub const LLM_TOKEN_COUNT_COMPLETION: &str = "llm.token_count.completion";
+pub const LLM_TOKEN_COUNT_TOTAL: &str = "llm.token_count.total";
+pub const LLM_INVOCATION_PARAMETERS: &str = "llm.invocation_parameters";
+
+// Metrics (v1.41 names, units and explicit bucket boundaries; see the README's metrics table).
+pub const METRIC_CLIENT_OPERATION_DURATION: &str = "gen_ai.client.operation.duration";
+pub const METRIC_CLIENT_TOKEN_USAGE: &str = "gen_ai.client.token.usage";
+pub const METRIC_CLIENT_TIME_TO_FIRST_CHUNK: &str = "gen_ai.client.operation.time_to_first_chunk";
+pub const METRIC_CLIENT_TIME_PER_OUTPUT_CHUNK: &str = "gen_ai.client.operation.time_per_output_chunk";
+pub const METRIC_SERVER_REQUEST_DURATION: &str = "gen_ai.server.request.duration";
+pub const METRIC_SERVER_TIME_TO_FIRST_TOKEN: &str = "gen_ai.server.time_to_first_token";
+pub const METRIC_SERVER_TIME_PER_OUTPUT_TOKEN: &str = "gen_ai.server.time_per_output_token";
+pub const METRIC_HTTP_SERVER_REQUEST_DURATION: &str = "http.server.request.duration";
+/// `gen_ai.token.type` values.
+pub const TOKEN_TYPE_INPUT: &str = "input";
+pub const TOKEN_TYPE_OUTPUT: &str = "output";
+/// `http.request.method` for methods outside the HTTP spec's list.
+pub const HTTP_METHOD_OTHER: &str = "_OTHER";
+
+// The tracer's own health (monotonic counters unless noted).
+pub const METRIC_TRACER_PACKETS: &str = "ollama_tracer.capture.packets";
+pub const METRIC_TRACER_BYTES: &str = "ollama_tracer.capture.bytes";
+pub const METRIC_TRACER_KERNEL_DROPS: &str = "ollama_tracer.capture.kernel_drops";
+pub const METRIC_TRACER_MALFORMED: &str = "ollama_tracer.capture.malformed";
+pub const METRIC_TRACER_CONNECTIONS: &str = "ollama_tracer.reassembly.connections";
+pub const METRIC_TRACER_GAPS: &str = "ollama_tracer.reassembly.gaps";
+pub const METRIC_TRACER_GAP_BYTES: &str = "ollama_tracer.reassembly.gap_bytes";
+pub const METRIC_TRACER_PARSE_ERRORS: &str = "ollama_tracer.http.parse_errors";
+pub const METRIC_TRACER_CALLS: &str = "ollama_tracer.calls";
+pub const METRIC_TRACER_INCOMPLETE: &str = "ollama_tracer.calls.incomplete";
+pub const METRIC_TRACER_SPANS: &str = "ollama_tracer.spans";
+/// Gauges: spans and bytes in the OTLP export queue now.
+pub const METRIC_TRACER_QUEUE_SPANS: &str = "ollama_tracer.export.queue.spans";
+pub const METRIC_TRACER_QUEUE_BYTES: &str = "ollama_tracer.export.queue.bytes";
+pub const METRIC_TRACER_EXPORTED: &str = "ollama_tracer.export.spans";
+/// By `reason`: `queue_full`, `rejected`, `shutdown`.
+pub const METRIC_TRACER_EXPORT_DROPPED: &str = "ollama_tracer.export.dropped";
+pub const METRIC_TRACER_EXPORT_FAILURES: &str = "ollama_tracer.export.failures";
+/// Attribute of the drop counter.
+pub const TRACER_DROP_REASON: &str = "reason";
+/// Attribute of the export failure counter: `traces` or `metrics`.
+pub const TRACER_SIGNAL: &str = "signal";
