@@ -8,10 +8,13 @@
 //! - [`standin`]: the Ollama stand-in server (`ollama-standin`): replays fixtures to real
 //!   clients with Ollama's framing and pacing, and logs ground truth.
 //! - [`pcap`]: pcap / pcapng writers for every link type the tracer reads.
+//! - [`load`]: a load generator (many concurrent keep-alive connections of Ollama calls, with
+//!   client-side timestamps), also the `ollama-load` binary.
 
 pub mod bench_capture;
 pub mod drive;
 pub mod fixtures;
+pub mod load;
 pub mod pcap;
 pub mod standin;
 pub mod synth;
