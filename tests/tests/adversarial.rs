@@ -157,6 +157,36 @@ fn dropped_segments_flag_the_call_and_never_lie() {
     }
 }
 
+/// Bytes the capture lost at the end of a response, before an ordinary close: the call is
+/// flagged (response gap), but the capture cannot tell how the response ended, so it must not
+/// claim the client cancelled or the server hung up (a ring-buffer overflow did exactly this
+/// to live spans).
+#[test]
+fn a_response_tail_lost_by_the_capture_is_not_a_cancellation() {
+    for name in [NATIVE_STREAM, GENERATE_STREAM] {
+        for close in [Close::ClientFin, Close::ServerFin] {
+            let f = fixture(name);
+            let spec = ConnectionSpec::loopback_v4(42003).close(close).exchange(render(&f));
+            let base = synthesize(&[spec]).unwrap().packets;
+            let server_data: Vec<usize> =
+                (0..base.len()).filter(|&i| base[i].src.port() == 11434 && !base[i].payload.is_empty()).collect();
+            // The chunked terminator alone, then the last chunk with it.
+            for lost in [1, 2] {
+                let mut p = base.clone();
+                perturb::drop_indices(&mut p, &server_data[server_data.len() - lost..]);
+                let (calls, stats) = drive::calls(&p);
+                let what = format!("{name} {close:?}, last {lost} segment(s) lost");
+                assert_eq!(calls.len(), 1, "{what}");
+                let c = &calls[0];
+                assert!(stats.reassembly.gaps >= 1, "{what}");
+                assert!(c.incomplete.contains(&Incomplete::ResponseGap), "{what}: {:?}", c.incomplete);
+                assert_eq!(c.error, None, "{what}: nothing says how the response ended");
+                assert_no_wrong_numbers(c, &f);
+            }
+        }
+    }
+}
+
 fn fixture_model(f: &Fixture) -> Option<String> {
     serde_json::from_str::<Value>(&f.request.body).ok()?.get("model")?.as_str().map(str::to_owned)
 }

@@ -198,7 +198,9 @@ fn finish(st: CallState, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
         Some(CallError { kind: ErrorKind::Http(status), message: call.response.error_message.clone() })
     } else if call.response.in_stream_error {
         Some(CallError { kind: ErrorKind::InStream, message: call.response.error_message.clone() })
-    } else if end.outcome != Outcome::Complete && !capture_lost {
+    } else if end.outcome != Outcome::Complete && !capture_lost && end.response_gap_bytes == 0 {
+        // (With response bytes missing from the capture, how the response ended is unknown:
+        // a close after the gap is no evidence of a cancel or a hang-up.)
         let client_gone =
             end.client_closed || matches!(end.close, Some(CloseReason::Reset { by: Direction::ToServer }));
         if client_gone {
