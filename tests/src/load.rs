@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::standin::http::now_ns;
@@ -168,9 +168,8 @@ impl Conn {
         };
         self.calls += 1;
         let bytes = req.render(self.peer);
-        rec.t_write_ns = now_ns();
         let result = async {
-            self.stream.write_all(&bytes).await?;
+            self.write_stamped(&bytes, &mut rec).await?;
             self.read_response(&mut rec).await
         }
         .await;
@@ -183,6 +182,27 @@ impl Conn {
             }
         }
         rec
+    }
+
+    /// Writes `bytes`, stamping `t_write_ns` just before the first write system call (no
+    /// await in between: `write_all` may yield to other tasks first, by many ms under load).
+    async fn write_stamped(&mut self, bytes: &[u8], rec: &mut CallRecord) -> Result<(), LoadError> {
+        let mut off = 0;
+        while off < bytes.len() {
+            self.stream.writable().await?;
+            let t = now_ns();
+            match self.stream.try_write(&bytes[off..]) {
+                Ok(n) => {
+                    if off == 0 {
+                        rec.t_write_ns = t;
+                    }
+                    off += n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     async fn fill(&mut self, rec: &mut CallRecord) -> Result<bool, LoadError> {
