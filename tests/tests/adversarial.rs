@@ -187,6 +187,26 @@ fn a_response_tail_lost_by_the_capture_is_not_a_cancellation() {
     }
 }
 
+/// A stream still flowing when the capture ends (the daemon stopped, the file ends): flagged
+/// incomplete (capture ended), with no error claimed — the server did not end the stream, the
+/// capture did.
+#[test]
+fn a_stream_cut_by_the_end_of_the_capture_claims_no_error() {
+    for name in [NATIVE_STREAM, GENERATE_STREAM] {
+        let f = fixture(name);
+        let spec = ConnectionSpec::loopback_v4(42004).close(Close::Open).exchange(render(&f));
+        let mut p = synthesize(&[spec]).unwrap().packets;
+        p.truncate(p.len() / 2);
+        let (calls, _) = drive::calls(&p);
+        assert_eq!(calls.len(), 1, "{name}");
+        let c = &calls[0];
+        assert!(c.incomplete.contains(&Incomplete::CaptureEnded), "{name}: {:?}", c.incomplete);
+        assert_eq!(c.error, None, "{name}: the capture ended, not the stream");
+        assert_ne!(c.response.finish_reasons, vec!["error".to_string()], "{name}");
+        assert_eq!((c.response.input_tokens, c.response.output_tokens), (None, None), "{name}: no final chunk seen");
+    }
+}
+
 fn fixture_model(f: &Fixture) -> Option<String> {
     serde_json::from_str::<Value>(&f.request.body).ok()?.get("model")?.as_str().map(str::to_owned)
 }

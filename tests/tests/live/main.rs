@@ -387,6 +387,8 @@ fn ebpf_sigterm_ends_in_flight_calls() {
     let reasons = check::attr(cut, "ollama_tracer.incomplete_reasons").cloned().unwrap_or_default();
     assert!(reasons.to_string().contains("capture_ended"), "reasons {reasons}");
     assert_eq!(check::attr_u64(cut, "gen_ai.usage.output_tokens"), None, "no count before the final chunk");
+    assert_eq!(check::attr(cut, "error.type"), None, "the tracer stopped, the stream did not: {cut}");
+    assert_ne!(cut["status"]["code"], "error", "{cut}");
     assert!(check::ttfc(cut).is_some(), "its first chunk was seen");
     check::check_no_wrong_numbers(cut, check::truth_of(&truth, cut).unwrap(), "in flight at SIGTERM");
     check::check_load_start(cut, &long, "in flight at SIGTERM");

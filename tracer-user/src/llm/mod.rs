@@ -212,9 +212,10 @@ fn finish(st: CallState, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
         } else {
             None
         }
-    } else if missing_terminator && end.response_gap_bytes == 0 {
+    } else if missing_terminator && end.response_gap_bytes == 0 && !capture_lost {
         // The server ended a 200 stream without its terminator: the mid-stream error of the
-        // compatibility layers, whose text Ollama drops (ollama-wire §4.3).
+        // compatibility layers, whose text Ollama drops (ollama-wire §4.3). (Not when the
+        // capture ended first: the stream may well have gone on.)
         Some(CallError { kind: ErrorKind::NoTerminator, message: None })
     } else {
         None
