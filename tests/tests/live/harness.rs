@@ -483,6 +483,17 @@ impl Tracer {
     }
 }
 
+impl Tracer {
+    /// SIGKILL (no chance to detach anything itself): the kernel still drops its links and
+    /// programs with its file descriptors. Checks that, returns the ids.
+    pub fn kill(mut self) -> BpfIds {
+        end_child(&mut self.child, Some(libc::SIGKILL), Duration::from_secs(5)).expect("killed tracer");
+        let ids = std::mem::take(&mut self.ids);
+        assert_detached(&ids, &format!("{} (SIGKILL)", self.what));
+        ids
+    }
+}
+
 impl Drop for Tracer {
     fn drop(&mut self) {
         // Only after a failure (stop() ended it already): the kernel drops the links with the fds.

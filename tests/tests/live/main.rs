@@ -425,6 +425,24 @@ fn ebpf_tcx_on_lo_leaves_nothing_behind() {
     harness::assert_interface_clean("lo", &fin.ids, None);
 }
 
+/// A daemon killed with SIGKILL cannot detach anything itself: its links (cgroup and TCX) are
+/// tied to its file descriptors, so the kernel removes them and the programs with the process,
+/// and no qdisc was ever created.
+#[test]
+fn ebpf_killed_daemon_leaves_nothing_attached() {
+    require_ebpf!("ebpf_killed_daemon_leaves_nothing_attached");
+    let _g = serial();
+    let cgroup = Tracer::start("SIGKILL cgroup", &args(&["--capture", "ebpf", "--port", "1"]));
+    let ids = cgroup.kill();
+    assert!(!ids.links.is_empty());
+    let tcx = Tracer::start(
+        "SIGKILL TCX",
+        &args(&["--capture", "ebpf", "--ebpf-attach", "tcx", "--interface", "lo", "--port", "1"]),
+    );
+    let ids = tcx.kill();
+    harness::assert_interface_clean("lo", &ids, None);
+}
+
 /// 100 streams at once (the load generator, 100 keep-alive connections): one exact span per
 /// call, no kernel loss with the default ring buffer.
 #[test]
@@ -491,7 +509,8 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// kernel's counters. Use the release build:
 /// `cargo test --release -p ollama-tracer-tests --test live -- --ignored --nocapture measure`.
 /// Env: MEASURE_SECS (30), MEASURE_STREAMS (100), MEASURE_TOKENS (250), MEASURE_RATE (50
-/// tokens/s per stream), MEASURE_CAPTURE (ebpf | pcap).
+/// tokens/s per stream), MEASURE_CAPTURE (ebpf | pcap), MEASURE_RING_MB (the eBPF ring buffer,
+/// default 32: its pages are mapped twice into the daemon and count in its RSS).
 #[test]
 #[ignore]
 fn measure_100_concurrent_streams() {
@@ -503,7 +522,8 @@ fn measure_100_concurrent_streams() {
     let rate: f64 = env_or("MEASURE_RATE", 50.0);
     let capture: String = env_or("MEASURE_CAPTURE", "ebpf".to_string());
     let standin = Standin::start(&["127.0.0.1:0"], None, &[]);
-    let mut a = args(&["--capture", &capture]);
+    let ring_mb: u32 = env_or("MEASURE_RING_MB", 32);
+    let mut a = args(&["--capture", &capture, "--ring-buffer-mb", &ring_mb.to_string()]);
     a.extend(port_args(&[&standin]));
     let tracer = Tracer::start("measure", &a);
     let pid = tracer.pid();
@@ -535,10 +555,18 @@ fn measure_100_concurrent_streams() {
     let wall = t0.elapsed();
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let samples = sampler.join().unwrap();
-    let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:")).map(|v| v.trim().to_owned()))
-        .unwrap_or_default();
+    // Peak RSS, and what it is made of: the daemon's own heap (anon) vs the ring buffer's
+    // pages mapped from the kernel (shared/file).
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field =
+        |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap_or_default();
+    let hwm = format!(
+        "peak {}; now anon {}, file {}, shmem {}",
+        field("VmHWM:"),
+        field("RssAnon:"),
+        field("RssFile:"),
+        field("RssShmem:")
+    );
     let truth = standin.truth(recs.len());
     tracer.wait_spans(truth.len(), Duration::from_secs(10));
     let fin = tracer.stop(libc::SIGINT);
@@ -566,7 +594,7 @@ fn measure_100_concurrent_streams() {
     );
     println!(
         "  daemon CPU {cpu:.1} % of one core (idle before: {:.1?} total), RSS {:.1} MiB max / {:.1} MiB mean \
-         (idle {:.1} MiB, peak VmHWM {hwm})",
+         (idle {:.1} MiB; {hwm})",
         idle_cpu,
         rss_max as f64 / 1024.0,
         rss_mean as f64 / 1024.0,
