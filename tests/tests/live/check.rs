@@ -7,8 +7,10 @@ use std::net::IpAddr;
 use serde_json::Value;
 
 /// Server-side stamps are taken in user space around the stand-in's reads and writes: on a
-/// loaded 2-core machine they trail the wire by a few ms (see tests/real_capture.rs).
-const SERVER_SLACK_MS: f64 = 5.0;
+/// loaded 2-core machine they trail the wire by a few ms, now and then by more (7 ms seen while
+/// other work ran). They are a sanity check of order and clock; the precise check is against
+/// the clients' kernel timestamps (CLIENT_SLACK_MS).
+const SERVER_SLACK_MS: f64 = 25.0;
 /// What the issue asks of the client comparison: time to first chunk (and the start it is
 /// measured from) within 2 ms of what the client saw at its socket.
 pub const CLIENT_SLACK_MS: f64 = 2.0;
