@@ -9,19 +9,24 @@ Those SDK-level times include the client library's own work (building the reques
 the connection, parsing): 1 to 28 ms were seen. So each driver also hooks the socket under the
 SDK (a network backend wrapped around httpcore's, see `Wire`) and reports wire-level times:
   local_addr, local_port the client's end of the connection the call used
-  t_request_write_ns     just before the first byte of the request went to the kernel
+  t_request_write_ns     when the request's first write left the socket (the kernel's
+                         transmit time; write_stamp says "kernel", or "user" when the kernel
+                         gave none and the time just before the send was taken)
   t_first_output_read_ns streamed answers: when the bytes that completed the first stream
                          unit (NDJSON line, SSE event) carrying output (content,
                          thinking/reasoning or a tool call) reached the client's socket (the
                          kernel's receive time), found in the bytes read — not when the SDK
                          handed it over (some SDKs' SSE parsers hold an event until the next
-                         one arrives)
+                         one arrives). first_output_exact: false when that receive also took
+                         later bytes (the reader came late): the time is then an upper bound
+                         and t_first_output_prev_read_ns (the receive before) a lower one
   t_last_read_ns         when the last read of the response returned
 """
 
 import argparse
 import json
 import os
+import select
 import socket
 import struct
 import sys
@@ -67,21 +72,32 @@ def run_session(args, make_client, calls) -> None:
     sys.exit(1 if errors else 0)
 
 
-# Linux: SO_TIMESTAMPNS (SCM_TIMESTAMPNS): the kernel's receive time of the data in each
-# recvmsg, CLOCK_REALTIME. Python has no constant for it.
+# Linux socket timestamps (Python has no constants for them), CLOCK_REALTIME:
+# SO_TIMESTAMPNS: the kernel's receive time of the data in each recvmsg.
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+# SO_TIMESTAMPING, transmit side: for each send, the time its last byte entered the device
+# queue (TX_SCHED), read back from the error queue; OPT_ID tags it with that byte's number.
+SO_TIMESTAMPING = getattr(socket, "SO_TIMESTAMPING", 37)
+SOF_TIMESTAMPING_TX_SCHED = 1 << 8
+SOF_TIMESTAMPING_SOFTWARE = 1 << 4
+SOF_TIMESTAMPING_OPT_ID = 1 << 7
+SOF_TIMESTAMPING_OPT_TSONLY = 1 << 11
+SCM_TSTAMP_SCHED = 1
 
 
 class _TimedStream:
-    """An httpcore network stream that logs when each request write starts and when response
-    bytes reached the client.
+    """An httpcore network stream that logs when each request write left the socket and when
+    response bytes reached it.
 
-    Reads: a reader thread receives from the socket as soon as bytes arrive and the SDK's
-    `read()` takes from what it gathered, so an SDK busy parsing the previous event (seen: 7 ms
-    when building its models on first use) does not delay the reading. Each receive is stamped
-    with the kernel's receive time (SO_TIMESTAMPNS), so the thread waiting for the GIL does not
-    delay the stamp either; when one receive gathers several packets the kernel reports the
-    last one's time."""
+    A reader thread owns every receive on the socket (waiting in poll, so httpcore's socket
+    timeouts do not matter): response bytes as soon as they arrive — the SDK's `read()` takes
+    from what it gathered, so an SDK busy parsing the previous event (seen: 7 ms when building
+    its models on first use) does not delay the reading — each stamped with the kernel's
+    receive time (SO_TIMESTAMPNS), so waiting for the GIL does not delay the stamp either (when
+    one receive gathers several packets the kernel reports the last one's time); and the
+    kernel's transmit times (SO_TIMESTAMPING, TX_SCHED, from the error queue) of each write's
+    last byte, with which `write()` stamps the request — a request head is one packet — so a
+    thread preempted between taking a time and sending does not skew it."""
 
     def __init__(self, inner, wire: "Wire"):
         self._inner = inner
@@ -92,6 +108,13 @@ class _TimedStream:
         self.local = (name[0], name[1])
         self.local_port = name[1]
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.setsockopt(
+            socket.SOL_SOCKET,
+            SO_TIMESTAMPING,
+            SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_OPT_ID | SOF_TIMESTAMPING_OPT_TSONLY,
+        )
+        self._sent = 0  # bytes written so far: OPT_ID numbers them from here
+        self._tx = {}  # byte number (mod 2^32) -> kernel TX_SCHED time
         # httpcore or httpcore2, whichever made `inner`: its exceptions for ours.
         mod = sys.modules[type(inner).__module__.split(".")[0]]
         self._read_timeout = getattr(mod, "ReadTimeout", TimeoutError)
@@ -102,26 +125,50 @@ class _TimedStream:
         self._exc = None
         threading.Thread(target=self._pump, name=f"wire-{self.local_port}", daemon=True).start()
 
-    def _recv(self):
-        while True:
-            try:
-                data, anc, _, _ = self._sock.recvmsg(1 << 16, socket.CMSG_SPACE(16))
-            except TimeoutError:
-                continue  # httpcore set a timeout on the socket for its own calls
-            t = now_ns()
-            for level, kind, cdata in anc:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(cdata) >= 16:
-                    sec, nsec = struct.unpack("qq", cdata[:16])
-                    t = sec * 1_000_000_000 + nsec
-            return data, t
+    def _errqueue(self) -> bool:
+        """Takes one entry off the error queue (a TX timestamp); False when there was none."""
+        try:
+            _, anc, _, _ = self._sock.recvmsg(1, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError, TimeoutError):
+            return False
+        ts = info = data = None
+        for level, kind, cdata in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING and len(cdata) >= 16:
+                sec, nsec = struct.unpack("qq", cdata[:16])
+                ts = sec * 1_000_000_000 + nsec
+            elif len(cdata) >= 16:  # struct sock_extended_err (IP_RECVERR / IPV6_RECVERR)
+                _, _, _, _, _, info, data = struct.unpack("IBBBBII", cdata[:16])
+        if ts and info == SCM_TSTAMP_SCHED:
+            with self._cond:
+                self._tx[data] = ts
+                self._cond.notify_all()
+        return True
 
     def _pump(self):
+        poller = select.poll()
+        poller.register(self._sock.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
         try:
             while True:
+                events = 0
+                for _, ev in poller.poll():
+                    events |= ev
+                # (The error queue first: poll reports it as POLLERR; a real socket error
+                # leaves it empty and surfaces in the receive below.)
+                if events & select.POLLERR and self._errqueue():
+                    continue
+                if not events & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    continue
                 try:
-                    data, t = self._recv()
+                    data, anc, _, _ = self._sock.recvmsg(1 << 16, socket.CMSG_SPACE(16))
+                except (BlockingIOError, InterruptedError, TimeoutError):
+                    continue
                 except OSError as e:
                     raise self._read_error(str(e)) from e
+                t = now_ns()
+                for level, kind, cdata in anc:
+                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(cdata) >= 16:
+                        sec, nsec = struct.unpack("qq", cdata[:16])
+                        t = sec * 1_000_000_000 + nsec
                 with self._cond:
                     if data:
                         self._wire.log("r", self.local, data, t)
@@ -137,9 +184,20 @@ class _TimedStream:
                 self._cond.notify_all()
 
     def write(self, buffer, timeout=None):
-        if buffer:
-            self._wire.log("w", self.local, b"", now_ns())
-        return self._inner.write(buffer, timeout)
+        if not buffer:
+            return self._inner.write(buffer, timeout)
+        t = now_ns()
+        self._inner.write(buffer, timeout)
+        self._sent += len(buffer)
+        last = (self._sent - 1) & 0xFFFFFFFF
+        # On loopback and veth the timestamp is queued before send returns; allow a moment.
+        with self._cond:
+            self._cond.wait_for(lambda: last in self._tx, 0.05)
+            kernel = self._tx.pop(last, None)
+            self._tx.clear()
+        # (The event's data says where the time came from: b"k" the kernel, b"" user space.)
+        self._wire.log("w", self.local, b"k" if kernel else b"", kernel or t)
+        return None
 
     def read(self, max_bytes, timeout=None):
         with self._cond:
@@ -258,8 +316,14 @@ def _has_output(obj) -> bool:
 
 
 def first_output_read(reads):
-    """`reads`: [(t_ns, bytes)] of one response in order. The time of the read that completed
-    the first stream unit carrying output, or None."""
+    """`reads`: [(t_ns, bytes)] of one response in order. For the first stream unit carrying
+    output: (time of the read that completed it, whether that time is exact, time of the read
+    before), or None.
+
+    The kernel stamps a receive with the time of the last packet it took in, and it merges
+    packets that queue up unread. So the time is the unit's own only when the read ended with
+    the unit (its HTTP chunk); when the read also took later bytes (the reader came late) it is
+    an upper bound, and the read before is a lower bound."""
     raw = b"".join(d for _, d in reads)
     ends, pos = [], 0
     for t, d in reads:
@@ -271,7 +335,8 @@ def first_output_read(reads):
         return None
     head = raw[start:head_end].lower()
     body_at = head_end + 4
-    if b"transfer-encoding: chunked" in head:
+    chunked = b"transfer-encoding: chunked" in head
+    if chunked:
         body, offsets = _dechunk(raw[body_at:])
         offsets = [body_at + o for o in offsets]
     else:
@@ -293,7 +358,10 @@ def first_output_read(reads):
             continue
         if _has_output(obj):
             last = offsets[i - 1] + 1  # raw position just past the unit (separator included)
-            return next(t for e, t in ends if e >= last)
+            k = next(n for n, (e, _) in enumerate(ends) if e >= last)
+            # (A unit ends its HTTP chunk: the chunk's CRLF follows in the same write.)
+            exact = ends[k][0] <= last + (2 if chunked else 0)
+            return ends[k][1], exact, ends[k - 1][1] if k > 0 else None
 
 
 # One per driver process: every client a driver builds goes through it.
@@ -325,7 +393,10 @@ class Call:
             "local_addr": None,
             "local_port": None,
             "t_request_write_ns": None,
+            "write_stamp": None,
             "t_first_output_read_ns": None,
+            "first_output_exact": None,
+            "t_first_output_prev_read_ns": None,
             "t_last_read_ns": None,
         }
 
@@ -355,12 +426,19 @@ class Call:
         reads = [e for e in mine if e[0] == "r"]
         if writes:
             self.rec["t_request_write_ns"] = writes[0][1]
+            self.rec["write_stamp"] = "kernel" if writes[0][3] == b"k" else "user"
             self.rec["local_addr"], self.rec["local_port"] = writes[0][2]
         if reads:
             self.rec["t_last_read_ns"] = reads[-1][1]
         if self.rec["stream"] and reads:
             # Only streamed answers have a time to first chunk.
-            self.rec["t_first_output_read_ns"] = first_output_read([(t, d) for _, t, _, d in reads])
+            first = first_output_read([(t, d) for _, t, _, d in reads])
+            if first:
+                (
+                    self.rec["t_first_output_read_ns"],
+                    self.rec["first_output_exact"],
+                    self.rec["t_first_output_prev_read_ns"],
+                ) = first
         if os.environ.get("WIRE_DEBUG"):
             t0 = self.rec["t_request_write_ns"] or 0
             for kind, t, _, d in mine:

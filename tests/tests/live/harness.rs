@@ -141,6 +141,27 @@ fn command(program: &Path, netns: Option<&str>) -> Command {
     }
 }
 
+/// A Python client driver, real-time scheduled (`chrt -f 10`): its socket reader thread then
+/// takes each response chunk as it arrives even when the machine is busy, so the kernel does
+/// not merge it with the next one and the client's receive times stay exact. (The drivers
+/// block on I/O; the kernel's real-time throttling bounds them anyway.)
+fn driver_command(script: &str, netns: Option<&str>) -> Command {
+    let mut c = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "chrt", "-f", "10"]);
+            c
+        }
+        None => {
+            let mut c = Command::new("chrt");
+            c.args(["-f", "10"]);
+            c
+        }
+    };
+    c.arg(python()).arg(tests_dir().join("clients").join(script));
+    c
+}
+
 // ---------------------------------------------------------------------------------------------
 // The stand-in
 
@@ -506,20 +527,28 @@ impl Drop for Tracer {
 
 /// Runs `tests/clients/<script>` against the stand-in's traced address `i` (inside `netns` if
 /// given), after a warm-up run against its untraced one; the per-call records. Every call
-/// must have succeeded.
+/// must have succeeded, within 3 minutes.
 pub fn run_driver(script: &str, standin: &Standin, i: usize, netns: Option<&str>) -> Vec<Value> {
-    let out = command(&python(), netns)
-        .arg(tests_dir().join("clients").join(script))
+    let mut child = driver_command(script, netns)
         .args(["--base-url", &standin.url(i), "--warmup-url", &standin.warmup_url()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
+        .spawn()
         .expect("run the Python driver");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        text
+    });
+    let status = end_child(&mut child, None, Duration::from_secs(180)).expect("driver exit status");
+    let text = reader.join().unwrap();
+    assert!(status.success(), "{script} exited {status} (killed after 3 min if it hung):\n{text}");
     let recs: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     for r in &recs {
         assert!(r["error"].is_null(), "{script}: call {} failed: {}", r["call"], r["error"]);
     }
-    assert!(out.status.success(), "{script} exited {}:\n{text}", out.status);
     recs
 }
 
@@ -533,8 +562,7 @@ pub struct Session {
 
 impl Session {
     pub fn start(script: &str, args: &[&str]) -> Session {
-        let mut child = Command::new(python())
-            .arg(tests_dir().join("clients").join(script))
+        let mut child = driver_command(script, None)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
