@@ -194,6 +194,11 @@ pub fn check_no_wrong_numbers(span: &Value, t: &Value, what: &str) {
     if let Some(model) = attr(span, "gen_ai.request.model").and_then(Value::as_str) {
         assert_eq!(Some(model), t["model"].as_str(), "{what}: model");
     }
+    if t["outcome"] == "complete" && t["status"] == 200 {
+        // Nothing went wrong on the wire: a capture loss is no cancellation, no server error.
+        assert_eq!(attr(span, "error.type"), None, "{what}: error claimed");
+        assert_ne!(span["status"]["code"], "error", "{what}: error status");
+    }
     if !incomplete(span) {
         // (Times aside: under a deliberate overload the stand-in's own stamps lag the wire.)
         check_values(span, t, &format!("{what} (complete)"));
