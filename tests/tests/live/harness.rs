@@ -324,6 +324,8 @@ pub struct Summary {
     pub gaps: u64,
     pub incomplete: u64,
     pub kernel_drops: u64,
+    /// Bytes seen more than once (e.g. at both ends of a local connection), deduplicated.
+    pub duplicate_bytes: u64,
     pub midstream_connections: u64,
     pub resyncs: u64,
     /// Bytes skipped looking for the next request or response (a call seen only in part).
@@ -367,6 +369,7 @@ impl Summary {
             gaps: num_after(&gaps, "gaps: ")?,
             incomplete: num_after(&gaps, "incomplete spans: ")?,
             kernel_drops: num_after(&frames, "kernel drops: ")?,
+            duplicate_bytes: num_after(&tcp, "tcp: ")?,
             midstream_connections: num_before(&tcp, " mid-stream connections")?,
             resyncs: num_before(&tcp, " resyncs")?,
             resync_skipped_bytes: num_before(&tcp, " bytes skipped")?,
@@ -379,13 +382,12 @@ impl Summary {
     }
 }
 
-/// What a stopped tracer left: exit status, every span it wrote, its stderr and summary.
+/// What a stopped tracer left: exit status, every span it wrote, its summary.
 pub struct Finished {
     pub status: ExitStatus,
     /// What the tracer had loaded and attached (all gone now).
     pub ids: BpfIds,
     pub spans: Vec<Value>,
-    pub stderr: String,
     pub summary: Summary,
 }
 
@@ -500,7 +502,7 @@ impl Tracer {
         let summary = Summary::parse(&stderr)
             .unwrap_or_else(|| panic!("{}: no summary in the tracer's stderr ({status}):\n{stderr}", self.what));
         println!("{}: exit {status}\n{}", self.what, summary.text.trim_end());
-        Finished { status, ids: std::mem::take(&mut self.ids), spans, stderr, summary }
+        Finished { status, ids: std::mem::take(&mut self.ids), spans, summary }
     }
 }
 
