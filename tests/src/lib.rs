@@ -11,10 +11,13 @@
 //! - [`process`]: the stand-in as a child process; the Python venv of real clients.
 //! - [`tap`]: a recording TCP proxy: real clients and servers, the packets a capture would see.
 //! - [`otlp`]: a real OTLP receiver (gRPC and HTTP) for the export tests.
+//! - [`load`]: a load generator (many concurrent keep-alive connections of Ollama calls, with
+//!   client-side timestamps), also the `ollama-load` binary.
 
 pub mod bench_capture;
 pub mod drive;
 pub mod fixtures;
+pub mod load;
 pub mod otlp;
 pub mod pcap;
 pub mod process;

@@ -170,6 +170,58 @@ fn lost_response_heads(base: &[Packet], victims: &[usize]) -> usize {
     victims.iter().filter(|&&v| base[v].src.port() == 11434 && base[v].payload.starts_with(b"HTTP/")).count()
 }
 
+/// Response bytes the capture lost (its tail, or its head), then an ordinary close: the call
+/// is flagged (response gap), but the capture cannot tell how the response ended, so it must
+/// not claim the client cancelled or the server hung up (a ring-buffer overflow did exactly
+/// this to live spans).
+#[test]
+fn response_bytes_lost_by_the_capture_are_not_a_cancellation() {
+    for name in [NATIVE_STREAM, GENERATE_STREAM] {
+        for close in [Close::ClientFin, Close::ServerFin] {
+            let f = fixture(name);
+            let spec = ConnectionSpec::loopback_v4(42003).close(close).exchange(render(&f));
+            let base = synthesize(&[spec]).unwrap().packets;
+            let server_data: Vec<usize> =
+                (0..base.len()).filter(|&i| base[i].src.port() == 11434 && !base[i].payload.is_empty()).collect();
+            let n = server_data.len();
+            // The chunked terminator alone, the last chunk with it, the head (with the first
+            // chunk: Go sends them together), the head and the next chunk.
+            for lost in [&server_data[n - 1..], &server_data[n - 2..], &server_data[..1], &server_data[..2]] {
+                let mut p = base.clone();
+                perturb::drop_indices(&mut p, lost);
+                let (calls, stats) = drive::calls(&p);
+                let what = format!("{name} {close:?}, server segments {lost:?} of {server_data:?} lost");
+                assert_eq!(calls.len(), 1, "{what}");
+                let c = &calls[0];
+                assert!(stats.reassembly.gaps >= 1, "{what}");
+                assert!(c.incomplete.contains(&Incomplete::ResponseGap), "{what}: {:?}", c.incomplete);
+                assert_eq!(c.error, None, "{what}: nothing says how the response ended");
+                assert_no_wrong_numbers(c, &f);
+            }
+        }
+    }
+}
+
+/// A stream still flowing when the capture ends (the daemon stopped, the file ends): flagged
+/// incomplete (capture ended), with no error claimed — the server did not end the stream, the
+/// capture did.
+#[test]
+fn a_stream_cut_by_the_end_of_the_capture_claims_no_error() {
+    for name in [NATIVE_STREAM, GENERATE_STREAM] {
+        let f = fixture(name);
+        let spec = ConnectionSpec::loopback_v4(42004).close(Close::Open).exchange(render(&f));
+        let mut p = synthesize(&[spec]).unwrap().packets;
+        p.truncate(p.len() / 2);
+        let (calls, _) = drive::calls(&p);
+        assert_eq!(calls.len(), 1, "{name}");
+        let c = &calls[0];
+        assert!(c.incomplete.contains(&Incomplete::CaptureEnded), "{name}: {:?}", c.incomplete);
+        assert_eq!(c.error, None, "{name}: the capture ended, not the stream");
+        assert_ne!(c.response.finish_reasons, vec!["error".to_string()], "{name}");
+        assert_eq!((c.response.input_tokens, c.response.output_tokens), (None, None), "{name}: no final chunk seen");
+    }
+}
+
 fn fixture_model(f: &Fixture) -> Option<String> {
     serde_json::from_str::<Value>(&f.request.body).ok()?.get("model")?.as_str().map(str::to_owned)
 }

@@ -79,6 +79,10 @@ impl Live {
                 let mut outputs = outputs;
                 let mut stats = CaptureStats::default();
                 let mut last_live = None;
+                // Spans written at the last flush: a pipe (`| jq`, a log shipper) gets each
+                // tick's spans within a tick, not when a 64 KiB buffer fills or at exit.
+                let mut flushed_spans = 0;
+                let mut flush_warned = false;
                 while let Some(msg) = rx.blocking_recv() {
                     let mut sink = |call: LlmCall| outputs.call(call);
                     match msg {
@@ -103,6 +107,15 @@ impl Live {
                             };
                             last_live = report.live.clone();
                             outputs.health(&report);
+                            if outputs.spans() != flushed_spans {
+                                flushed_spans = outputs.spans();
+                                if let Err(e) = outputs.flush()
+                                    && !flush_warned
+                                {
+                                    flush_warned = true;
+                                    tracing::warn!(error = %e, "writing spans failed");
+                                }
+                            }
                         }
                     }
                 }

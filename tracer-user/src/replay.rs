@@ -88,12 +88,13 @@ impl fmt::Display for Report {
         )?;
         write!(
             f,
-            "  tcp: {} duplicate bytes, {} out-of-order segments, {} mid-stream connections, {} resets; http: {} resyncs, {} orphan responses, {} unanswered",
+            "  tcp: {} duplicate bytes, {} out-of-order segments, {} mid-stream connections, {} resets; http: {} resyncs ({} bytes skipped), {} orphan responses, {} unanswered",
             r.duplicate_bytes,
             r.out_of_order_segments,
             r.midstream_connections,
             r.closed_reset,
             h.resyncs,
+            h.resync_skipped_bytes,
             h.orphan_responses,
             h.no_response
         )?;

@@ -740,7 +740,9 @@ impl Ctx<'_> {
             }
             Direction::ToClient => {
                 let responded = c.pending.front().is_some_and(|e| e.responded);
-                if responded && let Some(ex) = c.pending.front_mut() {
+                // Server bytes belong to the oldest unanswered exchange, also before its
+                // response head was seen: the gap may well have held that head.
+                if let Some(ex) = c.pending.front_mut() {
                     ex.response_gap += len;
                 }
                 let in_step = match &mut c.resp.mode {

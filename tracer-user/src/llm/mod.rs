@@ -477,7 +477,9 @@ fn finish(st: Box<CallState>, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
         Some(CallError { kind: ErrorKind::Http(status), message: call.response.error_message.clone() })
     } else if call.response.in_stream_error {
         Some(CallError { kind: ErrorKind::InStream, message: call.response.error_message.clone() })
-    } else if end.outcome != Outcome::Complete && !capture_lost {
+    } else if end.outcome != Outcome::Complete && !capture_lost && end.response_gap_bytes == 0 {
+        // (With response bytes missing from the capture, how the response ended is unknown:
+        // a close after the gap is no evidence of a cancel or a hang-up.)
         let client_gone =
             end.client_closed || matches!(end.close, Some(CloseReason::Reset { by: Direction::ToServer }));
         if client_gone {
@@ -489,9 +491,10 @@ fn finish(st: Box<CallState>, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
         } else {
             None
         }
-    } else if missing_terminator && end.response_gap_bytes == 0 {
+    } else if missing_terminator && end.response_gap_bytes == 0 && !capture_lost {
         // The server ended a 200 stream without its terminator: the mid-stream error of the
-        // compatibility layers, whose text Ollama drops (ollama-wire §4.3).
+        // compatibility layers, whose text Ollama drops (ollama-wire §4.3). (Not when the
+        // capture ended first: the stream may well have gone on.)
         Some(CallError { kind: ErrorKind::NoTerminator, message: None })
     } else if !unseen && is_empty_response(&call, &end) {
         Some(CallError { kind: ErrorKind::EmptyResponse, message: None })
