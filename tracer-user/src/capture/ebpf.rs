@@ -34,7 +34,7 @@ use tracer_common::{
 };
 
 use super::live::{CaptureConfig, CaptureError, EbpfAttach, cgroup_root, chain};
-use crate::segment::{CaptureMeta, Orientation, Segment, SegmentBatch, TcpFlags, Timestamp};
+use crate::segment::{CaptureMeta, Hook, Orientation, Segment, SegmentBatch, TcpFlags, Timestamp};
 
 /// How often the REALTIME − MONOTONIC offset is re-measured.
 pub const CLOCK_REFRESH: Duration = Duration::from_secs(1);
@@ -165,6 +165,7 @@ pub fn decode_record<'a>(
         meta: CaptureMeta {
             cgroup_id: (h.cgroup_id != 0).then_some(h.cgroup_id),
             ifindex: (h.ifindex != 0).then_some(h.ifindex),
+            hook: Hook::from_wire(h.hook),
         },
     }))
 }
