@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use ollama_tracer::attribution::cli::AttributionArgs;
 use ollama_tracer::capture::check::CheckReport;
 use ollama_tracer::capture::live::{CaptureConfig, CaptureMode, EbpfAttach, plan};
 use ollama_tracer::daemon::{Live, LiveOptions};
@@ -63,6 +64,8 @@ struct RunArgs {
     common: Common,
     #[command(flatten)]
     capture: CaptureArgs,
+    #[command(flatten)]
+    attribution: AttributionArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -344,8 +347,11 @@ fn run_command(args: RunArgs) -> Result<()> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async {
-        let opts =
+        let mut opts =
             LiveOptions { mode: args.capture.mode, capture: args.capture.config(), pipeline: args.common.pipeline()? };
+        args.attribution
+            .install(opts.mode, &mut opts.capture, &mut opts.pipeline)
+            .context("cannot start attribution")?;
         let live = Live::start(&opts).context("cannot start the live capture")?;
         tracing::info!("capture: {}", live.reason());
         let outputs = args.common.outputs()?;

@@ -146,8 +146,10 @@ impl Outputs {
             spans.retain(|s| s.parent_span_id.is_none_or(|p| p == me || !self.dropped.contains(&p)));
         }
         self.spans += spans.len() as u64;
+        // In Kubernetes the server's workload names the service (see crate::attribution).
+        let resource = crate::attribution::call_resource(&self.resource, &call);
         for sink in &mut self.sinks {
-            sink.export(&call, &spans, &self.resource);
+            sink.export(&call, &spans, &resource);
         }
     }
 
