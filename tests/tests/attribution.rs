@@ -334,3 +334,94 @@ fn without_ptrace_access() {
     assert!(stats.owner_no_access >= 1, "descriptors were unreadable: {stats:?}");
     cap.close();
 }
+
+/// Not a pass/fail test: what attribution costs on this machine. Run with
+/// `cargo test --release -p ollama-tracer-tests --test attribution -- --ignored --nocapture measure`.
+#[test]
+#[ignore]
+fn measure_attribution_costs() {
+    use ollama_tracer::attribution::cgroup::CgroupIndex;
+    use ollama_tracer::attribution::process::ProcFs;
+    let Some(root) = privileged("measure_attribution_costs") else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // A node's worth of pods: 250 pods of 3 containers (pause, app, sidecar).
+    let mut cgroups = Cgroups::new(&root);
+    let mut last = None;
+    for i in 0..250 {
+        let uid = pod_uid();
+        let qos = ["burstable", "besteffort"][i % 2];
+        for _ in 0..3 {
+            last = Some(Container::new(&mut cgroups, Some(qos), &uid));
+        }
+    }
+    let mut index = CgroupIndex::new(&root).unwrap();
+    let mut walks = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        index.rescan();
+        walks.push(t.elapsed());
+    }
+    println!("cgroup walk of {} cgroups: {walks:?}", index.len());
+    let id = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&last.as_ref().unwrap().dir).unwrap().ino()
+    };
+    let t = Instant::now();
+    for _ in 0..10_000 {
+        assert!(index.path(id).is_some());
+    }
+    println!("indexed id → path: {:?} per lookup", t.elapsed() / 10_000);
+    // Owner scans over the root cgroup's processes (all of this machine's).
+    let procfs = ProcFs::new("/proc");
+    let pids = ProcFs::cgroup_procs(&root);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let t = Instant::now();
+    let found = procfs.find_listener(&pids, port);
+    println!("listener owner among {} processes: {:?} in {:?}", pids.len(), found, t.elapsed());
+    let t = Instant::now();
+    let me = procfs.process(std::process::id(), None, None);
+    println!("one process read (stat, comm, exe, cmdline): {:?} ({:?})", t.elapsed(), me.map(|p| p.executable_name));
+
+    // The span-time cost: identify() of a call whose lookups are cached.
+    let config = AttributionConfig { cgroup_root: root.clone(), ..Default::default() };
+    let a = Attribution::start(config, None).unwrap();
+    let mut call = dummy_call();
+    call.peers.server_cgroup = Some(id);
+    call.peers.client_cgroup = Some(id);
+    let _ = a.identify(&call, ollama_tracer::segment::Timestamp(0), false);
+    assert!(a.settle(Duration::from_secs(5)));
+    let n = 100_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        assert!(a.identify(&call, ollama_tracer::segment::Timestamp(0), false).is_some());
+    }
+    println!("identify() with warm caches: {:?} per call; {:?}", t.elapsed() / n, a.stats());
+}
+
+fn dummy_call() -> LlmCall {
+    use ollama_tracer::pipeline::PipelineConfig;
+    // A real call from bytes: one GET through the pipeline.
+    let flow = ollama_tracer::segment::FlowKey {
+        client: "10.0.0.2:40000".parse().unwrap(),
+        server: "10.0.0.1:11434".parse().unwrap(),
+    };
+    let mut p = Pipeline::new(PipelineConfig::default());
+    let mut out = Vec::new();
+    let seg = |dir, seq, flags, payload: &'static [u8]| ollama_tracer::segment::Segment {
+        ts: ollama_tracer::segment::Timestamp(1),
+        flow,
+        dir,
+        seq,
+        ack: 0,
+        flags: ollama_tracer::segment::TcpFlags(flags),
+        payload,
+        missing: 0,
+        meta: Default::default(),
+    };
+    use ollama_tracer::segment::Direction::{ToClient, ToServer};
+    p.push(&seg(ToServer, 1, 0x18, b"GET /api/tags HTTP/1.1\r\nHost: x\r\n\r\n"), &mut |c| out.push(c));
+    p.push(&seg(ToClient, 1, 0x18, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"), &mut |c| out.push(c));
+    p.finish(&mut |c| out.push(c));
+    out.pop().expect("a call")
+}

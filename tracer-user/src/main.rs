@@ -355,9 +355,13 @@ fn run_command(args: RunArgs) -> Result<()> {
         let live = Live::start(&opts).context("cannot start the live capture")?;
         tracing::info!("capture: {}", live.reason());
         let outputs = args.common.outputs()?;
+        let attribution = opts.pipeline.attribution.clone();
         let report = live.run(opts.pipeline, outputs, shutdown_signal()).await?;
         if !args.common.quiet {
             eprintln!("{report}");
+            if let Some(a) = attribution {
+                eprintln!("  {}", a.stats());
+            }
         }
         Ok(())
     })

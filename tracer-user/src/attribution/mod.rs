@@ -170,6 +170,25 @@ pub struct AttributionStats {
     pub owner_no_access: u64,
 }
 
+impl std::fmt::Display for AttributionStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "attribution: {} calls ({} waited, {} gave up waiting), {} socket events, {} requests dropped, \
+             {} cgroup walks ({} cgroups), {} owner scans ({} without descriptor access)",
+            self.identified,
+            self.waited,
+            self.wait_timeouts,
+            self.socket_events,
+            self.dropped_requests,
+            self.cgroup_scans,
+            self.cgroups_indexed,
+            self.owner_scans,
+            self.owner_no_access
+        )
+    }
+}
+
 #[derive(Default)]
 struct Counters {
     socket_events: AtomicU64,

@@ -276,6 +276,9 @@ impl ProcFs {
     /// are the parent's.
     fn find_holder(&self, pids: &[u32], want: impl Fn(&TcpEntry) -> bool) -> Finding {
         let pids = &pids[..pids.len().min(MAX_PROCS)];
+        if pids.is_empty() {
+            return Finding::NotFound;
+        }
         // Namespaces are read once each; a pid whose namespace link is unreadable is assumed
         // to share the first one's (the processes of one cgroup normally do).
         let mut tables: HashMap<Option<String>, HashSet<u64>> = HashMap::new();
