@@ -17,6 +17,7 @@ use ollama_tracer::http::HttpConfig;
 use ollama_tracer::llm::LlmConfig;
 use ollama_tracer::llm::content::{self, ContentConfig};
 use ollama_tracer::pipeline::PipelineConfig;
+use ollama_tracer::reassembly::ReassemblyConfig;
 use ollama_tracer::replay::{open_all, replay};
 use ollama_tracer::span::sampling::{Head, SamplingConfig};
 use ollama_tracer::span::{Resource, SpanConfig, semconv};
@@ -131,6 +132,57 @@ struct Common {
     quiet: bool,
     #[command(flatten)]
     trace: TraceArgs,
+    #[command(flatten)]
+    limits: LimitsArgs,
+}
+
+/// Bounds on what the pipeline holds; each overflow is counted in the summary and metrics.
+#[derive(Args, Debug, Clone)]
+struct LimitsArgs {
+    /// Connections tracked at once (the least recently active are evicted beyond it).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_connections: usize,
+    /// Out-of-order bytes held per connection before the hole is declared a gap.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "1MiB")]
+    max_reorder_per_conn: usize,
+    /// Out-of-order bytes held for all connections together.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "32MiB")]
+    max_reorder_total: usize,
+    /// Bytes of unfinished HTTP heads held for all connections together.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "16MiB")]
+    max_partial_heads: usize,
+    /// Pipelined requests waiting per connection.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    max_pending_per_conn: usize,
+    /// Calls followed at once (the oldest is reported, flagged, beyond it).
+    #[arg(long, value_name = "N", default_value_t = 16_384)]
+    max_calls_in_flight: usize,
+    /// A connection silent this long is closed (its open calls flagged).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "15min")]
+    idle_timeout: Duration,
+    /// An HTTP head still unfinished after this long is dropped (slowloris).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "60s")]
+    head_timeout: Duration,
+}
+
+/// A byte size: a number with an optional unit (`k`/`KiB`, `m`/`MiB`, `g`/`GiB`; powers of 2).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("{s:?}: unknown unit (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(1usize << shift).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
 }
 
 /// What goes into spans and which spans are kept.
@@ -207,7 +259,7 @@ impl TraceArgs {
             .context("OTEL_TRACES_SAMPLER")?,
         };
         config.keep_errors = !self.no_keep_errors;
-        config.keep_slower_than_ns = self.keep_slower_than.map(|d| d.as_nanos().min(u64::MAX as u128) as u64);
+        config.keep_slower_than_ns = self.keep_slower_than.map(nanos);
         Ok(config)
     }
 }
@@ -231,10 +283,27 @@ impl Output {
 
 impl Common {
     fn pipeline(&self) -> Result<PipelineConfig> {
+        let l = &self.limits;
         Ok(PipelineConfig {
-            http: HttpConfig { keep_headers: self.keep_headers.iter().map(|h| h.to_ascii_lowercase()).collect() },
-            llm: LlmConfig { capture_content: self.trace.content()?.is_some() },
-            ..Default::default()
+            reassembly: ReassemblyConfig {
+                max_buffer_per_conn: l.max_reorder_per_conn,
+                max_buffer_total: l.max_reorder_total,
+                idle_timeout_ns: nanos(l.idle_timeout),
+                max_connections: l.max_connections.max(1),
+                ..ReassemblyConfig::default()
+            },
+            http: HttpConfig {
+                keep_headers: self.keep_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                max_partial_heads: l.max_partial_heads,
+                head_timeout_ns: nanos(l.head_timeout),
+                max_pending_per_conn: l.max_pending_per_conn.max(1),
+            },
+            llm: LlmConfig {
+                capture_content: self.trace.content()?.is_some(),
+                max_calls_in_flight: l.max_calls_in_flight.max(1),
+            },
+            // Set by `run` (AttributionArgs::install): live eBPF capture only.
+            attribution: None,
         })
     }
 
@@ -245,7 +314,7 @@ impl Common {
     fn span_config(&self) -> Result<SpanConfig> {
         Ok(SpanConfig {
             id_seed: self.id_seed,
-            cold_start_ns: Some(self.trace.cold_start_threshold.as_nanos().min(u64::MAX as u128) as u64),
+            cold_start_ns: Some(nanos(self.trace.cold_start_threshold)),
             content: self.trace.content()?,
         })
     }

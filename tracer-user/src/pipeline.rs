@@ -124,6 +124,7 @@ impl Pipeline {
         self.last_expire = now;
         let after = &mut self.after;
         self.reassembly.expire(now, &mut |ev| after.push(ev, out));
+        self.after.http.expire(now);
     }
 
     /// End of capture: every call still open is reported (flagged incomplete).
@@ -148,6 +149,11 @@ impl Pipeline {
     /// Calls in flight now.
     pub fn calls_in_flight(&self) -> usize {
         self.after.llm.in_flight()
+    }
+
+    /// Bytes held in unfinished HTTP heads now.
+    pub fn partial_head_bytes(&self) -> usize {
+        self.after.http.partial_head_bytes()
     }
 
     /// Bytes held out of order now.

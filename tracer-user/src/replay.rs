@@ -91,6 +91,24 @@ impl fmt::Display for Report {
             h.orphan_responses,
             h.no_response
         )?;
+        let overflows = r.evicted
+            + r.buffer_overflows
+            + h.head_evictions
+            + h.stale_heads
+            + h.pending_overflows
+            + self.pipeline.llm.evicted;
+        if overflows > 0 {
+            write!(
+                f,
+                "\n  limits: {} connections evicted, {} reorder-buffer overflows, {} heads dropped (memory), {} stalled heads dropped, {} pipelined requests dropped, {} calls reported early",
+                r.evicted,
+                r.buffer_overflows,
+                h.head_evictions,
+                h.stale_heads,
+                h.pending_overflows,
+                self.pipeline.llm.evicted
+            )?;
+        }
         match &self.live {
             Some(LiveCounters::Ebpf(k)) => write!(
                 f,

@@ -52,10 +52,29 @@ impl Direction {
 }
 
 /// A TCP connection, oriented: `server` is the endpoint on a configured server port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowKey {
     pub client: SocketAddr,
     pub server: SocketAddr,
+}
+
+/// Hashed per packet (several tables are keyed by it): addresses and ports folded into three
+/// words instead of the derived walk over both `SocketAddr` enums and their v6 fields. Equal
+/// keys hash equally; v6 flow info and scope, which equality also compares, only add
+/// collisions.
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        fn ip(a: &SocketAddr) -> u128 {
+            match a.ip() {
+                IpAddr::V4(v4) => u32::from(v4) as u128,
+                IpAddr::V6(v6) => u128::from(v6) ^ (1 << 127),
+            }
+        }
+        let (c, s) = (ip(&self.client), ip(&self.server));
+        state.write_u64((c as u64) ^ ((c >> 64) as u64).rotate_left(17));
+        state.write_u64((s as u64) ^ ((s >> 64) as u64).rotate_left(17));
+        state.write_u32(u32::from(self.client.port()) << 16 | u32::from(self.server.port()));
+    }
 }
 
 impl fmt::Display for FlowKey {
