@@ -3,6 +3,7 @@
 //! Pipeline (each stage a plain struct with a non-blocking `push`, driven by files, tests,
 //! benchmarks or the daemon): capture → [`segment::Segment`] → reassembly → http → llm → span → export.
 
+pub mod attribution;
 pub mod capture;
 pub mod daemon;
 pub mod export;

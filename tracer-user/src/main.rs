@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use ollama_tracer::attribution::cli::AttributionArgs;
 use ollama_tracer::capture::check::CheckReport;
 use ollama_tracer::capture::live::{CaptureConfig, CaptureMode, EbpfAttach, plan};
 use ollama_tracer::daemon::{Live, LiveOptions};
@@ -71,6 +72,8 @@ struct RunArgs {
     common: Common,
     #[command(flatten)]
     capture: CaptureArgs,
+    #[command(flatten)]
+    attribution: AttributionArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -331,6 +334,8 @@ impl Common {
                 capture_content: self.trace.content()?.is_some(),
                 max_calls_in_flight: l.max_calls_in_flight.max(1),
             },
+            // Set by `run` (AttributionArgs::install): live eBPF capture only.
+            attribution: None,
         })
     }
 
@@ -477,18 +482,25 @@ fn run_command(args: RunArgs) -> Result<()> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async {
-        let opts = LiveOptions {
+        let mut opts = LiveOptions {
             mode: args.capture.mode,
             capture: args.capture.config(),
             pipeline: args.common.pipeline()?,
             flush_timeout: Duration::from_millis(args.common.flush_timeout),
         };
+        args.attribution
+            .install(opts.mode, &mut opts.capture, &mut opts.pipeline)
+            .context("cannot start attribution")?;
         let live = Live::start(&opts).context("cannot start the live capture")?;
         tracing::info!("capture: {}", live.reason());
         let outputs = args.common.outputs()?;
+        let attribution = opts.pipeline.attribution.clone();
         let report = live.run(opts.pipeline, opts.flush_timeout, outputs, shutdown_signal()).await?;
         if !args.common.quiet {
             eprintln!("{report}");
+            if let Some(a) = attribution {
+                eprintln!("  {}", a.stats());
+            }
         }
         Ok(())
     })

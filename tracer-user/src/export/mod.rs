@@ -227,8 +227,10 @@ impl Outputs {
             spans.iter_mut().for_each(|s| s.flags |= 1);
         }
         self.spans += spans.len() as u64;
+        // In Kubernetes the server's workload names the service (see crate::attribution).
+        let resource = crate::attribution::call_resource(&self.resource, &call);
         for sink in &mut self.sinks {
-            sink.export(&call, &spans, &self.resource);
+            sink.export(&call, &spans, &resource);
         }
     }
 

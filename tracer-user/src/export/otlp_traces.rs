@@ -67,8 +67,15 @@ impl TraceCounters {
     }
 }
 
+/// A queued span: its size estimate and the resource it is reported under.
+struct Queued {
+    span: SpanRecord,
+    size: usize,
+    resource: Arc<Resource>,
+}
+
 struct State {
-    queue: VecDeque<(SpanRecord, usize)>,
+    queue: VecDeque<Queued>,
     /// Spans and bytes of the queue plus the batch in flight.
     spans: usize,
     bytes: usize,
@@ -103,6 +110,9 @@ impl Shared {
 /// The OTLP span sink.
 pub struct OtlpTraceSink {
     shared: Arc<Shared>,
+    /// The resource of the last call, shared by the spans of every call under it (in
+    /// Kubernetes each server workload names its own service: see crate::attribution).
+    resource: Arc<Resource>,
     done: Option<std::sync::mpsc::Receiver<()>>,
     _runtime: ExportRuntime,
 }
@@ -116,7 +126,8 @@ impl OtlpTraceSink {
         runtime: &ExportRuntime,
     ) -> Result<Self, ExportError> {
         let mut exporter = runtime.enter(|| build_exporter(target))?;
-        exporter.set_resource(&sdk_resource(resource));
+        let resource = Arc::new(resource.clone());
+        exporter.set_resource(&sdk_resource(&resource));
         let counters = Arc::new(TraceCounters::default());
         counters.queue_max_spans.store(queue.max_spans as u64, Ordering::Relaxed);
         counters.queue_max_bytes.store(queue.max_bytes as u64, Ordering::Relaxed);
@@ -135,12 +146,18 @@ impl OtlpTraceSink {
             config: queue,
         });
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let worker = Worker { shared: shared.clone(), exporter, timeout: target.timeout, url: target.url.clone() };
+        let worker = Worker {
+            shared: shared.clone(),
+            exporter,
+            resource: resource.clone(),
+            timeout: target.timeout,
+            url: target.url.clone(),
+        };
         runtime.spawn(async move {
             worker.run().await;
             let _ = done_tx.send(());
         });
-        Ok(OtlpTraceSink { shared, done: Some(done_rx), _runtime: runtime.clone() })
+        Ok(OtlpTraceSink { shared, resource, done: Some(done_rx), _runtime: runtime.clone() })
     }
 
     pub fn counters(&self) -> Arc<TraceCounters> {
@@ -149,9 +166,12 @@ impl OtlpTraceSink {
 }
 
 impl Sink for OtlpTraceSink {
-    fn export(&mut self, _call: &LlmCall, spans: &[SpanRecord], _resource: &Resource) {
+    fn export(&mut self, _call: &LlmCall, spans: &[SpanRecord], resource: &Resource) {
         if spans.is_empty() {
             return;
+        }
+        if *self.resource != *resource {
+            self.resource = Arc::new(resource.clone());
         }
         let cfg = self.shared.config;
         let mut st = self.shared.lock();
@@ -162,7 +182,7 @@ impl Sink for OtlpTraceSink {
                 self.shared.counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            st.queue.push_back((span.clone(), size));
+            st.queue.push_back(Queued { span: span.clone(), size, resource: self.resource.clone() });
             st.spans += 1;
             st.bytes += size;
             st.oldest.get_or_insert_with(Instant::now);
@@ -210,12 +230,14 @@ impl Sink for OtlpTraceSink {
 struct Worker {
     shared: Arc<Shared>,
     exporter: opentelemetry_otlp::SpanExporter,
+    /// The resource the exporter is set to.
+    resource: Arc<Resource>,
     timeout: Duration,
     url: String,
 }
 
 impl Worker {
-    async fn run(self) {
+    async fn run(mut self) {
         let cfg = self.shared.config;
         let mut failing_since: Option<(Instant, u64)> = None;
         let mut deadline_rx = self.shared.deadline.subscribe();
@@ -232,8 +254,16 @@ impl Worker {
                     if !st.queue.is_empty()
                         && (st.queue.len() >= cfg.batch_size || due || st.flush || st.deadline.is_some())
                     {
-                        let n = st.queue.len().min(cfg.batch_size);
-                        let batch: Vec<(SpanRecord, usize)> = st.queue.drain(..n).collect();
+                        // One resource per export request: a batch ends where the resource
+                        // changes (rare: a node runs few server workloads).
+                        let first = st.queue[0].resource.clone();
+                        let n = st
+                            .queue
+                            .iter()
+                            .take(cfg.batch_size)
+                            .take_while(|q| Arc::ptr_eq(&q.resource, &first))
+                            .count();
+                        let batch: Vec<Queued> = st.queue.drain(..n).collect();
                         if st.queue.is_empty() {
                             st.oldest = None;
                             st.flush = false;
@@ -249,10 +279,14 @@ impl Worker {
                 let _ = tokio::time::timeout(wait.max(Duration::from_millis(1)), notified).await;
             };
             let n = batch.len() as u64;
-            let bytes: usize = batch.iter().map(|(_, b)| b).sum();
+            let bytes: usize = batch.iter().map(|q| q.size).sum();
+            if !Arc::ptr_eq(&batch[0].resource, &self.resource) {
+                self.resource = batch[0].resource.clone();
+                self.exporter.set_resource(&sdk_resource(&self.resource));
+            }
             let mut backoff = INITIAL_BACKOFF;
             let outcome = loop {
-                let data: Vec<SpanData> = batch.iter().map(|(s, _)| to_span_data(s)).collect();
+                let data: Vec<SpanData> = batch.iter().map(|q| to_span_data(&q.span)).collect();
                 // The exporter has its own timeout; this one guards a transport that hangs. At
                 // the shutdown deadline an export still in flight is given up: its spans count
                 // as dropped at shutdown (the collector may still have taken them).
@@ -325,7 +359,7 @@ impl Worker {
             let n = st.queue.len();
             self.shared.counters.dropped_shutdown.fetch_add(n as u64, Ordering::Relaxed);
             tracing::warn!(spans = n, "OTLP spans still queued at the shutdown deadline were dropped");
-            let bytes: usize = st.queue.drain(..).map(|(_, b)| b).sum();
+            let bytes: usize = st.queue.drain(..).map(|q| q.size).sum();
             st.spans -= n;
             st.bytes -= bytes;
             self.shared.publish(st);
@@ -570,28 +604,7 @@ mod tests {
         let rt = ExportRuntime::new().unwrap();
         let mut sink = OtlpTraceSink::start(&target, queue, &Resource::new("t", None, Vec::new()), &rt).unwrap();
         let spans: Vec<SpanRecord> = (0..5).map(|_| span(false, None)).collect();
-        let call = crate::llm::LlmCall {
-            conn: Default::default(),
-            exchange: Default::default(),
-            flow: crate::segment::FlowKey {
-                client: "127.0.0.1:1".parse().unwrap(),
-                server: "127.0.0.1:11434".parse().unwrap(),
-            },
-            meta: Default::default(),
-            route: crate::llm::Route::Chat,
-            method: "POST".into(),
-            path: "/api/chat".into(),
-            user_agent: None,
-            traceparent: None,
-            tracestate: None,
-            headers: Vec::new(),
-            status: None,
-            request: Default::default(),
-            response: Default::default(),
-            times: Default::default(),
-            incomplete: Vec::new(),
-            error: None,
-        };
+        let call = crate::llm::LlmCall::for_test(crate::llm::Route::Chat);
         sink.export(&call, &spans, &Resource::new("t", None, Vec::new()));
         let s = sink.export_stats().unwrap();
         assert_eq!((s.enqueued, s.dropped_queue_full, s.queue_spans), (3, 2, 3));

@@ -340,6 +340,8 @@ impl HttpTracker {
                     }
                 }
             }
+            // Who the ends are is the pipeline's business (it attaches them to the calls).
+            StreamEvent::Peer { .. } => {}
             StreamEvent::Close { conn, ts, reason } => {
                 let Some(mut c) = self.conns.remove(&conn) else { return };
                 let mut ctx =

@@ -5,7 +5,10 @@ use super::messages::ConversationFacts;
 use super::route::{Operation, Route};
 use crate::http::ExchangeId;
 use crate::reassembly::ConnId;
-use crate::segment::{CaptureMeta, FlowKey, Timestamp};
+use std::sync::Arc;
+
+use crate::attribution::CallIdentity;
+use crate::segment::{CaptureMeta, FlowKey, Peers, Timestamp};
 
 /// Sampling and generation parameters as the client sent them (not what took effect).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -286,6 +289,10 @@ pub struct LlmCall {
     /// Sorted, unique.
     pub incomplete: Vec<Incomplete>,
     pub error: Option<CallError>,
+    /// The cgroups of the connection's two sockets, as far as the capture saw them.
+    pub peers: Peers,
+    /// Who the two ends are (live capture with attribution only).
+    pub identity: Option<Arc<CallIdentity>>,
 }
 
 impl LlmCall {
@@ -313,6 +320,8 @@ impl LlmCall {
             times: CallTimes::default(),
             incomplete: Vec::new(),
             error: None,
+            peers: Peers::default(),
+            identity: None,
         }
     }
 

@@ -229,6 +229,8 @@ impl CallAssembler {
                     times: CallTimes { request_start: ts, end: ts, ..Default::default() },
                     incomplete: Vec::new(),
                     error: None,
+                    peers: Default::default(),
+                    identity: None,
                 };
                 let (request_coding, undecodable) = match coding_for(content_encoding.as_deref()) {
                     Ok(c) => (c, false),

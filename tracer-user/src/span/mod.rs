@@ -455,6 +455,9 @@ impl SpanBuilder {
             self.management_attributes(call, &mut a);
         }
         self.http_attributes(call, &mut a);
+        if let Some(id) = &call.identity {
+            crate::attribution::span_attributes(id, &mut a.0);
+        }
 
         let (status, status_message) = match &call.error {
             // GenAI spans: any failed operation is an error. Plain HTTP server spans follow the

@@ -136,6 +136,36 @@ pub const TRACER_INCOMPLETE_REASONS: &str = "ollama_tracer.incomplete_reasons";
 /// The span was inferred (an `execute_tool` span between two calls), not observed.
 pub const TRACER_INFERRED: &str = "ollama_tracer.inferred";
 
+// Attribution (docs/attribution.md): who answered and who called. The server's identity uses
+// the resource attribute names as span attributes (the span is the server's); the client's the
+// same names behind CLIENT_PREFIX. The tracer's own names (systemd unit) are under
+// `ollama_tracer.`; the client's drop that part before the prefix.
+pub const PROCESS_PID: &str = "process.pid";
+pub const PROCESS_EXECUTABLE_NAME: &str = "process.executable.name";
+pub const PROCESS_EXECUTABLE_PATH: &str = "process.executable.path";
+pub const PROCESS_COMMAND: &str = "process.command";
+pub const PROCESS_COMMAND_ARGS: &str = "process.command_args";
+/// The socket's cgroup as `/proc/<pid>/cgroup` shows a v2 cgroup: `0::<path>`.
+pub const PROCESS_LINUX_CGROUP: &str = "process.linux.cgroup";
+pub const CONTAINER_ID: &str = "container.id";
+pub const K8S_POD_UID: &str = "k8s.pod.uid";
+pub const K8S_POD_NAME: &str = "k8s.pod.name";
+pub const K8S_NAMESPACE_NAME: &str = "k8s.namespace.name";
+pub const K8S_NODE_NAME: &str = "k8s.node.name";
+pub const K8S_CONTAINER_NAME: &str = "k8s.container.name";
+pub const K8S_REPLICASET_NAME: &str = "k8s.replicaset.name";
+pub const K8S_DEPLOYMENT_NAME: &str = "k8s.deployment.name";
+pub const K8S_STATEFULSET_NAME: &str = "k8s.statefulset.name";
+pub const K8S_DAEMONSET_NAME: &str = "k8s.daemonset.name";
+pub const K8S_JOB_NAME: &str = "k8s.job.name";
+pub const K8S_CRONJOB_NAME: &str = "k8s.cronjob.name";
+/// The systemd unit of a socket outside containers (`ollama.service`).
+pub const TRACER_SYSTEMD_UNIT: &str = "ollama_tracer.systemd.unit";
+/// Prefix of the client's identity attributes (`ollama_tracer.client.process.pid`, …).
+pub const CLIENT_PREFIX: &str = "ollama_tracer.client.";
+pub const SERVICE_NAMESPACE: &str = "service.namespace";
+pub const SERVICE_INSTANCE_ID: &str = "service.instance.id";
+
 // Resource
 pub const SERVICE_NAME: &str = "service.name";
 pub const SERVICE_VERSION: &str = "service.version";
