@@ -144,7 +144,7 @@ const H_SERVER_TPOT: usize = 6;
 const H_HTTP: usize = 7;
 
 /// The health metrics, in output order.
-pub const HEALTH: [Desc; 16] = [
+pub const HEALTH: [Desc; 17] = [
     counter(sc::METRIC_TRACER_PACKETS, "{packet}", "TCP segments captured on the traced ports."),
     counter(sc::METRIC_TRACER_BYTES, "By", "TCP payload bytes captured on the traced ports."),
     counter(
@@ -173,6 +173,11 @@ pub const HEALTH: [Desc; 16] = [
         "Spans not exported, by reason: queue_full, rejected, shutdown.",
     ),
     counter(sc::METRIC_TRACER_EXPORT_FAILURES, "{request}", "Failed OTLP export requests, by signal."),
+    counter(
+        sc::METRIC_TRACER_LIMIT_OVERFLOWS,
+        "{event}",
+        "Resource limits reached, by limit: connections evicted, reorder buffers flushed, HTTP heads dropped (memory, stalled), pipelined requests dropped, calls reported early.",
+    ),
 ];
 
 /// A histogram with explicit bounds: one count per bucket plus the overflow bucket.
@@ -429,6 +434,25 @@ impl Registry {
                     }
                     v
                 }
+                sc::METRIC_TRACER_LIMIT_OVERFLOWS => {
+                    let (re, h) = (&r.pipeline.reassembly, &r.pipeline.http);
+                    let values = [
+                        re.evicted,
+                        re.buffer_overflows,
+                        h.head_evictions,
+                        h.stale_heads,
+                        h.pending_overflows,
+                        r.pipeline.llm.evicted,
+                    ];
+                    sc::TRACER_LIMITS
+                        .iter()
+                        .zip(values)
+                        .map(|(limit, value)| HealthPoint {
+                            attrs: vec![(sc::TRACER_LIMIT, Attr::Str((*limit).into()))],
+                            value,
+                        })
+                        .collect()
+                }
                 _ => continue,
             };
             out.push((desc, points));
@@ -549,5 +573,29 @@ mod tests {
         r.observe(H_HTTP, vec![(sc::HTTP_ROUTE, Attr::Str("/r0".into()))], -1.0);
         let (_, series) = r.histograms().nth(H_HTTP).unwrap();
         assert_eq!(series[&vec![(sc::HTTP_ROUTE, Attr::Str("/r0".into()))]].count, 1);
+    }
+
+    #[test]
+    fn each_limit_reached_is_its_own_series() {
+        let mut report = Report::default();
+        report.pipeline.reassembly.evicted = 1;
+        report.pipeline.reassembly.buffer_overflows = 2;
+        report.pipeline.http.head_evictions = 3;
+        report.pipeline.http.stale_heads = 4;
+        report.pipeline.http.pending_overflows = 5;
+        report.pipeline.llm.evicted = 6;
+        let mut r = Registry::new();
+        r.set_health(&report);
+        let health = r.health();
+        let (_, points) = health.iter().find(|(d, _)| d.name == sc::METRIC_TRACER_LIMIT_OVERFLOWS).unwrap();
+        let got: Vec<(String, u64)> = points
+            .iter()
+            .map(|p| match &p.attrs[..] {
+                [(sc::TRACER_LIMIT, Attr::Str(l))] => (l.clone(), p.value),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let want: Vec<(String, u64)> = sc::TRACER_LIMITS.iter().map(|l| l.to_string()).zip(1..=6).collect();
+        assert_eq!(got, want);
     }
 }

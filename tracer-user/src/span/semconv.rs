@@ -228,3 +228,14 @@ pub const METRIC_TRACER_EXPORT_FAILURES: &str = "ollama_tracer.export.failures";
 pub const TRACER_DROP_REASON: &str = "reason";
 /// Attribute of the export failure counter: `traces` or `metrics`.
 pub const TRACER_SIGNAL: &str = "signal";
+/// Resource limits reached, by `limit` (see [`TRACER_LIMITS`]).
+pub const METRIC_TRACER_LIMIT_OVERFLOWS: &str = "ollama_tracer.limits.overflows";
+/// Attribute of the limit counter.
+pub const TRACER_LIMIT: &str = "limit";
+/// The limits counted by [`METRIC_TRACER_LIMIT_OVERFLOWS`], each with the flag that sets it:
+/// connections evicted at `--max-connections`; out-of-order buffers flushed as gaps at
+/// `--max-reorder-per-conn`/`--max-reorder-total`; unfinished HTTP heads dropped at
+/// `--max-partial-heads` (memory) or `--head-timeout` (stalled); pipelined requests beyond
+/// `--max-pending-per-conn`; calls reported early at `--max-calls-in-flight`.
+pub const TRACER_LIMITS: [&str; 6] =
+    ["connections", "reorder_buffer", "partial_heads", "stalled_heads", "pipelined_requests", "calls_in_flight"];
