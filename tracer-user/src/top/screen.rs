@@ -188,6 +188,9 @@ pub struct ModelRow {
     pub loads: u64,
 }
 
+/// Tokens a stream of a model without history is measured against, at least.
+pub const UNKNOWN_LENGTH: u64 = 512;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct InFlightRow {
     pub client: String,
@@ -196,7 +199,7 @@ pub struct InFlightRow {
     pub elapsed_s: f64,
     pub tokens: u64,
     /// How far along the stream is (0..=1): tokens so far against the model's mean output,
-    /// else against the longest stream shown.
+    /// else against the longest stream shown (at least [`UNKNOWN_LENGTH`]).
     pub progress: f64,
 }
 
@@ -273,7 +276,9 @@ impl Screen {
                 progress: 0.0,
             });
         }
-        let longest = rows.iter().map(|r| r.tokens).max().unwrap_or(0).max(1) as f64;
+        // Without history for the model, streams are measured against the longest shown, and
+        // at least this many tokens (so that a lone stream still grows).
+        let longest = rows.iter().map(|r| r.tokens).max().unwrap_or(0).max(UNKNOWN_LENGTH) as f64;
         for r in &mut rows {
             let expected = state.model(&r.model).and_then(|m| m.mean_output_tokens()).unwrap_or(longest);
             r.progress = (r.tokens as f64 / expected.max(1.0)).min(1.0);

@@ -284,6 +284,10 @@ impl TopState {
 
     /// Folds in one completed call.
     pub fn record(&mut self, call: &LlmCall) {
+        // Done: no longer in flight, even before the next snapshot says so.
+        let before = self.in_flight.calls.len();
+        self.in_flight.calls.retain(|c| c.exchange != call.exchange || c.flow != call.flow);
+        self.in_flight.total -= (before - self.in_flight.calls.len()).min(self.in_flight.total);
         self.seq += 1;
         let row = CallRow::from_call(call, self.seq, &self.config);
         self.ingest(row, call.model_action() == Some("load"));

@@ -265,6 +265,20 @@ fn an_in_flight_bar_grows() {
         ]
     );
     assert!(row_with(&rows(t.backend().buffer()), " in flight: 1 ").0 > 0);
+    // Once complete it leaves the list at once, before the next snapshot.
+    let mut done = call("llama3.2", 41_000, 10_000, 10, 5000, 140);
+    done.exchange = 9;
+    s.record(&done);
+    assert_eq!((s.in_flight().total, s.in_flight().calls.len()), (0, 0));
+
+    // A model without history: measured against 512 tokens, so a lone stream still grows.
+    let mut s = TopState::new(config());
+    let mut done = Vec::new();
+    for tokens in [64, 256, 600] {
+        s.set_in_flight(&in_flight(11_000, tokens));
+        done.push((App::new(&s).screen.in_flight[0].progress * 512.0).round() as u64);
+    }
+    assert_eq!(done, [64, 256, 512]);
 }
 
 #[test]
