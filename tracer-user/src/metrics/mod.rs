@@ -144,7 +144,7 @@ const H_SERVER_TPOT: usize = 6;
 const H_HTTP: usize = 7;
 
 /// The health metrics, in output order.
-pub const HEALTH: [Desc; 16] = [
+pub const HEALTH: [Desc; 17] = [
     counter(sc::METRIC_TRACER_PACKETS, "{packet}", "TCP segments captured on the traced ports."),
     counter(sc::METRIC_TRACER_BYTES, "By", "TCP payload bytes captured on the traced ports."),
     counter(
@@ -173,7 +173,24 @@ pub const HEALTH: [Desc; 16] = [
         "Spans not exported, by reason: queue_full, rejected, shutdown.",
     ),
     counter(sc::METRIC_TRACER_EXPORT_FAILURES, "{request}", "Failed OTLP export requests, by signal."),
+    counter(
+        sc::METRIC_TRACER_LIMIT_OVERFLOWS,
+        "{event}",
+        "Times a resource limit was hit (connections evicted, reorder buffer full, HTTP heads dropped, pipelined requests dropped, calls reported early), by limit.",
+    ),
 ];
+
+/// Each limit of the pipeline and how often it was hit (see the `--max-*` options).
+pub fn limit_overflows(p: &crate::pipeline::PipelineStats) -> [(&'static str, u64); 6] {
+    [
+        ("connections", p.reassembly.evicted),
+        ("reorder_buffer", p.reassembly.buffer_overflows),
+        ("partial_heads", p.http.head_evictions),
+        ("stalled_heads", p.http.stale_heads),
+        ("pipelined_requests", p.http.pending_overflows),
+        ("calls_in_flight", p.llm.evicted),
+    ]
+}
 
 /// A histogram with explicit bounds: one count per bucket plus the overflow bucket.
 #[derive(Clone, Debug, PartialEq)]
@@ -429,6 +446,13 @@ impl Registry {
                     }
                     v
                 }
+                sc::METRIC_TRACER_LIMIT_OVERFLOWS => limit_overflows(&r.pipeline)
+                    .into_iter()
+                    .map(|(limit, v)| HealthPoint {
+                        attrs: vec![(sc::TRACER_LIMIT, Attr::Str(limit.into()))],
+                        value: v,
+                    })
+                    .collect(),
                 _ => continue,
             };
             out.push((desc, points));
@@ -532,6 +556,43 @@ mod tests {
         assert_eq!((h.count, h.counts[2], h.min_max), (8, 3, None));
         h.record(&DURATION_BUCKETS, 1.0);
         assert_eq!(h.min_max, None, "stays unknown");
+    }
+
+    #[test]
+    fn limit_overflows_are_counted_by_limit() {
+        let mut r = Registry::new();
+        let mut report = Report::default();
+        report.pipeline.reassembly.evicted = 3;
+        report.pipeline.reassembly.buffer_overflows = 4;
+        report.pipeline.http.head_evictions = 5;
+        report.pipeline.http.stale_heads = 6;
+        report.pipeline.http.pending_overflows = 7;
+        report.pipeline.llm.evicted = 8;
+        r.set_health(&report);
+        let health = r.health();
+        let (_, points) = health.iter().find(|(d, _)| d.name == sc::METRIC_TRACER_LIMIT_OVERFLOWS).unwrap();
+        let got: Vec<(String, u64)> = points
+            .iter()
+            .map(|p| match &p.attrs[..] {
+                [(sc::TRACER_LIMIT, Attr::Str(l))] => (l.clone(), p.value),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let want = [
+            ("connections", 3),
+            ("reorder_buffer", 4),
+            ("partial_heads", 5),
+            ("stalled_heads", 6),
+            ("pipelined_requests", 7),
+            ("calls_in_flight", 8),
+        ];
+        assert_eq!(got, want.map(|(l, v)| (l.to_string(), v)));
+        let text = prometheus::render(&r, None);
+        assert!(
+            text.lines().any(|l| l.starts_with("ollama_tracer_limit_overflows_total{")
+                && l.ends_with(",limit=\"calls_in_flight\"} 8")),
+            "{text}"
+        );
     }
 
     #[test]
