@@ -375,12 +375,17 @@ pub fn draw(frame: &mut Frame, screen: &Screen, view: &View) {
     frame.render_widget(Paragraph::new(Line::styled(KEYS, Style::default().fg(Color::DarkGray))), keys);
 
     if let Some(call) = &view.detail {
-        let popup = centered(area, 90, 80);
+        let lines = detail_lines(call);
+        let mut popup = centered(area, 90, 80);
+        // As tall as its wrapped lines need (plus the border), within the 80 %.
+        let inner = popup.width.saturating_sub(2).max(1) as usize;
+        let needed: usize = lines.iter().map(|l| l.width().max(1).div_ceil(inner)).sum::<usize>() + 2;
+        popup.height = popup.height.min(needed as u16);
         frame.render_widget(Clear, popup);
         let block = Block::default()
             .borders(Borders::ALL)
             .title(Span::styled(format!(" call #{} · Esc to close ", call.seq), bold()));
-        frame.render_widget(Paragraph::new(detail_lines(call)).block(block).wrap(Wrap { trim: false }), popup);
+        frame.render_widget(Paragraph::new(lines).block(block).wrap(Wrap { trim: false }), popup);
     }
 }
 
