@@ -446,6 +446,8 @@ fn main() -> ExitCode {
         }
         Some(Command::Check { capture }) => return check_command(&capture),
     };
+    // Whatever `top` held back (it releases them itself when it ends normally).
+    logs::release();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
