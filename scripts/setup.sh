@@ -6,3 +6,4 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$ROOT/scripts/setup-ebpf-toolchain.sh"
 bash "$ROOT/scripts/setup-python.sh"
 bash "$ROOT/scripts/setup-prometheus.sh"
+bash "$ROOT/scripts/setup-audit.sh"

@@ -4,6 +4,7 @@ Calls: a message (not streamed), a streamed message. Prints one JSON line per ca
 common.py); token counts are the ones `message_delta` / the message's `usage` reported.
 """
 
+import os
 import anthropic
 import httpx2
 
@@ -17,7 +18,8 @@ def make_client(url):
     # The socket-level hook (common.Wire) under the SDK's own HTTP client (httpx2).
     return anthropic.Anthropic(
         base_url=url.rstrip("/"),
-        api_key="ollama",
+        # A real key when the caller sets one (tests check it never leaves the tracer).
+        api_key=os.environ.get("ANTHROPIC_API_KEY", "ollama"),
         max_retries=0,
         http_client=anthropic.DefaultHttpxClient(transport=WIRE.transport(httpx2)),
     )

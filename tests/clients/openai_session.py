@@ -5,6 +5,7 @@ streamed), legacy completions (streamed and not), embeddings, models list.
 Prints one JSON line per call (see common.py).
 """
 
+import os
 import httpx2
 import openai
 
@@ -18,7 +19,8 @@ def make_client(url):
     # The socket-level hook (common.Wire) under the SDK's own HTTP client (httpx2).
     return openai.OpenAI(
         base_url=url.rstrip("/") + "/v1",
-        api_key="ollama",
+        # A real key when the caller sets one (tests check it never leaves the tracer).
+        api_key=os.environ.get("OPENAI_API_KEY", "ollama"),
         max_retries=0,
         http_client=openai.DefaultHttpxClient(transport=WIRE.transport(httpx2)),
     )

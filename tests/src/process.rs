@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -101,4 +102,41 @@ pub fn venv_python(test: &str) -> Option<PathBuf> {
 /// A client script in `tests/clients`.
 pub fn client_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients").join(name)
+}
+
+/// The `ollama-tracer` binary of this build profile, brought up to date once per test run.
+///
+/// It belongs to another package, so cargo does not build it for this test target; a nested
+/// `cargo build` does (a no-op under `cargo test --workspace`, which built it already; cargo
+/// holds no lock while tests run). `OLLAMA_TRACER_BIN` overrides.
+pub fn tracer_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("OLLAMA_TRACER_BIN") {
+            return PathBuf::from(p);
+        }
+        // <target>/<profile>/deps/<test>-<hash>
+        let exe = std::env::current_exe().expect("test executable");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("profile directory").to_path_buf();
+        let target_dir = profile_dir.parent().expect("target directory");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev".to_owned(),
+            Some(p) => p.to_owned(),
+            None => "dev".to_owned(),
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let t = Instant::now();
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "tracer-user", "--bin", "ollama-tracer", "--profile", &profile])
+            .arg("--manifest-path")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir)
+            .status()
+            .expect("run cargo build for ollama-tracer");
+        assert!(status.success(), "cargo build of ollama-tracer failed");
+        println!("ollama-tracer ({profile}) up to date in {:?}", t.elapsed());
+        profile_dir.join("ollama-tracer")
+    })
+    .clone()
 }

@@ -12,6 +12,7 @@ pub mod json;
 pub mod llm;
 pub mod metrics;
 pub mod pipeline;
+pub mod privileges;
 pub mod reassembly;
 pub mod replay;
 pub mod segment;

@@ -20,6 +20,7 @@ use ollama_tracer::http::HttpConfig;
 use ollama_tracer::llm::LlmConfig;
 use ollama_tracer::llm::content::{self, ContentConfig};
 use ollama_tracer::pipeline::PipelineConfig;
+use ollama_tracer::privileges;
 use ollama_tracer::reassembly::ReassemblyConfig;
 use ollama_tracer::replay::{ReplayEvent, ReplayOptions, open_all, replay_with};
 use ollama_tracer::span::SpanConfig;
@@ -473,6 +474,10 @@ fn replay_command(paths: &[PathBuf], ports: &[u16], speed: Option<f64>, top: boo
     if top {
         require_terminal()?;
     }
+    // A capture file is untrusted input and replay needs no privilege: give up any held.
+    if let Err(e) = privileges::restrict_current_thread(&[]) {
+        tracing::warn!("{e}");
+    }
     let files = open_all(paths).context("cannot replay")?;
     for f in &files {
         if let Some(offset) = f.truncated_at() {
@@ -573,6 +578,12 @@ fn run_command(args: RunArgs, top: bool) -> Result<()> {
             .context("cannot start attribution")?;
         let live = Live::start(&opts).context("cannot start the live capture")?;
         tracing::info!("capture: {}", live.reason());
+        // Attached: from here on nothing needs to load programs, attach or open raw sockets.
+        // The threads started below (pipeline, export, metrics, the view) inherit the reduced set.
+        match privileges::drop_after_attach(opts.pipeline.attribution.is_some()) {
+            Ok(d) => tracing::info!("privileges: {d}"),
+            Err(e) => tracing::warn!("{e}; running with the capabilities it was given"),
+        }
         let attribution = opts.pipeline.attribution.clone();
         let (report, ui_stats) = if top {
             let source = if live.reason().starts_with("eBPF") { "live eBPF" } else { "live pcap" };

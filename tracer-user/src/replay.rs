@@ -98,7 +98,12 @@ impl fmt::Display for Report {
             h.orphan_responses,
             h.no_response
         )?;
-        let overflows: u64 = crate::metrics::limit_overflows(&self.pipeline).iter().map(|(_, n)| n).sum();
+        let overflows = r.evicted
+            + r.buffer_overflows
+            + h.head_evictions
+            + h.stale_heads
+            + h.pending_overflows
+            + self.pipeline.llm.evicted;
         if overflows > 0 {
             write!(
                 f,

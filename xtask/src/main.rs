@@ -131,6 +131,8 @@ impl Task {
                     run(cargo()
                         .args(["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"])
                         .env("OLLAMA_TRACER_REQUIRE_EBPF", "1"))?;
+                    // Supply chain: sources, licences, wildcards, RustSec advisories (deny.toml).
+                    run(Command::new("bash").arg(root().join("scripts/audit.sh")).current_dir(root()))?;
                 }
                 // The eBPF object must be built in for the tests that use it.
                 run(cargo().args(["test", "--workspace", "--no-fail-fast"]).env("OLLAMA_TRACER_REQUIRE_EBPF", "1"))?;

@@ -292,3 +292,29 @@ pub fn check_load_start(span: &Value, rec: &testkit::load::CallRecord, what: &st
     assert!(d.abs() < CLIENT_SLACK_MS, "{what}: span start {d:+.3} ms from the request write ({})", brief(span));
     d
 }
+
+/// Once attached, every thread of the daemon holds at most CAP_SYS_PTRACE (attribution's
+/// /proc reads) in its effective, permitted, inheritable and ambient sets, and the main thread
+/// set no_new_privs.
+pub fn capabilities_dropped(pid: u32, what: &str) {
+    const SYS_PTRACE: u64 = 1 << 19;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's threads");
+    let mut threads = 0;
+    for t in tasks {
+        let path = t.unwrap().path();
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else { continue };
+        let field = |name: &str| {
+            let l = status.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in {status}"));
+            u64::from_str_radix(l[name.len()..].trim(), 16).unwrap()
+        };
+        let name = status.lines().next().unwrap_or("").to_owned();
+        for set in ["CapEff:", "CapPrm:", "CapInh:", "CapAmb:"] {
+            let v = field(set);
+            assert_eq!(v & !SYS_PTRACE, 0, "{what}: thread {} ({name}) still holds {set} {v:#x}", path.display());
+        }
+        threads += 1;
+    }
+    assert!(threads >= 2, "{what}: the pipeline thread runs too");
+    let main = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(main.lines().any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')), "{what}: no_new_privs\n{main}");
+}

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -36,50 +36,11 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
-}
-
 pub fn tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The `ollama-tracer` binary of this build profile, brought up to date once per test run.
-///
-/// It belongs to another package, so cargo does not build it for this test target; a nested
-/// `cargo build` does (a no-op under `cargo test --workspace`, which built it already; cargo
-/// holds no lock while tests run). `OLLAMA_TRACER_BIN` overrides.
-pub fn tracer_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("OLLAMA_TRACER_BIN") {
-            return PathBuf::from(p);
-        }
-        // <target>/<profile>/deps/live-<hash>
-        let exe = std::env::current_exe().expect("test executable");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("profile directory").to_path_buf();
-        let target_dir = profile_dir.parent().expect("target directory");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "dev".to_owned(),
-            Some(p) => p.to_owned(),
-            None => "dev".to_owned(),
-        };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let t = Instant::now();
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "tracer-user", "--bin", "ollama-tracer", "--profile", &profile])
-            .arg("--manifest-path")
-            .arg(workspace().join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(target_dir)
-            .status()
-            .expect("run cargo build for ollama-tracer");
-        assert!(status.success(), "cargo build of ollama-tracer failed");
-        println!("ollama-tracer ({profile}) up to date in {:?}", t.elapsed());
-        profile_dir.join("ollama-tracer")
-    })
-    .clone()
-}
+pub use testkit::process::tracer_bin;
 
 /// The Python of the client venv (scripts/setup-python.sh).
 pub fn python() -> PathBuf {

@@ -101,6 +101,7 @@ fn real_clients_on_loopback(mode: &str, what: &str) {
     // Spans reach a pipe while the daemon runs (flushed every tick), not only at exit.
     let live = tracer.wait_spans(truth.len(), Duration::from_secs(5));
     assert_eq!(live.len(), truth.len(), "{what}: spans written while running");
+    check::capabilities_dropped(tracer.pid(), what);
     let fin = tracer.stop(libc::SIGINT);
     assert!(fin.status.success(), "{what}: exit status {}", fin.status);
     check_sessions(&fin.spans, &truth, &clients, what);

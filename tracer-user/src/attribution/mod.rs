@@ -558,6 +558,11 @@ struct Worker {
 
 impl Worker {
     fn run(mut self, rx: Receiver<Request>) {
+        // Started before the capture attaches, so it does not inherit the daemon's drop: it
+        // needs at most ptrace read access to other processes' /proc entries.
+        if let Err(e) = crate::privileges::restrict_current_thread(crate::privileges::KEPT_FOR_ATTRIBUTION) {
+            tracing::warn!("attribution: {e}");
+        }
         while let Ok(r) = rx.recv() {
             self.handle(r);
             // Counted down once handled, so that `settle` means "answered".

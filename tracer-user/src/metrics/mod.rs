@@ -176,21 +176,9 @@ pub const HEALTH: [Desc; 17] = [
     counter(
         sc::METRIC_TRACER_LIMIT_OVERFLOWS,
         "{event}",
-        "Times a resource limit was hit (connections evicted, reorder buffer full, HTTP heads dropped, pipelined requests dropped, calls reported early), by limit.",
+        "Resource limits reached, by limit: connections evicted, reorder buffers flushed, HTTP heads dropped (memory, stalled), pipelined requests dropped, calls reported early.",
     ),
 ];
-
-/// Each limit of the pipeline and how often it was hit (see the `--max-*` options).
-pub fn limit_overflows(p: &crate::pipeline::PipelineStats) -> [(&'static str, u64); 6] {
-    [
-        ("connections", p.reassembly.evicted),
-        ("reorder_buffer", p.reassembly.buffer_overflows),
-        ("partial_heads", p.http.head_evictions),
-        ("stalled_heads", p.http.stale_heads),
-        ("pipelined_requests", p.http.pending_overflows),
-        ("calls_in_flight", p.llm.evicted),
-    ]
-}
 
 /// A histogram with explicit bounds: one count per bucket plus the overflow bucket.
 #[derive(Clone, Debug, PartialEq)]
@@ -446,13 +434,25 @@ impl Registry {
                     }
                     v
                 }
-                sc::METRIC_TRACER_LIMIT_OVERFLOWS => limit_overflows(&r.pipeline)
-                    .into_iter()
-                    .map(|(limit, v)| HealthPoint {
-                        attrs: vec![(sc::TRACER_LIMIT, Attr::Str(limit.into()))],
-                        value: v,
-                    })
-                    .collect(),
+                sc::METRIC_TRACER_LIMIT_OVERFLOWS => {
+                    let (re, h) = (&r.pipeline.reassembly, &r.pipeline.http);
+                    let values = [
+                        re.evicted,
+                        re.buffer_overflows,
+                        h.head_evictions,
+                        h.stale_heads,
+                        h.pending_overflows,
+                        r.pipeline.llm.evicted,
+                    ];
+                    sc::TRACER_LIMITS
+                        .iter()
+                        .zip(values)
+                        .map(|(limit, value)| HealthPoint {
+                            attrs: vec![(sc::TRACER_LIMIT, Attr::Str((*limit).into()))],
+                            value,
+                        })
+                        .collect()
+                }
                 _ => continue,
             };
             out.push((desc, points));
@@ -559,43 +559,6 @@ mod tests {
     }
 
     #[test]
-    fn limit_overflows_are_counted_by_limit() {
-        let mut r = Registry::new();
-        let mut report = Report::default();
-        report.pipeline.reassembly.evicted = 3;
-        report.pipeline.reassembly.buffer_overflows = 4;
-        report.pipeline.http.head_evictions = 5;
-        report.pipeline.http.stale_heads = 6;
-        report.pipeline.http.pending_overflows = 7;
-        report.pipeline.llm.evicted = 8;
-        r.set_health(&report);
-        let health = r.health();
-        let (_, points) = health.iter().find(|(d, _)| d.name == sc::METRIC_TRACER_LIMIT_OVERFLOWS).unwrap();
-        let got: Vec<(String, u64)> = points
-            .iter()
-            .map(|p| match &p.attrs[..] {
-                [(sc::TRACER_LIMIT, Attr::Str(l))] => (l.clone(), p.value),
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        let want = [
-            ("connections", 3),
-            ("reorder_buffer", 4),
-            ("partial_heads", 5),
-            ("stalled_heads", 6),
-            ("pipelined_requests", 7),
-            ("calls_in_flight", 8),
-        ];
-        assert_eq!(got, want.map(|(l, v)| (l.to_string(), v)));
-        let text = prometheus::render(&r, None);
-        assert!(
-            text.lines().any(|l| l.starts_with("ollama_tracer_limit_overflows_total{")
-                && l.ends_with(",limit=\"calls_in_flight\"} 8")),
-            "{text}"
-        );
-    }
-
-    #[test]
     fn series_beyond_the_limit_go_to_one_overflow_series() {
         let mut r = Registry::new();
         for i in 0..MAX_SERIES + 10 {
@@ -610,5 +573,29 @@ mod tests {
         r.observe(H_HTTP, vec![(sc::HTTP_ROUTE, Attr::Str("/r0".into()))], -1.0);
         let (_, series) = r.histograms().nth(H_HTTP).unwrap();
         assert_eq!(series[&vec![(sc::HTTP_ROUTE, Attr::Str("/r0".into()))]].count, 1);
+    }
+
+    #[test]
+    fn each_limit_reached_is_its_own_series() {
+        let mut report = Report::default();
+        report.pipeline.reassembly.evicted = 1;
+        report.pipeline.reassembly.buffer_overflows = 2;
+        report.pipeline.http.head_evictions = 3;
+        report.pipeline.http.stale_heads = 4;
+        report.pipeline.http.pending_overflows = 5;
+        report.pipeline.llm.evicted = 6;
+        let mut r = Registry::new();
+        r.set_health(&report);
+        let health = r.health();
+        let (_, points) = health.iter().find(|(d, _)| d.name == sc::METRIC_TRACER_LIMIT_OVERFLOWS).unwrap();
+        let got: Vec<(String, u64)> = points
+            .iter()
+            .map(|p| match &p.attrs[..] {
+                [(sc::TRACER_LIMIT, Attr::Str(l))] => (l.clone(), p.value),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let want: Vec<(String, u64)> = sc::TRACER_LIMITS.iter().map(|l| l.to_string()).zip(1..=6).collect();
+        assert_eq!(got, want);
     }
 }

@@ -288,7 +288,7 @@ mod tests {
                 "ollama_tracer_export_spans_total",
                 "ollama_tracer_export_dropped_total",
                 "ollama_tracer_export_failures_total",
-                "ollama_tracer_limit_overflows_total",
+                "ollama_tracer_limits_overflows_total",
             ]
         );
         assert_eq!(sanitize("a.b-c..d", false), "a_b_c_d");

@@ -224,12 +224,18 @@ pub const METRIC_TRACER_EXPORTED: &str = "ollama_tracer.export.spans";
 /// By `reason`: `queue_full`, `rejected`, `shutdown`.
 pub const METRIC_TRACER_EXPORT_DROPPED: &str = "ollama_tracer.export.dropped";
 pub const METRIC_TRACER_EXPORT_FAILURES: &str = "ollama_tracer.export.failures";
-/// By `limit`: each resource bound of the pipeline, counted when it was hit.
-pub const METRIC_TRACER_LIMIT_OVERFLOWS: &str = "ollama_tracer.limit.overflows";
 /// Attribute of the drop counter.
 pub const TRACER_DROP_REASON: &str = "reason";
-/// Attribute of the limit counter: `connections`, `reorder_buffer`, `partial_heads`,
-/// `stalled_heads`, `pipelined_requests`, `calls_in_flight`.
-pub const TRACER_LIMIT: &str = "limit";
 /// Attribute of the export failure counter: `traces` or `metrics`.
 pub const TRACER_SIGNAL: &str = "signal";
+/// Resource limits reached, by `limit` (see [`TRACER_LIMITS`]).
+pub const METRIC_TRACER_LIMIT_OVERFLOWS: &str = "ollama_tracer.limits.overflows";
+/// Attribute of the limit counter.
+pub const TRACER_LIMIT: &str = "limit";
+/// The limits counted by [`METRIC_TRACER_LIMIT_OVERFLOWS`], each with the flag that sets it:
+/// connections evicted at `--max-connections`; out-of-order buffers flushed as gaps at
+/// `--max-reorder-per-conn`/`--max-reorder-total`; unfinished HTTP heads dropped at
+/// `--max-partial-heads` (memory) or `--head-timeout` (stalled); pipelined requests beyond
+/// `--max-pending-per-conn`; calls reported early at `--max-calls-in-flight`.
+pub const TRACER_LIMITS: [&str; 6] =
+    ["connections", "reorder_buffer", "partial_heads", "stalled_heads", "pipelined_requests", "calls_in_flight"];
