@@ -14,7 +14,7 @@ set -euo pipefail
 
 TC=${EBPF_TOOLCHAIN:-nightly}
 BPF_LINKER_VERSION=0.13.0
-APT_PKGS=(libpcap-dev pkg-config bpftool tcpdump iproute2)
+APT_PKGS=(libpcap-dev pkg-config bpftool tcpdump iproute2 tmux)
 
 say() { echo "[setup-ebpf] $*" >&2; }
 verbose() { if [ "${VERBOSE:-0}" = 1 ]; then say "$@"; fi; }
@@ -32,7 +32,7 @@ as_root() {
 }
 
 # 1. Debian packages: libpcap-dev (pcap fallback), bpftool (debugging, tests check for leftover
-#    links), tcpdump, iproute2 (`ip netns` in the tests).
+#    links), tcpdump, iproute2 (`ip netns` in the tests), tmux (`top` driven end to end).
 if [ "${SKIP_APT:-0}" != 1 ]; then
   missing=()
   for p in "${APT_PKGS[@]}"; do

@@ -6,6 +6,8 @@
 #   helm               the chart linted (--strict) and rendered (Helm v4's Go SDK, see
 #                      scripts/helm-render.py) with the default values and every
 #                      deploy/helm/ollama-tracer/ci/*-values.yaml; values that must be refused are
+#   grafana dashboard  deploy/grafana/ollama-tracer.json parses, the chart's copy equals it
+#                      (--update rewrites the copy), the ConfigMap rendered with ci/otlp holds it
 #   plain manifests    deploy/kubernetes/ollama-tracer.yaml equals the chart rendered with
 #                      deploy/kubernetes/values.yaml (--update rewrites it)
 #   kubernetes-validate  every rendered manifest and the plain manifests, --strict, against
@@ -106,6 +108,35 @@ check "helm refuses capture.mode typo" must_refuse 'capture: {mode: ebpff}'
 check "helm refuses pcap without hostNetwork" must_refuse 'capture: {mode: pcap}'
 check "helm refuses an unknown value" must_refuse 'hostPid: true'
 check "helm refuses a sampling ratio > 1" must_refuse 'sampling: {ratio: 2}'
+
+# --- Grafana dashboard --------------------------------------------------------------------------
+# The chart can only read files inside itself: it ships a copy of deploy/grafana's dashboard
+# (--update refreshes it). Its queries are checked against a real scrape by
+# tracer-user/tests/prometheus.rs (cargo test).
+DASH=deploy/grafana/ollama-tracer.json
+DASH_COPY=$CHART/dashboards/ollama-tracer.json
+dashboard() {
+  "$PY" -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["panels"] and d["uid"], "no panels"' "$DASH"
+  if [ "$UPDATE" = 1 ]; then cp "$DASH" "$DASH_COPY"; fi
+  cmp "$DASH" "$DASH_COPY" || {
+    echo "$DASH_COPY differs from $DASH: run scripts/validate-deploy.sh --update"
+    return 1
+  }
+}
+check "grafana dashboard: JSON, and the chart's copy = $DASH" dashboard
+dashboard_rendered() { # the ConfigMap of ci/otlp carries the dashboard, byte for byte
+  "$PY" - "$WORK/otlp.yaml" "$DASH" <<'PYEOF'
+import json, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+cms = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")]
+assert len(cms) == 1, f"{len(cms)} dashboard ConfigMaps"
+cm = cms[0]
+assert cm["metadata"]["labels"].get("grafana_dashboard") == "1", cm["metadata"]["labels"]
+assert json.loads(cm["data"]["ollama-tracer.json"]) == json.load(open(sys.argv[2]))
+print(cm["metadata"]["namespace"], "/", cm["metadata"]["name"])
+PYEOF
+}
+[ -f "$WORK/otlp.yaml" ] && check "grafana dashboard ConfigMap (ci/otlp values)" dashboard_rendered
 
 # --- Plain manifests (rendered from the chart, committed) ---------------------------------------
 plain() {

@@ -302,9 +302,18 @@ impl std::ops::Deref for TempCapture {
 /// (capture time), each on its own connection, streaming and embeddings mixed as in
 /// [`streaming_mix`]. Replayed with `--speed 1` it stands in for live traffic.
 pub fn steady(per_second: u64, seconds: u64) -> anyhow::Result<TempCapture> {
-    let path = unique_path(&format!("steady-{per_second}-{seconds}"));
+    steady_small(per_second, seconds, usize::MAX)
+}
+
+/// [`steady`] with only the fixtures whose response body is at most `max_body` bytes: high call
+/// rates with little payload (what `top`'s cost depends on is calls, not bytes).
+pub fn steady_small(per_second: u64, seconds: u64, max_body: usize) -> anyhow::Result<TempCapture> {
+    let path = unique_path(&format!("steady-{per_second}-{seconds}-{max_body}"));
     let all = fixtures::load_all()?;
-    let streaming: Vec<&Fixture> = all.iter().filter(|f| f.is_streamed() && f.response.status == 200).collect();
+    let streaming: Vec<&Fixture> = all
+        .iter()
+        .filter(|f| f.is_streamed() && f.response.status == 200 && f.response.body.len() <= max_body)
+        .collect();
     let other: Vec<&Fixture> =
         all.iter().filter(|f| !f.is_streamed() && f.response.status == 200 && f.path().contains("embed")).collect();
     anyhow::ensure!(!streaming.is_empty() && !other.is_empty(), "fixtures missing");

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use crate::capture::live::{CaptureConfig, CaptureError, CaptureMode, LiveCapture, LiveCounters, start_live};
 use crate::export::Outputs;
 use crate::llm::LlmCall;
-use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::pipeline::{IN_FLIGHT_SHOWN, InFlightSnapshot, Pipeline, PipelineConfig};
 use crate::replay::{CaptureStats, Report};
 use crate::segment::{SegmentBatch, Timestamp};
 
@@ -83,6 +83,9 @@ impl Live {
                 // tick's spans within a tick, not when a 64 KiB buffer fills or at exit.
                 let mut flushed_spans = 0;
                 let mut flush_warned = false;
+                // Snapshots of the calls in flight, only for a sink that shows them (`top`).
+                let in_flight = outputs.wants_in_flight();
+                let mut snapshot = InFlightSnapshot::default();
                 while let Some(msg) = rx.blocking_recv() {
                     let mut sink = |call: LlmCall| outputs.call(call);
                     match msg {
@@ -107,6 +110,10 @@ impl Live {
                             };
                             last_live = report.live.clone();
                             outputs.health(&report);
+                            if in_flight {
+                                pipeline.in_flight(now, IN_FLIGHT_SHOWN, &mut snapshot);
+                                outputs.in_flight(&snapshot);
+                            }
                             if outputs.spans() != flushed_spans {
                                 flushed_spans = outputs.spans();
                                 if let Err(e) = outputs.flush()
@@ -121,6 +128,9 @@ impl Live {
                 }
                 // The capture is gone: calls still open end here, flagged incomplete.
                 pipeline.finish(&mut |call: LlmCall| outputs.call(call));
+                if in_flight {
+                    outputs.in_flight(&InFlightSnapshot { now: snapshot.now, ..Default::default() });
+                }
                 // A last snapshot, so the final metrics push has the final counters.
                 let mut capture = stats.clone();
                 capture.kernel_drops = last_live.as_ref().map_or(0, drops);

@@ -17,3 +17,4 @@ pub mod reassembly;
 pub mod replay;
 pub mod segment;
 pub mod span;
+pub mod top;

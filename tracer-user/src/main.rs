@@ -14,7 +14,7 @@ use ollama_tracer::attribution::cli::AttributionArgs;
 use ollama_tracer::capture::check::CheckReport;
 use ollama_tracer::capture::live::{CaptureConfig, CaptureMode, EbpfAttach, plan};
 use ollama_tracer::daemon::{Live, LiveOptions};
-use ollama_tracer::export::config::{self, CliExport, Protocol};
+use ollama_tracer::export::config::{self, CliExport, Protocol, StdoutChoice};
 use ollama_tracer::export::{Outputs, setup};
 use ollama_tracer::http::HttpConfig;
 use ollama_tracer::llm::LlmConfig;
@@ -25,6 +25,8 @@ use ollama_tracer::reassembly::ReassemblyConfig;
 use ollama_tracer::replay::{ReplayEvent, ReplayOptions, open_all, replay_with};
 use ollama_tracer::span::SpanConfig;
 use ollama_tracer::span::sampling::{Head, SamplingConfig};
+use ollama_tracer::top::ui::{Ui, UiStats};
+use ollama_tracer::top::{SharedTop, TopConfig, TopSink, logs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,6 +47,9 @@ struct Cli {
 enum Command {
     /// Capture live traffic on this host (the default).
     Run(RunArgs),
+    /// A live terminal view of the calls (as `run` captures them): rates, models, calls in
+    /// flight, recent calls and their phases. Needs a terminal on stdout.
+    Top(RunArgs),
     /// Replay recorded captures (pcap or pcapng) through the pipeline.
     Replay {
         /// Capture files; several are merged by timestamp.
@@ -56,6 +61,10 @@ enum Command {
         /// possible: a capture then stands in for live traffic (metrics endpoint, export).
         #[arg(long, value_name = "FACTOR")]
         speed: Option<f64>,
+        /// Show the replay in `top`'s terminal view (with --speed, as it would have looked
+        /// live); it stays up at the end until `q`.
+        #[arg(long)]
+        top: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -340,6 +349,12 @@ impl Common {
         })
     }
 
+    /// What `top` shows besides the calls: its source, the cold-start threshold, and whether
+    /// content may be shown (only when content capture was asked for).
+    fn top_config(&self, source: String) -> Result<TopConfig> {
+        Ok(TopConfig { source, cold_start_ns: nanos(self.trace.cold_start_threshold), content: self.trace.content()? })
+    }
+
     fn span_config(&self) -> Result<SpanConfig> {
         Ok(SpanConfig {
             id_seed: self.id_seed,
@@ -350,8 +365,19 @@ impl Common {
 
     /// Resolves the export settings (command line over environment) and builds the outputs.
     fn outputs(&self) -> Result<Outputs> {
+        self.outputs_for(false)
+    }
+
+    /// The outputs of `top`: stdout is the view, so nothing else may write there (no spans on
+    /// stdout unless asked for, and then refused; no console metrics).
+    fn top_outputs(&self) -> Result<Outputs> {
+        self.outputs_for(true)
+    }
+
+    fn outputs_for(&self, top: bool) -> Result<Outputs> {
+        let outputs = if top && self.output.is_empty() { vec!["none".to_string()] } else { self.output.clone() };
         let cli = CliExport {
-            outputs: self.output.clone(),
+            outputs,
             otlp_endpoint: self.otlp_endpoint.clone(),
             otlp_protocol: self.otlp_protocol,
             otlp_headers: self.otlp_headers.clone(),
@@ -363,6 +389,11 @@ impl Common {
             compat: self.compat.clone(),
         };
         let (settings, warnings) = config::resolve(&cli, &|k| std::env::var(k).ok())?;
+        if top && (settings.stdout != StdoutChoice::None || settings.console_metrics) {
+            anyhow::bail!(
+                "`top` draws on stdout: spans (--output text|json) and console metrics cannot go there too (use --output none|otlp, --metrics-addr)"
+            );
+        }
         for w in warnings {
             tracing::warn!("{w}");
         }
@@ -398,7 +429,8 @@ fn host_name() -> Option<String> {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_writer(io::stderr)
+        // Held back while `top` has the terminal.
+        .with_writer(logs::writer)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OLLAMA_TRACER_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -407,11 +439,16 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        None => run_command(cli.run),
-        Some(Command::Run(args)) => run_command(args),
-        Some(Command::Replay { files, ports, speed, common }) => replay_command(&files, &ports.ports, speed, &common),
+        None => run_command(cli.run, false),
+        Some(Command::Run(args)) => run_command(args, false),
+        Some(Command::Top(args)) => run_command(args, true),
+        Some(Command::Replay { files, ports, speed, top, common }) => {
+            replay_command(&files, &ports.ports, speed, top, &common)
+        }
         Some(Command::Check { capture }) => return check_command(&capture),
     };
+    // Whatever `top` held back (it releases them itself when it ends normally).
+    logs::release();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -430,9 +467,12 @@ fn stdout_writer() -> Box<dyn Write + Send> {
     }
 }
 
-fn replay_command(paths: &[PathBuf], ports: &[u16], speed: Option<f64>, common: &Common) -> Result<()> {
+fn replay_command(paths: &[PathBuf], ports: &[u16], speed: Option<f64>, top: bool, common: &Common) -> Result<()> {
     if speed.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
         anyhow::bail!("--speed must be a positive number");
+    }
+    if top {
+        require_terminal()?;
     }
     // A capture file is untrusted input and replay needs no privilege: give up any held.
     if let Err(e) = privileges::restrict_current_thread(&[]) {
@@ -447,13 +487,26 @@ fn replay_command(paths: &[PathBuf], ports: &[u16], speed: Option<f64>, common: 
             );
         }
     }
-    let mut outputs = common.outputs()?;
     // SIGINT/SIGTERM end the replay early; what was seen is still flushed and summarised.
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
     }
-    let opts = ReplayOptions { speed, stop: Some(stop), tick: Some(Duration::from_millis(250)) };
+    let mut view = None;
+    let mut outputs = if top {
+        let source = speed.map_or_else(|| "replay".to_string(), |s| format!("replay ×{s}"));
+        let shared = SharedTop::new(common.top_config(source)?);
+        let outputs = common.top_outputs()?.with_sink(Box::new(TopSink::new(shared.clone())));
+        // `q` stops the replay too (the same flag as the signals).
+        logs::hold();
+        view =
+            Some((Ui::spawn(shared.clone(), stop.clone(), Box::new(|| {})).context("cannot start the view")?, shared));
+        outputs
+    } else {
+        common.outputs()?
+    };
+    let opts =
+        ReplayOptions { speed, stop: Some(stop.clone()), tick: Some(Duration::from_millis(250)), in_flight: top };
     let mut report = replay_with(&files, ports, common.pipeline()?, &opts, &mut |ev| match ev {
         ReplayEvent::Call(c) => outputs.call(c),
         ReplayEvent::Tick(r) => {
@@ -461,16 +514,40 @@ fn replay_command(paths: &[PathBuf], ports: &[u16], speed: Option<f64>, common: 
             r.spans = outputs.spans();
             outputs.health(&r);
         }
+        ReplayEvent::InFlight(s) => outputs.in_flight(s),
     });
     report.spans = outputs.spans();
     // The final snapshot first: the last metrics push and scrape carry the final counters.
     outputs.health(&report);
+    // The view stays up on the final state until `q` (or a signal).
+    let ui_stats = match view {
+        Some((ui, shared)) => {
+            shared.lock().finished = true;
+            let stats = ui.join();
+            logs::release();
+            Some(stats.context("the terminal view failed")?)
+        }
+        None => None,
+    };
     let shut = outputs.shutdown(Duration::from_millis(common.flush_timeout));
     report.export = outputs.export_stats();
     if !common.quiet {
         eprintln!("{report}");
+        if let Some(s) = ui_stats {
+            eprintln!("  {s}");
+        }
     }
     shut.context("writing spans")?;
+    Ok(())
+}
+
+/// `top` draws on the terminal: anything else on stdout is a mistake, said before starting.
+fn require_terminal() -> Result<()> {
+    if !io::stdout().is_terminal() {
+        anyhow::bail!(
+            "`top` needs a terminal on stdout, and stdout is a pipe or a file: use `run` (or `replay`) for text or JSON output"
+        );
+    }
     Ok(())
 }
 
@@ -483,7 +560,10 @@ async fn shutdown_signal() {
     }
 }
 
-fn run_command(args: RunArgs) -> Result<()> {
+fn run_command(args: RunArgs, top: bool) -> Result<()> {
+    if top {
+        require_terminal()?;
+    }
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async {
@@ -499,18 +579,46 @@ fn run_command(args: RunArgs) -> Result<()> {
         let live = Live::start(&opts).context("cannot start the live capture")?;
         tracing::info!("capture: {}", live.reason());
         // Attached: from here on nothing needs to load programs, attach or open raw sockets.
-        // The threads started below (pipeline, export, metrics) inherit the reduced set.
+        // The threads started below (pipeline, export, metrics, the view) inherit the reduced set.
         match privileges::drop_after_attach(opts.pipeline.attribution.is_some()) {
             Ok(d) => tracing::info!("privileges: {d}"),
             Err(e) => tracing::warn!("{e}; running with the capabilities it was given"),
         }
-        let outputs = args.common.outputs()?;
         let attribution = opts.pipeline.attribution.clone();
-        let report = live.run(opts.pipeline, opts.flush_timeout, outputs, shutdown_signal()).await?;
+        let (report, ui_stats) = if top {
+            let source = if live.reason().starts_with("eBPF") { "live eBPF" } else { "live pcap" };
+            let shared = SharedTop::new(args.common.top_config(source.to_string())?);
+            let outputs = args.common.top_outputs()?.with_sink(Box::new(TopSink::new(shared.clone())));
+            let quit = Arc::new(AtomicBool::new(false));
+            let asked = Arc::new(tokio::sync::Notify::new());
+            let on_quit = {
+                let asked = asked.clone();
+                Box::new(move || asked.notify_one())
+            };
+            logs::hold();
+            let ui = Ui::spawn(shared.clone(), quit.clone(), on_quit).context("cannot start the view")?;
+            let until = async {
+                tokio::select! {
+                    _ = shutdown_signal() => {}
+                    _ = asked.notified() => {}
+                }
+            };
+            let report = live.run(opts.pipeline, opts.flush_timeout, outputs, until).await;
+            quit.store(true, std::sync::atomic::Ordering::Relaxed);
+            let stats = ui.join();
+            logs::release();
+            (report?, Some(stats.context("the terminal view failed")?))
+        } else {
+            let outputs = args.common.outputs()?;
+            (live.run(opts.pipeline, opts.flush_timeout, outputs, shutdown_signal()).await?, None::<UiStats>)
+        };
         if !args.common.quiet {
             eprintln!("{report}");
             if let Some(a) = attribution {
                 eprintln!("  {}", a.stats());
+            }
+            if let Some(s) = ui_stats {
+                eprintln!("  {s}");
             }
         }
         Ok(())

@@ -5,7 +5,7 @@ use ahash::AHashMap;
 
 use crate::attribution::Attribution;
 use crate::http::{HttpConfig, HttpStats, HttpTracker};
-use crate::llm::{CallAssembler, LlmCall, LlmConfig, LlmStats};
+use crate::llm::{CallAssembler, InFlightCall, LlmCall, LlmConfig, LlmStats};
 use crate::reassembly::{ConnId, Reassembler, ReassemblyConfig, ReassemblyStats, StreamEvent};
 use crate::segment::{Peers, Segment, Timestamp};
 
@@ -36,6 +36,19 @@ struct ConnFacts {
     peers: Peers,
     opened: Timestamp,
     handshake: bool,
+}
+
+/// Most calls in flight a snapshot copies (the oldest): more than a terminal shows.
+pub const IN_FLIGHT_SHOWN: usize = 256;
+
+/// The calls in progress at one moment (see [`Pipeline::in_flight`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InFlightSnapshot {
+    /// Capture time of the snapshot.
+    pub now: Timestamp,
+    /// Calls in flight in all (`calls` holds at most the asked-for number, oldest first).
+    pub total: usize,
+    pub calls: Vec<InFlightCall>,
 }
 
 #[derive(Debug)]
@@ -149,6 +162,13 @@ impl Pipeline {
     /// Calls in flight now.
     pub fn calls_in_flight(&self) -> usize {
         self.after.llm.in_flight()
+    }
+
+    /// A snapshot of the calls in flight (the `max` oldest), as of capture time `now`; for
+    /// `top`, taken at its refresh rate. `into` is reused.
+    pub fn in_flight(&self, now: Timestamp, max: usize, into: &mut InFlightSnapshot) {
+        into.now = now;
+        into.total = self.after.llm.in_flight_calls(&mut into.calls, max);
     }
 
     /// Bytes held in unfinished HTTP heads now.

@@ -11,8 +11,8 @@ use crate::capture::live::LiveCounters;
 use crate::capture::packet::{Decoded, PacketError, decode};
 use crate::export::ExportStats;
 use crate::llm::LlmCall;
-use crate::pipeline::{Pipeline, PipelineConfig, PipelineStats};
-use crate::segment::Orientation;
+use crate::pipeline::{IN_FLIGHT_SHOWN, InFlightSnapshot, Pipeline, PipelineConfig, PipelineStats};
+use crate::segment::{Orientation, Timestamp};
 
 /// Counters of the capture stage.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -169,6 +169,9 @@ pub struct ReplayOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Wall-clock interval of [`ReplayEvent::Tick`]s; `None` = none.
     pub tick: Option<Duration>,
+    /// With each tick, a snapshot of the calls in flight ([`ReplayEvent::InFlight`], for `top`),
+    /// and an empty one at the end.
+    pub in_flight: bool,
 }
 
 /// What a replay hands out.
@@ -178,6 +181,25 @@ pub enum ReplayEvent<'a> {
     Call(LlmCall),
     /// The counters so far (`spans` left 0: the caller counts its spans).
     Tick(&'a Report),
+    /// The calls in flight, right after a tick (when asked for): `now` is the replay's capture
+    /// time (when paced, where the recorded pace has got to).
+    InFlight(&'a InFlightSnapshot),
+}
+
+/// One tick: the counters, then (when asked for) the calls in flight as of `now`.
+fn tick<F: FnMut(ReplayEvent<'_>)>(
+    on: &mut F,
+    capture: &CaptureStats,
+    pipeline: &Pipeline,
+    snapshot: Option<&mut InFlightSnapshot>,
+    now: Timestamp,
+) {
+    let report = Report { capture: capture.clone(), pipeline: pipeline.stats(), ..Default::default() };
+    on(ReplayEvent::Tick(&report));
+    if let Some(snap) = snapshot {
+        pipeline.in_flight(now, IN_FLIGHT_SHOWN, snap);
+        on(ReplayEvent::InFlight(snap));
+    }
 }
 
 /// [`replay`] with pacing, early stop and periodic health snapshots.
@@ -190,10 +212,12 @@ pub fn replay_with<F: FnMut(ReplayEvent<'_>)>(
 ) -> Report {
     let started = Instant::now();
     let mut first_ts: Option<u64> = None;
+    let mut last_ts = 0u64;
     let mut last_tick = Instant::now();
     let stopped = || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
     let orientation = Orientation::new(ports);
     let mut pipeline = Pipeline::new(config);
+    let mut snapshot = opts.in_flight.then(InFlightSnapshot::default);
     let mut capture = CaptureStats {
         truncated_files: files.iter().filter(|f| f.truncated_at().is_some()).count() as u64,
         ..Default::default()
@@ -217,14 +241,16 @@ pub fn replay_with<F: FnMut(ReplayEvent<'_>)>(
                     && last_tick.elapsed() >= every
                 {
                     last_tick = Instant::now();
-                    let report = Report { capture: capture.clone(), pipeline: pipeline.stats(), ..Default::default() };
-                    on(ReplayEvent::Tick(&report));
+                    // Where the recorded pace has got to, between two frames.
+                    let now = first + (started.elapsed().as_secs_f64() * speed * 1e9) as u64;
+                    tick(on, &capture, &pipeline, snapshot.as_mut(), Timestamp(now.max(last_ts)));
                 }
             }
         }
         if (capture.frames & 1023 == 0 || opts.speed.is_some()) && stopped() {
             break;
         }
+        last_ts = last_ts.max(frame.ts.0);
         let decoded = decode(link, frame.data, frame.orig_len, frame.ts, &orientation);
         capture.count(&decoded);
         if let Ok(Decoded::Segment(seg)) = decoded {
@@ -235,10 +261,13 @@ pub fn replay_with<F: FnMut(ReplayEvent<'_>)>(
             && last_tick.elapsed() >= every
         {
             last_tick = Instant::now();
-            let report = Report { capture: capture.clone(), pipeline: pipeline.stats(), ..Default::default() };
-            on(ReplayEvent::Tick(&report));
+            tick(on, &capture, &pipeline, snapshot.as_mut(), Timestamp(last_ts));
         }
     }
     pipeline.finish(&mut |c: LlmCall| on(ReplayEvent::Call(c)));
+    if let Some(snap) = snapshot.as_mut() {
+        pipeline.in_flight(Timestamp(last_ts), IN_FLIGHT_SHOWN, snap);
+        on(ReplayEvent::InFlight(snap));
+    }
     Report { capture, pipeline: pipeline.stats(), spans: 0, live: None, export: None }
 }

@@ -178,3 +178,20 @@ fn cold_start_threshold_is_configurable() {
     assert!(cold(&replay_json(&["--cold-start-threshold", "1ms"], &[]).1) > default);
     assert_eq!(cold(&replay_json(&["--cold-start-threshold", "1h"], &[]).1), 0);
 }
+
+#[test]
+fn top_refuses_a_stdout_that_is_not_a_terminal() {
+    // Refused before anything starts: no capture, no replay, no root needed.
+    for args in [&["top"][..], &["replay", "--top", "--speed", "1"][..]] {
+        let mut cmd = bin();
+        cmd.args(args);
+        if args[0] == "replay" {
+            cmd.arg(real_capture());
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("`top` needs a terminal on stdout, and stdout is a pipe or a file"), "{err}");
+    }
+}

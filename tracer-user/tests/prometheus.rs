@@ -305,3 +305,244 @@ fn prometheus_endpoint_during_a_paced_replay() {
     drop(prometheus);
     drop(dir);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The Grafana dashboard (deploy/grafana/ollama-tracer.json)
+
+fn dashboard_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/ollama-tracer.json")
+}
+
+/// Every PromQL expression of the dashboard: panel targets and query variables.
+fn dashboard_queries(dash: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            out.push(t["expr"].as_str().expect("every target has an expr").to_string());
+        }
+    }
+    for v in dash["templating"]["list"].as_array().unwrap() {
+        if v["type"] == "query" {
+            out.push(v["query"]["query"].as_str().unwrap().to_string());
+        }
+    }
+    out
+}
+
+/// `s` without what lies between `open` and its matching `close` (label matchers, ranges).
+fn strip(s: &str, open: char, close: char) -> String {
+    let mut out = String::new();
+    let mut depth = 0;
+    for c in s.chars() {
+        match c {
+            c if c == open => depth += 1,
+            c if c == close && depth > 0 => depth -= 1,
+            c if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn word_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == ':'
+}
+
+/// The metric names a PromQL expression reads, and the labels it groups by.
+fn promql_names(expr: &str) -> (Vec<String>, Vec<String>) {
+    // Strings out first (they may hold anything), then label matchers and ranges.
+    let mut s = String::new();
+    let mut in_string = false;
+    for c in expr.chars() {
+        if c == '"' {
+            in_string = !in_string;
+        } else if !in_string {
+            s.push(c);
+        }
+    }
+    let mut s = strip(&strip(&s, '{', '}'), '[', ']');
+    // Grouping clauses out, the labels of `by`/`without` kept.
+    let mut labels = Vec::new();
+    for kw in ["by", "without", "on", "ignoring", "group_left", "group_right"] {
+        while let Some(at) = s.match_indices(kw).map(|(i, _)| i).find(|&i| {
+            let before = s[..i].chars().next_back().is_none_or(|c| !word_char(c));
+            let rest = s[i + kw.len()..].trim_start();
+            before && rest.starts_with('(')
+        }) {
+            let open = at + s[at..].find('(').unwrap();
+            let close = open + s[open..].find(')').unwrap();
+            if kw == "by" || kw == "without" {
+                labels.extend(s[open + 1..close].split(',').map(|l| l.trim().to_string()).filter(|l| !l.is_empty()));
+            }
+            s.replace_range(at..=close, " ");
+        }
+    }
+    // What is left: functions (a word before `(`), keywords, numbers, variables, metric names.
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < s.len() {
+        let c = s[i..].chars().next().unwrap();
+        if !word_char(c) {
+            i += c.len_utf8();
+            continue;
+        }
+        let word: String = s[i..].chars().take_while(|c| word_char(*c)).collect();
+        let variable = s[..i].ends_with('$');
+        let function = s[i + word.len()..].trim_start().starts_with('(');
+        let keyword = ["bool", "and", "or", "unless", "offset"].contains(&word.as_str());
+        if !variable && !function && !keyword && !c.is_ascii_digit() {
+            names.push(word.clone());
+        }
+        i += word.len();
+    }
+    // `label_values(metric, label)`: its last argument is a label.
+    if expr.starts_with("label_values(")
+        && let Some(label) = names.pop()
+    {
+        labels.push(label);
+    }
+    (names, labels)
+}
+
+#[test]
+fn promql_names_are_read_as_prometheus_would() {
+    let (names, labels) = promql_names(
+        r#"histogram_quantile(0.95, sum by (le, http_route) (rate(http_server_request_duration_seconds_bucket{job=~"$job", a="b{c}"}[$__rate_interval]))) / on() bool up"#,
+    );
+    assert_eq!(names, ["http_server_request_duration_seconds_bucket", "up"]);
+    assert_eq!(labels, ["le", "http_route"]);
+    let (names, labels) = promql_names(
+        r#"label_values(gen_ai_client_operation_duration_seconds_count{job=~"$job"}, gen_ai_request_model)"#,
+    );
+    assert_eq!(
+        (names, labels),
+        (vec!["gen_ai_client_operation_duration_seconds_count".to_string()], vec!["gen_ai_request_model".to_string()])
+    );
+}
+
+/// Structure Grafana needs: unique panel ids, grid positions inside 24 columns without overlap,
+/// every panel on the `datasource` variable, targets with a refId and an expression.
+fn check_dashboard_structure(dash: &Value) {
+    assert!(dash["uid"].is_string() && dash["title"].is_string() && dash["schemaVersion"].as_u64() >= Some(36));
+    let vars = dash["templating"]["list"].as_array().unwrap();
+    let ds = vars.iter().find(|v| v["name"] == "datasource").expect("a datasource variable");
+    assert_eq!((ds["type"].as_str(), ds["query"].as_str()), (Some("datasource"), Some("prometheus")));
+    for v in vars.iter().filter(|v| v["type"] == "query") {
+        assert_eq!(v["datasource"]["uid"], "${datasource}", "{v}");
+    }
+    let panels = dash["panels"].as_array().unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut cells = std::collections::BTreeSet::new();
+    let var_names: Vec<&str> = vars.iter().filter_map(|v| v["name"].as_str()).collect();
+    for p in panels {
+        let id = p["id"].as_u64().expect("numeric id");
+        assert!(ids.insert(id), "duplicate panel id {id}");
+        let g = &p["gridPos"];
+        let (x, y, w, h) =
+            (g["x"].as_u64().unwrap(), g["y"].as_u64().unwrap(), g["w"].as_u64().unwrap(), g["h"].as_u64().unwrap());
+        assert!(x + w <= 24 && w > 0 && h > 0, "panel {id}: {g}");
+        for cx in x..x + w {
+            for cy in y..y + h {
+                assert!(cells.insert((cx, cy)), "panel {id} overlaps another at ({cx}, {cy})");
+            }
+        }
+        if p["type"] == "row" {
+            continue;
+        }
+        assert!(["timeseries", "heatmap", "stat"].contains(&p["type"].as_str().unwrap()), "panel {id}");
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "panel {id}");
+        if let Some(r) = p["repeat"].as_str() {
+            assert!(var_names.contains(&r), "panel {id} repeats over an unknown variable {r}");
+        }
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "panel {id}");
+        let mut refs = std::collections::BTreeSet::new();
+        for t in targets {
+            assert!(refs.insert(t["refId"].as_str().unwrap()), "panel {id}: duplicate refId");
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "panel {id}");
+            let expr = t["expr"].as_str().unwrap();
+            // Balanced, and only the dashboard's own variables.
+            for (o, c) in [('(', ')'), ('{', '}'), ('[', ']')] {
+                assert_eq!(expr.matches(o).count(), expr.matches(c).count(), "panel {id}: {expr}");
+            }
+            for var in expr.split('$').skip(1) {
+                let name: String = var.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                assert!(name == "__rate_interval" || var_names.contains(&name.as_str()), "panel {id}: ${name}");
+            }
+            if p["type"] == "heatmap" {
+                assert_eq!(t["format"], "heatmap", "panel {id}");
+                assert!(expr.contains("_bucket{") && expr.starts_with("sum by (le)"), "panel {id}: {expr}");
+            }
+        }
+    }
+}
+
+#[test]
+fn grafana_dashboard_queries_only_exported_metrics() {
+    let text = std::fs::read_to_string(dashboard_path()).unwrap();
+    let dash: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    check_dashboard_structure(&dash);
+    // The chart ships the same file (scripts/validate-deploy.sh checks it too).
+    let chart_copy =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/helm/ollama-tracer/dashboards/ollama-tracer.json");
+    assert_eq!(std::fs::read_to_string(chart_copy).unwrap(), text, "the chart's copy of the dashboard differs");
+
+    let mut metrics = std::collections::BTreeSet::new();
+    let mut labels = std::collections::BTreeSet::new();
+    for q in dashboard_queries(&dash) {
+        let (n, l) = promql_names(&q);
+        assert!(!n.is_empty(), "no metric in {q}");
+        metrics.extend(n);
+        labels.extend(l);
+    }
+
+    // A paced replay with errors, a cancel and OTLP export (to a port nobody listens on: the
+    // queue and failure series appear), scraped while it runs.
+    let steady = testkit::bench_capture::steady(10, 2).unwrap();
+    let mix = testkit::bench_capture::export_mix(1_767_225_600_000_000_000 + 2_500_000_000).unwrap();
+    let tail = Remove(idle_tail(1_767_225_600_000_000_000 + 20_000_000_000));
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let _child = Kill(
+        bin()
+            .args(["replay", "--speed", "2", "--output", "otlp", "--otlp-endpoint", &dead, "--otlp-timeout", "200"])
+            .args(["--flush-timeout", "200", "--metrics-addr", &port.to_string()])
+            .arg(&steady.path)
+            .arg(&mix.path)
+            .arg(&tail.0)
+            .env("OLLAMA_TRACER_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let all = steady.calls + mix.calls;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let scrape = loop {
+        assert!(Instant::now() < deadline, "the endpoint never showed all {all} calls");
+        if let Ok((_, body)) = http_get(addr, "/metrics")
+            && body.lines().any(|l| l.starts_with("ollama_tracer_calls_total") && l.ends_with(&format!(" {all}")))
+        {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let exported: std::collections::BTreeSet<&str> = scrape
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    for m in &metrics {
+        assert!(exported.contains(m.as_str()), "the dashboard queries {m}, which the endpoint does not export");
+    }
+    // `job` and `instance` are the scraper's own (target labels).
+    for l in labels.iter().filter(|l| !["job", "instance"].contains(&l.as_str())) {
+        assert!(
+            scrape.contains(&format!("{{{l}=\"")) || scrape.contains(&format!(",{l}=\"")),
+            "the dashboard groups by {l}, a label no series has"
+        );
+    }
+    eprintln!("dashboard: {} metrics and {} labels checked against the scrape", metrics.len(), labels.len());
+    assert!(metrics.len() >= 15, "{metrics:?}");
+}

@@ -15,6 +15,7 @@
 
 mod check;
 mod harness;
+mod top;
 
 use std::net::SocketAddr;
 use std::process::Command;

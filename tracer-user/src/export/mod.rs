@@ -15,6 +15,7 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use crate::llm::LlmCall;
+use crate::pipeline::InFlightSnapshot;
 use crate::replay::Report;
 use crate::span::sampling::SamplingConfig;
 use crate::span::{Resource, SpanBuilder, SpanConfig, SpanRecord};
@@ -47,6 +48,12 @@ pub trait Sink: Send {
     fn export_stats(&self) -> Option<ExportStats> {
         None
     }
+    /// Whether this sink shows calls in progress: only then are snapshots taken (`top`).
+    fn wants_in_flight(&self) -> bool {
+        false
+    }
+    /// The calls in flight now (taken at each health tick when some sink wants them).
+    fn in_flight(&mut self, _snapshot: &InFlightSnapshot) {}
 }
 
 /// What happened to the spans handed to an exporting sink.
@@ -237,6 +244,23 @@ impl Outputs {
     pub fn health(&mut self, report: &Report) {
         for sink in &mut self.sinks {
             sink.health(report);
+        }
+    }
+
+    /// Adds a sink after those built from the settings (`top`'s view).
+    pub fn with_sink(mut self, sink: Box<dyn Sink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+
+    /// Whether a sink shows calls in progress (else no snapshot needs taking).
+    pub fn wants_in_flight(&self) -> bool {
+        self.sinks.iter().any(|s| s.wants_in_flight())
+    }
+
+    pub fn in_flight(&mut self, snapshot: &InFlightSnapshot) {
+        for sink in self.sinks.iter_mut().filter(|s| s.wants_in_flight()) {
+            sink.in_flight(snapshot);
         }
     }
 

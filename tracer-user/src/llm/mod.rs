@@ -28,7 +28,7 @@ pub use self::route::{Api, Operation, Route};
 use crate::http::encoding::ContentDecoder;
 use crate::http::{ExchangeEnd, ExchangeId, HttpEvent, Outcome};
 use crate::reassembly::CloseReason;
-use crate::segment::{Direction, Timestamp};
+use crate::segment::{Direction, FlowKey, Timestamp};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LlmStats {
@@ -132,6 +132,23 @@ fn coding_for(value: Option<&str>) -> Result<Option<ContentDecoder>, ()> {
     }
 }
 
+/// A call still in progress, as `top` shows it: taken on demand, never per packet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InFlightCall {
+    pub exchange: ExchangeId,
+    pub flow: FlowKey,
+    pub route: Route,
+    /// The request's model, else the response's (once its first chunk named it).
+    pub model: Option<String>,
+    pub started: Timestamp,
+    /// The response head arrived.
+    pub responding: bool,
+    /// Body documents (chunks) so far, and those carrying output (about one token each in
+    /// Ollama's streams).
+    pub chunks: u64,
+    pub output_chunks: u64,
+}
+
 /// What the call-assembly stage keeps beyond the facts.
 #[derive(Clone, Copy, Debug)]
 pub struct LlmConfig {
@@ -168,6 +185,34 @@ impl CallAssembler {
 
     /// Calls in flight.
     pub fn in_flight(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// The calls in flight, appended to `out` (cleared first), oldest first, at most `max` of
+    /// them; returns how many are in flight in all.
+    pub fn in_flight_calls(&self, out: &mut Vec<InFlightCall>, max: usize) -> usize {
+        out.clear();
+        // The oldest `max` picked first: only they cost a copy of their model name.
+        let mut states: Vec<&CallState> = self.calls.values().map(|b| &**b).collect();
+        let key = |st: &&CallState| (st.call.times.request_start, st.call.exchange);
+        if states.len() > max && max > 0 {
+            states.select_nth_unstable_by_key(max - 1, key);
+        }
+        states.truncate(max);
+        states.sort_unstable_by_key(key);
+        for st in states {
+            let (chunks, output_chunks, response_model) = st.response.as_ref().map_or((0, 0, None), |d| d.progress());
+            out.push(InFlightCall {
+                exchange: st.call.exchange,
+                flow: st.call.flow,
+                route: st.call.route,
+                model: st.call.request.model.as_deref().or(response_model).map(str::to_string),
+                started: st.call.times.request_start,
+                responding: st.call.status.is_some(),
+                chunks,
+                output_chunks,
+            });
+        }
         self.calls.len()
     }
 

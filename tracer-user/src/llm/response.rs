@@ -118,6 +118,19 @@ impl ResponseDecoder {
         }
     }
 
+    /// Chunks and output chunks read so far, and the model the response named (a cheap look
+    /// at a stream in progress, for `top`).
+    pub fn progress(&self) -> (u64, u64, Option<&str>) {
+        let s = match &self.visitor {
+            Visitor::Native(v) => &v.s,
+            Visitor::OpenAi(v) => &v.s,
+            Visitor::Responses(v) => &v.s,
+            Visitor::Anthropic(v) => &v.s,
+            Visitor::Error(v) => &v.s,
+        };
+        (s.info.chunks, s.info.output_chunks, s.info.model.as_deref())
+    }
+
     /// Bytes of the body were not captured.
     pub fn gap(&mut self) {
         match &mut self.framer {
