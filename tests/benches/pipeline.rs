@@ -14,7 +14,9 @@ use ollama_tracer::span::{Resource, SpanBuilder, SpanConfig};
 use testkit::bench_capture::{BenchCapture, streaming_mix};
 
 fn pipeline(c: &mut Criterion) {
-    let cap: BenchCapture = streaming_mix(10_000, 64).expect("generate capture");
+    // `cargo xtask bench --smoke` runs each benchmark once on a small capture.
+    let (calls, conns) = if std::env::var_os("OLLAMA_TRACER_BENCH_SMOKE").is_some() { (200, 8) } else { (10_000, 64) };
+    let cap: BenchCapture = streaming_mix(calls, conns).expect("generate capture");
     let files = replay::open_all(&[&cap.path]).expect("open");
     let resource = Resource::new("ollama", None, Vec::new());
     let run = || {

@@ -60,7 +60,9 @@ impl Owned {
 }
 
 fn stages(c: &mut Criterion) {
-    let (cap, _) = large_mix(64_000_000).expect("generate capture");
+    // `cargo xtask bench --smoke` runs each benchmark once on a small capture.
+    let bytes = if std::env::var_os("OLLAMA_TRACER_BENCH_SMOKE").is_some() { 1_000_000 } else { 64_000_000 };
+    let (cap, _) = large_mix(bytes).expect("generate capture");
     let files = replay::open_all(&[&cap.path]).expect("open");
     let orientation = Orientation::new(&[11434]);
     let capture_pass = || {

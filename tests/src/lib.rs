@@ -13,6 +13,8 @@
 //! - [`otlp`]: a real OTLP receiver (gRPC and HTTP) for the export tests.
 //! - [`load`]: a load generator (many concurrent keep-alive connections of Ollama calls, with
 //!   client-side timestamps), also the `ollama-load` binary.
+//! - [`traffic`]: bulk transfers, small-call latency and idle connections for the cost and
+//!   memory benchmarks (the `bench-traffic` binary).
 //! - [`kubeapi`]: a stand-in Kubernetes API server answering with recorded objects.
 //! - [`sandbox`]: cgroups, network namespaces and processes placed in them, for privileged
 //!   tests (removed on drop).
@@ -29,4 +31,5 @@ pub mod sandbox;
 pub mod standin;
 pub mod synth;
 pub mod tap;
+pub mod traffic;
 pub mod wire;

@@ -21,6 +21,17 @@ use crate::segment::{SegmentBatch, Timestamp};
 const QUEUE_BATCHES: usize = 16;
 /// How often the pipeline's time-based rules run when traffic is quiet.
 const TICK: Duration = Duration::from_millis(250);
+/// After a batch smaller than [`COALESCE_BELOW`] segments, how long the capture task lets the
+/// kernel's buffer fill before reading again. Without it a steady trickle (1 000 streams each
+/// writing a chunk every 10 ms) wakes the daemon for nearly every packet — an epoll wake-up, a
+/// channel hand-over and a thread wake-up per segment, most of the daemon's CPU. Spans only
+/// come out later by as much; their times are the kernel's.
+const COALESCE: Duration = Duration::from_millis(2);
+/// Batches at least this large were not a trickle: read on at once.
+const COALESCE_BELOW: usize = 256;
+/// At shutdown, the longest the capture's buffer is read out for, and the quiet that ends it.
+const DRAIN: Duration = Duration::from_secs(1);
+const DRAIN_QUIET: Duration = Duration::from_millis(20);
 
 pub struct LiveOptions {
     pub mode: CaptureMode,
@@ -151,6 +162,9 @@ impl Live {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = SegmentBatch::default();
+        let pause = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(pause);
+        let mut paused = false;
         let result = loop {
             tokio::select! {
                 _ = &mut shutdown => break Ok(()),
@@ -159,9 +173,14 @@ impl Live {
                         break Ok(());
                     }
                 }
-                got = capture.next_batch(&mut batch) => {
+                () = &mut pause, if paused => paused = false,
+                got = capture.next_batch(&mut batch), if !paused => {
                     if let Err(e) = got {
                         break Err(e);
+                    }
+                    if batch.len() < COALESCE_BELOW {
+                        pause.as_mut().reset(tokio::time::Instant::now() + COALESCE);
+                        paused = true;
                     }
                     let full = std::mem::take(&mut batch);
                     if tx.send(Msg::Batch(full)).await.is_err() {
@@ -170,6 +189,19 @@ impl Live {
                 }
             }
         };
+        // What the kernel captured before the signal is still in its buffer (the last
+        // coalescing pause, a burst): read it out until it stays empty for DRAIN_QUIET, for at
+        // most DRAIN, before detaching.
+        if result.is_ok() {
+            let deadline = tokio::time::Instant::now() + DRAIN;
+            loop {
+                let until = (tokio::time::Instant::now() + DRAIN_QUIET).min(deadline);
+                let Ok(Ok(())) = tokio::time::timeout_at(until, capture.next_batch(&mut batch)).await else { break };
+                if tx.send(Msg::Batch(std::mem::take(&mut batch))).await.is_err() {
+                    break;
+                }
+            }
+        }
         // Counters before detaching, then detach: no programs or links outlive the daemon.
         let counters = capture.counters();
         capture.close();

@@ -104,7 +104,7 @@ struct CaptureArgs {
     #[arg(long = "interface", value_name = "IFACE")]
     interfaces: Vec<String>,
     /// eBPF ring buffer size, MiB.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = tracer_common::DEFAULT_RING_BYTES >> 20)]
     ring_buffer_mb: u32,
     /// Forward the kernel programs' debug log.
     #[arg(long)]

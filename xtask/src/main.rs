@@ -1,10 +1,14 @@
 //! Project tasks. The README's two commands are `cargo xtask run` and `cargo xtask test`; both
 //! first install what is missing (idempotent, quiet when everything is present).
+//! `cargo xtask bench` runs the benchmarks of docs/benchmarks.md.
+
+mod bench;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
+use bench::is_root;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -37,6 +41,9 @@ enum Task {
     /// Build the release binary as the container image does (scripts/build-release.sh) and
     /// check the deployment files with it (scripts/validate-deploy.sh).
     Deploy,
+    /// Build in release and run the benchmarks (docs/benchmarks.md): results.json and
+    /// summary.md in --out (default target/bench).
+    Bench(bench::BenchArgs),
 }
 
 fn root() -> PathBuf {
@@ -87,14 +94,6 @@ fn validate_deploy(bin: &Path) -> Result<()> {
     run(Command::new("bash").arg(root.join("scripts/validate-deploy.sh")).arg("--binary").arg(bin).current_dir(&root))
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions; read through /proc to avoid a libc dependency.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
-        .unwrap_or(false)
-}
-
 fn main() -> ExitCode {
     match Cli::parse().command.exec() {
         Ok(()) => ExitCode::SUCCESS,
@@ -121,6 +120,10 @@ impl Task {
                 let bin = build_release(false)?;
                 validate_deploy(&bin)
             }
+            Task::Bench(args) => {
+                setup()?;
+                bench::run(&args, &root())
+            }
             Task::Test { no_lint, no_deploy } => {
                 setup()?;
                 if !is_root() {
@@ -136,6 +139,20 @@ impl Task {
                 }
                 // The eBPF object must be built in for the tests that use it.
                 run(cargo().args(["test", "--workspace", "--no-fail-fast"]).env("OLLAMA_TRACER_REQUIRE_EBPF", "1"))?;
+                // Every benchmark once with tiny sizes on the debug binaries just tested: the
+                // harness works and its figures are sane (never a speed check).
+                let smoke = bench::BenchArgs {
+                    smoke: true,
+                    only: Vec::new(),
+                    release: false,
+                    out: Some(std::env::temp_dir().join(format!("ollama-tracer-bench-smoke-{}", std::process::id()))),
+                    keep: false,
+                };
+                let result = bench::run(&smoke, &root());
+                if let Some(out) = &smoke.out {
+                    let _ = std::fs::remove_dir_all(out);
+                }
+                result.context("benchmark smoke run")?;
                 if !no_deploy {
                     // The binary built exactly as deploy/Dockerfile builds it, then the
                     // deployment files checked and that binary run with their privileges.

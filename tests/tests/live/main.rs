@@ -400,6 +400,42 @@ fn ebpf_sigterm_ends_in_flight_calls() {
     check::check_load_start(cut, &long, "in flight at SIGTERM");
 }
 
+/// Calls that ended just before SIGINT are still in the kernel's buffer (the daemon lets it
+/// fill a couple of milliseconds between reads): the daemon reads it out before detaching, so
+/// each of them still gives its exact span.
+fn sigint_right_after_calls(mode: &str, what: &str) {
+    let _g = serial();
+    let standin = Standin::start(&["127.0.0.1:0"], None, &["--ttft-ms", "0"]);
+    let addr = standin.addrs[0];
+    let mut a = args(&["--capture", mode]);
+    a.extend(port_args(&[&standin]));
+    let tracer = Tracer::start(what, &a);
+    let rt = runtime();
+    let reqs: Vec<Request> = (0..100).map(|_| Request::chat("@synth:tokens=2/llama3.2", true, "Say hello.")).collect();
+    let recs = sequential(&rt, addr, reqs);
+    // At once: no waiting for the spans.
+    let fin = tracer.stop(libc::SIGINT);
+    assert!(fin.status.success(), "{what}: exit status {}", fin.status);
+    assert_eq!(fin.summary.kernel_drops, 0, "{what}:\n{}", fin.summary.text);
+    let truth = standin.truth(recs.len());
+    assert_eq!(fin.spans.len(), recs.len(), "{what}: one span per call, the last ones included");
+    for (span, t) in pair(&fin.spans, &truth, what) {
+        check_exact(span, t, what);
+    }
+}
+
+#[test]
+fn ebpf_sigint_right_after_calls_loses_none() {
+    require_ebpf!("ebpf_sigint_right_after_calls_loses_none");
+    sigint_right_after_calls("ebpf", "eBPF SIGINT right after calls");
+}
+
+#[test]
+fn pcap_sigint_right_after_calls_loses_none() {
+    require_ebpf!("pcap_sigint_right_after_calls_loses_none");
+    sigint_right_after_calls("pcap", "pcap SIGINT right after calls");
+}
+
 /// `--ebpf-attach tcx --interface lo`: TCX links only, each loopback packet seen on egress and
 /// ingress (deduplicated: one exact span per call); after SIGINT no link, no program and no
 /// qdisc remains on `lo`.
@@ -516,7 +552,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// `cargo test --release -p ollama-tracer-tests --test live -- --ignored --nocapture measure`.
 /// Env: MEASURE_SECS (30), MEASURE_STREAMS (100), MEASURE_TOKENS (250), MEASURE_RATE (50
 /// tokens/s per stream), MEASURE_CAPTURE (ebpf | pcap), MEASURE_RING_MB (the eBPF ring buffer,
-/// default 32: its pages are mapped twice into the daemon and count in its RSS).
+/// default the daemon's: its pages are mapped twice into the daemon and count in its RSS).
 #[test]
 #[ignore]
 fn measure_100_concurrent_streams() {
@@ -528,8 +564,10 @@ fn measure_100_concurrent_streams() {
     let rate: f64 = env_or("MEASURE_RATE", 50.0);
     let capture: String = env_or("MEASURE_CAPTURE", "ebpf".to_string());
     let standin = Standin::start(&["127.0.0.1:0"], None, &[]);
-    let ring_mb: u32 = env_or("MEASURE_RING_MB", 32);
-    let mut a = args(&["--capture", &capture, "--ring-buffer-mb", &ring_mb.to_string()]);
+    let mut a = args(&["--capture", &capture]);
+    if let Ok(mb) = std::env::var("MEASURE_RING_MB") {
+        a.extend(["--ring-buffer-mb".to_owned(), mb]);
+    }
     a.extend(port_args(&[&standin]));
     let tracer = Tracer::start("measure", &a);
     let pid = tracer.pid();

@@ -4,8 +4,11 @@
 //! Hooks ([`EbpfAttach`]):
 //! - default: `cgroup_skb` ingress + egress on the cgroup v2 root. Sees every TCP packet a
 //!   local socket sends or receives, in every network namespace (host, pods, a pod's own
-//!   loopback), with the socket's cgroup id. A packet between two local sockets is seen twice
-//!   (sender's egress, receiver's ingress) with the same sequence numbers; reassembly dedups.
+//!   loopback), with the socket's cgroup id. A packet between two local sockets over a
+//!   loopback device is taken once, at the sender's egress (its ingress copy is skipped in the
+//!   kernel: half the records); between local sockets over other devices (veth pairs of
+//!   network namespaces) it is seen twice with the same sequence numbers, and reassembly
+//!   dedups.
 //! - TCX ingress + egress on named interfaces (no qdisc is created; links only).
 //!
 //! With attribution on, the `sock/inet_sock_set_state` tracepoint is attached too: it reports
@@ -357,6 +360,21 @@ fn port_bitmap(ports: &[u16]) -> Vec<u64> {
     words
 }
 
+/// The programs' load-time [`config_flags`] for `config`.
+fn program_flags(config: &CaptureConfig) -> u32 {
+    let mut flags = 0u32;
+    if config.emit_pure_acks {
+        flags |= config_flags::EMIT_PURE_ACKS;
+    }
+    if config.skips_loopback_ingress() {
+        flags |= config_flags::SKIP_LOOPBACK_INGRESS;
+    }
+    if config.ebpf_debug_log {
+        flags |= config_flags::DEBUG_LOG;
+    }
+    flags
+}
+
 impl EbpfCapture {
     /// Loads the programs, sets the ports and attaches as `config.ebpf_attach` says.
     pub fn start(config: &CaptureConfig) -> Result<EbpfCapture, CaptureError> {
@@ -368,16 +386,7 @@ impl EbpfCapture {
         raise_memlock();
         let t0 = Instant::now();
 
-        let mut flags = 0u32;
-        if config.emit_pure_acks {
-            flags |= config_flags::EMIT_PURE_ACKS;
-        }
-        if config.skip_loopback_ingress {
-            flags |= config_flags::SKIP_LOOPBACK_INGRESS;
-        }
-        if config.ebpf_debug_log {
-            flags |= config_flags::DEBUG_LOG;
-        }
+        let flags = program_flags(config);
         // aya-log's level global: 0 = off, 4 = debug.
         let log_level: u8 = if config.ebpf_debug_log { 4 } else { 0 };
         let ring_bytes = config.ring_bytes.next_power_of_two();
@@ -772,6 +781,22 @@ mod tests {
             v.push(0xee); // ring-buffer padding
         }
         v
+    }
+
+    #[test]
+    fn loopback_ingress_is_skipped_by_default_only_at_the_cgroup_root() {
+        let skip = |c: &CaptureConfig| program_flags(c) & config_flags::SKIP_LOOPBACK_INGRESS != 0;
+        let root = CaptureConfig::default();
+        assert!(skip(&root));
+        assert!(!skip(&CaptureConfig { skip_loopback_ingress: false, ..root.clone() }));
+        // A subtree does not see every local sender's egress; TCX sees lo both ways anyway.
+        assert!(!skip(&CaptureConfig { ebpf_attach: EbpfAttach::Cgroup("/sys/fs/cgroup/x".into()), ..root.clone() }));
+        assert!(!skip(&CaptureConfig { ebpf_attach: EbpfAttach::Tcx(vec!["lo".into()]), ..root.clone() }));
+        let all = CaptureConfig { emit_pure_acks: true, ebpf_debug_log: true, ..root };
+        assert_eq!(
+            program_flags(&all),
+            config_flags::EMIT_PURE_ACKS | config_flags::SKIP_LOOPBACK_INGRESS | config_flags::DEBUG_LOG
+        );
     }
 
     fn hdr() -> RecordHeader {

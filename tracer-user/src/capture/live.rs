@@ -45,7 +45,9 @@ pub struct CaptureConfig {
     /// Also capture packets without payload and without SYN/FIN/RST (pure ACKs).
     pub emit_pure_acks: bool,
     /// Skip `cgroup_skb` ingress on loopback devices (the sender's egress already carries
-    /// those packets): halves the records of localhost traffic.
+    /// those packets): halves the records of localhost traffic, and so the daemon's work and
+    /// the ring buffer's fill. Applies only to [`EbpfAttach::CgroupRoot`] (see
+    /// [`CaptureConfig::skips_loopback_ingress`]). On by default.
     pub skip_loopback_ingress: bool,
     /// Forward the kernel programs' aya-log debug lines to `tracing` (off by default).
     pub ebpf_debug_log: bool,
@@ -71,7 +73,7 @@ impl Default for CaptureConfig {
             ebpf_attach: EbpfAttach::default(),
             ring_bytes: tracer_common::DEFAULT_RING_BYTES,
             emit_pure_acks: false,
-            skip_loopback_ingress: false,
+            skip_loopback_ingress: true,
             ebpf_debug_log: false,
             pcap_interfaces: Vec::new(),
             pcap_snaplen: 262_144,
@@ -87,6 +89,14 @@ impl CaptureConfig {
     /// A default configuration for these server ports.
     pub fn with_ports(ports: &[u16]) -> Self {
         CaptureConfig { ports: ports.to_vec(), ..Default::default() }
+    }
+
+    /// Whether the eBPF programs skip loopback ingress. Only attached at the cgroup root is
+    /// every local sender's egress seen: attached to a subtree, a local peer outside it is seen
+    /// only when its packets enter a socket inside, at ingress; TCX hooks see both directions
+    /// of `lo` anyway and ignore the flag.
+    pub fn skips_loopback_ingress(&self) -> bool {
+        self.skip_loopback_ingress && self.ebpf_attach == EbpfAttach::CgroupRoot
     }
 
     /// Checks the values both backends rely on.

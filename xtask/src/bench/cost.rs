@@ -1,0 +1,98 @@
+//! What tracing costs the traffic it watches: bulk throughput (one large response) and the
+//! latency of small keep-alive calls on loopback, without the tracer, with the eBPF capture and
+//! with the libpcap fallback. Rounds interleave the three (in a rotating order), so a machine
+//! that gets busier or quieter during the run affects them alike; figures are medians over
+//! rounds.
+
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+
+use super::live::Tracer;
+use super::proc::measure;
+use super::{Env, is_root};
+
+const MODES: [&str; 3] = ["none", "ebpf", "pcap"];
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn traffic(env: &Env, args: &[&str]) -> Result<Value> {
+    let out = env.file("traffic.json");
+    measure("bench-traffic", Command::new(env.bin("bench-traffic")).args(args), &out)?;
+    let v = serde_json::from_str(std::fs::read_to_string(&out)?.trim()).context("bench-traffic output")?;
+    Ok(v)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+pub fn run(env: &Env) -> Result<Value> {
+    let (rounds, bytes, calls) = if env.smoke { (1, 20_000_000u64, 300) } else { (5, 1_000_000_000, 20_000) };
+    let modes: Vec<&str> = if is_root() {
+        MODES.to_vec()
+    } else {
+        eprintln!("*** SKIPPED: not root *** (xtask bench cost: the eBPF and libpcap modes)");
+        vec!["none"]
+    };
+    let mut runs = Vec::new();
+    for round in 0..rounds {
+        for i in 0..modes.len() {
+            let mode = modes[(i + round) % modes.len()];
+            let port = free_port()?;
+            let tracer = match mode {
+                "none" => None,
+                capture => Some(Tracer::start(env, &format!("cost-{capture}"), capture, port, &[])?),
+            };
+            let p = port.to_string();
+            let bulk = traffic(env, &["bulk", "--port", &p, "--bytes", &bytes.to_string()])?;
+            let lat = traffic(env, &["latency", "--port", &p, "--calls", &calls.to_string()])?;
+            let summary = tracer.map(Tracer::stop).transpose()?;
+            eprintln!(
+                "  round {round} {mode}: bulk {:.0} MB/s, latency p50 {:.1} µs p99 {:.1} µs",
+                bulk["mb_per_s"].as_f64().unwrap_or(0.0),
+                lat["p50_us"].as_f64().unwrap_or(0.0),
+                lat["p99_us"].as_f64().unwrap_or(0.0)
+            );
+            anyhow::ensure!(bulk["bytes"].as_u64() == Some(bytes), "bulk transfer incomplete: {bulk}");
+            if let Some(s) = &summary {
+                // Sanity: the tracer saw the calls (the bulk one may be cut by drops).
+                let expected = 1 + calls as u64 + calls as u64 / 100;
+                anyhow::ensure!(
+                    s.calls >= expected,
+                    "{mode}: the tracer saw {} of {expected} calls:\n{}",
+                    s.calls,
+                    s.text
+                );
+            }
+            runs.push(json!({
+                "round": round, "mode": mode, "port": port, "bulk": bulk, "latency": lat,
+                "tracer": summary.map(|s| s.json()),
+            }));
+        }
+    }
+    let pick = |mode: &str, f: &dyn Fn(&Value) -> Option<f64>| {
+        median(runs.iter().filter(|r| r["mode"] == mode).filter_map(f).collect())
+    };
+    let mut by_mode = serde_json::Map::new();
+    let base_tp = pick("none", &|r| r["bulk"]["mb_per_s"].as_f64());
+    let base_p50 = pick("none", &|r| r["latency"]["p50_us"].as_f64());
+    let base_p99 = pick("none", &|r| r["latency"]["p99_us"].as_f64());
+    for mode in &modes {
+        let tp = pick(mode, &|r| r["bulk"]["mb_per_s"].as_f64());
+        let p50 = pick(mode, &|r| r["latency"]["p50_us"].as_f64());
+        let p99 = pick(mode, &|r| r["latency"]["p99_us"].as_f64());
+        by_mode.insert(
+            (*mode).to_owned(),
+            json!({
+                "bulk_mb_per_s": tp, "bulk_vs_untraced": tp / base_tp,
+                "p50_us": p50, "p99_us": p99, "p50_delta_us": p50 - base_p50, "p99_delta_us": p99 - base_p99,
+            }),
+        );
+    }
+    Ok(json!({"rounds": rounds, "bulk_bytes": bytes, "calls": calls, "medians": by_mode, "runs": runs}))
+}

@@ -1,0 +1,205 @@
+//! `summary.md`: the headline figures of `results.json`, as tables.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+fn f(v: &Value, digits: usize) -> String {
+    match v.as_f64() {
+        Some(x) if x.is_finite() => format!("{x:.digits$}"),
+        _ => "–".to_owned(),
+    }
+}
+
+fn load(b: &Value) -> String {
+    let l =
+        |v: &Value| v.as_array().map(|a| a.iter().map(|x| f(x, 2)).collect::<Vec<_>>().join(" ")).unwrap_or_default();
+    format!("load average before {} / after {}", l(&b["loadavg_before"]), l(&b["loadavg_after"]))
+}
+
+pub fn markdown(doc: &Value) -> String {
+    let mut s = String::new();
+    let m = &doc["machine"];
+    let _ = writeln!(
+        s,
+        "# ollama-tracer benchmarks{}\n",
+        if doc["smoke"] == true { " (smoke run: sizes tiny, figures meaningless)" } else { "" }
+    );
+    let _ = writeln!(
+        s,
+        "Machine: {} × {} ({}), {} GiB, kernel {}, {}; {}. Load average at start: {}.\n",
+        m["cpus"].as_str().unwrap_or("?"),
+        m["cpu"].as_str().unwrap_or("?"),
+        m["hypervisor"].as_str().map(|h| format!("{h} guest")).unwrap_or_default(),
+        m["memory_gib"],
+        m["kernel"].as_str().unwrap_or("?"),
+        m["os"].as_str().unwrap_or(""),
+        m["rustc"].as_str().unwrap_or(""),
+        m["loadavg_at_start"]
+    );
+    let b = &doc["benchmarks"];
+    for (name, v) in b.as_object().into_iter().flatten() {
+        let _ = writeln!(s, "## {name}\n");
+        if let Some(e) = v["error"].as_str() {
+            let _ = writeln!(s, "FAILED: {e}\n");
+            continue;
+        }
+        if let Some(why) = v["skipped"].as_str() {
+            let _ = writeln!(s, "SKIPPED: {why}\n");
+            continue;
+        }
+        let _ = writeln!(s, "{} ({:.0} s)\n", load(v), v["secs"].as_f64().unwrap_or(0.0));
+        match name.as_str() {
+            "stages" => stages(&mut s, v),
+            "replay" => replay(&mut s, v),
+            "live" => live(&mut s, v),
+            "cost" => cost(&mut s, v),
+            "memory" => memory(&mut s, v),
+            _ => {}
+        }
+    }
+    s
+}
+
+fn stages(s: &mut String, v: &Value) {
+    let Some(rs) = v["results"].as_array() else { return };
+    let _ = writeln!(s, "| benchmark | mean | throughput |\n| --- | --- | --- |");
+    for r in rs {
+        let tp = if r["mib_per_s"].is_number() {
+            format!("{} MiB/s", f(&r["mib_per_s"], 0))
+        } else {
+            format!("{} /s", f(&r["per_s"], 0))
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} ms | {tp} |",
+            r["id"].as_str().unwrap_or("?"),
+            f(&(r["mean_ns"].as_f64().unwrap_or(0.0) / 1e6).into(), 2)
+        );
+    }
+    s.push('\n');
+}
+
+fn replay(s: &mut String, v: &Value) {
+    let c = &v["capture"];
+    let w = &v["tracer_whole"]["best"];
+    let _ = writeln!(
+        s,
+        "Capture: {} calls ({} native streams, {} /v1 SSE streams, {} embedding batches), {:.1} MB TCP payload, {:.1} MB file.\n",
+        c["calls"],
+        c["native_streams"],
+        c["openai_streams"],
+        c["embed_batches"],
+        c["payload_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+        c["file_bytes"].as_f64().unwrap_or(0.0) / 1e6
+    );
+    let _ = writeln!(
+        s,
+        "| run | bytes (payload) | wall s | CPU s | peak RSS MiB | payload MB/s per core |\n| --- | --- | --- | --- | --- | --- |"
+    );
+    let row = |s: &mut String, name: &str, bytes: &Value, r: &Value| {
+        let _ = writeln!(
+            s,
+            "| {name} | {:.1} MB | {} | {} | {} | {} |",
+            bytes.as_f64().unwrap_or(0.0) / 1e6,
+            f(&r["wall_s"], 2),
+            f(&r["cpu_s"], 2),
+            f(&r["max_rss_mib"], 1),
+            f(&r["payload_mb_per_cpu_s"], 0)
+        );
+    };
+    row(s, "ollama-tracer replay, whole capture (best of runs)", &c["payload_bytes"], w);
+    let sl = &v["slice"];
+    row(s, "ollama-tracer replay, slice", &sl["payload_bytes"], &sl["tracer"]);
+    row(s, "tshark, same slice", &sl["payload_bytes"], &sl["tshark"]);
+    let _ = writeln!(
+        s,
+        "\nRatio on the same bytes: tshark / tracer = {}× CPU, {}× wall, {}× peak RSS (tshark found {} requests, {} responses; the tracer {} calls).\n\n`{}`\n",
+        f(&sl["ratio_cpu"], 0),
+        f(&sl["ratio_wall"], 0),
+        f(&sl["ratio_peak_rss"], 1),
+        sl["tshark_requests"],
+        sl["tshark_responses"],
+        sl["tracer_calls"],
+        sl["tshark_command"].as_str().unwrap_or("")
+    );
+}
+
+fn live_row(s: &mut String, r: &Value) {
+    let _ = writeln!(
+        s,
+        "| {} | {} × {} | {} / {} | {} | {} | {} ({} ring) | {} | {}/{} |",
+        r["capture"].as_str().unwrap_or("?"),
+        r["streams"],
+        r["tokens_per_s"],
+        f(&r["chunks_per_s"], 0),
+        f(&r["target_chunks_per_s"], 0),
+        f(&r["tracer_cpu_pct"], 1),
+        format_args!("{} + {}", f(&r["load_generator_cpu_pct"], 0), f(&r["standin_cpu_pct"], 0)),
+        f(&r["tracer_memory_peak_in_window"]["rss_mib"], 1),
+        f(&r["tracer_memory_peak_in_window"]["bpf_map_mappings_mib"], 1),
+        r["kernel_drops"],
+        r["spans_complete"],
+        r["calls"]
+    );
+}
+
+fn live(s: &mut String, v: &Value) {
+    let head = "| capture | streams × tokens/s | chunks/s got / asked | tracer CPU % | load gen + stand-in CPU % | tracer RSS MiB (of it ring mapping) | kernel drops | spans complete / calls |\n| --- | --- | --- | --- | --- | --- | --- | --- |";
+    let _ = writeln!(s, "{head}");
+    for r in v["runs"].as_array().into_iter().flatten() {
+        live_row(s, r);
+    }
+    if v["knee"].as_array().is_some_and(|k| !k.is_empty()) {
+        let _ = writeln!(s, "\nThe knee (eBPF):\n\n{head}");
+        for r in v["knee"].as_array().into_iter().flatten() {
+            live_row(s, r);
+        }
+    }
+    s.push('\n');
+}
+
+fn cost(s: &mut String, v: &Value) {
+    let _ = writeln!(
+        s,
+        "{} rounds, interleaved; bulk: one {:.0} MB response; latency: {} small keep-alive calls. Medians over rounds.\n",
+        v["rounds"],
+        v["bulk_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+        v["calls"]
+    );
+    let _ = writeln!(
+        s,
+        "| tracer | bulk MB/s | vs untraced | p50 µs | p99 µs | p50 Δ µs | p99 Δ µs |\n| --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for (mode, m) in v["medians"].as_object().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "| {mode} | {} | {} % | {} | {} | {} | {} |",
+            f(&m["bulk_mb_per_s"], 0),
+            f(&(m["bulk_vs_untraced"].as_f64().unwrap_or(f64::NAN) * 100.0).into(), 1),
+            f(&m["p50_us"], 1),
+            f(&m["p99_us"], 1),
+            f(&m["p50_delta_us"], 1),
+            f(&m["p99_delta_us"], 1)
+        );
+    }
+    s.push('\n');
+}
+
+fn memory(s: &mut String, v: &Value) {
+    let p = &v["tracer_memory_peak"];
+    let _ = writeln!(
+        s,
+        "{} idle keep-alive connections + {} slow streams ({} s), eBPF: peak RSS {} MiB (ring buffer mapping {} MiB, the rest {} MiB; anon {} MiB); after the idle connections opened {} MiB; {} calls seen, {} kernel drops.\n",
+        v["idle_connections"],
+        v["slow_streams"],
+        v["stream_secs"],
+        f(&p["rss_mib"], 1),
+        f(&p["bpf_map_mappings_mib"], 1),
+        f(&p["rss_without_bpf_maps_mib"], 1),
+        f(&p["anon_mib"], 1),
+        f(&v["tracer_memory_after_idle_connections"]["rss_mib"], 1),
+        v["tracer_calls"],
+        v["kernel_drops"]
+    );
+}
