@@ -363,11 +363,23 @@ impl Core {
         self.check_end(conn, 1, seg.ts, out);
 
         if conn.halves.iter().all(|h| h.ended) {
+            self.discard_held(conn);
             self.stats.closed_fin += 1;
             out(StreamEvent::Close { conn: id, ts: seg.ts, reason: CloseReason::Fin });
             return true;
         }
         false
+    }
+
+    /// Forgets what a finished connection still holds: bytes past a FIN, which no segment can
+    /// make deliverable. Without this the total held would count them forever.
+    fn discard_held(&mut self, conn: &mut Conn) {
+        for half in &mut conn.halves {
+            self.held_total -= half.held_bytes;
+            half.held_bytes = 0;
+            half.held.clear();
+            half.held_since = None;
+        }
     }
 }
 
@@ -659,6 +671,7 @@ impl Reassembler {
                 }
             }
             if conn.halves.iter().all(|h| h.ended) {
+                self.core.discard_held(&mut conn);
                 self.core.stats.closed_fin += 1;
                 out(StreamEvent::Close { conn: conn.id, ts: now, reason: CloseReason::Fin });
             } else {

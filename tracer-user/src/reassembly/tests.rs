@@ -246,3 +246,20 @@ fn idle_connections_expire() {
     assert_eq!(out.closes, vec![CloseReason::Idle]);
     assert_eq!(r.connections(), 0);
 }
+
+#[test]
+fn data_past_a_fin_is_forgotten_when_the_connection_finishes() {
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let mut segs = handshake(100, 9000);
+    segs.push(seg(C, 101, ACK, b"GET"));
+    segs.push(seg(C, 104, FIN, b""));
+    // Bytes beyond the client's FIN (never valid TCP) are held: no segment can fill before them.
+    segs.push(seg(C, 110, ACK, b"junk"));
+    segs.push(seg(S, 9001, FIN, b""));
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    assert_eq!(out.closes, vec![CloseReason::Fin]);
+    assert_eq!(r.connections(), 0);
+    // The finished connection's held bytes no longer count against the limits.
+    assert_eq!(r.held_bytes(), 0);
+}
