@@ -314,6 +314,15 @@ impl Core {
         conn.segments += 1;
 
         let id = conn.id;
+        if seg.flags.syn() && seg.flags.ack() && !conn.halves[1 - d].synced {
+            // A SYN-ACK acknowledges the peer's SYN: the peer's stream starts at its ACK number,
+            // even when the capture delivers that SYN, or the first data, only later.
+            let other = &mut conn.halves[1 - d];
+            other.synced = true;
+            other.isn = Some(seg.ack.wrapping_sub(1));
+            other.next_seq = seg.ack;
+            other.next_pos = 0;
+        }
         // The ACK tells how much of the opposite stream the sender has received.
         let mut peer_pos = None;
         if seg.flags.ack() {

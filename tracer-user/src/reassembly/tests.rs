@@ -263,3 +263,22 @@ fn data_past_a_fin_is_forgotten_when_the_connection_finishes() {
     // The finished connection's held bytes no longer count against the limits.
     assert_eq!(r.held_bytes(), 0);
 }
+
+#[test]
+fn a_syn_ack_tells_where_the_peer_stream_starts() {
+    // The capture delivered the client's SYN after its first two data segments, in reverse
+    // order; the server's SYN-ACK came first and says the client's data starts at 101.
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let segs = vec![
+        Seg { ack: 101, ..seg(S, 9000, SYN | ACK, b"") },
+        Seg { ack: 9001, ..seg(C, 104, ACK, b"def") },
+        Seg { ack: 9001, ..seg(C, 101, ACK, b"abc") },
+        seg(C, 100, SYN, b""),
+    ];
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    r.finish(&mut out.sink());
+    assert_eq!(out.opens, vec![true]);
+    assert_eq!(out.streams[0], b"abcdef");
+    assert!(out.gaps.is_empty());
+}
