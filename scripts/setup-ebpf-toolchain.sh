@@ -5,6 +5,8 @@
 #
 # Env knobs:
 #   EBPF_TOOLCHAIN   rustup toolchain for the BPF crate (default: nightly)
+#   USERSPACE_TOOLCHAIN  rustup toolchain that builds bpf-linker (default: stable; the
+#                    container build sets the one its image ships, e.g. 1.95.0)
 #   BPF_LINKER_ROOT  install prefix for bpf-linker (default: cargo's, i.e. $CARGO_HOME)
 #   SKIP_APT=1       do not touch Debian packages
 #   VERBOSE=1        say what is already present, too
@@ -91,7 +93,7 @@ linker_ok() {
 if ! linker_ok; then
   say "building bpf-linker $BPF_LINKER_VERSION against $LIBNAME (about a minute)"
   timed env RUSTFLAGS="-L $NL -l dylib=$LIBNAME -C link-arg=-Wl,-rpath,$NL" \
-    cargo +stable install "bpf-linker@$BPF_LINKER_VERSION" --locked --force --quiet \
+    cargo +"${USERSPACE_TOOLCHAIN:-stable}" install "bpf-linker@$BPF_LINKER_VERSION" --locked --force --quiet \
     --no-default-features --features "llvm-$LLVM_MAJOR,no-llvm-linking" \
     ${BPF_LINKER_ROOT:+--root "$BPF_LINKER_ROOT"}
 else

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Creates the Python venv the client drivers (tests/clients/) run in: the real `ollama`,
-# `openai`, `anthropic` and `opentelemetry-*` packages from PyPI, pinned.
-# Idempotent: quiet and fast (no network) when the venv already matches the pins.
+# Creates the Python venvs the tests use: the one the client drivers (tests/clients/) run in —
+# the real `ollama`, `openai`, `anthropic` and `opentelemetry-*` packages from PyPI, pinned — and
+# tests/.venv-backends with the real trace backends the export tests start (MLflow, Arize
+# Phoenix; tests/backends/requirements.txt), kept apart so their large dependency trees never
+# move the clients' pins.
+# Idempotent: quiet and fast (no network) when each venv already matches its pins.
 #
 # Env knobs:
 #   OLLAMA_TRACER_VENV    where the venv goes (default: <repo>/tests/.venv)
+#   OLLAMA_TRACER_BACKENDS_VENV  where the backends venv goes (default: <repo>/tests/.venv-backends)
 #   OLLAMA_TRACER_PYTHON  interpreter to build it from (default: python3 on PATH)
 #   VERBOSE=1             say so when nothing had to be done
 set -euo pipefail
@@ -24,9 +28,29 @@ want=$( {
   cat "$REQ"
   if [ -f "$LOCK" ]; then cat "$LOCK"; fi
 } | sha256sum | cut -d' ' -f1)
+backends() {
+  local venv=${OLLAMA_TRACER_BACKENDS_VENV:-$ROOT/tests/.venv-backends}
+  local req=$ROOT/tests/backends/requirements.txt
+  local stamp=$venv/.ollama-tracer-stamp
+  local want
+  want=$( { "$PY" -c 'import sys; print(sys.version)'; cat "$req"; } | sha256sum | cut -d' ' -f1)
+  if [ -x "$venv/bin/mlflow" ] && [ -x "$venv/bin/phoenix" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    if [ "${VERBOSE:-0}" = 1 ]; then say "venv $venv up to date"; fi
+    return 0
+  fi
+  say "creating $venv (MLflow and Arize Phoenix: about 1.3 GB, a few minutes)"
+  rm -rf "$venv"
+  "$PY" -m venv "$venv"
+  "$venv/bin/python" -m pip --disable-pip-version-check --no-input -q install -r "$req"
+  echo "$want" >"$stamp"
+  say "installed: $("$venv/bin/python" -m pip list --format=freeze --disable-pip-version-check 2>/dev/null \
+    | grep -Ei '^(mlflow|arize-phoenix)==' | tr '\n' ' ')"
+}
+
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] \
   && "$VENV/bin/python" -c 'import importlib.util as u, sys; sys.exit(not all(u.find_spec(m) for m in ("ollama", "openai", "anthropic", "opentelemetry")))' 2>/dev/null; then
   if [ "${VERBOSE:-0}" = 1 ]; then say "venv $VENV up to date"; fi
+  backends
   exit 0
 fi
 
@@ -45,3 +69,4 @@ if [ -f "$LOCK" ]; then constraints=(-c "$LOCK"); fi
 echo "$want" >"$STAMP"
 say "installed: $("$VENV/bin/python" -m pip list --format=freeze --disable-pip-version-check 2>/dev/null \
   | grep -Ei '^(ollama|openai|anthropic|opentelemetry-(api|sdk)|httpx)==' | tr '\n' ' ')"
+backends

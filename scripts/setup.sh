@@ -5,3 +5,4 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$ROOT/scripts/setup-ebpf-toolchain.sh"
 bash "$ROOT/scripts/setup-python.sh"
+bash "$ROOT/scripts/setup-prometheus.sh"

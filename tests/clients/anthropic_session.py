@@ -5,17 +5,28 @@ common.py); token counts are the ones `message_delta` / the message's `usage` re
 """
 
 import anthropic
+import httpx2
 
-from common import Call, parse_args
+from common import WIRE, Call, parse_args, run_session
 
 args = parse_args(__doc__)
 model = args.model or "qwen3-coder"
-client = anthropic.Anthropic(base_url=args.base_url.rstrip("/"), api_key="ollama", max_retries=0)
+
+
+def make_client(url):
+    # The socket-level hook (common.Wire) under the SDK's own HTTP client (httpx2).
+    return anthropic.Anthropic(
+        base_url=url.rstrip("/"),
+        api_key="ollama",
+        max_retries=0,
+        http_client=anthropic.DefaultHttpxClient(transport=WIRE.transport(httpx2)),
+    )
+
 D = "anthropic"
 MESSAGES = [{"role": "user", "content": "Say hello in one sentence."}]
 
 
-def message():
+def message(client):
     with Call(D, "message", "/v1/messages", model, False) as c:
         r = client.messages.create(model=model, max_tokens=256, messages=MESSAGES)
         for block in r.content or []:
@@ -29,7 +40,7 @@ def message():
     return c
 
 
-def message_stream():
+def message_stream(client):
     with Call(D, "message_stream", "/v1/messages", model, True) as c:
         for event in client.messages.create(model=model, max_tokens=256, messages=MESSAGES, stream=True):
             c.chunk()
@@ -40,14 +51,10 @@ def message_stream():
                 elif d.type == "thinking_delta":
                     c.text(thinking=d.thinking)
             elif event.type == "content_block_start" and event.content_block.type == "tool_use":
-                c.rec["tool_calls"].append(event.content_block.name)
+                c.tool_call(event.content_block.name)
             elif event.type == "message_delta":
                 c.rec.update(finish_reason=event.delta.stop_reason, input_tokens=event.usage.input_tokens, output_tokens=event.usage.output_tokens)
     return c
 
 
-errors = 0
-for fn in (message, message_stream):
-    if fn().rec["error"]:
-        errors += 1
-raise SystemExit(1 if errors else 0)
+run_session(args, make_client, (message, message_stream))

@@ -5,18 +5,22 @@ Calls: chat stream, chat, generate stream, generate, embed, legacy embeddings, c
 Prints one JSON line per call (see common.py).
 """
 
+import httpx
 import ollama
 
-from common import Call, parse_args
+from common import WIRE, Call, parse_args, run_session
 
 args = parse_args(__doc__)
 model = args.model or "llama3.2"
-client = ollama.Client(host=args.base_url)
 D = "native"
-errors = 0
 
 
-def chat_stream():
+def make_client(url):
+    # The socket-level hook (common.Wire) under ollama's own httpx client.
+    return ollama.Client(host=url, transport=WIRE.transport(httpx))
+
+
+def chat_stream(client):
     with Call(D, "chat_stream", "/api/chat", model, True) as c:
         for part in client.chat(model=model, messages=[{"role": "user", "content": "Why is the sky blue?"}], stream=True):
             c.chunk()
@@ -26,7 +30,7 @@ def chat_stream():
     return c
 
 
-def chat():
+def chat(client):
     with Call(D, "chat", "/api/chat", model, False) as c:
         r = client.chat(model=model, messages=[{"role": "user", "content": "Say hello."}])
         c.text(r.message.content, r.message.thinking)
@@ -34,7 +38,7 @@ def chat():
     return c
 
 
-def generate_stream():
+def generate_stream(client):
     with Call(D, "generate_stream", "/api/generate", model, True) as c:
         for part in client.generate(model=model, prompt="Why is the sky blue?", stream=True):
             c.chunk()
@@ -44,7 +48,7 @@ def generate_stream():
     return c
 
 
-def generate():
+def generate(client):
     with Call(D, "generate", "/api/generate", model, False) as c:
         r = client.generate(model=model, prompt="Say hello.")
         c.text(r.response, r.thinking)
@@ -52,14 +56,14 @@ def generate():
     return c
 
 
-def embed():
+def embed(client):
     with Call(D, "embed", "/api/embed", "all-minilm", False) as c:
         r = client.embed(model="all-minilm", input="The sky is blue because of Rayleigh scattering")
         c.rec.update(input_tokens=r.prompt_eval_count, embeddings=len(r.embeddings))
     return c
 
 
-def embeddings_legacy():
+def embeddings_legacy(client):
     with Call(D, "embeddings_legacy", "/api/embeddings", "all-minilm", False) as c:
         r = client.embeddings(model="all-minilm", prompt="The sky is blue")
         c.rec.update(embeddings=1 if r.embedding else 0)
@@ -83,7 +87,7 @@ WEATHER_TOOL = {
 }
 
 
-def chat_tools():
+def chat_tools(client):
     messages = [{"role": "user", "content": "What's the weather in Berlin? (52.5200, 13.4050)"}]
     calls = []
     with Call(D, "chat_tools_call", "/api/chat", model, False) as c:
@@ -103,7 +107,7 @@ def chat_tools():
     return c
 
 
-def chat_thinking():
+def chat_thinking(client):
     with Call(D, "chat_thinking_stream", "/api/chat", "qwen3", True) as c:
         for part in client.chat(model="qwen3", messages=[{"role": "user", "content": "Count from 1 to 5."}], think=True, stream=True):
             c.chunk()
@@ -113,7 +117,4 @@ def chat_thinking():
     return c
 
 
-for fn in (chat_stream, chat, generate_stream, generate, embed, embeddings_legacy, chat_tools, chat_thinking):
-    if fn().rec["error"]:
-        errors += 1
-raise SystemExit(1 if errors else 0)
+run_session(args, make_client, (chat_stream, chat, generate_stream, generate, embed, embeddings_legacy, chat_tools, chat_thinking))

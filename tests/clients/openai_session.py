@@ -5,18 +5,29 @@ streamed), legacy completions (streamed and not), embeddings, models list.
 Prints one JSON line per call (see common.py).
 """
 
+import httpx2
 import openai
 
-from common import Call, parse_args
+from common import WIRE, Call, parse_args, run_session
 
 args = parse_args(__doc__)
 model = args.model or "llama3.2"
-client = openai.OpenAI(base_url=args.base_url.rstrip("/") + "/v1", api_key="ollama", max_retries=0)
+
+
+def make_client(url):
+    # The socket-level hook (common.Wire) under the SDK's own HTTP client (httpx2).
+    return openai.OpenAI(
+        base_url=url.rstrip("/") + "/v1",
+        api_key="ollama",
+        max_retries=0,
+        http_client=openai.DefaultHttpxClient(transport=WIRE.transport(httpx2)),
+    )
+
 D = "openai"
 MESSAGES = [{"role": "user", "content": "Write a haiku about the sea."}]
 
 
-def chat_stream(include_usage: bool):
+def chat_stream(client, include_usage: bool):
     name = "chat_stream_usage" if include_usage else "chat_stream"
     with Call(D, name, "/v1/chat/completions", model, True) as c:
         kwargs = {"stream_options": {"include_usage": True}} if include_usage else {}
@@ -25,7 +36,7 @@ def chat_stream(include_usage: bool):
             for choice in chunk.choices:
                 c.text(choice.delta.content, getattr(choice.delta, "reasoning", None))
                 for tc in choice.delta.tool_calls or []:
-                    c.rec["tool_calls"].append(tc.function.name)
+                    c.tool_call(tc.function.name)
                 if choice.finish_reason:
                     c.rec["finish_reason"] = choice.finish_reason
             if chunk.usage:
@@ -33,7 +44,7 @@ def chat_stream(include_usage: bool):
     return c
 
 
-def chat():
+def chat(client):
     with Call(D, "chat", "/v1/chat/completions", model, False) as c:
         r = client.chat.completions.create(model=model, messages=MESSAGES)
         m = r.choices[0].message
@@ -43,7 +54,7 @@ def chat():
     return c
 
 
-def completion(stream: bool):
+def completion(client, stream: bool):
     name = "completion_stream" if stream else "completion"
     with Call(D, name, "/v1/completions", model, stream) as c:
         if stream:
@@ -62,22 +73,30 @@ def completion(stream: bool):
     return c
 
 
-def embeddings():
+def embeddings(client):
     with Call(D, "embeddings", "/v1/embeddings", "all-minilm", False) as c:
         r = client.embeddings.create(model="all-minilm", input=["The food was delicious", "and the waiter..."])
         c.rec.update(input_tokens=r.usage.prompt_tokens, embeddings=len(r.data))
     return c
 
 
-def models():
+def models(client):
     with Call(D, "models", "/v1/models", "", False) as c:
         r = client.models.list()
         c.rec["models"] = [m.id for m in r.data]
     return c
 
 
-errors = 0
-for fn in (lambda: chat_stream(True), lambda: chat_stream(False), chat, lambda: completion(False), lambda: completion(True), embeddings, models):
-    if fn().rec["error"]:
-        errors += 1
-raise SystemExit(1 if errors else 0)
+run_session(
+    args,
+    make_client,
+    (
+        lambda c: chat_stream(c, True),
+        lambda c: chat_stream(c, False),
+        chat,
+        lambda c: completion(c, False),
+        lambda c: completion(c, True),
+        embeddings,
+        models,
+    ),
+)

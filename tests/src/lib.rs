@@ -11,13 +11,23 @@
 //! - [`pcap`]: pcap / pcapng writers for every link type the tracer reads.
 //! - [`process`]: the stand-in as a child process; the Python venv of real clients.
 //! - [`tap`]: a recording TCP proxy: real clients and servers, the packets a capture would see.
+//! - [`otlp`]: a real OTLP receiver (gRPC and HTTP) for the export tests.
+//! - [`load`]: a load generator (many concurrent keep-alive connections of Ollama calls, with
+//!   client-side timestamps), also the `ollama-load` binary.
+//! - [`kubeapi`]: a stand-in Kubernetes API server answering with recorded objects.
+//! - [`sandbox`]: cgroups, network namespaces and processes placed in them, for privileged
+//!   tests (removed on drop).
 
 pub mod bench_capture;
 pub mod drive;
 pub mod fixtures;
 pub mod fuzz;
+pub mod kubeapi;
+pub mod load;
+pub mod otlp;
 pub mod pcap;
 pub mod process;
+pub mod sandbox;
 pub mod standin;
 pub mod synth;
 pub mod tap;

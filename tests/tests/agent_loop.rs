@@ -39,7 +39,7 @@ fn tool_loop_through_real_clients_joins_the_agents_trace() {
     let content = ContentConfig::capturing(4096, true, &[]).unwrap();
     let spans = testkit::drive::all_spans(
         &packets,
-        PipelineConfig { llm: LlmConfig { capture_content: true }, ..Default::default() },
+        PipelineConfig { llm: LlmConfig { capture_content: true, ..LlmConfig::default() }, ..Default::default() },
         SpanConfig { id_seed: Some(5), content: Some(content), ..Default::default() },
     );
     assert_eq!(spans.len(), 4, "one call per model request");

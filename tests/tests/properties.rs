@@ -88,7 +88,7 @@ fn reassemble(packets: &[Packet]) -> Streams {
         StreamEvent::Gap { dir, pos, len, .. } => s.gaps.push((dir, pos, len)),
         StreamEvent::End { dir, .. } => s.ends.push(dir),
         StreamEvent::Close { reason, .. } => s.closes.push(reason),
-        StreamEvent::Open { .. } => {}
+        StreamEvent::Open { .. } | StreamEvent::Peer { .. } => {}
     };
     for p in packets {
         if let Some(seg) = drive::segment(p, &orientation) {

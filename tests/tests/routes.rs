@@ -132,7 +132,7 @@ fn run(reqs: &[Req]) -> Vec<Observed> {
     std::thread::sleep(Duration::from_millis(100));
     let spans = testkit::drive::all_spans(
         &tap.packets(),
-        PipelineConfig { llm: LlmConfig { capture_content: false }, ..Default::default() },
+        PipelineConfig { llm: LlmConfig::default(), ..Default::default() },
         SpanConfig { id_seed: Some(9), ..Default::default() },
     );
     let mut spans = spans;

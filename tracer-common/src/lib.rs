@@ -14,10 +14,18 @@
 //! records that share `ts_ns`, `seq`, `ack`, `skb_len` and `payload_len` and differ by
 //! `payload_off`. The first payload byte of a record has TCP sequence number
 //! `seq + payload_off (+ 1 if SYN)`.
+//!
+//! # Record kinds
+//!
+//! Every record shares the first 54 bytes of [`RecordHeader`] (time, cgroup id, addresses,
+//! ports, family) and its `hook` byte at offset 53 says what it is: one of the packet hooks
+//! above, or [`hook::SOCK_STATE`] for a [`SockRecord`] (a socket event from the
+//! `sock/inet_sock_set_state` tracepoint, carrying the process behind a connect or a listen).
+//! Readers dispatch on [`record_hook`] before reading the rest.
 #![no_std]
 
 /// Version of this wire format; bump on any layout or meaning change.
-pub const RECORD_VERSION: u32 = 1;
+pub const RECORD_VERSION: u32 = 2;
 
 /// Largest TCP payload slice carried by one record.
 pub const CHUNK_SIZE: usize = 16 * 1024;
@@ -55,6 +63,8 @@ pub mod hook {
     pub const TC_INGRESS: u8 = 3;
     /// TC (TCX) egress on an interface.
     pub const TC_EGRESS: u8 = 4;
+    /// Not a packet: a [`crate::SockRecord`] from the `sock/inet_sock_set_state` tracepoint.
+    pub const SOCK_STATE: u8 = 5;
 
     /// Short name for logs and reports.
     pub const fn name(hook: u8) -> &'static str {
@@ -63,6 +73,7 @@ pub mod hook {
             CGROUP_EGRESS => "cgroup_skb/egress",
             TC_INGRESS => "tc/ingress",
             TC_EGRESS => "tc/egress",
+            SOCK_STATE => "tracepoint/sock/inet_sock_set_state",
             _ => "unknown",
         }
     }
@@ -106,6 +117,10 @@ pub mod map {
     pub const SCRATCH: &str = "OT_SCRATCH";
     /// `BPF_MAP_TYPE_PERCPU_ARRAY<u32>`, one entry: current nesting depth on the CPU.
     pub const DEPTH: &str = "OT_DEPTH";
+    /// `BPF_MAP_TYPE_LRU_HASH<u64, Connecting>`: sockets between `connect()` (SYN_SENT, in
+    /// the caller's context) and ESTABLISHED (when the source port is known), by socket
+    /// address.
+    pub const CONNECTING: &str = "OT_CONNECTING";
 }
 
 /// Load-time globals (`EbpfLoader::override_global`).
@@ -120,6 +135,8 @@ pub mod program {
     pub const CGROUP_EGRESS: &str = "ot_cg_egress";
     pub const TC_INGRESS: &str = "ot_tc_ingress";
     pub const TC_EGRESS: &str = "ot_tc_egress";
+    /// Tracepoint `sock/inet_sock_set_state`: [`crate::SockRecord`]s.
+    pub const SOCK_STATE: &str = "ot_sock_state";
 }
 
 /// The value of the per-CPU counter map [`map::COUNTERS`] (one entry; the kernel looks it up
@@ -160,8 +177,13 @@ pub mod counter {
     pub const NESTING_OVERFLOW: u32 = 13;
     /// Largest `skb->len` of a matched packet (maximum over CPUs, not a sum).
     pub const MAX_SKB_LEN: u32 = 14;
+    /// [`crate::SockRecord`]s written to the ring buffer.
+    pub const SOCK_RECORDS: u32 = 15;
+    /// [`crate::SockRecord`]s lost because the ring buffer was full (not in
+    /// [`RINGBUF_LOST_RECORDS`], which counts packet records).
+    pub const SOCK_RECORDS_LOST: u32 = 16;
     /// Number of counters.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 18;
 }
 
 /// Header of every ring-buffer record; `data_len` payload bytes follow it.
@@ -266,9 +288,139 @@ const _: () = assert!(core::mem::size_of::<Scratch>() == RECORD_HEADER_SIZE + CH
 // Per-CPU map values are limited to 32 KiB.
 const _: () = assert!(core::mem::size_of::<Scratch>() <= 32 * 1024);
 
+/// The `hook` byte of a ring-buffer record (offset 53, shared by every record kind), `None`
+/// when the record is too short to have one.
+pub fn record_hook(buf: &[u8]) -> Option<u8> {
+    buf.get(core::mem::offset_of!(RecordHeader, hook)).copied()
+}
+
+/// What a [`SockRecord`] reports: [`SockRecord::event`].
+pub mod sock_event {
+    /// A connection to a server port was established; the process is the one that called
+    /// `connect()` (recorded at SYN_SENT), the addresses are the socket's own (`saddr`/`sport`
+    /// local, `daddr`/`dport` the server).
+    pub const CONNECT: u8 = 1;
+    /// A socket started listening on a server port; the process is the one that called
+    /// `listen()`.
+    pub const LISTEN: u8 = 2;
+    /// A listening socket on a server port was closed (`sock` says which).
+    pub const UNLISTEN: u8 = 3;
+}
+
+/// Length of the kernel's task command name (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
+
+/// A socket event with the process behind it (ring-buffer record with `hook ==
+/// hook::SOCK_STATE`). Same size as [`RecordHeader`] and the same first 54 bytes.
+///
+/// Addresses in network byte order (IPv4 in the first 4 bytes), ports in host byte order.
+/// Process ids are the kernel's (the initial PID namespace: the node's, as `hostPID` shows
+/// them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockRecord {
+    /// `bpf_ktime_get_ns()` of the `connect()` / `listen()` / close.
+    pub ts_ns: u64,
+    /// cgroup v2 id of the task that called `connect()` / `listen()` (0 for `UNLISTEN`).
+    pub cgroup_id: u64,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    /// [`AF_INET`] or [`AF_INET6`] (the socket's: an IPv4 peer of an IPv6 socket is
+    /// IPv4-mapped).
+    pub family: u8,
+    /// Always [`hook::SOCK_STATE`].
+    pub hook: u8,
+    /// One of [`sock_event`].
+    pub event: u8,
+    pub _pad: u8,
+    /// Process (thread group) id and thread id of the task.
+    pub tgid: u32,
+    pub pid: u32,
+    /// Kernel address of the socket: an opaque id pairing `LISTEN` with `UNLISTEN`.
+    pub sock: u64,
+    /// The task's command name, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Size of [`SockRecord`] on the wire.
+pub const SOCK_RECORD_SIZE: usize = 88;
+const _: () = assert!(core::mem::size_of::<SockRecord>() == SOCK_RECORD_SIZE);
+const _: () = assert!(core::mem::offset_of!(SockRecord, hook) == core::mem::offset_of!(RecordHeader, hook));
+const _: () = assert!(core::mem::offset_of!(SockRecord, family) == core::mem::offset_of!(RecordHeader, family));
+const _: () = assert!(core::mem::offset_of!(SockRecord, sport) == core::mem::offset_of!(RecordHeader, sport));
+const _: () = assert!(core::mem::offset_of!(SockRecord, tgid) == 56);
+const _: () = assert!(core::mem::offset_of!(SockRecord, comm) == 72);
+
+impl SockRecord {
+    /// Reads a socket record from a ring-buffer entry (any alignment); `None` if shorter.
+    pub fn read_from(buf: &[u8]) -> Option<SockRecord> {
+        if buf.len() < SOCK_RECORD_SIZE {
+            return None;
+        }
+        // SAFETY: length checked; SockRecord is plain old data valid for any bit pattern.
+        Some(unsafe { core::ptr::read_unaligned(buf.as_ptr().cast::<SockRecord>()) })
+    }
+}
+
+/// What `connect()` left for the ESTABLISHED transition (value of [`map::CONNECTING`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connecting {
+    pub ts_ns: u64,
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    pub pid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<Connecting>() == 40);
+
+/// Field offsets of the `sock/inet_sock_set_state` tracepoint record the kernel program reads:
+/// the layout with a 16-bit `protocol` (older kernels had 8 bits, which shifts the addresses).
+/// The loader checks the kernel's `format` file against them and does not attach on a
+/// mismatch.
+pub mod sock_state_tp {
+    pub const SKADDR: usize = 8;
+    pub const OLDSTATE: usize = 16;
+    pub const NEWSTATE: usize = 20;
+    pub const SPORT: usize = 24;
+    pub const DPORT: usize = 26;
+    pub const FAMILY: usize = 28;
+    pub const PROTOCOL: usize = 30;
+    pub const SADDR: usize = 32;
+    pub const DADDR: usize = 36;
+    pub const SADDR_V6: usize = 40;
+    pub const DADDR_V6: usize = 56;
+    /// `(field name, offset, size)` as the `format` file lists them.
+    pub const FIELDS: [(&str, usize, usize); 11] = [
+        ("skaddr", SKADDR, 8),
+        ("oldstate", OLDSTATE, 4),
+        ("newstate", NEWSTATE, 4),
+        ("sport", SPORT, 2),
+        ("dport", DPORT, 2),
+        ("family", FAMILY, 2),
+        ("protocol", PROTOCOL, 2),
+        ("saddr", SADDR, 4),
+        ("daddr", DADDR, 4),
+        ("saddr_v6", SADDR_V6, 16),
+        ("daddr_v6", DADDR_V6, 16),
+    ];
+}
+
+/// TCP states as the kernel numbers them (`include/net/tcp_states.h`).
+pub mod tcp_state {
+    pub const ESTABLISHED: i32 = 1;
+    pub const SYN_SENT: i32 = 2;
+    pub const CLOSE: i32 = 7;
+    pub const LISTEN: i32 = 10;
+}
+
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: both are `#[repr(C)]` plain old data without padding-sensitive invariants.
+    // SAFETY: all are `#[repr(C)]` plain old data without padding-sensitive invariants.
     unsafe impl aya::Pod for super::RecordHeader {}
     unsafe impl aya::Pod for super::Scratch {}
+    unsafe impl aya::Pod for super::SockRecord {}
+    unsafe impl aya::Pod for super::Connecting {}
 }

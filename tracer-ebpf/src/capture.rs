@@ -24,7 +24,7 @@ use tracer_common::{
 };
 
 #[map(name = "OT_EVENTS")]
-static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 
 #[map(name = "OT_COUNTERS")]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
@@ -82,6 +82,14 @@ impl Cnt {
     }
 }
 
+/// Adds to one of this CPU's counters (programs other than the packet path).
+#[inline(always)]
+pub(crate) fn add_counter(idx: u32, v: u64) {
+    if let Some(c) = Cnt::get() {
+        c.add(idx, v);
+    }
+}
+
 #[inline(always)]
 fn ld<T>(skb: *mut __sk_buff, off: u32) -> Option<T> {
     let mut v = MaybeUninit::<T>::uninit();
@@ -92,7 +100,7 @@ fn ld<T>(skb: *mut __sk_buff, off: u32) -> Option<T> {
 }
 
 #[inline(always)]
-fn is_server_port(port: u16) -> bool {
+pub(crate) fn is_server_port(port: u16) -> bool {
     match PORTS.get((port >> 6) as u32) {
         Some(w) => (*w >> (port & 63)) & 1 != 0,
         None => false,

@@ -1,10 +1,13 @@
-//! ollama-tracer kernel programs: see `capture.rs`. Built only for the BPF target (by
+//! ollama-tracer kernel programs: packet capture (`capture.rs`) and the processes behind
+//! sockets (`sock.rs`). Built only for the BPF target (by
 //! `tracer-user/build.rs` through aya-build); on the host this is an empty binary.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
 mod capture;
+#[cfg(target_arch = "bpf")]
+mod sock;
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}

@@ -21,13 +21,13 @@ use crate::segment::{SegmentBatch, Timestamp};
 const QUEUE_BATCHES: usize = 16;
 /// How often the pipeline's time-based rules run when traffic is quiet.
 const TICK: Duration = Duration::from_millis(250);
-/// How long the sinks get to deliver what is queued at exit.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct LiveOptions {
     pub mode: CaptureMode,
     pub capture: CaptureConfig,
     pub pipeline: PipelineConfig,
+    /// How long the sinks get to deliver what is queued at exit.
+    pub flush_timeout: Duration,
 }
 
 enum Msg {
@@ -60,7 +60,13 @@ impl Live {
     }
 
     /// Runs until `shutdown` completes; every call goes through `outputs`.
-    pub async fn run<S>(self, pipeline: PipelineConfig, outputs: Outputs, shutdown: S) -> Result<Report, CaptureError>
+    pub async fn run<S>(
+        self,
+        pipeline: PipelineConfig,
+        flush_timeout: Duration,
+        outputs: Outputs,
+        shutdown: S,
+    ) -> Result<Report, CaptureError>
     where
         S: std::future::Future<Output = ()>,
     {
@@ -72,6 +78,11 @@ impl Live {
                 let mut pipeline = Pipeline::new(pipeline);
                 let mut outputs = outputs;
                 let mut stats = CaptureStats::default();
+                let mut last_live = None;
+                // Spans written at the last flush: a pipe (`| jq`, a log shipper) gets each
+                // tick's spans within a tick, not when a 64 KiB buffer fills or at exit.
+                let mut flushed_spans = 0;
+                let mut flush_warned = false;
                 while let Some(msg) = rx.blocking_recv() {
                     let mut sink = |call: LlmCall| outputs.call(call);
                     match msg {
@@ -92,15 +103,37 @@ impl Live {
                                 pipeline: pipeline.stats(),
                                 spans: outputs.spans(),
                                 live: Some(live),
+                                export: None,
                             };
+                            last_live = report.live.clone();
                             outputs.health(&report);
+                            if outputs.spans() != flushed_spans {
+                                flushed_spans = outputs.spans();
+                                if let Err(e) = outputs.flush()
+                                    && !flush_warned
+                                {
+                                    flush_warned = true;
+                                    tracing::warn!(error = %e, "writing spans failed");
+                                }
+                            }
                         }
                     }
                 }
                 // The capture is gone: calls still open end here, flagged incomplete.
                 pipeline.finish(&mut |call: LlmCall| outputs.call(call));
-                let flushed = outputs.shutdown(SHUTDOWN_TIMEOUT);
-                (stats, pipeline.stats(), outputs.spans(), flushed)
+                // A last snapshot, so the final metrics push has the final counters.
+                let mut capture = stats.clone();
+                capture.kernel_drops = last_live.as_ref().map_or(0, drops);
+                let report = Report {
+                    capture,
+                    pipeline: pipeline.stats(),
+                    spans: outputs.spans(),
+                    live: last_live,
+                    export: None,
+                };
+                outputs.health(&report);
+                let flushed = outputs.shutdown(flush_timeout);
+                (stats, pipeline.stats(), outputs.spans(), flushed, outputs.export_stats())
             })
             .map_err(|e| CaptureError::Config(format!("cannot start the pipeline thread: {e}")))?;
 
@@ -131,14 +164,14 @@ impl Live {
         let counters = capture.counters();
         capture.close();
         drop(tx);
-        let (mut stats, pipeline_stats, spans, flushed) =
+        let (mut stats, pipeline_stats, spans, flushed, export) =
             worker.join().map_err(|_| CaptureError::Config("the pipeline thread panicked".into()))?;
         if let Err(e) = flushed {
             tracing::warn!(error = %e, "writing spans failed");
         }
         stats.kernel_drops = drops(&counters);
         result?;
-        Ok(Report { capture: stats, pipeline: pipeline_stats, spans, live: Some(counters) })
+        Ok(Report { capture: stats, pipeline: pipeline_stats, spans, live: Some(counters), export })
     }
 }
 

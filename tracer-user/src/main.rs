@@ -3,22 +3,27 @@
 use std::io::{self, BufWriter, IsTerminal, LineWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use ollama_tracer::attribution::cli::AttributionArgs;
 use ollama_tracer::capture::check::CheckReport;
 use ollama_tracer::capture::live::{CaptureConfig, CaptureMode, EbpfAttach, plan};
 use ollama_tracer::daemon::{Live, LiveOptions};
-use ollama_tracer::export::{Outputs, Sink, StdoutFormat, StdoutSink};
+use ollama_tracer::export::config::{self, CliExport, Protocol};
+use ollama_tracer::export::{Outputs, setup};
 use ollama_tracer::http::HttpConfig;
 use ollama_tracer::llm::LlmConfig;
 use ollama_tracer::llm::content::{self, ContentConfig};
 use ollama_tracer::pipeline::PipelineConfig;
-use ollama_tracer::replay::{open_all, replay};
+use ollama_tracer::reassembly::ReassemblyConfig;
+use ollama_tracer::replay::{ReplayEvent, ReplayOptions, open_all, replay_with};
+use ollama_tracer::span::SpanConfig;
 use ollama_tracer::span::sampling::{Head, SamplingConfig};
-use ollama_tracer::span::{Resource, SpanConfig, semconv};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,6 +51,10 @@ enum Command {
         files: Vec<PathBuf>,
         #[command(flatten)]
         ports: PortArgs,
+        /// Replay at this multiple of the recorded pace (1 = as recorded), instead of as fast as
+        /// possible: a capture then stands in for live traffic (metrics endpoint, export).
+        #[arg(long, value_name = "FACTOR")]
+        speed: Option<f64>,
         #[command(flatten)]
         common: Common,
     },
@@ -63,6 +72,8 @@ struct RunArgs {
     common: Common,
     #[command(flatten)]
     capture: CaptureArgs,
+    #[command(flatten)]
+    attribution: AttributionArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -109,25 +120,114 @@ fn parse_mode(s: &str) -> Result<CaptureMode, String> {
 
 #[derive(Args, Debug, Clone)]
 struct Common {
-    /// Where spans go: `text` (one line per call), `json` (one OTLP-shaped span per line),
-    /// `none`.
-    #[arg(long, value_enum, default_value = "text")]
-    output: Output,
+    /// Where spans go: `text` (one line per call on stdout, the default), `json` (one
+    /// OTLP-shaped span per line on stdout), `none` (nothing on stdout), `otlp` (to the OTLP
+    /// endpoint). Comma-separated or repeated, e.g. `--output text,otlp`.
+    #[arg(long, value_name = "OUTPUT")]
+    output: Vec<String>,
+    /// OTLP endpoint for spans and metrics (base URL; `/v1/traces` and `/v1/metrics` are
+    /// appended for HTTP). Overrides OTEL_EXPORTER_OTLP_[TRACES_|METRICS_]ENDPOINT.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// OTLP protocol: `grpc`, `http/protobuf` (default), `http/json`. Overrides
+    /// OTEL_EXPORTER_OTLP_PROTOCOL.
+    #[arg(long, value_name = "PROTOCOL", value_parser = parse_protocol)]
+    otlp_protocol: Option<Protocol>,
+    /// Header sent with every OTLP request (repeatable), e.g.
+    /// `x-mlflow-experiment-id=1`. Overrides the same name from OTEL_EXPORTER_OTLP_HEADERS.
+    #[arg(long = "otlp-header", value_name = "NAME=VALUE")]
+    otlp_headers: Vec<String>,
+    /// OTLP request timeout, milliseconds (default: OTEL_EXPORTER_OTLP_TIMEOUT, else 10000).
+    #[arg(long, value_name = "MS")]
+    otlp_timeout: Option<u64>,
+    /// Most spans waiting for OTLP export (default: OTEL_BSP_MAX_QUEUE_SIZE, else 2048); more
+    /// are dropped and counted.
+    #[arg(long, value_name = "N")]
+    otlp_queue_spans: Option<usize>,
+    /// Most bytes of spans waiting for OTLP export (default 16 MiB); more are dropped and
+    /// counted.
+    #[arg(long, value_name = "BYTES")]
+    otlp_queue_bytes: Option<usize>,
+    /// Serve Prometheus metrics at http://ADDR/metrics. `PORT` or `HOST:PORT`; a bare port, or
+    /// the flag alone (127.0.0.1:9464), listens on 127.0.0.1 only. Off unless given (or
+    /// OTEL_METRICS_EXPORTER=prometheus).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
+    metrics_addr: Option<String>,
+    /// Extra attribute names for a backend: `openinference` (Arize Phoenix's `llm.*`,
+    /// `openinference.span.kind`; note it turns MLflow's CHAT_MODEL spans into LLM spans).
+    #[arg(long, value_name = "DIALECT")]
+    compat: Vec<String>,
     /// Request header to export as `http.request.header.<name>` (repeatable). Credentials and
     /// cookies are never exported.
     #[arg(long = "keep-header", value_name = "NAME", default_value = "user-agent")]
     keep_headers: Vec<String>,
-    /// `service.name` of the spans (default: $OTEL_SERVICE_NAME, else `ollama`).
-    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = semconv::DEFAULT_SERVICE_NAME)]
-    service_name: String,
+    /// `service.name` of spans and metrics (default: $OTEL_SERVICE_NAME, else `service.name` in
+    /// $OTEL_RESOURCE_ATTRIBUTES, else `ollama`).
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    service_name: Option<String>,
     /// Seed for trace and span ids, for reproducible output.
     #[arg(long, hide = true)]
     id_seed: Option<u64>,
+    /// At the end (of the replay, or on SIGINT/SIGTERM), how long queued spans and the last
+    /// metrics get to reach the collector; what is left then is counted as dropped.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    flush_timeout: u64,
     /// Do not print the summary on stderr.
     #[arg(long)]
     quiet: bool,
     #[command(flatten)]
     trace: TraceArgs,
+    #[command(flatten)]
+    limits: LimitsArgs,
+}
+
+/// Bounds on what the pipeline holds; each overflow is counted in the summary and metrics.
+#[derive(Args, Debug, Clone)]
+struct LimitsArgs {
+    /// Connections tracked at once (the least recently active are evicted beyond it).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_connections: usize,
+    /// Out-of-order bytes held per connection before the hole is declared a gap.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "1MiB")]
+    max_reorder_per_conn: usize,
+    /// Out-of-order bytes held for all connections together.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "32MiB")]
+    max_reorder_total: usize,
+    /// Bytes of unfinished HTTP heads held for all connections together.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "16MiB")]
+    max_partial_heads: usize,
+    /// Pipelined requests waiting per connection.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    max_pending_per_conn: usize,
+    /// Calls followed at once (the oldest is reported, flagged, beyond it).
+    #[arg(long, value_name = "N", default_value_t = 16_384)]
+    max_calls_in_flight: usize,
+    /// A connection silent this long is closed (its open calls flagged).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "15min")]
+    idle_timeout: Duration,
+    /// An HTTP head still unfinished after this long is dropped (slowloris).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "60s")]
+    head_timeout: Duration,
+}
+
+/// A byte size: a number with an optional unit (`k`/`KiB`, `m`/`MiB`, `g`/`GiB`; powers of 2).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("{s:?}: unknown unit (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(1usize << shift).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
 }
 
 /// What goes into spans and which spans are kept.
@@ -204,52 +304,70 @@ impl TraceArgs {
             .context("OTEL_TRACES_SAMPLER")?,
         };
         config.keep_errors = !self.no_keep_errors;
-        config.keep_slower_than_ns = self.keep_slower_than.map(|d| d.as_nanos().min(u64::MAX as u128) as u64);
+        config.keep_slower_than_ns = self.keep_slower_than.map(nanos);
         Ok(config)
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Output {
-    Text,
-    Json,
-    None,
-}
-
-impl Output {
-    fn format(self) -> StdoutFormat {
-        match self {
-            Output::Text => StdoutFormat::Text,
-            Output::Json => StdoutFormat::Json,
-            Output::None => StdoutFormat::None,
-        }
-    }
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    s.parse()
 }
 
 impl Common {
     fn pipeline(&self) -> Result<PipelineConfig> {
+        let l = &self.limits;
         Ok(PipelineConfig {
-            http: HttpConfig { keep_headers: self.keep_headers.iter().map(|h| h.to_ascii_lowercase()).collect() },
-            llm: LlmConfig { capture_content: self.trace.content()?.is_some() },
-            ..Default::default()
+            reassembly: ReassemblyConfig {
+                max_buffer_per_conn: l.max_reorder_per_conn,
+                max_buffer_total: l.max_reorder_total,
+                idle_timeout_ns: nanos(l.idle_timeout),
+                max_connections: l.max_connections.max(1),
+                ..ReassemblyConfig::default()
+            },
+            http: HttpConfig {
+                keep_headers: self.keep_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                max_partial_heads: l.max_partial_heads,
+                head_timeout_ns: nanos(l.head_timeout),
+                max_pending_per_conn: l.max_pending_per_conn.max(1),
+            },
+            llm: LlmConfig {
+                capture_content: self.trace.content()?.is_some(),
+                max_calls_in_flight: l.max_calls_in_flight.max(1),
+            },
+            // Set by `run` (AttributionArgs::install): live eBPF capture only.
+            attribution: None,
         })
-    }
-
-    fn resource(&self) -> Resource {
-        Resource::new(&self.service_name, host_name(), Vec::new())
     }
 
     fn span_config(&self) -> Result<SpanConfig> {
         Ok(SpanConfig {
             id_seed: self.id_seed,
-            cold_start_ns: Some(self.trace.cold_start_threshold.as_nanos().min(u64::MAX as u128) as u64),
+            cold_start_ns: Some(nanos(self.trace.cold_start_threshold)),
             content: self.trace.content()?,
         })
     }
 
+    /// Resolves the export settings (command line over environment) and builds the outputs.
     fn outputs(&self) -> Result<Outputs> {
-        let sinks: Vec<Box<dyn Sink>> = vec![Box::new(StdoutSink::new(self.output.format(), stdout_writer()))];
-        Ok(Outputs::with_sampling(self.resource(), self.span_config()?, self.trace.sampling()?, sinks))
+        let cli = CliExport {
+            outputs: self.output.clone(),
+            otlp_endpoint: self.otlp_endpoint.clone(),
+            otlp_protocol: self.otlp_protocol,
+            otlp_headers: self.otlp_headers.clone(),
+            otlp_timeout: self.otlp_timeout.map(Duration::from_millis),
+            metrics_addr: self.metrics_addr.clone(),
+            queue_spans: self.otlp_queue_spans,
+            queue_bytes: self.otlp_queue_bytes,
+            service_name: self.service_name.clone(),
+            compat: self.compat.clone(),
+        };
+        let (settings, warnings) = config::resolve(&cli, &|k| std::env::var(k).ok())?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        let resource = setup::resource(&settings, host_name());
+        let built = setup::build(&settings, resource, self.span_config()?, stdout_writer())?;
+        Ok(built.outputs.with_sampling_config(self.trace.sampling()?))
     }
 }
 
@@ -290,7 +408,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => run_command(cli.run),
         Some(Command::Run(args)) => run_command(args),
-        Some(Command::Replay { files, ports, common }) => replay_command(&files, &ports.ports, &common),
+        Some(Command::Replay { files, ports, speed, common }) => replay_command(&files, &ports.ports, speed, &common),
         Some(Command::Check { capture }) => return check_command(&capture),
     };
     match result {
@@ -311,7 +429,10 @@ fn stdout_writer() -> Box<dyn Write + Send> {
     }
 }
 
-fn replay_command(paths: &[PathBuf], ports: &[u16], common: &Common) -> Result<()> {
+fn replay_command(paths: &[PathBuf], ports: &[u16], speed: Option<f64>, common: &Common) -> Result<()> {
+    if speed.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
+        anyhow::bail!("--speed must be a positive number");
+    }
     let files = open_all(paths).context("cannot replay")?;
     for f in &files {
         if let Some(offset) = f.truncated_at() {
@@ -322,12 +443,29 @@ fn replay_command(paths: &[PathBuf], ports: &[u16], common: &Common) -> Result<(
         }
     }
     let mut outputs = common.outputs()?;
-    let mut report = replay(&files, ports, common.pipeline()?, &mut |c| outputs.call(c));
+    // SIGINT/SIGTERM end the replay early; what was seen is still flushed and summarised.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
+    }
+    let opts = ReplayOptions { speed, stop: Some(stop), tick: Some(Duration::from_millis(250)) };
+    let mut report = replay_with(&files, ports, common.pipeline()?, &opts, &mut |ev| match ev {
+        ReplayEvent::Call(c) => outputs.call(c),
+        ReplayEvent::Tick(r) => {
+            let mut r = r.clone();
+            r.spans = outputs.spans();
+            outputs.health(&r);
+        }
+    });
     report.spans = outputs.spans();
-    outputs.shutdown(std::time::Duration::from_secs(5)).context("writing spans")?;
+    // The final snapshot first: the last metrics push and scrape carry the final counters.
+    outputs.health(&report);
+    let shut = outputs.shutdown(Duration::from_millis(common.flush_timeout));
+    report.export = outputs.export_stats();
     if !common.quiet {
         eprintln!("{report}");
     }
+    shut.context("writing spans")?;
     Ok(())
 }
 
@@ -344,14 +482,25 @@ fn run_command(args: RunArgs) -> Result<()> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async {
-        let opts =
-            LiveOptions { mode: args.capture.mode, capture: args.capture.config(), pipeline: args.common.pipeline()? };
+        let mut opts = LiveOptions {
+            mode: args.capture.mode,
+            capture: args.capture.config(),
+            pipeline: args.common.pipeline()?,
+            flush_timeout: Duration::from_millis(args.common.flush_timeout),
+        };
+        args.attribution
+            .install(opts.mode, &mut opts.capture, &mut opts.pipeline)
+            .context("cannot start attribution")?;
         let live = Live::start(&opts).context("cannot start the live capture")?;
         tracing::info!("capture: {}", live.reason());
         let outputs = args.common.outputs()?;
-        let report = live.run(opts.pipeline, outputs, shutdown_signal()).await?;
+        let attribution = opts.pipeline.attribution.clone();
+        let report = live.run(opts.pipeline, opts.flush_timeout, outputs, shutdown_signal()).await?;
         if !args.common.quiet {
             eprintln!("{report}");
+            if let Some(a) = attribution {
+                eprintln!("  {}", a.stats());
+            }
         }
         Ok(())
     })

@@ -1,16 +1,21 @@
 //! The stages wired together: segments in, calls out. No I/O, no threads: the replay command,
 //! the live daemon, tests, fuzzers and benchmarks all drive this same struct.
 
+use ahash::AHashMap;
+
+use crate::attribution::Attribution;
 use crate::http::{HttpConfig, HttpStats, HttpTracker};
 use crate::llm::{CallAssembler, LlmCall, LlmConfig, LlmStats};
-use crate::reassembly::{Reassembler, ReassemblyConfig, ReassemblyStats};
-use crate::segment::{Segment, Timestamp};
+use crate::reassembly::{ConnId, Reassembler, ReassemblyConfig, ReassemblyStats, StreamEvent};
+use crate::segment::{Peers, Segment, Timestamp};
 
 #[derive(Clone, Debug, Default)]
 pub struct PipelineConfig {
     pub reassembly: ReassemblyConfig,
     pub http: HttpConfig,
     pub llm: LlmConfig,
+    /// Who the ends of each call are (live eBPF capture only; see [`crate::attribution`]).
+    pub attribution: Option<Attribution>,
 }
 
 /// Counters of every stage.
@@ -24,28 +29,91 @@ pub struct PipelineStats {
 /// How often (capture time) the time-based rules run.
 const EXPIRE_EVERY_NS: u64 = 1_000_000_000;
 
+/// What the pipeline keeps per connection for its calls: its ends' cgroups, and when and how
+/// it was first seen.
+#[derive(Clone, Copy, Debug)]
+struct ConnFacts {
+    peers: Peers,
+    opened: Timestamp,
+    handshake: bool,
+}
+
 #[derive(Debug)]
 pub struct Pipeline {
     reassembly: Reassembler,
+    /// The stages after reassembly (borrowed apart from it while it emits).
+    after: After,
+    last_expire: Timestamp,
+}
+
+#[derive(Debug)]
+struct After {
     http: HttpTracker,
     llm: CallAssembler,
-    last_expire: Timestamp,
+    /// Open connections (reassembly bounds how many).
+    conns: AHashMap<ConnId, ConnFacts>,
+    attribution: Option<Attribution>,
+}
+
+impl After {
+    /// One reassembly event through HTTP and call assembly; calls leave with their ends.
+    fn push<F: FnMut(LlmCall)>(&mut self, ev: StreamEvent<'_>, out: &mut F) {
+        match ev {
+            StreamEvent::Open { conn, ts, handshake, .. } => {
+                self.conns.insert(conn, ConnFacts { peers: Peers::default(), opened: ts, handshake });
+            }
+            StreamEvent::Peer { conn, flow, side, cgroup, .. } => {
+                if let Some(f) = self.conns.get_mut(&conn) {
+                    f.peers.set(side, cgroup);
+                }
+                // Start the lookups now: the call's span should not wait for them.
+                if let Some(a) = &self.attribution {
+                    a.prefetch(flow, side, cgroup);
+                }
+                return;
+            }
+            _ => {}
+        }
+        let closed = match ev {
+            StreamEvent::Close { conn, .. } => Some(conn),
+            _ => None,
+        };
+        let (llm, conns, attribution) = (&mut self.llm, &self.conns, &self.attribution);
+        self.http.push(ev, &mut |hev| {
+            llm.push(hev, &mut |mut call: LlmCall| {
+                if let Some(f) = conns.get(&call.conn) {
+                    call.peers = f.peers;
+                    if let Some(a) = attribution {
+                        call.identity = a.identify(&call, f.opened, f.handshake);
+                    }
+                }
+                out(call)
+            })
+        });
+        if let Some(conn) = closed {
+            self.conns.remove(&conn);
+        }
+    }
 }
 
 impl Pipeline {
     pub fn new(config: PipelineConfig) -> Self {
         Pipeline {
             reassembly: Reassembler::new(config.reassembly),
-            http: HttpTracker::new(config.http),
-            llm: CallAssembler::new(config.llm),
+            after: After {
+                http: HttpTracker::new(config.http),
+                llm: CallAssembler::new(config.llm),
+                conns: AHashMap::new(),
+                attribution: config.attribution,
+            },
             last_expire: Timestamp(0),
         }
     }
 
     /// Feeds one segment; completed calls go to `out`.
     pub fn push<F: FnMut(LlmCall)>(&mut self, seg: &Segment<'_>, out: &mut F) {
-        let (http, llm) = (&mut self.http, &mut self.llm);
-        self.reassembly.push(seg, &mut |ev| http.push(ev, &mut |hev| llm.push(hev, out)));
+        let after = &mut self.after;
+        self.reassembly.push(seg, &mut |ev| after.push(ev, out));
         // Saturating: a capture file may carry any timestamp, up to u64::MAX.
         if seg.ts.0 >= self.last_expire.0.saturating_add(EXPIRE_EVERY_NS) {
             self.expire(seg.ts, out);
@@ -55,21 +123,22 @@ impl Pipeline {
     /// Applies time-based rules (held data, idle connections) at capture time `now`.
     pub fn expire<F: FnMut(LlmCall)>(&mut self, now: Timestamp, out: &mut F) {
         self.last_expire = now;
-        let (http, llm) = (&mut self.http, &mut self.llm);
-        self.reassembly.expire(now, &mut |ev| http.push(ev, &mut |hev| llm.push(hev, out)));
+        let after = &mut self.after;
+        self.reassembly.expire(now, &mut |ev| after.push(ev, out));
+        self.after.http.expire(now);
     }
 
     /// End of capture: every call still open is reported (flagged incomplete).
     pub fn finish<F: FnMut(LlmCall)>(&mut self, out: &mut F) {
-        let (http, llm) = (&mut self.http, &mut self.llm);
-        self.reassembly.finish(&mut |ev| http.push(ev, &mut |hev| llm.push(hev, out)));
+        let after = &mut self.after;
+        self.reassembly.finish(&mut |ev| after.push(ev, out));
     }
 
     pub fn stats(&self) -> PipelineStats {
         PipelineStats {
             reassembly: self.reassembly.stats().clone(),
-            http: self.http.stats().clone(),
-            llm: self.llm.stats().clone(),
+            http: self.after.http.stats().clone(),
+            llm: self.after.llm.stats().clone(),
         }
     }
 
@@ -80,7 +149,12 @@ impl Pipeline {
 
     /// Calls in flight now.
     pub fn calls_in_flight(&self) -> usize {
-        self.llm.in_flight()
+        self.after.llm.in_flight()
+    }
+
+    /// Bytes held in unfinished HTTP heads now.
+    pub fn partial_head_bytes(&self) -> usize {
+        self.after.http.partial_head_bytes()
     }
 
     /// Bytes held out of order now.

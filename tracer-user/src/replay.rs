@@ -2,10 +2,14 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::capture::file::{CaptureFile, FileError, MergedFrames};
 use crate::capture::live::LiveCounters;
 use crate::capture::packet::{Decoded, PacketError, decode};
+use crate::export::ExportStats;
 use crate::llm::LlmCall;
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineStats};
 use crate::segment::Orientation;
@@ -57,6 +61,8 @@ pub struct Report {
     pub spans: u64,
     /// The live capture's own counters (kernel or libpcap), when live.
     pub live: Option<LiveCounters>,
+    /// What happened to the spans sent to OTLP, when exporting.
+    pub export: Option<ExportStats>,
 }
 
 impl fmt::Display for Report {
@@ -82,15 +88,34 @@ impl fmt::Display for Report {
         )?;
         write!(
             f,
-            "  tcp: {} duplicate bytes, {} out-of-order segments, {} mid-stream connections, {} resets; http: {} resyncs, {} orphan responses, {} unanswered",
+            "  tcp: {} duplicate bytes, {} out-of-order segments, {} mid-stream connections, {} resets; http: {} resyncs ({} bytes skipped), {} orphan responses, {} unanswered",
             r.duplicate_bytes,
             r.out_of_order_segments,
             r.midstream_connections,
             r.closed_reset,
             h.resyncs,
+            h.resync_skipped_bytes,
             h.orphan_responses,
             h.no_response
         )?;
+        let overflows = r.evicted
+            + r.buffer_overflows
+            + h.head_evictions
+            + h.stale_heads
+            + h.pending_overflows
+            + self.pipeline.llm.evicted;
+        if overflows > 0 {
+            write!(
+                f,
+                "\n  limits: {} connections evicted, {} reorder-buffer overflows, {} heads dropped (memory), {} stalled heads dropped, {} pipelined requests dropped, {} calls reported early",
+                r.evicted,
+                r.buffer_overflows,
+                h.head_evictions,
+                h.stale_heads,
+                h.pending_overflows,
+                self.pipeline.llm.evicted
+            )?;
+        }
         match &self.live {
             Some(LiveCounters::Ebpf(k)) => write!(
                 f,
@@ -110,6 +135,9 @@ impl fmt::Display for Report {
             )?,
             None => {}
         }
+        if let Some(e) = &self.export {
+            write!(f, "\n  {e}")?;
+        }
         if c.truncated_files > 0 {
             write!(f, "\n  {} capture file(s) ended with a cut-short record", c.truncated_files)?;
         }
@@ -124,6 +152,46 @@ pub fn open_all<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<CaptureFile>, FileErr
 
 /// Replays opened files (merged by timestamp) through a pipeline; calls go to `out`.
 pub fn replay<F: FnMut(LlmCall)>(files: &[CaptureFile], ports: &[u16], config: PipelineConfig, out: &mut F) -> Report {
+    replay_with(files, ports, config, &ReplayOptions::default(), &mut |ev| {
+        if let ReplayEvent::Call(c) = ev {
+            out(c)
+        }
+    })
+}
+
+/// How a replay runs besides its input.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayOptions {
+    /// Replay at this multiple of the capture's own pace (1.0 = as recorded); `None` = as fast
+    /// as possible. Lets a replay stand in for live traffic (metrics endpoint, export).
+    pub speed: Option<f64>,
+    /// Set (by a signal handler) to stop early; calls still open end as incomplete.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Wall-clock interval of [`ReplayEvent::Tick`]s; `None` = none.
+    pub tick: Option<Duration>,
+}
+
+/// What a replay hands out.
+// The call moves straight on to its consumer; boxing it would cost an allocation per call.
+#[allow(clippy::large_enum_variant)]
+pub enum ReplayEvent<'a> {
+    Call(LlmCall),
+    /// The counters so far (`spans` left 0: the caller counts its spans).
+    Tick(&'a Report),
+}
+
+/// [`replay`] with pacing, early stop and periodic health snapshots.
+pub fn replay_with<F: FnMut(ReplayEvent<'_>)>(
+    files: &[CaptureFile],
+    ports: &[u16],
+    config: PipelineConfig,
+    opts: &ReplayOptions,
+    on: &mut F,
+) -> Report {
+    let started = Instant::now();
+    let mut first_ts: Option<u64> = None;
+    let mut last_tick = Instant::now();
+    let stopped = || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
     let orientation = Orientation::new(ports);
     let mut pipeline = Pipeline::new(config);
     let mut capture = CaptureStats {
@@ -136,12 +204,41 @@ pub fn replay<F: FnMut(LlmCall)>(files: &[CaptureFile], ports: &[u16], config: P
             capture.unsupported += 1;
             continue;
         };
+        if let Some(speed) = opts.speed.filter(|s| *s > 0.0) {
+            let first = *first_ts.get_or_insert(frame.ts.0);
+            let due = started + Duration::from_secs_f64(frame.ts.0.saturating_sub(first) as f64 / 1e9 / speed);
+            // Sleep in short steps: ticks keep coming and a stop is seen promptly.
+            while let Some(left) = due.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+                if stopped() {
+                    break;
+                }
+                std::thread::sleep(left.min(Duration::from_millis(50)));
+                if let Some(every) = opts.tick
+                    && last_tick.elapsed() >= every
+                {
+                    last_tick = Instant::now();
+                    let report = Report { capture: capture.clone(), pipeline: pipeline.stats(), ..Default::default() };
+                    on(ReplayEvent::Tick(&report));
+                }
+            }
+        }
+        if (capture.frames & 1023 == 0 || opts.speed.is_some()) && stopped() {
+            break;
+        }
         let decoded = decode(link, frame.data, frame.orig_len, frame.ts, &orientation);
         capture.count(&decoded);
         if let Ok(Decoded::Segment(seg)) = decoded {
-            pipeline.push(&seg, out);
+            pipeline.push(&seg, &mut |c: LlmCall| on(ReplayEvent::Call(c)));
+        }
+        if let Some(every) = opts.tick
+            && (capture.frames & 255 == 0 || opts.speed.is_some())
+            && last_tick.elapsed() >= every
+        {
+            last_tick = Instant::now();
+            let report = Report { capture: capture.clone(), pipeline: pipeline.stats(), ..Default::default() };
+            on(ReplayEvent::Tick(&report));
         }
     }
-    pipeline.finish(out);
-    Report { capture, pipeline: pipeline.stats(), spans: 0, live: None }
+    pipeline.finish(&mut |c: LlmCall| on(ReplayEvent::Call(c)));
+    Report { capture, pipeline: pipeline.stats(), spans: 0, live: None, export: None }
 }

@@ -53,10 +53,29 @@ impl Direction {
 }
 
 /// A TCP connection, oriented: `server` is the endpoint on a configured server port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowKey {
     pub client: SocketAddr,
     pub server: SocketAddr,
+}
+
+/// Hashed per packet (several tables are keyed by it): addresses and ports folded into three
+/// words instead of the derived walk over both `SocketAddr` enums and their v6 fields. Equal
+/// keys hash equally; v6 flow info and scope, which equality also compares, only add
+/// collisions.
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        fn ip(a: &SocketAddr) -> u128 {
+            match a.ip() {
+                IpAddr::V4(v4) => u32::from(v4) as u128,
+                IpAddr::V6(v6) => u128::from(v6) ^ (1 << 127),
+            }
+        }
+        let (c, s) = (ip(&self.client), ip(&self.server));
+        state.write_u64((c as u64) ^ ((c >> 64) as u64).rotate_left(17));
+        state.write_u64((s as u64) ^ ((s >> 64) as u64).rotate_left(17));
+        state.write_u32(u32::from(self.client.port()) << 16 | u32::from(self.server.port()));
+    }
 }
 
 impl fmt::Display for FlowKey {
@@ -97,6 +116,87 @@ pub struct CaptureMeta {
     pub cgroup_id: Option<u64>,
     /// Interface index the packet was seen on, when known.
     pub ifindex: Option<u32>,
+    /// Where the eBPF capture saw it; `None` for libpcap and files.
+    pub hook: Option<Hook>,
+}
+
+impl CaptureMeta {
+    /// Which end of the connection `cgroup_id` belongs to, for a segment travelling `dir`.
+    ///
+    /// `cgroup_skb` runs for the local socket: at egress the sender's, at ingress the
+    /// receiver's. So a request seen at egress names the client's cgroup and at ingress the
+    /// server's; a response the other way round. TC hooks see interfaces, not sockets.
+    pub fn socket_side(&self, dir: Direction) -> Option<Side> {
+        match (self.hook?, dir) {
+            (Hook::CgroupEgress, Direction::ToServer) | (Hook::CgroupIngress, Direction::ToClient) => {
+                Some(Side::Client)
+            }
+            (Hook::CgroupIngress, Direction::ToServer) | (Hook::CgroupEgress, Direction::ToClient) => {
+                Some(Side::Server)
+            }
+            (Hook::TcIngress | Hook::TcEgress, _) => None,
+        }
+    }
+}
+
+/// The eBPF hook a segment was captured at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// `cgroup_skb/ingress`: delivered to a local socket.
+    CgroupIngress,
+    /// `cgroup_skb/egress`: sent by a local socket.
+    CgroupEgress,
+    TcIngress,
+    TcEgress,
+}
+
+impl Hook {
+    /// From the record's `hook` byte (`tracer_common::hook`); `None` for anything else.
+    pub fn from_wire(hook: u8) -> Option<Hook> {
+        match hook {
+            tracer_common::hook::CGROUP_INGRESS => Some(Hook::CgroupIngress),
+            tracer_common::hook::CGROUP_EGRESS => Some(Hook::CgroupEgress),
+            tracer_common::hook::TC_INGRESS => Some(Hook::TcIngress),
+            tracer_common::hook::TC_EGRESS => Some(Hook::TcEgress),
+            _ => None,
+        }
+    }
+}
+
+/// One end of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+/// What the capture learnt about the sockets at both ends of a connection: each end's cgroup
+/// v2 id, when that end is a local socket the eBPF `cgroup_skb` hooks saw. A remote end, TC
+/// and libpcap captures leave it `None`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Peers {
+    pub client_cgroup: Option<u64>,
+    pub server_cgroup: Option<u64>,
+}
+
+impl Peers {
+    pub fn get(&self, side: Side) -> Option<u64> {
+        match side {
+            Side::Client => self.client_cgroup,
+            Side::Server => self.server_cgroup,
+        }
+    }
+
+    /// Records `cgroup` for `side`; true when that changed what was known.
+    pub fn set(&mut self, side: Side, cgroup: u64) -> bool {
+        let slot = match side {
+            Side::Client => &mut self.client_cgroup,
+            Side::Server => &mut self.server_cgroup,
+        };
+        let changed = *slot != Some(cgroup);
+        *slot = Some(cgroup);
+        changed
+    }
 }
 
 /// One TCP segment. `payload` is what was captured; `missing` counts payload bytes the segment

@@ -30,7 +30,13 @@ enum Task {
         /// Skip formatting and clippy.
         #[arg(long)]
         no_lint: bool,
+        /// Skip the release build and the deployment checks (scripts/validate-deploy.sh).
+        #[arg(long)]
+        no_deploy: bool,
     },
+    /// Build the release binary as the container image does (scripts/build-release.sh) and
+    /// check the deployment files with it (scripts/validate-deploy.sh).
+    Deploy,
 }
 
 fn root() -> PathBuf {
@@ -57,6 +63,30 @@ fn setup() -> Result<()> {
     run(Command::new("bash").arg(root.join("scripts/setup.sh")).current_dir(&root))
 }
 
+/// The release build shared with the Dockerfile; returns the binary's path.
+fn build_release(quiet: bool) -> Result<PathBuf> {
+    let root = root();
+    let mut cmd = Command::new("bash");
+    cmd.arg(root.join("scripts/build-release.sh")).current_dir(&root);
+    if quiet {
+        cmd.env("CARGO_BUILD_FLAGS", "--quiet");
+    }
+    let out = cmd.stderr(std::process::Stdio::inherit()).output().context("cannot start scripts/build-release.sh")?;
+    if !out.status.success() {
+        bail!("scripts/build-release.sh failed ({})", out.status);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = stdout.lines().last().map(str::trim).filter(|l| !l.is_empty());
+    Ok(PathBuf::from(path.context("scripts/build-release.sh printed no binary path")?))
+}
+
+/// Deployment checks (hadolint, Helm render + kubernetes-validate, checkov, systemd-analyze,
+/// the release binary run with the deployed privileges).
+fn validate_deploy(bin: &Path) -> Result<()> {
+    let root = root();
+    run(Command::new("bash").arg(root.join("scripts/validate-deploy.sh")).arg("--binary").arg(bin).current_dir(&root))
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions; read through /proc to avoid a libc dependency.
     std::fs::read_to_string("/proc/self/status")
@@ -81,14 +111,17 @@ impl Task {
             Task::Setup => setup(),
             Task::Run { args } => {
                 setup()?;
-                run(cargo()
-                    .args(["build", "--release", "--quiet", "-p", "tracer-user", "--bin", "ollama-tracer"])
-                    .env("OLLAMA_TRACER_REQUIRE_EBPF", "1"))?;
-                let bin = root().join("target/release/ollama-tracer");
+                // The same build as the container image's (scripts/build-release.sh).
+                let bin = build_release(true)?;
                 let args = if args.is_empty() { vec!["run".to_string()] } else { args };
                 run(Command::new(bin).args(args))
             }
-            Task::Test { no_lint } => {
+            Task::Deploy => {
+                setup()?;
+                let bin = build_release(false)?;
+                validate_deploy(&bin)
+            }
+            Task::Test { no_lint, no_deploy } => {
                 setup()?;
                 if !is_root() {
                     eprintln!("xtask: WARNING: not root: privileged eBPF and capture tests will be SKIPPED");
@@ -101,6 +134,12 @@ impl Task {
                 }
                 // The eBPF object must be built in for the tests that use it.
                 run(cargo().args(["test", "--workspace", "--no-fail-fast"]).env("OLLAMA_TRACER_REQUIRE_EBPF", "1"))?;
+                if !no_deploy {
+                    // The binary built exactly as deploy/Dockerfile builds it, then the
+                    // deployment files checked and that binary run with their privileges.
+                    let bin = build_release(false)?;
+                    validate_deploy(&bin)?;
+                }
                 eprintln!("xtask: all tests passed");
                 Ok(())
             }

@@ -2,14 +2,18 @@
 //! directions, split anywhere, with gaps, FINs and a close.
 //!
 //! Input: `[flags: u8]` then operations `[op: u8]...` (see [`Op`]); data and gap lengths are
-//! `u16`, ACK positions `u32`.
+//! `u16`, ACK positions `u32`. Flags: 1 handshake, 2 content capture, 4 tight HTTP limits (two
+//! pending exchanges, 64 bytes of unfinished heads, heads stale after 5 operations), 8 one call
+//! in flight.
 //!
 //! Invariants: every exchange starts with its request and ends exactly once, nothing of it
 //! follows its end; bodies never exceed the bytes that carried them; counters match the events;
 //! closing the connection settles every exchange into exactly one call whose byte counts are its
-//! bodies'; no secret header is ever kept and no query string reaches a call.
+//! bodies' (a call reported early to stay within the limit: at most its bodies'); unfinished
+//! heads and calls stay within their limits; no secret header is ever kept and no query string
+//! reaches a call.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use arbitrary::Unstructured;
@@ -132,6 +136,8 @@ struct Exchange {
 struct Checker {
     exchanges: HashMap<ExchangeId, Exchange>,
     requests: u64,
+    /// Requests reported for responses whose request the capture did not see.
+    unseen: u64,
     responses: u64,
     interim: u64,
     ends: u64,
@@ -151,7 +157,11 @@ impl Checker {
             HttpEvent::Request { id, head, .. } => {
                 assert!(self.exchanges.insert(*id, Exchange::default()).is_none(), "exchange {id} requested twice");
                 assert!(!head.path.contains('?'), "query string kept in {:?}", head.path);
-                self.requests += 1;
+                if head.unseen {
+                    self.unseen += 1;
+                } else {
+                    self.requests += 1;
+                }
             }
             HttpEvent::RequestBody { id, data, .. } => {
                 let ex = self.open(*id, "request body");
@@ -196,20 +206,33 @@ pub fn run(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let flags: u8 = take(&mut u);
     let keep = ["user-agent", "authorization", "x-api-key", "x-request-id", "cookie"];
-    let mut tracker = HttpTracker::new(HttpConfig { keep_headers: keep.iter().map(|s| s.to_string()).collect() });
-    let mut assembler = CallAssembler::new(LlmConfig { capture_content: flags & 2 != 0 });
+    let mut http = HttpConfig { keep_headers: keep.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+    let tight = flags & 4 != 0;
+    if tight {
+        http = HttpConfig { max_pending_per_conn: 2, max_partial_heads: 64, head_timeout_ns: 5_000_000, ..http };
+    }
+    let max_partial_heads = http.max_partial_heads;
+    let mut tracker = HttpTracker::new(http);
+    let max_calls = if flags & 8 != 0 { 1 } else { LlmConfig::default().max_calls_in_flight };
+    let mut assembler =
+        CallAssembler::new(LlmConfig { capture_content: flags & 2 != 0, max_calls_in_flight: max_calls });
     let mut check = Checker::default();
-    let mut calls: Vec<LlmCall> = Vec::new();
+    // Each call, and whether its exchange had ended when it was reported.
+    let mut calls: Vec<(LlmCall, bool)> = Vec::new();
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let flow = FlowKey { client: SocketAddr::new(lo, 40_000), server: SocketAddr::new(lo, 11434) };
     let mut ts = START_NS;
     let mut pos = [0u64; 2];
     let mut fed = [0u64; 2];
 
-    let mut push = |tracker: &mut HttpTracker, ev: StreamEvent<'_>, check: &mut Checker, calls: &mut Vec<LlmCall>| {
+    let mut push = |tracker: &mut HttpTracker, ev: StreamEvent<'_>, check: &mut Checker, calls: &mut Vec<_>| {
         tracker.push(ev, &mut |hev| {
             check.event(&hev);
-            assembler.push(hev, &mut |c| calls.push(c));
+            assembler.push(hev, &mut |c| {
+                let ended = check.exchanges.get(&c.exchange).is_some_and(|e| e.ended);
+                calls.push((c, ended));
+            });
+            assert!(assembler.in_flight() <= max_calls, "{} calls in flight", assembler.in_flight());
         });
     };
 
@@ -266,6 +289,11 @@ pub fn run(data: &[u8]) {
             }
         };
         push(&mut tracker, ev, &mut check, &mut calls);
+        if tight {
+            tracker.expire(t);
+            let held = tracker.partial_head_bytes();
+            assert!(held <= max_partial_heads, "{held} bytes of unfinished heads held");
+        }
     }
     ts += 1_000_000;
     push(&mut tracker, StreamEvent::Close { conn: CONN, ts: Timestamp(ts), reason: close }, &mut check, &mut calls);
@@ -277,15 +305,27 @@ pub fn run(data: &[u8]) {
     assert!(check.response_body <= fed[1], "response bodies larger than the response stream");
     let s = tracker.stats();
     assert_eq!(s.requests, check.requests, "requests counter");
+    assert!(check.unseen <= s.orphan_responses, "unseen requests without an orphan response");
     assert_eq!(s.responses, check.responses, "responses counter");
     assert_eq!(s.interim, check.interim, "interim counter");
     assert_eq!(s.complete + s.truncated + s.no_response, check.ends, "outcome counters");
     assert_eq!(calls.len() as u64, check.ends, "one call per exchange");
-    for call in &calls {
-        let ex = &check.exchanges[&call.exchange];
-        assert_eq!(call.request.body_bytes, ex.request_body, "request body size of exchange {}", call.exchange);
-        assert_eq!(call.response.body_bytes, ex.response_body, "response body size of exchange {}", call.exchange);
-        assert_eq!(call.status, ex.status, "status of exchange {}", call.exchange);
+    let early = calls.iter().filter(|(_, ended)| !ended).count() as u64;
+    assert_eq!(assembler.stats().evicted, early, "calls reported before their exchange ended");
+    let mut seen = HashSet::new();
+    for (call, ended) in &calls {
+        let id = call.exchange;
+        assert!(seen.insert(id), "two calls for exchange {id}");
+        let ex = &check.exchanges[&id];
+        if *ended {
+            assert_eq!(call.request.body_bytes, ex.request_body, "request body size of exchange {id}");
+            assert_eq!(call.response.body_bytes, ex.response_body, "response body size of exchange {id}");
+            assert_eq!(call.status, ex.status, "status of exchange {id}");
+        } else {
+            assert!(call.request.body_bytes <= ex.request_body, "request body size of early call {id}");
+            assert!(call.response.body_bytes <= ex.response_body, "response body size of early call {id}");
+            assert!(call.status.is_none() || call.status == ex.status, "status of early call {id}");
+        }
         assert!(!call.path.contains('?'), "query string in a call's path");
         for (name, _) in &call.headers {
             assert!(!is_secret_header(name), "secret header {name} kept");

@@ -1,6 +1,7 @@
 //! TCP reassembly under arbitrary segment sequences: any order, duplicates, overlaps, gaps,
 //! SYN/FIN/RST anywhere, sequence numbers near the wrap, truncated captures, time jumps, up to
-//! four connections, with small buffer limits so overflow paths run.
+//! four connections, with small buffer limits so overflow paths run, and eBPF socket metadata
+//! (hook and cgroup) on any segment.
 //!
 //! A segment's bytes are a function of their sequence numbers (as in real TCP, a retransmission
 //! carries the same bytes), so every delivered byte can be checked against its stream position.
@@ -9,14 +10,14 @@
 //! without overlap or hole, and each delivered byte is the one sent at that position; the
 //! counters equal what the events say; held bytes stay within the configured limits; every
 //! connection opened is closed exactly once, nothing follows its close, and the end of capture
-//! leaves nothing held.
+//! leaves nothing held; a peer is reported only when it changes, for its connection's flow.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use arbitrary::Unstructured;
 use ollama_tracer::reassembly::{CloseReason, ConnId, Reassembler, ReassemblyConfig, StreamEvent};
-use ollama_tracer::segment::{CaptureMeta, Direction, FlowKey, Segment, TcpFlags, Timestamp};
+use ollama_tracer::segment::{CaptureMeta, Direction, FlowKey, Hook, Segment, Side, TcpFlags, Timestamp};
 
 use super::input::{Encoder, take};
 
@@ -57,7 +58,13 @@ pub struct Op {
     pub ack: Option<u32>,
     /// Capture time since the previous segment, in units of 100 µs.
     pub dt: u16,
+    /// Where an eBPF capture saw it: 0 nowhere (libpcap, files), else an index into [`HOOKS`].
+    pub hook: u8,
+    /// cgroup id of the socket (0..32), with a hook.
+    pub cgroup: u8,
 }
+
+const HOOKS: [Hook; 3] = [Hook::CgroupIngress, Hook::CgroupEgress, Hook::TcEgress];
 
 impl Header {
     fn read(u: &mut Unstructured<'_>) -> Self {
@@ -108,6 +115,8 @@ impl Op {
             flow: (ctl >> 1) & 3,
             expire: ctl & 8 != 0,
             flags: flags & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST),
+            hook: ctl >> 6,
+            cgroup: flags >> 3,
             rel_seq,
             len,
             captured: (ctl & 16 != 0).then_some(keep.min(len)),
@@ -121,9 +130,10 @@ impl Op {
             | (self.flow & 3) << 1
             | u8::from(self.expire) << 3
             | u8::from(self.captured.is_some()) << 4
-            | u8::from(self.ack.is_some()) << 5;
+            | u8::from(self.ack.is_some()) << 5
+            | (self.hook & 3) << 6;
         e.u8(ctl)
-            .u8(self.flags)
+            .u8(self.flags & 7 | self.cgroup << 3)
             .u32(self.rel_seq)
             .u16(self.len)
             .u16(self.captured.unwrap_or(0))
@@ -160,10 +170,13 @@ struct StreamCheck {
     ended: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ConnCheck {
+    flow: FlowKey,
     closed: bool,
     dirs: [StreamCheck; 2],
+    /// Last cgroup reported for the client and the server.
+    peers: [Option<u64>; 2],
 }
 
 /// Checks the event stream as it comes.
@@ -186,8 +199,9 @@ impl Checker {
 
     fn event(&mut self, ev: &StreamEvent<'_>) {
         match *ev {
-            StreamEvent::Open { conn, .. } => {
-                assert!(self.conns.insert(conn, ConnCheck::default()).is_none(), "connection {conn} opened twice");
+            StreamEvent::Open { conn, flow, .. } => {
+                let c = ConnCheck { flow, closed: false, dirs: Default::default(), peers: [None; 2] };
+                assert!(self.conns.insert(conn, c).is_none(), "connection {conn} opened twice");
                 self.opened += 1;
             }
             StreamEvent::Data { conn, dir, pos, data, .. } => {
@@ -217,6 +231,13 @@ impl Checker {
             StreamEvent::Close { conn, reason, .. } => {
                 self.conn(conn).closed = true;
                 *self.closes.entry(reason.as_str()).or_default() += 1;
+            }
+            StreamEvent::Peer { conn, flow, side, cgroup, .. } => {
+                let c = self.conn(conn);
+                assert_eq!(flow, c.flow, "peer of connection {conn} on another flow");
+                let last = &mut c.peers[usize::from(side == Side::Server)];
+                assert_ne!(*last, Some(cgroup), "{side:?} cgroup {cgroup} reported twice in a row");
+                *last = Some(cgroup);
             }
         }
     }
@@ -264,7 +285,14 @@ pub fn run(data: &[u8]) {
             flags: TcpFlags(flags),
             payload: &payload[..kept],
             missing: (payload.len() - kept) as u32,
-            meta: CaptureMeta::default(),
+            meta: match op.hook {
+                0 => CaptureMeta::default(),
+                h => CaptureMeta {
+                    cgroup_id: Some(u64::from(op.cgroup)),
+                    ifindex: Some(1),
+                    hook: Some(HOOKS[usize::from(h) - 1]),
+                },
+            },
         };
         r.push(&seg, &mut |ev| check.event(&ev));
         pushed += 1;

@@ -791,6 +791,37 @@ pub fn reassemble(packets: &[Packet], src: SocketAddr, dst: SocketAddr) -> Vec<u
     out
 }
 
+/// A connection from raw writes `(from_client, bytes, ts_ns)` to 127.0.0.1:11434: handshake at
+/// 1–3 ns, one segment per write (any size), ACKs riding on the data. For hand-made exchanges
+/// the renderer cannot produce (odd heads, unfinished messages, huge bodies).
+pub fn raw_connection(client: SocketAddr, writes: &[(bool, &[u8], u64)]) -> Vec<Packet> {
+    let server: SocketAddr = "127.0.0.1:11434".parse().expect("address");
+    let mut seq = [1000u32, 5000u32];
+    let mut out = Vec::new();
+    let pkt = |ts, from_client: bool, seq: u32, ack: u32, flags: u8, payload: &[u8]| Packet {
+        ts_ns: ts,
+        src: if from_client { client } else { server },
+        dst: if from_client { server } else { client },
+        seq,
+        ack,
+        flags: TcpFlags(flags),
+        window: 65535,
+        syn_options: None,
+        payload: payload.to_vec(),
+        captured_payload: None,
+    };
+    out.push(pkt(1, true, seq[0], 0, TcpFlags::SYN, b""));
+    out.push(pkt(2, false, seq[1], seq[0] + 1, TcpFlags::SYN | TcpFlags::ACK, b""));
+    seq = [seq[0] + 1, seq[1] + 1];
+    out.push(pkt(3, true, seq[0], seq[1], TcpFlags::ACK, b""));
+    for &(from_client, data, ts) in writes {
+        let (s, a) = if from_client { (0, 1) } else { (1, 0) };
+        out.push(pkt(ts, from_client, seq[s], seq[a], TcpFlags::ACK | TcpFlags::PSH, data));
+        seq[s] = seq[s].wrapping_add(data.len() as u32);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

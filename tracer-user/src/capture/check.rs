@@ -53,6 +53,11 @@ impl Capabilities {
     pub fn can_bpf(self) -> bool {
         self.bpf() || self.sys_admin()
     }
+    /// May load programs that read packet data with the verifier's full budget: without
+    /// CAP_PERFMON (or CAP_SYS_ADMIN) the verifier refuses ours as too complex.
+    pub fn can_trace(self) -> bool {
+        self.perfmon() || self.sys_admin()
+    }
 }
 
 fn parse_cap_eff(status: &str) -> Option<u64> {
@@ -221,6 +226,9 @@ impl CheckReport {
         if !self.caps.can_bpf() {
             m.push("no CAP_BPF".to_owned());
         }
+        if !self.caps.can_trace() {
+            m.push("no CAP_PERFMON".to_owned());
+        }
         if !self.caps.net_admin() {
             m.push("no CAP_NET_ADMIN".to_owned());
         }
@@ -368,5 +376,9 @@ mod tests {
         assert_eq!(b, Backend::Pcap);
         assert!(why.starts_with("pcap on any: eBPF unavailable:") && why.contains("no CAP_BPF"), "{why}");
         assert_eq!(unpriv.exit_code(), 1);
+        // CAP_BPF and CAP_NET_ADMIN without CAP_PERFMON: the verifier would refuse the programs.
+        let mut no_perfmon = r.clone();
+        no_perfmon.caps = Capabilities { effective: (1 << cap::BPF) | (1 << cap::NET_ADMIN) };
+        assert!(no_perfmon.missing_for_ebpf(&CaptureConfig::default()).contains(&"no CAP_PERFMON".to_string()));
     }
 }

@@ -8,6 +8,12 @@
 //!   (sender's egress, receiver's ingress) with the same sequence numbers; reassembly dedups.
 //! - TCX ingress + egress on named interfaces (no qdisc is created; links only).
 //!
+//! With attribution on, the `sock/inet_sock_set_state` tracepoint is attached too: it reports
+//! the process behind each `connect()` to and `listen()` on a server port, as socket records
+//! in the same ring buffer (handed to [`crate::attribution`], not turned into segments). It
+//! needs tracefs (to find the tracepoint) and is optional: without it processes come from
+//! `/proc` alone.
+//!
 //! Everything is detached when the capture is dropped or [`EbpfCapture::close`]d: aya holds
 //! the attachments as bpf links owned by this process.
 //!
@@ -24,17 +30,20 @@ use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::cgroup_skb::CgroupSkbLinkId;
 use aya::programs::links::LinkOrder;
 use aya::programs::tc::{SchedClassifierLinkId, TcAttachOptions};
-use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType};
+use aya::programs::trace_point::TracePointLinkId;
+use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
-    AF_INET, AF_INET6, CHUNK_SIZE, Counters, PORT_BITMAP_WORDS, RECORD_HEADER_SIZE, RecordHeader, config_flags,
-    counter, global, map, program, rec_flags,
+    AF_INET, AF_INET6, CHUNK_SIZE, Counters, PORT_BITMAP_WORDS, RECORD_HEADER_SIZE, RecordHeader, SockRecord,
+    config_flags, counter, global, hook, map, program, rec_flags, record_hook, sock_event, sock_state_tp,
 };
 
 use super::live::{CaptureConfig, CaptureError, EbpfAttach, cgroup_root, chain};
-use crate::segment::{CaptureMeta, Orientation, Segment, SegmentBatch, TcpFlags, Timestamp};
+use crate::attribution::process::unmap;
+use crate::attribution::{Attribution, SocketEvent, SocketEventKind};
+use crate::segment::{CaptureMeta, Hook, Orientation, Segment, SegmentBatch, TcpFlags, Timestamp};
 
 /// How often the REALTIME − MONOTONIC offset is re-measured.
 pub const CLOCK_REFRESH: Duration = Duration::from_secs(1);
@@ -108,6 +117,8 @@ pub enum RecordError {
     BadLength,
     #[error("unknown address family")]
     BadFamily,
+    #[error("unknown socket event")]
+    BadEvent,
 }
 
 fn addr(family: u8, a: &[u8; 16]) -> Result<IpAddr, RecordError> {
@@ -165,8 +176,54 @@ pub fn decode_record<'a>(
         meta: CaptureMeta {
             cgroup_id: (h.cgroup_id != 0).then_some(h.cgroup_id),
             ifindex: (h.ifindex != 0).then_some(h.ifindex),
+            hook: Hook::from_wire(h.hook),
         },
     }))
+}
+
+/// Turns a socket record (`hook::SOCK_STATE`) into a [`SocketEvent`].
+pub fn decode_sock_record(buf: &[u8], clock: ClockOffset) -> Result<SocketEvent, RecordError> {
+    let r = SockRecord::read_from(buf).ok_or(RecordError::Short)?;
+    let kind = match r.event {
+        sock_event::CONNECT => SocketEventKind::Connect,
+        sock_event::LISTEN => SocketEventKind::Listen,
+        sock_event::UNLISTEN => SocketEventKind::Unlisten,
+        _ => return Err(RecordError::BadEvent),
+    };
+    let comm = r.comm.split(|b| *b == 0).next().unwrap_or_default();
+    Ok(SocketEvent {
+        kind,
+        ts: clock.to_wall(r.ts_ns),
+        cgroup_id: (r.cgroup_id != 0).then_some(r.cgroup_id),
+        local: unmap(SocketAddr::new(addr(r.family, &r.saddr)?, r.sport)),
+        remote: unmap(SocketAddr::new(addr(r.family, &r.daddr)?, r.dport)),
+        pid: r.tgid,
+        comm: String::from_utf8_lossy(comm).into_owned(),
+        sock: r.sock,
+    })
+}
+
+/// Checks the kernel's `sock/inet_sock_set_state` record layout (its tracefs `format` file)
+/// against the offsets the kernel program reads.
+pub fn check_sock_state_format(format: &str) -> Result<(), String> {
+    for (name, offset, size) in sock_state_tp::FIELDS {
+        let line = format
+            .lines()
+            .find(|l| {
+                l.trim_start().strip_prefix("field:").and_then(|f| f.split(';').next()).is_some_and(|decl| {
+                    let last = decl.split_whitespace().last().unwrap_or("");
+                    last.split('[').next() == Some(name)
+                })
+            })
+            .ok_or_else(|| format!("no field {name}"))?;
+        let get = |key: &str| {
+            line.split(';').find_map(|p| p.trim().strip_prefix(key)).and_then(|v| v.trim().parse::<usize>().ok())
+        };
+        if get("offset:") != Some(offset) || get("size:") != Some(size) {
+            return Err(format!("field {name} is not at offset {offset} size {size}: {}", line.trim()));
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -191,6 +248,9 @@ pub struct KernelCounters {
     pub nesting_overflow: u64,
     /// Largest skb seen on a server port (a maximum, not a sum).
     pub max_skb_len: u64,
+    /// Socket records (attribution) written, and lost to a full ring buffer.
+    pub sock_records: u64,
+    pub sock_records_lost: u64,
 }
 
 impl KernelCounters {
@@ -200,7 +260,7 @@ impl KernelCounters {
     }
 
     /// Named values, for metrics and logs.
-    pub fn named(&self) -> [(&'static str, u64); 15] {
+    pub fn named(&self) -> [(&'static str, u64); 17] {
         [
             ("packets_inspected", self.packets_inspected),
             ("packets_matched", self.packets_matched),
@@ -217,6 +277,8 @@ impl KernelCounters {
             ("loopback_ingress_skipped", self.loopback_ingress_skipped),
             ("nesting_overflow", self.nesting_overflow),
             ("max_skb_len", self.max_skb_len),
+            ("sock_records", self.sock_records),
+            ("sock_records_lost", self.sock_records_lost),
         ]
     }
 }
@@ -230,6 +292,8 @@ pub struct ReaderCounters {
     pub malformed_records: u64,
     /// Records on ports no longer configured.
     pub unoriented_records: u64,
+    /// Socket records (connect/listen events for attribution).
+    pub socket_records: u64,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -249,6 +313,7 @@ pub struct StartTimings {
 enum AttachedLink {
     Cgroup(&'static str, CgroupSkbLinkId),
     Tc(&'static str, SchedClassifierLinkId),
+    TracePoint(&'static str, TracePointLinkId),
 }
 
 /// A running eBPF capture. Must be started inside a tokio runtime.
@@ -268,6 +333,7 @@ pub struct EbpfCapture {
     reader: ReaderCounters,
     description: String,
     timings: StartTimings,
+    attribution: Option<Attribution>,
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError {
@@ -347,7 +413,7 @@ impl EbpfCapture {
         let verify_time = t1.elapsed();
         let t2 = Instant::now();
         let mut links = Vec::new();
-        let description = match &config.ebpf_attach {
+        let mut description = match &config.ebpf_attach {
             EbpfAttach::CgroupRoot => {
                 let root = cgroup_root()?;
                 attach_cgroup(&mut ebpf, &root, &mut links)?;
@@ -362,6 +428,13 @@ impl EbpfCapture {
                 format!("TCX on {}", ifaces.join(","))
             }
         };
+        if config.attribution.is_some() {
+            // Optional: without it, processes come from /proc alone.
+            match attach_sock_state(&mut ebpf, &mut links) {
+                Ok(()) => description.push_str(" + tracepoint sock/inet_sock_set_state"),
+                Err(e) => tracing::warn!("attribution: no connect/listen events ({e}); processes from /proc only"),
+            }
+        }
         let timings = StartTimings { object: object_time, verify: verify_time, attach: t2.elapsed() };
         tracing::debug!(?timings, "eBPF capture attached: {description}");
 
@@ -380,6 +453,7 @@ impl EbpfCapture {
             reader: ReaderCounters::default(),
             description,
             timings,
+            attribution: config.attribution.clone(),
         })
     }
 
@@ -392,7 +466,7 @@ impl EbpfCapture {
                 self.clock = ClockOffset::measure();
                 self.clock_measured = Instant::now();
             }
-            let EbpfCapture { ring, orientation, clock, reader, max_segments, max_bytes, .. } = self;
+            let EbpfCapture { ring, orientation, clock, reader, max_segments, max_bytes, attribution, .. } = self;
             let mut guard = ring.readable_mut().await?;
             let rb = guard.get_inner_mut();
             let mut drained = false;
@@ -402,6 +476,18 @@ impl EbpfCapture {
                     break;
                 };
                 reader.records_read += 1;
+                if record_hook(&item) == Some(hook::SOCK_STATE) {
+                    reader.socket_records += 1;
+                    match decode_sock_record(&item, *clock) {
+                        Ok(ev) => {
+                            if let Some(a) = attribution.as_ref() {
+                                a.socket_event(ev);
+                            }
+                        }
+                        Err(_) => reader.malformed_records += 1,
+                    }
+                    continue;
+                }
                 match decode_record(&item, orientation, *clock) {
                     Ok(Some(seg)) => {
                         reader.payload_bytes_read += seg.payload.len() as u64;
@@ -459,6 +545,8 @@ impl EbpfCapture {
             loopback_ingress_skipped: get(counter::LOOPBACK_INGRESS_SKIPPED, false),
             nesting_overflow: get(counter::NESTING_OVERFLOW, false),
             max_skb_len: get(counter::MAX_SKB_LEN, true),
+            sock_records: get(counter::SOCK_RECORDS, false),
+            sock_records_lost: get(counter::SOCK_RECORDS_LOST, false),
         }
     }
 
@@ -510,6 +598,10 @@ impl EbpfCapture {
                     name,
                     program_mut::<SchedClassifier>(&mut self.ebpf, name)
                         .and_then(|p| p.detach(id).map_err(prog_err(name))),
+                ),
+                AttachedLink::TracePoint(name, id) => (
+                    name,
+                    program_mut::<TracePoint>(&mut self.ebpf, name).and_then(|p| p.detach(id).map_err(prog_err(name))),
                 ),
             };
             if let Err(e) = r {
@@ -578,6 +670,28 @@ fn attach_tcx(ebpf: &mut Ebpf, ifaces: &[String], links: &mut Vec<AttachedLink>)
             links.push(AttachedLink::Tc(name, id));
         }
     }
+    Ok(())
+}
+
+/// Where tracefs is (aya looks in the same two places).
+const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/// Loads and attaches the `sock/inet_sock_set_state` program after checking the tracepoint's
+/// layout.
+fn attach_sock_state(ebpf: &mut Ebpf, links: &mut Vec<AttachedLink>) -> Result<(), CaptureError> {
+    let format = TRACEFS
+        .iter()
+        .find_map(|t| std::fs::read_to_string(format!("{t}/events/sock/inet_sock_set_state/format")).ok())
+        .ok_or_else(|| CaptureError::Unavailable("tracefs not mounted (/sys/kernel/tracing)".into()))?;
+    check_sock_state_format(&format)
+        .map_err(|e| CaptureError::Unavailable(format!("unexpected sock/inet_sock_set_state layout: {e}")))?;
+    let name = program::SOCK_STATE;
+    let p: &mut TracePoint = program_mut(ebpf, name)?;
+    p.load().map_err(prog_err(name))?;
+    let id = p
+        .attach("sock", "inet_sock_set_state")
+        .map_err(|e| CaptureError::Attach { what: format!("{name} to sock/inet_sock_set_state"), detail: chain(&e) })?;
+    links.push(AttachedLink::TracePoint(name, id));
     Ok(())
 }
 

@@ -10,9 +10,9 @@ use std::collections::BinaryHeap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapOptions};
 use pcap_parser::pcapng::{Block, parse_block_be, parse_block_le};
-use pcap_parser::{LegacyPcapBlock, PcapHeader, parse_pcap_frame, parse_pcap_frame_be, parse_pcap_header};
+use pcap_parser::{PcapHeader, parse_pcap_header};
 
 use super::packet::LinkType;
 use crate::segment::Timestamp;
@@ -20,6 +20,8 @@ use crate::segment::Timestamp;
 /// Largest record we accept. libpcap's own maximum snap length is 256 KiB; anything far beyond is
 /// a corrupt length field, not a packet.
 const MAX_RECORD: usize = 16 << 20;
+/// Largest file mapped with all its pages at once.
+const POPULATE_MAX: u64 = 4 << 30;
 
 const PCAPNG_SHB: u32 = 0x0A0D_0D0A;
 const PCAPNG_IDB: u32 = 0x0000_0001;
@@ -78,7 +80,16 @@ impl CaptureFile {
         let file = File::open(&path).map_err(io)?;
         // SAFETY: the map is read-only; a capture file being rewritten underneath us would at
         // worst yield garbage bytes, which every later stage treats as untrusted input anyway.
-        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        // Files that fit comfortably in memory are mapped in one go: faulting them in page by page
+        // costs more than reading them (validation walks the whole file first). Larger ones
+        // are faulted as read, with read-ahead.
+        let len = file.metadata().map_err(io)?.len();
+        let mut options = MmapOptions::new();
+        if len <= POPULATE_MAX {
+            options.populate();
+        }
+        let map = unsafe { options.map(&file) }.map_err(io)?;
+        let _ = map.advise(memmap2::Advice::Sequential);
         let format = detect(&path, &map)?;
         let mut cf = CaptureFile { path, map, format, truncated_at: None, records: 0 };
         cf.validate()?;
@@ -207,33 +218,30 @@ impl<'a> Walker<'a> {
         if rest.len() < 16 {
             return Err(WalkError::Truncated { offset });
         }
-        let caplen = if big_endian {
-            u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]])
-        } else {
-            u32::from_le_bytes([rest[8], rest[9], rest[10], rest[11]])
-        } as usize;
+        // The 16-byte record header read by hand: this runs twice per packet (validation, then
+        // replay) and is most of the file walk's cost.
+        let word = |i: usize| {
+            let b = [rest[i], rest[i + 1], rest[i + 2], rest[i + 3]];
+            if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }
+        };
+        let (ts_sec, ts_frac, caplen, origlen) = (word(0), word(4), word(8) as usize, word(12));
         if caplen > MAX_RECORD {
             return Err(WalkError::Corrupt { offset, what: format!("record length {caplen} is not a packet") });
         }
-        let parsed = if big_endian { parse_pcap_frame_be(rest) } else { parse_pcap_frame(rest) };
-        let (after, block): (&[u8], LegacyPcapBlock) = match parsed {
-            Ok(v) => v,
-            Err(_) => return Err(WalkError::Truncated { offset }),
-        };
-        let frac_limit = if nanos { 1_000_000_000 } else { 1_000_000 };
-        if block.ts_usec >= frac_limit {
-            return Err(WalkError::Corrupt {
-                offset,
-                what: format!("timestamp fraction {} out of range", block.ts_usec),
-            });
+        if rest.len() < 16 + caplen {
+            return Err(WalkError::Truncated { offset });
         }
-        self.pos = self.data.len() - after.len();
-        let frac_ns = if nanos { block.ts_usec as u64 } else { block.ts_usec as u64 * 1000 };
+        let frac_limit = if nanos { 1_000_000_000 } else { 1_000_000 };
+        if ts_frac >= frac_limit {
+            return Err(WalkError::Corrupt { offset, what: format!("timestamp fraction {ts_frac} out of range") });
+        }
+        self.pos += 16 + caplen;
+        let frac_ns = if nanos { ts_frac as u64 } else { ts_frac as u64 * 1000 };
         Ok(Some(Frame {
-            ts: Timestamp(block.ts_sec as u64 * 1_000_000_000 + frac_ns),
+            ts: Timestamp(ts_sec as u64 * 1_000_000_000 + frac_ns),
             link,
-            data: block.data,
-            orig_len: block.origlen.max(block.caplen),
+            data: &rest[16..16 + caplen],
+            orig_len: origlen.max(caplen as u32),
             offset,
         }))
     }

@@ -59,6 +59,9 @@ pub struct CaptureConfig {
     pub max_batch_segments: usize,
     /// Payload bytes after which a batch is handed out.
     pub max_batch_bytes: usize,
+    /// Where the eBPF capture sends socket events (the processes behind connects and
+    /// listens); `None`: the tracepoint is not attached.
+    pub attribution: Option<crate::attribution::Attribution>,
 }
 
 impl Default for CaptureConfig {
@@ -75,6 +78,7 @@ impl Default for CaptureConfig {
             pcap_buffer_bytes: 64 << 20,
             max_batch_segments: 1024,
             max_batch_bytes: 4 << 20,
+            attribution: None,
         }
     }
 }

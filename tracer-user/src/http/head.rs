@@ -59,6 +59,9 @@ pub struct RequestHead {
     pub tracestate: Option<String>,
     /// Headers on the configured allow-list (lower-case names), never secrets.
     pub kept_headers: Vec<(String, String)>,
+    /// Stands for a request that was not captured (lost, or sent before the capture began),
+    /// answered by a response we did see: every field above is unknown.
+    pub unseen: bool,
 }
 
 impl RequestHead {

@@ -24,10 +24,29 @@ use crate::segment::{CaptureMeta, Direction, FlowKey, Timestamp};
 /// Identifies one request/response exchange.
 pub type ExchangeId = u64;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct HttpConfig {
     /// Request headers (lower-case names) whose values are kept for export; secrets never are.
     pub keep_headers: Vec<String>,
+    /// Bytes of unfinished heads held across all connections; beyond it the oldest are dropped.
+    pub max_partial_heads: usize,
+    /// A head still unfinished after this long (capture time) is dropped: heads arrive at
+    /// once, so one trickling in is a stalled or hostile client (slowloris).
+    pub head_timeout_ns: u64,
+    /// Requests of one connection waiting for their responses (pipelining); beyond it the
+    /// oldest is settled as unanswered.
+    pub max_pending_per_conn: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            keep_headers: Vec::new(),
+            max_partial_heads: 16 << 20,
+            head_timeout_ns: 60_000_000_000,
+            max_pending_per_conn: 128,
+        }
+    }
 }
 
 /// How an exchange ended.
@@ -133,6 +152,12 @@ pub struct HttpStats {
     pub orphan_responses: u64,
     /// Connections switched to a tunnel (Upgrade, CONNECT).
     pub tunnels: u64,
+    /// Unfinished heads dropped because all of them together exceeded the limit.
+    pub head_evictions: u64,
+    /// Unfinished heads dropped because they stalled (slowloris).
+    pub stale_heads: u64,
+    /// Exchanges settled as unanswered because a connection had too many pending.
+    pub pending_overflows: u64,
 }
 
 #[derive(Debug)]
@@ -217,6 +242,56 @@ impl HttpTracker {
         self.conns.values().map(|c| c.pending.len()).sum()
     }
 
+    /// Bytes held in unfinished heads.
+    pub fn partial_head_bytes(&self) -> usize {
+        self.conns.values().map(|c| c.req.head.len() + c.resp.head.len()).sum()
+    }
+
+    /// Time-based and memory rules, run periodically (capture time `now`): stalled heads are
+    /// dropped, then the oldest unfinished heads until all fit the limit. A dropped head's
+    /// side looks for the next message, as after any loss of step.
+    pub fn expire(&mut self, now: Timestamp) {
+        let timeout = self.config.head_timeout_ns as i64;
+        let mut held = Vec::new();
+        for c in self.conns.values_mut() {
+            for (side, kind) in [(&mut c.req, StartKind::Request), (&mut c.resp, StartKind::Response)] {
+                if side.head.is_empty() {
+                    continue;
+                }
+                if now.since(side.head_ts) >= timeout {
+                    self.stats.stale_heads += 1;
+                    drop_head(&mut self.stats, side, kind);
+                } else {
+                    held.push((side.head_ts, side.head.len()));
+                }
+            }
+        }
+        let total: usize = held.iter().map(|(_, n)| n).sum();
+        if total <= self.config.max_partial_heads {
+            return;
+        }
+        // The newest heads that fit stay; older ones go.
+        held.sort_unstable_by_key(|(ts, _)| std::cmp::Reverse(*ts));
+        let mut kept = 0usize;
+        let mut cutoff = None;
+        for (ts, n) in held {
+            kept += n;
+            if kept > self.config.max_partial_heads {
+                cutoff = Some(ts);
+                break;
+            }
+        }
+        let Some(cutoff) = cutoff else { return };
+        for c in self.conns.values_mut() {
+            for (side, kind) in [(&mut c.req, StartKind::Request), (&mut c.resp, StartKind::Response)] {
+                if !side.head.is_empty() && side.head_ts <= cutoff {
+                    self.stats.head_evictions += 1;
+                    drop_head(&mut self.stats, side, kind);
+                }
+            }
+        }
+    }
+
     pub fn push<F: FnMut(HttpEvent<'_>)>(&mut self, ev: StreamEvent<'_>, out: &mut F) {
         match ev {
             StreamEvent::Open { conn, flow, handshake, .. } => {
@@ -265,6 +340,8 @@ impl HttpTracker {
                     }
                 }
             }
+            // Who the ends are is the pipeline's business (it attaches them to the calls).
+            StreamEvent::Peer { .. } => {}
             StreamEvent::Close { conn, ts, reason } => {
                 let Some(mut c) = self.conns.remove(&conn) else { return };
                 let mut ctx =
@@ -273,6 +350,14 @@ impl HttpTracker {
             }
         }
     }
+}
+
+/// Drops a side's unfinished head (its memory too) and looks for the next message.
+fn drop_head(stats: &mut HttpStats, side: &mut Side, kind: StartKind) {
+    stats.resyncs += 1;
+    side.head = Vec::new();
+    side.resynced = true;
+    side.mode = Mode::Resync(Resync::new(kind, true));
 }
 
 /// The parts of the tracker a connection's handlers need, borrowed apart from the connection map.
@@ -344,6 +429,12 @@ impl Ctx<'_> {
                             continue;
                         }
                     };
+                    if c.pending.len() >= self.config.max_pending_per_conn {
+                        // A client pipelining without end while the server answers nothing:
+                        // the oldest request is settled as unanswered to bound the queue.
+                        self.stats.pending_overflows += 1;
+                        self.end_front(c, ts, Outcome::NoResponse, None, out);
+                    }
                     let id = *self.next_id;
                     *self.next_id += 1;
                     self.stats.requests += 1;
@@ -521,16 +612,43 @@ impl Ctx<'_> {
             (Some(ex), Some(p)) => ex.start_pos < p,
             (Some(_), None) => true,
         };
-        let framing_for_orphan = head.framing(false);
         if !answers {
-            // Its request predates the capture (or was lost): follow its framing, report nothing.
             self.stats.orphan_responses += 1;
-            c.resp.mode = if framing_for_orphan == Framing::None {
-                Mode::Head
-            } else {
-                Mode::Body(BodyReader::new(framing_for_orphan))
-            };
-            return;
+            let framing_for_orphan = head.framing(false);
+            if (100..200).contains(&head.status) {
+                // An interim answer to a request we did not see: nothing to report.
+                c.resp.mode = if framing_for_orphan == Framing::None {
+                    Mode::Head
+                } else {
+                    Mode::Body(BodyReader::new(framing_for_orphan))
+                };
+                return;
+            }
+            // Its request was lost or predates the capture: the call still happened, so it is
+            // reported from what its response says, under a request marked unseen.
+            let id = *self.next_id;
+            *self.next_id += 1;
+            c.pending.push_front(Exchange {
+                id,
+                start_pos: 0,
+                is_head: false,
+                is_connect: false,
+                request_complete: true,
+                responded: false,
+                request_gap: 0,
+                response_gap: 0,
+                last_byte: ts,
+                client_fin: false,
+            });
+            let unseen = RequestHead { unseen: true, ..RequestHead::default() };
+            out(HttpEvent::Request {
+                conn: self.conn_id,
+                id,
+                flow: c.flow,
+                ts: c.resp.head_ts,
+                head: Box::new(unseen),
+                meta: CaptureMeta::default(),
+            });
         }
         c.resp.resynced = false;
         let ex = c.pending.front_mut().expect("checked above");
@@ -624,7 +742,9 @@ impl Ctx<'_> {
             }
             Direction::ToClient => {
                 let responded = c.pending.front().is_some_and(|e| e.responded);
-                if responded && let Some(ex) = c.pending.front_mut() {
+                // Server bytes belong to the oldest unanswered exchange, also before its
+                // response head was seen: the gap may well have held that head.
+                if let Some(ex) = c.pending.front_mut() {
                     ex.response_gap += len;
                 }
                 let in_step = match &mut c.resp.mode {
@@ -665,7 +785,7 @@ impl Ctx<'_> {
         if !matches!(side.mode, Mode::Resync(_)) {
             self.stats.resyncs += 1;
         }
-        side.head.clear();
+        side.head = Vec::new();
         side.resynced = true;
         side.mode = Mode::Resync(Resync::new(kind, after_gap));
     }

@@ -10,8 +10,7 @@
 //! Strings are delivered unescaped, in pieces (`\u003c` arrives as `<`), so text never needs to be
 //! held in full unless a visitor chooses to.
 
-use memchr::memchr2;
-
+mod scan;
 #[cfg(test)]
 mod tests;
 
@@ -423,7 +422,7 @@ impl JsonScanner {
                         i = self.escape_byte(input, i, v)?;
                         continue;
                     }
-                    let found = memchr2(b'"', b'\\', &input[i..]);
+                    let found = scan::quote_or_backslash(&input[i..]);
                     if self.surrogate.is_some() && !(found == Some(0) && input[i] == b'\\') {
                         // Anything but another escape after a high surrogate leaves it unpaired.
                         self.flush_surrogate(v);
@@ -596,7 +595,7 @@ impl JsonScanner {
     /// Reads a key that is wholly in `rest` (just after its opening quote) with no escapes, and
     /// the colon after it; returns the bytes used, or `None` to take the per-byte path.
     fn fast_key(&mut self, rest: &[u8]) -> Option<usize> {
-        let end = memchr2(b'"', b'\\', rest)?;
+        let end = scan::quote_or_backslash(rest)?;
         if rest[end] != b'"' {
             return None;
         }
@@ -854,7 +853,7 @@ impl JsonScanner {
                     i += 1;
                     continue;
                 }
-                match memchr2(b'"', b'\\', &input[i..]) {
+                match scan::quote_or_backslash(&input[i..]) {
                     None => {
                         sk.stats.string_bytes += (n - i) as u64;
                         i = n;
@@ -871,6 +870,20 @@ impl JsonScanner {
                     }
                 }
                 continue;
+            }
+            // Numbers, literals, commas and whitespace: jump to the next structural byte.
+            let (run, commas) = scan::plain_run(&input[i..]);
+            if run > 0 {
+                if sk.depth == 1 {
+                    sk.commas += commas;
+                    if !sk.nonempty && (commas > 0 || input[i..i + run].iter().any(|c| !c.is_ascii_whitespace())) {
+                        sk.nonempty = true;
+                    }
+                }
+                i += run;
+                if i == n {
+                    break;
+                }
             }
             let c = input[i];
             i += 1;
@@ -890,17 +903,11 @@ impl JsonScanner {
                     }
                     sk.depth += 1;
                 }
-                b']' | b'}' => {
+                // `]` or `}`: plain_run stops only at structural bytes.
+                _ => {
                     sk.depth -= 1;
                     if sk.depth == 0 {
                         break;
-                    }
-                }
-                b',' if sk.depth == 1 => sk.commas += 1,
-                b' ' | b'\t' | b'\r' | b'\n' => {}
-                _ => {
-                    if sk.depth == 1 {
-                        sk.nonempty = true;
                     }
                 }
             }

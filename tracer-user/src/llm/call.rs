@@ -5,7 +5,10 @@ use super::messages::ConversationFacts;
 use super::route::{Operation, Route};
 use crate::http::ExchangeId;
 use crate::reassembly::ConnId;
-use crate::segment::{CaptureMeta, FlowKey, Timestamp};
+use std::sync::Arc;
+
+use crate::attribution::CallIdentity;
+use crate::segment::{CaptureMeta, FlowKey, Peers, Timestamp};
 
 /// Sampling and generation parameters as the client sent them (not what took effect).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -204,6 +207,9 @@ pub enum Incomplete {
     InvalidJson,
     /// A body's content coding is unknown or its compressed bytes are corrupt.
     UndecodableBody,
+    /// The request was not captured (lost, or sent before the capture began): the call is
+    /// known from its response only, and starts where the response did.
+    RequestUnseen,
 }
 
 impl Incomplete {
@@ -217,6 +223,7 @@ impl Incomplete {
             Incomplete::NoTerminator => "no_terminator",
             Incomplete::InvalidJson => "invalid_json",
             Incomplete::UndecodableBody => "undecodable_body",
+            Incomplete::RequestUnseen => "request_unseen",
         }
     }
 }
@@ -282,6 +289,10 @@ pub struct LlmCall {
     /// Sorted, unique.
     pub incomplete: Vec<Incomplete>,
     pub error: Option<CallError>,
+    /// The cgroups of the connection's two sockets, as far as the capture saw them.
+    pub peers: Peers,
+    /// Who the two ends are (live capture with attribution only).
+    pub identity: Option<Arc<CallIdentity>>,
 }
 
 impl LlmCall {
@@ -309,6 +320,8 @@ impl LlmCall {
             times: CallTimes::default(),
             incomplete: Vec::new(),
             error: None,
+            peers: Peers::default(),
+            identity: None,
         }
     }
 
@@ -330,6 +343,11 @@ impl LlmCall {
         self.request.stream.unwrap_or(self.route.streams_by_default())
     }
 
+    /// The request was captured: times measured from its start mean something.
+    pub fn request_seen(&self) -> bool {
+        !self.incomplete.contains(&Incomplete::RequestUnseen)
+    }
+
     pub fn is_incomplete(&self) -> bool {
         !self.incomplete.is_empty()
     }
@@ -341,6 +359,9 @@ impl LlmCall {
 
     /// Seconds from the request's first byte to the first output chunk.
     pub fn time_to_first_chunk(&self) -> Option<f64> {
+        if !self.request_seen() {
+            return None;
+        }
         let t = self.times.first_output?;
         Some(t.since(self.times.request_start) as f64 / 1e9)
     }

@@ -35,13 +35,16 @@ pub struct LlmStats {
     pub calls: u64,
     pub incomplete: u64,
     pub errors: u64,
+    /// Calls reported early because too many were in flight.
+    pub evicted: u64,
 }
 
 #[derive(Debug)]
 struct CallState {
     call: LlmCall,
-    request: RequestDecoder,
-    response: Option<ResponseDecoder>,
+    /// Until the request body ends; then its facts are in `call.request`.
+    request: Option<Box<RequestDecoder>>,
+    response: Option<Box<ResponseDecoder>>,
     /// Content codings to undo before reading the bodies.
     request_coding: Option<ContentDecoder>,
     response_coding: Option<ContentDecoder>,
@@ -50,6 +53,75 @@ struct CallState {
     response_wire_bytes: u64,
     /// A body could not be decoded (unknown or corrupt content coding).
     undecodable: bool,
+    /// The request was not captured: its route is told from the response's first bytes.
+    unseen: bool,
+    sniff: Option<Sniff>,
+}
+
+/// A response whose request was not captured, until its first bytes tell its route.
+#[derive(Debug)]
+struct Sniff {
+    status: u16,
+    content_type: Option<String>,
+    content_encoding: Option<String>,
+    /// Decoded body bytes so far (at most [`route::SNIFF_BYTES`]), and when the last arrived.
+    buf: Vec<u8>,
+    last_ts: Timestamp,
+}
+
+/// Where decoded response body bytes go: the decoder, or the sniffing buffer until the route is
+/// known (then the buffered bytes go to the decoder first).
+fn deliver(
+    response: &mut Option<Box<ResponseDecoder>>,
+    sniff: &mut Option<Sniff>,
+    route: &mut Route,
+    capture: bool,
+    data: &[u8],
+    ts: Timestamp,
+) {
+    let Some(sn) = sniff.as_mut() else {
+        if let Some(d) = response.as_mut() {
+            d.feed(data, ts);
+        }
+        return;
+    };
+    let take = data.len().min(route::SNIFF_BYTES - sn.buf.len());
+    sn.buf.extend_from_slice(&data[..take]);
+    sn.last_ts = ts;
+    let full = sn.buf.len() >= route::SNIFF_BYTES;
+    if let Some(r) = Route::sniff(sn.content_type.as_deref(), &sn.buf).or(full.then_some(Route::Unknown)) {
+        decide(response, sniff, route, r, capture, ts);
+        if let Some(d) = response.as_mut() {
+            d.feed(&data[take..], ts);
+        }
+    }
+}
+
+/// Ends sniffing with route `r`: builds the decoder and feeds it what was buffered.
+fn decide(
+    response: &mut Option<Box<ResponseDecoder>>,
+    sniff: &mut Option<Sniff>,
+    route: &mut Route,
+    r: Route,
+    capture: bool,
+    ts: Timestamp,
+) {
+    let Some(sn) = sniff.take() else { return };
+    *route = r;
+    let mut d = ResponseDecoder::with_capture(r, sn.status, sn.content_type.as_deref(), capture);
+    d.set_headers(sn.content_type, sn.content_encoding);
+    d.feed(&sn.buf, ts);
+    *response = Some(Box::new(d));
+}
+
+/// The body ended or broke before its route was told: decide with what there is (the bytes
+/// buffered are fed as of when the last of them arrived).
+fn decide_now(st: &mut CallState, capture: bool) {
+    if let Some(sn) = st.sniff.as_ref() {
+        let r = Route::sniff(sn.content_type.as_deref(), &sn.buf).unwrap_or(Route::Unknown);
+        let ts = sn.last_ts;
+        decide(&mut st.response, &mut st.sniff, &mut st.call.route, r, capture, ts);
+    }
 }
 
 /// The decoder for a body's `Content-Encoding`; `Err` when it cannot be undone.
@@ -61,17 +133,27 @@ fn coding_for(value: Option<&str>) -> Result<Option<ContentDecoder>, ()> {
 }
 
 /// What the call-assembly stage keeps beyond the facts.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct LlmConfig {
     /// Keep message content (off by default; see [`content`]).
     pub capture_content: bool,
+    /// Calls followed at once; beyond it the oldest is reported as it stands (flagged
+    /// `capture_ended`). Each call's state is bounded, so this bounds them all.
+    pub max_calls_in_flight: usize,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        LlmConfig { capture_content: false, max_calls_in_flight: 16_384 }
+    }
 }
 
 /// The call-assembly stage.
 #[derive(Debug, Default)]
 pub struct CallAssembler {
     config: LlmConfig,
-    calls: FxHashMap<ExchangeId, CallState>,
+    /// Boxed: a map of inline states would hold their full size for every free slot too.
+    calls: FxHashMap<ExchangeId, Box<CallState>>,
     stats: LlmStats,
 }
 
@@ -89,10 +171,44 @@ impl CallAssembler {
         self.calls.len()
     }
 
+    /// Reports the oldest call in flight as it stands, to make room.
+    fn evict_oldest<F: FnMut(LlmCall)>(&mut self, ts: Timestamp, out: &mut F) {
+        let Some(&id) = self.calls.keys().min() else { return };
+        let Some(mut st) = self.calls.remove(&id) else { return };
+        decide_now(&mut st, self.config.capture_content);
+        let end = ExchangeEnd {
+            outcome: if st.call.status.is_some() { Outcome::Truncated } else { Outcome::NoResponse },
+            request_complete: st.call.times.request_end.is_some(),
+            request_gap_bytes: 0,
+            response_gap_bytes: 0,
+            close: Some(CloseReason::Evicted),
+            client_closed: false,
+            last_byte: st.call.times.end.max(st.call.times.response_start.unwrap_or(st.call.times.request_start)),
+        };
+        self.stats.evicted += 1;
+        let call = finish(st, ts, end);
+        self.count(&call);
+        out(call);
+    }
+
+    fn count(&mut self, call: &LlmCall) {
+        self.stats.calls += 1;
+        if call.is_incomplete() {
+            self.stats.incomplete += 1;
+        }
+        if call.error.is_some() {
+            self.stats.errors += 1;
+        }
+    }
+
     pub fn push<F: FnMut(LlmCall)>(&mut self, ev: HttpEvent<'_>, out: &mut F) {
         match ev {
             HttpEvent::Request { conn, id, flow, ts, head, meta } => {
+                if self.calls.len() >= self.config.max_calls_in_flight {
+                    self.evict_oldest(ts, out);
+                }
                 let mut head = *head;
+                let unseen = head.unseen;
                 let route = Route::classify(&head.method, &head.path);
                 let content_encoding = head.content_encoding.take();
                 let call = LlmCall {
@@ -113,6 +229,8 @@ impl CallAssembler {
                     times: CallTimes { request_start: ts, end: ts, ..Default::default() },
                     incomplete: Vec::new(),
                     error: None,
+                    peers: Default::default(),
+                    identity: None,
                 };
                 let (request_coding, undecodable) = match coding_for(content_encoding.as_deref()) {
                     Ok(c) => (c, false),
@@ -122,28 +240,31 @@ impl CallAssembler {
                     content: self.config.capture_content,
                     raw_limit: response::RAW_JSON_LIMIT,
                 };
-                let mut request = RequestDecoder::with_capture(route, capture);
+                let mut request = Box::new(RequestDecoder::with_capture(route, capture));
                 if undecodable {
                     request.gap();
                 }
                 self.calls.insert(
                     id,
-                    CallState {
+                    Box::new(CallState {
                         call,
-                        request,
+                        request: Some(request),
                         response: None,
                         request_coding,
                         response_coding: None,
                         request_wire_bytes: 0,
                         response_wire_bytes: 0,
                         undecodable,
-                    },
+                        unseen,
+                        sniff: None,
+                    }),
                 );
             }
             HttpEvent::RequestBody { id, data, .. } => {
-                if let Some(st) = self.calls.get_mut(&id) {
+                if let Some(st) = self.calls.get_mut(&id)
+                    && let Some(request) = st.request.as_mut()
+                {
                     st.request_wire_bytes += data.len() as u64;
-                    let request = &mut st.request;
                     match st.request_coding.as_mut() {
                         Some(c) => {
                             if c.feed(data, &mut |b| request.feed(b)).is_err() {
@@ -156,15 +277,18 @@ impl CallAssembler {
                 }
             }
             HttpEvent::RequestEnd { id, ts } => {
-                if let Some(st) = self.calls.get_mut(&id) {
+                if let Some(st) = self.calls.get_mut(&id)
+                    && let Some(mut request) = st.request.take()
+                {
                     st.call.times.request_end = Some(ts);
-                    let request = &mut st.request;
-                    if let Some(c) = st.request_coding.as_mut()
+                    if let Some(mut c) = st.request_coding.take()
                         && c.finish(&mut |b| request.feed(b)).is_err()
                     {
                         st.undecodable = true;
                         request.gap();
                     }
+                    // Done with the request: keep its facts, free the decoders.
+                    st.call.request = request.finish();
                 }
             }
             HttpEvent::Interim { .. } => {}
@@ -172,6 +296,26 @@ impl CallAssembler {
                 if let Some(st) = self.calls.get_mut(&id) {
                     st.call.status = Some(head.status);
                     st.call.times.response_start = Some(ts);
+                    if st.unseen {
+                        match coding_for(head.content_encoding.as_deref()) {
+                            Ok(c) => st.response_coding = c,
+                            Err(()) => st.undecodable = true,
+                        }
+                        st.sniff = Some(Sniff {
+                            status: head.status,
+                            content_type: head.content_type,
+                            content_encoding: head.content_encoding,
+                            buf: Vec::new(),
+                            last_ts: ts,
+                        });
+                        if st.undecodable {
+                            decide_now(st, self.config.capture_content);
+                            if let Some(d) = st.response.as_mut() {
+                                d.gap();
+                            }
+                        }
+                        return;
+                    }
                     let mut decoder = ResponseDecoder::with_capture(
                         st.call.route,
                         head.status,
@@ -186,30 +330,40 @@ impl CallAssembler {
                         }
                     }
                     decoder.set_headers(head.content_type, head.content_encoding);
-                    st.response = Some(decoder);
+                    st.response = Some(Box::new(decoder));
                 }
             }
             HttpEvent::ResponseBody { id, ts, data } => {
+                let capture = self.config.capture_content;
                 if let Some(st) = self.calls.get_mut(&id)
-                    && let Some(d) = st.response.as_mut()
+                    && (st.response.is_some() || st.sniff.is_some())
                 {
                     st.response_wire_bytes += data.len() as u64;
+                    let (response, sniff, route) = (&mut st.response, &mut st.sniff, &mut st.call.route);
                     match st.response_coding.as_mut() {
                         Some(c) => {
-                            if c.feed(data, &mut |b| d.feed(b, ts)).is_err() {
+                            if c.feed(data, &mut |b| deliver(response, sniff, route, capture, b, ts)).is_err() {
                                 st.undecodable = true;
-                                d.gap();
+                                decide_now(st, capture);
+                                if let Some(d) = st.response.as_mut() {
+                                    d.gap();
+                                }
                             }
                         }
-                        None => d.feed(data, ts),
+                        None => deliver(response, sniff, route, capture, data, ts),
                     }
                 }
             }
             HttpEvent::BodyGap { id, dir, .. } => {
                 if let Some(st) = self.calls.get_mut(&id) {
                     match dir {
-                        Direction::ToServer => st.request.gap(),
+                        Direction::ToServer => {
+                            if let Some(r) = st.request.as_mut() {
+                                r.gap();
+                            }
+                        }
                         Direction::ToClient => {
+                            decide_now(st, self.config.capture_content);
                             if let Some(d) = st.response.as_mut() {
                                 d.gap();
                             }
@@ -218,15 +372,10 @@ impl CallAssembler {
                 }
             }
             HttpEvent::End { id, ts, end } => {
-                if let Some(st) = self.calls.remove(&id) {
+                if let Some(mut st) = self.calls.remove(&id) {
+                    decide_now(&mut st, self.config.capture_content);
                     let call = finish(st, ts, end);
-                    self.stats.calls += 1;
-                    if call.is_incomplete() {
-                        self.stats.incomplete += 1;
-                    }
-                    if call.error.is_some() {
-                        self.stats.errors += 1;
-                    }
+                    self.count(&call);
                     out(call);
                 }
             }
@@ -255,7 +404,7 @@ fn expects_terminator(call: &LlmCall) -> bool {
     call.route.operation().is_some() || matches!(call.route, Route::Pull | Route::Push | Route::Create)
 }
 
-fn finish(st: CallState, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
+fn finish(st: Box<CallState>, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
     let CallState {
         mut call,
         request,
@@ -264,9 +413,12 @@ fn finish(st: CallState, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
         request_wire_bytes,
         response_wire_bytes,
         mut undecodable,
+        unseen,
         ..
-    } = st;
-    call.request = request.finish();
+    } = *st;
+    if let Some(request) = request {
+        call.request = request.finish();
+    }
     call.request.body_bytes = request_wire_bytes;
     let capture_lost = matches!(end.close, Some(CloseReason::CaptureEnd | CloseReason::Idle | CloseReason::Evicted));
     // A call cut by the end of the capture ends where we last saw it, not when we gave up.
@@ -286,6 +438,9 @@ fn finish(st: CallState, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
         call.response.body_bytes = response_wire_bytes;
     }
     let mut incomplete = Vec::new();
+    if unseen {
+        incomplete.push(Incomplete::RequestUnseen);
+    }
     if end.request_gap_bytes > 0 {
         incomplete.push(Incomplete::RequestGap);
     }
@@ -324,7 +479,9 @@ fn finish(st: CallState, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
         Some(CallError { kind: ErrorKind::Http(status), message: call.response.error_message.clone() })
     } else if call.response.in_stream_error {
         Some(CallError { kind: ErrorKind::InStream, message: call.response.error_message.clone() })
-    } else if end.outcome != Outcome::Complete && !capture_lost {
+    } else if end.outcome != Outcome::Complete && !capture_lost && end.response_gap_bytes == 0 {
+        // (With response bytes missing from the capture, how the response ended is unknown:
+        // a close after the gap is no evidence of a cancel or a hang-up.)
         let client_gone =
             end.client_closed || matches!(end.close, Some(CloseReason::Reset { by: Direction::ToServer }));
         if client_gone {
@@ -336,11 +493,12 @@ fn finish(st: CallState, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
         } else {
             None
         }
-    } else if missing_terminator && end.response_gap_bytes == 0 {
+    } else if missing_terminator && end.response_gap_bytes == 0 && !capture_lost {
         // The server ended a 200 stream without its terminator: the mid-stream error of the
-        // compatibility layers, whose text Ollama drops (ollama-wire §4.3).
+        // compatibility layers, whose text Ollama drops (ollama-wire §4.3). (Not when the
+        // capture ended first: the stream may well have gone on.)
         Some(CallError { kind: ErrorKind::NoTerminator, message: None })
-    } else if is_empty_response(&call, &end) {
+    } else if !unseen && is_empty_response(&call, &end) {
         Some(CallError { kind: ErrorKind::EmptyResponse, message: None })
     } else {
         None

@@ -48,6 +48,9 @@ pub enum Route {
     Unknown,
 }
 
+/// Body bytes looked at to tell the route of a response whose request was not captured.
+pub const SNIFF_BYTES: usize = 4096;
+
 /// GenAI operation names (`gen_ai.operation.name`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Operation {
@@ -166,6 +169,60 @@ impl Route {
         matches!(self, Route::Pull | Route::Push | Route::Create | Route::Show | Route::Delete | Route::Copy)
     }
 
+    /// The route of a response whose request was not captured, from its media type and first
+    /// body bytes (`head`, at most [`SNIFF_BYTES`] of them). `None`: more bytes would tell; at
+    /// the end of the body or the byte limit the caller takes [`Route::Unknown`].
+    pub fn sniff(content_type: Option<&str>, head: &[u8]) -> Option<Route> {
+        let media = content_type.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let has = |needle: &str| memchr::memmem::find(head, needle.as_bytes()).is_some();
+        let first_doc_done = match media.as_str() {
+            "text/event-stream" => memchr::memmem::find(head, b"\n\n").is_some(),
+            "application/x-ndjson" => head.contains(&b'\n'),
+            _ => false,
+        };
+        let route = if media == "text/event-stream" {
+            if has("\"chat.completion.chunk\"") {
+                Some(Route::OpenAiChat)
+            } else if has("\"text_completion\"") {
+                Some(Route::OpenAiCompletions)
+            } else if has("message_start") {
+                Some(Route::AnthropicMessages)
+            } else if has("\"response.") {
+                Some(Route::OpenAiResponses)
+            } else {
+                None
+            }
+        } else if has("\"object\":\"chat.completion\"") {
+            Some(Route::OpenAiChat)
+        } else if has("\"object\":\"text_completion\"") {
+            Some(Route::OpenAiCompletions)
+        } else if has("\"object\":\"response\"") {
+            Some(Route::OpenAiResponses)
+        } else if has("\"type\":\"message\"") && has("\"stop_reason\"") {
+            Some(Route::AnthropicMessages)
+        } else if has("\"object\":\"list\"") && has("\"embedding\"") {
+            Some(Route::OpenAiEmbeddings)
+        } else if has("\"message\":{") {
+            Some(Route::Chat)
+        } else if has("\"response\":") && has("\"done\":") {
+            Some(Route::Generate)
+        } else if has("\"embeddings\":") {
+            Some(Route::Embed)
+        } else if has("\"embedding\":") {
+            Some(Route::Embeddings)
+        } else if has("\"status\":") && media == "application/x-ndjson" {
+            Some(Route::Pull)
+        } else {
+            None
+        };
+        match route {
+            Some(r) => Some(r),
+            // The first document (or event) is whole and said nothing we know.
+            None if first_doc_done => Some(Route::Unknown),
+            None => None,
+        }
+    }
+
     /// Model management routes that stream `{"status", "digest", "completed", "total"}` progress.
     pub fn is_progress(self) -> bool {
         matches!(self, Route::Pull | Route::Push | Route::Create)
@@ -196,5 +253,51 @@ mod tests {
         assert_eq!(Route::OpenAiResponses.operation(), Some(Operation::Chat));
         assert_eq!(Route::Generate.operation(), Some(Operation::TextCompletion));
         assert_eq!(Route::Tags.operation(), None);
+    }
+
+    #[test]
+    fn sniffs_the_route_of_a_response_without_its_request() {
+        let nd = Some("application/x-ndjson");
+        let sse = Some("text/event-stream");
+        let json = Some("application/json; charset=utf-8");
+        let cases: &[(Option<&str>, &str, Option<Route>)] = &[
+            (
+                nd,
+                "{\"model\":\"m\",\"created_at\":\"t\",\"message\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"done\":false}\n",
+                Some(Route::Chat),
+            ),
+            (nd, "{\"model\":\"m\",\"created_at\":\"t\",\"response\":\"Hi\",\"done\":false}\n", Some(Route::Generate)),
+            (nd, "{\"status\":\"pulling manifest\"}\n", Some(Route::Pull)),
+            (nd, "{\"model\":\"m\",\"created_at\":\"t\",\"mess", None),
+            (nd, "{\"something\":1}\n", Some(Route::Unknown)),
+            (
+                sse,
+                "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[]}\n\n",
+                Some(Route::OpenAiChat),
+            ),
+            (
+                sse,
+                "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"choices\":[]}\n\n",
+                Some(Route::OpenAiCompletions),
+            ),
+            (sse, "event: message_start\ndata: {\"type\":\"message_start\"}\n\n", Some(Route::AnthropicMessages)),
+            (sse, "event: response.created\ndata: {\"type\":\"response.created\"}\n\n", Some(Route::OpenAiResponses)),
+            (json, "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"choices\":[]}", Some(Route::OpenAiChat)),
+            (
+                json,
+                "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"embedding\":[0.1]}]}",
+                Some(Route::OpenAiEmbeddings),
+            ),
+            (json, "{\"model\":\"m\",\"embeddings\":[[0.1]]}", Some(Route::Embed)),
+            (json, "{\"embedding\":[0.1]}", Some(Route::Embeddings)),
+            (
+                json,
+                "{\"id\":\"msg_1\",\"type\":\"message\",\"content\":[],\"stop_reason\":\"end_turn\"}",
+                Some(Route::AnthropicMessages),
+            ),
+        ];
+        for (ct, body, want) in cases {
+            assert_eq!(Route::sniff(*ct, body.as_bytes()), *want, "{body}");
+        }
     }
 }

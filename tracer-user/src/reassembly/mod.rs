@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use ahash::AHashMap;
 
-use crate::segment::{CaptureMeta, Direction, FlowKey, Segment, Timestamp};
+use crate::segment::{CaptureMeta, Direction, FlowKey, Peers, Segment, Side, Timestamp};
 
 /// Segments to wait, after the receiver acknowledged past a hole, before the hole is declared
 /// lost (the capture may deliver a packet a little after the ACK that covers it).
@@ -102,6 +102,10 @@ pub enum StreamEvent<'a> {
     End { conn: ConnId, dir: Direction, ts: Timestamp },
     /// The connection is gone; no more events for `conn`.
     Close { conn: ConnId, ts: Timestamp, reason: CloseReason },
+    /// The cgroup of one end's socket became known (or changed): learnt from every copy of
+    /// every packet, duplicates included, since a localhost packet names the sender's cgroup
+    /// at egress and the receiver's at ingress and only one copy is delivered as data.
+    Peer { conn: ConnId, flow: FlowKey, side: Side, cgroup: u64, ts: Timestamp },
 }
 
 /// Counters of reassembly, for the summary and metrics.
@@ -186,6 +190,28 @@ struct Conn {
     last_ts: Timestamp,
     /// Segments seen on this connection.
     segments: u64,
+    /// The cgroups of its two sockets, as far as seen.
+    peers: Peers,
+}
+
+/// Which end's cgroup a segment names, if it can be trusted to: data and SYNs are sent by
+/// the connection's own sockets (a SYN-ACK by the listener). Bare ACKs, FINs and RSTs are
+/// skipped: the kernel answers some of those from a per-namespace control socket (RSTs,
+/// TIME_WAIT ACKs) whose cgroup is nobody's.
+fn peer_of(seg: &Segment<'_>) -> Option<(Side, u64)> {
+    if seg.flags.rst() || (seg.payload.is_empty() && seg.missing == 0 && !seg.flags.syn()) {
+        return None;
+    }
+    Some((seg.meta.socket_side(seg.dir)?, seg.meta.cgroup_id?))
+}
+
+/// Notes what `seg` says about the cgroups of `conn`'s sockets; reports a change.
+fn learn_peer<F: FnMut(StreamEvent<'_>)>(conn: &mut Conn, seg: &Segment<'_>, out: &mut F) {
+    if let Some((side, cgroup)) = peer_of(seg)
+        && conn.peers.set(side, cgroup)
+    {
+        out(StreamEvent::Peer { conn: conn.id, flow: seg.flow, side, cgroup, ts: seg.ts });
+    }
 }
 
 /// The reassembly stage.
@@ -273,6 +299,7 @@ impl Reassembler {
         if !seg.flags.rst()
             && let Some(conn) = self.conns.get_mut(&seg.flow)
         {
+            learn_peer(conn, seg, out);
             if self.core.segment(conn, seg, out) {
                 self.forget_finished(seg.flow);
             }
@@ -310,7 +337,13 @@ impl Reassembler {
             }
             self.conns.insert(
                 seg.flow,
-                Conn { id, halves: [Half::default(), Half::default()], last_ts: seg.ts, segments: 0 },
+                Conn {
+                    id,
+                    halves: [Half::default(), Half::default()],
+                    last_ts: seg.ts,
+                    segments: 0,
+                    peers: Peers::default(),
+                },
             );
             out(StreamEvent::Open { conn: id, flow: seg.flow, ts: seg.ts, handshake });
         }
@@ -321,6 +354,7 @@ impl Reassembler {
             return;
         }
         let conn = self.conns.get_mut(&seg.flow).expect("inserted above");
+        learn_peer(conn, seg, out);
         if self.core.segment(conn, seg, out) {
             self.forget_finished(seg.flow);
         }
@@ -705,8 +739,6 @@ impl Reassembler {
                 self.core.discard_held(&mut conn);
                 self.core.stats.closed_fin += 1;
                 out(StreamEvent::Close { conn: conn.id, ts: now, reason: CloseReason::Fin });
-            }
-            if finished {
                 self.remember(key, &conn);
             } else {
                 self.conns.insert(key, conn);

@@ -17,6 +17,7 @@ struct Out {
     opens: Vec<bool>,
     ends: Vec<Direction>,
     closes: Vec<CloseReason>,
+    peers: Vec<(Side, u64)>,
 }
 
 impl Out {
@@ -39,6 +40,7 @@ impl Out {
             }
             StreamEvent::End { dir, .. } => self.ends.push(dir),
             StreamEvent::Close { reason, .. } => self.closes.push(reason),
+            StreamEvent::Peer { side, cgroup, .. } => self.peers.push((side, cgroup)),
         }
     }
 }
@@ -347,4 +349,45 @@ fn the_memory_of_finished_connections_is_bounded() {
     }
     assert_eq!(out.closes, vec![CloseReason::Fin; 5]);
     assert!(r.conns.is_empty());
+}
+
+/// Each end's cgroup is learnt from the copy of a packet seen at that end's socket, duplicates
+/// included; RSTs, bare ACKs and TC captures teach nothing.
+#[test]
+fn peers_learnt_from_both_copies() {
+    use crate::segment::{CaptureMeta, Hook};
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let mut out = Out::default();
+    let mut sink = out.sink();
+    let at = |hook: Hook, cgroup: u64| CaptureMeta { cgroup_id: Some(cgroup), ifindex: Some(1), hook: Some(hook) };
+    let steps: Vec<(Direction, u32, u8, &[u8], CaptureMeta)> = vec![
+        // SYN leaves the client (egress: client's cgroup 10) and reaches the listener (ingress: 20).
+        (C, 100, SYN, b"", at(Hook::CgroupEgress, 10)),
+        (C, 100, SYN, b"", at(Hook::CgroupIngress, 20)),
+        // A bare ACK and a RST from a control socket in another cgroup are ignored.
+        (C, 101, TcpFlags::ACK, b"", at(Hook::CgroupEgress, 99)),
+        // The request, twice: delivered once, but both copies count.
+        (C, 101, TcpFlags::ACK, b"GET", at(Hook::CgroupEgress, 10)),
+        (C, 101, TcpFlags::ACK, b"GET", at(Hook::CgroupIngress, 20)),
+        // A TC copy carries no socket.
+        (S, 500, TcpFlags::ACK, b"OK", CaptureMeta { cgroup_id: None, ifindex: Some(1), hook: Some(Hook::TcEgress) }),
+        (S, 502, TcpFlags::RST, b"", at(Hook::CgroupEgress, 99)),
+    ];
+    for (i, (dir, seq, flags, data, meta)) in steps.into_iter().enumerate() {
+        let segment = Segment {
+            ts: Timestamp(1_000 + i as u64),
+            flow: flow(),
+            dir,
+            seq,
+            ack: 0,
+            flags: TcpFlags(flags),
+            payload: data,
+            missing: 0,
+            meta,
+        };
+        r.push(&segment, &mut sink);
+    }
+    drop(sink);
+    assert_eq!(out.peers, vec![(Side::Client, 10), (Side::Server, 20)]);
+    assert_eq!(&out.streams[0][..], b"GET");
 }

@@ -292,7 +292,8 @@ impl SpanBuilder {
         if let Some(id) = &conversation {
             span.attributes.push(KeyValue::new(sc::GEN_AI_CONVERSATION_ID, id.clone()));
         }
-        let phases = self.phases(call, &span);
+        // Without the request the call's span starts late: phases would not fit it.
+        let phases = if call.request_seen() { self.phases(call, &span) } else { Vec::new() };
         spans.push(span);
         spans.extend(phases);
         for tool in tools {
@@ -454,6 +455,9 @@ impl SpanBuilder {
             self.management_attributes(call, &mut a);
         }
         self.http_attributes(call, &mut a);
+        if let Some(id) = &call.identity {
+            crate::attribution::span_attributes(id, &mut a.0);
+        }
 
         let (status, status_message) = match &call.error {
             // GenAI spans: any failed operation is an error. Plain HTTP server spans follow the
@@ -542,7 +546,9 @@ impl SpanBuilder {
                 a.put(sc::OLLAMA_WAIT_DURATION, load);
             }
         }
-        if let Some(total) = o.total_duration {
+        if let Some(total) = o.total_duration
+            && call.request_seen()
+        {
             let wall = call.times.end.since(call.times.request_start).max(0) as u64;
             a.put(sc::OLLAMA_OUTSIDE_DURATION, wall.saturating_sub(total));
         }
@@ -612,8 +618,11 @@ impl SpanBuilder {
     }
 
     fn http_attributes(&mut self, call: &LlmCall, a: &mut Attrs) {
-        a.put(sc::HTTP_REQUEST_METHOD, call.method.as_str());
-        a.put(sc::URL_PATH, call.path.as_str());
+        // An unseen request has no method or path (its route was told from the response).
+        if call.request_seen() {
+            a.put(sc::HTTP_REQUEST_METHOD, call.method.as_str());
+            a.put(sc::URL_PATH, call.path.as_str());
+        }
         a.put(sc::URL_SCHEME, "http");
         a.opt(sc::HTTP_ROUTE, call.route.template());
         a.opt(sc::HTTP_RESPONSE_STATUS_CODE, call.status);

@@ -136,6 +136,36 @@ pub const TRACER_INCOMPLETE_REASONS: &str = "ollama_tracer.incomplete_reasons";
 /// The span was inferred (an `execute_tool` span between two calls), not observed.
 pub const TRACER_INFERRED: &str = "ollama_tracer.inferred";
 
+// Attribution (docs/attribution.md): who answered and who called. The server's identity uses
+// the resource attribute names as span attributes (the span is the server's); the client's the
+// same names behind CLIENT_PREFIX. The tracer's own names (systemd unit) are under
+// `ollama_tracer.`; the client's drop that part before the prefix.
+pub const PROCESS_PID: &str = "process.pid";
+pub const PROCESS_EXECUTABLE_NAME: &str = "process.executable.name";
+pub const PROCESS_EXECUTABLE_PATH: &str = "process.executable.path";
+pub const PROCESS_COMMAND: &str = "process.command";
+pub const PROCESS_COMMAND_ARGS: &str = "process.command_args";
+/// The socket's cgroup as `/proc/<pid>/cgroup` shows a v2 cgroup: `0::<path>`.
+pub const PROCESS_LINUX_CGROUP: &str = "process.linux.cgroup";
+pub const CONTAINER_ID: &str = "container.id";
+pub const K8S_POD_UID: &str = "k8s.pod.uid";
+pub const K8S_POD_NAME: &str = "k8s.pod.name";
+pub const K8S_NAMESPACE_NAME: &str = "k8s.namespace.name";
+pub const K8S_NODE_NAME: &str = "k8s.node.name";
+pub const K8S_CONTAINER_NAME: &str = "k8s.container.name";
+pub const K8S_REPLICASET_NAME: &str = "k8s.replicaset.name";
+pub const K8S_DEPLOYMENT_NAME: &str = "k8s.deployment.name";
+pub const K8S_STATEFULSET_NAME: &str = "k8s.statefulset.name";
+pub const K8S_DAEMONSET_NAME: &str = "k8s.daemonset.name";
+pub const K8S_JOB_NAME: &str = "k8s.job.name";
+pub const K8S_CRONJOB_NAME: &str = "k8s.cronjob.name";
+/// The systemd unit of a socket outside containers (`ollama.service`).
+pub const TRACER_SYSTEMD_UNIT: &str = "ollama_tracer.systemd.unit";
+/// Prefix of the client's identity attributes (`ollama_tracer.client.process.pid`, …).
+pub const CLIENT_PREFIX: &str = "ollama_tracer.client.";
+pub const SERVICE_NAMESPACE: &str = "service.namespace";
+pub const SERVICE_INSTANCE_ID: &str = "service.instance.id";
+
 // Resource
 pub const SERVICE_NAME: &str = "service.name";
 pub const SERVICE_VERSION: &str = "service.version";
@@ -144,3 +174,57 @@ pub const TELEMETRY_DISTRO_NAME: &str = "telemetry.distro.name";
 pub const TELEMETRY_DISTRO_VERSION: &str = "telemetry.distro.version";
 pub const DEFAULT_SERVICE_NAME: &str = "ollama";
 pub const DISTRO_NAME: &str = "ollama-tracer";
+
+// OpenInference mirrors (only with `--compat openinference`): what Arize Phoenix reads natively.
+// `openinference.span.kind` also changes MLflow's span type of a chat span from CHAT_MODEL to
+// LLM, which is why none of this is emitted by default.
+pub const OPENINFERENCE_SPAN_KIND: &str = "openinference.span.kind";
+pub const OPENINFERENCE_KIND_LLM: &str = "LLM";
+pub const OPENINFERENCE_KIND_EMBEDDING: &str = "EMBEDDING";
+pub const LLM_PROVIDER: &str = "llm.provider";
+pub const LLM_SYSTEM: &str = "llm.system";
+pub const LLM_MODEL_NAME: &str = "llm.model_name";
+pub const EMBEDDING_MODEL_NAME: &str = "embedding.model_name";
+pub const LLM_TOKEN_COUNT_PROMPT: &str = "llm.token_count.prompt";
+pub const LLM_TOKEN_COUNT_COMPLETION: &str = "llm.token_count.completion";
+pub const LLM_TOKEN_COUNT_TOTAL: &str = "llm.token_count.total";
+pub const LLM_INVOCATION_PARAMETERS: &str = "llm.invocation_parameters";
+
+// Metrics (v1.41 names, units and explicit bucket boundaries; see the README's metrics table).
+pub const METRIC_CLIENT_OPERATION_DURATION: &str = "gen_ai.client.operation.duration";
+pub const METRIC_CLIENT_TOKEN_USAGE: &str = "gen_ai.client.token.usage";
+pub const METRIC_CLIENT_TIME_TO_FIRST_CHUNK: &str = "gen_ai.client.operation.time_to_first_chunk";
+pub const METRIC_CLIENT_TIME_PER_OUTPUT_CHUNK: &str = "gen_ai.client.operation.time_per_output_chunk";
+pub const METRIC_SERVER_REQUEST_DURATION: &str = "gen_ai.server.request.duration";
+pub const METRIC_SERVER_TIME_TO_FIRST_TOKEN: &str = "gen_ai.server.time_to_first_token";
+pub const METRIC_SERVER_TIME_PER_OUTPUT_TOKEN: &str = "gen_ai.server.time_per_output_token";
+pub const METRIC_HTTP_SERVER_REQUEST_DURATION: &str = "http.server.request.duration";
+/// `gen_ai.token.type` values.
+pub const TOKEN_TYPE_INPUT: &str = "input";
+pub const TOKEN_TYPE_OUTPUT: &str = "output";
+/// `http.request.method` for methods outside the HTTP spec's list.
+pub const HTTP_METHOD_OTHER: &str = "_OTHER";
+
+// The tracer's own health (monotonic counters unless noted).
+pub const METRIC_TRACER_PACKETS: &str = "ollama_tracer.capture.packets";
+pub const METRIC_TRACER_BYTES: &str = "ollama_tracer.capture.bytes";
+pub const METRIC_TRACER_KERNEL_DROPS: &str = "ollama_tracer.capture.kernel_drops";
+pub const METRIC_TRACER_MALFORMED: &str = "ollama_tracer.capture.malformed";
+pub const METRIC_TRACER_CONNECTIONS: &str = "ollama_tracer.reassembly.connections";
+pub const METRIC_TRACER_GAPS: &str = "ollama_tracer.reassembly.gaps";
+pub const METRIC_TRACER_GAP_BYTES: &str = "ollama_tracer.reassembly.gap_bytes";
+pub const METRIC_TRACER_PARSE_ERRORS: &str = "ollama_tracer.http.parse_errors";
+pub const METRIC_TRACER_CALLS: &str = "ollama_tracer.calls";
+pub const METRIC_TRACER_INCOMPLETE: &str = "ollama_tracer.calls.incomplete";
+pub const METRIC_TRACER_SPANS: &str = "ollama_tracer.spans";
+/// Gauges: spans and bytes in the OTLP export queue now.
+pub const METRIC_TRACER_QUEUE_SPANS: &str = "ollama_tracer.export.queue.spans";
+pub const METRIC_TRACER_QUEUE_BYTES: &str = "ollama_tracer.export.queue.bytes";
+pub const METRIC_TRACER_EXPORTED: &str = "ollama_tracer.export.spans";
+/// By `reason`: `queue_full`, `rejected`, `shutdown`.
+pub const METRIC_TRACER_EXPORT_DROPPED: &str = "ollama_tracer.export.dropped";
+pub const METRIC_TRACER_EXPORT_FAILURES: &str = "ollama_tracer.export.failures";
+/// Attribute of the drop counter.
+pub const TRACER_DROP_REASON: &str = "reason";
+/// Attribute of the export failure counter: `traces` or `metrics`.
+pub const TRACER_SIGNAL: &str = "signal";

@@ -137,6 +137,7 @@ fn ops_of(packets: &[Packet]) -> Vec<reassembly::Op> {
                 captured: p.captured_payload.map(|c| c as u16),
                 ack: p.flags.ack().then(|| p.ack.wrapping_sub(peer)),
                 dt,
+                ..Default::default()
             }
         })
         .collect()

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The one release build of ollama-tracer: the eBPF programs (tracer-ebpf, for the BPF target,
+# with the nightly toolchain and bpf-linker) embedded in the `ollama-tracer` binary.
+# `cargo xtask run`, `cargo xtask test` (CI) and deploy/Dockerfile all build through this
+# script, so the binary in the container image is built exactly as the one tested.
+#
+# Usage: scripts/build-release.sh [DEST]
+#   DEST  also copy the binary there (a file path, or a directory)
+# Prints the binary's path on stdout (last line).
+#
+# Env knobs:
+#   EBPF_TOOLCHAIN           rustup toolchain for the BPF crate (default: nightly)
+#   USERSPACE_TOOLCHAIN      rustup toolchain for the binary (default: stable)
+#   OLLAMA_TRACER_SKIP_SETUP=1  do not run scripts/setup-ebpf-toolchain.sh first (the
+#                            Dockerfile runs it in its own layer)
+#   CARGO_TARGET_DIR         as for cargo (default: <repo>/target)
+#   CARGO_BUILD_FLAGS        extra flags for `cargo build` (e.g. --quiet)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+if [ "${OLLAMA_TRACER_SKIP_SETUP:-0}" != 1 ]; then
+  bash "$ROOT/scripts/setup-ebpf-toolchain.sh"
+fi
+
+# A build without the eBPF object is an error here, never a silent fallback to pcap only.
+export OLLAMA_TRACER_REQUIRE_EBPF=1
+export OLLAMA_TRACER_EBPF_TOOLCHAIN=${EBPF_TOOLCHAIN:-nightly}
+# bpf-linker is where setup-ebpf-toolchain.sh installs it (cargo's bin dir). PATH is only
+# changed when needed: build.rs reruns when PATH changes.
+for dir in "${CARGO_HOME:-$HOME/.cargo}/bin" ${BPF_LINKER_ROOT:+"$BPF_LINKER_ROOT/bin"}; do
+  case ":$PATH:" in
+    *":$dir:"*) ;;
+    *) PATH="$dir:$PATH" ;;
+  esac
+done
+export PATH
+
+# shellcheck disable=SC2086 # CARGO_BUILD_FLAGS is a list of flags
+cargo +"${USERSPACE_TOOLCHAIN:-stable}" build --release --locked ${CARGO_BUILD_FLAGS:-} -p tracer-user --bin ollama-tracer
+
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/ollama-tracer"
+if [ ! -x "$BIN" ]; then
+  echo "[build-release] $BIN was not built" >&2
+  exit 1
+fi
+if [ $# -ge 1 ]; then
+  DEST=$1
+  if [ -d "$DEST" ]; then DEST="$DEST/ollama-tracer"; fi
+  install -m 0755 "$BIN" "$DEST"
+  BIN=$DEST
+fi
+echo "$BIN"

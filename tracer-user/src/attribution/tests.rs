@@ -1,0 +1,275 @@
+//! The attribution caches end to end on a fake host: a temporary cgroup tree and procfs.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+use crate::llm::{LlmCall, Route};
+use crate::segment::Peers;
+use crate::span::{Resource, SpanBuilder, SpanConfig, semconv as sc};
+
+const CID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const POD: &str = "11111111-2222-3333-4444-555555555555";
+
+struct Host {
+    root: PathBuf,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+impl Host {
+    fn new(tag: &str) -> Host {
+        let root = std::env::temp_dir().join(format!("ot-attr-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("cg")).unwrap();
+        fs::create_dir_all(root.join("proc")).unwrap();
+        Host { root }
+    }
+
+    /// A cgroup holding `pids`; returns its id.
+    fn cgroup(&self, path: &str, pids: &[u32]) -> u64 {
+        let dir = self.root.join("cg").join(path.trim_start_matches('/'));
+        fs::create_dir_all(&dir).unwrap();
+        let procs: String = pids.iter().map(|p| format!("{p}\n")).collect();
+        fs::write(dir.join("cgroup.procs"), procs).unwrap();
+        fs::metadata(&dir).unwrap().ino()
+    }
+
+    fn process(&self, pid: u32, comm: &str, argv: &[&str]) {
+        let d = self.root.join("proc").join(pid.to_string());
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("stat"), format!("{pid} ({comm}) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {pid}00 0 0"))
+            .unwrap();
+        fs::write(d.join("comm"), format!("{comm}\n")).unwrap();
+        let cmdline: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+        fs::write(d.join("cmdline"), cmdline).unwrap();
+    }
+
+    fn attribution(&self) -> Attribution {
+        let config = AttributionConfig {
+            cgroup_root: self.root.join("cg"),
+            proc_root: self.root.join("proc"),
+            max_wait: Duration::from_secs(2),
+            // As without CAP_SYS_PTRACE (the fake procfs has no descriptors anyway).
+            read_fds: false,
+            node_name: Some("node-a".into()),
+            ..Default::default()
+        };
+        Attribution::start(config, None).unwrap()
+    }
+}
+
+fn call(client: u16) -> LlmCall {
+    let mut c = LlmCall::for_test(Route::Chat);
+    c.flow.client = SocketAddr::new("10.0.0.2".parse().unwrap(), client);
+    c.flow.server = "10.0.0.1:11434".parse().unwrap();
+    c
+}
+
+fn attrs(id: &CallIdentity) -> HashMap<String, crate::span::AttrValue> {
+    let mut v = Vec::new();
+    span_attributes(id, &mut v);
+    v.into_iter().map(|kv| (kv.key.into_owned(), kv.value)).collect()
+}
+
+fn s(v: &str) -> crate::span::AttrValue {
+    crate::span::AttrValue::Str(v.into())
+}
+
+#[test]
+fn both_ends_from_cgroups_and_events() {
+    let h = Host::new("ends");
+    let server_cg = h.cgroup(
+        &format!("/kubepods.slice/kubepods-pod{}.slice/cri-containerd-{CID}.scope", POD.replace('-', "_")),
+        &[40],
+    );
+    let client_cg = h.cgroup("/system.slice/agent.service", &[50, 51]);
+    h.process(40, "ollama", &["/bin/ollama", "serve"]);
+    h.process(50, "python3", &["python3", "agent.py", "--token", "abc"]);
+    let a = h.attribution();
+    let mut c = call(40000);
+    c.peers = Peers { client_cgroup: Some(client_cg), server_cgroup: Some(server_cg) };
+    // The client's connect() as the tracepoint reports it.
+    a.socket_event(SocketEvent {
+        kind: SocketEventKind::Connect,
+        ts: Timestamp(1_000),
+        cgroup_id: Some(client_cg),
+        local: c.flow.client,
+        remote: c.flow.server,
+        pid: 50,
+        comm: "python3".into(),
+        sock: 1,
+    });
+    a.prefetch(c.flow, Side::Server, server_cg);
+    let id = a.identify(&c, Timestamp(1_500), true).expect("identified");
+    let m = attrs(&id);
+    // Server: the only process of its container's cgroup (no fds in the fake procfs).
+    assert_eq!(m[sc::PROCESS_PID], crate::span::AttrValue::Int(40));
+    assert_eq!(m[sc::PROCESS_EXECUTABLE_NAME], s("ollama"));
+    assert_eq!(m[sc::PROCESS_COMMAND], s("/bin/ollama"));
+    assert_eq!(m[sc::CONTAINER_ID], s(CID));
+    assert_eq!(m[sc::K8S_POD_UID], s(POD));
+    assert_eq!(m[sc::K8S_NODE_NAME], s("node-a"));
+    assert!(!m.contains_key(sc::PROCESS_COMMAND_ARGS), "arguments only when asked for");
+    // Client: from its connect(), in a systemd service.
+    assert_eq!(m["ollama_tracer.client.process.pid"], crate::span::AttrValue::Int(50));
+    assert_eq!(m["ollama_tracer.client.process.executable.name"], s("python3"));
+    assert_eq!(m["ollama_tracer.client.systemd.unit"], s("agent.service"));
+    assert_eq!(m["ollama_tracer.client.process.linux.cgroup"], s("0::/system.slice/agent.service"));
+    assert!(!m.contains_key("ollama_tracer.client.container.id"));
+
+    // A connect() far from this connection's SYN is another connection's: not used, and the
+    // client cgroup holds two processes, so the client process stays unknown.
+    let id = a.identify(&c, Timestamp(10_000_000_000), true).unwrap();
+    assert!(id.client.process.is_none());
+    assert!(id.client.cgroup.is_some());
+    // Not the handshake: a connect() cannot be this connection's.
+    let id = a.identify(&c, Timestamp(1_500), false).unwrap();
+    assert!(id.client.process.is_none());
+    let st = a.stats();
+    assert_eq!((st.socket_events, st.dropped_requests), (1, 0));
+    assert!(st.cgroup_scans >= 1);
+}
+
+#[test]
+fn unknown_and_remote_ends_stay_empty() {
+    let h = Host::new("unknown");
+    let a = h.attribution();
+    // A remote client and a capture without cgroups (TCX, libpcap): nothing to say.
+    assert!(a.identify(&call(1), Timestamp(0), true).is_none());
+    // A cgroup id that is nowhere in the tree.
+    let mut c = call(2);
+    c.peers.server_cgroup = Some(u64::MAX - 1);
+    let id = a.identify(&c, Timestamp(0), true);
+    assert!(id.is_none(), "{id:?}");
+    // The init system's cgroup never names a server process.
+    let init = h.cgroup("/init.scope", &[1]);
+    h.process(1, "systemd", &["/sbin/init"]);
+    let mut c = call(3);
+    c.peers.server_cgroup = Some(init);
+    let id = a.identify(&c, Timestamp(0), true).unwrap();
+    assert!(id.server.process.is_none());
+    assert_eq!(id.server.cgroup.as_ref().unwrap().systemd_unit.as_deref(), Some("init.scope"));
+}
+
+#[test]
+fn listen_events_name_the_server() {
+    let h = Host::new("listen");
+    let cg = h.cgroup("/system.slice/ollama.service", &[60, 61]);
+    h.process(60, "ollama", &["/usr/bin/ollama", "serve"]);
+    h.process(61, "ollama", &["/usr/bin/ollama", "runner"]);
+    let a = h.attribution();
+    let mut c = call(4);
+    c.peers.server_cgroup = Some(cg);
+    // Two processes and no fds to read: unknown…
+    assert!(a.identify(&c, Timestamp(0), true).unwrap().server.process.is_none());
+    // …until the server's listen() is seen.
+    a.socket_event(SocketEvent {
+        kind: SocketEventKind::Listen,
+        ts: Timestamp(5),
+        cgroup_id: Some(cg),
+        local: "0.0.0.0:11434".parse().unwrap(),
+        remote: "0.0.0.0:0".parse().unwrap(),
+        pid: 60,
+        comm: "ollama".into(),
+        sock: 77,
+    });
+    assert!(a.settle(Duration::from_secs(2)));
+    let id = a.identify(&c, Timestamp(0), true).unwrap();
+    assert_eq!(id.server.process.as_ref().map(|p| p.pid), Some(60));
+    assert_eq!(id.server.cgroup.as_ref().unwrap().systemd_unit.as_deref(), Some("ollama.service"));
+    // Closed: back to unknown.
+    a.socket_event(SocketEvent {
+        kind: SocketEventKind::Unlisten,
+        ts: Timestamp(6),
+        cgroup_id: None,
+        local: "0.0.0.0:11434".parse().unwrap(),
+        remote: "0.0.0.0:0".parse().unwrap(),
+        pid: 0,
+        comm: String::new(),
+        sock: 77,
+    });
+    assert!(a.settle(Duration::from_secs(2)));
+    assert!(a.identify(&c, Timestamp(0), true).unwrap().server.process.is_none());
+}
+
+#[test]
+fn workload_names_the_service() {
+    use super::kubernetes::{Owner, WorkloadKind};
+    let pod = PodInfo {
+        uid: POD.into(),
+        name: "ollama-7d9f8b6c5d-x2x9q".into(),
+        namespace: "ai".into(),
+        node: Some("node-a".into()),
+        containers: vec![(CID.into(), "ollama".into())],
+        owners: vec![
+            Owner { kind: WorkloadKind::ReplicaSet, name: "ollama-7d9f8b6c5d".into() },
+            Owner { kind: WorkloadKind::Deployment, name: "ollama".into() },
+        ],
+        resource_annotations: vec![],
+    };
+    let cgroup = cgroup::parse_path(
+        9,
+        &format!("/kubepods.slice/kubepods-pod{}.slice/cri-containerd-{CID}.scope", POD.replace('-', "_")),
+    );
+    let id = CallIdentity {
+        server: Endpoint {
+            cgroup: Some(Arc::new(cgroup)),
+            process: None,
+            pod: Some(Arc::new(pod.clone())),
+            node_name: Some(Arc::from("node-a")),
+        },
+        client: Endpoint::default(),
+        workload_service_name: true,
+    };
+    let m = attrs(&id);
+    assert_eq!(m[sc::K8S_DEPLOYMENT_NAME], s("ollama"));
+    assert_eq!(m[sc::K8S_REPLICASET_NAME], s("ollama-7d9f8b6c5d"));
+    assert_eq!(m[sc::K8S_CONTAINER_NAME], s("ollama"));
+    assert_eq!(m[sc::K8S_NAMESPACE_NAME], s("ai"));
+    let base = Resource::new("ollama", Some("host".into()), Vec::new());
+    let mut c = call(5);
+    c.identity = Some(Arc::new(id.clone()));
+    let r = call_resource(&base, &c);
+    assert_eq!(r.get(sc::SERVICE_NAME), Some(&s("ollama")));
+    assert_eq!(r.get(sc::SERVICE_NAMESPACE), Some(&s("ai")));
+    assert_eq!(r.get(sc::SERVICE_INSTANCE_ID), Some(&s("ai.ollama-7d9f8b6c5d-x2x9q.ollama")));
+    assert_eq!(r.get(sc::HOST_NAME), Some(&s("host")));
+    // The annotation wins; a StatefulSet's pod is named after the StatefulSet.
+    let mut p2 = pod.clone();
+    p2.owners = vec![Owner { kind: WorkloadKind::StatefulSet, name: "ollama-gpu".into() }];
+    let mut id2 = id.clone();
+    id2.server.pod = Some(Arc::new(p2.clone()));
+    c.identity = Some(Arc::new(id2.clone()));
+    assert_eq!(call_resource(&base, &c).get(sc::SERVICE_NAME), Some(&s("ollama-gpu")));
+    p2.resource_annotations = vec![("service.name".into(), "llm".into())];
+    id2.server.pod = Some(Arc::new(p2));
+    c.identity = Some(Arc::new(id2.clone()));
+    assert_eq!(call_resource(&base, &c).get(sc::SERVICE_NAME), Some(&s("llm")));
+    // Asked to keep the configured name, or no pod: the base resource.
+    id2.workload_service_name = false;
+    c.identity = Some(Arc::new(id2));
+    assert!(matches!(call_resource(&base, &c), std::borrow::Cow::Borrowed(_)));
+    c.identity = None;
+    assert!(matches!(call_resource(&base, &c), std::borrow::Cow::Borrowed(_)));
+    // The span builder puts the identity on the call's span only.
+    c.identity = Some(Arc::new(id));
+    let spans = SpanBuilder::new(SpanConfig { id_seed: Some(1), ..Default::default() }).build_all(&c);
+    assert_eq!(spans[0].attr_str(sc::K8S_POD_NAME), Some("ollama-7d9f8b6c5d-x2x9q"));
+}
+
+#[test]
+fn client_names() {
+    assert_eq!(resource::client_name(sc::PROCESS_PID), "ollama_tracer.client.process.pid");
+    assert_eq!(resource::client_name(sc::TRACER_SYSTEMD_UNIT), "ollama_tracer.client.systemd.unit");
+    assert_eq!(resource::client_name(sc::K8S_CRONJOB_NAME), "ollama_tracer.client.k8s.cronjob.name");
+}
+
+#[allow(dead_code)]
+fn unused(_: &Path) {}

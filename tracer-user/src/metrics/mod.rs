@@ -1,0 +1,553 @@
+//! Metrics from every observed call (before any sampling), and the tracer's own health.
+//!
+//! One aggregation, cumulative since start, read two ways: the Prometheus text format (served
+//! on `--metrics-addr`) and OTLP (pushed periodically and at exit). Aggregated here rather than
+//! through the OpenTelemetry SDK's instruments because `time_per_output_chunk` arrives already
+//! binned per call ([`ChunkGaps`]: the pipeline never keeps one value per chunk) and the SDK's
+//! histograms only take single values — merging the bins keeps every count and sum exact.
+//!
+//! Names, units and bucket boundaries are the semantic conventions' v1.41 ones; see the README
+//! for the table and the Prometheus names.
+
+pub mod otlp;
+pub mod prometheus;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use crate::export::otlp_traces::TraceCounters;
+use crate::export::{ExportStats, Sink};
+use crate::llm::call::ChunkGaps;
+use crate::llm::{ErrorKind, Incomplete, LlmCall, Operation};
+use crate::replay::Report;
+use crate::segment::display_ip;
+use crate::span::semconv as sc;
+use crate::span::{Resource, SpanRecord};
+
+/// GenAI client and server duration buckets (seconds), per the conventions.
+pub const DURATION_BUCKETS: [f64; 14] =
+    [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92];
+/// `gen_ai.client.token.usage` buckets.
+pub const TOKEN_BUCKETS: [f64; 14] = [
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+    67108864.0,
+];
+/// `gen_ai.server.time_to_first_token` buckets.
+pub const TTFT_BUCKETS: [f64; 16] =
+    [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+/// `gen_ai.server.time_per_output_token` buckets.
+pub const TPOT_BUCKETS: [f64; 13] = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5];
+/// `http.server.request.duration` buckets (HTTP semantic conventions).
+pub const HTTP_BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+
+/// Most series one metric keeps; further attribute sets go to one overflow series
+/// (`otel.metric.overflow=true`), as the OpenTelemetry SDKs do: model names come from the wire.
+pub const MAX_SERIES: usize = 2000;
+const OVERFLOW_ATTR: &str = "otel.metric.overflow";
+
+/// An attribute value of a metric series (ordered, hashable).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Attr {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+}
+
+/// A series' attributes, in a fixed order.
+pub type Attrs = Vec<(&'static str, Attr)>;
+
+/// The instrument kinds used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Histogram,
+    /// Monotonic, cumulative.
+    Counter,
+    Gauge,
+}
+
+/// A metric's identity.
+#[derive(Clone, Copy, Debug)]
+pub struct Desc {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub description: &'static str,
+    pub kind: Kind,
+    /// Histogram bucket upper bounds.
+    pub bounds: &'static [f64],
+}
+
+const fn histogram(name: &'static str, unit: &'static str, description: &'static str, bounds: &'static [f64]) -> Desc {
+    Desc { name, unit, description, kind: Kind::Histogram, bounds }
+}
+const fn counter(name: &'static str, unit: &'static str, description: &'static str) -> Desc {
+    Desc { name, unit, description, kind: Kind::Counter, bounds: &[] }
+}
+const fn gauge(name: &'static str, unit: &'static str, description: &'static str) -> Desc {
+    Desc { name, unit, description, kind: Kind::Gauge, bounds: &[] }
+}
+
+/// The histograms, in output order (indices below).
+pub const HISTOGRAMS: [Desc; 8] = [
+    histogram(
+        sc::METRIC_CLIENT_OPERATION_DURATION,
+        "s",
+        "GenAI operation duration (request's first byte to response's last, on the wire).",
+        &DURATION_BUCKETS,
+    ),
+    histogram(sc::METRIC_CLIENT_TOKEN_USAGE, "{token}", "Tokens used, as the server reported them.", &TOKEN_BUCKETS),
+    histogram(
+        sc::METRIC_CLIENT_TIME_TO_FIRST_CHUNK,
+        "s",
+        "Time to the end of the first output chunk of a streamed response, on the wire.",
+        &DURATION_BUCKETS,
+    ),
+    histogram(
+        sc::METRIC_CLIENT_TIME_PER_OUTPUT_CHUNK,
+        "s",
+        "Time between consecutive output chunks of a streamed response, on the wire.",
+        &DURATION_BUCKETS,
+    ),
+    histogram(
+        sc::METRIC_SERVER_REQUEST_DURATION,
+        "s",
+        "Ollama's own total_duration of the request.",
+        &DURATION_BUCKETS,
+    ),
+    histogram(
+        sc::METRIC_SERVER_TIME_TO_FIRST_TOKEN,
+        "s",
+        "Ollama's load_duration + prompt_eval_duration (prefill), as it reported them.",
+        &TTFT_BUCKETS,
+    ),
+    histogram(
+        sc::METRIC_SERVER_TIME_PER_OUTPUT_TOKEN,
+        "s",
+        "Ollama's eval_duration / eval_count (decode time per output token).",
+        &TPOT_BUCKETS,
+    ),
+    histogram(
+        sc::METRIC_HTTP_SERVER_REQUEST_DURATION,
+        "s",
+        "Duration of every HTTP request to the traced port, on the wire.",
+        &HTTP_BUCKETS,
+    ),
+];
+const H_DURATION: usize = 0;
+const H_TOKENS: usize = 1;
+const H_TTFC: usize = 2;
+const H_TPOC: usize = 3;
+const H_SERVER_DURATION: usize = 4;
+const H_SERVER_TTFT: usize = 5;
+const H_SERVER_TPOT: usize = 6;
+const H_HTTP: usize = 7;
+
+/// The health metrics, in output order.
+pub const HEALTH: [Desc; 16] = [
+    counter(sc::METRIC_TRACER_PACKETS, "{packet}", "TCP segments captured on the traced ports."),
+    counter(sc::METRIC_TRACER_BYTES, "By", "TCP payload bytes captured on the traced ports."),
+    counter(
+        sc::METRIC_TRACER_KERNEL_DROPS,
+        "{packet}",
+        "Packets the capture lost (eBPF ring buffer full, or libpcap drops).",
+    ),
+    counter(sc::METRIC_TRACER_MALFORMED, "{frame}", "Frames whose headers could not be decoded."),
+    counter(sc::METRIC_TRACER_CONNECTIONS, "{connection}", "TCP connections followed."),
+    counter(sc::METRIC_TRACER_GAPS, "{gap}", "Holes in the captured byte streams."),
+    counter(sc::METRIC_TRACER_GAP_BYTES, "By", "Bytes missing from the captured byte streams."),
+    counter(sc::METRIC_TRACER_PARSE_ERRORS, "{error}", "HTTP messages that could not be parsed."),
+    counter(sc::METRIC_TRACER_CALLS, "{call}", "Calls (HTTP exchanges) observed."),
+    counter(sc::METRIC_TRACER_INCOMPLETE, "{call}", "Calls of which part was not observed."),
+    counter(sc::METRIC_TRACER_SPANS, "{span}", "Spans produced."),
+    gauge(
+        sc::METRIC_TRACER_QUEUE_SPANS,
+        "{span}",
+        "Spans in the OTLP export queue now (the batch being sent included).",
+    ),
+    gauge(sc::METRIC_TRACER_QUEUE_BYTES, "By", "Approximate bytes in the OTLP export queue now."),
+    counter(sc::METRIC_TRACER_EXPORTED, "{span}", "Spans the OTLP endpoint acknowledged."),
+    counter(
+        sc::METRIC_TRACER_EXPORT_DROPPED,
+        "{span}",
+        "Spans not exported, by reason: queue_full, rejected, shutdown.",
+    ),
+    counter(sc::METRIC_TRACER_EXPORT_FAILURES, "{request}", "Failed OTLP export requests, by signal."),
+];
+
+/// A histogram with explicit bounds: one count per bucket plus the overflow bucket.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Histogram {
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+    /// Known only when every observation was recorded singly.
+    pub min_max: Option<(f64, f64)>,
+    singles_only: bool,
+}
+
+impl Histogram {
+    fn new(bounds: &[f64]) -> Self {
+        Histogram { counts: vec![0; bounds.len() + 1], sum: 0.0, count: 0, min_max: None, singles_only: true }
+    }
+
+    /// A value lands in the first bucket whose upper bound it does not exceed (`le`).
+    fn record(&mut self, bounds: &[f64], v: f64) {
+        let i = bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len());
+        self.counts[i] += 1;
+        self.sum += v;
+        self.count += 1;
+        if self.singles_only {
+            self.min_max = Some(match self.min_max {
+                Some((lo, hi)) => (lo.min(v), hi.max(v)),
+                None => (v, v),
+            });
+        }
+    }
+
+    /// Adds pre-binned observations with the same bounds.
+    fn merge(&mut self, counts: &[u64], sum: f64, count: u64) {
+        for (c, n) in self.counts.iter_mut().zip(counts) {
+            *c += n;
+        }
+        self.sum += sum;
+        self.count += count;
+        self.singles_only = false;
+        self.min_max = None;
+    }
+}
+
+/// Every series of every metric, cumulative since `start`.
+pub struct Registry {
+    pub start: SystemTime,
+    histograms: Vec<BTreeMap<Attrs, Histogram>>,
+    health: Option<Report>,
+    traces: Option<Arc<TraceCounters>>,
+    /// Failed OTLP metrics pushes.
+    pub metrics_failures: Arc<AtomicU64>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One series of one health metric.
+pub struct HealthPoint {
+    pub attrs: Attrs,
+    pub value: u64,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry {
+            start: SystemTime::now(),
+            histograms: HISTOGRAMS.iter().map(|_| BTreeMap::new()).collect(),
+            health: None,
+            traces: None,
+            metrics_failures: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Reads the span export queue's counters from here on.
+    pub fn watch_traces(&mut self, counters: Arc<TraceCounters>) {
+        self.traces = Some(counters);
+    }
+
+    fn series(&mut self, h: usize, attrs: Attrs) -> &mut Histogram {
+        let bounds = HISTOGRAMS[h].bounds;
+        let map = &mut self.histograms[h];
+        let attrs = if map.len() >= MAX_SERIES && !map.contains_key(&attrs) {
+            vec![(OVERFLOW_ATTR, Attr::Bool(true))]
+        } else {
+            attrs
+        };
+        map.entry(attrs).or_insert_with(|| Histogram::new(bounds))
+    }
+
+    fn observe(&mut self, h: usize, attrs: Attrs, v: f64) {
+        if v.is_finite() && v >= 0.0 {
+            let bounds = HISTOGRAMS[h].bounds;
+            self.series(h, attrs).record(bounds, v);
+        }
+    }
+
+    /// Records one completed call.
+    pub fn record_call(&mut self, call: &LlmCall) {
+        // A call cut off by the end of the capture has no true end: no duration is recorded
+        // for it (its tokens, if reported, still count).
+        let ended = !call.incomplete.contains(&Incomplete::CaptureEnded);
+        let secs = |ns: u64| ns as f64 / 1e9;
+        let duration = secs(call.times.end.since(call.times.request_start).max(0) as u64);
+
+        if ended {
+            let mut a: Attrs = vec![(sc::HTTP_REQUEST_METHOD, Attr::Str(http_method(&call.method).to_string()))];
+            if let Some(s) = call.status {
+                a.push((sc::HTTP_RESPONSE_STATUS_CODE, Attr::Int(s as i64)));
+            }
+            if let Some(route) = call.route.template() {
+                a.push((sc::HTTP_ROUTE, Attr::Str(route.to_string())));
+            }
+            a.push((sc::URL_SCHEME, Attr::Str("http".into())));
+            // HTTP server conventions: only 5xx (or no response at all) is the server's error.
+            if let Some(err) = &call.error
+                && !matches!(err.kind, ErrorKind::Http(s) if s < 500)
+            {
+                a.push((sc::ERROR_TYPE, Attr::Str(err.kind.error_type())));
+            }
+            self.observe(H_HTTP, a, duration);
+        }
+
+        let Some(op) = call.operation() else { return };
+        let resp = &call.response;
+        let mut base: Attrs = vec![
+            (sc::GEN_AI_OPERATION_NAME, Attr::Str(op.as_str().into())),
+            (sc::GEN_AI_PROVIDER_NAME, Attr::Str(sc::PROVIDER_OLLAMA.into())),
+        ];
+        if let Some(m) = &call.request.model {
+            base.push((sc::GEN_AI_REQUEST_MODEL, Attr::Str(m.clone())));
+        }
+        if let Some(m) = resp.model.as_ref().filter(|m| !m.is_empty()) {
+            base.push((sc::GEN_AI_RESPONSE_MODEL, Attr::Str(m.clone())));
+        }
+        base.push((sc::SERVER_ADDRESS, Attr::Str(display_ip(call.flow.server.ip()))));
+        base.push((sc::SERVER_PORT, Attr::Int(call.flow.server.port() as i64)));
+        let with_error = |base: &Attrs| {
+            let mut a = base.clone();
+            if let Some(err) = &call.error {
+                a.push((sc::ERROR_TYPE, Attr::Str(err.kind.error_type())));
+            }
+            a
+        };
+
+        if ended {
+            self.observe(H_DURATION, with_error(&base), duration);
+        }
+        for (tokens, kind) in [(resp.input_tokens, sc::TOKEN_TYPE_INPUT), (resp.output_tokens, sc::TOKEN_TYPE_OUTPUT)] {
+            if let Some(n) = tokens {
+                let mut a = base.clone();
+                a.push((sc::GEN_AI_TOKEN_TYPE, Attr::Str(kind.into())));
+                self.observe(H_TOKENS, a, n as f64);
+            }
+        }
+        if resp.streamed {
+            if let Some(t) = call.time_to_first_chunk() {
+                self.observe(H_TTFC, base.clone(), t);
+            }
+            let gaps: &ChunkGaps = &call.times.chunk_gaps;
+            if gaps.count > 0 {
+                self.series(H_TPOC, base.clone()).merge(&gaps.counts, gaps.sum_secs, gaps.count);
+            }
+        }
+        let o = &resp.ollama;
+        if let Some(total) = o.total_duration {
+            self.observe(H_SERVER_DURATION, with_error(&base), secs(total));
+            // Ollama omits zero durations from its final chunk: absent means 0 there. Only
+            // generating operations have a first token.
+            if op != Operation::Embeddings && o.eval_count.is_some_and(|n| n > 0) {
+                let prefill = o.load_duration.unwrap_or(0) + o.prompt_eval_duration.unwrap_or(0);
+                self.observe(H_SERVER_TTFT, base.clone(), secs(prefill));
+            }
+        }
+        if let (Some(d), Some(n)) = (o.eval_duration, o.eval_count)
+            && n > 0
+        {
+            self.observe(H_SERVER_TPOT, base, secs(d) / n as f64);
+        }
+    }
+
+    /// The latest health snapshot.
+    pub fn set_health(&mut self, report: &Report) {
+        self.health = Some(report.clone());
+    }
+
+    /// Each histogram with its series.
+    pub fn histograms(&self) -> impl Iterator<Item = (&'static Desc, &BTreeMap<Attrs, Histogram>)> {
+        HISTOGRAMS.iter().zip(self.histograms.iter())
+    }
+
+    /// Each health metric with its series (empty before the first snapshot).
+    pub fn health(&self) -> Vec<(&'static Desc, Vec<HealthPoint>)> {
+        let one = |v: u64| vec![HealthPoint { attrs: Vec::new(), value: v }];
+        let r = self.health.clone().unwrap_or_default();
+        let export: Option<ExportStats> = self.traces.as_ref().map(|t| t.snapshot());
+        let failures = self.metrics_failures.load(Ordering::Relaxed);
+        let mut out = Vec::new();
+        for desc in HEALTH.iter() {
+            let points = match desc.name {
+                sc::METRIC_TRACER_PACKETS => one(r.capture.packets),
+                sc::METRIC_TRACER_BYTES => one(r.capture.payload_bytes),
+                sc::METRIC_TRACER_KERNEL_DROPS => one(r.capture.kernel_drops),
+                sc::METRIC_TRACER_MALFORMED => one(r.capture.malformed),
+                sc::METRIC_TRACER_CONNECTIONS => one(r.pipeline.reassembly.connections),
+                sc::METRIC_TRACER_GAPS => one(r.pipeline.reassembly.gaps),
+                sc::METRIC_TRACER_GAP_BYTES => one(r.pipeline.reassembly.gap_bytes),
+                sc::METRIC_TRACER_PARSE_ERRORS => one(r.pipeline.http.parse_errors),
+                sc::METRIC_TRACER_CALLS => one(r.pipeline.llm.calls),
+                sc::METRIC_TRACER_INCOMPLETE => one(r.pipeline.llm.incomplete),
+                sc::METRIC_TRACER_SPANS => one(r.spans),
+                sc::METRIC_TRACER_QUEUE_SPANS => match export {
+                    Some(e) => one(e.queue_spans),
+                    None => continue,
+                },
+                sc::METRIC_TRACER_QUEUE_BYTES => match export {
+                    Some(e) => one(e.queue_bytes),
+                    None => continue,
+                },
+                sc::METRIC_TRACER_EXPORTED => match export {
+                    Some(e) => one(e.exported),
+                    None => continue,
+                },
+                sc::METRIC_TRACER_EXPORT_DROPPED => match export {
+                    Some(e) => [
+                        ("queue_full", e.dropped_queue_full),
+                        ("rejected", e.rejected),
+                        ("shutdown", e.dropped_shutdown),
+                    ]
+                    .into_iter()
+                    .map(|(reason, v)| HealthPoint {
+                        attrs: vec![(sc::TRACER_DROP_REASON, Attr::Str(reason.into()))],
+                        value: v,
+                    })
+                    .collect(),
+                    None => continue,
+                },
+                sc::METRIC_TRACER_EXPORT_FAILURES => {
+                    let mut v = vec![HealthPoint {
+                        attrs: vec![(sc::TRACER_SIGNAL, Attr::Str("metrics".into()))],
+                        value: failures,
+                    }];
+                    if let Some(e) = export {
+                        v.insert(
+                            0,
+                            HealthPoint {
+                                attrs: vec![(sc::TRACER_SIGNAL, Attr::Str("traces".into()))],
+                                value: e.failed_attempts,
+                            },
+                        );
+                    }
+                    v
+                }
+                _ => continue,
+            };
+            out.push((desc, points));
+        }
+        out
+    }
+}
+
+/// `http.request.method`: the known methods as sent, anything else `_OTHER` (bounded cardinality).
+fn http_method(m: &str) -> &str {
+    match m {
+        "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH" => m,
+        _ => sc::HTTP_METHOD_OTHER,
+    }
+}
+
+/// The registry, shared by the pipeline (writes) and the readers (Prometheus, OTLP push).
+#[derive(Clone, Default)]
+pub struct SharedRegistry(Arc<Mutex<Registry>>);
+
+impl SharedRegistry {
+    pub fn lock(&self) -> MutexGuard<'_, Registry> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The sink that feeds the registry, and at shutdown pushes the last OTLP metrics and prints
+/// the console metrics.
+pub struct MetricsSink {
+    registry: SharedRegistry,
+    pusher: Option<otlp::MetricsPusher>,
+    console: Option<Box<dyn std::io::Write + Send>>,
+    // Field order: the server's task is aborted before the runtime goes.
+    _server: Option<prometheus::Server>,
+    _runtime: Option<crate::export::runtime::ExportRuntime>,
+}
+
+impl MetricsSink {
+    pub fn new(
+        registry: SharedRegistry,
+        pusher: Option<otlp::MetricsPusher>,
+        server: Option<prometheus::Server>,
+        console: Option<Box<dyn std::io::Write + Send>>,
+        runtime: Option<crate::export::runtime::ExportRuntime>,
+    ) -> Self {
+        MetricsSink { registry, pusher, console, _server: server, _runtime: runtime }
+    }
+}
+
+impl Sink for MetricsSink {
+    fn export(&mut self, call: &LlmCall, _spans: &[SpanRecord], _resource: &Resource) {
+        self.registry.lock().record_call(call);
+    }
+
+    fn health(&mut self, report: &Report) {
+        self.registry.lock().set_health(report);
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn shutdown(&mut self, timeout: Duration) -> std::io::Result<()> {
+        if let Some(p) = self.pusher.take() {
+            // A final push within the time left (at least a moment, even after a slow span
+            // export took it all: the last cumulative values are what matter).
+            p.finish(timeout.max(Duration::from_millis(500)));
+        }
+        if let Some(mut out) = self.console.take() {
+            let text = prometheus::render(&self.registry.lock(), None);
+            // `| head` is not an error.
+            if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush())
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_on_a_bound_belongs_to_that_bucket() {
+        let mut h = Histogram::new(&DURATION_BUCKETS);
+        for v in [0.0, 0.01, 0.010_000_1, 81.92, 100.0] {
+            h.record(&DURATION_BUCKETS, v);
+        }
+        assert_eq!(h.counts[0], 2);
+        assert_eq!(h.counts[1], 1);
+        assert_eq!(h.counts[13], 1);
+        assert_eq!(h.counts[14], 1, "overflow bucket");
+        assert_eq!((h.count, h.min_max), (5, Some((0.0, 100.0))));
+        // Pre-binned observations keep counts and sum exact, and make min/max unknown.
+        let mut gaps = [0u64; 15];
+        gaps[2] = 3;
+        h.merge(&gaps, 0.09, 3);
+        assert_eq!((h.count, h.counts[2], h.min_max), (8, 3, None));
+        h.record(&DURATION_BUCKETS, 1.0);
+        assert_eq!(h.min_max, None, "stays unknown");
+    }
+
+    #[test]
+    fn series_beyond_the_limit_go_to_one_overflow_series() {
+        let mut r = Registry::new();
+        for i in 0..MAX_SERIES + 10 {
+            r.observe(H_HTTP, vec![(sc::HTTP_ROUTE, Attr::Str(format!("/r{i}")))], 0.1);
+        }
+        let (_, series) = r.histograms().nth(H_HTTP).unwrap();
+        assert_eq!(series.len(), MAX_SERIES + 1);
+        let overflow = &series[&vec![(OVERFLOW_ATTR, Attr::Bool(true))]];
+        assert_eq!(overflow.count, 10);
+        // Negative and non-finite values are not observations.
+        r.observe(H_HTTP, vec![(sc::HTTP_ROUTE, Attr::Str("/r0".into()))], f64::NAN);
+        r.observe(H_HTTP, vec![(sc::HTTP_ROUTE, Attr::Str("/r0".into()))], -1.0);
+        let (_, series) = r.histograms().nth(H_HTTP).unwrap();
+        assert_eq!(series[&vec![(sc::HTTP_ROUTE, Attr::Str("/r0".into()))]].count, 1);
+    }
+}
