@@ -125,6 +125,7 @@ impl ContentDecoder {
             }
             Codec::Zstd(z) => z.feed(data, at_end, &mut sink).map_err(|e| match e {
                 ZstdError::Frame(e) => corrupt(&e),
+                ZstdError::Truncated => corrupt(&"the body ends inside a frame checksum"),
                 ZstdError::Emit(e) => e,
             }),
         };
@@ -198,6 +199,8 @@ fn emit(produced: &mut u64, decoded: &[u8], out: &mut impl FnMut(&[u8])) -> Resu
 
 enum ZstdError {
     Frame(ruzstd::decoding::errors::FrameDecoderError),
+    /// The body ends inside a frame's checksum.
+    Truncated,
     Emit(DecodeError),
 }
 
@@ -233,9 +236,15 @@ impl Zstd {
                 if self.input.len() < 4 && !at_end {
                     break;
                 }
+                let available = self.input.len();
                 let (read, written) =
                     self.frame.decode_from_to(&self.input, &mut self.out).map_err(ZstdError::Frame)?;
                 sink(&self.out[..written]).map_err(ZstdError::Emit)?;
+                if read > available {
+                    // It counted a checksum's 4 bytes that are not there (we call it with fewer
+                    // only at the end), and would forever: the frame was cut short.
+                    return Err(ZstdError::Truncated);
+                }
                 self.input.drain(..read.min(self.input.len()));
                 if self.frame.is_finished() && self.frame.can_collect() == 0 {
                     // Frames may follow one another.
@@ -301,6 +310,26 @@ mod tests {
         let compressed = ruzstd::encoding::compress_to_vec(&plain[..], ruzstd::encoding::CompressionLevel::Fastest);
         for piece in [1, 13, 4096, usize::MAX] {
             assert_eq!(decode_in_pieces("zstd", &compressed, piece), plain, "piece {piece}");
+        }
+    }
+
+    /// ruzstd counts a checksum's 4 bytes as read even when fewer are there, and did so forever
+    /// at the end of a body (found by the `content_coding` fuzz target).
+    #[test]
+    fn a_body_ending_inside_a_frame_checksum_is_corrupt() {
+        // Frame header with the checksum flag, one raw last block "abc", then 0-3 checksum bytes.
+        let frame = [&[0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x38, 0x19, 0x00, 0x00][..], b"abc", &[0x8d, 0x9c, 0x5f]].concat();
+        for cut in 0..=3 {
+            for piece in [1, 4096] {
+                let mut d = ContentDecoder::for_header("zstd").unwrap().unwrap();
+                let mut out = Vec::new();
+                for chunk in frame[..frame.len() - cut].chunks(piece) {
+                    d.feed(chunk, &mut |b| out.extend_from_slice(b)).unwrap();
+                }
+                let end = d.finish(&mut |b| out.extend_from_slice(b));
+                assert!(matches!(end, Err(DecodeError::Corrupt { .. })), "cut {cut}, piece {piece}: {end:?}");
+                assert_eq!(out, b"abc");
+            }
         }
     }
 
