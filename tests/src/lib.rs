@@ -5,6 +5,7 @@
 //! - [`synth`]: those bytes as timed TCP packets of one or more connections, with ground truth,
 //!   and perturbations (reorder, duplicate, drop, split, snaplen, late start).
 //! - [`drive`]: packets through the tracer's pipeline, in memory.
+//! - [`fuzz`]: the fuzz target bodies (cargo-fuzz binaries in `tracer-user/fuzz`).
 //! - [`standin`]: the Ollama stand-in server (`ollama-standin`): replays fixtures to real
 //!   clients with Ollama's framing and pacing, and logs ground truth.
 //! - [`pcap`]: pcap / pcapng writers for every link type the tracer reads.
@@ -22,6 +23,7 @@
 pub mod bench_capture;
 pub mod drive;
 pub mod fixtures;
+pub mod fuzz;
 pub mod kubeapi;
 pub mod load;
 pub mod otlp;

@@ -127,7 +127,8 @@ impl Pipeline {
     pub fn push<F: FnMut(LlmCall)>(&mut self, seg: &Segment<'_>, out: &mut F) {
         let after = &mut self.after;
         self.reassembly.push(seg, &mut |ev| after.push(ev, out));
-        if seg.ts.0 >= self.last_expire.0 + EXPIRE_EVERY_NS {
+        // Saturating: a capture file may carry any timestamp, up to u64::MAX.
+        if seg.ts.0 >= self.last_expire.0.saturating_add(EXPIRE_EVERY_NS) {
             self.expire(seg.ts, out);
         }
     }
@@ -179,5 +180,32 @@ impl Pipeline {
     /// Bytes held out of order now.
     pub fn held_bytes(&self) -> usize {
         self.reassembly.held_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::{Direction, FlowKey, TcpFlags};
+
+    #[test]
+    fn timestamps_at_the_end_of_time_do_not_overflow() {
+        let flow = FlowKey { client: "127.0.0.1:40000".parse().unwrap(), server: "127.0.0.1:11434".parse().unwrap() };
+        let mut p = Pipeline::new(PipelineConfig::default());
+        for ts in [u64::MAX - 5, u64::MAX, 3] {
+            let seg = Segment {
+                ts: Timestamp(ts),
+                flow,
+                dir: Direction::ToServer,
+                seq: 1,
+                ack: 0,
+                flags: TcpFlags(TcpFlags::ACK),
+                payload: b"GET / HTTP/1.1\r\n\r\n",
+                missing: 0,
+                meta: Default::default(),
+            };
+            p.push(&seg, &mut |_| {});
+        }
+        p.finish(&mut |_| {});
     }
 }

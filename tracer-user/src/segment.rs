@@ -15,9 +15,10 @@ impl Timestamp {
     pub const fn nanos(self) -> u64 {
         self.0
     }
-    /// Signed difference `self - earlier` in nanoseconds.
+    /// Signed difference `self - earlier` in nanoseconds (wrapping, so timestamps beyond
+    /// `i64::MAX` from a corrupt file cannot overflow; real differences are far within range).
     pub fn since(self, earlier: Timestamp) -> i64 {
-        self.0 as i64 - earlier.0 as i64
+        self.0.wrapping_sub(earlier.0) as i64
     }
     pub fn saturating_add_nanos(self, ns: u64) -> Timestamp {
         Timestamp(self.0.saturating_add(ns))
@@ -345,5 +346,19 @@ impl SegmentBatch {
             missing: h.missing,
             meta: h.meta,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timestamp;
+
+    #[test]
+    fn differences_of_any_timestamps_do_not_overflow() {
+        assert_eq!(Timestamp(5).since(Timestamp(3)), 2);
+        assert_eq!(Timestamp(3).since(Timestamp(5)), -2);
+        assert_eq!(Timestamp(u64::MAX).since(Timestamp(u64::MAX - 7)), 7);
+        // A corrupt file's timestamps more than i64::MAX apart: some value, no overflow.
+        assert_eq!(Timestamp(1 << 63).since(Timestamp(1)), i64::MAX);
     }
 }

@@ -115,7 +115,8 @@ fn decode_fast<'a>(
     let (src, dst, ip_payload, declared) = if v4 {
         let h = etherparse::Ipv4HeaderSlice::from_slice(l3).ok()?;
         if h.protocol() != etherparse::IpNumber::TCP {
-            return Some(Ok(Decoded::Ignored));
+            // An authentication header (or not TCP at all): the full parser decides, as for IPv6.
+            return None;
         }
         if h.is_fragmenting_payload() {
             return Some(Err(PacketError::Fragment));
@@ -124,7 +125,8 @@ fn decode_fast<'a>(
         // A total length of 0 is a TSO super-packet whose length is the buffer's.
         let total = match h.total_len() as usize {
             0 => l3.len(),
-            t if t < hl => return Some(Err(PacketError::BadIp)),
+            // Shorter than its own header: odd enough for the full parser to decide.
+            t if t < hl => return None,
             t => t,
         };
         let end = total.min(l3.len());
@@ -222,14 +224,17 @@ fn from_sliced<'a>(
     let Some(net) = sliced.net else {
         return Ok(Decoded::Ignored);
     };
-    let (src, dst, payload) = match &net {
+    // `ip_start`/`ip_total`: where the IP packet starts and the length its header declares.
+    let (src, dst, payload, ip_start, ip_total) = match &net {
         LaxNetSlice::Ipv4(v4) => {
             let h = v4.header();
-            (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()), v4.payload())
+            let total = usize::from(h.total_len());
+            (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()), v4.payload(), h.slice().as_ptr(), total)
         }
         LaxNetSlice::Ipv6(v6) => {
             let h = v6.header();
-            (IpAddr::V6(h.source_addr()), IpAddr::V6(h.destination_addr()), v6.payload())
+            let total = 40 + usize::from(h.payload_length());
+            (IpAddr::V6(h.source_addr()), IpAddr::V6(h.destination_addr()), v6.payload(), h.slice().as_ptr(), total)
         }
         LaxNetSlice::Arp(_) => return Ok(Decoded::Ignored),
     };
@@ -248,8 +253,17 @@ fn from_sliced<'a>(
     let Some((flow, dir)) = orientation.orient(src, dst) else {
         return Ok(Decoded::Ignored);
     };
-    // Bytes the capture cut off (snap length) belong to the end of the TCP payload.
-    let missing = if payload.incomplete { orig_len.saturating_sub(caplen) } else { 0 };
+    // Bytes the capture cut off (snap length) belong to the end of the TCP payload, but no more
+    // than the IP header says the packet had: the rest of the cut was link-layer trailer (or a
+    // wrong original length), as the fast path also assumes.
+    let missing = if payload.incomplete {
+        let offset = payload.payload.as_ptr() as usize - ip_start as usize;
+        let declared = ip_total.saturating_sub(offset);
+        let short = declared.saturating_sub(payload.payload.len());
+        orig_len.saturating_sub(caplen).min(u32::try_from(short).unwrap_or(u32::MAX))
+    } else {
+        0
+    };
     let flags = tcp.slice()[13];
     Ok(Decoded::Segment(Segment {
         ts,
@@ -262,4 +276,49 @@ fn from_sliced<'a>(
         missing,
         meta,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let builder = etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4([127, 0, 0, 1], [127, 0, 0, 1], 64)
+            .tcp(40000, 11434, 7, 1024);
+        let mut out = Vec::new();
+        builder.write(&mut out, payload).unwrap();
+        out
+    }
+
+    /// The same frame with an 802.1Q tag, which takes the full parser.
+    fn tagged(frame: &[u8]) -> Vec<u8> {
+        [&frame[..12], &[0x81, 0x00, 0x00, 0x01], &frame[12..]].concat()
+    }
+
+    fn missing(frame: &[u8], orig_len: u32) -> Result<u32, PacketError> {
+        let orientation = Orientation::new(&[11434]);
+        match decode(LinkType::Ethernet, frame, orig_len, Timestamp(1), &orientation)? {
+            Decoded::Segment(s) => Ok(s.missing),
+            Decoded::Ignored => panic!("ignored"),
+        }
+    }
+
+    #[test]
+    fn both_paths_count_only_the_missing_payload() {
+        let full = frame(&[b'x'; 100]);
+        // Snap length cut 50 payload bytes; the original length also counts a 4-byte FCS.
+        let cut = &full[..full.len() - 50];
+        let orig = full.len() as u32 + 4;
+        assert_eq!(missing(cut, orig), Ok(50));
+        assert_eq!(missing(&tagged(cut), orig + 4), Ok(50));
+    }
+
+    #[test]
+    fn both_paths_agree_on_a_total_length_shorter_than_the_header() {
+        let mut f = frame(b"hello");
+        f[16..18].copy_from_slice(&1u16.to_be_bytes());
+        let len = f.len() as u32;
+        assert_eq!(missing(&f, len), missing(&tagged(&f), len + 4));
+    }
 }

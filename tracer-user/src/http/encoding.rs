@@ -90,13 +90,24 @@ impl ContentDecoder {
 
     /// Feeds compressed bytes; decoded bytes go to `out`.
     pub fn feed(&mut self, data: &[u8], out: &mut impl FnMut(&[u8])) -> Result<(), DecodeError> {
+        self.run(data, false, out)
+    }
+
+    /// End of body: flushes what the decoder still holds.
+    pub fn finish(&mut self, out: &mut impl FnMut(&[u8])) -> Result<(), DecodeError> {
+        self.run(&[], true, out)
+    }
+
+    fn run(&mut self, data: &[u8], at_end: bool, out: &mut impl FnMut(&[u8])) -> Result<(), DecodeError> {
         if self.failed {
             return Ok(());
         }
-        let name = self.name;
+        let ContentDecoder { codec, name, produced, failed } = self;
+        let name = *name;
         let corrupt = |e: &dyn std::fmt::Display| DecodeError::Corrupt { coding: name, detail: e.to_string() };
-        let result = match &mut self.codec {
-            Codec::Gzip(d) => d.write_all(data).map_err(|e| corrupt(&e)).map(|()| drain(d.get_mut())),
+        let mut sink = |decoded: &[u8]| emit(produced, decoded, out);
+        let result = match codec {
+            Codec::Gzip(d) => inflate(d, data, at_end, &corrupt, &mut sink),
             Codec::Deflate(kind) => {
                 if kind.is_none() && !data.is_empty() {
                     // A zlib header's first byte is 0x?8 with CMF*256+FLG a multiple of 31.
@@ -107,77 +118,101 @@ impl ContentDecoder {
                     });
                 }
                 match kind {
-                    Some(DeflateKind::Zlib(d)) => {
-                        d.write_all(data).map_err(|e| corrupt(&e)).map(|()| drain(d.get_mut()))
-                    }
-                    Some(DeflateKind::Raw(d)) => {
-                        d.write_all(data).map_err(|e| corrupt(&e)).map(|()| drain(d.get_mut()))
-                    }
-                    None => Ok(Vec::new()),
+                    Some(DeflateKind::Zlib(d)) => inflate(d, data, at_end, &corrupt, &mut sink),
+                    Some(DeflateKind::Raw(d)) => inflate(d, data, at_end, &corrupt, &mut sink),
+                    None => Ok(()),
                 }
             }
-            Codec::Zstd(z) => z.feed(data, false).map_err(|e| corrupt(&e)),
+            Codec::Zstd(z) => z.feed(data, at_end, &mut sink).map_err(|e| match e {
+                ZstdError::Frame(e) => corrupt(&e),
+                ZstdError::Truncated => corrupt(&"the body ends inside a frame checksum"),
+                ZstdError::Emit(e) => e,
+            }),
         };
-        match result {
-            Ok(decoded) => self.emit(&decoded, out),
-            Err(e) => {
-                self.failed = true;
-                Err(e)
-            }
+        if result.is_err() {
+            *failed = true;
         }
-    }
-
-    /// End of body: flushes what the decoder still holds.
-    pub fn finish(&mut self, out: &mut impl FnMut(&[u8])) -> Result<(), DecodeError> {
-        if self.failed {
-            return Ok(());
-        }
-        let name = self.name;
-        let corrupt = |e: &dyn std::fmt::Display| DecodeError::Corrupt { coding: name, detail: e.to_string() };
-        let rest = match &mut self.codec {
-            Codec::Gzip(d) => d.try_finish().map_err(|e| corrupt(&e)).map(|()| drain(d.get_mut())),
-            Codec::Deflate(Some(DeflateKind::Zlib(d))) => {
-                d.try_finish().map_err(|e| corrupt(&e)).map(|()| drain(d.get_mut()))
-            }
-            Codec::Deflate(Some(DeflateKind::Raw(d))) => {
-                d.try_finish().map_err(|e| corrupt(&e)).map(|()| drain(d.get_mut()))
-            }
-            Codec::Deflate(None) => Ok(Vec::new()),
-            Codec::Zstd(z) => z.feed(&[], true).map_err(|e| corrupt(&e)),
-        };
-        match rest {
-            Ok(decoded) => self.emit(&decoded, out),
-            Err(e) => {
-                self.failed = true;
-                Err(e)
-            }
-        }
-    }
-
-    fn emit(&mut self, decoded: &[u8], out: &mut impl FnMut(&[u8])) -> Result<(), DecodeError> {
-        let room = MAX_DECODED - self.produced;
-        if decoded.len() as u64 > room {
-            out(&decoded[..room as usize]);
-            self.produced = MAX_DECODED;
-            self.failed = true;
-            return Err(DecodeError::TooLarge);
-        }
-        self.produced += decoded.len() as u64;
-        if !decoded.is_empty() {
-            out(decoded);
-        }
-        Ok(())
+        result
     }
 }
 
-fn drain(buf: &mut Vec<u8>) -> Vec<u8> {
-    std::mem::take(buf)
+/// Compressed bytes inflated at a time: deflate expands at most ~1032:1, so what is held at
+/// once stays around a megabyte however large the piece (a bomb costs CPU, not memory).
+const INFLATE_SLICE: usize = 1024;
+
+/// The flate2 writers, alike.
+trait Inflate {
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()>;
+    fn try_finish(&mut self) -> std::io::Result<()>;
+    fn output(&mut self) -> &mut Vec<u8>;
+}
+
+macro_rules! impl_inflate {
+    ($($t:ty),*) => {$(
+        impl Inflate for $t {
+            fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+                Write::write_all(self, data)
+            }
+            fn try_finish(&mut self) -> std::io::Result<()> {
+                <$t>::try_finish(self)
+            }
+            fn output(&mut self) -> &mut Vec<u8> {
+                self.get_mut()
+            }
+        }
+    )*};
+}
+impl_inflate!(GzDecoder<Vec<u8>>, ZlibDecoder<Vec<u8>>, DeflateDecoder<Vec<u8>>);
+
+fn inflate(
+    d: &mut impl Inflate,
+    data: &[u8],
+    at_end: bool,
+    corrupt: &dyn Fn(&dyn std::fmt::Display) -> DecodeError,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
+    for slice in data.chunks(INFLATE_SLICE) {
+        d.write_all(slice).map_err(|e| corrupt(&e))?;
+        sink(&std::mem::take(d.output()))?;
+    }
+    if at_end {
+        d.try_finish().map_err(|e| corrupt(&e))?;
+        sink(&std::mem::take(d.output()))?;
+    }
+    Ok(())
+}
+
+/// Hands decoded bytes on, up to [`MAX_DECODED`] for the body.
+fn emit(produced: &mut u64, decoded: &[u8], out: &mut impl FnMut(&[u8])) -> Result<(), DecodeError> {
+    let room = MAX_DECODED - *produced;
+    if decoded.len() as u64 > room {
+        out(&decoded[..room as usize]);
+        *produced = MAX_DECODED;
+        return Err(DecodeError::TooLarge);
+    }
+    *produced += decoded.len() as u64;
+    if !decoded.is_empty() {
+        out(decoded);
+    }
+    Ok(())
+}
+
+enum ZstdError {
+    Frame(ruzstd::decoding::errors::FrameDecoderError),
+    /// The body ends inside a frame's checksum.
+    Truncated,
+    Emit(DecodeError),
 }
 
 impl Zstd {
-    /// Buffers input until whole blocks are there, decodes them, returns what came out.
-    fn feed(&mut self, data: &[u8], at_end: bool) -> Result<Vec<u8>, ruzstd::decoding::errors::FrameDecoderError> {
-        let mut produced = Vec::new();
+    /// Buffers input until whole blocks are there and decodes them, handing on each output
+    /// buffer as it fills (a frame of RLE blocks inflates ~30000:1: never collect it whole).
+    fn feed(
+        &mut self,
+        data: &[u8],
+        at_end: bool,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), DecodeError>,
+    ) -> Result<(), ZstdError> {
         let mut data = data;
         loop {
             // Top up the input window (bounded: a block never needs more).
@@ -191,7 +226,7 @@ impl Zstd {
                         break;
                     }
                     let mut src = &self.input[..];
-                    self.frame.reset(&mut src)?;
+                    self.frame.reset(&mut src).map_err(ZstdError::Frame)?;
                     let used = self.input.len() - src.len();
                     self.input.drain(..used);
                     self.in_frame = true;
@@ -201,8 +236,15 @@ impl Zstd {
                 if self.input.len() < 4 && !at_end {
                     break;
                 }
-                let (read, written) = self.frame.decode_from_to(&self.input, &mut self.out)?;
-                produced.extend_from_slice(&self.out[..written]);
+                let available = self.input.len();
+                let (read, written) =
+                    self.frame.decode_from_to(&self.input, &mut self.out).map_err(ZstdError::Frame)?;
+                sink(&self.out[..written]).map_err(ZstdError::Emit)?;
+                if read > available {
+                    // It counted a checksum's 4 bytes that are not there (we call it with fewer
+                    // only at the end), and would forever: the frame was cut short.
+                    return Err(ZstdError::Truncated);
+                }
                 self.input.drain(..read.min(self.input.len()));
                 if self.frame.is_finished() && self.frame.can_collect() == 0 {
                     // Frames may follow one another.
@@ -214,7 +256,7 @@ impl Zstd {
                 }
             }
             if data.is_empty() {
-                return Ok(produced);
+                return Ok(());
             }
         }
     }
@@ -268,6 +310,48 @@ mod tests {
         let compressed = ruzstd::encoding::compress_to_vec(&plain[..], ruzstd::encoding::CompressionLevel::Fastest);
         for piece in [1, 13, 4096, usize::MAX] {
             assert_eq!(decode_in_pieces("zstd", &compressed, piece), plain, "piece {piece}");
+        }
+    }
+
+    /// ruzstd counts a checksum's 4 bytes as read even when fewer are there, and did so forever
+    /// at the end of a body (found by the `content_coding` fuzz target).
+    #[test]
+    fn a_body_ending_inside_a_frame_checksum_is_corrupt() {
+        // Frame header with the checksum flag, one raw last block "abc", then 0-3 checksum bytes.
+        let frame = [&[0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x38, 0x19, 0x00, 0x00][..], b"abc", &[0x8d, 0x9c, 0x5f]].concat();
+        for cut in 0..=3 {
+            for piece in [1, 4096] {
+                let mut d = ContentDecoder::for_header("zstd").unwrap().unwrap();
+                let mut out = Vec::new();
+                for chunk in frame[..frame.len() - cut].chunks(piece) {
+                    d.feed(chunk, &mut |b| out.extend_from_slice(b)).unwrap();
+                }
+                let end = d.finish(&mut |b| out.extend_from_slice(b));
+                assert!(matches!(end, Err(DecodeError::Corrupt { .. })), "cut {cut}, piece {piece}: {end:?}");
+                assert_eq!(out, b"abc");
+            }
+        }
+    }
+
+    #[test]
+    fn bombs_are_handed_on_in_bounded_pieces() {
+        let plain = vec![b'0'; 64 << 20];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&plain).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = ruzstd::encoding::compress_to_vec(&plain[..], ruzstd::encoding::CompressionLevel::Fastest);
+        for (coding, body) in [("gzip", gz), ("zstd", zst)] {
+            let mut d = ContentDecoder::for_header(coding).unwrap().unwrap();
+            let (mut total, mut largest) = (0, 0);
+            let mut out = |b: &[u8]| {
+                total += b.len();
+                largest = largest.max(b.len());
+            };
+            // The whole compressed body at once: what a decoder holds must not scale with it.
+            d.feed(&body, &mut out).unwrap();
+            d.finish(&mut out).unwrap();
+            assert_eq!(total, plain.len(), "{coding}");
+            assert!(largest <= 2 << 20, "{coding}: a piece of {largest} bytes");
         }
     }
 

@@ -313,6 +313,8 @@ pub struct JsonScanner {
     /// Bytes consumed so far (for error offsets).
     offset: u64,
     started: bool,
+    /// The start of a UTF-8 character cut off the end of the previous string piece.
+    utf8: Utf8Carry,
 }
 
 impl Default for JsonScanner {
@@ -349,6 +351,7 @@ impl JsonScanner {
             skip: SkipState::default(),
             offset: 0,
             started: false,
+            utf8: Utf8Carry::default(),
         }
     }
 
@@ -364,6 +367,7 @@ impl JsonScanner {
         self.skip = SkipState::default();
         self.offset = 0;
         self.started = false;
+        self.utf8 = Utf8Carry::default();
     }
 
     /// True once a whole top-level value has been read.
@@ -711,7 +715,35 @@ impl JsonScanner {
                 top.key_len += part.len() as u8;
             }
         } else {
-            v.string(&Path { frames: &self.stack }, part, last);
+            // Pieces end where the input did, possibly inside a multi-byte character; visitors
+            // that turn pieces into text would mangle it, so a cut character waits for the rest.
+            let path = Path { frames: &self.stack };
+            let mut part = part;
+            if self.utf8.len > 0 {
+                let need = self.utf8.width() - self.utf8.len;
+                let take = part.iter().take(need).take_while(|b| is_continuation(**b)).count();
+                self.utf8.push(&part[..take]);
+                part = &part[take..];
+                // Complete, or cut short by a byte that cannot continue it: hand it on as it is.
+                if take == need || !part.is_empty() || last {
+                    let carried = std::mem::take(&mut self.utf8);
+                    v.string(&path, carried.bytes(), last && part.is_empty());
+                }
+                if part.is_empty() {
+                    return;
+                }
+            }
+            if !last {
+                let cut = incomplete_tail(part);
+                if cut > 0 {
+                    self.utf8.push(&part[part.len() - cut..]);
+                    part = &part[..part.len() - cut];
+                    if part.is_empty() {
+                        return;
+                    }
+                }
+            }
+            v.string(&path, part, last);
         }
     }
 
@@ -903,6 +935,52 @@ impl JsonScanner {
         }
         i
     }
+}
+
+/// Up to three leading bytes of a UTF-8 character.
+#[derive(Clone, Copy, Debug, Default)]
+struct Utf8Carry {
+    buf: [u8; 4],
+    len: usize,
+}
+
+impl Utf8Carry {
+    /// Bytes of the character its first byte announces.
+    fn width(&self) -> usize {
+        utf8_width(self.buf[0])
+    }
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+fn is_continuation(b: u8) -> bool {
+    b & 0xc0 == 0x80
+}
+
+/// Length of a UTF-8 sequence by its first byte (1 for ASCII and for bytes that start none).
+fn utf8_width(b: u8) -> usize {
+    match b {
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf7 => 4,
+        _ => 1,
+    }
+}
+
+/// How many bytes at the end of `part` are the start of a character that continues beyond it.
+fn incomplete_tail(part: &[u8]) -> usize {
+    for back in 1..=part.len().min(3) {
+        let b = part[part.len() - back];
+        if !is_continuation(b) {
+            return if utf8_width(b) > back { back } else { 0 };
+        }
+    }
+    0
 }
 
 /// Accumulates a string value delivered in pieces, up to a cap.

@@ -225,3 +225,32 @@ fn str_acc_caps_and_counts() {
     assert_eq!(a.total(), 6);
     assert!(a.truncated());
 }
+
+/// Collects string pieces as a visitor that converts each one to text would.
+#[derive(Default)]
+struct Lossy(String);
+
+impl JsonVisitor for Lossy {
+    fn string(&mut self, _path: &Path<'_>, part: &[u8], _last: bool) {
+        self.0.push_str(&String::from_utf8_lossy(part));
+    }
+}
+
+#[test]
+fn string_pieces_never_cut_a_character() {
+    let doc = "[\"é✓🙂\\u00e9x\", \"\u{10FFFF}\"]".as_bytes();
+    for size in 1..=doc.len() {
+        let mut s = JsonScanner::default();
+        let mut v = Lossy::default();
+        for piece in doc.chunks(size) {
+            s.feed(piece, &mut v).unwrap();
+        }
+        assert_eq!(v.0, "é✓🙂éx\u{10FFFF}", "pieces of {size} bytes");
+    }
+    // Bytes that cannot complete a character are handed on as they are.
+    let mut s = JsonScanner::default();
+    let mut v = Lossy::default();
+    s.feed(b"\"a\xe2\x9c", &mut v).unwrap();
+    s.feed(b"b\"", &mut v).unwrap();
+    assert_eq!(v.0, "a\u{FFFD}b");
+}

@@ -103,6 +103,7 @@ impl JsonSeq {
                     } else {
                         data.len()
                     };
+                    let base = self.scanner.offset();
                     match self.scanner.feed(&data[i..end], v) {
                         Ok(Progress::NeedMore) => {
                             i = end;
@@ -127,7 +128,10 @@ impl JsonSeq {
                         Err(e) => {
                             self.error = Some(e);
                             self.state = SeqState::Skipping;
-                            i = end;
+                            // Skip from the bad byte, not from the end of this piece: where the
+                            // next document starts must not depend on how the body was cut.
+                            let at = usize::try_from(e.offset.saturating_sub(base)).unwrap_or(usize::MAX);
+                            i = i.saturating_add(at).min(end);
                         }
                     }
                 }
@@ -470,5 +474,40 @@ impl Sse {
         if self.data != SseData::None {
             self.dispatch(ts, v);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::JsonVisitor;
+
+    /// Document outcomes in order: `ok` or `invalid`.
+    #[derive(Default)]
+    struct Docs(Vec<&'static str>);
+
+    impl JsonVisitor for Docs {}
+    impl DocVisitor for Docs {
+        fn doc_begin(&mut self) {}
+        fn doc_end(&mut self, _ts: Timestamp, end: DocEnd<'_>) {
+            self.0.push(if matches!(end, DocEnd::Json { .. }) { "ok" } else { "invalid" });
+        }
+    }
+
+    #[test]
+    fn after_a_broken_document_the_next_starts_at_the_same_place_however_cut() {
+        // Not line-delimited: a broken value is skipped to the end of its line.
+        let body = b"{\"a\": x1, 2}\n{\"c\": 3}\n";
+        let mut want = None;
+        for size in 1..=body.len() {
+            let mut seq = JsonSeq::new(false);
+            let mut docs = Docs::default();
+            for piece in body.chunks(size) {
+                seq.feed(piece, Timestamp(1), &mut docs);
+            }
+            seq.finish(Timestamp(1), &mut docs);
+            assert_eq!(*want.get_or_insert_with(|| docs.0.clone()), docs.0, "pieces of {size} bytes");
+        }
+        assert_eq!(want.unwrap(), ["invalid", "ok"]);
     }
 }

@@ -218,7 +218,17 @@ fn learn_peer<F: FnMut(StreamEvent<'_>)>(conn: &mut Conn, seg: &Segment<'_>, out
 #[derive(Debug)]
 pub struct Reassembler {
     conns: AHashMap<FlowKey, Conn>,
+    /// Connections that finished with FIN lately, so a retransmission captured after the close
+    /// is counted late instead of opening a new connection (bounded: see [`Self::remember`]).
+    finished: AHashMap<FlowKey, Finished>,
     core: Core,
+}
+
+/// Where each direction of a finished connection ended (the sequence number of its FIN).
+#[derive(Clone, Copy, Debug)]
+struct Finished {
+    ends: [u32; 2],
+    ts: Timestamp,
 }
 
 /// Everything but the connection table, so a connection can be worked on in place while the
@@ -236,6 +246,7 @@ impl Reassembler {
     pub fn new(config: ReassemblyConfig) -> Self {
         Reassembler {
             conns: AHashMap::new(),
+            finished: AHashMap::new(),
             core: Core { config, next_id: 1, held_total: 0, stats: ReassemblyStats::default(), now: Timestamp(0) },
         }
     }
@@ -290,8 +301,7 @@ impl Reassembler {
         {
             learn_peer(conn, seg, out);
             if self.core.segment(conn, seg, out) {
-                // Both directions finished: keep nothing (a late retransmit is counted as late).
-                self.conns.remove(&seg.flow);
+                self.forget_finished(seg.flow);
             }
             return;
         }
@@ -302,6 +312,18 @@ impl Reassembler {
                 // reassemble, and opening state for it would let stray packets grow the table.
                 self.core.stats.late_segments += 1;
                 return;
+            }
+            if let Some(f) = self.finished.get(&seg.flow) {
+                let end = seg.seq.wrapping_add(seg.payload.len() as u32).wrapping_add(seg.missing);
+                if seg.flags.syn() {
+                    // A new connection on the same 4-tuple.
+                    self.finished.remove(&seg.flow);
+                } else if u64::from(f.ends[d].wrapping_sub(end)) < REUSE_WINDOW {
+                    // Bytes from just before the FIN of a connection that finished: a
+                    // retransmission (a new connection's random ISN is almost never this close).
+                    self.core.stats.late_segments += 1;
+                    return;
+                }
             }
             if self.conns.len() >= self.core.config.max_connections {
                 self.evict_oldest(out);
@@ -334,8 +356,7 @@ impl Reassembler {
         let conn = self.conns.get_mut(&seg.flow).expect("inserted above");
         learn_peer(conn, seg, out);
         if self.core.segment(conn, seg, out) {
-            // Both directions finished: keep nothing (a late retransmit is counted as late).
-            self.conns.remove(&seg.flow);
+            self.forget_finished(seg.flow);
         }
     }
 }
@@ -348,6 +369,15 @@ impl Core {
         conn.segments += 1;
 
         let id = conn.id;
+        if seg.flags.syn() && seg.flags.ack() && !conn.halves[1 - d].synced {
+            // A SYN-ACK acknowledges the peer's SYN: the peer's stream starts at its ACK number,
+            // even when the capture delivers that SYN, or the first data, only later.
+            let other = &mut conn.halves[1 - d];
+            other.synced = true;
+            other.isn = Some(seg.ack.wrapping_sub(1));
+            other.next_seq = seg.ack;
+            other.next_pos = 0;
+        }
         // The ACK tells how much of the opposite stream the sender has received.
         let mut peer_pos = None;
         if seg.flags.ack() {
@@ -397,11 +427,23 @@ impl Core {
         self.check_end(conn, 1, seg.ts, out);
 
         if conn.halves.iter().all(|h| h.ended) {
+            self.discard_held(conn);
             self.stats.closed_fin += 1;
             out(StreamEvent::Close { conn: id, ts: seg.ts, reason: CloseReason::Fin });
             return true;
         }
         false
+    }
+
+    /// Forgets what a finished connection still holds: bytes past a FIN, which no segment can
+    /// make deliverable. Without this the total held would count them forever.
+    fn discard_held(&mut self, conn: &mut Conn) {
+        for half in &mut conn.halves {
+            self.held_total -= half.held_bytes;
+            half.held_bytes = 0;
+            half.held.clear();
+            half.held_since = None;
+        }
     }
 }
 
@@ -692,13 +734,18 @@ impl Reassembler {
                     self.core.settle(&mut conn, d, now, out);
                 }
             }
-            if conn.halves.iter().all(|h| h.ended) {
+            let finished = conn.halves.iter().all(|h| h.ended);
+            if finished {
+                self.core.discard_held(&mut conn);
                 self.core.stats.closed_fin += 1;
                 out(StreamEvent::Close { conn: conn.id, ts: now, reason: CloseReason::Fin });
+                self.remember(key, &conn);
             } else {
                 self.conns.insert(key, conn);
             }
         }
+        // A retransmission is not expected later than out-of-order data would be.
+        self.finished.retain(|_, f| now.since(f.ts) <= wait as i64);
         // Deterministic order for reproducible output.
         idle_keys.sort_unstable_by_key(|k| self.conns[k].id);
         for key in idle_keys {
@@ -715,12 +762,35 @@ impl Reassembler {
 
     /// Ends every connection (end of capture).
     pub fn finish<F: FnMut(StreamEvent<'_>)>(&mut self, out: &mut F) {
+        self.finished.clear();
         let mut conns: Vec<Conn> = self.conns.drain().map(|(_, c)| c).collect();
         conns.sort_unstable_by_key(|c| c.id);
         let now = self.core.now;
         for conn in conns {
             self.core.close_conn(conn, now, CloseReason::CaptureEnd, out);
         }
+    }
+
+    /// Drops a connection whose directions both finished with FIN, remembering where they ended.
+    fn forget_finished(&mut self, flow: FlowKey) {
+        let conn = self.conns.remove(&flow).expect("a finished connection is tracked");
+        self.remember(flow, &conn);
+    }
+
+    /// Remembers where a connection that finished with FIN ended, for the reorder wait.
+    fn remember(&mut self, flow: FlowKey, conn: &Conn) {
+        // Bounded like the connection table; forgetting them all at once only means a late
+        // retransmission may open a connection of its own, as it would without this memory.
+        if self.finished.len() >= self.core.config.max_connections {
+            self.finished.clear();
+        }
+        // Sequence number of the FIN (ended means every byte up to it was delivered).
+        let end = |h: &Half| {
+            let fin = h.fin_pos.map_or(h.next_pos, |fin| fin.min(h.next_pos));
+            h.next_seq.wrapping_sub((h.next_pos - fin) as u32)
+        };
+        let ends = [end(&conn.halves[0]), end(&conn.halves[1])];
+        self.finished.insert(flow, Finished { ends, ts: self.core.now });
     }
 
     fn evict_oldest<F: FnMut(StreamEvent<'_>)>(&mut self, out: &mut F) {

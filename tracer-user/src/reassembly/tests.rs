@@ -59,11 +59,16 @@ fn seg(dir: Direction, seq: u32, flags: u8, data: &[u8]) -> Seg {
 }
 
 fn run(r: &mut Reassembler, segs: &[Seg], out: &mut Out) {
+    run_at(r, flow(), 1_000, segs, out);
+}
+
+/// Feeds `segs` on `flow`, the first at capture time `t0` ns, then one every nanosecond.
+fn run_at(r: &mut Reassembler, flow: FlowKey, t0: u64, segs: &[Seg], out: &mut Out) {
     let mut sink = out.sink();
     for (i, s) in segs.iter().enumerate() {
         let segment = Segment {
-            ts: Timestamp(1_000 + i as u64),
-            flow: flow(),
+            ts: Timestamp(t0 + i as u64),
+            flow,
             dir: s.dir,
             seq: s.seq,
             ack: s.ack,
@@ -247,6 +252,103 @@ fn idle_connections_expire() {
     r.expire(Timestamp(1_000_000), &mut out.sink());
     assert_eq!(out.closes, vec![CloseReason::Idle]);
     assert_eq!(r.connections(), 0);
+}
+
+#[test]
+fn data_past_a_fin_is_forgotten_when_the_connection_finishes() {
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let mut segs = handshake(100, 9000);
+    segs.push(seg(C, 101, ACK, b"GET"));
+    segs.push(seg(C, 104, FIN, b""));
+    // Bytes beyond the client's FIN (never valid TCP) are held: no segment can fill before them.
+    segs.push(seg(C, 110, ACK, b"junk"));
+    segs.push(seg(S, 9001, FIN, b""));
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    assert_eq!(out.closes, vec![CloseReason::Fin]);
+    assert_eq!(r.connections(), 0);
+    // The finished connection's held bytes no longer count against the limits.
+    assert_eq!(r.held_bytes(), 0);
+}
+
+#[test]
+fn a_syn_ack_tells_where_the_peer_stream_starts() {
+    // The capture delivered the client's SYN after its first two data segments, in reverse
+    // order; the server's SYN-ACK came first and says the client's data starts at 101.
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let segs = vec![
+        Seg { ack: 101, ..seg(S, 9000, SYN | ACK, b"") },
+        Seg { ack: 9001, ..seg(C, 104, ACK, b"def") },
+        Seg { ack: 9001, ..seg(C, 101, ACK, b"abc") },
+        seg(C, 100, SYN, b""),
+    ];
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    r.finish(&mut out.sink());
+    assert_eq!(out.opens, vec![true]);
+    assert_eq!(out.streams[0], b"abcdef");
+    assert!(out.gaps.is_empty());
+}
+
+/// A connection that exchanges `GET`/`OK` and finishes with FIN on both sides.
+fn closed_exchange() -> Vec<Seg> {
+    let mut segs = handshake(100, 9000);
+    segs.push(seg(C, 101, ACK, b"GET"));
+    segs.push(seg(S, 9001, ACK, b"OK"));
+    segs.push(seg(C, 104, FIN, b""));
+    segs.push(seg(S, 9003, FIN, b""));
+    segs
+}
+
+#[test]
+fn a_retransmission_after_the_close_is_late_not_a_new_connection() {
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let mut segs = closed_exchange();
+    // Both copies of a packet seen at two hooks, the second one after the close.
+    segs.push(seg(S, 9001, ACK, b"OK"));
+    segs.push(seg(C, 101, ACK, b"GET"));
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    assert_eq!(out.opens, vec![true]);
+    assert_eq!(out.closes, vec![CloseReason::Fin]);
+    assert_eq!(r.stats().late_segments, 2);
+    // Bytes past where the connection ended are not a retransmission of it.
+    run(&mut r, &[seg(C, 104, ACK, b"more")], &mut out);
+    assert_eq!(out.opens, vec![true, false]);
+    // A new connection on the same 4-tuple still opens.
+    run(&mut r, &[seg(C, 7_000_000, SYN, b""), seg(C, 7_000_001, ACK, b"GET")], &mut out);
+    r.finish(&mut out.sink());
+    assert_eq!(out.opens, vec![true, false, true]);
+}
+
+#[test]
+fn finished_connections_are_remembered_for_the_reorder_wait_only() {
+    let config = ReassemblyConfig::default();
+    let wait = config.reorder_wait_ns;
+    let mut r = Reassembler::new(config);
+    let mut out = Out::default();
+    run(&mut r, &closed_exchange(), &mut out);
+    r.expire(Timestamp(1_000 + wait), &mut out.sink());
+    run_at(&mut r, flow(), 1_000 + wait, &[seg(S, 9001, ACK, b"OK")], &mut out);
+    assert_eq!(out.opens, vec![true], "within the wait: late");
+    r.expire(Timestamp(1_000 + 2 * wait + 10), &mut out.sink());
+    assert!(r.finished.is_empty());
+    run_at(&mut r, flow(), 1_000 + 2 * wait + 10, &[seg(S, 9001, ACK, b"OK")], &mut out);
+    assert_eq!(out.opens, vec![true, false], "after the wait: a connection of its own");
+}
+
+#[test]
+fn the_memory_of_finished_connections_is_bounded() {
+    let mut r = Reassembler::new(ReassemblyConfig { max_connections: 2, ..Default::default() });
+    let mut out = Out::default();
+    for port in 0..5u16 {
+        let mut f = flow();
+        f.client.set_port(40_000 + port);
+        run_at(&mut r, f, 1_000 + u64::from(port) * 10, &closed_exchange(), &mut out);
+        assert!(r.finished.len() <= 2, "{} remembered", r.finished.len());
+    }
+    assert_eq!(out.closes, vec![CloseReason::Fin; 5]);
+    assert!(r.conns.is_empty());
 }
 
 /// Each end's cgroup is learnt from the copy of a packet seen at that end's socket, duplicates

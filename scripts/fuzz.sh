@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Runs the cargo-fuzz targets of tracer-user/fuzz: installs what is missing (nightly, cargo-fuzz),
+# builds, runs each target for SECONDS (default 60), then prints executions and findings per
+# target. A crash does not end a target's time: it is recorded and fuzzing resumes.
+#
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
+#
+# Env: FUZZ_JOBS (targets fuzzed at once; default: half the cores, at least 1),
+#      FUZZ_SANITIZER (default none: the code is safe Rust, so what matters are panics, overflow
+#      checks and debug assertions, all on; `address` is ~3x slower).
+# Corpora: seeds/ (committed, from `fuzz-seeds`), regressions/ (committed, inputs that once
+# failed) and corpus/ (what libFuzzer found, not committed). Findings land in artifacts/TARGET/.
+# Exit status 1 when anything was found.
+set -euo pipefail
+
+secs=${1:-60}
+shift || true
+root=$(cd "$(dirname "$0")/.." && pwd)
+fuzz=$root/tracer-user/fuzz
+if [ $# -gt 0 ]; then
+    targets=("$@")
+else
+    mapfile -t targets < <(cd "$fuzz/fuzz_targets" && ls ./*.rs | sed 's|^\./||; s|\.rs$||')
+fi
+cores=$(nproc)
+jobs=${FUZZ_JOBS:-$(( cores / 2 > 0 ? cores / 2 : 1 ))}
+sanitizer=${FUZZ_SANITIZER:-none}
+
+say() { printf 'fuzz.sh: %s\n' "$*" >&2; }
+
+# --- what is needed ---------------------------------------------------------------------------
+if ! rustup toolchain list | grep -q '^nightly'; then
+    say "installing the nightly toolchain"
+    rustup toolchain install nightly --profile minimal
+fi
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    say "installing cargo-fuzz"
+    cargo +nightly install cargo-fuzz --locked
+fi
+
+# --- build ------------------------------------------------------------------------------------
+# The fuzz targets do not need the kernel programs: skip tracer-user's eBPF build.
+export AYA_BUILD_SKIP=1
+triple=$(rustc +nightly -vV | sed -n 's/^host: //p')
+(cd "$root/tracer-user" && cargo +nightly fuzz build -s "$sanitizer" 2>&1 | { grep -v '^warning: tracer-user' || true; } >&2) \
+    || { say "build failed"; exit 2; }
+bin=$fuzz/target/$triple/release
+
+# --- run --------------------------------------------------------------------------------------
+results=$(mktemp -d)
+trap 'rm -rf "$results"' EXIT
+
+run_target() {
+    local t=$1 start end left execs=0 finds=0 rc log n t0
+    mkdir -p "$fuzz/corpus/$t" "$fuzz/artifacts/$t" "$fuzz/seeds/$t" "$fuzz/regressions/$t"
+    start=$(date +%s)
+    end=$(( start + secs ))
+    log=$results/$t.log
+    while left=$(( end - $(date +%s) )); [ "$left" -gt 0 ]; do
+        rc=0
+        t0=$(date +%s)
+        "$bin/$t" -max_total_time="$left" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+            -artifact_prefix="$fuzz/artifacts/$t/" \
+            "$fuzz/corpus/$t" "$fuzz/seeds/$t" "$fuzz/regressions/$t" >"$log" 2>&1 || rc=$?
+        # Executions: the final stats, or the last status line when the run died on a crash.
+        n=$(sed -n 's/^stat::number_of_executed_units: //p' "$log" | tail -1)
+        [ -n "$n" ] || n=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
+        execs=$(( execs + ${n:-0} ))
+        if [ "$rc" -ne 0 ]; then
+            finds=$(( finds + 1 ))
+            grep -m1 -E 'panicked at|ERROR: libFuzzer' "$log" >&2 || true
+            cp "$log" "$fuzz/artifacts/$t/log-$(date +%s)"
+            # A corpus input failing as soon as it is loaded would fail again: stop this target.
+            [ $(( $(date +%s) - t0 )) -lt 2 ] && break
+        fi
+    done
+    printf '%s %s %s %s\n' "$t" "$execs" "$(( $(date +%s) - start ))" "$finds" >"$results/$t.result"
+}
+export -f run_target
+export fuzz bin secs results
+
+say "fuzzing ${#targets[@]} target(s) for ${secs}s each, $jobs at a time ($sanitizer sanitizer)"
+printf '%s\n' "${targets[@]}" | xargs -P "$jobs" -I{} bash -c 'run_target {}'
+
+total=0
+found=0
+printf '\n%-16s %14s %8s %9s\n' target executions seconds findings
+for t in "${targets[@]}"; do
+    read -r _ execs took finds <"$results/$t.result"
+    printf '%-16s %14s %8s %9s\n' "$t" "$execs" "$took" "$finds"
+    total=$(( total + execs ))
+    found=$(( found + finds ))
+done
+printf '%-16s %14s %8s %9s\n' total "$total" "" "$found"
+[ "$found" -eq 0 ] || { say "findings are in $fuzz/artifacts/"; exit 1; }

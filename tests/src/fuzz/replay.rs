@@ -1,0 +1,73 @@
+//! The whole replay pipeline from arbitrary bytes as a capture file (pcap or pcapng): file
+//! validation, frame walking, merging, decoding, reassembly, HTTP, calls.
+//!
+//! Input: the file's bytes. Its length picks the variant, so the corpus covers all of them:
+//! content capture on for even lengths; for lengths divisible by three the file is replayed
+//! twice, merged (as two interfaces that saw the same packets).
+//!
+//! Invariants: opening fails only with a format error; a file that opens walks exactly the
+//! records it validated; every frame is counted once; every HTTP exchange becomes exactly one
+//! call, and so does every request (and a response whose request the capture missed, at most);
+//! reassembly never delivers more than it was given.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use ollama_tracer::capture::file::{CaptureFile, FileError};
+use ollama_tracer::llm::LlmConfig;
+use ollama_tracer::pipeline::PipelineConfig;
+use ollama_tracer::replay::replay;
+
+/// One scratch file per process (libFuzzer's parallel jobs are processes).
+fn scratch() -> &'static PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = std::path::Path::new("/dev/shm");
+        let dir = if dir.is_dir() { dir.to_path_buf() } else { std::env::temp_dir() };
+        dir.join(format!("ollama-tracer-fuzz-replay-{}.cap", std::process::id()))
+    })
+}
+
+pub fn run(data: &[u8]) {
+    let path = scratch();
+    let mut f = std::fs::File::create(path).expect("scratch file");
+    f.write_all(data).expect("scratch file");
+    drop(f);
+    check_file(path, data.len());
+}
+
+fn check_file(path: &PathBuf, len: usize) {
+    let copies = if len.is_multiple_of(3) { 2 } else { 1 };
+    let mut files = Vec::new();
+    for _ in 0..copies {
+        match CaptureFile::open(path) {
+            Ok(f) => files.push(f),
+            Err(FileError::Io { source, .. }) => {
+                // An empty file cannot be mapped; anything else is the harness's fault.
+                assert_eq!(len, 0, "reading the scratch file: {source}");
+                return;
+            }
+            Err(FileError::NotACapture { .. } | FileError::Corrupt { .. }) => return,
+        }
+    }
+    let records = files[0].records();
+    assert_eq!(files[0].frames().count() as u64, records, "frames walked vs records validated");
+
+    let llm = LlmConfig { capture_content: len.is_multiple_of(2), ..Default::default() };
+    let config = PipelineConfig { llm, ..Default::default() };
+    let mut calls = 0u64;
+    let report = replay(&files, &[11434], config, &mut |_| calls += 1);
+    let c = &report.capture;
+    assert_eq!(c.frames, records * copies, "frames counted");
+    assert_eq!(c.packets + c.ignored + c.malformed + c.unsupported + c.fragments, c.frames, "frame outcomes {c:?}");
+    let p = &report.pipeline;
+    assert_eq!(p.reassembly.segments, c.packets, "segments reaching reassembly");
+    assert_eq!(p.reassembly.payload_bytes, c.payload_bytes, "payload bytes reaching reassembly");
+    assert!(p.reassembly.delivered_bytes <= p.reassembly.payload_bytes, "delivered more than captured");
+    assert_eq!(p.llm.calls, calls, "calls counted vs emitted");
+    assert_eq!(p.http.complete + p.http.truncated + p.http.no_response, calls, "one call per exchange");
+    // Every request ends as a call, and so does a response whose request the capture missed.
+    assert!(p.http.requests <= calls, "a request without its call");
+    assert!(calls <= p.http.requests + p.http.orphan_responses, "a call without a request or response");
+}
