@@ -41,10 +41,11 @@ pub const MAX_PORTS: usize = 64;
 /// Number of `u64` words in the port bitmap map [`map::PORTS`] (65 536 bits).
 pub const PORT_BITMAP_WORDS: u32 = 65536 / 64;
 
-/// Default ring-buffer size in bytes (a power-of-two multiple of the page size). 16 MiB holds
-/// over a second of 1 000 streams × 100 tokens/s (docs/benchmarks.md) with localhost packets
-/// taken once; its data pages are mapped twice into the daemon, so it counts 32 MiB in RSS.
-pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
+/// Default ring-buffer size in bytes (a power-of-two multiple of the page size). 8 MiB holds
+/// half a second of 1 000 streams × 100 tokens/s (docs/benchmarks.md) with localhost packets
+/// taken once, while the daemon reads it every 2 ms; its data pages are mapped twice into the
+/// daemon, so it counts 16 MiB in RSS.
+pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
 
 /// How deep programs may nest on one CPU (process context, softirq, hardirq, NMI); each level
 /// has its own per-CPU scratch record.

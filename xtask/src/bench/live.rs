@@ -217,9 +217,14 @@ fn load_run(env: &Env, capture: &str, load: Load, extra: &[&str]) -> Result<Valu
         peak.rss as f64 / 1024.0,
         summary.kernel_drops
     );
-    // Sanity, never speed: every call the generator made is one span; a run with drops may
-    // flag calls incomplete, and says so in its figures.
-    ensure!(summary.calls == calls, "{calls} calls made, the tracer saw {}:\n{}", summary.calls, summary.text);
+    // Sanity, never speed: without drops, every call the generator made is one span; drops
+    // (the kernel's buffer full: a figure, not a failure) lose calls and flag others.
+    ensure!(
+        summary.kernel_drops > 0 || summary.calls == calls,
+        "{calls} calls made, the tracer saw {} without any drop:\n{}",
+        summary.calls,
+        summary.text
+    );
     ensure!(rate > 0.0 && pct(c0, c1).is_finite(), "no load measured: {v}");
     Ok(v)
 }
@@ -311,7 +316,12 @@ pub fn run_memory(env: &Env) -> Result<Value> {
     let summary = tracer.stop()?;
     drop(standin);
     let calls = (idle_conns + streams) as u64;
-    ensure!(summary.calls == calls, "{calls} calls made, the tracer saw {}:\n{}", summary.calls, summary.text);
+    ensure!(
+        summary.kernel_drops > 0 || summary.calls == calls,
+        "{calls} calls made, the tracer saw {} without any drop:\n{}",
+        summary.calls,
+        summary.text
+    );
     eprintln!(
         "  {idle_conns} idle connections + {streams} slow streams: peak RSS {:.1} MiB ({:.1} MiB without the ring buffer mapping)",
         peak.hwm.max(peak.rss) as f64 / 1024.0,

@@ -182,6 +182,7 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
     let _cleanup = WorkDir { path: work.clone(), keep: args.keep };
     let env = Env { smoke: args.smoke, root: root.to_path_buf(), tracer, bins, work };
 
+    let machine = machine();
     let mut results = Map::new();
     let mut failed = Vec::new();
     let started = Instant::now();
@@ -212,7 +213,7 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
         }
         results.insert((*name).to_owned(), v);
         // Written after each benchmark: a long run that fails late keeps what it measured.
-        write_results(&out, args.smoke, &results, started)?;
+        write_results(&out, args.smoke, &machine, &results, started)?;
     }
     eprintln!("xtask bench: results in {}", out.display());
     if !failed.is_empty() {
@@ -221,10 +222,16 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn write_results(out: &Path, smoke: bool, results: &Map<String, Value>, started: Instant) -> Result<()> {
+fn write_results(
+    out: &Path,
+    smoke: bool,
+    machine: &Value,
+    results: &Map<String, Value>,
+    started: Instant,
+) -> Result<()> {
     let doc = json!({
         "smoke": smoke,
-        "machine": machine(),
+        "machine": machine,
         "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         "secs": started.elapsed().as_secs_f64(),
         "benchmarks": results,

@@ -176,11 +176,11 @@ pub fn run(env: &Env) -> Result<Value> {
     // tshark must have done the work it is compared on: every request the tracer saw (calls
     // cut by the end of a slice included), and about as many responses (those cut short by
     // the slice's end it does not report).
-    if requests < os.calls || responses + 256 < os.spans.saturating_sub(os.incomplete) {
+    if requests < os.calls || responses + 256 < os.calls.saturating_sub(os.incomplete) {
         bail!(
             "tshark found {requests} requests and {responses} responses where the tracer found {} calls ({} complete): not the same work",
             os.calls,
-            os.spans - os.incomplete
+            os.calls - os.incomplete
         );
     }
     if sliced != path {
