@@ -58,6 +58,15 @@ pub enum BodyError {
     LineTooLong,
 }
 
+/// Framing that broke, and where: bytes of the piece before `at` were consumed (and body bytes
+/// among them handed on), so a search for the next message must start there, not before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{error} at byte {at} of the piece")]
+pub struct Broken {
+    pub error: BodyError,
+    pub at: usize,
+}
+
 /// Outcome of feeding bytes to a [`BodyReader`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fed {
@@ -98,7 +107,7 @@ impl BodyReader {
     }
 
     /// Feeds `input`; body bytes go to `body`. Stops at the end of the body.
-    pub fn feed(&mut self, input: &[u8], body: &mut impl FnMut(&[u8])) -> Result<Fed, BodyError> {
+    pub fn feed(&mut self, input: &[u8], body: &mut impl FnMut(&[u8])) -> Result<Fed, Broken> {
         if self.done {
             return Ok(Fed { consumed: 0, done: true });
         }
@@ -124,7 +133,10 @@ impl BodyReader {
                 self.delivered += input.len() as u64;
                 Ok(Fed { consumed: input.len(), done: false })
             }
-            Framing::Chunked => self.feed_chunked(input, body),
+            Framing::Chunked => {
+                let mut at = 0;
+                self.feed_chunked(input, &mut at, body).map_err(|error| Broken { error, at })
+            }
         }
     }
 
@@ -157,16 +169,16 @@ impl BodyReader {
         }
     }
 
-    fn feed_chunked(&mut self, input: &[u8], body: &mut impl FnMut(&[u8])) -> Result<Fed, BodyError> {
-        let mut i = 0;
-        while i < input.len() {
-            let c = input[i];
+    /// Reads chunked framing from `input[*i..]`, leaving `*i` at the first byte not consumed.
+    fn feed_chunked(&mut self, input: &[u8], i: &mut usize, body: &mut impl FnMut(&[u8])) -> Result<Fed, BodyError> {
+        while *i < input.len() {
+            let c = input[*i];
             match self.chunk {
                 Chunk::Data { left } => {
-                    let take = (left.min((input.len() - i) as u64)) as usize;
-                    body(&input[i..i + take]);
+                    let take = (left.min((input.len() - *i) as u64)) as usize;
+                    body(&input[*i..*i + take]);
                     self.delivered += take as u64;
-                    i += take;
+                    *i += take;
                     let left = left - take as u64;
                     self.chunk = if left == 0 { Chunk::DataCr } else { Chunk::Data { left } };
                     continue;
@@ -221,9 +233,9 @@ impl BodyReader {
                 Chunk::TrailerStart => match c {
                     b'\r' => self.chunk = Chunk::EndLf,
                     b'\n' => {
-                        i += 1;
+                        *i += 1;
                         self.done = true;
-                        return Ok(Fed { consumed: i, done: true });
+                        return Ok(Fed { consumed: *i, done: true });
                     }
                     _ => self.chunk = Chunk::Trailer { line: 1 },
                 },
@@ -243,14 +255,14 @@ impl BodyReader {
                     if c != b'\n' {
                         return Err(BodyError::ChunkDelimiter);
                     }
-                    i += 1;
+                    *i += 1;
                     self.done = true;
-                    return Ok(Fed { consumed: i, done: true });
+                    return Ok(Fed { consumed: *i, done: true });
                 }
             }
-            i += 1;
+            *i += 1;
         }
-        Ok(Fed { consumed: i, done: false })
+        Ok(Fed { consumed: *i, done: false })
     }
 
     fn start_chunk(&mut self, size: u64) {
@@ -298,11 +310,11 @@ mod tests {
     #[test]
     fn absurd_chunk_size_is_an_error() {
         let mut r = BodyReader::new(Framing::Chunked);
-        assert_eq!(r.feed(b"ffffffffffffffffff\r\n", &mut |_| {}), Err(BodyError::ChunkSize));
+        assert_eq!(r.feed(b"ffffffffffffffffff\r\n", &mut |_| {}), Err(Broken { error: BodyError::ChunkSize, at: 15 }));
         let mut r = BodyReader::new(Framing::Chunked);
-        assert_eq!(r.feed(b"zz\r\n", &mut |_| {}), Err(BodyError::ChunkSize));
+        assert_eq!(r.feed(b"zz\r\n", &mut |_| {}), Err(Broken { error: BodyError::ChunkSize, at: 0 }));
         let mut r = BodyReader::new(Framing::Chunked);
-        assert_eq!(r.feed(b"2\r\nabX", &mut |_| {}), Err(BodyError::ChunkDelimiter));
+        assert_eq!(r.feed(b"2\r\nabX", &mut |_| {}), Err(Broken { error: BodyError::ChunkDelimiter, at: 5 }));
     }
 
     #[test]

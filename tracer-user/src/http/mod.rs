@@ -489,7 +489,10 @@ impl Ctx<'_> {
                                 c.req.mode = Mode::Head;
                             }
                         }
-                        Err(_) => {
+                        Err(broken) => {
+                            // Resume the search where the framing broke: what came before it
+                            // was this body's.
+                            i += broken.at;
                             self.lost_step(&mut c.req, StartKind::Request, false);
                         }
                     }
@@ -574,7 +577,10 @@ impl Ctx<'_> {
                                 }
                             }
                         }
-                        Err(_) => {
+                        Err(broken) => {
+                            // Resume the search where the framing broke: what came before it
+                            // was this body's (and was handed on as such).
+                            i += broken.at;
                             if id.is_some() {
                                 self.end_front(c, ts, Outcome::Truncated, None, out);
                             }

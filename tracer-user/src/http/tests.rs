@@ -363,3 +363,44 @@ fn absurd_lengths_are_parse_errors_not_allocations() {
     let (_, stats) = run(true, &[Step::Data(C, &long_head)]);
     assert_eq!(stats.parse_errors, 1);
 }
+
+/// Body bytes before the place chunked framing broke were handed on as the body: the search for
+/// the next message starts at the break, not at the start of the piece, or a message quoted in
+/// the body would be reported too (found by the `http` fuzz target).
+#[test]
+fn after_broken_chunked_framing_the_body_is_not_searched_again() {
+    let (lines, stats) = run(
+        true,
+        &[
+            Step::Data(C, b"GET /api/tags HTTP/1.1\r\n\r\n"),
+            Step::Data(S, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n13\r\nHTTP/1.1 200 OK\r\n\r\nXX"),
+            Step::Close(CloseReason::Fin),
+        ],
+    );
+    assert_eq!(
+        lines,
+        vec![
+            "req 1 GET /api/tags @1".to_string(),
+            "reqend 1 \"\" @1".to_string(),
+            "resp 1 200 @2".to_string(),
+            "end 1 Truncated \"HTTP/1.1 200 OK\\r\\n\\r\\n\" @2 gap=0".to_string(),
+        ]
+    );
+    assert_eq!((stats.responses, stats.resyncs, stats.resync_skipped_bytes), (1, 1, 2));
+}
+
+#[test]
+fn after_broken_chunked_request_framing_the_body_is_not_searched_again() {
+    let (lines, stats) = run(
+        true,
+        &[
+            Step::Data(
+                C,
+                b"POST /api/chat HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n12\r\nGET / HTTP/1.1\r\n\r\nXX",
+            ),
+            Step::Close(CloseReason::Fin),
+        ],
+    );
+    assert_eq!(stats.requests, 1, "{lines:?}");
+    assert_eq!(lines[0], "req 1 POST /api/chat @1");
+}
