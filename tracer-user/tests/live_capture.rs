@@ -528,7 +528,10 @@ fn ebpf_server_in_netns_reached_from_host() {
     let addr = "10.231.77.2";
     ns.veth("a", addr);
     let ex = exchange(addr.parse().unwrap(), addr.parse().unwrap(), Some(ns.name.clone()), None, 50_000, MB5);
-    let config = CaptureConfig::with_ports(&[ex.server_port]);
+    // Over veth every packet is recorded twice (client egress, server ingress): the 5 MiB
+    // response is a 10 MiB burst, more than the default ring holds if this test's reader (a
+    // debug build, one thread) falls behind. The subject here is namespaces, not ring sizing.
+    let config = CaptureConfig { ring_bytes: 32 << 20, ..CaptureConfig::with_ports(&[ex.server_port]) };
     let (mut cap, ids, _) = start_ebpf(&config);
     let o = run_and_check(&rt, &mut cap, ex, "eBPF netns server");
     assert_no_kernel_loss(&ebpf_counters(&o.counters), "eBPF netns server");
