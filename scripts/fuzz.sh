@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Runs the cargo-fuzz targets of tracer-user/fuzz: installs what is missing (nightly, cargo-fuzz),
+# Runs the cargo-fuzz targets of tracer-user/fuzz: installs what is missing (scripts/setup-fuzz.sh),
 # builds, runs each target for SECONDS (default 60), then prints executions and findings per
 # target. A crash does not end a target's time: it is recorded and fuzzing resumes.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
 # Env: FUZZ_JOBS (targets fuzzed at once; default: half the cores, at least 1),
+#      FUZZ_CORPUS (directory of the growing corpora, one subdirectory per target; default
+#      tracer-user/fuzz/corpus),
 #      FUZZ_SANITIZER (default none: the code is safe Rust, so what matters are panics, overflow
 #      checks and debug assertions, all on; `address` is ~3x slower).
 # Corpora: seeds/ (committed, from `fuzz-seeds`), regressions/ (committed, inputs that once
@@ -25,18 +27,12 @@ fi
 cores=$(nproc)
 jobs=${FUZZ_JOBS:-$(( cores / 2 > 0 ? cores / 2 : 1 ))}
 sanitizer=${FUZZ_SANITIZER:-none}
+corpus=${FUZZ_CORPUS:-$fuzz/corpus}
 
 say() { printf 'fuzz.sh: %s\n' "$*" >&2; }
 
 # --- what is needed ---------------------------------------------------------------------------
-if ! rustup toolchain list | grep -q '^nightly'; then
-    say "installing the nightly toolchain"
-    rustup toolchain install nightly --profile minimal
-fi
-if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
-    say "installing cargo-fuzz"
-    cargo +nightly install cargo-fuzz --locked
-fi
+bash "$root/scripts/setup-fuzz.sh"
 
 # --- build ------------------------------------------------------------------------------------
 # The fuzz targets do not need the kernel programs: skip tracer-user's eBPF build.
@@ -55,7 +51,7 @@ trap 'rm -rf "$results"' EXIT
 
 run_target() {
     local t=$1 start end left execs=0 finds=0 rc log n t0
-    mkdir -p "$fuzz/corpus/$t" "$fuzz/artifacts/$t" "$fuzz/seeds/$t" "$fuzz/regressions/$t"
+    mkdir -p "$corpus/$t" "$fuzz/artifacts/$t" "$fuzz/seeds/$t" "$fuzz/regressions/$t"
     start=$(date +%s)
     end=$(( start + secs ))
     log=$results/$t.log
@@ -64,7 +60,7 @@ run_target() {
         t0=$(date +%s)
         "$bin/$t" -max_total_time="$left" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
             -artifact_prefix="$fuzz/artifacts/$t/" \
-            "$fuzz/corpus/$t" "$fuzz/seeds/$t" "$fuzz/regressions/$t" >"$log" 2>&1 || rc=$?
+            "$corpus/$t" "$fuzz/seeds/$t" "$fuzz/regressions/$t" >"$log" 2>&1 || rc=$?
         # Executions: the final stats, or the last status line when the run died on a crash.
         n=$(sed -n 's/^stat::number_of_executed_units: //p' "$log" | tail -1)
         [ -n "$n" ] || n=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
@@ -77,22 +73,23 @@ run_target() {
             [ $(( $(date +%s) - t0 )) -lt 2 ] && break
         fi
     done
-    printf '%s %s %s %s\n' "$t" "$execs" "$(( $(date +%s) - start ))" "$finds" >"$results/$t.result"
+    printf '%s %s %s %s %s\n' "$t" "$execs" "$(( $(date +%s) - start ))" "$finds" \
+        "$(find "$corpus/$t" -type f | wc -l)" >"$results/$t.result"
 }
 export -f run_target
-export fuzz bin secs results
+export fuzz bin secs results corpus
 
 say "fuzzing ${#targets[@]} target(s) for ${secs}s each, $jobs at a time ($sanitizer sanitizer)"
 printf '%s\n' "${targets[@]}" | xargs -P "$jobs" -I{} bash -c 'run_target {}'
 
 total=0
 found=0
-printf '\n%-16s %14s %8s %9s\n' target executions seconds findings
+printf '\n%-16s %14s %8s %9s %9s %7s\n' target executions seconds exec/s findings corpus
 for t in "${targets[@]}"; do
-    read -r _ execs took finds <"$results/$t.result"
-    printf '%-16s %14s %8s %9s\n' "$t" "$execs" "$took" "$finds"
+    read -r _ execs took finds size <"$results/$t.result"
+    printf '%-16s %14s %8s %9s %9s %7s\n' "$t" "$execs" "$took" "$(( execs / (took > 0 ? took : 1) ))" "$finds" "$size"
     total=$(( total + execs ))
     found=$(( found + finds ))
 done
-printf '%-16s %14s %8s %9s\n' total "$total" "" "$found"
+printf '%-16s %14s %8s %9s %9s\n' total "$total" "" "" "$found"
 [ "$found" -eq 0 ] || { say "findings are in $fuzz/artifacts/"; exit 1; }
