@@ -123,8 +123,11 @@ def expect_span(label: str, rc: int, out: str, err: str, port: int, backend: str
     capture = next((ln for ln in err.splitlines() if "capture:" in ln), "capture: ?")
     capture = re.sub(r"\x1b\[[0-9;]*m", "", capture).split("capture:", 1)[1].strip()
     ok = rc == 0 and re.search(rf"127\.0\.0\.1:{port} GET / 200", out) is not None and capture.startswith(backend)
+    # Once attached, the daemon gives up its capabilities: the deployment must let it (capset).
+    dropped = re.search(r"privileges: (dropped [0-9]+ capabilities[^\n]*)", re.sub(r"\x1b\[[0-9;]*m", "", err))
+    ok = ok and dropped is not None and "cannot drop capabilities" not in err
     if ok:
-        print(f"{label}: ok: exit 0, span seen ({capture})")
+        print(f"{label}: ok: exit 0, span seen ({capture}), {dropped.group(1)}")
     else:
         print(f"{label}: FAILED (exit {rc})\n--- stdout\n{out}\n--- stderr\n{err}", file=sys.stderr)
     return ok
