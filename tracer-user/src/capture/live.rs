@@ -46,7 +46,7 @@ pub struct CaptureConfig {
     pub emit_pure_acks: bool,
     /// Skip `cgroup_skb` ingress on loopback devices (the sender's egress already carries
     /// those packets): halves the records of localhost traffic, and so the daemon's work and
-    /// the ring buffer's fill. Applies only to [`EbpfAttach::CgroupRoot`] (see
+    /// the ring buffer's fill. Applies only at the root of the cgroup v2 hierarchy (see
     /// [`CaptureConfig::skips_loopback_ingress`]). On by default.
     pub skip_loopback_ingress: bool,
     /// Forward the kernel programs' aya-log debug lines to `tracing` (off by default).
@@ -96,7 +96,13 @@ impl CaptureConfig {
     /// only when its packets enter a socket inside, at ingress; TCX hooks see both directions
     /// of `lo` anyway and ignore the flag.
     pub fn skips_loopback_ingress(&self) -> bool {
-        self.skip_loopback_ingress && self.ebpf_attach == EbpfAttach::CgroupRoot
+        self.skip_loopback_ingress
+            && match &self.ebpf_attach {
+                EbpfAttach::CgroupRoot => true,
+                // The DaemonSet names the host's root by where it is mounted in the pod.
+                EbpfAttach::Cgroup(dir) => is_cgroup2_root(dir),
+                EbpfAttach::Tcx(_) => false,
+            }
     }
 
     /// Checks the values both backends rely on.
@@ -362,9 +368,49 @@ pub(crate) fn cgroup_root() -> Result<PathBuf, CaptureError> {
         .ok_or_else(|| CaptureError::Unavailable("no cgroup v2 hierarchy mounted".into()))
 }
 
+/// Whether `dir` is the root of a cgroup v2 hierarchy, wherever it is mounted: a cgroup2 file
+/// system whose directory is kernfs node 1. A cgroup namespace's root is a non-root cgroup and
+/// has another node id.
+pub(crate) fn is_cgroup2_root(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct we own; `path` is a valid C string.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut fs) } != 0 {
+        return false;
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type is i64 on x86_64, u32 or i32 elsewhere
+    let cgroup2 = fs.f_type as i64 == CGROUP2_SUPER_MAGIC;
+    cgroup2 && std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.ino() == 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cgroup2_root_is_known_wherever_it_is_mounted() {
+        assert!(!is_cgroup2_root(std::path::Path::new("/")));
+        assert!(!is_cgroup2_root(std::path::Path::new("/nonexistent")));
+        let Some(mount) = check::find_mount("cgroup2") else {
+            println!("*** SKIPPED cgroup2 root detection: no cgroup v2 hierarchy mounted ***");
+            return;
+        };
+        assert!(is_cgroup2_root(&mount.mount_point));
+        let bound = CaptureConfig { ebpf_attach: EbpfAttach::Cgroup(mount.mount_point.clone()), ..Default::default() };
+        assert!(bound.skips_loopback_ingress());
+        // A child cgroup (where we may create one) is not the root.
+        let child = mount.mount_point.join(format!("ollama-tracer-probe-{}", std::process::id()));
+        if std::fs::create_dir(&child).is_ok() {
+            let is_root = is_cgroup2_root(&child);
+            let _ = std::fs::remove_dir(&child);
+            assert!(!is_root);
+        }
+    }
 
     #[test]
     fn captures_can_move_to_a_task() {
