@@ -564,8 +564,13 @@ fn run_command(args: RunArgs, top: bool) -> Result<()> {
     if top {
         require_terminal()?;
     }
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    // Blocking-pool threads started before the capability drop (DNS for the Kubernetes client)
+    // keep the full set while they live: let them go after 100 ms idle, not tokio's 10 s.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_keep_alive(Duration::from_millis(100))
+        .build()
+        .context("starting the async runtime")?;
     runtime.block_on(async {
         let mut opts = LiveOptions {
             mode: args.capture.mode,
