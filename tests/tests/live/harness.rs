@@ -502,13 +502,33 @@ impl Drop for Tracer {
 /// given), after a warm-up run against its untraced one; the per-call records. Every call
 /// must have succeeded, within 3 minutes.
 pub fn run_driver(script: &str, standin: &Standin, i: usize, netns: Option<&str>) -> Vec<Value> {
-    let mut child = driver_command(script, netns)
-        .args(["--base-url", &standin.url(i), "--warmup-url", &standin.warmup_url()])
+    let mut cmd = driver_command(script, netns);
+    cmd.args(["--base-url", &standin.url(i), "--warmup-url", &standin.warmup_url()]);
+    collect_driver(cmd, script)
+}
+
+/// Runs a session of the real `ollama` npm client (tests/clients/node, on Node's own fetch)
+/// against the stand-in's first address; its JSON lines, one per call.
+pub fn run_node_driver(script: &str, standin: &Standin) -> Vec<Value> {
+    let dir = tests_dir().join("clients/node");
+    assert!(
+        dir.join("node_modules/ollama/package.json").exists(),
+        "{} has no node_modules: run scripts/setup-node.sh (cargo xtask test does)",
+        dir.display()
+    );
+    let mut cmd = Command::new("chrt");
+    cmd.args(["-f", "10", "node"]).arg(dir.join(script)).args(["--base-url", &standin.url(0)]);
+    collect_driver(cmd, script)
+}
+
+/// Runs a driver to its end (killed after 3 min) and returns its records, each without error.
+fn collect_driver(mut cmd: Command, script: &str) -> Vec<Value> {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("run the Python driver");
+        .unwrap_or_else(|e| panic!("run the driver {script}: {e}"));
     let mut out = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut text = String::new();

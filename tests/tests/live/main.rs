@@ -26,7 +26,7 @@ use serde_json::Value;
 use testkit::load::{self, CallRecord, Conn, LoadSpec, MakeRequest, Request};
 
 use check::{check_exact, check_sessions, pair};
-use harness::{Netns, Session, Standin, Tracer, is_root, run_driver, serial, skipped, tracer_bin};
+use harness::{Netns, Session, Standin, Tracer, is_root, run_driver, run_node_driver, serial, skipped, tracer_bin};
 
 macro_rules! require_root {
     ($name:expr) => {
@@ -127,6 +127,45 @@ fn ebpf_real_clients_on_loopback() {
 fn pcap_real_clients_on_loopback() {
     require_root!("pcap_real_clients_on_loopback");
     real_clients_on_loopback("pcap", "pcap loopback");
+}
+
+/// The real `ollama` npm client, on Node's fetch (undici): its own connection handling,
+/// headers and stream reading. Every call is one exact span; the stream the client aborts after
+/// its first chunk is one span flagged incomplete and cancelled, with no tokens made up.
+#[test]
+fn ebpf_npm_client_on_loopback() {
+    require_ebpf!("ebpf_npm_client_on_loopback");
+    let what = "eBPF npm client";
+    let _g = serial();
+    let standin = Standin::start(&["127.0.0.1:0"], None, &[]);
+    let mut a = args(&["--capture", "ebpf"]);
+    a.extend(port_args(&[&standin]));
+    let tracer = Tracer::start(what, &a);
+    let clients = run_node_driver("native_session.mjs", &standin);
+    assert_eq!(clients.len(), 10, "{what}: calls the session makes");
+    let truth = standin.truth(clients.len());
+    let fin = tracer.stop(libc::SIGINT);
+    assert!(fin.status.success(), "{what}: exit status {}", fin.status);
+    let mut aborted = 0;
+    for (span, t) in pair(&fin.spans, &truth, what) {
+        if t["outcome"] == "client_gone" {
+            aborted += 1;
+            assert_eq!(check::attr(span, "url.path"), Some(&Value::from("/api/chat")), "{what}: aborted call's route");
+            assert!(check::incomplete(span), "{what}: the aborted stream is flagged incomplete: {span}");
+            assert_eq!(check::attr(span, "error.type"), Some(&Value::from("cancelled")), "{what}: {span}");
+            assert_eq!(check::attr(span, "gen_ai.usage.output_tokens"), None, "{what}: no tokens made up: {span}");
+        } else {
+            check_exact(span, t, what);
+        }
+    }
+    assert_eq!(aborted, 1, "{what}: the stand-in saw the client abort one stream");
+    let client_tokens: Vec<_> = clients.iter().map(|c| c["output_tokens"].as_u64()).collect();
+    let span_tokens: Vec<_> = {
+        let mut spans: Vec<&Value> = fin.spans.iter().collect();
+        spans.sort_by_key(|s| check::start(s));
+        spans.iter().map(|s| check::attr_u64(s, "gen_ai.usage.output_tokens")).collect()
+    };
+    assert_eq!(span_tokens, client_tokens, "{what}: output tokens, call by call, as the client read them");
 }
 
 // ---------------------------------------------------------------------------------------------
