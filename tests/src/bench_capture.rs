@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::fixtures::{self, Fixture, Headers, RecordedRequest, RecordedResponse};
+use crate::fixtures::{self, Fixture};
 use crate::pcap::{FileFormat, LinkType, TsPrecision, WriterConfig, write_file};
 use crate::standin::gojson;
 use crate::synth::{ConnectionSpec, Timing, synthesize};
@@ -166,10 +166,6 @@ const WORDS: &[&str] = &[
     " we",
 ];
 
-fn headers(pairs: &[(&str, &str)]) -> Headers {
-    Headers(pairs.iter().map(|(k, v)| (k.to_string(), vec![v.to_string()])).collect())
-}
-
 /// One synthetic call of `kind` as a fixture (so it is framed exactly like recorded ones).
 pub fn synthetic_call(kind: MixKind, n: usize, rng: &mut StdRng) -> Fixture {
     let created = "2026-01-01T00:00:00.123456789Z";
@@ -246,24 +242,15 @@ pub fn synthetic_call(kind: MixKind, n: usize, rng: &mut StdRng) -> Fixture {
             ("http://127.0.0.1:11434/api/embed", req, "application/json; charset=utf-8", body)
         }
     };
-    Fixture {
-        name: format!("synthetic-{n}"),
-        source: "bench_capture::large_mix".into(),
-        interaction_index: 0,
-        request: RecordedRequest {
-            method: "POST".into(),
-            uri: uri.into(),
-            headers: headers(&[("Content-Type", "application/json"), ("User-Agent", "ollama-python/0.6.3")]),
-            body: req_body,
-        },
-        response: RecordedResponse {
-            status: 200,
-            reason: "OK".into(),
-            headers: headers(&[("Content-Type", content_type)]),
-            body,
-        },
-        notes: Vec::new(),
-    }
+    Fixture::made_up(
+        format!("synthetic-{n}"),
+        "bench_capture::large_mix",
+        uri.into(),
+        &[("Content-Type", "application/json"), ("User-Agent", "ollama-python/0.6.3")],
+        req_body,
+        content_type,
+        body,
+    )
 }
 
 /// A path of its own for every capture written by this process: a replay maps its file, so one

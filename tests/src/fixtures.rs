@@ -144,6 +144,37 @@ pub struct RecordedResponse {
 }
 
 impl Fixture {
+    /// A call made up by a test or a benchmark: a JSON `POST` to `uri` (absolute, as recorded
+    /// ones are) with `request_headers`, answered `200 OK` with `body` as `content_type`.
+    pub fn made_up(
+        name: String,
+        source: &str,
+        uri: String,
+        request_headers: &[(&str, &str)],
+        request_body: String,
+        content_type: &str,
+        body: String,
+    ) -> Fixture {
+        Fixture {
+            name,
+            source: source.to_owned(),
+            interaction_index: 0,
+            request: RecordedRequest {
+                method: "POST".into(),
+                uri,
+                headers: Headers::from_pairs(request_headers),
+                body: request_body,
+            },
+            response: RecordedResponse {
+                status: 200,
+                reason: "OK".into(),
+                headers: Headers::from_pairs(&[("Content-Type", content_type)]),
+                body,
+            },
+            notes: Vec::new(),
+        }
+    }
+
     /// Origin-form request target (`/api/chat`, `/v1/models?x=1`): what goes on the request line.
     pub fn request_target(&self) -> String {
         request_target(&self.request.uri)
@@ -213,6 +244,11 @@ pub fn uri_authority(uri: &str) -> Option<&str> {
 pub struct Headers(pub Vec<(String, Vec<String>)>);
 
 impl Headers {
+    /// One value per name, in the order given.
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Headers {
+        Headers(pairs.iter().map(|(k, v)| (k.to_string(), vec![v.to_string()])).collect())
+    }
+
     /// First value of `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.first()).map(String::as_str)

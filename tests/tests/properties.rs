@@ -16,7 +16,7 @@ use ollama_tracer::segment::{Direction, Orientation};
 use proptest::prelude::*;
 use serde_json::json;
 use testkit::drive;
-use testkit::fixtures::{self, Fixture, Headers, RecordedRequest, RecordedResponse};
+use testkit::fixtures::{self, Fixture};
 use testkit::synth::{ConnectionSpec, Packet, Segmentation, TcpConfig, synthesize};
 use testkit::wire::{self, RenderOptions};
 
@@ -227,30 +227,17 @@ fn packets_of(f: &Fixture) -> Vec<Packet> {
     synthesize(&[spec]).expect("synthesize").packets
 }
 
-fn headers(pairs: &[(&str, &str)]) -> Headers {
-    Headers(pairs.iter().map(|(k, v)| (k.to_string(), vec![v.to_string()])).collect())
-}
-
 /// A fixture made up on the spot.
 fn made_up(path: &str, request: serde_json::Value, content_type: &str, body: String) -> Fixture {
-    Fixture {
-        name: format!("generated {path}"),
-        source: "properties.rs".into(),
-        interaction_index: 0,
-        request: RecordedRequest {
-            method: "POST".into(),
-            uri: format!("http://localhost:11434{path}"),
-            headers: headers(&[("Content-Type", "application/json")]),
-            body: request.to_string(),
-        },
-        response: RecordedResponse {
-            status: 200,
-            reason: "OK".into(),
-            headers: headers(&[("Content-Type", content_type)]),
-            body,
-        },
-        notes: Vec::new(),
-    }
+    Fixture::made_up(
+        format!("generated {path}"),
+        "properties.rs",
+        format!("http://localhost:11434{path}"),
+        &[("Content-Type", "application/json")],
+        request.to_string(),
+        content_type,
+        body,
+    )
 }
 
 /// Text pieces with what tokenizers produce: multi-byte characters, quotes, newlines, escapes.
