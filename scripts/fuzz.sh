@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the cargo-fuzz targets of tracer-user/fuzz: installs what is missing (scripts/setup-fuzz.sh),
+# Runs the cargo-fuzz targets of tracer-core/fuzz: installs what is missing (scripts/setup-fuzz.sh),
 # builds, runs each target for SECONDS (default 60), then prints executions and findings per
 # target. A crash does not end a target's time: it is recorded and fuzzing resumes.
 #
@@ -7,7 +7,7 @@
 #
 # Env: FUZZ_JOBS (targets fuzzed at once; default: half the cores, at least 1),
 #      FUZZ_CORPUS (directory of the growing corpora, one subdirectory per target; default
-#      tracer-user/fuzz/corpus),
+#      tracer-core/fuzz/corpus),
 #      FUZZ_SANITIZER (default none: the code is safe Rust, so what matters are panics, overflow
 #      checks and debug assertions, all on; `address` is ~3x slower).
 # Corpora: seeds/ (committed, from `fuzz-seeds`), regressions/ (committed, inputs that once
@@ -18,7 +18,7 @@ set -euo pipefail
 secs=${1:-60}
 shift || true
 root=$(cd "$(dirname "$0")/.." && pwd)
-fuzz=$root/tracer-user/fuzz
+fuzz=$root/tracer-core/fuzz
 if [ $# -gt 0 ]; then
     targets=("$@")
 else
@@ -35,13 +35,9 @@ say() { printf 'fuzz.sh: %s\n' "$*" >&2; }
 bash "$root/scripts/setup-fuzz.sh"
 
 # --- build ------------------------------------------------------------------------------------
-# The fuzz targets do not need the kernel programs: skip tracer-user's eBPF build.
-export AYA_BUILD_SKIP=1
-# The fuzz build never needs the kernel programs, even when the caller (cargo xtask test) insists
-# on them for its own build.
-unset OLLAMA_TRACER_REQUIRE_EBPF
+# The targets link the test kit and the core crate only: no daemon, no eBPF programs.
 triple=$(rustc +nightly -vV | sed -n 's/^host: //p')
-(cd "$root/tracer-user" && cargo +nightly fuzz build -s "$sanitizer" 2>&1 | { grep -v '^warning: tracer-user' || true; } >&2) \
+(cd "$root/tracer-core" && cargo +nightly fuzz build -s "$sanitizer" >&2) \
     || { say "build failed"; exit 2; }
 bin=$fuzz/target/$triple/release
 

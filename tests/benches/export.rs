@@ -8,13 +8,16 @@
 
 use std::time::{Duration, Instant};
 
-use ollama_tracer::export::config::{self, CliExport, Protocol};
-use ollama_tracer::export::setup;
-use ollama_tracer::pipeline::PipelineConfig;
-use ollama_tracer::replay;
-use ollama_tracer::span::SpanConfig;
+use ollama_tracer::report::Report;
+use ollama_tracer::run::outputs;
+use ollama_tracer::settings::{self, CliExport, Environment};
+use ollama_tracer::transport::Protocol;
 use testkit::bench_capture::streaming_mix;
 use testkit::otlp::{Receiver, Transport};
+use tracer_core::pipeline::PipelineConfig;
+use tracer_core::replay;
+use tracer_core::span::SpanConfig;
+use tracer_core::span::stage::{SpanStage, SpanStageConfig};
 
 struct Figures {
     spans: u64,
@@ -36,30 +39,28 @@ fn thread_cpu() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-fn run(files: &[ollama_tracer::capture::file::CaptureFile], cli: &CliExport, metrics: bool) -> Figures {
-    let env = |k: &str| (k == "OTEL_METRICS_EXPORTER" && !metrics).then(|| "none".to_string());
-    let (settings, _) = config::resolve(cli, &env).expect("settings");
-    let resource = setup::resource(&settings, None);
-    let built = setup::build(
-        &settings,
-        resource,
-        SpanConfig { id_seed: Some(1), ..Default::default() },
-        Box::new(std::io::sink()),
-    )
-    .expect("outputs");
-    let mut outputs = built.outputs;
+fn run(files: &[tracer_core::capture::file::CaptureFile], cli: &CliExport, metrics: bool) -> Figures {
+    let env = Environment::from_pairs((!metrics).then_some(("OTEL_METRICS_EXPORTER", "none")));
+    let (settings, _) = settings::resolve(cli, &env).expect("settings");
+    let resource = settings::resource(&settings, None);
+    let mut outputs = outputs::build(&settings, &resource, Box::new(std::io::sink())).expect("outputs").outputs;
+    let config = SpanStageConfig { spans: SpanConfig { id_seed: Some(1), ..Default::default() }, ..Default::default() };
+    let mut stage = SpanStage::new(resource, config);
     let t = Instant::now();
     let cpu0 = thread_cpu();
-    let report = replay::replay(files, &[11434], PipelineConfig::default(), &mut |c| outputs.call(c));
+    let stats = replay::replay(files, &[11434], PipelineConfig::default(), &mut |c| {
+        stage.push(c, &mut |traced| outputs.export(&traced))
+    });
     let pipeline = t.elapsed();
     let thread_cpu = thread_cpu() - cpu0;
-    outputs.health(&report);
+    let spans = stage.stats().spans;
+    outputs.health(&Report { capture: stats.capture, pipeline: stats.pipeline, spans, ..Default::default() });
     outputs.shutdown(Duration::from_secs(120)).expect("flush");
     let total = t.elapsed();
     if let Some(e) = outputs.export_stats() {
-        assert_eq!(e.exported, outputs.spans(), "every span delivered: {e}");
+        assert_eq!(e.exported, spans, "every span delivered: {e}");
     }
-    Figures { spans: outputs.spans(), pipeline, total, thread_cpu }
+    Figures { spans, pipeline, total, thread_cpu }
 }
 
 fn main() {

@@ -8,10 +8,10 @@ use std::time::Instant;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use ollama_tracer::export::stdout::write_json;
-use ollama_tracer::pipeline::PipelineConfig;
-use ollama_tracer::replay;
-use ollama_tracer::span::{Resource, SpanBuilder, SpanConfig};
 use testkit::bench_capture::{BenchCapture, streaming_mix};
+use tracer_core::pipeline::PipelineConfig;
+use tracer_core::replay;
+use tracer_core::span::{Resource, SpanBuilder, SpanConfig};
 
 fn pipeline(c: &mut Criterion) {
     // `cargo xtask bench --smoke` runs each benchmark once on a small capture.

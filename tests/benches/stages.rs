@@ -15,20 +15,20 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use ollama_tracer::capture::file::MergedFrames;
-use ollama_tracer::capture::packet::{Decoded, decode};
 use ollama_tracer::export::stdout::write_json;
-use ollama_tracer::http::{HttpConfig, HttpTracker};
-use ollama_tracer::llm::LlmCall;
-use ollama_tracer::llm::response::ResponseDecoder;
-use ollama_tracer::llm::route::Route;
-use ollama_tracer::pipeline::PipelineConfig;
-use ollama_tracer::reassembly::{Reassembler, ReassemblyConfig, StreamEvent};
-use ollama_tracer::replay;
-use ollama_tracer::segment::{CaptureMeta, Direction, FlowKey, Orientation, Segment, TcpFlags, Timestamp};
-use ollama_tracer::span::{Resource, SpanBuilder, SpanConfig};
 use testkit::bench_capture::{MixKind, large_mix, synthetic_call};
 use testkit::wire;
+use tracer_core::capture::file::MergedFrames;
+use tracer_core::capture::packet::{Decoded, decode};
+use tracer_core::http::{HttpConfig, HttpTracker};
+use tracer_core::llm::LlmCall;
+use tracer_core::llm::response::ResponseDecoder;
+use tracer_core::llm::route::Route;
+use tracer_core::pipeline::PipelineConfig;
+use tracer_core::reassembly::{Reassembler, ReassemblyConfig, StreamEvent};
+use tracer_core::replay;
+use tracer_core::segment::{CaptureMeta, Direction, FlowKey, Orientation, Segment, TcpFlags, Timestamp};
+use tracer_core::span::{Resource, SpanBuilder, SpanConfig};
 
 /// A decoded segment that owns its payload, so later stages run without the capture stage.
 struct Owned {

@@ -2,10 +2,10 @@
 
 use std::net::SocketAddr;
 
-use ollama_tracer::llm::LlmCall;
-use ollama_tracer::pipeline::{Pipeline, PipelineConfig, PipelineStats};
-use ollama_tracer::segment::{CaptureMeta, Orientation, Segment, TcpFlags, Timestamp};
-use ollama_tracer::span::{SpanBuilder, SpanConfig, SpanRecord};
+use tracer_core::llm::LlmCall;
+use tracer_core::pipeline::{Pipeline, PipelineConfig, PipelineStats};
+use tracer_core::segment::{CaptureMeta, Orientation, Segment, TcpFlags, Timestamp};
+use tracer_core::span::{SpanBuilder, SpanConfig, SpanRecord};
 
 use crate::synth::Packet;
 

@@ -1,4 +1,5 @@
-//! Recorded Ollama exchanges from `shared/fixtures/recorded/*.json` (schema in its INDEX.md).
+//! Recorded Ollama exchanges from `tests/fixtures/recorded/*.json` (schema and provenance in its
+//! INDEX.md): inside the repository, so a fresh clone tests on its own.
 //!
 //! Bodies in the files are already de-chunked strings; header names keep the recorder's case and
 //! order. Nothing here knows about wire framing: that is [`crate::wire`]'s job.
@@ -10,9 +11,6 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::wire::{BodyKind, detect_body_kind};
-
-/// Environment variable that overrides where the shared directory lives.
-pub const SHARED_ENV: &str = "OLLAMA_TRACER_SHARED";
 
 /// Placeholder ruby_llm cassettes use for the API base; it stood for `http://localhost:11434/v1`.
 pub const OLLAMA_API_BASE: &str = "<OLLAMA_API_BASE>";
@@ -37,17 +35,9 @@ pub enum FixtureError {
     NotFound(String),
 }
 
-/// `$OLLAMA_TRACER_SHARED`, else `<workspace root>/../shared`.
-pub fn shared_dir() -> PathBuf {
-    match std::env::var_os(SHARED_ENV) {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..").join("shared"),
-    }
-}
-
 /// Directory holding the recorded fixture JSON files.
 pub fn fixtures_dir() -> PathBuf {
-    shared_dir().join("fixtures").join("recorded")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("recorded")
 }
 
 /// Every fixture, sorted by name (deterministic order for combined captures and golden files).

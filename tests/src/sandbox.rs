@@ -5,7 +5,6 @@
 //! first, then namespaces deleted.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -14,15 +13,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Says loudly, on the real stderr (libtest does not capture it), that a test is skipped.
-pub fn skipped(test: &str, why: &str) {
-    let _ = std::io::stderr().write_all(format!("\n*** SKIPPED {test}: {why} ***\n").as_bytes());
-}
+pub use crate::privileged::{is_root, skipped};
 
 /// The cgroup v2 hierarchy's mount point (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
 /// hybrid hosts).

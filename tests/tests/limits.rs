@@ -8,13 +8,13 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ollama_tracer::http::HttpConfig;
-use ollama_tracer::llm::{Incomplete, LlmCall, LlmConfig};
-use ollama_tracer::pipeline::{Pipeline, PipelineConfig, PipelineStats};
-use ollama_tracer::reassembly::ReassemblyConfig;
-use ollama_tracer::segment::{Orientation, Timestamp};
 use testkit::drive;
 use testkit::synth::{Packet, raw_connection};
+use tracer_core::http::HttpConfig;
+use tracer_core::llm::{Incomplete, LlmCall, LlmConfig};
+use tracer_core::pipeline::{Pipeline, PipelineConfig, PipelineStats};
+use tracer_core::reassembly::ReassemblyConfig;
+use tracer_core::segment::{Orientation, Timestamp};
 
 /// Counts live heap bytes and their peak.
 struct Counting;

@@ -5,7 +5,8 @@
 //! Capabilities belong to threads in Linux, and a new thread inherits its creator's. The daemon
 //! attaches on its main thread before it starts the pipeline, export and metrics threads, then
 //! calls [`drop_after_attach`] there: every thread started afterwards has the reduced set.
-//! Long-lived threads started earlier (attribution) call [`restrict_current_thread`] themselves.
+//! Long-lived threads started earlier (attribution's worker, the signals thread) call
+//! [`restrict_current_thread`] themselves.
 
 use std::fmt;
 

@@ -1,6 +1,6 @@
 //! `ollama-standin`: a stand-in Ollama server for testing the tracer against real clients.
 //!
-//! Replays recorded Ollama responses (shared/fixtures/recorded) with the real server's framing
+//! Replays recorded Ollama responses (tests/fixtures/recorded) with the real server's framing
 //! and pacing, synthesises the routes nothing was recorded for, and writes ground truth. See
 //! `testkit::standin` for the details and `--help` for the scenarios.
 

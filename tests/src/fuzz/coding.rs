@@ -6,7 +6,7 @@
 //! single piece handed on is larger than [`MAX_PIECE`], however much the input inflates.
 
 use arbitrary::Unstructured;
-use ollama_tracer::http::encoding::ContentDecoder;
+use tracer_core::http::encoding::ContentDecoder;
 
 use super::input::{Encoder, split, take};
 

@@ -9,10 +9,10 @@
 //! characters apart); the body size is the bytes fed; bytes missing anywhere never panic.
 
 use arbitrary::Unstructured;
-use ollama_tracer::llm::request::{RequestCapture, RequestDecoder};
-use ollama_tracer::llm::response::ResponseDecoder;
-use ollama_tracer::llm::{CallTimes, Route};
-use ollama_tracer::segment::Timestamp;
+use tracer_core::llm::request::{RequestCapture, RequestDecoder};
+use tracer_core::llm::response::ResponseDecoder;
+use tracer_core::llm::{CallTimes, Route};
+use tracer_core::segment::Timestamp;
 
 use super::input::{Encoder, split, take};
 

@@ -7,8 +7,8 @@
 //! outcomes; with bytes missing somewhere, the pairing still holds.
 
 use arbitrary::Unstructured;
-use ollama_tracer::llm::framing::{FramingStats, JsonSeq, Sse};
-use ollama_tracer::segment::Timestamp;
+use tracer_core::llm::framing::{FramingStats, JsonSeq, Sse};
+use tracer_core::segment::Timestamp;
 
 use super::input::{split, take};
 use super::record::{Event, Recorder};

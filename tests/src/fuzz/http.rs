@@ -17,11 +17,11 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use arbitrary::Unstructured;
-use ollama_tracer::http::head::is_secret_header;
-use ollama_tracer::http::{ExchangeId, HttpConfig, HttpEvent, HttpTracker};
-use ollama_tracer::llm::{CallAssembler, LlmCall, LlmConfig};
-use ollama_tracer::reassembly::{CloseReason, StreamEvent};
-use ollama_tracer::segment::{CaptureMeta, Direction, FlowKey, Timestamp};
+use tracer_core::http::head::is_secret_header;
+use tracer_core::http::{ExchangeId, HttpConfig, HttpEvent, HttpTracker};
+use tracer_core::llm::{CallAssembler, LlmCall, LlmConfig};
+use tracer_core::reassembly::{CloseReason, StreamEvent};
+use tracer_core::segment::{CaptureMeta, Direction, FlowKey, Timestamp};
 
 use super::input::{Encoder, take, take_bytes};
 

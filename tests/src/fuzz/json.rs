@@ -7,8 +7,8 @@
 //! too and reports the same keys, strings, numbers and container sizes in the same order.
 
 use arbitrary::Unstructured;
-use ollama_tracer::json::{JsonError, JsonScanner, Kind, Progress, ScanOptions};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use tracer_core::json::{JsonError, JsonScanner, Kind, Progress, ScanOptions};
 
 use super::input::{split, take};
 use super::record::{Event, Recorder};

@@ -1,11 +1,11 @@
 //! Fuzz target bodies for ollama-tracer. Each takes the raw fuzz input and panics on a violated
-//! invariant; the cargo-fuzz binaries in `tracer-user/fuzz/fuzz_targets` hand them to libFuzzer,
+//! invariant; the cargo-fuzz binaries in `tracer-core/fuzz/fuzz_targets` hand them to libFuzzer,
 //! and `tests/fuzz_smoke.rs` runs them on every committed seed and regression input with stable
 //! Rust (they live here, not in the fuzz crate, so the stable tests need no libFuzzer).
 //!
 //! What each target feeds and checks is documented in its module. Structured inputs are read
 //! with `arbitrary` from fixed-size fields, and each has an encoder so seeds can be made from the
-//! recorded fixtures (`tracer-user/fuzz/seedgen`).
+//! recorded fixtures (`tracer-core/fuzz/seedgen`).
 
 pub mod coding;
 pub mod decoders;

@@ -9,8 +9,8 @@
 //! full parser.
 
 use arbitrary::Unstructured;
-use ollama_tracer::capture::packet::{Decoded, LinkType, PacketError, decode};
-use ollama_tracer::segment::{Orientation, Segment, Timestamp};
+use tracer_core::capture::packet::{Decoded, LinkType, PacketError, decode};
+use tracer_core::segment::{Orientation, Segment, Timestamp};
 
 use super::input::take;
 

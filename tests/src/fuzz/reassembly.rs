@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use arbitrary::Unstructured;
-use ollama_tracer::reassembly::{CloseReason, ConnId, Reassembler, ReassemblyConfig, StreamEvent};
-use ollama_tracer::segment::{CaptureMeta, Direction, FlowKey, Hook, Segment, Side, TcpFlags, Timestamp};
+use tracer_core::reassembly::{CloseReason, ConnId, Reassembler, ReassemblyConfig, StreamEvent};
+use tracer_core::segment::{CaptureMeta, Direction, FlowKey, Hook, Segment, Side, TcpFlags, Timestamp};
 
 use super::input::{Encoder, take};
 

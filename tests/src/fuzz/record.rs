@@ -1,9 +1,9 @@
 //! A visitor that writes down what the JSON scanner and the body framers report, normalised so
 //! that two runs over the same bytes cut differently can be compared (string pieces are joined).
 
-use ollama_tracer::json::{Descend, JsonVisitor, Kind, Path, Scalar, Seg, SkipStats};
-use ollama_tracer::llm::framing::{DocEnd, DocVisitor};
-use ollama_tracer::segment::Timestamp;
+use tracer_core::json::{Descend, JsonVisitor, Kind, Path, Scalar, Seg, SkipStats};
+use tracer_core::llm::framing::{DocEnd, DocVisitor};
+use tracer_core::segment::Timestamp;
 
 /// One reported item.
 #[derive(Clone, Debug, PartialEq)]

@@ -14,10 +14,10 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use ollama_tracer::capture::file::{CaptureFile, FileError};
-use ollama_tracer::llm::LlmConfig;
-use ollama_tracer::pipeline::PipelineConfig;
-use ollama_tracer::replay::replay;
+use tracer_core::capture::file::{CaptureFile, FileError};
+use tracer_core::llm::LlmConfig;
+use tracer_core::pipeline::PipelineConfig;
+use tracer_core::replay::replay;
 
 /// One scratch file per process (libFuzzer's parallel jobs are processes).
 fn scratch() -> &'static PathBuf {

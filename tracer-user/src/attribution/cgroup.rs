@@ -20,6 +20,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use tracer_core::identity::CgroupInfo;
+
 /// Least time between two walks of the hierarchy.
 pub const RESCAN_INTERVAL: Duration = Duration::from_millis(200);
 /// Most cgroups indexed (a busy Kubernetes node has a few thousand).
@@ -27,31 +29,6 @@ pub const MAX_CGROUPS: usize = 100_000;
 /// Deepest directory level walked below the root (kubelet's layout is 4 deep; nested
 /// runtimes such as kind add a few).
 pub const MAX_DEPTH: usize = 16;
-
-/// What a cgroup path says about the processes in it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CgroupInfo {
-    pub id: u64,
-    /// Path from the v2 root, as `/proc/<pid>/cgroup` shows it (`/system.slice/ollama.service`).
-    pub path: String,
-    /// 64 lower-case hex digits.
-    pub container_id: Option<String>,
-    /// `containerd`, `docker`, `cri-o`, `podman`, when the path says which.
-    pub runtime: Option<&'static str>,
-    /// Kubernetes pod UID (`_` of systemd's escaping turned back into `-`).
-    pub pod_uid: Option<String>,
-    /// The innermost systemd unit (`ollama.service`, `session-3.scope`) outside containers.
-    pub systemd_unit: Option<String>,
-}
-
-impl CgroupInfo {
-    /// `/` or `init.scope`: a process alone there is the init system, never taken for a
-    /// socket's owner without proof (a socket-activated server's listening socket belongs to
-    /// the cgroup of the init system that created it).
-    pub fn is_init(&self) -> bool {
-        self.path == "/" || self.systemd_unit.as_deref() == Some("init.scope")
-    }
-}
 
 /// systemd units of container runtimes: a process directly in one is the runtime itself or,
 /// on hybrid hosts, a container the runtime keeps in v1 only — either way no unit to report.

@@ -25,6 +25,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
+use tracer_core::identity::{Owner, PodInfo, WorkloadKind};
 
 /// How long a deleted pod stays known.
 pub const DELETED_GRACE: Duration = Duration::from_secs(300);
@@ -38,69 +39,6 @@ pub const RESOURCE_ANNOTATION_PREFIX: &str = "resource.opentelemetry.io/";
 /// Most such annotations kept per pod, and the longest value.
 const MAX_ANNOTATIONS: usize = 16;
 const MAX_ANNOTATION_BYTES: usize = 256;
-
-/// Workload kinds with an OpenTelemetry `k8s.<kind>.name` attribute.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum WorkloadKind {
-    ReplicaSet,
-    Deployment,
-    StatefulSet,
-    DaemonSet,
-    Job,
-    CronJob,
-}
-
-impl WorkloadKind {
-    fn from_kind(kind: &str) -> Option<WorkloadKind> {
-        Some(match kind {
-            "ReplicaSet" => WorkloadKind::ReplicaSet,
-            "Deployment" => WorkloadKind::Deployment,
-            "StatefulSet" => WorkloadKind::StatefulSet,
-            "DaemonSet" => WorkloadKind::DaemonSet,
-            "Job" => WorkloadKind::Job,
-            "CronJob" => WorkloadKind::CronJob,
-            _ => return None,
-        })
-    }
-}
-
-/// One owner of a pod (the pod's own controller first, then that one's).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Owner {
-    pub kind: WorkloadKind,
-    pub name: String,
-}
-
-/// What the API says about a pod.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PodInfo {
-    pub uid: String,
-    pub name: String,
-    pub namespace: String,
-    pub node: Option<String>,
-    /// Container id (the runtime prefix `containerd://` stripped) → container name, for the
-    /// containers that have started (init and ephemeral containers included).
-    pub containers: Vec<(String, String)>,
-    /// The pod's controller, then its controller's (at most two).
-    pub owners: Vec<Owner>,
-    /// `resource.opentelemetry.io/<attribute>` annotations: attribute → value.
-    pub resource_annotations: Vec<(String, String)>,
-}
-
-impl PodInfo {
-    /// The name of the container with this id.
-    pub fn container_name(&self, container_id: &str) -> Option<&str> {
-        self.containers.iter().find(|(id, _)| id == container_id).map(|(_, n)| n.as_str())
-    }
-
-    pub fn owner(&self, kind: WorkloadKind) -> Option<&str> {
-        self.owners.iter().find(|o| o.kind == kind).map(|o| o.name.as_str())
-    }
-
-    pub fn annotation(&self, attribute: &str) -> Option<&str> {
-        self.resource_annotations.iter().find(|(k, _)| k == attribute).map(|(_, v)| v.as_str())
-    }
-}
 
 /// The pod's controlling owner reference.
 fn controller(meta: &ObjectMeta) -> Option<&OwnerReference> {

@@ -2,16 +2,13 @@
 //!
 //! For each end of a call that is a local socket: the process (pid, executable, command), the
 //! cgroup and what its path says (container id, Kubernetes pod UID, systemd unit), and on
-//! Kubernetes the pod, namespace, node, container and owning workload. The server's identity is
-//! exported under the standard resource attribute names (`process.pid`, `container.id`,
-//! `k8s.pod.name`, …) as span attributes, the client's under the same names behind
-//! [`semconv::CLIENT_PREFIX`](crate::span::semconv::CLIENT_PREFIX); in Kubernetes the server's
-//! workload also names the service ([`call_resource`]). docs/attribution.md has the whole
-//! picture.
+//! Kubernetes the pod, namespace, node, container and owning workload — a
+//! [`CallIdentity`], which span building turns into attributes
+//! (`tracer_core::span::identity`). docs/attribution.md has the whole picture.
 //!
 //! Where each fact comes from:
 //! - the cgroup of each end's socket: the eBPF `cgroup_skb` hooks, per packet, learnt by
-//!   reassembly from both copies of a localhost packet ([`crate::segment::Peers`]);
+//!   reassembly from both copies of a localhost packet (the call's `ConnFacts`);
 //! - the client process: the `sock/inet_sock_set_state` tracepoint in `connect()`
 //!   ([`SocketEvent`]), else the one process of the client's cgroup that holds the socket;
 //! - the server process: the tracepoint in `listen()`, else the process of the server's cgroup
@@ -20,52 +17,41 @@
 //! - cgroup id → path: a walk of the cgroup v2 hierarchy ([`cgroup`]);
 //! - pods: a watch of this node's pods ([`kubernetes`]).
 //!
-//! Nothing here runs on the capture's or the pipeline's hot path: `/proc` and the cgroup tree
-//! are read by one worker thread fed through a bounded queue, the Kubernetes watch runs on the
-//! async runtime, and [`Attribution::identify`] reads the caches, waiting at most
-//! [`AttributionConfig::max_wait`] for lookups already under way (or none, when the worker is
-//! behind). What is not known by then is left out of the span; what cannot be known for sure
-//! is never guessed.
+//! Attribution is a stage after the pipeline ([`enrich::Enricher`]) and never blocks it: `/proc`
+//! and the cgroup tree are read by one worker thread ([`worker`]) fed through a bounded queue,
+//! the Kubernetes watch runs on the async runtime, [`Attribution::resolve`] only reads the
+//! caches, and a call whose lookups are still under way is held by the enrichment stage for at
+//! most [`AttributionConfig::hold`] (counted when that runs out). What is not known by then is
+//! left out of the span; what cannot be known for sure is never guessed.
 
+mod cache;
 pub mod cgroup;
-pub mod cli;
+pub mod enrich;
 pub mod kubernetes;
 pub mod process;
-mod resource;
+mod worker;
 
-use std::collections::HashMap;
-use std::hash::Hash;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-pub use self::cgroup::CgroupInfo;
-use self::cgroup::{CgroupError, CgroupIndex};
-pub use self::kubernetes::{Kubernetes, PodInfo};
-pub use self::process::ProcessInfo;
-use self::process::{ArgPolicy, Finding, ProcFs};
-pub use self::resource::{call_resource, span_attributes};
-use crate::llm::LlmCall;
-use crate::segment::{FlowKey, Side, Timestamp};
+use tracer_core::identity::{CallIdentity, CgroupInfo, Endpoint, ProcessInfo};
+use tracer_core::llm::LlmCall;
+use tracer_core::segment::{FlowKey, Side};
 
-/// Requests waiting for the worker beyond which spans stop waiting for it.
-const BUSY_QUEUE: u64 = 64;
+use self::cache::{CONNECT_WINDOW_NS, MISSING_TTL, Request, SERVER_TTL, State, want};
+use self::cgroup::{CgroupError, CgroupIndex};
+pub use self::kubernetes::Kubernetes;
+use self::process::{ArgPolicy, ProcFs};
+use self::worker::Worker;
+use crate::capture::EbpfAttach;
+use crate::capture::config::cgroup_root;
+use crate::capture::socket::{SocketEvent, SocketEvents};
+
 /// Requests the worker's queue holds; beyond it they are dropped (and counted).
 const QUEUE_CAPACITY: usize = 4096;
-/// Entries per cache; the oldest quarter goes when one is full.
-const MAX_ENTRIES: usize = 16_384;
-/// A lookup that never answered (its request dropped) is retried after this.
-const PENDING_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long "no such cgroup" and a server process are believed.
-const MISSING_TTL: Duration = Duration::from_secs(1);
-const SERVER_TTL: Duration = Duration::from_secs(30);
-/// A `connect()` belongs to a connection whose SYN was captured within this of it.
-const CONNECT_WINDOW_NS: u64 = 2_000_000_000;
-/// `connect()`s remembered per 4-tuple (a reused tuple keeps the latest).
-const CONNECTS_PER_FLOW: usize = 4;
 
 /// What attribution needs to know about its host.
 #[derive(Clone, Debug)]
@@ -79,8 +65,9 @@ pub struct AttributionConfig {
     /// Look at other processes' file descriptors to find which one holds a socket (needs
     /// CAP_SYS_PTRACE; without it, or when off, a cgroup's only process is taken).
     pub read_fds: bool,
-    /// Longest a span waits for lookups under way.
-    pub max_wait: Duration,
+    /// Longest the enrichment stage holds a call whose lookups are under way (the pipeline
+    /// never waits: calls queue behind the held one, in order).
+    pub hold: Duration,
     /// In Kubernetes, name the service after the server's workload (`service.name`).
     pub workload_service_name: bool,
     /// This node's name (`k8s.node.name` of pods without one).
@@ -94,61 +81,11 @@ impl Default for AttributionConfig {
             proc_root: PathBuf::from("/proc"),
             process_args: false,
             read_fds: true,
-            max_wait: Duration::from_millis(5),
+            hold: Duration::from_millis(50),
             workload_service_name: true,
             node_name: None,
         }
     }
-}
-
-/// A socket event from the kernel (`sock/inet_sock_set_state`), with the process behind it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SocketEvent {
-    pub kind: SocketEventKind,
-    /// Capture clock (wall time) of the `connect()`, `listen()` or close.
-    pub ts: Timestamp,
-    /// cgroup v2 id of the calling task (`None` for `Unlisten`).
-    pub cgroup_id: Option<u64>,
-    /// The socket's own address and its peer's (IPv4-mapped IPv6 shown as IPv4).
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    /// Process id (thread group) and command name of the caller.
-    pub pid: u32,
-    pub comm: String,
-    /// Opaque socket id pairing `Listen` and `Unlisten`.
-    pub sock: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SocketEventKind {
-    Connect,
-    Listen,
-    Unlisten,
-}
-
-/// What is known about one end of a call.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Endpoint {
-    pub cgroup: Option<Arc<CgroupInfo>>,
-    pub process: Option<Arc<ProcessInfo>>,
-    pub pod: Option<Arc<PodInfo>>,
-    /// The node, for an end in a pod.
-    pub node_name: Option<Arc<str>>,
-}
-
-impl Endpoint {
-    pub fn is_empty(&self) -> bool {
-        self.cgroup.is_none() && self.process.is_none() && self.pod.is_none()
-    }
-}
-
-/// Both ends of a call.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct CallIdentity {
-    pub client: Endpoint,
-    pub server: Endpoint,
-    /// Whether the server's workload names the service ([`call_resource`]).
-    pub workload_service_name: bool,
 }
 
 /// Counters of the attribution machinery.
@@ -157,8 +94,8 @@ pub struct AttributionStats {
     pub socket_events: u64,
     /// Requests the full queue refused.
     pub dropped_requests: u64,
-    /// Calls identified, and how many of them waited for a lookup and how many gave up
-    /// waiting.
+    /// Calls identified, how many of them the enrichment stage held for a lookup, and how
+    /// many it let go when [`AttributionConfig::hold`] ran out (or when too many were held).
     pub identified: u64,
     pub waited: u64,
     pub wait_timeouts: u64,
@@ -190,112 +127,108 @@ impl std::fmt::Display for AttributionStats {
 }
 
 #[derive(Default)]
-struct Counters {
-    socket_events: AtomicU64,
-    dropped_requests: AtomicU64,
-    identified: AtomicU64,
-    waited: AtomicU64,
-    wait_timeouts: AtomicU64,
-    cgroup_scans: AtomicU64,
-    cgroups_indexed: AtomicU64,
-    owner_scans: AtomicU64,
-    owner_no_access: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) socket_events: AtomicU64,
+    pub(crate) dropped_requests: AtomicU64,
+    pub(crate) identified: AtomicU64,
+    pub(crate) waited: AtomicU64,
+    pub(crate) wait_timeouts: AtomicU64,
+    pub(crate) cgroup_scans: AtomicU64,
+    pub(crate) cgroups_indexed: AtomicU64,
+    pub(crate) owner_scans: AtomicU64,
+    pub(crate) owner_no_access: AtomicU64,
 }
 
-enum Request {
-    Socket(SocketEvent),
-    Cgroup(u64),
-    Server { cgroup: u64, port: u16 },
-    Client { flow: FlowKey, cgroup: u64 },
-}
-
-/// A cache entry: asked for, or answered.
-#[derive(Clone, Debug)]
-enum Slot<T> {
-    Pending(Instant),
-    Ready(T, Instant),
-}
-
-impl<T: Clone> Slot<T> {
-    fn at(&self) -> Instant {
-        match self {
-            Slot::Pending(t) | Slot::Ready(_, t) => *t,
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Connect {
-    ts: Timestamp,
-    process: Arc<ProcessInfo>,
-    cgroup_id: Option<u64>,
-    at: Instant,
-}
-
-#[derive(Clone, Debug)]
-struct Listener {
-    cgroup_id: Option<u64>,
-    port: u16,
-    process: Arc<ProcessInfo>,
-    at: Instant,
-}
-
-type ProcSlot = Slot<Option<Arc<ProcessInfo>>>;
-
-#[derive(Default)]
-struct State {
-    cgroups: HashMap<u64, Slot<Option<Arc<CgroupInfo>>>>,
-    connects: HashMap<FlowKey, Vec<Connect>>,
-    listeners: HashMap<u64, Listener>,
-    servers: HashMap<(u64, u16), ProcSlot>,
-    clients: HashMap<(FlowKey, u64), ProcSlot>,
-}
-
-/// Keeps a cache under [`MAX_ENTRIES`]: drops the oldest quarter when full.
-fn trim<K: Eq + Hash + Clone, V>(map: &mut HashMap<K, V>, at: impl Fn(&V) -> Instant) {
-    if map.len() < MAX_ENTRIES {
-        return;
-    }
-    let mut ages: Vec<(Instant, K)> = map.iter().map(|(k, v)| (at(v), k.clone())).collect();
-    ages.sort_unstable_by_key(|(t, _)| *t);
-    for (_, k) in ages.into_iter().take(MAX_ENTRIES / 4) {
-        map.remove(&k);
-    }
-}
-
-/// A cached answer for `key` while `fresh`; otherwise `None`, with the lookup asked for
-/// (unless one is under way).
-fn want<K: Eq + Hash + Clone, T: Clone>(
-    map: &mut HashMap<K, Slot<T>>,
-    key: K,
-    fresh: impl Fn(&T, Instant) -> bool,
-    ask: impl FnOnce() -> Request,
-    asks: &mut Vec<Request>,
-) -> Option<T> {
-    match map.get(&key) {
-        Some(Slot::Ready(v, at)) if fresh(v, *at) => return Some(v.clone()),
-        Some(Slot::Pending(at)) if at.elapsed() < PENDING_TIMEOUT => return None,
-        _ => {}
-    }
-    trim(map, Slot::at);
-    map.insert(key, Slot::Pending(Instant::now()));
-    asks.push(ask());
-    None
-}
-
+/// What the handle, the worker and the enrichment stage share.
 struct Shared {
     config: AttributionConfig,
     state: Mutex<State>,
+    /// Signalled whenever the worker has handled a request ([`Attribution::settle`]).
     ready: Condvar,
     queued: AtomicU64,
     counters: Counters,
     kubernetes: Option<Kubernetes>,
+    /// Called whenever the worker has handled a request: wakes the thread that holds calls
+    /// (the run driver's), so a call goes out as soon as its lookups are answered.
+    waker: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere leaves caches that are still coherent maps: keep going.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// How to start attribution, as the command line and the environment say.
+#[derive(Clone, Debug)]
+pub struct AttributionOptions {
+    /// Also export `process.command_args` (cleaned of secret-looking values).
+    pub process_args: bool,
+    /// Ask the Kubernetes API for pods (when in a pod, or with `kubernetes_api`).
+    pub kubernetes: bool,
+    /// The API server to ask instead of the in-cluster one, without credentials.
+    pub kubernetes_api: Option<String>,
+    /// Whether this runs in a pod (`KUBERNETES_SERVICE_HOST`).
+    pub in_cluster: bool,
+    /// This node's name (`--node-name` or `K8S_NODE_NAME`).
+    pub node_name: Option<String>,
+    /// Name the service after a server's workload.
+    pub workload_service_name: bool,
+    /// See [`AttributionConfig::hold`].
+    pub hold: Duration,
+}
+
+impl AttributionOptions {
+    /// Starts attribution for a capture attached as `attach`; `None` (said in the log) when it
+    /// cannot run here. Must run inside a tokio runtime (the Kubernetes watch runs on it).
+    pub fn start(&self, attach: &EbpfAttach) -> Result<Option<Attribution>, AttributionError> {
+        let cgroup_root: PathBuf = match attach {
+            EbpfAttach::Cgroup(dir) => dir.clone(),
+            EbpfAttach::CgroupRoot | EbpfAttach::Tcx(_) => match cgroup_root() {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!("attribution off: {e}");
+                    return Ok(None);
+                }
+            },
+        };
+        let kubernetes = self.kubernetes_client();
+        let config = AttributionConfig {
+            cgroup_root,
+            process_args: self.process_args,
+            hold: self.hold,
+            workload_service_name: self.workload_service_name,
+            node_name: self.node_name.clone(),
+            ..AttributionConfig::default()
+        };
+        tracing::info!(
+            "attribution: cgroups under {}, Kubernetes {}",
+            config.cgroup_root.display(),
+            kubernetes.as_ref().map_or("off".to_string(), |k| format!("pods of node {}", k.node()))
+        );
+        Attribution::start(config, kubernetes).map(Some)
+    }
+
+    fn kubernetes_client(&self) -> Option<Kubernetes> {
+        if !self.kubernetes || !(self.in_cluster || self.kubernetes_api.is_some()) {
+            return None;
+        }
+        let Some(node) = self.node_name.clone().filter(|n| !n.is_empty()) else {
+            tracing::warn!("Kubernetes metadata off: the node name is unknown (--node-name or K8S_NODE_NAME)");
+            return None;
+        };
+        let k = match &self.kubernetes_api {
+            Some(url) => Kubernetes::from_url(url, node),
+            None => Kubernetes::in_cluster(node),
+        };
+        match k {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::warn!("Kubernetes metadata off: {e}");
+                None
+            }
+        }
     }
 }
 
@@ -306,6 +239,24 @@ pub enum AttributionError {
     Cgroup(#[from] CgroupError),
     #[error("cannot start the attribution thread: {0}")]
     Thread(std::io::Error),
+}
+
+/// What the caches say about a call's ends now.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resolution {
+    /// Everything that can be known is known (`None`: nothing about either end).
+    Known(Option<Arc<CallIdentity>>),
+    /// Lookups are under way; what is known so far.
+    Pending(Option<Arc<CallIdentity>>),
+}
+
+impl Resolution {
+    /// What is known, complete or not.
+    pub fn identity(self) -> Option<Arc<CallIdentity>> {
+        match self {
+            Resolution::Known(id) | Resolution::Pending(id) => id,
+        }
+    }
 }
 
 /// Handle to the attribution caches and their worker (cheap to clone; the worker stops when
@@ -322,6 +273,9 @@ impl std::fmt::Debug for Attribution {
     }
 }
 
+/// Requests waiting for the worker beyond which calls are not held for it.
+const BUSY_QUEUE: u64 = 64;
+
 impl Attribution {
     /// Starts the worker. `kubernetes`: the node's pods, when in a cluster.
     pub fn start(config: AttributionConfig, kubernetes: Option<Kubernetes>) -> Result<Attribution, AttributionError> {
@@ -336,9 +290,10 @@ impl Attribution {
             queued: AtomicU64::new(0),
             counters: Counters::default(),
             kubernetes,
+            waker: OnceLock::new(),
         });
         let (tx, rx) = sync_channel(QUEUE_CAPACITY);
-        let worker = Worker { shared: shared.clone(), index, procfs, args };
+        let worker = Worker::new(shared.clone(), index, procfs, args);
         std::thread::Builder::new()
             .name("ollama-tracer-attribution".into())
             .spawn(move || worker.run(rx))
@@ -352,6 +307,15 @@ impl Attribution {
 
     pub fn kubernetes(&self) -> Option<&Kubernetes> {
         self.shared.kubernetes.as_ref()
+    }
+
+    /// Sets what the worker calls after each answer (once; later calls are ignored).
+    pub fn set_waker(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.shared.waker.set(wake);
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.shared.counters
     }
 
     fn send(&self, r: Request) -> bool {
@@ -414,59 +378,56 @@ impl Attribution {
         want(&mut st.clients, (flow, cgroup), |_, _| true, || Request::Client { flow, cgroup }, asks)
     }
 
-    /// Who the two ends of `call` are. `opened`/`handshake`: when its connection was first
-    /// seen and whether that was its SYN. Waits at most [`AttributionConfig::max_wait`] for
-    /// lookups under way; `None` when nothing is known about either end.
-    pub fn identify(&self, call: &LlmCall, opened: Timestamp, handshake: bool) -> Option<Arc<CallIdentity>> {
-        let c = &self.shared.counters;
-        let busy = self.shared.queued.load(Ordering::Relaxed) > BUSY_QUEUE;
-        let deadline = Instant::now() + if busy { Duration::ZERO } else { self.shared.config.max_wait };
+    /// Who the two ends of `call` are, from the caches as they are now (never waits); the
+    /// lookups still missing are asked for. A worker that is behind is not waited for: what is
+    /// known is then all that will be.
+    pub fn resolve(&self, call: &LlmCall) -> Resolution {
         let mut st = self.shared.state();
-        let mut waited = false;
+        let mut asks = Vec::new();
+        let (id, pending) = self.build(&mut st, call, &mut asks);
+        drop(st);
+        for r in asks {
+            self.send(r);
+        }
+        let id = (!id.client.is_empty() || !id.server.is_empty()).then(|| Arc::new(id));
+        if pending && !self.busy() { Resolution::Pending(id) } else { Resolution::Known(id) }
+    }
+
+    fn busy(&self) -> bool {
+        self.shared.queued.load(Ordering::Relaxed) > BUSY_QUEUE
+    }
+
+    /// [`resolve`](Self::resolve), waiting at most `timeout` for lookups under way. Never on the
+    /// pipeline's path: for tests, and for calls still held when a run ends.
+    pub fn resolve_within(&self, call: &LlmCall, timeout: Duration) -> Resolution {
+        let deadline = Instant::now() + timeout;
         loop {
-            let mut asks = Vec::new();
-            let (id, pending) = self.build(&mut st, call, opened, handshake, &mut asks);
-            if !asks.is_empty() {
-                drop(st);
-                for r in asks {
-                    self.send(r);
+            match self.resolve(call) {
+                known @ Resolution::Known(_) => return known,
+                pending @ Resolution::Pending(_) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return pending;
+                    }
+                    let st = self.shared.state();
+                    // Answers that arrived since `resolve` looked are seen on the next round.
+                    drop(self.shared.ready.wait_timeout(st, (deadline - now).min(Duration::from_millis(5))));
                 }
-                // Look again before waiting: the worker may have answered already.
-                st = self.shared.state();
-                continue;
             }
-            let now = Instant::now();
-            if !pending || now >= deadline {
-                c.identified.fetch_add(1, Ordering::Relaxed);
-                if waited {
-                    c.waited.fetch_add(1, Ordering::Relaxed);
-                }
-                if pending && !busy {
-                    c.wait_timeouts.fetch_add(1, Ordering::Relaxed);
-                }
-                return (!id.client.is_empty() || !id.server.is_empty()).then(|| Arc::new(id));
-            }
-            waited = true;
-            st = self.shared.ready.wait_timeout(st, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 
     /// What the caches say now; `true` when some lookup is still under way.
-    fn build(
-        &self,
-        st: &mut State,
-        call: &LlmCall,
-        opened: Timestamp,
-        handshake: bool,
-        asks: &mut Vec<Request>,
-    ) -> (CallIdentity, bool) {
+    fn build(&self, st: &mut State, call: &LlmCall, asks: &mut Vec<Request>) -> (CallIdentity, bool) {
         let mut pending = false;
-        let peers = call.peers;
+        let conn = call.connection;
+        let peers = conn.peers;
         // The client: its connect() when the tracepoint saw it, else its cgroup's owner.
-        let connect = handshake
+        let connect = conn
+            .handshake
             .then(|| st.connects.get(&call.flow))
             .flatten()
-            .and_then(|v| v.iter().rev().find(|c| c.ts.0.abs_diff(opened.0) <= CONNECT_WINDOW_NS))
+            .and_then(|v| v.iter().rev().find(|c| c.ts.0.abs_diff(conn.opened.0) <= CONNECT_WINDOW_NS))
             .cloned();
         let client_cgroup = peers.client_cgroup.or(connect.as_ref().and_then(|c| c.cgroup_id));
         let mut client = Endpoint::default();
@@ -548,163 +509,10 @@ impl Attribution {
     }
 }
 
-/// The thread that reads `/proc` and the cgroup tree.
-struct Worker {
-    shared: Arc<Shared>,
-    index: CgroupIndex,
-    procfs: ProcFs,
-    args: Option<ArgPolicy>,
-}
-
-impl Worker {
-    fn run(mut self, rx: Receiver<Request>) {
-        // Started before the capture attaches, so it does not inherit the daemon's drop: it
-        // needs at most ptrace read access to other processes' /proc entries.
-        if let Err(e) = crate::privileges::restrict_current_thread(crate::privileges::KEPT_FOR_ATTRIBUTION) {
-            tracing::warn!("attribution: {e}");
-        }
-        while let Ok(r) = rx.recv() {
-            self.handle(r);
-            // Counted down once handled, so that `settle` means "answered".
-            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-            self.shared.ready.notify_all();
-        }
-    }
-
-    fn handle(&mut self, r: Request) {
-        match r {
-            Request::Socket(ev) => self.socket(ev),
-            Request::Cgroup(id) => {
-                self.cgroup(id);
-            }
-            Request::Server { cgroup, port } => {
-                let process = self.server(cgroup, port);
-                let mut st = self.shared.state();
-                st.servers.insert((cgroup, port), Slot::Ready(process, Instant::now()));
-            }
-            Request::Client { flow, cgroup } => {
-                let process = self.client(flow, cgroup);
-                let mut st = self.shared.state();
-                st.clients.insert((flow, cgroup), Slot::Ready(process, Instant::now()));
-            }
-        }
-    }
-
-    /// Resolves and caches a cgroup's path and what it says.
-    fn cgroup(&mut self, id: u64) -> Option<Arc<CgroupInfo>> {
-        if let Some(Slot::Ready(Some(info), _)) = self.shared.state().cgroups.get(&id) {
-            return Some(info.clone());
-        }
-        let scans = self.index.scans;
-        let info = self.index.path(id).map(|p| Arc::new(cgroup::parse_path(id, &p)));
-        let c = &self.shared.counters;
-        if self.index.scans != scans {
-            c.cgroup_scans.fetch_add(1, Ordering::Relaxed);
-            c.cgroups_indexed.store(self.index.len() as u64, Ordering::Relaxed);
-            tracing::debug!(
-                cgroups = self.index.last_scan_entries,
-                truncated = self.index.last_scan_truncated,
-                took = ?self.index.last_scan_time,
-                "cgroup tree walked"
-            );
-        }
-        let mut st = self.shared.state();
-        trim(&mut st.cgroups, Slot::at);
-        st.cgroups.insert(id, Slot::Ready(info.clone(), Instant::now()));
-        info
-    }
-
-    fn process(&self, pid: u32, comm: Option<&str>) -> Option<Arc<ProcessInfo>> {
-        self.procfs.process(pid, comm, self.args.as_ref()).map(Arc::new)
-    }
-
-    /// Which process of `pids` holds the socket, by its descriptors; without ptrace access
-    /// the cgroup's only process — unless the cgroup is the init system's (see
-    /// [`CgroupInfo::is_init`]).
-    fn owner(&self, info: &CgroupInfo, pids: &[u32], finding: Finding) -> Option<Arc<ProcessInfo>> {
-        let c = &self.shared.counters;
-        c.owner_scans.fetch_add(1, Ordering::Relaxed);
-        match finding {
-            Finding::Found(pid) => self.process(pid, None),
-            Finding::NoAccess => {
-                c.owner_no_access.fetch_add(1, Ordering::Relaxed);
-                match pids {
-                    [only] if !info.is_init() => self.process(*only, None),
-                    _ => None,
-                }
-            }
-            Finding::Ambiguous | Finding::NotFound => None,
-        }
-    }
-
-    fn server(&mut self, cgroup: u64, port: u16) -> Option<Arc<ProcessInfo>> {
-        let info = self.cgroup(cgroup)?;
-        // A listen() the tracepoint saw, by a process still alive.
-        let seen: Vec<Arc<ProcessInfo>> = {
-            let st = self.shared.state();
-            st.listeners
-                .values()
-                .filter(|l| l.port == port && l.cgroup_id == Some(cgroup))
-                .map(|l| l.process.clone())
-                .collect()
-        };
-        let alive: Vec<&Arc<ProcessInfo>> = seen
-            .iter()
-            .filter(|p| self.procfs.stat(p.pid).is_some_and(|s| Some(s.start_ticks) == p.start_ticks))
-            .collect();
-        if let Some(first) = alive.first()
-            && alive.iter().all(|p| p.pid == first.pid)
-        {
-            return Some((*first).clone());
-        }
-        let pids = ProcFs::cgroup_procs(&self.index.dir(&info.path));
-        let finding = self.procfs.find_listener(&pids, port);
-        self.owner(&info, &pids, finding)
-    }
-
-    fn client(&mut self, flow: FlowKey, cgroup: u64) -> Option<Arc<ProcessInfo>> {
-        let info = self.cgroup(cgroup)?;
-        let pids = ProcFs::cgroup_procs(&self.index.dir(&info.path));
-        let finding = self.procfs.find_connection(&pids, flow.client, flow.server);
-        self.owner(&info, &pids, finding)
-    }
-
-    fn socket(&mut self, ev: SocketEvent) {
-        let now = Instant::now();
-        match ev.kind {
-            SocketEventKind::Connect => {
-                let process = self.process(ev.pid, Some(&ev.comm)).unwrap_or_else(|| {
-                    Arc::new(ProcessInfo { pid: ev.pid, executable_name: Some(ev.comm.clone()), ..Default::default() })
-                });
-                let flow = FlowKey { client: ev.local, server: ev.remote };
-                let mut st = self.shared.state();
-                trim(&mut st.connects, |v| v.last().map_or(now, |c| c.at));
-                let v = st.connects.entry(flow).or_default();
-                if v.len() == CONNECTS_PER_FLOW {
-                    v.remove(0);
-                }
-                v.push(Connect { ts: ev.ts, process, cgroup_id: ev.cgroup_id, at: now });
-            }
-            SocketEventKind::Listen => {
-                let Some(process) = self.process(ev.pid, Some(&ev.comm)) else { return };
-                let mut st = self.shared.state();
-                trim(&mut st.listeners, |l| l.at);
-                let port = ev.local.port();
-                if let Some(cg) = ev.cgroup_id {
-                    // Whoever answered for this port before is asked again.
-                    st.servers.remove(&(cg, port));
-                }
-                st.listeners.insert(ev.sock, Listener { cgroup_id: ev.cgroup_id, port, process, at: now });
-            }
-            SocketEventKind::Unlisten => {
-                let mut st = self.shared.state();
-                if let Some(l) = st.listeners.remove(&ev.sock)
-                    && let Some(cg) = l.cgroup_id
-                {
-                    st.servers.remove(&(cg, l.port));
-                }
-            }
-        }
+/// The eBPF capture's socket events go straight to the worker.
+impl SocketEvents for Attribution {
+    fn socket_event(&self, ev: SocketEvent) {
+        Attribution::socket_event(self, ev);
     }
 }
 

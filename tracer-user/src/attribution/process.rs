@@ -19,8 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use regex::Regex;
+use tracer_core::identity::ProcessInfo;
+use tracer_core::segment::unmap_v4;
 
-use crate::llm::content::ContentConfig;
+use tracer_core::llm::content::ContentConfig;
 
 /// Processes of one cgroup looked at, at most.
 pub const MAX_PROCS: usize = 512;
@@ -35,24 +37,6 @@ pub const MAX_ARGS: usize = 32;
 pub const MAX_ARG_BYTES: usize = 256;
 /// Bytes of `/proc/<pid>/cmdline` read.
 const MAX_CMDLINE_BYTES: u64 = 16 * 1024;
-
-/// Who a process is, as exported (`process.*`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProcessInfo {
-    /// In the kernel's (the node's) PID namespace.
-    pub pid: u32,
-    /// Clock ticks after boot at which it started (`stat` field 22): with the pid, an identity
-    /// that survives pid reuse.
-    pub start_ticks: Option<u64>,
-    /// Base name of `/proc/<pid>/exe` when readable, else the kernel's command name.
-    pub executable_name: Option<String>,
-    /// `/proc/<pid>/exe` (needs ptrace access).
-    pub executable_path: Option<String>,
-    /// `argv[0]`.
-    pub command: Option<String>,
-    /// `argv[1..]`, only when asked for, with secret-looking values redacted.
-    pub args: Option<Vec<String>>,
-}
 
 /// Result of looking for a socket's owner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,8 +251,8 @@ impl ProcFs {
 
     /// Which of `pids` holds the socket connected from `local` to `remote`.
     pub fn find_connection(&self, pids: &[u32], local: SocketAddr, remote: SocketAddr) -> Finding {
-        let (local, remote) = (unmap(local), unmap(remote));
-        self.find_holder(pids, |e| e.state != ST_LISTEN && unmap(e.local) == local && unmap(e.remote) == remote)
+        let (local, remote) = (unmap_v4(local), unmap_v4(remote));
+        self.find_holder(pids, |e| e.state != ST_LISTEN && unmap_v4(e.local) == local && unmap_v4(e.remote) == remote)
     }
 
     /// The process among `pids` whose descriptors hold a socket matching `want` in its
@@ -383,17 +367,6 @@ pub fn parse_tcp_line(line: &str) -> Option<TcpEntry> {
     })
 }
 
-/// IPv4-mapped IPv6 (a dual-stack socket talking IPv4) as plain IPv4, as packets show it.
-pub fn unmap(a: SocketAddr) -> SocketAddr {
-    match a.ip() {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
-            None => a,
-        },
-        IpAddr::V4(_) => a,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,7 +391,7 @@ mod tests {
         let e = parse_tcp_line(v6).unwrap();
         if cfg!(target_endian = "little") {
             assert_eq!(e.local, "[::1]:11434".parse().unwrap());
-            assert_eq!(unmap(e.remote), "127.0.0.1:40000".parse().unwrap());
+            assert_eq!(unmap_v4(e.remote), "127.0.0.1:40000".parse().unwrap());
         }
         assert_eq!((e.state, e.inode), (1, 7777));
         for bad in [

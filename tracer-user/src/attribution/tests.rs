@@ -1,14 +1,20 @@
 //! The attribution caches end to end on a fake host: a temporary cgroup tree and procfs.
 
+use std::collections::HashMap;
 use std::fs;
+use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tracer_core::identity::{Owner, PodInfo, WorkloadKind};
+use tracer_core::llm::{LlmCall, Route};
+use tracer_core::segment::{Peers, Timestamp};
+use tracer_core::span::identity::{call_resource, span_attributes};
+use tracer_core::span::{Resource, SpanBuilder, SpanConfig, semconv as sc};
+
 use super::*;
-use crate::llm::{LlmCall, Route};
-use crate::segment::Peers;
-use crate::span::{Resource, SpanBuilder, SpanConfig, semconv as sc};
+use crate::capture::socket::SocketEventKind;
 
 const CID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const POD: &str = "11111111-2222-3333-4444-555555555555";
@@ -55,7 +61,7 @@ impl Host {
         let config = AttributionConfig {
             cgroup_root: self.root.join("cg"),
             proc_root: self.root.join("proc"),
-            max_wait: Duration::from_secs(2),
+            hold: Duration::from_secs(2),
             // As without CAP_SYS_PTRACE (the fake procfs has no descriptors anyway).
             read_fds: false,
             node_name: Some("node-a".into()),
@@ -72,14 +78,23 @@ fn call(client: u16) -> LlmCall {
     c
 }
 
-fn attrs(id: &CallIdentity) -> HashMap<String, crate::span::AttrValue> {
+/// Who the ends of `c` are, its connection first seen at `opened` (with its SYN when
+/// `handshake`), waiting for lookups under way as the enrichment stage's hold would.
+fn identify(a: &Attribution, c: &LlmCall, opened: Timestamp, handshake: bool) -> Option<Arc<CallIdentity>> {
+    let mut c = c.clone();
+    c.connection.opened = opened;
+    c.connection.handshake = handshake;
+    a.resolve_within(&c, Duration::from_secs(2)).identity()
+}
+
+fn attrs(id: &CallIdentity) -> HashMap<String, tracer_core::span::AttrValue> {
     let mut v = Vec::new();
     span_attributes(id, &mut v);
     v.into_iter().map(|kv| (kv.key.into_owned(), kv.value)).collect()
 }
 
-fn s(v: &str) -> crate::span::AttrValue {
-    crate::span::AttrValue::Str(v.into())
+fn s(v: &str) -> tracer_core::span::AttrValue {
+    tracer_core::span::AttrValue::Str(v.into())
 }
 
 #[test]
@@ -94,7 +109,7 @@ fn both_ends_from_cgroups_and_events() {
     h.process(50, "python3", &["python3", "agent.py", "--token", "abc"]);
     let a = h.attribution();
     let mut c = call(40000);
-    c.peers = Peers { client_cgroup: Some(client_cg), server_cgroup: Some(server_cg) };
+    c.connection.peers = Peers { client_cgroup: Some(client_cg), server_cgroup: Some(server_cg) };
     // The client's connect() as the tracepoint reports it.
     a.socket_event(SocketEvent {
         kind: SocketEventKind::Connect,
@@ -107,10 +122,10 @@ fn both_ends_from_cgroups_and_events() {
         sock: 1,
     });
     a.prefetch(c.flow, Side::Server, server_cg);
-    let id = a.identify(&c, Timestamp(1_500), true).expect("identified");
+    let id = identify(&a, &c, Timestamp(1_500), true).expect("identified");
     let m = attrs(&id);
     // Server: the only process of its container's cgroup (no fds in the fake procfs).
-    assert_eq!(m[sc::PROCESS_PID], crate::span::AttrValue::Int(40));
+    assert_eq!(m[sc::PROCESS_PID], tracer_core::span::AttrValue::Int(40));
     assert_eq!(m[sc::PROCESS_EXECUTABLE_NAME], s("ollama"));
     assert_eq!(m[sc::PROCESS_COMMAND], s("/bin/ollama"));
     assert_eq!(m[sc::CONTAINER_ID], s(CID));
@@ -118,7 +133,7 @@ fn both_ends_from_cgroups_and_events() {
     assert_eq!(m[sc::K8S_NODE_NAME], s("node-a"));
     assert!(!m.contains_key(sc::PROCESS_COMMAND_ARGS), "arguments only when asked for");
     // Client: from its connect(), in a systemd service.
-    assert_eq!(m["ollama_tracer.client.process.pid"], crate::span::AttrValue::Int(50));
+    assert_eq!(m["ollama_tracer.client.process.pid"], tracer_core::span::AttrValue::Int(50));
     assert_eq!(m["ollama_tracer.client.process.executable.name"], s("python3"));
     assert_eq!(m["ollama_tracer.client.systemd.unit"], s("agent.service"));
     assert_eq!(m["ollama_tracer.client.process.linux.cgroup"], s("0::/system.slice/agent.service"));
@@ -126,11 +141,11 @@ fn both_ends_from_cgroups_and_events() {
 
     // A connect() far from this connection's SYN is another connection's: not used, and the
     // client cgroup holds two processes, so the client process stays unknown.
-    let id = a.identify(&c, Timestamp(10_000_000_000), true).unwrap();
+    let id = identify(&a, &c, Timestamp(10_000_000_000), true).unwrap();
     assert!(id.client.process.is_none());
     assert!(id.client.cgroup.is_some());
     // Not the handshake: a connect() cannot be this connection's.
-    let id = a.identify(&c, Timestamp(1_500), false).unwrap();
+    let id = identify(&a, &c, Timestamp(1_500), false).unwrap();
     assert!(id.client.process.is_none());
     let st = a.stats();
     assert_eq!((st.socket_events, st.dropped_requests), (1, 0));
@@ -142,18 +157,18 @@ fn unknown_and_remote_ends_stay_empty() {
     let h = Host::new("unknown");
     let a = h.attribution();
     // A remote client and a capture without cgroups (TCX, libpcap): nothing to say.
-    assert!(a.identify(&call(1), Timestamp(0), true).is_none());
+    assert!(identify(&a, &call(1), Timestamp(0), true).is_none());
     // A cgroup id that is nowhere in the tree.
     let mut c = call(2);
-    c.peers.server_cgroup = Some(u64::MAX - 1);
-    let id = a.identify(&c, Timestamp(0), true);
+    c.connection.peers.server_cgroup = Some(u64::MAX - 1);
+    let id = identify(&a, &c, Timestamp(0), true);
     assert!(id.is_none(), "{id:?}");
     // The init system's cgroup never names a server process.
     let init = h.cgroup("/init.scope", &[1]);
     h.process(1, "systemd", &["/sbin/init"]);
     let mut c = call(3);
-    c.peers.server_cgroup = Some(init);
-    let id = a.identify(&c, Timestamp(0), true).unwrap();
+    c.connection.peers.server_cgroup = Some(init);
+    let id = identify(&a, &c, Timestamp(0), true).unwrap();
     assert!(id.server.process.is_none());
     assert_eq!(id.server.cgroup.as_ref().unwrap().systemd_unit.as_deref(), Some("init.scope"));
 }
@@ -166,9 +181,9 @@ fn listen_events_name_the_server() {
     h.process(61, "ollama", &["/usr/bin/ollama", "runner"]);
     let a = h.attribution();
     let mut c = call(4);
-    c.peers.server_cgroup = Some(cg);
+    c.connection.peers.server_cgroup = Some(cg);
     // Two processes and no fds to read: unknown…
-    assert!(a.identify(&c, Timestamp(0), true).unwrap().server.process.is_none());
+    assert!(identify(&a, &c, Timestamp(0), true).unwrap().server.process.is_none());
     // …until the server's listen() is seen.
     a.socket_event(SocketEvent {
         kind: SocketEventKind::Listen,
@@ -181,7 +196,7 @@ fn listen_events_name_the_server() {
         sock: 77,
     });
     assert!(a.settle(Duration::from_secs(2)));
-    let id = a.identify(&c, Timestamp(0), true).unwrap();
+    let id = identify(&a, &c, Timestamp(0), true).unwrap();
     assert_eq!(id.server.process.as_ref().map(|p| p.pid), Some(60));
     assert_eq!(id.server.cgroup.as_ref().unwrap().systemd_unit.as_deref(), Some("ollama.service"));
     // Closed: back to unknown.
@@ -196,12 +211,11 @@ fn listen_events_name_the_server() {
         sock: 77,
     });
     assert!(a.settle(Duration::from_secs(2)));
-    assert!(a.identify(&c, Timestamp(0), true).unwrap().server.process.is_none());
+    assert!(identify(&a, &c, Timestamp(0), true).unwrap().server.process.is_none());
 }
 
 #[test]
 fn workload_names_the_service() {
-    use super::kubernetes::{Owner, WorkloadKind};
     let pod = PodInfo {
         uid: POD.into(),
         name: "ollama-7d9f8b6c5d-x2x9q".into(),
@@ -266,9 +280,9 @@ fn workload_names_the_service() {
 
 #[test]
 fn client_names() {
-    assert_eq!(resource::client_name(sc::PROCESS_PID), "ollama_tracer.client.process.pid");
-    assert_eq!(resource::client_name(sc::TRACER_SYSTEMD_UNIT), "ollama_tracer.client.systemd.unit");
-    assert_eq!(resource::client_name(sc::K8S_CRONJOB_NAME), "ollama_tracer.client.k8s.cronjob.name");
+    assert_eq!(tracer_core::span::identity::client_name(sc::PROCESS_PID), "ollama_tracer.client.process.pid");
+    assert_eq!(tracer_core::span::identity::client_name(sc::TRACER_SYSTEMD_UNIT), "ollama_tracer.client.systemd.unit");
+    assert_eq!(tracer_core::span::identity::client_name(sc::K8S_CRONJOB_NAME), "ollama_tracer.client.k8s.cronjob.name");
 }
 
 #[allow(dead_code)]

@@ -3,10 +3,11 @@
 //! nothing.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use super::config::{Backend, CaptureConfig, CaptureMode, EbpfAttach};
 use super::ebpf;
-use super::live::{self, Backend, CaptureConfig, CaptureMode, EbpfAttach};
+use super::mounts::{Mount, find_mount};
 
 /// Linux capability numbers.
 pub mod cap {
@@ -63,67 +64,6 @@ impl Capabilities {
 fn parse_cap_eff(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
     u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
-}
-
-/// One line of `/proc/self/mountinfo`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Mount {
-    pub mount_point: PathBuf,
-    /// The mounted directory inside its filesystem: "/" unless a cgroup namespace or a bind
-    /// mount shows a subtree only.
-    pub root: String,
-    pub fs_type: String,
-}
-
-/// First mount of `fs_type` in `/proc/self/mountinfo` (one with root "/" preferred).
-pub fn find_mount(fs_type: &str) -> Option<Mount> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    find_mount_in(&text, fs_type)
-}
-
-fn find_mount_in(mountinfo: &str, fs_type: &str) -> Option<Mount> {
-    let mut found: Option<Mount> = None;
-    for line in mountinfo.lines() {
-        let Some(m) = parse_mountinfo_line(line) else {
-            continue;
-        };
-        if m.fs_type != fs_type {
-            continue;
-        }
-        if m.root == "/" {
-            return Some(m);
-        }
-        found.get_or_insert(m);
-    }
-    found
-}
-
-/// `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue`
-fn parse_mountinfo_line(line: &str) -> Option<Mount> {
-    let (left, right) = line.split_once(" - ")?;
-    let mut l = left.split(' ');
-    let root = unescape(l.nth(3)?);
-    let mount_point = PathBuf::from(unescape(l.next()?));
-    let fs_type = right.split(' ').next()?.to_owned();
-    Some(Mount { mount_point, root, fs_type })
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `RLIMIT_MEMLOCK`; `None` = unlimited.
@@ -205,7 +145,7 @@ impl CheckReport {
             ebpf_built_in: ebpf::object().map(|_| ()),
             planned: (Backend::Pcap, String::new()),
         };
-        r.planned = live::plan(CaptureMode::Auto, config, &r);
+        r.planned = plan(CaptureMode::Auto, config, &r);
         r
     }
 
@@ -323,32 +263,41 @@ impl fmt::Display for CheckReport {
     }
 }
 
+/// Which backend `run` would use and why, from the [`CheckReport`] alone (nothing is loaded).
+pub fn plan(mode: CaptureMode, config: &CaptureConfig, report: &CheckReport) -> (Backend, String) {
+    let pcap_where = pcap_where(config);
+    match mode {
+        CaptureMode::Pcap => (Backend::Pcap, format!("pcap on {pcap_where}: requested")),
+        CaptureMode::Ebpf => (Backend::Ebpf, format!("eBPF: {} (requested)", ebpf_where(config, report))),
+        CaptureMode::Auto => {
+            let missing = report.missing_for_ebpf(config);
+            if missing.is_empty() {
+                (Backend::Ebpf, format!("eBPF: {}", ebpf_where(config, report)))
+            } else {
+                (Backend::Pcap, format!("pcap on {pcap_where}: eBPF unavailable: {}", missing.join(", ")))
+            }
+        }
+    }
+}
+
+pub(crate) fn pcap_where(config: &CaptureConfig) -> String {
+    if config.pcap_interfaces.is_empty() { "any".to_owned() } else { config.pcap_interfaces.join(",") }
+}
+
+fn ebpf_where(config: &CaptureConfig, report: &CheckReport) -> String {
+    match &config.ebpf_attach {
+        EbpfAttach::CgroupRoot => match &report.cgroup2 {
+            Some(m) => format!("cgroup_skb on {}", m.mount_point.display()),
+            None => "cgroup_skb on the cgroup v2 root (not mounted)".to_owned(),
+        },
+        EbpfAttach::Cgroup(p) => format!("cgroup_skb on {}", p.display()),
+        EbpfAttach::Tcx(ifaces) => format!("TCX on {}", ifaces.join(",")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_mountinfo() {
-        let text = "\
-22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw
-30 22 0:26 / /sys/fs/cgroup ro - tmpfs tmpfs ro,mode=755
-40 30 0:35 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw,nsdelegate
-41 22 0:12 / /sys/kernel/tracing rw - tracefs nodev rw
-42 22 0:13 /sub /mnt/with\\040space rw - cgroup2 cgroup2 rw
-";
-        let m = find_mount_in(text, "cgroup2").unwrap();
-        assert_eq!(m.mount_point, PathBuf::from("/sys/fs/cgroup/unified"));
-        assert_eq!(m.root, "/");
-        let t = find_mount_in(text, "tracefs").unwrap();
-        assert_eq!(t.mount_point, PathBuf::from("/sys/kernel/tracing"));
-        let l = parse_mountinfo_line("42 22 0:13 /sub /mnt/with\\040space rw - cgroup2 cgroup2 rw").unwrap();
-        assert_eq!(l.mount_point, PathBuf::from("/mnt/with space"));
-        assert!(find_mount_in(text, "bpf").is_none());
-        // Only a subtree mounted: still found, root reported.
-        let only_sub = "42 22 0:13 /kubepods/pod1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(find_mount_in(only_sub, "cgroup2").unwrap().root, "/kubepods/pod1");
-        assert!(parse_mountinfo_line("garbage").is_none());
-    }
 
     #[test]
     fn parses_caps_and_versions() {
@@ -372,7 +321,7 @@ mod tests {
         // Without privileges the plan must name the reason.
         let mut unpriv = r.clone();
         unpriv.caps = Capabilities { effective: 0 };
-        let (b, why) = live::plan(CaptureMode::Auto, &CaptureConfig::default(), &unpriv);
+        let (b, why) = plan(CaptureMode::Auto, &CaptureConfig::default(), &unpriv);
         assert_eq!(b, Backend::Pcap);
         assert!(why.starts_with("pcap on any: eBPF unavailable:") && why.contains("no CAP_BPF"), "{why}");
         assert_eq!(unpriv.exit_code(), 1);

@@ -7,8 +7,8 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
 use super::time::rfc3339_micros;
-use crate::llm::LlmCall;
-use crate::span::{AttrValue, KeyValue, Resource, SpanRecord, hex, semconv as sc};
+use tracer_core::llm::LlmCall;
+use tracer_core::span::{AttrValue, KeyValue, Resource, SpanRecord, hex, semconv as sc};
 
 struct Attrs<'a>(&'a [KeyValue]);
 

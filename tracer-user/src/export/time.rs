@@ -1,6 +1,6 @@
 //! Wall-clock formatting of capture timestamps (UTC, RFC 3339) without a calendar dependency.
 
-use crate::segment::Timestamp;
+use tracer_core::segment::Timestamp;
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` (microseconds).
 pub fn rfc3339_micros(ts: Timestamp) -> String {

@@ -17,14 +17,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use crate::export::otlp_traces::TraceCounters;
-use crate::export::{ExportStats, Sink};
-use crate::llm::call::ChunkGaps;
-use crate::llm::{ErrorKind, Incomplete, LlmCall, Operation};
-use crate::replay::Report;
-use crate::segment::display_ip;
-use crate::span::semconv as sc;
-use crate::span::{Resource, SpanRecord};
+use crate::report::ExportCounters;
+use crate::report::ExportStats;
+use crate::report::Report;
+use crate::sink::Sink;
+use tracer_core::llm::call::ChunkGaps;
+use tracer_core::llm::{ErrorKind, Incomplete, LlmCall, Operation};
+use tracer_core::segment::display_ip;
+use tracer_core::span::semconv as sc;
+use tracer_core::span::stage::TracedCall;
 
 /// GenAI client and server duration buckets (seconds), per the conventions.
 pub const DURATION_BUCKETS: [f64; 14] =
@@ -227,7 +228,7 @@ pub struct Registry {
     pub start: SystemTime,
     histograms: Vec<BTreeMap<Attrs, Histogram>>,
     health: Option<Report>,
-    traces: Option<Arc<TraceCounters>>,
+    traces: Option<Arc<ExportCounters>>,
     /// Failed OTLP metrics pushes.
     pub metrics_failures: Arc<AtomicU64>,
 }
@@ -256,7 +257,7 @@ impl Registry {
     }
 
     /// Reads the span export queue's counters from here on.
-    pub fn watch_traces(&mut self, counters: Arc<TraceCounters>) {
+    pub fn watch_traces(&mut self, counters: Arc<ExportCounters>) {
         self.traces = Some(counters);
     }
 
@@ -487,7 +488,7 @@ pub struct MetricsSink {
     console: Option<Box<dyn std::io::Write + Send>>,
     // Field order: the server's task is aborted before the runtime goes.
     _server: Option<prometheus::Server>,
-    _runtime: Option<crate::export::runtime::ExportRuntime>,
+    _runtime: Option<crate::transport::runtime::ExportRuntime>,
 }
 
 impl MetricsSink {
@@ -496,14 +497,15 @@ impl MetricsSink {
         pusher: Option<otlp::MetricsPusher>,
         server: Option<prometheus::Server>,
         console: Option<Box<dyn std::io::Write + Send>>,
-        runtime: Option<crate::export::runtime::ExportRuntime>,
+        runtime: Option<crate::transport::runtime::ExportRuntime>,
     ) -> Self {
         MetricsSink { registry, pusher, console, _server: server, _runtime: runtime }
     }
 }
 
 impl Sink for MetricsSink {
-    fn export(&mut self, call: &LlmCall, _spans: &[SpanRecord], _resource: &Resource) {
+    fn export(&mut self, traced: &TracedCall) {
+        let call = &traced.call;
         self.registry.lock().record_call(call);
     }
 

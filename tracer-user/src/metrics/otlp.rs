@@ -17,10 +17,10 @@ use prost::Message as _;
 use tonic::transport::Channel;
 
 use super::{Attr, Attrs, Kind, Registry, SharedRegistry};
-use crate::export::config::{Compression, OtlpTarget, Protocol};
-use crate::export::runtime::ExportRuntime;
-use crate::export::transport::{self, ExportError, Failure, HeaderClient};
-use crate::span::{AttrValue, Resource};
+use crate::transport::runtime::ExportRuntime;
+use crate::transport::{self, ExportError, Failure, HeaderClient};
+use crate::transport::{Compression, OtlpTarget, Protocol};
+use tracer_core::span::{AttrValue, Resource};
 
 fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
@@ -133,7 +133,7 @@ pub fn request(reg: &Registry, res: &ProtoResource, now: SystemTime) -> ExportMe
         });
     }
     let scope = InstrumentationScope {
-        name: crate::span::semconv::DISTRO_NAME.into(),
+        name: tracer_core::span::semconv::DISTRO_NAME.into(),
         version: env!("CARGO_PKG_VERSION").into(),
         ..Default::default()
     };

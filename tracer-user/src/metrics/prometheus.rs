@@ -13,9 +13,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use super::{Attr, Attrs, Desc, Kind, Registry, SharedRegistry};
-use crate::export::runtime::ExportRuntime;
-use crate::export::transport::ExportError;
-use crate::span::{AttrValue, Resource};
+use crate::transport::ExportError;
+use crate::transport::runtime::ExportRuntime;
+use tracer_core::span::{AttrValue, Resource};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -84,7 +84,7 @@ fn labels(attrs: &Attrs, extra: Option<(&str, &str)>, out: &mut String) {
         escape(v, out);
         out.push('"');
     };
-    put("otel_scope_name", crate::span::semconv::DISTRO_NAME, out);
+    put("otel_scope_name", tracer_core::span::semconv::DISTRO_NAME, out);
     put("otel_scope_version", env!("CARGO_PKG_VERSION"), out);
     for (k, v) in attrs {
         let v = match v {

@@ -19,11 +19,11 @@ mod tests;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::export::Sink;
-use crate::llm::LlmCall;
-use crate::pipeline::InFlightSnapshot;
-use crate::replay::Report;
-use crate::span::{Resource, SpanRecord};
+use tracer_core::pipeline::InFlightSnapshot;
+use tracer_core::span::stage::TracedCall;
+
+use crate::report::Report;
+use crate::sink::Sink;
 
 pub use self::screen::{Screen, View};
 pub use self::state::{TopConfig, TopState};
@@ -54,8 +54,8 @@ impl TopSink {
 }
 
 impl Sink for TopSink {
-    fn export(&mut self, call: &LlmCall, _spans: &[SpanRecord], _resource: &Resource) {
-        self.state.lock().record(call);
+    fn export(&mut self, traced: &TracedCall) {
+        self.state.lock().record(&traced.call);
     }
 
     fn health(&mut self, report: &Report) {

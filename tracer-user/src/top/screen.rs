@@ -263,7 +263,7 @@ impl Screen {
         for c in &in_flight.calls {
             let model = c.model.as_deref();
             let client_name = state.name_of(&c.flow.client);
-            let key = client_name.map_or_else(|| crate::segment::display_ip(c.flow.client.ip()), str::to_string);
+            let key = client_name.map_or_else(|| tracer_core::segment::display_ip(c.flow.client.ip()), str::to_string);
             if !model_ok(model) || view.client_filter.as_ref().is_some_and(|f| *f != key) {
                 continue;
             }

@@ -7,12 +7,12 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::llm::call::{GenParams, OllamaMetrics};
-use crate::llm::content::ContentConfig;
-use crate::llm::{LlmCall, Route};
-use crate::pipeline::InFlightSnapshot;
-use crate::replay::Report;
-use crate::segment::{Timestamp, display_ip};
+use crate::report::Report;
+use tracer_core::llm::call::{GenParams, OllamaMetrics};
+use tracer_core::llm::content::ContentConfig;
+use tracer_core::llm::{LlmCall, Route};
+use tracer_core::pipeline::InFlightSnapshot;
+use tracer_core::segment::{Timestamp, display_ip};
 
 use super::quantiles::Quantiles;
 
@@ -117,7 +117,7 @@ impl CallRow {
             let process = id.client.process.as_ref().and_then(|p| p.executable_name.clone().or(p.command.clone()));
             process.or_else(|| id.client.pod.as_ref().map(|p| format!("{}/{}", p.namespace, p.name)))
         });
-        let ended = !call.incomplete.contains(&crate::llm::Incomplete::CaptureEnded);
+        let ended = !call.incomplete.contains(&tracer_core::llm::Incomplete::CaptureEnded);
         let load = resp.ollama.load_duration.unwrap_or(0);
         let output_text = match (&config.content, &resp.content) {
             // Cut before cleaning (the regexes run on a bounded text), cleaned, cut again: a

@@ -12,14 +12,13 @@ use ratatui::style::Color;
 use super::render::{self, GENERATION, LOAD, PROMPT};
 use super::screen::{Action, App, ModelSort, Screen};
 use super::state::{MAX_CLIENTS, MAX_MODELS, RECENT, TopConfig, TopState};
-use crate::attribution::process::ProcessInfo;
-use crate::attribution::{CallIdentity, Endpoint};
-use crate::llm::call::{CallError, ErrorKind, OllamaMetrics};
-use crate::llm::content::{ContentConfig, OutputContent};
-use crate::llm::{InFlightCall, LlmCall, Route};
-use crate::pipeline::InFlightSnapshot;
-use crate::replay::Report;
-use crate::segment::{FlowKey, Timestamp};
+use crate::report::Report;
+use tracer_core::identity::{CallIdentity, Endpoint, ProcessInfo};
+use tracer_core::llm::call::{CallError, ErrorKind, OllamaMetrics};
+use tracer_core::llm::content::{ContentConfig, OutputContent};
+use tracer_core::llm::{InFlightCall, LlmCall, Route};
+use tracer_core::pipeline::InFlightSnapshot;
+use tracer_core::segment::{FlowKey, Timestamp};
 
 /// Capture time 0 of the tests: a whole second.
 const T0: u64 = 1_767_225_600 * 1_000_000_000;
@@ -165,7 +164,7 @@ fn bounded_whatever_the_traffic() {
 fn header_and_model_rows_at_80x24() {
     let mut s = twenty();
     s.set_health(&Report {
-        capture: crate::replay::CaptureStats { kernel_drops: 7, ..Default::default() },
+        capture: tracer_core::capture::CaptureStats { kernel_drops: 7, ..Default::default() },
         ..Default::default()
     });
     let app = App::new(&s);

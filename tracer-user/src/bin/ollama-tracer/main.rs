@@ -1,0 +1,100 @@
+//! `ollama-tracer`: trace every Ollama call from the wire. Parses the command line and hands the
+//! command to the library's run driver (or to `check`).
+
+mod cli;
+mod config;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use ollama_tracer::capture::check::{CheckReport, plan};
+use ollama_tracer::privileges;
+use ollama_tracer::run::{self, Source};
+use ollama_tracer::settings::Environment;
+use ollama_tracer::top::logs;
+use tracer_core::replay::open_all;
+
+use crate::cli::{CaptureArgs, Cli, Command, RunArgs};
+
+fn main() -> ExitCode {
+    let env = Environment::from_process();
+    tracing_subscriber::fmt()
+        // Held back while `top` has the terminal.
+        .with_writer(logs::writer)
+        .with_env_filter(
+            env.log_filter()
+                .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+                .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => live(cli.run, &env, false),
+        Some(Command::Run(args)) => live(args, &env, false),
+        Some(Command::Top(args)) => live(args, &env, true),
+        Some(Command::Replay { files, ports, speed, top, common }) => {
+            replay(files, ports.ports, speed, top, &common, &env)
+        }
+        Some(Command::Check { capture }) => return check(&capture),
+    };
+    // Whatever `top` held back (it releases them itself when it ends normally).
+    logs::release();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ollama-tracer: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn replay(
+    paths: Vec<std::path::PathBuf>,
+    ports: Vec<u16>,
+    speed: Option<f64>,
+    top: bool,
+    common: &cli::Common,
+    env: &Environment,
+) -> Result<()> {
+    if speed.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
+        anyhow::bail!("--speed must be a positive number");
+    }
+    // A capture file is untrusted input and replay needs no privilege: give up any held.
+    if let Err(e) = privileges::restrict_current_thread(&[]) {
+        tracing::warn!("{e}");
+    }
+    let files = open_all(&paths).context("cannot replay")?;
+    for f in &files {
+        if let Some(offset) = f.truncated_at() {
+            eprintln!(
+                "ollama-tracer: warning: {}: last record at byte offset {offset} is cut short (ignored)",
+                f.path().display()
+            );
+        }
+    }
+    let config = common.run_config(env, top)?;
+    run::run(Source::Replay { files, ports, speed }, config)?;
+    Ok(())
+}
+
+fn live(args: RunArgs, env: &Environment, top: bool) -> Result<()> {
+    let config = args.common.run_config(env, top)?;
+    let source = Source::Live {
+        mode: args.capture.mode,
+        capture: args.capture.config(),
+        attribution: args.attribution.options(env),
+    };
+    run::run(source, config)?;
+    Ok(())
+}
+
+fn check(args: &CaptureArgs) -> ExitCode {
+    let config = args.config();
+    let report = CheckReport::gather_for(&config);
+    println!("{report}");
+    let (backend, why) = plan(args.mode, &config, &report);
+    println!("run would use: {backend} ({why})");
+    ExitCode::from(report.exit_code() as u8)
+}

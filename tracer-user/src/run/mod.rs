@@ -1,0 +1,220 @@
+//! One run, whatever feeds it: recorded files (`replay`) or a live capture (`run`, `top`).
+//!
+//! [`run`] owns what every run has: the outputs built from the settings, the span stage, the
+//! terminal view when asked for, SIGINT/SIGTERM, the health ticks, the end (calls in flight
+//! ended as incomplete, outputs flushed within the flush timeout) and the summary. The source
+//! only feeds segments to the [`driver::Driver`]: [`replay`] on this thread, [`live`] from the
+//! capture's async task to a pipeline thread.
+
+pub mod driver;
+mod live;
+pub mod outputs;
+mod replay;
+pub mod stop;
+
+use std::io::{self, BufWriter, IsTerminal, LineWriter, Write};
+use std::time::Duration;
+
+use tracer_core::capture::file::CaptureFile;
+use tracer_core::pipeline::PipelineConfig;
+use tracer_core::span::Resource;
+use tracer_core::span::stage::{SpanStage, SpanStageConfig};
+
+use self::driver::Driver;
+use self::stop::Stop;
+use crate::attribution::enrich::Enricher;
+use crate::attribution::{AttributionError, AttributionOptions};
+use crate::capture::{CaptureConfig, CaptureError, CaptureMode, LiveCapture, socket::SocketEventSink};
+use crate::report::Report;
+use crate::settings::{ExportSettings, StdoutChoice};
+use crate::sink::Outputs;
+use crate::top::ui::{Ui, UiStats};
+use crate::top::{SharedTop, TopConfig, TopSink, logs};
+use crate::transport::ExportError;
+
+/// How often the health report (and `top`'s snapshot) is taken, and a quiet live capture's
+/// time-based rules run.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// What feeds a run.
+pub enum Source {
+    /// Recorded files, merged by timestamp; `speed`: a multiple of the recorded pace (`None`:
+    /// as fast as possible).
+    Replay { files: Vec<CaptureFile>, ports: Vec<u16>, speed: Option<f64> },
+    /// A live capture, started by the run (inside its runtime), with attribution unless `None`.
+    Live { mode: CaptureMode, capture: CaptureConfig, attribution: Option<AttributionOptions> },
+}
+
+/// Everything after the source.
+pub struct RunConfig {
+    pub pipeline: PipelineConfig,
+    pub spans: SpanStageConfig,
+    pub export: ExportSettings,
+    pub resource: Resource,
+    /// `top`: the terminal view instead of (or beside) the other outputs; its `source` is filled
+    /// in by the run.
+    pub top: Option<TopConfig>,
+    /// How long queued spans and the last metrics get at the end.
+    pub flush_timeout: Duration,
+    /// No summary on stderr.
+    pub quiet: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot start the live capture: {0}")]
+    Capture(#[from] CaptureError),
+    #[error("cannot start attribution: {0}")]
+    Attribution(#[from] AttributionError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error(
+        "`top` draws on stdout: spans (--output text|json) and console metrics cannot go there too (use --output none|otlp, --metrics-addr)"
+    )]
+    TopStdout,
+    #[error(
+        "`top` needs a terminal on stdout, and stdout is a pipe or a file: use `run` (or `replay`) for text or JSON output"
+    )]
+    TopTerminal,
+    #[error("{what}: {source}")]
+    Io { what: &'static str, source: io::Error },
+    #[error("writing spans: {0}")]
+    Write(io::Error),
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> RunError {
+    move |source| RunError::Io { what, source }
+}
+
+/// Stdout: line-buffered on a terminal (each call shows as it completes), block-buffered else.
+fn stdout_writer() -> Box<dyn Write + Send> {
+    if io::stdout().is_terminal() {
+        Box::new(LineWriter::new(io::stdout()))
+    } else {
+        Box::new(BufWriter::with_capacity(1 << 16, io::stdout()))
+    }
+}
+
+/// The terminal view of a run, while it is up.
+struct View {
+    ui: Ui,
+    state: SharedTop,
+}
+
+/// Runs `source` to its end (or a stop) and prints the summary; what the run saw.
+pub fn run(source: Source, config: RunConfig) -> Result<Report, RunError> {
+    if config.top.is_some() {
+        if !io::stdout().is_terminal() {
+            return Err(RunError::TopTerminal);
+        }
+        if config.export.stdout != StdoutChoice::None || config.export.console_metrics {
+            return Err(RunError::TopStdout);
+        }
+    }
+    let stop = Stop::on_signals().map_err(io_err("installing the signal handlers"))?;
+    let (report, ui_stats, shut) = match source {
+        Source::Replay { files, ports, speed } => {
+            let source = speed.map_or_else(|| "replay".to_string(), |s| format!("replay ×{s}"));
+            let (mut driver, view) = prepare(&config, None, source, &stop)?;
+            let (capture, last) = replay::feed(&files, &ports, speed, &stop, &mut driver);
+            let mut report = driver.finish(last, &capture, None);
+            // The view stays up on the final state until `q` (or a signal).
+            let ui_stats = end_view(view, false)?;
+            let shut = driver.shutdown(config.flush_timeout, &mut report);
+            (report, ui_stats, shut)
+        }
+        Source::Live { mode, capture, attribution } => {
+            // Blocking-pool threads started before the capability drop (DNS for the Kubernetes
+            // client) keep the full set while they live: let them go after 100 ms idle, not
+            // tokio's 10 s.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .thread_keep_alive(Duration::from_millis(100))
+                .build()
+                .map_err(io_err("starting the async runtime"))?;
+            let (driver, mut report, ui_stats) =
+                runtime.block_on(live_run(mode, capture, attribution, &config, &stop))?;
+            let shut = driver.shutdown(config.flush_timeout, &mut report);
+            (report, ui_stats, shut)
+        }
+    };
+    if !config.quiet {
+        eprintln!("{report}");
+        if let Some(s) = ui_stats {
+            eprintln!("  {s}");
+        }
+    }
+    shut.map_err(RunError::Write)?;
+    Ok(report)
+}
+
+async fn live_run(
+    mode: CaptureMode,
+    mut capture: CaptureConfig,
+    attribution: Option<AttributionOptions>,
+    config: &RunConfig,
+    stop: &Stop,
+) -> Result<(Driver, Report, Option<UiStats>), RunError> {
+    let attribution = match (attribution, mode) {
+        // libpcap sees no sockets: nothing to attribute.
+        (Some(opts), CaptureMode::Auto | CaptureMode::Ebpf) => opts.start(&capture.ebpf_attach)?,
+        _ => None,
+    };
+    if let Some(a) = &attribution {
+        capture.socket_events = Some(SocketEventSink(std::sync::Arc::new(a.clone())));
+    }
+    let (live, reason) = crate::capture::start_live(mode, &capture)?;
+    tracing::info!("capture: {reason}");
+    // Attached: from here on nothing needs to load programs, attach or open raw sockets. The
+    // threads started below (pipeline, export, metrics, the view) inherit the reduced set.
+    match crate::privileges::drop_after_attach(attribution.is_some()) {
+        Ok(d) => tracing::info!("privileges: {d}"),
+        Err(e) => tracing::warn!("{e}; running with the capabilities it was given"),
+    }
+    let source = if matches!(live, LiveCapture::Ebpf(_)) { "live eBPF" } else { "live pcap" };
+    let (driver, view) = prepare(config, attribution.map(Enricher::new), source.to_string(), stop)?;
+    let fed = live::feed(live, driver, stop).await;
+    // Whatever ended the capture ends the view too.
+    stop.request();
+    let ui_stats = end_view(view, true)?;
+    let (driver, report) = fed?;
+    Ok((driver, report, ui_stats))
+}
+
+/// The outputs, the span stage and (for `top`) the view, around a driver.
+fn prepare(
+    config: &RunConfig,
+    enricher: Option<Enricher>,
+    source: String,
+    stop: &Stop,
+) -> Result<(Driver, Option<View>), RunError> {
+    let built = outputs::build(&config.export, &config.resource, stdout_writer())?;
+    let mut sinks: Outputs = built.outputs;
+    let spans = SpanStage::new(config.resource.clone(), config.spans.clone());
+    let view = match &config.top {
+        Some(top) => {
+            let state = SharedTop::new(TopConfig { source, ..top.clone() });
+            sinks.push(Box::new(TopSink::new(state.clone())));
+            logs::hold();
+            let s = stop.clone();
+            // `q` sets the stop flag itself; the live loop also needs waking.
+            let ui = Ui::spawn(state.clone(), stop.flag(), Box::new(move || s.wake()))
+                .map_err(io_err("cannot start the view"))?;
+            Some(View { ui, state })
+        }
+        None => None,
+    };
+    Ok((Driver::new(config.pipeline.clone(), enricher, spans, sinks), view))
+}
+
+/// Ends the view: a replay's stays up on its final state until `q` (or a signal); a live one
+/// ends with the capture.
+fn end_view(view: Option<View>, live: bool) -> Result<Option<UiStats>, RunError> {
+    let Some(View { ui, state }) = view else { return Ok(None) };
+    if !live {
+        state.lock().finished = true;
+    }
+    let stats = ui.join();
+    logs::release();
+    stats.map(Some).map_err(io_err("the terminal view failed"))
+}

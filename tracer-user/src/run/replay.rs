@@ -1,0 +1,61 @@
+//! The replay source: recorded files through the driver on this thread, as fast as possible or
+//! paced at a multiple of the recorded pace (so a capture can stand in for live traffic).
+
+use std::time::{Duration, Instant};
+
+use tracer_core::capture::CaptureStats;
+use tracer_core::capture::file::CaptureFile;
+use tracer_core::replay::Frames;
+use tracer_core::segment::Timestamp;
+
+use super::TICK;
+use super::driver::Driver;
+use super::stop::Stop;
+
+/// Feeds every frame of `files` to `driver` (until `stop`); the capture's counters and the
+/// replay's capture time at the end.
+pub(super) fn feed(
+    files: &[CaptureFile],
+    ports: &[u16],
+    speed: Option<f64>,
+    stop: &Stop,
+    driver: &mut Driver,
+) -> (CaptureStats, Timestamp) {
+    let speed = speed.filter(|s| *s > 0.0);
+    let started = Instant::now();
+    let mut first_ts: Option<u64> = None;
+    let mut last_tick = Instant::now();
+    let mut frames = Frames::new(files, ports);
+    let mut n: u64 = 0;
+    while let Some(seg) = frames.next_segment() {
+        n += 1;
+        if let (Some(seg), Some(speed)) = (&seg, speed) {
+            let first = *first_ts.get_or_insert(seg.ts.0);
+            let due = started + Duration::from_secs_f64(seg.ts.0.saturating_sub(first) as f64 / 1e9 / speed);
+            // Sleep in short steps: ticks keep coming and a stop is seen promptly.
+            while let Some(left) = due.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+                if stop.requested() {
+                    break;
+                }
+                std::thread::sleep(left.min(Duration::from_millis(50)));
+                if last_tick.elapsed() >= TICK {
+                    last_tick = Instant::now();
+                    // Where the recorded pace has got to, between two frames.
+                    let now = first + (started.elapsed().as_secs_f64() * speed * 1e9) as u64;
+                    driver.tick(Timestamp(now).max(frames.last_ts()), frames.stats(), None);
+                }
+            }
+        }
+        if (n & 1023 == 0 || speed.is_some()) && stop.requested() {
+            break;
+        }
+        if let Some(seg) = seg {
+            driver.segment(&seg);
+        }
+        if (n & 255 == 0 || speed.is_some()) && last_tick.elapsed() >= TICK {
+            last_tick = Instant::now();
+            driver.tick(frames.last_ts(), frames.stats(), None);
+        }
+    }
+    (frames.stats().clone(), frames.last_ts())
+}

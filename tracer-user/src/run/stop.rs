@@ -1,0 +1,87 @@
+//! When a run ends early: SIGINT, SIGTERM, or `q` in `top`. One flag, set once, seen by the
+//! replay loop (polled), the live loop (awaited) and the terminal view (polled).
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tokio::sync::Notify;
+
+#[derive(Clone, Default)]
+pub struct Stop {
+    flag: Arc<AtomicBool>,
+    notify: Arc<Notify>,
+}
+
+impl Stop {
+    /// A stop set by SIGINT and SIGTERM (a thread of its own waits for them: the handler
+    /// itself only writes to a pipe, as async-signal safety asks). The thread starts before a
+    /// live capture attaches, so it gives up every capability itself: it needs none.
+    pub fn on_signals() -> io::Result<Stop> {
+        let stop = Stop::default();
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let s = stop.clone();
+        std::thread::Builder::new().name("ollama-tracer-signals".into()).spawn(move || {
+            if let Err(e) = crate::privileges::restrict_current_thread(&[]) {
+                tracing::warn!("signals thread: {e}");
+            }
+            if signals.forever().next().is_some() {
+                s.request();
+            }
+        })?;
+        Ok(stop)
+    }
+
+    pub fn request(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn requested(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+
+    /// The flag itself, for the terminal view (which sets it on `q`).
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.flag.clone()
+    }
+
+    /// Wakes [`Stop::wait`] after the flag was set directly (by the terminal view).
+    pub fn wake(&self) {
+        self.notify.notify_waiters();
+    }
+
+    /// Until a stop is requested.
+    pub async fn wait(&self) {
+        loop {
+            // Registered before the flag is read: a request in between is not missed.
+            let notified = self.notify.notified();
+            if self.requested() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_ends_the_wait_whenever_it_comes() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let stop = Stop::default();
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            s.request();
+        });
+        rt.block_on(stop.wait());
+        assert!(stop.requested());
+        // Already requested: returns at once.
+        rt.block_on(stop.wait());
+    }
+}
