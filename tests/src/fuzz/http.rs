@@ -128,8 +128,10 @@ struct Exchange {
     request_end: bool,
     status: Option<u16>,
     ended: bool,
+    /// The bodies' sizes as sent: the latest `wire` of their events, then their end's.
     request_body: u64,
     response_body: u64,
+    undecodable: [bool; 2],
 }
 
 #[derive(Debug, Default)]
@@ -163,11 +165,12 @@ impl Checker {
                     self.requests += 1;
                 }
             }
-            HttpEvent::RequestBody { id, data, .. } => {
+            HttpEvent::RequestBody { id, wire, .. } => {
                 let ex = self.open(*id, "request body");
                 assert!(!ex.request_end, "request body after the request's end");
-                ex.request_body += data.len() as u64;
-                self.request_body += data.len() as u64;
+                assert!(!ex.undecodable[0], "request body after it became undecodable");
+                assert!(*wire >= ex.request_body, "request body size went back");
+                ex.request_body = *wire;
             }
             HttpEvent::RequestEnd { id, .. } => {
                 let ex = self.open(*id, "request end");
@@ -185,17 +188,31 @@ impl Checker {
                 ex.status = Some(head.status);
                 self.responses += 1;
             }
-            HttpEvent::ResponseBody { id, data, .. } => {
+            HttpEvent::ResponseBody { id, wire, .. } => {
                 let ex = self.open(*id, "response body");
                 assert!(ex.status.is_some(), "response body before the response head");
-                ex.response_body += data.len() as u64;
-                self.response_body += data.len() as u64;
+                assert!(!ex.undecodable[1], "response body after it became undecodable");
+                assert!(*wire >= ex.response_body, "response body size went back");
+                ex.response_body = *wire;
             }
             HttpEvent::BodyGap { id, .. } => {
                 self.open(*id, "body gap");
             }
-            HttpEvent::End { id, .. } => {
-                self.open(*id, "end").ended = true;
+            HttpEvent::Undecodable { id, dir } => {
+                let ex = self.open(*id, "undecodable body");
+                let said = &mut ex.undecodable[dir.index()];
+                assert!(!*said, "a body said undecodable twice");
+                *said = true;
+            }
+            HttpEvent::End { id, end, .. } => {
+                let ex = self.open(*id, "end");
+                assert!(end.request_body_bytes >= ex.request_body, "request body smaller at its end");
+                assert!(end.response_body_bytes >= ex.response_body, "response body smaller at its end");
+                ex.request_body = end.request_body_bytes;
+                ex.response_body = end.response_body_bytes;
+                ex.ended = true;
+                self.request_body += end.request_body_bytes;
+                self.response_body += end.response_body_bytes;
                 self.ends += 1;
             }
         }
@@ -301,6 +318,7 @@ pub fn run(data: &[u8]) {
     assert_eq!(tracker.in_flight(), 0, "exchanges left after the connection closed");
     assert_eq!(assembler.in_flight(), 0, "calls left after the connection closed");
     assert!(check.exchanges.values().all(|e| e.ended), "an exchange never ended");
+    // Sizes as sent, so within what carried them (decoded bodies may be larger: compression).
     assert!(check.request_body <= fed[0], "request bodies larger than the request stream");
     assert!(check.response_body <= fed[1], "response bodies larger than the response stream");
     let s = tracker.stats();

@@ -1,10 +1,14 @@
-//! HTTP/1.x exchanges from reassembled byte streams: heads, de-chunked bodies as they arrive,
-//! request/response pairing (keep-alive, pipelining, `100 Continue`), and resynchronisation when
-//! bytes are missing or the capture started mid-connection.
+//! HTTP/1.x exchanges from reassembled byte streams: heads, bodies as they arrive (de-chunked,
+//! their `Content-Encoding` undone), request/response pairing (keep-alive, pipelining,
+//! `100 Continue`), and resynchronisation when bytes are missing or the capture started
+//! mid-connection. One file per direction ([`request`], [`response`]); what they share here.
 
 pub mod body;
+mod coding;
 pub mod encoding;
 pub mod head;
+mod request;
+mod response;
 pub mod resync;
 
 #[cfg(test)]
@@ -16,8 +20,9 @@ use std::collections::VecDeque;
 use rustc_hash::FxHashMap;
 
 use self::body::{BodyReader, Framing};
-use self::head::{RequestHead, ResponseHead, head_end, parse_request, parse_response};
-use self::resync::{Found, Resync, StartKind};
+use self::coding::{BodyCoding, Decoded};
+use self::head::{RequestHead, ResponseHead, head_end};
+use self::resync::{Resync, StartKind};
 use crate::reassembly::{CloseReason, ConnId, StreamEvent};
 use crate::segment::{CaptureMeta, Direction, FlowKey, Timestamp};
 
@@ -76,62 +81,49 @@ pub struct ExchangeEnd {
     pub client_closed: bool,
     /// Capture time of the last byte seen of this exchange (either direction).
     pub last_byte: Timestamp,
+    /// Body bytes as sent (de-chunked, still content-coded), each direction.
+    pub request_body_bytes: u64,
+    pub response_body_bytes: u64,
+}
+
+impl ExchangeEnd {
+    /// The capture lost sight of the connection (it ended, idled out or was evicted) rather
+    /// than the connection closing.
+    pub fn capture_lost(&self) -> bool {
+        matches!(self.close, Some(CloseReason::CaptureEnd | CloseReason::Idle | CloseReason::Evicted))
+    }
+
+    /// When the exchange ended as far as anyone can tell, given the time `ts` it was settled
+    /// at: a call cut by the end of the capture ends where it was last seen, not when it was
+    /// given up.
+    pub fn end_time(&self, ts: Timestamp) -> Timestamp {
+        if self.outcome != Outcome::Complete && self.capture_lost() { self.last_byte } else { ts }
+    }
 }
 
 /// Output of the HTTP stage.
 #[derive(Debug)]
 pub enum HttpEvent<'a> {
     /// A request head; `ts` is the capture time of its first byte.
-    Request {
-        conn: ConnId,
-        id: ExchangeId,
-        flow: FlowKey,
-        ts: Timestamp,
-        head: Box<RequestHead>,
-        meta: CaptureMeta,
-    },
-    RequestBody {
-        id: ExchangeId,
-        ts: Timestamp,
-        data: &'a [u8],
-    },
+    Request { conn: ConnId, id: ExchangeId, flow: FlowKey, ts: Timestamp, head: Box<RequestHead>, meta: CaptureMeta },
+    /// Request body bytes as the client wrote them (de-chunked, decoded); `wire`: the body's
+    /// bytes as sent so far.
+    RequestBody { id: ExchangeId, ts: Timestamp, data: &'a [u8], wire: u64 },
     /// The request body is complete (`ts`: its last byte).
-    RequestEnd {
-        id: ExchangeId,
-        ts: Timestamp,
-    },
+    RequestEnd { id: ExchangeId, ts: Timestamp },
     /// An interim 1xx response (e.g. `100 Continue`).
-    Interim {
-        id: ExchangeId,
-        ts: Timestamp,
-        status: u16,
-    },
+    Interim { id: ExchangeId, ts: Timestamp, status: u16 },
     /// The final response head: `ts` of its first byte, `head_ts` of its last.
-    Response {
-        id: ExchangeId,
-        ts: Timestamp,
-        head_ts: Timestamp,
-        head: ResponseHead,
-    },
-    /// De-chunked response body bytes.
-    ResponseBody {
-        id: ExchangeId,
-        ts: Timestamp,
-        data: &'a [u8],
-    },
+    Response { id: ExchangeId, ts: Timestamp, head_ts: Timestamp, head: ResponseHead },
+    /// Response body bytes as the server wrote them (de-chunked, decoded); `wire` as above.
+    ResponseBody { id: ExchangeId, ts: Timestamp, data: &'a [u8], wire: u64 },
     /// `len` bytes of a body are missing, but the body goes on in step after them.
-    BodyGap {
-        id: ExchangeId,
-        dir: Direction,
-        len: u64,
-    },
+    BodyGap { id: ExchangeId, dir: Direction, len: u64 },
+    /// A body's content coding is unknown or its bytes are corrupt: nothing more of it comes.
+    Undecodable { id: ExchangeId, dir: Direction },
     /// The exchange is over: `ts` is the capture time of the response's last byte when complete,
     /// else when the exchange was given up. The last event for `id`.
-    End {
-        id: ExchangeId,
-        ts: Timestamp,
-        end: ExchangeEnd,
-    },
+    End { id: ExchangeId, ts: Timestamp, end: ExchangeEnd },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -208,6 +200,8 @@ struct Exchange {
     response_gap: u64,
     last_byte: Timestamp,
     client_fin: bool,
+    request_body: BodyCoding,
+    response_body: BodyCoding,
 }
 
 #[derive(Debug)]
@@ -319,7 +313,10 @@ impl HttpTracker {
                 let Some(c) = self.conns.get_mut(&conn) else { return };
                 let mut ctx =
                     Ctx { config: &self.config, stats: &mut self.stats, next_id: &mut self.next_id, conn_id: conn };
-                ctx.gap(c, dir, ts, len, out);
+                match dir {
+                    Direction::ToServer => ctx.request_gap(c, ts, len, out),
+                    Direction::ToClient => ctx.response_gap(c, ts, len, out),
+                }
             }
             StreamEvent::End { conn, dir, ts } => {
                 let Some(c) = self.conns.get_mut(&conn) else { return };
@@ -361,7 +358,7 @@ fn drop_head(stats: &mut HttpStats, side: &mut Side, kind: StartKind) {
 }
 
 /// The parts of the tracker a connection's handlers need, borrowed apart from the connection map.
-struct Ctx<'t> {
+pub(super) struct Ctx<'t> {
     config: &'t HttpConfig,
     stats: &'t mut HttpStats,
     next_id: &'t mut ExchangeId,
@@ -369,324 +366,6 @@ struct Ctx<'t> {
 }
 
 impl Ctx<'_> {
-    fn request_data<F: FnMut(HttpEvent<'_>)>(
-        &mut self,
-        c: &mut Conn,
-        ts: Timestamp,
-        pos: u64,
-        data: &[u8],
-        meta: CaptureMeta,
-        out: &mut F,
-    ) {
-        let mut i = 0;
-        while i < data.len() {
-            match &mut c.req.mode {
-                Mode::Ignore => return,
-                Mode::Resync(r) => match r.scan(&data[i..]) {
-                    Found::NotYet => {
-                        self.stats.resync_skipped_bytes += (data.len() - i) as u64;
-                        return;
-                    }
-                    Found::At { offset, carried } => {
-                        self.stats.resync_skipped_bytes += offset as u64;
-                        c.req.head = carried;
-                        c.req.head_ts = ts;
-                        c.req.head_pos = pos + (i + offset) as u64 - c.req.head.len() as u64;
-                        c.req.mode = Mode::Head;
-                        i += offset;
-                    }
-                },
-                Mode::Head => {
-                    if c.req.head.is_empty() {
-                        // Blank lines between requests are allowed and ignored.
-                        while i < data.len() && (data[i] == b'\r' || data[i] == b'\n') {
-                            i += 1;
-                        }
-                        if i == data.len() {
-                            return;
-                        }
-                        if !data[i].is_ascii_alphabetic() {
-                            self.lost_step(&mut c.req, StartKind::Request, false);
-                            continue;
-                        }
-                        c.req.head_ts = ts;
-                        c.req.head_pos = pos + i as u64;
-                    }
-                    let Some((head_bytes, used)) = take_head(&mut c.req.head, &data[i..]) else {
-                        if c.req.head.len() > head::MAX_HEAD {
-                            self.lost_step(&mut c.req, StartKind::Request, false);
-                            c.req.head.clear();
-                        }
-                        return;
-                    };
-                    i += used;
-                    let parsed = parse_request(&head_bytes, &self.config.keep_headers);
-                    c.req.head.clear();
-                    let head = match parsed {
-                        Ok(h) => h,
-                        Err(_) => {
-                            self.lost_step(&mut c.req, StartKind::Request, false);
-                            continue;
-                        }
-                    };
-                    if c.pending.len() >= self.config.max_pending_per_conn {
-                        // A client pipelining without end while the server answers nothing:
-                        // the oldest request is settled as unanswered to bound the queue.
-                        self.stats.pending_overflows += 1;
-                        self.end_front(c, ts, Outcome::NoResponse, None, out);
-                    }
-                    let id = *self.next_id;
-                    *self.next_id += 1;
-                    self.stats.requests += 1;
-                    let framing = head.framing();
-                    c.pending.push_back(Exchange {
-                        id,
-                        start_pos: c.req.head_pos,
-                        is_head: head.is_head(),
-                        is_connect: head.method == "CONNECT",
-                        request_complete: framing == Framing::None,
-                        responded: false,
-                        request_gap: 0,
-                        response_gap: 0,
-                        last_byte: ts,
-                        client_fin: false,
-                    });
-                    c.req.resynced = false;
-                    out(HttpEvent::Request {
-                        conn: self.conn_id,
-                        id,
-                        flow: c.flow,
-                        ts: c.req.head_ts,
-                        head: Box::new(head),
-                        meta,
-                    });
-                    if framing == Framing::None {
-                        out(HttpEvent::RequestEnd { id, ts });
-                    } else {
-                        c.req.mode = Mode::Body(BodyReader::new(framing));
-                    }
-                }
-                Mode::Body(reader) => {
-                    let id = request_owner(&c.pending);
-                    let fed = reader.feed(&data[i..], &mut |b| {
-                        if let Some(id) = id {
-                            out(HttpEvent::RequestBody { id, ts, data: b });
-                        }
-                    });
-                    match fed {
-                        Ok(fed) => {
-                            i += fed.consumed;
-                            if let Some(ex) = c.pending.iter_mut().rev().find(|e| Some(e.id) == id) {
-                                ex.last_byte = ex.last_byte.max(ts);
-                            }
-                            if fed.done {
-                                if let Some(id) = id {
-                                    if let Some(ex) = c.pending.iter_mut().find(|e| e.id == id) {
-                                        ex.request_complete = true;
-                                    }
-                                    out(HttpEvent::RequestEnd { id, ts });
-                                }
-                                c.req.mode = Mode::Head;
-                            }
-                        }
-                        Err(broken) => {
-                            // Resume the search where the framing broke: what came before it
-                            // was this body's.
-                            i += broken.at;
-                            self.lost_step(&mut c.req, StartKind::Request, false);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn response_data<F: FnMut(HttpEvent<'_>)>(
-        &mut self,
-        c: &mut Conn,
-        ts: Timestamp,
-        pos: u64,
-        peer_pos: Option<u64>,
-        data: &[u8],
-        out: &mut F,
-    ) {
-        let mut i = 0;
-        while i < data.len() {
-            match &mut c.resp.mode {
-                Mode::Ignore => return,
-                Mode::Resync(r) => match r.scan(&data[i..]) {
-                    Found::NotYet => {
-                        self.stats.resync_skipped_bytes += (data.len() - i) as u64;
-                        return;
-                    }
-                    Found::At { offset, carried } => {
-                        self.stats.resync_skipped_bytes += offset as u64;
-                        c.resp.head = carried;
-                        c.resp.head_ts = ts;
-                        c.resp.head_pos = pos + (i + offset) as u64 - c.resp.head.len() as u64;
-                        c.resp.mode = Mode::Head;
-                        i += offset;
-                    }
-                },
-                Mode::Head => {
-                    if c.resp.head.is_empty() {
-                        if !data[i].is_ascii_alphabetic() {
-                            self.lost_step(&mut c.resp, StartKind::Response, false);
-                            continue;
-                        }
-                        c.resp.head_ts = ts;
-                        c.resp.head_pos = pos + i as u64;
-                    }
-                    let Some((head_bytes, used)) = take_head(&mut c.resp.head, &data[i..]) else {
-                        if c.resp.head.len() > head::MAX_HEAD {
-                            self.lost_step(&mut c.resp, StartKind::Response, false);
-                            c.resp.head.clear();
-                        }
-                        return;
-                    };
-                    i += used;
-                    let parsed = parse_response(&head_bytes);
-                    c.resp.head.clear();
-                    let head = match parsed {
-                        Ok(h) => h,
-                        Err(_) => {
-                            self.lost_step(&mut c.resp, StartKind::Response, false);
-                            continue;
-                        }
-                    };
-                    self.response_head(c, head, ts, peer_pos, out);
-                }
-                Mode::Body(reader) => {
-                    let owner = c.pending.front_mut().filter(|e| e.responded);
-                    let id = owner.as_ref().map(|e| e.id);
-                    let fed = reader.feed(&data[i..], &mut |b| {
-                        if let Some(id) = id {
-                            out(HttpEvent::ResponseBody { id, ts, data: b });
-                        }
-                    });
-                    if let Some(ex) = owner {
-                        ex.last_byte = ex.last_byte.max(ts);
-                    }
-                    match fed {
-                        Ok(fed) => {
-                            i += fed.consumed;
-                            if fed.done {
-                                c.resp.mode = Mode::Head;
-                                if id.is_some() {
-                                    self.end_front(c, ts, Outcome::Complete, None, out);
-                                }
-                            }
-                        }
-                        Err(broken) => {
-                            // Resume the search where the framing broke: what came before it
-                            // was this body's (and was handed on as such).
-                            i += broken.at;
-                            if id.is_some() {
-                                self.end_front(c, ts, Outcome::Truncated, None, out);
-                            }
-                            self.lost_step(&mut c.resp, StartKind::Response, false);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Pairs a parsed response head with its request.
-    fn response_head<F: FnMut(HttpEvent<'_>)>(
-        &mut self,
-        c: &mut Conn,
-        head: ResponseHead,
-        ts: Timestamp,
-        peer_pos: Option<u64>,
-        out: &mut F,
-    ) {
-        // The server had received `peer_pos` request bytes when it sent this: it cannot answer a
-        // request that starts later. After a resync the answered request is the latest one it had
-        // started to receive (clients wait for a response before sending the next request), and
-        // older unanswered ones lost their responses in the gap.
-        if c.resp.resynced
-            && let Some(p) = peer_pos
-        {
-            while c.pending.len() > 1 && c.pending[1].start_pos < p && !c.pending[0].responded {
-                let ts0 = c.pending[0].last_byte;
-                self.end_front(c, ts0, Outcome::NoResponse, None, out);
-            }
-        }
-        let answers = match (c.pending.front(), peer_pos) {
-            (None, _) => false,
-            (Some(ex), Some(p)) => ex.start_pos < p,
-            (Some(_), None) => true,
-        };
-        if !answers {
-            self.stats.orphan_responses += 1;
-            let framing_for_orphan = head.framing(false);
-            if (100..200).contains(&head.status) {
-                // An interim answer to a request we did not see: nothing to report.
-                c.resp.mode = if framing_for_orphan == Framing::None {
-                    Mode::Head
-                } else {
-                    Mode::Body(BodyReader::new(framing_for_orphan))
-                };
-                return;
-            }
-            // Its request was lost or predates the capture: the call still happened, so it is
-            // reported from what its response says, under a request marked unseen.
-            let id = *self.next_id;
-            *self.next_id += 1;
-            c.pending.push_front(Exchange {
-                id,
-                start_pos: 0,
-                is_head: false,
-                is_connect: false,
-                request_complete: true,
-                responded: false,
-                request_gap: 0,
-                response_gap: 0,
-                last_byte: ts,
-                client_fin: false,
-            });
-            let unseen = RequestHead { unseen: true, ..RequestHead::default() };
-            out(HttpEvent::Request {
-                conn: self.conn_id,
-                id,
-                flow: c.flow,
-                ts: c.resp.head_ts,
-                head: Box::new(unseen),
-                meta: CaptureMeta::default(),
-            });
-        }
-        c.resp.resynced = false;
-        let ex = c.pending.front_mut().expect("checked above");
-        ex.last_byte = ex.last_byte.max(ts);
-        let id = ex.id;
-        if (100..200).contains(&head.status) && head.status != 101 {
-            self.stats.interim += 1;
-            out(HttpEvent::Interim { id, ts: c.resp.head_ts, status: head.status });
-            c.resp.mode = Mode::Head;
-            return;
-        }
-        self.stats.responses += 1;
-        ex.responded = true;
-        let framing = head.framing(ex.is_head);
-        let tunnel = head.status == 101 || (ex.is_connect && (200..300).contains(&head.status));
-        let close = head.connection_close;
-        out(HttpEvent::Response { id, ts: c.resp.head_ts, head_ts: ts, head });
-        if tunnel {
-            self.stats.tunnels += 1;
-            self.end_front(c, ts, Outcome::Complete, None, out);
-            c.req.mode = Mode::Ignore;
-            c.resp.mode = Mode::Ignore;
-            return;
-        }
-        if framing == Framing::None {
-            self.end_front(c, ts, Outcome::Complete, None, out);
-            c.resp.mode = if close { Mode::Ignore } else { Mode::Head };
-        } else {
-            c.resp.mode = Mode::Body(BodyReader::new(framing));
-        }
-    }
-
     /// Ends the oldest pending exchange.
     fn end_front<F: FnMut(HttpEvent<'_>)>(
         &mut self,
@@ -696,7 +375,7 @@ impl Ctx<'_> {
         close: Option<CloseReason>,
         out: &mut F,
     ) {
-        let Some(ex) = c.pending.pop_front() else { return };
+        let Some(mut ex) = c.pending.pop_front() else { return };
         match outcome {
             Outcome::Complete => self.stats.complete += 1,
             Outcome::Truncated => self.stats.truncated += 1,
@@ -710,77 +389,18 @@ impl Ctx<'_> {
             close,
             client_closed: ex.client_fin,
             last_byte: ex.last_byte,
+            request_body_bytes: ex.request_body.wire,
+            response_body_bytes: ex.response_body.wire,
         };
-        out(HttpEvent::End { id: ex.id, ts, end });
-    }
-
-    fn gap<F: FnMut(HttpEvent<'_>)>(&mut self, c: &mut Conn, dir: Direction, ts: Timestamp, len: u64, out: &mut F) {
-        match dir {
-            Direction::ToServer => {
-                let owner = request_owner(&c.pending);
-                if let Some(ex) = c.pending.iter_mut().rev().find(|e| Some(e.id) == owner) {
-                    ex.request_gap += len;
-                }
-                // Inside a body of known size the gap is skipped and parsing stays in step.
-                let in_step = match &mut c.req.mode {
-                    Mode::Ignore => return,
-                    Mode::Body(reader) => reader.skip(len).then(|| reader.is_done()),
-                    _ => None,
-                };
-                if in_step.is_some()
-                    && let Some(id) = owner
-                {
-                    out(HttpEvent::BodyGap { id, dir, len });
-                }
-                match in_step {
-                    Some(true) => {
-                        if let Some(ex) = c.pending.iter_mut().rev().find(|e| Some(e.id) == owner) {
-                            ex.request_complete = true;
-                        }
-                        if let Some(id) = owner {
-                            out(HttpEvent::RequestEnd { id, ts });
-                        }
-                        c.req.mode = Mode::Head;
-                    }
-                    Some(false) => {}
-                    None => self.lost_step(&mut c.req, StartKind::Request, true),
-                }
-            }
-            Direction::ToClient => {
-                let responded = c.pending.front().is_some_and(|e| e.responded);
-                // Server bytes belong to the oldest unanswered exchange, also before its
-                // response head was seen: the gap may well have held that head.
-                if let Some(ex) = c.pending.front_mut() {
-                    ex.response_gap += len;
-                }
-                let in_step = match &mut c.resp.mode {
-                    Mode::Ignore => return,
-                    Mode::Body(reader) => reader.skip(len).then(|| reader.is_done()),
-                    _ => None,
-                };
-                if in_step.is_some()
-                    && responded
-                    && let Some(ex) = c.pending.front()
-                {
-                    out(HttpEvent::BodyGap { id: ex.id, dir, len });
-                }
-                match in_step {
-                    Some(true) => {
-                        c.resp.mode = Mode::Head;
-                        if responded {
-                            self.end_front(c, ts, Outcome::Complete, None, out);
-                        }
-                    }
-                    Some(false) => {}
-                    None => {
-                        if responded && matches!(c.resp.mode, Mode::Body(_)) {
-                            self.end_front(c, ts, Outcome::Truncated, None, out);
-                        }
-                        self.lost_step(&mut c.resp, StartKind::Response, true);
-                    }
-                }
+        if ex.responded {
+            // What the response's decoder still holds, as of when the response ended.
+            let (id, at, wire) = (ex.id, end.end_time(ts), ex.response_body.wire);
+            let flushed = ex.response_body.finish(&mut |b| out(HttpEvent::ResponseBody { id, ts: at, data: b, wire }));
+            if let Decoded::Failed = flushed {
+                out(HttpEvent::Undecodable { id, dir: Direction::ToClient });
             }
         }
+        out(HttpEvent::End { id: ex.id, ts, end });
     }
 
     /// A direction lost step: search for the next message start from here.
@@ -826,15 +446,9 @@ impl Ctx<'_> {
     }
 }
 
-/// The exchange whose request body is being read: the newest pending one, if its body is
-/// unfinished. (When an early response already ended it, the rest of its body belongs to no one.)
-fn request_owner(pending: &VecDeque<Exchange>) -> Option<ExchangeId> {
-    pending.back().filter(|e| !e.request_complete).map(|e| e.id)
-}
-
 /// Accumulates head bytes; when the head is complete returns it and how many bytes of `data`
 /// it used. The common case — a whole head inside one piece — copies nothing more than the head.
-fn take_head(buf: &mut Vec<u8>, data: &[u8]) -> Option<(Vec<u8>, usize)> {
+pub(super) fn take_head(buf: &mut Vec<u8>, data: &[u8]) -> Option<(Vec<u8>, usize)> {
     if buf.is_empty() {
         if let Some(end) = head_end(data, 0) {
             return Some((data[..end].to_vec(), end));

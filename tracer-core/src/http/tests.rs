@@ -17,7 +17,14 @@ enum Step<'a> {
 
 /// Runs steps on one connection (timestamps 1, 2, 3, … per step) and renders events as text.
 fn run(handshake: bool, steps: &[Step<'_>]) -> (Vec<String>, HttpStats) {
+    let (lines, stats, _) = run_sized(handshake, steps);
+    (lines, stats)
+}
+
+/// [`run`], plus each exchange's body sizes as sent (request, response) from its end.
+fn run_sized(handshake: bool, steps: &[Step<'_>]) -> (Vec<String>, HttpStats, Vec<(u64, u64)>) {
     let mut t = HttpTracker::new(HttpConfig::default());
+    let mut sizes = Vec::new();
     let mut lines = Vec::new();
     let mut bodies: FxHashMap<ExchangeId, Vec<u8>> = FxHashMap::default();
     let flow = FlowKey {
@@ -41,7 +48,9 @@ fn run(handshake: bool, steps: &[Step<'_>]) -> (Vec<String>, HttpStats) {
                 bodies.entry(id + 1_000_000).or_default().extend_from_slice(data)
             }
             HttpEvent::BodyGap { id, dir, len } => lines.push(format!("bodygap {id} {dir:?} {len}")),
+            HttpEvent::Undecodable { id, dir } => lines.push(format!("undecodable {id} {dir:?}")),
             HttpEvent::End { id, ts, end } => {
+                sizes.push((end.request_body_bytes, end.response_body_bytes));
                 let b = bodies.remove(&(id + 1_000_000)).unwrap_or_default();
                 lines.push(format!(
                     "end {id} {:?} {:?} @{} gap={}",
@@ -76,7 +85,78 @@ fn run(handshake: bool, steps: &[Step<'_>]) -> (Vec<String>, HttpStats) {
             t.push(ev, &mut sink);
         }
     }
-    (lines, t.stats().clone())
+    (lines, t.stats().clone(), sizes)
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn content_codings_are_undone_here_and_bodies_sized_as_sent() {
+    let body = gzip(br#"{"model":"m","messages":[]}"#);
+    let reply = gzip(b"{\"done\":true}\n");
+    let mut req =
+        format!("POST /api/chat HTTP/1.1\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n", body.len())
+            .into_bytes();
+    req.extend_from_slice(&body);
+    let head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let (first, rest) = reply.split_at(7);
+    let chunk = |d: &[u8]| [format!("{:x}\r\n", d.len()).into_bytes(), d.to_vec(), b"\r\n".to_vec()].concat();
+    let (c1, c2) = (chunk(first), [chunk(rest), b"0\r\n\r\n".to_vec()].concat());
+    let (lines, _, sizes) = run_sized(
+        true,
+        &[
+            Step::Data(C, &req),
+            Step::Data(S, head),
+            Step::Data(S, &c1),
+            Step::Data(S, &c2),
+            // An unknown coding: said once, its bytes not handed on, its size still counted.
+            Step::Data(
+                C,
+                b"POST /api/embed HTTP/1.1\r\nContent-Encoding: br\r\nContent-Length: 4\r\n\r\n\x0b\x01\x80x",
+            ),
+            Step::Data(S, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"),
+        ],
+    );
+    assert_eq!(
+        lines,
+        vec![
+            "req 1 POST /api/chat @1",
+            "reqend 1 \"{\\\"model\\\":\\\"m\\\",\\\"messages\\\":[]}\" @1",
+            "resp 1 200 @2",
+            "end 1 Complete \"{\\\"done\\\":true}\\n\" @4 gap=0",
+            "req 2 POST /api/embed @5",
+            "undecodable 2 ToServer",
+            "reqend 2 \"\" @5",
+            "resp 2 200 @6",
+            "end 2 Complete \"{}\" @6 gap=0",
+        ]
+    );
+    assert_eq!(sizes, vec![(body.len() as u64, reply.len() as u64), (4, 2)]);
+}
+
+#[test]
+fn a_corrupt_coded_body_is_said_once_and_sized_as_sent() {
+    let bad = b"\x1f\x8b\x08\x00garbage-not-deflate";
+    let mut resp =
+        format!("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n", bad.len()).into_bytes();
+    resp.extend_from_slice(bad);
+    let (lines, _, sizes) = run_sized(true, &[Step::Data(C, b"GET /api/tags HTTP/1.1\r\n\r\n"), Step::Data(S, &resp)]);
+    assert_eq!(
+        lines,
+        vec![
+            "req 1 GET /api/tags @1",
+            "reqend 1 \"\" @1",
+            "resp 1 200 @2",
+            "undecodable 1 ToClient",
+            "end 1 Complete \"\" @2 gap=0"
+        ]
+    );
+    assert_eq!(sizes, vec![(0, bad.len() as u64)]);
 }
 
 #[test]

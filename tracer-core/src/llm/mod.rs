@@ -25,7 +25,6 @@ pub use self::call::{CallError, CallTimes, ErrorKind, Incomplete, LlmCall, Reque
 use self::request::RequestDecoder;
 use self::response::ResponseDecoder;
 pub use self::route::{Api, Operation, Route};
-use crate::http::encoding::ContentDecoder;
 use crate::http::{ExchangeEnd, ExchangeId, HttpEvent, Outcome};
 use crate::reassembly::CloseReason;
 use crate::segment::{Direction, FlowKey, Timestamp};
@@ -45,10 +44,8 @@ struct CallState {
     /// Until the request body ends; then its facts are in `call.request`.
     request: Option<Box<RequestDecoder>>,
     response: Option<Box<ResponseDecoder>>,
-    /// Content codings to undo before reading the bodies.
-    request_coding: Option<ContentDecoder>,
-    response_coding: Option<ContentDecoder>,
-    /// Body bytes as sent (before decoding), for `http.*.body.size`.
+    /// Body bytes as sent (before decoding) so far, for `http.*.body.size` of a call reported
+    /// before its exchange ended (the end says the final sizes).
     request_wire_bytes: u64,
     response_wire_bytes: u64,
     /// A body could not be decoded (unknown or corrupt content coding).
@@ -121,14 +118,6 @@ fn decide_now(st: &mut CallState, capture: bool) {
         let r = Route::sniff(sn.content_type.as_deref(), &sn.buf).unwrap_or(Route::Unknown);
         let ts = sn.last_ts;
         decide(&mut st.response, &mut st.sniff, &mut st.call.route, r, capture, ts);
-    }
-}
-
-/// The decoder for a body's `Content-Encoding`; `Err` when it cannot be undone.
-fn coding_for(value: Option<&str>) -> Result<Option<ContentDecoder>, ()> {
-    match value {
-        None => Ok(None),
-        Some(v) => ContentDecoder::for_header(v).map_err(|_| ()),
     }
 }
 
@@ -229,6 +218,8 @@ impl CallAssembler {
             close: Some(CloseReason::Evicted),
             client_closed: false,
             last_byte: st.call.times.end.max(st.call.times.response_start.unwrap_or(st.call.times.request_start)),
+            request_body_bytes: st.request_wire_bytes,
+            response_body_bytes: st.response_wire_bytes,
         };
         self.stats.evicted += 1;
         let call = finish(st, ts, end);
@@ -252,10 +243,9 @@ impl CallAssembler {
                 if self.calls.len() >= self.config.max_calls_in_flight {
                     self.evict_oldest(ts, out);
                 }
-                let mut head = *head;
+                let head = *head;
                 let unseen = head.unseen;
                 let route = Route::classify(&head.method, &head.path);
-                let content_encoding = head.content_encoding.take();
                 let call = LlmCall {
                     conn,
                     exchange: id,
@@ -277,61 +267,38 @@ impl CallAssembler {
                     connection: Default::default(),
                     identity: None,
                 };
-                let (request_coding, undecodable) = match coding_for(content_encoding.as_deref()) {
-                    Ok(c) => (c, false),
-                    Err(()) => (None, true),
-                };
                 let capture = request::RequestCapture {
                     content: self.config.capture_content,
                     raw_limit: response::RAW_JSON_LIMIT,
                 };
-                let mut request = Box::new(RequestDecoder::with_capture(route, capture));
-                if undecodable {
-                    request.gap();
-                }
+                let request = Box::new(RequestDecoder::with_capture(route, capture));
                 self.calls.insert(
                     id,
                     Box::new(CallState {
                         call,
                         request: Some(request),
                         response: None,
-                        request_coding,
-                        response_coding: None,
                         request_wire_bytes: 0,
                         response_wire_bytes: 0,
-                        undecodable,
+                        undecodable: false,
                         unseen,
                         sniff: None,
                     }),
                 );
             }
-            HttpEvent::RequestBody { id, data, .. } => {
+            HttpEvent::RequestBody { id, data, wire, .. } => {
                 if let Some(st) = self.calls.get_mut(&id)
                     && let Some(request) = st.request.as_mut()
                 {
-                    st.request_wire_bytes += data.len() as u64;
-                    match st.request_coding.as_mut() {
-                        Some(c) => {
-                            if c.feed(data, &mut |b| request.feed(b)).is_err() {
-                                st.undecodable = true;
-                                request.gap();
-                            }
-                        }
-                        None => request.feed(data),
-                    }
+                    st.request_wire_bytes = wire;
+                    request.feed(data);
                 }
             }
             HttpEvent::RequestEnd { id, ts } => {
                 if let Some(st) = self.calls.get_mut(&id)
-                    && let Some(mut request) = st.request.take()
+                    && let Some(request) = st.request.take()
                 {
                     st.call.times.request_end = Some(ts);
-                    if let Some(mut c) = st.request_coding.take()
-                        && c.finish(&mut |b| request.feed(b)).is_err()
-                    {
-                        st.undecodable = true;
-                        request.gap();
-                    }
                     // Done with the request: keep its facts, free the decoders.
                     st.call.request = request.finish();
                 }
@@ -342,10 +309,6 @@ impl CallAssembler {
                     st.call.status = Some(head.status);
                     st.call.times.response_start = Some(ts);
                     if st.unseen {
-                        match coding_for(head.content_encoding.as_deref()) {
-                            Ok(c) => st.response_coding = c,
-                            Err(()) => st.undecodable = true,
-                        }
                         st.sniff = Some(Sniff {
                             status: head.status,
                             content_type: head.content_type,
@@ -353,12 +316,6 @@ impl CallAssembler {
                             buf: Vec::new(),
                             last_ts: ts,
                         });
-                        if st.undecodable {
-                            decide_now(st, self.config.capture_content);
-                            if let Some(d) = st.response.as_mut() {
-                                d.gap();
-                            }
-                        }
                         return;
                     }
                     let mut decoder = ResponseDecoder::with_capture(
@@ -367,40 +324,39 @@ impl CallAssembler {
                         head.content_type.as_deref(),
                         self.config.capture_content,
                     );
-                    match coding_for(head.content_encoding.as_deref()) {
-                        Ok(c) => st.response_coding = c,
-                        Err(()) => {
-                            st.undecodable = true;
-                            decoder.gap();
-                        }
-                    }
                     decoder.set_headers(head.content_type, head.content_encoding);
                     st.response = Some(Box::new(decoder));
                 }
             }
-            HttpEvent::ResponseBody { id, ts, data } => {
+            HttpEvent::ResponseBody { id, ts, data, wire } => {
                 let capture = self.config.capture_content;
                 if let Some(st) = self.calls.get_mut(&id)
                     && (st.response.is_some() || st.sniff.is_some())
                 {
-                    st.response_wire_bytes += data.len() as u64;
-                    let (response, sniff, route) = (&mut st.response, &mut st.sniff, &mut st.call.route);
-                    match st.response_coding.as_mut() {
-                        Some(c) => {
-                            if c.feed(data, &mut |b| deliver(response, sniff, route, capture, b, ts)).is_err() {
-                                st.undecodable = true;
-                                decide_now(st, capture);
-                                if let Some(d) = st.response.as_mut() {
-                                    d.gap();
-                                }
-                            }
-                        }
-                        None => deliver(response, sniff, route, capture, data, ts),
-                    }
+                    st.response_wire_bytes = wire;
+                    deliver(&mut st.response, &mut st.sniff, &mut st.call.route, capture, data, ts);
                 }
             }
             HttpEvent::BodyGap { id, dir, .. } => {
                 if let Some(st) = self.calls.get_mut(&id) {
+                    match dir {
+                        Direction::ToServer => {
+                            if let Some(r) = st.request.as_mut() {
+                                r.gap();
+                            }
+                        }
+                        Direction::ToClient => {
+                            decide_now(st, self.config.capture_content);
+                            if let Some(d) = st.response.as_mut() {
+                                d.gap();
+                            }
+                        }
+                    }
+                }
+            }
+            HttpEvent::Undecodable { id, dir } => {
+                if let Some(st) = self.calls.get_mut(&id) {
+                    st.undecodable = true;
                     match dir {
                         Direction::ToServer => {
                             if let Some(r) = st.request.as_mut() {
@@ -450,37 +406,21 @@ fn expects_terminator(call: &LlmCall) -> bool {
 }
 
 fn finish(st: Box<CallState>, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
-    let CallState {
-        mut call,
-        request,
-        response,
-        response_coding,
-        request_wire_bytes,
-        response_wire_bytes,
-        mut undecodable,
-        unseen,
-        ..
-    } = *st;
+    let CallState { mut call, request, response, undecodable, unseen, .. } = *st;
     if let Some(request) = request {
         call.request = request.finish();
     }
-    call.request.body_bytes = request_wire_bytes;
-    let capture_lost = matches!(end.close, Some(CloseReason::CaptureEnd | CloseReason::Idle | CloseReason::Evicted));
+    call.request.body_bytes = end.request_body_bytes;
+    let capture_lost = end.capture_lost();
     // A call cut by the end of the capture ends where we last saw it, not when we gave up.
     call.times.end = match end.outcome {
         Outcome::Complete => ts,
         _ if capture_lost => end.last_byte.max(call.times.request_start),
         _ => ts,
     };
-    if let Some(mut decoder) = response {
-        let end_ts = call.times.end;
-        if let Some(mut coding) = response_coding
-            && coding.finish(&mut |b| decoder.feed(b, end_ts)).is_err()
-        {
-            undecodable = true;
-        }
+    if let Some(decoder) = response {
         call.response = decoder.finish(call.times.end, &mut call.times);
-        call.response.body_bytes = response_wire_bytes;
+        call.response.body_bytes = end.response_body_bytes;
     }
     let mut incomplete = Vec::new();
     if unseen {
