@@ -12,6 +12,7 @@ pub mod native;
 pub mod openai;
 pub mod request;
 pub mod response;
+pub mod responses;
 pub mod route;
 pub mod stream;
 

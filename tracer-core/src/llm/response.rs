@@ -7,7 +7,8 @@ use super::call::{CallTimes, ResponseInfo};
 use super::error_body::ErrorVisitor;
 use super::framing::{JsonSeq, Sse};
 use super::native::NativeVisitor;
-use super::openai::{OpenAiVisitor, ResponsesVisitor};
+use super::openai::OpenAiVisitor;
+use super::responses::ResponsesVisitor;
 use super::route::{Api, Route};
 use crate::segment::Timestamp;
 

@@ -1,6 +1,8 @@
 use super::*;
 use crate::llm::call::OllamaMetrics;
 use crate::llm::{LlmCall, Route};
+use crate::segment::Timestamp;
+use semconv as sc;
 
 fn call(route: Route) -> LlmCall {
     LlmCall::for_test(route)

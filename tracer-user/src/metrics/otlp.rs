@@ -16,7 +16,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource as ProtoResource;
 use prost::Message as _;
 use tonic::transport::Channel;
 
-use super::{Attr, Attrs, Kind, Registry, SharedRegistry};
+use super::catalog::{Attr, Attrs, Kind};
+use super::registry::{Registry, SharedRegistry};
 use crate::transport::runtime::ExportRuntime;
 use crate::transport::{self, ExportError, Failure, HeaderClient};
 use crate::transport::{Compression, OtlpTarget, Protocol};

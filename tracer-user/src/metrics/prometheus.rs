@@ -12,7 +12,8 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
-use super::{Attr, Attrs, Desc, Kind, Registry, SharedRegistry};
+use super::catalog::{Attr, Attrs, Desc, Kind};
+use super::registry::{Registry, SharedRegistry};
 use crate::transport::ExportError;
 use crate::transport::runtime::ExportRuntime;
 use tracer_core::span::{AttrValue, Resource};
@@ -256,7 +257,7 @@ fn respond(req: &Request<Incoming>, registry: &SharedRegistry, resource: &Resour
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{HEALTH, HISTOGRAMS};
+    use crate::metrics::catalog::{HEALTH, HISTOGRAMS};
 
     #[test]
     fn names_follow_the_compatibility_rules() {

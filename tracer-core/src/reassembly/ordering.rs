@@ -1,0 +1,293 @@
+//! One connection's bytes in order: a segment's bytes delivered at once when they follow what
+//! was delivered, held while ahead of a hole or of their cause (the other direction's bytes an
+//! ACK says the sender had received), released with an exact gap when the hole is given up,
+//! and the ends of each direction and of the connection.
+
+use super::{ACK_GRACE_SEGMENTS, CloseReason, Conn, Core, Held, StreamEvent, dir_of};
+use crate::segment::{Segment, Timestamp};
+
+impl Core {
+    /// Places a segment's bytes: delivered at once when in order, held when ahead of a hole or
+    /// ahead of its cause (see [`Self::causal`]).
+    pub(super) fn accept<F: FnMut(StreamEvent<'_>)>(
+        &mut self,
+        conn: &mut Conn,
+        d: usize,
+        seg: &Segment<'_>,
+        p0: i64,
+        peer_pos: Option<u64>,
+        out: &mut F,
+    ) {
+        let dir = seg.dir;
+        let id = conn.id;
+        let half = &conn.halves[d];
+        let wire_len = seg.payload.len() as i64 + seg.missing as i64;
+        let next = half.next_pos as i64;
+        if p0 + wire_len <= next {
+            self.stats.duplicate_bytes += seg.payload.len() as u64;
+            return;
+        }
+        if p0 > next || !Self::causal(conn, d, peer_pos) {
+            self.stats.out_of_order_segments += 1;
+            self.hold(conn, d, seg, p0.max(next) as u64, (p0.max(next) - p0) as usize, peer_pos, out);
+            return;
+        }
+        let half = &mut conn.halves[d];
+        let skip = (half.next_pos as i64 - p0) as usize;
+        if skip < seg.payload.len() {
+            self.stats.duplicate_bytes += skip as u64;
+            let data = &seg.payload[skip..];
+            let pos = half.next_pos;
+            half.advance(pos + data.len() as u64);
+            self.stats.delivered_bytes += data.len() as u64;
+            out(StreamEvent::Data { conn: id, dir, ts: seg.ts, pos, peer_pos, data, meta: seg.meta });
+        } else {
+            self.stats.duplicate_bytes += seg.payload.len() as u64;
+        }
+        let half = &mut conn.halves[d];
+        let end = (p0 + wire_len) as u64;
+        if end > half.next_pos {
+            // The capture kept only part of this segment (snap length / kernel truncation).
+            let pos = half.next_pos;
+            half.advance(end);
+            self.stats.gaps += 1;
+            self.stats.gap_bytes += end - pos;
+            out(StreamEvent::Gap { conn: id, dir, ts: seg.ts, pos, len: end - pos });
+        }
+    }
+
+    /// A segment may be delivered only once the bytes its sender had received (its ACK) have
+    /// been delivered in the other direction: a response cannot come before the request it
+    /// answers, whatever order the capture recorded them in (several CPUs, interfaces, files).
+    pub(super) fn causal(conn: &Conn, d: usize, peer_pos: Option<u64>) -> bool {
+        let other = &conn.halves[1 - d];
+        match peer_pos {
+            Some(p) if other.synced => p <= other.next_pos,
+            _ => true,
+        }
+    }
+
+    /// Keeps a copy of a segment's bytes from `skip` on, at stream position `at`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn hold<F: FnMut(StreamEvent<'_>)>(
+        &mut self,
+        conn: &mut Conn,
+        d: usize,
+        seg: &Segment<'_>,
+        at: u64,
+        skip: usize,
+        peer_pos: Option<u64>,
+        out: &mut F,
+    ) {
+        let half = &mut conn.halves[d];
+        let data = &seg.payload[skip.min(seg.payload.len())..];
+        let missing =
+            if skip > seg.payload.len() { seg.missing - (skip - seg.payload.len()) as u32 } else { seg.missing };
+        let len = data.len();
+        match half.held.get(&at) {
+            Some(existing) if existing.data.len() >= len => {
+                self.stats.duplicate_bytes += len as u64;
+                return;
+            }
+            Some(existing) => {
+                let old = existing.data.len();
+                half.held_bytes -= old;
+                self.held_total -= old;
+            }
+            None => {}
+        }
+        half.held.insert(at, Held { ts: seg.ts, data: data.to_vec(), meta: seg.meta, peer_pos, missing });
+        half.held_bytes += len;
+        self.held_total += len;
+        half.held_since.get_or_insert(seg.ts);
+        if half.held_bytes > self.config.max_buffer_per_conn || self.held_total > self.config.max_buffer_total {
+            self.stats.buffer_overflows += 1;
+            self.flush_holes(conn, d, out);
+        }
+    }
+
+    /// Declares the bytes from the next expected position up to `to` missing.
+    pub(super) fn gap<F: FnMut(StreamEvent<'_>)>(
+        &mut self,
+        conn: &mut Conn,
+        d: usize,
+        ts: Timestamp,
+        to: u64,
+        out: &mut F,
+    ) {
+        let half = &mut conn.halves[d];
+        if to <= half.next_pos {
+            return;
+        }
+        let pos = half.next_pos;
+        half.advance(to);
+        self.stats.gaps += 1;
+        self.stats.gap_bytes += to - pos;
+        out(StreamEvent::Gap { conn: conn.id, dir: dir_of(d), ts, pos, len: to - pos });
+    }
+
+    /// Delivers held segments that have become contiguous and whose cause has been delivered;
+    /// with `force_first`, the first contiguous one regardless of its cause. Returns whether
+    /// anything moved.
+    pub(super) fn drain<F: FnMut(StreamEvent<'_>)>(
+        &mut self,
+        conn: &mut Conn,
+        d: usize,
+        force_first: bool,
+        out: &mut F,
+    ) -> bool {
+        let id = conn.id;
+        let mut moved = false;
+        let mut force = force_first;
+        loop {
+            let half = &conn.halves[d];
+            let Some((&start, held)) = half.held.first_key_value() else { break };
+            if start > half.next_pos || (!force && !Self::causal(conn, d, held.peer_pos)) {
+                break;
+            }
+            force = false;
+            let half = &mut conn.halves[d];
+            let held = half.held.remove(&start).expect("first entry");
+            half.held_bytes -= held.data.len();
+            self.held_total -= held.data.len();
+            let end = start + held.data.len() as u64;
+            let wire_end = end + held.missing as u64;
+            if end > half.next_pos {
+                let skip = (half.next_pos - start) as usize;
+                self.stats.duplicate_bytes += skip as u64;
+                let pos = half.next_pos;
+                half.advance(end);
+                self.stats.delivered_bytes += (held.data.len() - skip) as u64;
+                moved = true;
+                out(StreamEvent::Data {
+                    conn: id,
+                    dir: dir_of(d),
+                    ts: held.ts,
+                    pos,
+                    peer_pos: held.peer_pos,
+                    data: &held.data[skip..],
+                    meta: held.meta,
+                });
+            } else {
+                self.stats.duplicate_bytes += held.data.len() as u64;
+            }
+            if wire_end > half.next_pos {
+                let pos = half.next_pos;
+                half.advance(wire_end);
+                self.stats.gaps += 1;
+                self.stats.gap_bytes += wire_end - pos;
+                moved = true;
+                out(StreamEvent::Gap { conn: id, dir: dir_of(d), ts: held.ts, pos, len: wire_end - pos });
+            }
+        }
+        let half = &mut conn.halves[d];
+        if half.held.is_empty() {
+            half.held_since = None;
+        }
+        moved
+    }
+
+    /// Delivers whatever either direction can deliver now, until neither moves.
+    pub(super) fn drain_both<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, out: &mut F) {
+        while self.drain(conn, 0, false, out) | self.drain(conn, 1, false, out) {}
+    }
+
+    /// Gives up waiting: every hole before held data becomes a gap and all held data is
+    /// delivered — still in causal order where the other direction can supply the cause, so a
+    /// response after a lost one pairs with the right request.
+    pub(super) fn flush_holes<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, d: usize, out: &mut F) {
+        loop {
+            self.drain_both(conn, out);
+            let Some((&start, held)) = conn.halves[d].held.first_key_value() else { break };
+            if start > conn.halves[d].next_pos {
+                // The hole is stamped with the arrival of the bytes after it.
+                let hts = held.ts;
+                self.gap(conn, d, hts, start, out);
+            } else {
+                // Blocked only by a cause that never came: deliver it anyway.
+                self.drain(conn, d, true, out);
+            }
+        }
+        conn.halves[d].held_since = None;
+    }
+
+    /// When the receiver acknowledged bytes we have not seen, they were delivered but (so far)
+    /// not captured: no retransmission will bring them. The capture itself may still deliver
+    /// them a little late (records merged from several CPUs or interfaces), so they are declared
+    /// lost only after a grace of further segments on the connection (or the reorder wait, in
+    /// `expire`).
+    pub(super) fn release_acked<F: FnMut(StreamEvent<'_>)>(
+        &mut self,
+        conn: &mut Conn,
+        d: usize,
+        ts: Timestamp,
+        out: &mut F,
+    ) {
+        let segments = conn.segments;
+        let half = &mut conn.halves[d];
+        if half.acked_data().is_none_or(|a| a <= half.next_pos) {
+            half.hole_acked_at = None;
+            return;
+        }
+        let (since, _) = *half.hole_acked_at.get_or_insert((segments, ts));
+        if segments - since < ACK_GRACE_SEGMENTS {
+            return;
+        }
+        self.settle(conn, d, ts, out);
+    }
+
+    /// Stops waiting for missing bytes of a direction: holes become gaps, held data is delivered,
+    /// bytes the peer acknowledged are declared missing, and an acknowledged FIN ends it.
+    pub(super) fn settle<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, d: usize, ts: Timestamp, out: &mut F) {
+        conn.halves[d].hole_acked_at = None;
+        self.flush_holes(conn, d, out);
+        // Acknowledged bytes never captured.
+        if let Some(to) = conn.halves[d].acked_data() {
+            self.gap(conn, d, ts, to, out);
+        }
+        self.drain_both(conn, out);
+        self.check_end(conn, d, ts, out);
+    }
+
+    /// Emits `End` once every byte up to a direction's FIN is delivered (or, when `force`, declares
+    /// the rest missing).
+    pub(super) fn check_end<F: FnMut(StreamEvent<'_>)>(
+        &mut self,
+        conn: &mut Conn,
+        d: usize,
+        ts: Timestamp,
+        out: &mut F,
+    ) {
+        let half = &mut conn.halves[d];
+        if half.ended {
+            return;
+        }
+        if half.fin_pos.is_some_and(|fin| half.next_pos >= fin) && half.held.is_empty() {
+            half.ended = true;
+            out(StreamEvent::End { conn: conn.id, dir: dir_of(d), ts });
+        }
+    }
+
+    pub(super) fn close_conn<F: FnMut(StreamEvent<'_>)>(
+        &mut self,
+        mut conn: Conn,
+        ts: Timestamp,
+        reason: CloseReason,
+        out: &mut F,
+    ) {
+        for d in 0..2 {
+            self.flush_holes(&mut conn, d, out);
+            let half = &conn.halves[d];
+            if let Some(fin) = half.fin_pos {
+                self.gap(&mut conn, d, ts, fin, out);
+            }
+        }
+        match reason {
+            CloseReason::Reset { .. } => self.stats.closed_reset += 1,
+            CloseReason::Idle => self.stats.closed_idle += 1,
+            CloseReason::Evicted => self.stats.evicted += 1,
+            CloseReason::Fin | CloseReason::Reused | CloseReason::CaptureEnd => {}
+        }
+        out(StreamEvent::Close { conn: conn.id, ts, reason });
+    }
+}

@@ -1,0 +1,158 @@
+//! What is measured: every metric's name, unit, description, kind and bucket bounds, and the
+//! attributes of a series. Names are the semantic conventions' v1.41 ones where they exist.
+
+use tracer_core::span::semconv as sc;
+
+/// GenAI client and server duration buckets (seconds), per the conventions.
+pub const DURATION_BUCKETS: [f64; 14] =
+    [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92];
+/// `gen_ai.client.token.usage` buckets.
+pub const TOKEN_BUCKETS: [f64; 14] = [
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+    67108864.0,
+];
+/// `gen_ai.server.time_to_first_token` buckets.
+pub const TTFT_BUCKETS: [f64; 16] =
+    [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+/// `gen_ai.server.time_per_output_token` buckets.
+pub const TPOT_BUCKETS: [f64; 13] = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5];
+/// `http.server.request.duration` buckets (HTTP semantic conventions).
+pub const HTTP_BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+
+/// Most series one metric keeps; further attribute sets go to one overflow series
+/// (`otel.metric.overflow=true`), as the OpenTelemetry SDKs do: model names come from the wire.
+pub const MAX_SERIES: usize = 2000;
+pub const OVERFLOW_ATTR: &str = "otel.metric.overflow";
+
+/// An attribute value of a metric series (ordered, hashable).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Attr {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+}
+
+/// A series' attributes, in a fixed order.
+pub type Attrs = Vec<(&'static str, Attr)>;
+
+/// The instrument kinds used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Histogram,
+    /// Monotonic, cumulative.
+    Counter,
+    Gauge,
+}
+
+/// A metric's identity.
+#[derive(Clone, Copy, Debug)]
+pub struct Desc {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub description: &'static str,
+    pub kind: Kind,
+    /// Histogram bucket upper bounds.
+    pub bounds: &'static [f64],
+}
+
+const fn histogram(name: &'static str, unit: &'static str, description: &'static str, bounds: &'static [f64]) -> Desc {
+    Desc { name, unit, description, kind: Kind::Histogram, bounds }
+}
+const fn counter(name: &'static str, unit: &'static str, description: &'static str) -> Desc {
+    Desc { name, unit, description, kind: Kind::Counter, bounds: &[] }
+}
+const fn gauge(name: &'static str, unit: &'static str, description: &'static str) -> Desc {
+    Desc { name, unit, description, kind: Kind::Gauge, bounds: &[] }
+}
+
+/// The histograms, in output order (indices below).
+pub const HISTOGRAMS: [Desc; 8] = [
+    histogram(
+        sc::METRIC_CLIENT_OPERATION_DURATION,
+        "s",
+        "GenAI operation duration (request's first byte to response's last, on the wire).",
+        &DURATION_BUCKETS,
+    ),
+    histogram(sc::METRIC_CLIENT_TOKEN_USAGE, "{token}", "Tokens used, as the server reported them.", &TOKEN_BUCKETS),
+    histogram(
+        sc::METRIC_CLIENT_TIME_TO_FIRST_CHUNK,
+        "s",
+        "Time to the end of the first output chunk of a streamed response, on the wire.",
+        &DURATION_BUCKETS,
+    ),
+    histogram(
+        sc::METRIC_CLIENT_TIME_PER_OUTPUT_CHUNK,
+        "s",
+        "Time between consecutive output chunks of a streamed response, on the wire.",
+        &DURATION_BUCKETS,
+    ),
+    histogram(
+        sc::METRIC_SERVER_REQUEST_DURATION,
+        "s",
+        "Ollama's own total_duration of the request.",
+        &DURATION_BUCKETS,
+    ),
+    histogram(
+        sc::METRIC_SERVER_TIME_TO_FIRST_TOKEN,
+        "s",
+        "Ollama's load_duration + prompt_eval_duration (prefill), as it reported them.",
+        &TTFT_BUCKETS,
+    ),
+    histogram(
+        sc::METRIC_SERVER_TIME_PER_OUTPUT_TOKEN,
+        "s",
+        "Ollama's eval_duration / eval_count (decode time per output token).",
+        &TPOT_BUCKETS,
+    ),
+    histogram(
+        sc::METRIC_HTTP_SERVER_REQUEST_DURATION,
+        "s",
+        "Duration of every HTTP request to the traced port, on the wire.",
+        &HTTP_BUCKETS,
+    ),
+];
+pub const H_DURATION: usize = 0;
+pub const H_TOKENS: usize = 1;
+pub const H_TTFC: usize = 2;
+pub const H_TPOC: usize = 3;
+pub const H_SERVER_DURATION: usize = 4;
+pub const H_SERVER_TTFT: usize = 5;
+pub const H_SERVER_TPOT: usize = 6;
+pub const H_HTTP: usize = 7;
+
+/// The health metrics, in output order.
+pub const HEALTH: [Desc; 17] = [
+    counter(sc::METRIC_TRACER_PACKETS, "{packet}", "TCP segments captured on the traced ports."),
+    counter(sc::METRIC_TRACER_BYTES, "By", "TCP payload bytes captured on the traced ports."),
+    counter(
+        sc::METRIC_TRACER_KERNEL_DROPS,
+        "{packet}",
+        "Packets the capture lost (eBPF ring buffer full, or libpcap drops).",
+    ),
+    counter(sc::METRIC_TRACER_MALFORMED, "{frame}", "Frames whose headers could not be decoded."),
+    counter(sc::METRIC_TRACER_CONNECTIONS, "{connection}", "TCP connections followed."),
+    counter(sc::METRIC_TRACER_GAPS, "{gap}", "Holes in the captured byte streams."),
+    counter(sc::METRIC_TRACER_GAP_BYTES, "By", "Bytes missing from the captured byte streams."),
+    counter(sc::METRIC_TRACER_PARSE_ERRORS, "{error}", "HTTP messages that could not be parsed."),
+    counter(sc::METRIC_TRACER_CALLS, "{call}", "Calls (HTTP exchanges) observed."),
+    counter(sc::METRIC_TRACER_INCOMPLETE, "{call}", "Calls of which part was not observed."),
+    counter(sc::METRIC_TRACER_SPANS, "{span}", "Spans produced."),
+    gauge(
+        sc::METRIC_TRACER_QUEUE_SPANS,
+        "{span}",
+        "Spans in the OTLP export queue now (the batch being sent included).",
+    ),
+    gauge(sc::METRIC_TRACER_QUEUE_BYTES, "By", "Approximate bytes in the OTLP export queue now."),
+    counter(sc::METRIC_TRACER_EXPORTED, "{span}", "Spans the OTLP endpoint acknowledged."),
+    counter(
+        sc::METRIC_TRACER_EXPORT_DROPPED,
+        "{span}",
+        "Spans not exported, by reason: queue_full, rejected, shutdown.",
+    ),
+    counter(sc::METRIC_TRACER_EXPORT_FAILURES, "{request}", "Failed OTLP export requests, by signal."),
+    counter(
+        sc::METRIC_TRACER_LIMIT_OVERFLOWS,
+        "{event}",
+        "Resource limits reached, by limit: connections evicted, reorder buffers flushed, HTTP heads dropped (memory, stalled), pipelined requests dropped, calls reported early.",
+    ),
+];
