@@ -287,3 +287,133 @@ fn client_names() {
 
 #[allow(dead_code)]
 fn unused(_: &Path) {}
+
+/// A server cgroup whose `cgroup.procs` is a FIFO: the worker's lookup of its process blocks
+/// until `release` writes to it, so "lookups under way" lasts exactly as long as a test wants.
+struct Stalled {
+    id: u64,
+    fifo: PathBuf,
+}
+
+impl Stalled {
+    fn new(h: &Host, path: &str) -> Stalled {
+        let dir = h.root.join("cg").join(path.trim_start_matches('/'));
+        fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("cgroup.procs");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string; mkfifo creates a file and touches no memory of ours.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        Stalled { id: fs::metadata(&dir).unwrap().ino(), fifo }
+    }
+
+    /// Lets the worker's read finish: the cgroup holds `pid`.
+    fn release(&self, pid: u32) {
+        fs::write(&self.fifo, format!("{pid}\n")).unwrap();
+    }
+}
+
+fn held_call(exchange: u64, server_cgroup: Option<u64>) -> LlmCall {
+    let mut c = call(40_000 + exchange as u16);
+    c.exchange = exchange;
+    c.connection.peers.server_cgroup = server_cgroup;
+    c
+}
+
+#[test]
+fn the_enrichment_stage_never_waits_keeps_order_and_lets_go_at_the_deadline() {
+    let h = Host::new("enrich");
+    h.process(40, "ollama", &["/bin/ollama", "serve"]);
+    let stalled = Stalled::new(&h, "/system.slice/ollama.service");
+    let mut config = AttributionConfig {
+        cgroup_root: h.root.join("cg"),
+        proc_root: h.root.join("proc"),
+        read_fds: false,
+        ..Default::default()
+    };
+    config.hold = Duration::from_millis(50);
+    let a = Attribution::start(config, None).unwrap();
+    let woken = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let w = woken.clone();
+    a.set_waker(Box::new(move || {
+        w.fetch_add(1, Ordering::Relaxed);
+    }));
+    let mut e = enrich::Enricher::new(a.clone());
+    let mut out: Vec<LlmCall> = Vec::new();
+    let t0 = Instant::now();
+
+    // Its server's process is being looked up (the worker is stuck in cgroup.procs): held.
+    e.push(held_call(1, Some(stalled.id)), t0, &mut |c| out.push(c));
+    // Nothing to look up, but it ended after call 1: it waits its turn.
+    e.push(held_call(2, None), t0, &mut |c| out.push(c));
+    assert!(out.is_empty() && e.held() == 2, "held in order: {:?}", out.iter().map(|c| c.exchange).collect::<Vec<_>>());
+    assert_eq!(e.next_deadline(), Some(t0 + Duration::from_millis(50)));
+    e.poll(t0 + Duration::from_millis(49), &mut |c| out.push(c));
+    assert!(out.is_empty(), "not before the deadline");
+    // The cgroup's path is answered (the worker then blocks on its processes).
+    let until = Instant::now() + Duration::from_secs(5);
+    while a.resolve(&held_call(1, Some(stalled.id))).identity().is_none() {
+        assert!(Instant::now() < until, "the cgroup was never resolved");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // The deadline: both go, in order, call 1 with what was known (its cgroup, no process).
+    e.poll(t0 + Duration::from_millis(50), &mut |c| out.push(c));
+    assert_eq!(out.iter().map(|c| c.exchange).collect::<Vec<_>>(), [1, 2]);
+    let id = out[0].identity.as_ref().expect("the cgroup was known");
+    assert_eq!(id.server.cgroup.as_ref().map(|c| c.systemd_unit.as_deref()), Some(Some("ollama.service")));
+    assert!(id.server.process.is_none(), "the process was not known by then");
+    assert!(out[1].identity.is_none());
+    let st = a.stats();
+    assert_eq!((st.identified, st.waited, st.wait_timeouts), (2, 1, 1), "{st}");
+
+    // Once answered, the worker wakes the driver and the next call goes at once.
+    let before = woken.load(Ordering::Relaxed);
+    stalled.release(40);
+    assert!(a.settle(Duration::from_secs(5)));
+    assert!(woken.load(Ordering::Relaxed) > before, "the waker was called");
+    out.clear();
+    e.push(held_call(3, Some(stalled.id)), Instant::now(), &mut |c| out.push(c));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].identity.as_ref().and_then(|i| i.server.process.as_ref()).map(|p| p.pid), Some(40));
+    assert_eq!(e.held(), 0);
+}
+
+#[test]
+fn an_answer_lets_a_held_call_go_before_its_deadline_and_the_end_lets_every_call_go() {
+    let h = Host::new("enrich-answer");
+    h.process(41, "ollama", &["/bin/ollama", "serve"]);
+    let stalled = Stalled::new(&h, "/system.slice/ollama.service");
+    let config = AttributionConfig {
+        cgroup_root: h.root.join("cg"),
+        proc_root: h.root.join("proc"),
+        read_fds: false,
+        hold: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let a = Attribution::start(config, None).unwrap();
+    let mut e = enrich::Enricher::new(a.clone());
+    let mut out: Vec<LlmCall> = Vec::new();
+    let t0 = Instant::now();
+    e.push(held_call(1, Some(stalled.id)), t0, &mut |c| out.push(c));
+    assert!(out.is_empty());
+    stalled.release(41);
+    assert!(a.settle(Duration::from_secs(5)));
+    e.poll(t0, &mut |c| out.push(c));
+    assert_eq!(out.len(), 1, "answered: it goes long before its 30 s");
+    assert_eq!(out[0].identity.as_ref().and_then(|i| i.server.process.as_ref()).map(|p| p.pid), Some(41));
+    let st = a.stats();
+    assert_eq!((st.waited, st.wait_timeouts), (1, 0), "{st}");
+
+    // Too many held: the oldest goes at once (counted as given up), the rest at the end.
+    let blocked = Stalled::new(&h, "/system.slice/other.service");
+    out.clear();
+    for i in 0..enrich::MAX_HELD as u64 + 1 {
+        e.push(held_call(10 + i, Some(blocked.id)), t0, &mut |c| out.push(c));
+    }
+    assert_eq!(out.iter().map(|c| c.exchange).collect::<Vec<_>>(), [10], "the oldest made room");
+    assert_eq!(e.held(), enrich::MAX_HELD);
+    blocked.release(42);
+    e.finish(&mut |c| out.push(c));
+    assert_eq!(out.len(), enrich::MAX_HELD + 1, "every call goes at the end");
+    assert!(out.windows(2).all(|w| w[0].exchange < w[1].exchange), "in order");
+    assert_eq!(e.held(), 0);
+}

@@ -35,12 +35,13 @@ impl Worker {
         }
         while let Ok(r) = rx.recv() {
             self.handle(r);
-            // Counted down once handled, so that `settle` means "answered".
-            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-            self.shared.ready.notify_all();
+            // The held call may go now (its driver re-reads the caches).
             if let Some(wake) = self.shared.waker.get() {
                 wake();
             }
+            // Counted down once handled (and its waker told), so that `settle` means "answered".
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            self.shared.ready.notify_all();
         }
     }
 
