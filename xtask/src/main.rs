@@ -3,6 +3,7 @@
 //! `cargo xtask bench` runs the benchmarks of docs/benchmarks.md.
 
 mod bench;
+mod fresh;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -41,6 +42,9 @@ enum Task {
     /// Build the release binary as the container image does (scripts/build-release.sh) and
     /// check the deployment files with it (scripts/validate-deploy.sh).
     Deploy,
+    /// Copy the tree where nothing is beside it (no ../shared) and run the pipeline's tests
+    /// there: what a fresh clone would do (part of `test`).
+    Fresh,
     /// Build in release and run the benchmarks (docs/benchmarks.md): results.json and
     /// summary.md in --out (default target/bench).
     Bench(bench::BenchArgs),
@@ -115,6 +119,7 @@ impl Task {
                 let args = if args.is_empty() { vec!["run".to_string()] } else { args };
                 run(Command::new(bin).args(args))
             }
+            Task::Fresh => fresh::check(&root()),
             Task::Deploy => {
                 setup()?;
                 let bin = build_release(false)?;
@@ -139,6 +144,8 @@ impl Task {
                 }
                 // The eBPF object must be built in for the tests that use it.
                 run(cargo().args(["test", "--workspace", "--no-fail-fast"]).env("OLLAMA_TRACER_REQUIRE_EBPF", "1"))?;
+                // The same tree copied where nothing is beside it: no test reads outside it.
+                fresh::check(&root())?;
                 // Every benchmark once with tiny sizes on the debug binaries just tested: the
                 // harness works and its figures are sane (never a speed check).
                 let smoke = bench::BenchArgs {
