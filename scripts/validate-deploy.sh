@@ -112,7 +112,7 @@ check "helm refuses a sampling ratio > 1" must_refuse 'sampling: {ratio: 2}'
 # --- Grafana dashboard --------------------------------------------------------------------------
 # The chart can only read files inside itself: it ships a copy of deploy/grafana's dashboard
 # (--update refreshes it). Its queries are checked against a real scrape by
-# tracer-user/tests/prometheus.rs (cargo test).
+# tests/tests/export/prometheus.rs (cargo test).
 DASH=deploy/grafana/ollama-tracer.json
 DASH_COPY=$CHART/dashboards/ollama-tracer.json
 dashboard() {

@@ -5,7 +5,7 @@
 //!    finish reasons, status, error, response id, dimensions) and the generator's ground truth
 //!    (start, end and time to first chunk to the nanosecond);
 //! 2. against the committed snapshot `tests/golden/fixtures.jsonl` (every attribute), so any
-//!    change in output is seen. `UPDATE_GOLDEN=1 cargo test -p ollama-tracer-tests --test golden`
+//!    change in output is seen. `UPDATE_GOLDEN=1 cargo test -p ollama-tracer-tests --test pipeline golden`
 //!    rewrites it after a reviewed change;
 //! 3. for invariance: other segmentations (tiny segments, random, IPv6, split request head) give
 //!    the same attributes.

@@ -344,7 +344,7 @@ fn without_ptrace_access() {
 }
 
 /// Not a pass/fail test: what attribution costs on this machine. Run with
-/// `cargo test --release -p ollama-tracer-tests --test attribution -- --ignored --nocapture measure`.
+/// `cargo test --release -p ollama-tracer-tests --test root -- --ignored --nocapture attribution::measure`.
 #[test]
 #[ignore]
 fn measure_attribution_costs() {

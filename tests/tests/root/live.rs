@@ -584,7 +584,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 /// Not a pass/fail test: the daemon's CPU and memory while 100 streams run at once, and the
 /// kernel's counters. Use the release build:
-/// `cargo test --release -p ollama-tracer-tests --test live -- --ignored --nocapture measure`.
+/// `cargo test --release -p ollama-tracer-tests --test root -- --ignored --nocapture live::measure`.
 /// Env: MEASURE_SECS (30), MEASURE_STREAMS (100), MEASURE_TOKENS (250), MEASURE_RATE (50
 /// tokens/s per stream), MEASURE_CAPTURE (ebpf | pcap), MEASURE_RING_MB (the eBPF ring buffer,
 /// default the daemon's: its pages are mapped twice into the daemon and count in its RSS).

@@ -677,7 +677,7 @@ fn pcap_any_ipv6() {
 
 /// Not a pass/fail test: measures ring-buffer loss under three back-to-back 100 MiB
 /// localhost downloads. Run with
-/// `cargo test --release -p tracer-user --test live_capture -- --ignored --nocapture throughput`.
+/// `cargo test --release -p ollama-tracer-tests --test root -- --ignored --nocapture live_capture::ebpf_throughput`.
 #[test]
 #[ignore]
 fn ebpf_throughput_measure() {
