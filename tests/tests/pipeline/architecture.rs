@@ -374,7 +374,12 @@ fn nothing_run_by_the_tests_reads_outside_the_repository() {
             continue;
         }
         let Ok(text) = std::fs::read_to_string(repo().join(path)) else { continue };
+        // Code, not what comments say about it.
+        let text = if path.ends_with(".rs") { strip_comments(&text) } else { text };
         for (n, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with('#') {
+                continue;
+            }
             if line.contains("../shared") || line.contains("shared/fixtures") || line.contains("OLLAMA_TRACER_SHARED") {
                 offenders.push(format!("{path}:{}: {}", n + 1, line.trim()));
             }
