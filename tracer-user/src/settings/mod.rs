@@ -17,6 +17,7 @@
 
 mod env;
 mod otlp;
+mod outputs;
 mod parse;
 mod resource;
 
@@ -26,7 +27,7 @@ use std::time::Duration;
 use tracer_core::span::KeyValue;
 
 pub use self::env::Environment;
-use self::parse::{bracket_v6, check_url, millis};
+use self::parse::check_url;
 pub use self::parse::{parse_key_values, parse_listen_addr};
 pub use self::resource::resource;
 use crate::export::otlp::QueueConfig;
@@ -93,153 +94,33 @@ pub enum ConfigError {
 /// The export settings from the command line and the environment (read once, before).
 pub fn resolve(cli: &CliExport, env: &Environment) -> Result<(ExportSettings, Vec<String>), ConfigError> {
     let mut warnings = Vec::new();
-    let sdk_disabled = env.get("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-
-    // --output: stdout format, plus `otlp`.
-    let mut stdout = None;
-    let mut cli_otlp = false;
-    for v in cli.outputs.iter().flat_map(|o| o.split(',')).map(str::trim).filter(|v| !v.is_empty()) {
-        let choice = match v {
-            "text" => StdoutChoice::Text,
-            "json" => StdoutChoice::Json,
-            "none" => StdoutChoice::None,
-            "otlp" => {
-                cli_otlp = true;
-                continue;
-            }
-            other => return Err(ConfigError::Output(format!("unknown output `{other}` (text, json, none, otlp)"))),
-        };
-        if stdout.is_some_and(|s| s != choice) {
-            return Err(ConfigError::Output("text, json and none are exclusive (all three are stdout)".into()));
-        }
-        stdout = Some(choice);
-    }
-
-    let exporters = |var: &str, allowed: &[&str], warnings: &mut Vec<String>| -> Option<Vec<String>> {
-        let raw = env.get(var)?;
-        let mut out = Vec::new();
-        for v in raw.split(',').map(|v| v.trim().to_ascii_lowercase()).filter(|v| !v.is_empty()) {
-            if allowed.contains(&v.as_str()) {
-                out.push(v);
-            } else {
-                warnings
-                    .push(format!("{var}: `{v}` is not supported here (ignored; supported: {})", allowed.join(", ")));
-            }
-        }
-        Some(out)
-    };
-    let traces_exporters = exporters("OTEL_TRACES_EXPORTER", &["otlp", "console", "none"], &mut warnings);
-    let metrics_exporters =
-        exporters("OTEL_METRICS_EXPORTER", &["otlp", "console", "prometheus", "none"], &mut warnings);
-    let has = |list: &Option<Vec<String>>, v: &str| list.as_ref().is_some_and(|l| l.iter().any(|x| x == v));
-
-    let stdout = stdout.unwrap_or(if !sdk_disabled && has(&traces_exporters, "console") {
-        StdoutChoice::Json
-    } else {
-        StdoutChoice::Text
-    });
-
-    // A signal goes to OTLP when asked on the command line, or when the environment names an
-    // endpoint (or `otlp` explicitly) and does not say `none` — unless the SDK is disabled.
-    let endpoint_env = |signal: Signal| {
-        env.get(&format!("OTEL_EXPORTER_OTLP_{}_ENDPOINT", signal.env())).is_some()
-            || env.get("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
-    };
-    let env_wants = |list: &Option<Vec<String>>, signal: Signal| match list {
-        Some(l) => l.iter().any(|x| x == "otlp"),
-        None => endpoint_env(signal),
-    };
-    // `--otlp-endpoint` turns both signals on, unless the signal's OTEL_*_EXPORTER names others
-    // only (e.g. MLflow: `OTEL_METRICS_EXPORTER=none`, it has no metrics endpoint).
-    let cli_endpoint = cli.otlp_endpoint.is_some();
-    let excluded =
-        |list: &Option<Vec<String>>| !sdk_disabled && list.as_ref().is_some_and(|l| !l.iter().any(|x| x == "otlp"));
-    let traces_on = cli_otlp
-        || (cli_endpoint && !excluded(&traces_exporters))
-        || (!sdk_disabled && env_wants(&traces_exporters, Signal::Traces));
-    let metrics_on = (cli_endpoint && !excluded(&metrics_exporters))
-        || (!sdk_disabled && env_wants(&metrics_exporters, Signal::Metrics));
-
+    let to = outputs::destinations(cli, env, &mut warnings)?;
     let cli_headers = otlp::cli_headers(cli)?;
     if let Some(e) = &cli.otlp_endpoint {
         check_url(e).map_err(|message| ConfigError::Invalid { name: "--otlp-endpoint".into(), message })?;
     }
-
-    let traces = traces_on.then(|| otlp::target(Signal::Traces, cli, &cli_headers, env, &mut warnings));
-    let metrics = metrics_on.then(|| otlp::target(Signal::Metrics, cli, &cli_headers, env, &mut warnings));
-
-    let prometheus = match &cli.metrics_addr {
-        Some(a) => Some(
-            parse_listen_addr(a).map_err(|message| ConfigError::Invalid { name: "--metrics-addr".into(), message })?,
-        ),
-        None if !sdk_disabled && has(&metrics_exporters, "prometheus") => {
-            let host =
-                env.get("OTEL_EXPORTER_PROMETHEUS_HOST").map(str::to_string).unwrap_or_else(|| "localhost".into());
-            let port = env
-                .get("OTEL_EXPORTER_PROMETHEUS_PORT")
-                .map(str::to_string)
-                .unwrap_or_else(|| DEFAULT_PROMETHEUS_PORT.to_string());
-            match parse_listen_addr(&format!("{}:{port}", bracket_v6(&host))) {
-                Ok(a) => Some(a),
-                Err(m) => {
-                    warnings.push(format!("OTEL_EXPORTER_PROMETHEUS_HOST/PORT: {m} (ignored)"));
-                    None
-                }
-            }
-        }
-        None => None,
+    let traces = to.traces.then(|| otlp::target(Signal::Traces, cli, &cli_headers, env, &mut warnings));
+    let metrics = to.metrics.then(|| otlp::target(Signal::Metrics, cli, &cli_headers, env, &mut warnings));
+    let prometheus = outputs::prometheus(cli, env, to.prometheus_from_env, &mut warnings)?;
+    let (metric_interval, metric_timeout) = otlp::metric_schedule(env, &mut warnings);
+    let settings = ExportSettings {
+        stdout: to.stdout,
+        traces,
+        metrics,
+        console_metrics: to.console_metrics,
+        prometheus,
+        queue: otlp::queue(cli, env, &mut warnings),
+        metric_interval,
+        metric_timeout,
+        service_name: resource::service_name(cli, env),
+        resource_attributes: resource::attributes(env, &mut warnings),
+        openinference: compat(cli)?,
     };
+    Ok((settings, warnings))
+}
 
-    let mut queue = QueueConfig::default();
-    let count = |var: &str, warnings: &mut Vec<String>| -> Option<usize> {
-        let v = env.get(var)?;
-        match v.parse::<usize>() {
-            Ok(n) if n > 0 => Some(n),
-            _ => {
-                warnings.push(format!("{var}: `{v}` is not a positive integer (ignored)"));
-                None
-            }
-        }
-    };
-    if let Some(n) = count("OTEL_BSP_MAX_QUEUE_SIZE", &mut warnings) {
-        queue.max_spans = n;
-    }
-    if let Some(n) = count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", &mut warnings) {
-        queue.batch_size = n;
-    }
-    if let Some(d) = millis(env, &["OTEL_BSP_SCHEDULE_DELAY"], &mut warnings) {
-        queue.schedule_delay = d;
-    }
-    if let Some(n) = cli.queue_spans {
-        queue.max_spans = n.max(1);
-    }
-    if let Some(n) = cli.queue_bytes {
-        queue.max_bytes = n.max(1);
-    }
-    // The spec caps the batch at the queue size.
-    queue.batch_size = queue.batch_size.min(queue.max_spans).max(1);
-
-    let metric_interval = millis(env, &["OTEL_METRIC_EXPORT_INTERVAL"], &mut warnings)
-        .unwrap_or(Duration::from_secs(60))
-        .max(Duration::from_millis(1));
-    let metric_timeout = millis(env, &["OTEL_METRIC_EXPORT_TIMEOUT"], &mut warnings).unwrap_or(Duration::from_secs(30));
-
-    let resource_attributes = match env.get("OTEL_RESOURCE_ATTRIBUTES") {
-        Some(v) => match parse_key_values(v) {
-            Ok(kvs) => kvs.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect(),
-            Err(e) => {
-                // The spec: on any error, discard the whole variable.
-                warnings.push(format!("OTEL_RESOURCE_ATTRIBUTES: {e} (whole value ignored)"));
-                Vec::new()
-            }
-        },
-        None => Vec::new(),
-    };
-    // The flag, else OTEL_SERVICE_NAME (else OTEL_RESOURCE_ATTRIBUTES' service.name, else
-    // `ollama`: see [`resource`]).
-    let service_name =
-        cli.service_name.clone().or_else(|| env.get("OTEL_SERVICE_NAME").map(str::to_string)).filter(|s| !s.is_empty());
-
+/// `--compat`: extra attribute names for a backend.
+fn compat(cli: &CliExport) -> Result<bool, ConfigError> {
     let mut openinference = false;
     for c in cli.compat.iter().flat_map(|c| c.split(',')).map(str::trim).filter(|c| !c.is_empty()) {
         match c {
@@ -252,21 +133,7 @@ pub fn resolve(cli: &CliExport, env: &Environment) -> Result<(ExportSettings, Ve
             }
         }
     }
-
-    let settings = ExportSettings {
-        stdout,
-        traces,
-        metrics,
-        console_metrics: !sdk_disabled && has(&metrics_exporters, "console"),
-        prometheus,
-        queue,
-        metric_interval,
-        metric_timeout,
-        service_name,
-        resource_attributes,
-        openinference,
-    };
-    Ok((settings, warnings))
+    Ok(openinference)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::env::Environment;
 use super::parse::{check_url, millis, parse_key_values, with_scheme};
 use super::{CliExport, ConfigError};
+use crate::export::otlp::QueueConfig;
 use crate::transport::{Compression, OtlpTarget, Protocol, Signal};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -136,4 +137,46 @@ pub(super) fn target(
         }
     }
     OtlpTarget { url, protocol, headers, timeout, compression }
+}
+
+/// The span export queue: `OTEL_BSP_*`, then the flags.
+pub(super) fn queue(cli: &CliExport, env: &Environment, warnings: &mut Vec<String>) -> QueueConfig {
+    let mut queue = QueueConfig::default();
+    let mut count = |var: &str| -> Option<usize> {
+        let v = env.get(var)?;
+        match v.parse::<usize>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                warnings.push(format!("{var}: `{v}` is not a positive integer (ignored)"));
+                None
+            }
+        }
+    };
+    if let Some(n) = count("OTEL_BSP_MAX_QUEUE_SIZE") {
+        queue.max_spans = n;
+    }
+    if let Some(n) = count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") {
+        queue.batch_size = n;
+    }
+    if let Some(d) = millis(env, &["OTEL_BSP_SCHEDULE_DELAY"], warnings) {
+        queue.schedule_delay = d;
+    }
+    if let Some(n) = cli.queue_spans {
+        queue.max_spans = n.max(1);
+    }
+    if let Some(n) = cli.queue_bytes {
+        queue.max_bytes = n.max(1);
+    }
+    // The spec caps the batch at the queue size.
+    queue.batch_size = queue.batch_size.min(queue.max_spans).max(1);
+    queue
+}
+
+/// How often metrics are pushed, and how long a push may take.
+pub(super) fn metric_schedule(env: &Environment, warnings: &mut Vec<String>) -> (Duration, Duration) {
+    let interval = millis(env, &["OTEL_METRIC_EXPORT_INTERVAL"], warnings)
+        .unwrap_or(Duration::from_secs(60))
+        .max(Duration::from_millis(1));
+    let timeout = millis(env, &["OTEL_METRIC_EXPORT_TIMEOUT"], warnings).unwrap_or(Duration::from_secs(30));
+    (interval, timeout)
 }

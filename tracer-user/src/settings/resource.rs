@@ -3,7 +3,9 @@
 use tracer_core::span::semconv as sc;
 use tracer_core::span::{AttrValue, KeyValue, Resource};
 
-use super::ExportSettings;
+use super::env::Environment;
+use super::parse::parse_key_values;
+use super::{CliExport, ExportSettings};
 
 /// The resource of a run, built once: `service.name` (the flag or `OTEL_SERVICE_NAME`, else
 /// `service.name` from `OTEL_RESOURCE_ATTRIBUTES`, else `ollama`), `host.name`, the tracer as
@@ -19,4 +21,23 @@ pub fn resource(settings: &ExportSettings, host_name: Option<String>) -> Resourc
     let extra: Vec<KeyValue> =
         settings.resource_attributes.iter().filter(|kv| kv.key != sc::SERVICE_NAME).cloned().collect();
     Resource::new(&service, host_name, extra)
+}
+
+/// `service.name`: the flag, else `OTEL_SERVICE_NAME` (else `OTEL_RESOURCE_ATTRIBUTES`' own,
+/// else `ollama`: see [`resource`]).
+pub(super) fn service_name(cli: &CliExport, env: &Environment) -> Option<String> {
+    cli.service_name.clone().or_else(|| env.get("OTEL_SERVICE_NAME").map(str::to_string)).filter(|s| !s.is_empty())
+}
+
+/// `OTEL_RESOURCE_ATTRIBUTES`, decoded; on any error the whole variable is discarded, as the
+/// specification asks.
+pub(super) fn attributes(env: &Environment, warnings: &mut Vec<String>) -> Vec<KeyValue> {
+    let Some(v) = env.get("OTEL_RESOURCE_ATTRIBUTES") else { return Vec::new() };
+    match parse_key_values(v) {
+        Ok(kvs) => kvs.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect(),
+        Err(e) => {
+            warnings.push(format!("OTEL_RESOURCE_ATTRIBUTES: {e} (whole value ignored)"));
+            Vec::new()
+        }
+    }
 }
