@@ -43,7 +43,10 @@ fn run(files: &[tracer_core::capture::file::CaptureFile], cli: &CliExport, metri
     let env = Environment::from_pairs((!metrics).then_some(("OTEL_METRICS_EXPORTER", "none")));
     let (settings, _) = settings::resolve(cli, &env).expect("settings");
     let resource = settings::resource(&settings, None);
-    let mut outputs = outputs::build(&settings, &resource, Box::new(std::io::sink())).expect("outputs").outputs;
+    let mut outputs =
+        outputs::build(&settings, &resource, Box::new(std::io::sink()), ollama_tracer::export::otlp::Delivery::Live)
+            .expect("outputs")
+            .outputs;
     let config = SpanStageConfig { spans: SpanConfig { id_seed: Some(1), ..Default::default() }, ..Default::default() };
     let mut stage = SpanStage::new(resource, config);
     let t = Instant::now();
@@ -55,7 +58,7 @@ fn run(files: &[tracer_core::capture::file::CaptureFile], cli: &CliExport, metri
     let thread_cpu = thread_cpu() - cpu0;
     let spans = stage.stats().spans;
     outputs.health(&Report { capture: stats.capture, pipeline: stats.pipeline, spans, ..Default::default() });
-    outputs.shutdown(Duration::from_secs(120)).expect("flush");
+    outputs.shutdown(Some(Duration::from_secs(120))).expect("flush");
     let total = t.elapsed();
     if let Some(e) = outputs.export_stats() {
         assert_eq!(e.exported, spans, "every span delivered: {e}");

@@ -123,6 +123,8 @@ pub struct ExportStats {
     pub dropped_shutdown: u64,
     /// Export attempts that failed (each retry counts).
     pub failed_attempts: u64,
+    /// Of those, attempts that ran out of time (their batches were split).
+    pub timeouts: u64,
     /// Spans and bytes queued now (the batch in flight included), and the caps.
     pub queue_spans: u64,
     pub queue_bytes: u64,
@@ -140,6 +142,7 @@ impl std::ops::Add for ExportStats {
             rejected: self.rejected + b.rejected,
             dropped_shutdown: self.dropped_shutdown + b.dropped_shutdown,
             failed_attempts: self.failed_attempts + b.failed_attempts,
+            timeouts: self.timeouts + b.timeouts,
             queue_spans: self.queue_spans + b.queue_spans,
             queue_bytes: self.queue_bytes + b.queue_bytes,
             queue_max_spans: self.queue_max_spans + b.queue_max_spans,
@@ -159,13 +162,14 @@ impl fmt::Display for ExportStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "otlp: {} spans exported, {} dropped ({} queue full, {} refused by the collector, {} at shutdown), {} failed attempts; queue {} spans / {} bytes (caps {} / {})",
+            "otlp: {} spans exported, {} dropped ({} queue full, {} refused by the collector, {} at shutdown), {} failed attempts ({} timed out); queue {} spans / {} bytes (caps {} / {})",
             self.exported,
             self.dropped(),
             self.dropped_queue_full,
             self.rejected,
             self.dropped_shutdown,
             self.failed_attempts,
+            self.timeouts,
             self.queue_spans,
             self.queue_bytes,
             self.queue_max_spans,
@@ -183,6 +187,7 @@ pub struct ExportCounters {
     pub rejected: AtomicU64,
     pub dropped_shutdown: AtomicU64,
     pub failed_attempts: AtomicU64,
+    pub timeouts: AtomicU64,
     /// Spans and bytes queued now, the batch in flight included.
     pub queue_spans: AtomicU64,
     pub queue_bytes: AtomicU64,
@@ -200,6 +205,7 @@ impl ExportCounters {
             rejected: g(&self.rejected),
             dropped_shutdown: g(&self.dropped_shutdown),
             failed_attempts: g(&self.failed_attempts),
+            timeouts: g(&self.timeouts),
             queue_spans: g(&self.queue_spans),
             queue_bytes: g(&self.queue_bytes),
             queue_max_spans: g(&self.queue_max_spans),

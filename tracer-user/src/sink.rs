@@ -21,8 +21,8 @@ pub trait Sink: Send {
     fn health(&mut self, _report: &Report) {}
     /// Pushes out what is buffered.
     fn flush(&mut self) -> io::Result<()>;
-    /// End of the run: deliver what is queued within `timeout`.
-    fn shutdown(&mut self, _timeout: Duration) -> io::Result<()> {
+    /// End of the run: deliver what is queued, by `deadline` when there is one.
+    fn shutdown(&mut self, _deadline: Option<Instant>) -> io::Result<()> {
         self.flush()
     }
     /// The span export queue's counters, for sinks that have one.
@@ -95,12 +95,13 @@ impl Outputs {
         self.sinks.iter().filter_map(|s| s.export_stats()).reduce(|a, b| a + b)
     }
 
-    /// Shuts every sink down, in order, within `timeout` in all; the first error.
-    pub fn shutdown(&mut self, timeout: Duration) -> io::Result<()> {
-        let deadline = Instant::now() + timeout;
+    /// Shuts every sink down, in order, within `timeout` in all (`None`: until delivered);
+    /// the first error.
+    pub fn shutdown(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
         let mut first = Ok(());
         for sink in &mut self.sinks {
-            if let Err(e) = sink.shutdown(deadline.saturating_duration_since(Instant::now()))
+            if let Err(e) = sink.shutdown(deadline)
                 && first.is_ok()
             {
                 first = Err(e);

@@ -231,8 +231,11 @@ pub fn run(data: &[u8]) {
     let max_partial_heads = http.max_partial_heads;
     let mut tracker = HttpTracker::new(http);
     let max_calls = if flags & 8 != 0 { 1 } else { LlmConfig::default().max_calls_in_flight };
-    let mut assembler =
-        CallAssembler::new(LlmConfig { capture_content: flags & 2 != 0, max_calls_in_flight: max_calls });
+    let mut assembler = CallAssembler::new(LlmConfig {
+        capture_content: flags & 2 != 0,
+        max_calls_in_flight: max_calls,
+        ..LlmConfig::default()
+    });
     let mut check = Checker::default();
     // Each call, and whether its exchange had ended when it was reported.
     let mut calls: Vec<(LlmCall, bool)> = Vec::new();

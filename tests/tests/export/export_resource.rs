@@ -55,7 +55,10 @@ fn each_span_is_exported_under_its_call_resource() {
     let env = Environment::from_pairs([("OTEL_METRICS_EXPORTER", "none")]);
     let (settings, _) = settings::resolve(&cli, &env).expect("settings");
     let resource = settings::resource(&settings, Some("host-a".into()));
-    let mut outputs = outputs::build(&settings, &resource, Box::new(std::io::sink())).expect("outputs").outputs;
+    let mut outputs =
+        outputs::build(&settings, &resource, Box::new(std::io::sink()), ollama_tracer::export::otlp::Delivery::Live)
+            .expect("outputs")
+            .outputs;
     let config = SpanStageConfig { spans: SpanConfig { id_seed: Some(7), ..Default::default() }, ..Default::default() };
     let mut spans = SpanStage::new(resource, config);
 
@@ -71,7 +74,7 @@ fn each_span_is_exported_under_its_call_resource() {
     });
     let produced = spans.stats().spans;
     assert!(calls >= 10, "the capture has calls: {calls}");
-    outputs.shutdown(Duration::from_secs(30)).expect("flush");
+    outputs.shutdown(Some(Duration::from_secs(30))).expect("flush");
     let stats = outputs.export_stats().expect("OTLP stats");
     assert_eq!(stats.exported, produced, "every span delivered: {stats}");
 

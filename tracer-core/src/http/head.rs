@@ -59,6 +59,8 @@ pub struct RequestHead {
     pub tracestate: Option<String>,
     /// Headers on the configured allow-list (lower-case names), never secrets.
     pub kept_headers: Vec<(String, String)>,
+    /// The conversation id the client sent in the configured header (`HttpConfig::conversation_header`).
+    pub conversation_id: Option<String>,
     /// Stands for a request that was not captured (lost, or sent before the capture began),
     /// answered by a response we did see: every field above is unknown.
     pub unseen: bool,
@@ -151,7 +153,10 @@ fn has_token(value: &[u8], token: &str) -> bool {
 }
 
 /// Parses a complete request head.
-pub fn parse_request(buf: &[u8], keep: &[String]) -> Result<RequestHead, HeadError> {
+/// Longest conversation id kept from a header.
+const MAX_CONVERSATION_ID: usize = 256;
+
+pub fn parse_request(buf: &[u8], keep: &[String], conversation_header: &str) -> Result<RequestHead, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
@@ -216,6 +221,12 @@ pub fn parse_request(buf: &[u8], keep: &[String]) -> Result<RequestHead, HeadErr
                 None => v,
             });
         }
+        if !conversation_header.is_empty() && name.eq_ignore_ascii_case(conversation_header) {
+            let id = text(value);
+            if !id.is_empty() && id.len() <= MAX_CONVERSATION_ID {
+                head.conversation_id = Some(id);
+            }
+        }
         if !keep.is_empty() && !is_secret_header(name) && keep.iter().any(|k| k.eq_ignore_ascii_case(name)) {
             head.kept_headers.push((name.to_ascii_lowercase(), text(value)));
         }
@@ -270,7 +281,7 @@ mod tests {
     fn request_keeps_what_matters_and_no_secrets() {
         let raw = b"POST /api/chat?ts=123 HTTP/1.1\r\nHost: localhost:11434\r\nAuthorization: Bearer sk-secret\r\nX-Api-Key: k\r\nCookie: a=b\r\nUser-Agent: ollama-python/0.6.1\r\nContent-Length: 42\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\ntracestate: a=1\r\nTraceState: b=2\r\n\r\n";
         let keep = vec!["user-agent".to_string(), "authorization".to_string(), "cookie".to_string()];
-        let h = parse_request(raw, &keep).unwrap();
+        let h = parse_request(raw, &keep, "").unwrap();
         assert_eq!(h.method, "POST");
         assert_eq!(h.path, "/api/chat");
         assert!(h.has_query);

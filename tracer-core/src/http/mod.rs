@@ -41,7 +41,13 @@ pub struct HttpConfig {
     /// Requests of one connection waiting for their responses (pipelining); beyond it the
     /// oldest is settled as unanswered.
     pub max_pending_per_conn: usize,
+    /// Request header (lower-case name) whose value is the client's conversation id; empty:
+    /// none is read.
+    pub conversation_header: String,
 }
+
+/// The conversation header read by default: an id the client chose to send.
+pub const DEFAULT_CONVERSATION_HEADER: &str = "x-conversation-id";
 
 impl Default for HttpConfig {
     fn default() -> Self {
@@ -50,6 +56,7 @@ impl Default for HttpConfig {
             max_partial_heads: 16 << 20,
             head_timeout_ns: 60_000_000_000,
             max_pending_per_conn: 128,
+            conversation_header: DEFAULT_CONVERSATION_HEADER.to_string(),
         }
     }
 }

@@ -59,7 +59,8 @@ impl Ctx<'_> {
                         return;
                     };
                     i += used;
-                    let parsed = parse_request(&head_bytes, &self.config.keep_headers);
+                    let parsed =
+                        parse_request(&head_bytes, &self.config.keep_headers, &self.config.conversation_header);
                     c.req.head.clear();
                     let head = match parsed {
                         Ok(h) => h,

@@ -40,6 +40,9 @@ struct AnDoc {
     block_input: Option<String>,
     calls: Vec<ToolCall>,
     input_tokens: Option<u64>,
+    /// `usage.cache_read_input_tokens` (Ollama ≥ 0.33): subtracted from `input_tokens`, as
+    /// Anthropic counts.
+    cache_read: Option<u64>,
     output_tokens: Option<u64>,
     error: bool,
     error_type: bool,
@@ -157,6 +160,7 @@ impl JsonVisitor for AnthropicVisitor {
             match path.key(1) {
                 Some(b"input_tokens") => self.doc.input_tokens = v.as_u64(),
                 Some(b"output_tokens") => self.doc.output_tokens = v.as_u64(),
+                Some(b"cache_read_input_tokens") => self.doc.cache_read = v.as_u64(),
                 _ => {}
             }
         }
@@ -258,8 +262,12 @@ impl DocVisitor for AnthropicVisitor {
         if doc.model {
             s.set_model(&self.model);
         }
-        if doc.input_tokens.is_some() {
-            s.info.input_tokens = doc.input_tokens;
+        if let Some(n) = doc.input_tokens {
+            // The conventions' input count includes the cache hits Anthropic's leaves out.
+            s.info.input_tokens = Some(n + doc.cache_read.unwrap_or(0));
+        }
+        if doc.cache_read.is_some() {
+            s.info.cache_read_input_tokens = doc.cache_read.filter(|n| *n > 0);
         }
         if doc.output_tokens.is_some() {
             s.info.output_tokens = doc.output_tokens;

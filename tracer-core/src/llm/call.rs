@@ -64,6 +64,11 @@ pub struct RequestInfo {
     pub invalid_json: bool,
     /// What links this call to others of its conversation (chat routes).
     pub conversation: ConversationFacts,
+    /// A conversation id the client sent (the Responses API's `conversation`, or the
+    /// conversation header): an identifier the traffic carries, unlike an inferred one.
+    pub conversation_id: Option<String>,
+    /// Responses API: the response this request continues.
+    pub previous_response_id: Option<String>,
     /// Messages, system instructions and tool definitions, when content capture is on.
     pub content: Option<InputContent>,
 }
@@ -83,6 +88,9 @@ pub struct OllamaMetrics {
     pub total_duration: Option<u64>,
     pub load_duration: Option<u64>,
     pub prompt_eval_count: Option<u64>,
+    /// The part of `prompt_eval_count` served from the prompt cache (Ollama ≥ 0.33; omitted
+    /// when 0, so absent means "no hits or an older server").
+    pub prompt_eval_cached_count: Option<u64>,
     pub prompt_eval_duration: Option<u64>,
     pub eval_count: Option<u64>,
     pub eval_duration: Option<u64>,
@@ -126,8 +134,12 @@ pub struct ResponseInfo {
     pub finish_reasons: Vec<String>,
     /// Native `done_reason`.
     pub done_reason: Option<String>,
+    /// All input tokens, cached ones included (the conventions' `gen_ai.usage.input_tokens`).
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+    /// Input tokens served from the prompt cache, when the server reported a number of them
+    /// (0 is left out: older servers and some routes write 0 for "not reported").
+    pub cache_read_input_tokens: Option<u64>,
     pub ollama: OllamaMetrics,
     /// The body was a stream of chunks (NDJSON or SSE), not one JSON value.
     pub streamed: bool,
@@ -273,6 +285,8 @@ pub struct LlmCall {
     pub exchange: ExchangeId,
     pub flow: FlowKey,
     pub meta: CaptureMeta,
+    /// Who answers on the call's port.
+    pub provider: super::Provider,
     pub route: Route,
     pub method: String,
     /// Path without query.
@@ -280,6 +294,8 @@ pub struct LlmCall {
     pub user_agent: Option<String>,
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
+    /// The conversation id the client sent in the conversation header.
+    pub conversation_header: Option<String>,
     /// Allow-listed request headers.
     pub headers: Vec<(String, String)>,
     pub status: Option<u16>,
@@ -296,6 +312,11 @@ pub struct LlmCall {
 }
 
 impl LlmCall {
+    /// `http.route`: the route's template as the server serves it; `None` for unknown paths.
+    pub fn http_route(&self) -> Option<&'static str> {
+        self.provider.http_route(self.route, &self.path)
+    }
+
     /// A completed 200 call on `route` from 127.0.0.1:5000, for tests (feature `testing`).
     #[cfg(any(test, feature = "testing"))]
     pub fn for_test(route: super::Route) -> LlmCall {
@@ -307,12 +328,14 @@ impl LlmCall {
                 server: "127.0.0.1:11434".parse().expect("address"),
             },
             meta: crate::segment::CaptureMeta::default(),
+            provider: super::Provider::Ollama,
             route,
             method: "POST".into(),
             path: route.template().unwrap_or("/").into(),
             user_agent: None,
             traceparent: None,
             tracestate: None,
+            conversation_header: None,
             headers: Vec::new(),
             status: Some(200),
             request: RequestInfo { model: Some("llama3.2".into()), ..Default::default() },

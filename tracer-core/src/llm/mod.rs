@@ -10,6 +10,7 @@ pub mod framing;
 pub mod messages;
 pub mod native;
 pub mod openai;
+pub mod provider;
 pub mod request;
 pub mod response;
 pub mod responses;
@@ -23,6 +24,7 @@ mod tests;
 use rustc_hash::FxHashMap;
 
 pub use self::call::{CallError, CallTimes, ErrorKind, Incomplete, LlmCall, RequestInfo, ResponseInfo};
+pub use self::provider::{Provider, Providers};
 use self::request::RequestDecoder;
 use self::response::ResponseDecoder;
 pub use self::route::{Api, Operation, Route};
@@ -72,6 +74,7 @@ struct Sniff {
 fn deliver(
     response: &mut Option<Box<ResponseDecoder>>,
     sniff: &mut Option<Sniff>,
+    provider: Provider,
     route: &mut Route,
     capture: bool,
     data: &[u8],
@@ -88,7 +91,7 @@ fn deliver(
     sn.last_ts = ts;
     let full = sn.buf.len() >= route::SNIFF_BYTES;
     if let Some(r) = Route::sniff(sn.content_type.as_deref(), &sn.buf).or(full.then_some(Route::Unknown)) {
-        decide(response, sniff, route, r, capture, ts);
+        decide(response, sniff, route, provider.own(r), capture, ts);
         if let Some(d) = response.as_mut() {
             d.feed(&data[take..], ts);
         }
@@ -116,7 +119,7 @@ fn decide(
 /// buffered are fed as of when the last of them arrived).
 fn decide_now(st: &mut CallState, capture: bool) {
     if let Some(sn) = st.sniff.as_ref() {
-        let r = Route::sniff(sn.content_type.as_deref(), &sn.buf).unwrap_or(Route::Unknown);
+        let r = st.call.provider.own(Route::sniff(sn.content_type.as_deref(), &sn.buf).unwrap_or(Route::Unknown));
         let ts = sn.last_ts;
         decide(&mut st.response, &mut st.sniff, &mut st.call.route, r, capture, ts);
     }
@@ -140,18 +143,20 @@ pub struct InFlightCall {
 }
 
 /// What the call-assembly stage keeps beyond the facts.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct LlmConfig {
     /// Keep message content (off by default; see [`content`]).
     pub capture_content: bool,
     /// Calls followed at once; beyond it the oldest is reported as it stands (flagged
     /// `capture_ended`). Each call's state is bounded, so this bounds them all.
     pub max_calls_in_flight: usize,
+    /// Which server answers on which port (Ollama unless listed).
+    pub providers: Providers,
 }
 
 impl Default for LlmConfig {
     fn default() -> Self {
-        LlmConfig { capture_content: false, max_calls_in_flight: 16_384 }
+        LlmConfig { capture_content: false, max_calls_in_flight: 16_384, providers: Providers::default() }
     }
 }
 
@@ -246,8 +251,10 @@ impl CallAssembler {
                 }
                 let head = *head;
                 let unseen = head.unseen;
-                let route = Route::classify(&head.method, &head.path);
+                let provider = self.config.providers.of(flow.server.port());
+                let route = provider.classify(&head.method, &head.path);
                 let call = LlmCall {
+                    provider,
                     conn,
                     exchange: id,
                     flow,
@@ -258,6 +265,7 @@ impl CallAssembler {
                     user_agent: head.user_agent,
                     traceparent: head.traceparent,
                     tracestate: head.tracestate,
+                    conversation_header: head.conversation_id,
                     headers: head.kept_headers,
                     status: None,
                     request: RequestInfo::default(),
@@ -335,7 +343,7 @@ impl CallAssembler {
                     && (st.response.is_some() || st.sniff.is_some())
                 {
                     st.response_wire_bytes = wire;
-                    deliver(&mut st.response, &mut st.sniff, &mut st.call.route, capture, data, ts);
+                    deliver(&mut st.response, &mut st.sniff, st.call.provider, &mut st.call.route, capture, data, ts);
                 }
             }
             HttpEvent::BodyGap { id, dir, .. } => {

@@ -40,6 +40,7 @@ struct NativeDoc {
     total_duration: Option<u64>,
     load_duration: Option<u64>,
     prompt_eval_count: Option<u64>,
+    prompt_eval_cached_count: Option<u64>,
     prompt_eval_duration: Option<u64>,
     eval_count: Option<u64>,
     eval_duration: Option<u64>,
@@ -182,6 +183,7 @@ impl JsonVisitor for NativeVisitor {
             Some(b"total_duration") => d.total_duration = v.as_u64(),
             Some(b"load_duration") => d.load_duration = v.as_u64(),
             Some(b"prompt_eval_count") => d.prompt_eval_count = v.as_u64(),
+            Some(b"prompt_eval_cached_count") => d.prompt_eval_cached_count = v.as_u64(),
             Some(b"prompt_eval_duration") => d.prompt_eval_duration = v.as_u64(),
             Some(b"eval_count") => d.eval_count = v.as_u64(),
             Some(b"eval_duration") => d.eval_duration = v.as_u64(),
@@ -333,11 +335,20 @@ impl DocVisitor for NativeVisitor {
         macro_rules! take {
             ($($f:ident),*) => { $( if doc.$f.is_some() { metrics.$f = doc.$f; } )* };
         }
-        take!(total_duration, load_duration, prompt_eval_count, prompt_eval_duration, eval_count, eval_duration);
+        take!(
+            total_duration,
+            load_duration,
+            prompt_eval_count,
+            prompt_eval_cached_count,
+            prompt_eval_duration,
+            eval_count,
+            eval_duration
+        );
         if doc.done == Some(true) || matches!(self.route, Route::Embed) {
             // Token counts are only final on the done chunk (embed has no `done`); an absent
             // count stays unknown rather than zero.
             s.info.input_tokens = s.info.ollama.prompt_eval_count;
+            s.info.cache_read_input_tokens = s.info.ollama.prompt_eval_cached_count.filter(|n| *n > 0);
             if self.route != Route::Embed {
                 s.info.output_tokens = s.info.ollama.eval_count;
             }

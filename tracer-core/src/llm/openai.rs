@@ -38,6 +38,8 @@ struct OaDoc {
     /// Length of `choices`, when present.
     choices: Option<u32>,
     prompt_tokens: Option<u64>,
+    /// `usage.prompt_tokens_details.cached_tokens` (Ollama ≥ 0.33).
+    cached_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     error: bool,
     error_type: bool,
@@ -189,6 +191,8 @@ impl JsonVisitor for OpenAiVisitor {
                 Some(b"completion_tokens") => self.doc.completion_tokens = v.as_u64(),
                 _ => {}
             }
+        } else if path.is(&["usage", "prompt_tokens_details", "cached_tokens"]) {
+            self.doc.cached_tokens = v.as_u64();
         }
     }
 
@@ -332,6 +336,9 @@ impl DocVisitor for OpenAiVisitor {
             }
             if doc.completion_tokens.is_some() {
                 s.info.output_tokens = doc.completion_tokens;
+            }
+            if doc.cached_tokens.is_some() {
+                s.info.cache_read_input_tokens = doc.cached_tokens.filter(|n| *n > 0);
             }
         }
         if doc.data_len.is_some() {

@@ -31,6 +31,9 @@ enum Str {
     Source,
     Destination,
     From,
+    /// Responses API: the response this one continues, and the conversation it belongs to.
+    PreviousResponseId,
+    Conversation,
     /// Any other string: only its length matters.
     Other,
 }
@@ -155,8 +158,13 @@ impl RequestVisitor {
                 Some(b"source") if self.route == Route::Copy => Str::Source,
                 Some(b"destination") if self.route == Route::Copy => Str::Destination,
                 Some(b"from") if self.route == Route::Create => Str::From,
+                Some(b"previous_response_id") if self.route == Route::OpenAiResponses => Str::PreviousResponseId,
+                Some(b"conversation") if self.route == Route::OpenAiResponses => Str::Conversation,
                 _ => Str::Other,
             };
+        }
+        if self.route == Route::OpenAiResponses && path.is(&["conversation", "id"]) {
+            return Str::Conversation;
         }
         if path.matches(&[P::Key("options"), P::Key("stop"), P::AnyIndex])
             || path.matches(&[P::Key("stop"), P::AnyIndex])
@@ -275,6 +283,8 @@ impl RequestVisitor {
             Str::Source => self.info.model = Some(value),
             Str::Destination => self.info.destination = Some(value),
             Str::From => self.info.from = Some(value),
+            Str::PreviousResponseId => self.info.previous_response_id = Some(value).filter(|v| !v.is_empty()),
+            Str::Conversation => self.info.conversation_id = Some(value).filter(|v| !v.is_empty()),
             Str::PartType => {
                 if value == "image_url" || value == "image" || value == "input_image" {
                     self.info.images += 1;

@@ -21,6 +21,7 @@ enum RsStr {
     /// A plain body's function-call `arguments` (content capture only).
     ItemArguments,
     OutputText,
+    ReasoningText,
     ErrorMessage,
     IncompleteReason,
 }
@@ -42,7 +43,11 @@ struct RsDoc {
     /// The `delta` text of this event, routed once its type is known (content capture only).
     delta_text: String,
     input_tokens: Option<u64>,
+    /// `usage.input_tokens_details.cached_tokens` (Ollama ≥ 0.33).
+    cached_tokens: Option<u64>,
     output_tokens: Option<u64>,
+    /// Reasoning text of a plain body (`output[i].summary[j].text`).
+    reasoning: u64,
     error: bool,
     incomplete_reason: Option<String>,
 }
@@ -122,6 +127,13 @@ impl ResponsesVisitor {
             {
                 RsStr::OutputText
             }
+            // A plain body's reasoning item: the thinking is its summary's text (the stream sends
+            // the same text as `response.reasoning_summary_text.delta`).
+            (5, Some(b"output"))
+                if !self.streamed && path.key(b + 2) == Some(b"summary") && path.key(b + 4) == Some(b"text") =>
+            {
+                RsStr::ReasoningText
+            }
             _ => RsStr::None,
         }
     }
@@ -173,6 +185,12 @@ impl JsonVisitor for ResponsesVisitor {
                 Some(b"output_tokens") => self.doc.output_tokens = v.as_u64(),
                 _ => {}
             }
+        } else if path.depth() == b + 3
+            && path.key(b) == Some(b"usage")
+            && path.key(b + 1) == Some(b"input_tokens_details")
+            && path.key(b + 2) == Some(b"cached_tokens")
+        {
+            self.doc.cached_tokens = v.as_u64();
         }
     }
 
@@ -201,6 +219,10 @@ impl JsonVisitor for ResponsesVisitor {
             RsStr::OutputText => {
                 self.doc.text += part.len() as u64;
                 self.s.text(part);
+            }
+            RsStr::ReasoningText => {
+                self.doc.reasoning += part.len() as u64;
+                self.s.reasoning(part);
             }
             RsStr::ItemArguments => {
                 let args = self.doc.item_arguments.get_or_insert_with(String::new);
@@ -263,7 +285,7 @@ impl DocVisitor for ResponsesVisitor {
             "response.output_text.delta"
             | "response.reasoning_summary_text.delta"
             | "response.function_call_arguments.delta" => doc.delta > 0,
-            _ => doc.text > 0 || !doc.calls.is_empty(),
+            _ => doc.text > 0 || doc.reasoning > 0 || !doc.calls.is_empty(),
         };
         s.chunk(ts, has_output);
         match kind.as_str() {
@@ -275,7 +297,10 @@ impl DocVisitor for ResponsesVisitor {
                 s.info.reasoning_bytes += doc.delta;
                 s.reasoning(doc.delta_text.as_bytes());
             }
-            _ => s.info.text_bytes += doc.text,
+            _ => {
+                s.info.text_bytes += doc.text;
+                s.info.reasoning_bytes += doc.reasoning;
+            }
         }
         s.commit();
         if !doc.calls.is_empty() {
@@ -296,6 +321,9 @@ impl DocVisitor for ResponsesVisitor {
         }
         if doc.output_tokens.is_some() {
             s.info.output_tokens = doc.output_tokens;
+        }
+        if doc.cached_tokens.is_some() {
+            s.info.cache_read_input_tokens = doc.cached_tokens.filter(|n| *n > 0);
         }
         let terminal =
             !self.streamed || matches!(kind.as_str(), "response.completed" | "response.failed" | "response.incomplete");

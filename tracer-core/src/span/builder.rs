@@ -6,13 +6,13 @@ use std::borrow::Cow;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-use super::conversation::{Conversations, SpanRef, ToolExecution};
+use super::conversation::{Conversations, ResponseChains, SpanRef, ToolExecution, Turn};
 use super::identity;
-use super::record::{AttrValue, KeyValue, SpanKind, SpanRecord, StatusCode};
-use super::semconv as sc;
+use super::record::{AttrValue, KeyValue, SpanKind, SpanLink, SpanRecord, StatusCode};
+use super::semconv::{self as sc, SemconvMode};
 use super::trace_context::TraceParent;
 use crate::llm::content::{self, ContentConfig};
-use crate::llm::{ErrorKind, LlmCall};
+use crate::llm::{ErrorKind, LlmCall, Route};
 use crate::segment::{Timestamp, display_ip};
 
 #[derive(Clone, Debug, Default)]
@@ -24,6 +24,22 @@ pub struct SpanConfig {
     pub cold_start_ns: Option<u64>,
     /// Content capture (`gen_ai.input.messages` …): `None` keeps content out of spans.
     pub content: Option<ContentConfig>,
+    /// Which version of the GenAI conventions the attributes follow.
+    pub semconv: SemconvMode,
+    /// Where the inferred conversation id goes.
+    pub conversation_id: ConversationIdAttribute,
+}
+
+/// Where the conversation id the tracer infers (a hash of the resent history) goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConversationIdAttribute {
+    /// `ollama_tracer.conversation.id` only: the conventions say a hash of request content
+    /// SHOULD NOT be `gen_ai.conversation.id`. The default.
+    #[default]
+    Vendor,
+    /// Also `gen_ai.conversation.id` when the traffic carries no id of its own — a deviation,
+    /// for backends that group conversations by it.
+    GenAi,
 }
 
 /// Default cold-start threshold: loading even a small model from disk takes longer; a warm
@@ -35,7 +51,10 @@ pub struct SpanBuilder {
     rng: StdRng,
     cold_start_ns: u64,
     content: Option<ContentConfig>,
+    semconv: SemconvMode,
+    conversation_id: ConversationIdAttribute,
     conversations: Conversations,
+    chains: ResponseChains,
 }
 
 impl std::fmt::Debug for SpanBuilder {
@@ -68,7 +87,10 @@ impl SpanBuilder {
             rng,
             cold_start_ns: config.cold_start_ns.unwrap_or(DEFAULT_COLD_START_NS),
             content: config.content,
+            semconv: config.semconv,
+            conversation_id: config.conversation_id,
             conversations: Conversations::default(),
+            chains: ResponseChains::default(),
         }
     }
 
@@ -95,29 +117,50 @@ impl SpanBuilder {
         let mut span = self.build(call);
         let mut spans = Vec::with_capacity(4);
         let me = SpanRef { trace_id: span.trace_id, span_id: span.span_id, flags: span.flags };
-        let (conversation, tools) = self.conversations.observe(call, me);
-        if let Some(id) = &conversation {
-            span.attributes.push(KeyValue::new(sc::GEN_AI_CONVERSATION_ID, id.clone()));
-        }
+        let mut turn = self.conversations.observe(call, me);
+        let ids = self.conversation_ids(call, &mut turn, me);
+        ids.put(&mut span.attributes);
+        span.links = links(&turn);
         // Without the request the call's span starts late: phases would not fit it.
         let phases = if call.request_seen() { self.phases(call, &span) } else { Vec::new() };
         spans.push(span);
         spans.extend(phases);
-        for tool in tools {
-            let t = self.tool_span(&tool, conversation.as_deref());
+        for tool in &turn.tools {
+            let t = self.tool_span(tool, &ids);
             spans.push(t);
         }
         spans
     }
 
+    /// The call's conversation ids: the one the traffic carries (the client's body or header,
+    /// a Responses chain) as `gen_ai.conversation.id`, the inferred one as the tracer's own. A
+    /// Responses call continuing a response seen earlier has that call as its previous turn.
+    fn conversation_ids(&mut self, call: &LlmCall, turn: &mut Turn, me: SpanRef) -> ConversationIds {
+        if call.operation().is_none() {
+            return ConversationIds::default();
+        }
+        let mut chained = None;
+        if call.route == Route::OpenAiResponses {
+            let at = self.chains.observe(call.request.previous_response_id.as_deref(), call.response.id.as_deref(), me);
+            chained = at.conversation;
+            turn.previous = turn.previous.or(at.previous);
+        }
+        let carried = call.request.conversation_id.clone().or_else(|| call.conversation_header.clone()).or(chained);
+        let genai = match self.conversation_id {
+            ConversationIdAttribute::Vendor => carried,
+            ConversationIdAttribute::GenAi => carried.or_else(|| turn.id.clone()),
+        };
+        ConversationIds { genai, inferred: turn.id.clone() }
+    }
+
     /// An `execute_tool` span inferred between two calls of a conversation.
-    fn tool_span(&mut self, t: &ToolExecution, conversation: Option<&str>) -> SpanRecord {
+    fn tool_span(&mut self, t: &ToolExecution, ids: &ConversationIds) -> SpanRecord {
         let mut a = Attrs(Vec::with_capacity(8));
-        a.put(sc::GEN_AI_OPERATION_NAME, "execute_tool");
+        a.put(sc::GEN_AI_OPERATION_NAME, sc::OPERATION_EXECUTE_TOOL);
         a.put(sc::GEN_AI_TOOL_NAME, t.name.clone());
         a.put(sc::GEN_AI_TOOL_TYPE, "function");
         a.opt(sc::GEN_AI_TOOL_CALL_ID, t.call_id.clone());
-        a.opt(sc::GEN_AI_CONVERSATION_ID, conversation.map(str::to_owned));
+        ids.put(&mut a.0);
         // Not seen on the wire: inferred from the gap between the calls around it.
         a.put(sc::TRACER_INFERRED, true);
         if let Some(cfg) = &self.content {
@@ -125,7 +168,7 @@ impl SpanBuilder {
             a.opt(sc::GEN_AI_TOOL_CALL_RESULT, t.result.as_deref().map(|s| cfg.clean(s)));
         }
         SpanRecord {
-            name: format!("execute_tool {}", t.name),
+            name: format!("{} {}", sc::OPERATION_EXECUTE_TOOL, t.name),
             kind: SpanKind::Internal,
             trace_id: t.parent.trace_id,
             span_id: self.span_id(),
@@ -138,6 +181,7 @@ impl SpanBuilder {
             status_message: String::new(),
             attributes: a.0,
             events: Vec::new(),
+            links: Vec::new(),
         }
     }
 
@@ -184,8 +228,9 @@ impl SpanBuilder {
         let cold_start_ns = self.cold_start_ns;
         let mut phase = |name: &'static str, from: Timestamp, to: Timestamp, extra: Vec<KeyValue>| {
             let mut attributes = vec![KeyValue::new(sc::OLLAMA_PHASE, name)];
+            // Not a GenAI operation of its own: no `gen_ai.*` (backends would count it as one).
             if let Some(m) = &model {
-                attributes.push(KeyValue::new(sc::GEN_AI_REQUEST_MODEL, m.clone()));
+                attributes.push(KeyValue::new(sc::OLLAMA_MODEL, m.clone()));
             }
             attributes.extend(extra);
             SpanRecord {
@@ -202,6 +247,7 @@ impl SpanBuilder {
                 status_message: String::new(),
                 attributes,
                 events: Vec::new(),
+                links: Vec::new(),
             }
         };
         let mut out = Vec::with_capacity(3);
@@ -241,7 +287,7 @@ impl SpanBuilder {
         let name = match (op, call.model()) {
             (Some(op), Some(model)) if !model.is_empty() => format!("{} {model}", op.as_str()),
             (Some(op), _) => op.as_str().to_string(),
-            (None, _) => match call.route.template() {
+            (None, _) => match call.http_route() {
                 Some(route) => format!("{} {route}", call.method),
                 None => call.method.clone(),
             },
@@ -256,7 +302,7 @@ impl SpanBuilder {
         let mut a = Attrs(Vec::with_capacity(48));
         if let Some(op) = op {
             a.put(sc::GEN_AI_OPERATION_NAME, op.as_str());
-            a.put(sc::GEN_AI_PROVIDER_NAME, sc::PROVIDER_OLLAMA);
+            a.put(sc::GEN_AI_PROVIDER_NAME, call.provider.name());
             self.genai_attributes(call, &mut a);
         } else {
             self.management_attributes(call, &mut a);
@@ -298,6 +344,7 @@ impl SpanBuilder {
             status_message,
             attributes: a.0,
             events: Vec::new(),
+            links: Vec::new(),
         }
     }
 
@@ -309,7 +356,11 @@ impl SpanBuilder {
         a.opt(sc::GEN_AI_RESPONSE_MODEL, resp.model.clone().filter(|m| !m.is_empty()));
         a.opt(sc::GEN_AI_REQUEST_TEMPERATURE, p.temperature);
         a.opt(sc::GEN_AI_REQUEST_TOP_P, p.top_p);
-        a.opt(sc::GEN_AI_REQUEST_TOP_K, p.top_k);
+        match self.semconv {
+            SemconvMode::V1_41 => a.opt(sc::GEN_AI_REQUEST_TOP_K, p.top_k),
+            // An int in the latest conventions.
+            SemconvMode::Latest => a.opt(sc::GEN_AI_REQUEST_TOP_K, p.top_k.map(|k| k as i64)),
+        }
         a.opt(sc::GEN_AI_REQUEST_MAX_TOKENS, p.max_tokens);
         a.opt(sc::GEN_AI_REQUEST_SEED, p.seed);
         if !p.stop.is_empty() {
@@ -331,6 +382,10 @@ impl SpanBuilder {
         }
         a.opt(sc::GEN_AI_USAGE_INPUT_TOKENS, resp.input_tokens);
         a.opt(sc::GEN_AI_USAGE_OUTPUT_TOKENS, resp.output_tokens);
+        a.opt(sc::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, resp.cache_read_input_tokens);
+        if self.semconv == SemconvMode::Latest {
+            a.opt(sc::GEN_AI_REQUEST_PREVIOUS_RESPONSE_ID, req.previous_response_id.clone());
+        }
         if resp.streamed {
             a.opt(sc::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, call.time_to_first_chunk());
         }
@@ -340,6 +395,7 @@ impl SpanBuilder {
         a.opt(sc::OLLAMA_TOTAL_DURATION, o.total_duration);
         a.opt(sc::OLLAMA_LOAD_DURATION, o.load_duration);
         a.opt(sc::OLLAMA_PROMPT_EVAL_COUNT, o.prompt_eval_count);
+        a.opt(sc::OLLAMA_PROMPT_EVAL_CACHED_COUNT, o.prompt_eval_cached_count);
         a.opt(sc::OLLAMA_PROMPT_EVAL_DURATION, o.prompt_eval_duration);
         a.opt(sc::OLLAMA_EVAL_COUNT, o.eval_count);
         a.opt(sc::OLLAMA_EVAL_DURATION, o.eval_duration);
@@ -369,7 +425,10 @@ impl SpanBuilder {
         a.opt(sc::OLLAMA_REQUEST_NUM_CTX, p.num_ctx);
         a.opt(sc::OLLAMA_REQUEST_REPEAT_PENALTY, p.repeat_penalty);
         a.opt(sc::OLLAMA_REQUEST_MIN_P, p.min_p);
-        a.opt(sc::OLLAMA_REQUEST_THINK, req.think.clone());
+        match self.semconv {
+            SemconvMode::V1_41 => a.opt(sc::OLLAMA_REQUEST_THINK, req.think.clone()),
+            SemconvMode::Latest => a.opt(sc::GEN_AI_REQUEST_REASONING_LEVEL, req.think.clone()),
+        }
         a.opt(sc::OLLAMA_REQUEST_MESSAGES, req.messages);
         if !req.tools.is_empty() {
             a.put(sc::OLLAMA_REQUEST_TOOLS, req.tools.clone());
@@ -411,7 +470,8 @@ impl SpanBuilder {
 
     fn management_attributes(&mut self, call: &LlmCall, a: &mut Attrs) {
         let resp = &call.response;
-        a.opt(sc::GEN_AI_REQUEST_MODEL, call.request.model.clone());
+        // Model management is not a GenAI operation: no `gen_ai.*`.
+        a.opt(sc::OLLAMA_MODEL, call.request.model.clone());
         a.opt(sc::OLLAMA_REQUEST_DESTINATION, call.request.destination.clone());
         a.opt(sc::OLLAMA_REQUEST_FROM, call.request.from.clone());
         a.opt(sc::OLLAMA_PROGRESS_STATUS, resp.progress_status.clone());
@@ -431,7 +491,7 @@ impl SpanBuilder {
             a.put(sc::URL_PATH, call.path.as_str());
         }
         a.put(sc::URL_SCHEME, "http");
-        a.opt(sc::HTTP_ROUTE, call.route.template());
+        a.opt(sc::HTTP_ROUTE, call.http_route());
         a.opt(sc::HTTP_RESPONSE_STATUS_CODE, call.status);
         a.put(sc::SERVER_ADDRESS, display_ip(call.flow.server.ip()));
         a.put(sc::SERVER_PORT, call.flow.server.port());
@@ -452,6 +512,52 @@ impl SpanBuilder {
             a.put(format!("{}{}", sc::HTTP_REQUEST_HEADER_PREFIX, name), vec![value.clone()]);
         }
     }
+}
+
+/// A call's conversation ids (see [`SpanBuilder::conversation_ids`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+struct ConversationIds {
+    genai: Option<String>,
+    inferred: Option<String>,
+}
+
+impl ConversationIds {
+    fn put(&self, attributes: &mut Vec<KeyValue>) {
+        if let Some(id) = &self.genai {
+            attributes.push(KeyValue::new(sc::GEN_AI_CONVERSATION_ID, id.clone()));
+        }
+        if let Some(id) = &self.inferred {
+            attributes.push(KeyValue::new(sc::TRACER_CONVERSATION_ID, id.clone()));
+        }
+    }
+}
+
+/// Links from a call's span: to its conversation's previous turn, and to each call whose tool
+/// call this request answers (when that is another span).
+fn links(turn: &Turn) -> Vec<SpanLink> {
+    let link = |to: &SpanRef, kind: &'static str, extra: Option<KeyValue>| SpanLink {
+        trace_id: to.trace_id,
+        span_id: to.span_id,
+        flags: to.flags,
+        attributes: std::iter::once(KeyValue::new(sc::TRACER_LINK_TYPE, kind)).chain(extra).collect(),
+    };
+    let tool_call_id = |t: &ToolExecution| t.call_id.clone().map(|id| KeyValue::new(sc::GEN_AI_TOOL_CALL_ID, id));
+    // One link per span: the previous turn usually is the call that asked for the tool (its
+    // link then names the tool call too).
+    let mut out: Vec<SpanLink> = turn
+        .previous
+        .iter()
+        .map(|p| {
+            let asked = turn.tools.iter().find(|t| t.parent.span_id == p.span_id).and_then(tool_call_id);
+            link(p, sc::LINK_PREVIOUS_TURN, asked)
+        })
+        .collect();
+    for t in &turn.tools {
+        if out.iter().all(|l| l.span_id != t.parent.span_id) {
+            out.push(link(&t.parent, sc::LINK_TOOL_CALL, tool_call_id(t)));
+        }
+    }
+    out
 }
 
 fn default_message(kind: &ErrorKind) -> String {

@@ -12,7 +12,11 @@ use crate::span::{AttrValue, KeyValue, SpanRecord};
 /// Adds the OpenInference mirrors of a GenAI span's attributes (other spans are left alone).
 pub fn openinference(span: &mut SpanRecord) {
     let Some(AttrValue::Str(op)) = span.attr(sc::GEN_AI_OPERATION_NAME) else { return };
-    let embeddings = op == "embeddings";
+    let kind = match op.as_str() {
+        "embeddings" => sc::OPENINFERENCE_KIND_EMBEDDING,
+        "execute_tool" => sc::OPENINFERENCE_KIND_TOOL,
+        _ => sc::OPENINFERENCE_KIND_LLM,
+    };
     let int = |k: &str| match span.attr(k) {
         Some(AttrValue::Int(i)) => Some(*i),
         _ => None,
@@ -21,15 +25,25 @@ pub fn openinference(span: &mut SpanRecord) {
         Some(AttrValue::Str(s)) => Some(s.clone()),
         _ => None,
     };
-    let mut add = Vec::new();
-    add.push(KeyValue::new(
-        sc::OPENINFERENCE_SPAN_KIND,
-        if embeddings { sc::OPENINFERENCE_KIND_EMBEDDING } else { sc::OPENINFERENCE_KIND_LLM },
-    ));
-    add.push(KeyValue::new(sc::LLM_PROVIDER, sc::PROVIDER_OLLAMA));
-    add.push(KeyValue::new(sc::LLM_SYSTEM, sc::PROVIDER_OLLAMA));
+    let mut add = vec![KeyValue::new(sc::OPENINFERENCE_SPAN_KIND, kind)];
+    // Phoenix groups a conversation's traces by its session.
+    if let Some(id) = string(sc::GEN_AI_CONVERSATION_ID) {
+        add.push(KeyValue::new(sc::SESSION_ID, id));
+    }
+    if kind == sc::OPENINFERENCE_KIND_TOOL {
+        if let Some(name) = string(sc::GEN_AI_TOOL_NAME) {
+            add.push(KeyValue::new(sc::OPENINFERENCE_TOOL_NAME, name));
+        }
+        span.attributes.extend(add);
+        return;
+    }
+    if let Some(provider) = string(sc::GEN_AI_PROVIDER_NAME) {
+        add.push(KeyValue::new(sc::LLM_PROVIDER, provider.clone()));
+        add.push(KeyValue::new(sc::LLM_SYSTEM, provider));
+    }
     if let Some(model) = string(sc::GEN_AI_RESPONSE_MODEL).or_else(|| string(sc::GEN_AI_REQUEST_MODEL)) {
-        add.push(KeyValue::new(if embeddings { sc::EMBEDDING_MODEL_NAME } else { sc::LLM_MODEL_NAME }, model));
+        let key = if kind == sc::OPENINFERENCE_KIND_EMBEDDING { sc::EMBEDDING_MODEL_NAME } else { sc::LLM_MODEL_NAME };
+        add.push(KeyValue::new(key, model));
     }
     let (input, output) = (int(sc::GEN_AI_USAGE_INPUT_TOKENS), int(sc::GEN_AI_USAGE_OUTPUT_TOKENS));
     if let Some(i) = input {
@@ -40,6 +54,9 @@ pub fn openinference(span: &mut SpanRecord) {
     }
     if let (Some(i), Some(o)) = (input, output) {
         add.push(KeyValue::new(sc::LLM_TOKEN_COUNT_TOTAL, i + o));
+    }
+    if let Some(c) = int(sc::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS) {
+        add.push(KeyValue::new(sc::LLM_TOKEN_COUNT_PROMPT_CACHE_READ, c));
     }
     // Request parameters as OpenInference's JSON object, keyed as the OpenAI API names them.
     let mut params = serde_json::Map::new();

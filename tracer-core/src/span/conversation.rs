@@ -4,10 +4,13 @@
 //! of turn N+1 starts with the messages of turn N's request (then the assistant's answer, then
 //! the new user message or tool results). Each request is fingerprinted after every message;
 //! a call from the same client host whose request extends an earlier request (one of its
-//! shorter prefixes equals that whole request) continues that request's conversation, and
-//! shares its `gen_ai.conversation.id`. A request that extends none starts a conversation,
-//! whose id is derived from the client, the request and its start time — so the same prompt
-//! sent twice is two conversations.
+//! shorter prefixes equals that whole request) continues that request's conversation: it
+//! shares its inferred id (`ollama_tracer.conversation.id`) and links to the previous turn's
+//! span. A request that extends none starts a conversation, whose id is derived from the
+//! client, the request and its start time — so the same prompt sent twice is two
+//! conversations. Being a hash of request content, the inferred id is never
+//! `gen_ai.conversation.id` unless the user asks for it: the conventions reserve that for an
+//! identifier the application has ([`ResponseChains`], the client's conversation header).
 //!
 //! When a response asks for tool calls and the next request of the conversation carries the
 //! tools' results (after its last assistant message), the tool ran in between: an
@@ -65,6 +68,17 @@ struct Conversation {
     seen: Timestamp,
 }
 
+/// What [`Conversations::observe`] learnt about one call.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Turn {
+    /// The inferred conversation id (chat calls).
+    pub id: Option<String>,
+    /// The span of the conversation's previous turn.
+    pub previous: Option<SpanRef>,
+    /// The tool executions this call's request reveals, oldest first.
+    pub tools: Vec<ToolExecution>,
+}
+
 /// Conversation state across calls.
 #[derive(Debug, Default)]
 pub struct Conversations {
@@ -84,11 +98,11 @@ fn keyed(client: &std::net::IpAddr, fingerprint: u64) -> u64 {
 }
 
 impl Conversations {
-    /// Records a completed chat call whose span is `span`; returns its conversation id and the
-    /// tool executions it reveals.
-    pub fn observe(&mut self, call: &LlmCall, span: SpanRef) -> (Option<String>, Vec<ToolExecution>) {
+    /// Records a completed chat call whose span is `span`; returns its conversation, previous
+    /// turn and the tool executions it reveals.
+    pub fn observe(&mut self, call: &LlmCall, span: SpanRef) -> Turn {
         let prefixes = &call.request.conversation.prefixes;
-        let Some(&whole) = prefixes.last() else { return (None, Vec::new()) };
+        let Some(&whole) = prefixes.last() else { return Turn::default() };
         let client = call.flow.client.ip();
         let now = call.times.end;
         let mut executions = Vec::new();
@@ -104,8 +118,10 @@ impl Conversations {
             let i = answered.unwrap_or(same.len() - 1);
             same.get_mut(i)
         });
+        let mut previous = None;
         let id = match found {
             Some(conv) => {
+                previous = Some(conv.last);
                 for result in results {
                     let pos = conv
                         .pending
@@ -148,7 +164,7 @@ impl Conversations {
             same.remove(0);
         }
         same.push(Conversation { id, last: span, last_end: now, pending: call.response.tool_calls.clone(), seen: now });
-        (Some(format!("{id:016x}")), executions)
+        Turn { id: Some(format!("{id:016x}")), previous, tools: executions }
     }
 
     /// Forgets idle conversations, and the least recent eighth when still full.
@@ -169,5 +185,76 @@ impl Conversations {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+/// Responses API chains: a request naming `previous_response_id` continues the conversation
+/// that response belongs to, whose id is the first response's id — an identifier the traffic
+/// carries. Bounded: the oldest half is forgotten when full.
+#[derive(Debug, Default)]
+pub struct ResponseChains {
+    /// Response id → its chain's first response's id, the span of the call that answered it,
+    /// and when it was recorded.
+    roots: AHashMap<String, (String, SpanRef, u64)>,
+    tick: u64,
+}
+
+/// Where a Responses call stands in its chain.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChainPosition {
+    /// The chain's id (its first response's), when the call continues one.
+    pub conversation: Option<String>,
+    /// The span of the call that produced the previous response, when it was seen.
+    pub previous: Option<SpanRef>,
+}
+
+/// Responses remembered for chains.
+const MAX_RESPONSES: usize = 10_000;
+
+impl ResponseChains {
+    /// Records a Responses call (its span `me`): where it stands in its chain.
+    pub fn observe(&mut self, previous: Option<&str>, response_id: Option<&str>, me: SpanRef) -> ChainPosition {
+        self.tick += 1;
+        let known = previous.and_then(|p| self.roots.get(p));
+        let position = ChainPosition {
+            conversation: previous.map(|p| known.map_or_else(|| p.to_string(), |(r, _, _)| r.clone())),
+            previous: known.map(|(_, span, _)| *span),
+        };
+        if let Some(id) = response_id {
+            if self.roots.len() >= MAX_RESPONSES {
+                let mut ticks: Vec<u64> = self.roots.values().map(|(_, _, t)| *t).collect();
+                ticks.sort_unstable();
+                let cutoff = ticks[ticks.len() / 2];
+                self.roots.retain(|_, (_, _, t)| *t > cutoff);
+            }
+            let chain_root = position.conversation.clone().unwrap_or_else(|| id.to_string());
+            self.roots.insert(id.to_string(), (chain_root, me, self.tick));
+        }
+        position
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_of_responses_is_one_conversation_named_after_its_first_response() {
+        let mut c = ResponseChains::default();
+        let span = |n: u8| SpanRef { trace_id: [n; 16], span_id: [n; 8], flags: 1 };
+        assert_eq!(
+            c.observe(None, Some("resp_1"), span(1)),
+            ChainPosition::default(),
+            "a first response starts nothing yet"
+        );
+        let p = c.observe(Some("resp_1"), Some("resp_2"), span(2));
+        assert_eq!((p.conversation.as_deref(), p.previous), (Some("resp_1"), Some(span(1))));
+        let p = c.observe(Some("resp_2"), Some("resp_3"), span(3));
+        assert_eq!((p.conversation.as_deref(), p.previous), (Some("resp_1"), Some(span(2))));
+        // A previous response the tracer never saw still names the conversation.
+        let p = c.observe(Some("resp_x"), Some("resp_y"), span(4));
+        assert_eq!((p.conversation.as_deref(), p.previous), (Some("resp_x"), None));
+        let p = c.observe(Some("resp_y"), None, span(5));
+        assert_eq!((p.conversation.as_deref(), p.previous), (Some("resp_x"), Some(span(4))));
     }
 }

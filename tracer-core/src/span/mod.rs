@@ -16,5 +16,5 @@ pub mod trace_context;
 #[cfg(test)]
 mod tests;
 
-pub use self::builder::{DEFAULT_COLD_START_NS, SpanBuilder, SpanConfig};
-pub use self::record::{AttrValue, KeyValue, Resource, SpanEvent, SpanKind, SpanRecord, StatusCode, hex};
+pub use self::builder::{ConversationIdAttribute, DEFAULT_COLD_START_NS, SpanBuilder, SpanConfig};
+pub use self::record::{AttrValue, KeyValue, Resource, SpanEvent, SpanKind, SpanLink, SpanRecord, StatusCode, hex};

@@ -115,6 +115,17 @@ pub struct SpanEvent {
     pub attributes: Vec<KeyValue>,
 }
 
+/// A link from a span to another (a conversation's previous turn, the call that asked for a
+/// tool), shaped like OTLP's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanLink {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// The linked span's W3C trace flags.
+    pub flags: u8,
+    pub attributes: Vec<KeyValue>,
+}
+
 /// A finished span, shaped like OTLP's.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpanRecord {
@@ -132,6 +143,7 @@ pub struct SpanRecord {
     pub status_message: String,
     pub attributes: Vec<KeyValue>,
     pub events: Vec<SpanEvent>,
+    pub links: Vec<SpanLink>,
 }
 
 impl SpanRecord {

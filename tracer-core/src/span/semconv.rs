@@ -26,10 +26,14 @@ pub const GEN_AI_REQUEST_ENCODING_FORMATS: &str = "gen_ai.request.encoding_forma
 pub const GEN_AI_OUTPUT_TYPE: &str = "gen_ai.output.type";
 pub const GEN_AI_USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
 pub const GEN_AI_USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
+/// Input tokens served from the prompt cache (part of `gen_ai.usage.input_tokens`).
+pub const GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: &str = "gen_ai.usage.cache_read.input_tokens";
 pub const GEN_AI_EMBEDDINGS_DIMENSION_COUNT: &str = "gen_ai.embeddings.dimension.count";
 pub const GEN_AI_TOKEN_TYPE: &str = "gen_ai.token.type";
 pub const GEN_AI_CONVERSATION_ID: &str = "gen_ai.conversation.id";
 pub const GEN_AI_TOOL_NAME: &str = "gen_ai.tool.name";
+/// `gen_ai.operation.name` of the (inferred) tool spans.
+pub const OPERATION_EXECUTE_TOOL: &str = "execute_tool";
 pub const GEN_AI_TOOL_TYPE: &str = "gen_ai.tool.type";
 pub const GEN_AI_TOOL_CALL_ID: &str = "gen_ai.tool.call.id";
 // Content (opt-in): JSON strings in the GenAI parts schema.
@@ -39,10 +43,59 @@ pub const GEN_AI_SYSTEM_INSTRUCTIONS: &str = "gen_ai.system_instructions";
 pub const GEN_AI_TOOL_DEFINITIONS: &str = "gen_ai.tool.definitions";
 pub const GEN_AI_TOOL_CALL_ARGUMENTS: &str = "gen_ai.tool.call.arguments";
 pub const GEN_AI_TOOL_CALL_RESULT: &str = "gen_ai.tool.call.result";
+// Only in the latest conventions (`--semconv latest`).
+/// The reasoning setting exactly as sent (`think`, `reasoning_effort`, `reasoning.effort`).
+pub const GEN_AI_REQUEST_REASONING_LEVEL: &str = "gen_ai.request.reasoning.level";
+/// Responses API: the response a request continues.
+pub const GEN_AI_REQUEST_PREVIOUS_RESPONSE_ID: &str = "gen_ai.request.previous_response.id";
+pub const GEN_AI_TOKEN_MODALITY: &str = "gen_ai.token.modality";
+/// `gen_ai.token.modality` when the server does not split its counts by modality.
+pub const TOKEN_MODALITY_UNKNOWN: &str = "unknown";
 
-/// `gen_ai.provider.name` value: not (yet) a well-known value, but the one every Ollama
-/// instrumentation uses, for native and `/v1` traffic alike (provider = who answers).
-pub const PROVIDER_OLLAMA: &str = "ollama";
+/// Which version of the GenAI conventions spans and metrics follow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SemconvMode {
+    /// v1.41, the last release of the core conventions carrying GenAI: what MLflow, Phoenix,
+    /// Langfuse, Jaeger and Datadog read today. The default.
+    #[default]
+    V1_41,
+    /// The current `semantic-conventions-genai` names (`OTEL_SEMCONV_STABILITY_OPT_IN=
+    /// gen_ai_latest_experimental`, `--semconv latest`): still in development and moving.
+    Latest,
+}
+
+impl std::str::FromStr for SemconvMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "v1.41" | "1.41" | "1.41.0" | "v1.41.0" => Ok(SemconvMode::V1_41),
+            "latest" | "gen_ai_latest_experimental" => Ok(SemconvMode::Latest),
+            other => Err(format!("unknown conventions `{other}` (expected v1.41 or latest)")),
+        }
+    }
+}
+
+impl SemconvMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SemconvMode::V1_41 => "v1.41",
+            SemconvMode::Latest => "latest",
+        }
+    }
+
+    /// The schema URL telemetry in this mode is reported under (on the instrumentation scope).
+    pub fn schema_url(self) -> &'static str {
+        match self {
+            SemconvMode::V1_41 => "https://opentelemetry.io/schemas/1.41.0",
+            // The GenAI registry's own dev channel (its model/manifest.yaml); it has no tagged
+            // release yet.
+            SemconvMode::Latest => "https://opentelemetry.io/schemas/gen-ai-dev/1.42.0-dev",
+        }
+    }
+}
+
+// `gen_ai.provider.name` values: `crate::llm::Provider::name` (who answers on the port).
 
 // Errors
 pub const ERROR_TYPE: &str = "error.type";
@@ -83,6 +136,11 @@ pub const OLLAMA_OUTSIDE_DURATION: &str = "ollama.outside_duration";
 pub const OLLAMA_PHASE: &str = "ollama.phase";
 /// Tokens per second of a phase (prompt_eval, eval).
 pub const OLLAMA_TOKENS_PER_SECOND: &str = "ollama.tokens_per_second";
+/// The prompt tokens served from the prompt cache, as Ollama reported them (≥ 0.33).
+pub const OLLAMA_PROMPT_EVAL_CACHED_COUNT: &str = "ollama.prompt_eval_cached_count";
+/// The model a span that is not a GenAI operation concerns (phase children, model management):
+/// `gen_ai.*` names are for GenAI operation spans only, so backends count one per call.
+pub const OLLAMA_MODEL: &str = "ollama.model";
 /// A native load/unload request (empty prompt or messages): `load` or `unload`.
 pub const OLLAMA_REQUEST_ACTION: &str = "ollama.request.action";
 // Request details without a GenAI name
@@ -135,6 +193,14 @@ pub const TRACER_INCOMPLETE: &str = "ollama_tracer.incomplete";
 pub const TRACER_INCOMPLETE_REASONS: &str = "ollama_tracer.incomplete_reasons";
 /// The span was inferred (an `execute_tool` span between two calls), not observed.
 pub const TRACER_INFERRED: &str = "ollama_tracer.inferred";
+/// The conversation a call belongs to as the tracer infers it from resent message histories
+/// (a hash of request content: never `gen_ai.conversation.id` unless asked for).
+pub const TRACER_CONVERSATION_ID: &str = "ollama_tracer.conversation.id";
+/// Why a span links to another: `previous_turn` (the conversation's previous call) or
+/// `tool_call` (the call whose tool call this request answers).
+pub const TRACER_LINK_TYPE: &str = "ollama_tracer.link.type";
+pub const LINK_PREVIOUS_TURN: &str = "previous_turn";
+pub const LINK_TOOL_CALL: &str = "tool_call";
 
 // Attribution (docs/attribution.md): who answered and who called. The server's identity uses
 // the resource attribute names as span attributes (the span is the server's); the client's the
@@ -181,6 +247,11 @@ pub const DISTRO_NAME: &str = "ollama-tracer";
 pub const OPENINFERENCE_SPAN_KIND: &str = "openinference.span.kind";
 pub const OPENINFERENCE_KIND_LLM: &str = "LLM";
 pub const OPENINFERENCE_KIND_EMBEDDING: &str = "EMBEDDING";
+pub const OPENINFERENCE_KIND_TOOL: &str = "TOOL";
+pub const OPENINFERENCE_TOOL_NAME: &str = "tool.name";
+/// Phoenix's session (from `gen_ai.conversation.id`, when a span has one).
+pub const SESSION_ID: &str = "session.id";
+pub const LLM_TOKEN_COUNT_PROMPT_CACHE_READ: &str = "llm.token_count.prompt_details.cache_read";
 pub const LLM_PROVIDER: &str = "llm.provider";
 pub const LLM_SYSTEM: &str = "llm.system";
 pub const LLM_MODEL_NAME: &str = "llm.model_name";
@@ -199,6 +270,22 @@ pub const METRIC_SERVER_REQUEST_DURATION: &str = "gen_ai.server.request.duration
 pub const METRIC_SERVER_TIME_TO_FIRST_TOKEN: &str = "gen_ai.server.time_to_first_token";
 pub const METRIC_SERVER_TIME_PER_OUTPUT_TOKEN: &str = "gen_ai.server.time_per_output_token";
 pub const METRIC_HTTP_SERVER_REQUEST_DURATION: &str = "http.server.request.duration";
+/// Duration of an (inferred) tool execution; the same as its span's (both modes).
+pub const METRIC_EXECUTE_TOOL_DURATION: &str = "gen_ai.execute_tool.duration";
+/// v1.41 mode: cache hits counted apart (v1.41 has no token type for them; counting them in
+/// `gen_ai.client.token.usage` would count them twice, since input includes them).
+pub const METRIC_OLLAMA_CACHE_READ_TOKENS: &str = "ollama.usage.cache_read.input_tokens";
+// Latest mode (`semantic-conventions-genai`): the client metrics split by operation kind.
+pub const METRIC_INFERENCE_DURATION: &str = "gen_ai.client.inference.duration";
+pub const METRIC_EMBEDDINGS_DURATION: &str = "gen_ai.client.embeddings.duration";
+pub const METRIC_INFERENCE_TIME_TO_FIRST_CHUNK: &str = "gen_ai.client.inference.time_to_first_chunk";
+pub const METRIC_INFERENCE_TIME_PER_OUTPUT_CHUNK: &str = "gen_ai.client.inference.time_per_output_chunk";
+pub const METRIC_INFERENCE_USAGE_INPUT: &str = "gen_ai.client.inference.usage.input_tokens";
+pub const METRIC_INFERENCE_USAGE_OUTPUT: &str = "gen_ai.client.inference.usage.output_tokens";
+pub const METRIC_INFERENCE_DETAILED_INPUT: &str = "gen_ai.client.inference.usage.detailed.input_tokens";
+pub const METRIC_INFERENCE_DETAILED_OUTPUT: &str = "gen_ai.client.inference.usage.detailed.output_tokens";
+pub const METRIC_INFERENCE_DETAILED_CACHE_READ: &str = "gen_ai.client.inference.usage.detailed.cache_read.input_tokens";
+pub const METRIC_EMBEDDINGS_USAGE_INPUT: &str = "gen_ai.client.embeddings.usage.input_tokens";
 /// `gen_ai.token.type` values.
 pub const TOKEN_TYPE_INPUT: &str = "input";
 pub const TOKEN_TYPE_OUTPUT: &str = "output";

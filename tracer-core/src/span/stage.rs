@@ -8,7 +8,8 @@ use std::sync::Arc;
 use super::compat;
 use super::identity::call_resource;
 use super::sampling::SamplingConfig;
-use super::{Resource, SpanBuilder, SpanConfig, SpanRecord};
+use super::semconv as sc;
+use super::{AttrValue, Resource, SpanBuilder, SpanConfig, SpanRecord};
 use crate::llm::LlmCall;
 
 /// A call with its spans: what the span stage hands to the outputs.
@@ -19,6 +20,26 @@ pub struct TracedCall {
     pub spans: Vec<SpanRecord>,
     /// The resource the spans are reported under (the server's workload may name the service).
     pub resource: Arc<Resource>,
+    /// The tool executions inferred before this call, sampled or not (for their metric).
+    pub tools: Vec<ToolRun>,
+}
+
+/// An inferred tool execution: its name and how long it took (its span's duration).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolRun {
+    pub name: String,
+    pub duration_ns: u64,
+}
+
+impl ToolRun {
+    fn of(span: &SpanRecord) -> Option<ToolRun> {
+        match (span.attr(sc::GEN_AI_OPERATION_NAME), span.attr(sc::GEN_AI_TOOL_NAME)) {
+            (Some(AttrValue::Str(op)), Some(AttrValue::Str(name))) if op == sc::OPERATION_EXECUTE_TOOL => {
+                Some(ToolRun { name: name.clone(), duration_ns: span.end.0.saturating_sub(span.start.0) })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// How calls become spans.
@@ -76,6 +97,7 @@ impl SpanStage {
 
     pub fn push<F: FnMut(TracedCall)>(&mut self, call: LlmCall, out: &mut F) {
         let mut spans = self.builder.build_all(&call);
+        let tools = spans.iter().filter_map(ToolRun::of).collect();
         if self.openinference {
             spans.iter_mut().for_each(compat::openinference);
         }
@@ -101,7 +123,7 @@ impl SpanStage {
             std::borrow::Cow::Borrowed(_) => self.resource.clone(),
             std::borrow::Cow::Owned(r) => Arc::new(r),
         };
-        out(TracedCall { call, spans, resource })
+        out(TracedCall { call, spans, resource, tools })
     }
 }
 

@@ -23,6 +23,7 @@ fn phases_are_children_on_the_capture_timeline() {
         prompt_eval_duration: Some(S / 2),
         eval_count: Some(200),
         eval_duration: Some(2 * S),
+        prompt_eval_cached_count: None,
     };
     let spans = SpanBuilder::new(SpanConfig { id_seed: Some(3), ..Default::default() }).build_all(&c);
     assert_eq!(spans.len(), 4);
@@ -86,11 +87,26 @@ fn turn(client: &str, prefixes: &[u64], start_s: u64, end_s: u64) -> LlmCall {
     c
 }
 
+/// The conversation the tracer inferred.
 fn conv_id(s: &SpanRecord) -> Option<String> {
-    match s.attr(sc::GEN_AI_CONVERSATION_ID) {
+    match s.attr(sc::TRACER_CONVERSATION_ID) {
         Some(AttrValue::Str(v)) => Some(v.clone()),
         _ => None,
     }
+}
+
+/// Where a span links to: (span id, link type, tool call id).
+fn links(s: &SpanRecord) -> Vec<([u8; 8], String, Option<String>)> {
+    let get = |l: &SpanLink, k: &str| {
+        l.attributes.iter().find(|a| a.key == k).map(|a| match &a.value {
+            AttrValue::Str(v) => v.clone(),
+            other => panic!("{other:?}"),
+        })
+    };
+    s.links
+        .iter()
+        .map(|l| (l.span_id, get(l, sc::TRACER_LINK_TYPE).unwrap(), get(l, sc::GEN_AI_TOOL_CALL_ID)))
+        .collect()
 }
 
 #[test]
@@ -109,6 +125,8 @@ fn conversations_link_turns_that_extend_earlier_requests() {
     t2.request.conversation.tool_results = vec![ToolResult { id: Some("c1".into()), name: None, content: None }];
     let s2 = b.build_all(&t2);
     assert_eq!(conv_id(&s2[0]), conv_id(&s1[0]), "links to the identical request whose tool call it answers");
+    assert!(s1[0].links.is_empty() && again[0].links.is_empty(), "first turns link nowhere");
+    assert_eq!(links(&s2[0]), [(s1[0].span_id, "previous_turn".into(), Some("c1".into()))]);
     let tool = s2.iter().find(|s| s.name == "execute_tool weather").expect("tool span");
     assert_eq!(tool.parent_span_id, Some(s1[0].span_id));
     assert_eq!(tool.trace_id, s1[0].trace_id);
@@ -121,15 +139,19 @@ fn conversations_link_turns_that_extend_earlier_requests() {
     // From another host the same history is someone else's conversation.
     let other = b.build_all(&turn("10.0.0.2:4000", &[11, 12, 13, 14, 15], 7, 8));
     assert_ne!(conv_id(&other[0]), conv_id(&s2[0]));
+    assert!(other[0].links.is_empty());
+    assert_eq!(links(&plain[0]), [(again[0].span_id, "previous_turn".into(), None)]);
     // Turn 3 continues turn 2; a retried turn 3 is the same conversation but reports no tool
     // run twice.
     let mut t3 = turn("10.0.0.1:4003", &[11, 12, 13, 14, 15], 9, 10);
     t3.response.tool_calls = vec![ToolCall { id: Some("c2".into()), name: "search".into(), arguments: None }];
     let s3 = b.build_all(&t3);
     assert_eq!(conv_id(&s3[0]), conv_id(&s2[0]));
+    assert_eq!(links(&s3[0]), [(s2[0].span_id, "previous_turn".into(), None)]);
     let mut t4 = turn("10.0.0.1:4003", &[11, 12, 13, 14, 15, 16, 17], 12, 13);
     t4.request.conversation.tool_results = vec![ToolResult { id: Some("c2".into()), name: None, content: None }];
     let s4 = b.build_all(&t4);
+    assert_eq!(links(&s4[0]), [(s3[0].span_id, "previous_turn".into(), Some("c2".into()))]);
     assert_eq!(s4.iter().filter(|s| s.name == "execute_tool search").count(), 1);
     assert_eq!(s4[1].attr(sc::GEN_AI_TOOL_CALL_ID), Some(&AttrValue::Str("c2".into())));
     let retry = b.build_all(&t4);
@@ -137,6 +159,50 @@ fn conversations_link_turns_that_extend_earlier_requests() {
     assert_eq!(conv_id(&retry[0]), conv_id(&s2[0]));
     // Calls without messages have no conversation.
     assert_eq!(conv_id(&b.build(&call(Route::Generate))), None);
+    // A hash of request content is never `gen_ai.conversation.id` unless asked for.
+    for s in s1.iter().chain(&s2).chain(&s3).chain(&s4).chain(&other).chain(&retry) {
+        assert_eq!(s.attr(sc::GEN_AI_CONVERSATION_ID), None, "{}", s.name);
+    }
+}
+
+#[test]
+fn gen_ai_conversation_id_comes_from_the_traffic_or_an_opt_in() {
+    let genai = |s: &SpanRecord| match s.attr(sc::GEN_AI_CONVERSATION_ID) {
+        Some(AttrValue::Str(v)) => Some(v.clone()),
+        _ => None,
+    };
+    // The client's header, or the Responses API's `conversation`.
+    let mut b = SpanBuilder::new(SpanConfig::default());
+    let mut c = turn("10.0.0.1:4000", &[11], 1, 2);
+    c.conversation_header = Some("chat-42".into());
+    let s = b.build_all(&c);
+    assert_eq!(genai(&s[0]).as_deref(), Some("chat-42"));
+    assert!(conv_id(&s[0]).is_some(), "the inferred one stays beside it");
+    let mut r = call(Route::OpenAiResponses);
+    r.request.conversation_id = Some("conv_7".into());
+    assert_eq!(genai(&b.build_all(&r)[0]).as_deref(), Some("conv_7"));
+    // A `previous_response_id` chain: every response of it is one conversation, named after
+    // its first response.
+    let responses = |prev: Option<&str>, id: &str| {
+        let mut r = call(Route::OpenAiResponses);
+        r.request.previous_response_id = prev.map(str::to_string);
+        r.response.id = Some(id.into());
+        r
+    };
+    let first = b.build_all(&responses(None, "resp_1"));
+    let second = b.build_all(&responses(Some("resp_1"), "resp_2"));
+    let third = b.build_all(&responses(Some("resp_2"), "resp_3"));
+    assert_eq!(genai(&first[0]), None, "a lone response is no conversation yet");
+    assert_eq!(genai(&second[0]).as_deref(), Some("resp_1"));
+    assert_eq!(genai(&third[0]).as_deref(), Some("resp_1"));
+    // Each links to the call that gave the response it continues.
+    assert_eq!(links(&second[0]), [(first[0].span_id, "previous_turn".into(), None)]);
+    assert_eq!(links(&third[0]), [(second[0].span_id, "previous_turn".into(), None)]);
+    // Opted in, the inferred id is also `gen_ai.conversation.id`.
+    let mut b = SpanBuilder::new(SpanConfig { conversation_id: ConversationIdAttribute::GenAi, ..Default::default() });
+    let s = b.build_all(&turn("10.0.0.1:4000", &[11], 1, 2));
+    assert_eq!(genai(&s[0]), conv_id(&s[0]));
+    assert!(genai(&s[0]).is_some());
 }
 
 fn with_content() -> LlmCall {

@@ -62,7 +62,16 @@ struct JsonSpan<'a> {
     status: Status<'a>,
     attributes: Attrs<'a>,
     events: Vec<Event<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    links: Vec<Link<'a>>,
     resource: Attrs<'a>,
+}
+
+#[derive(Serialize)]
+struct Link<'a> {
+    trace_id: String,
+    span_id: String,
+    attributes: Attrs<'a>,
 }
 
 /// Writes one span as a JSON line.
@@ -82,6 +91,11 @@ pub fn write_json<W: Write>(w: &mut W, span: &SpanRecord, resource: &Resource) -
             .events
             .iter()
             .map(|e| Event { name: &e.name, time_unix_nano: e.time.0, attributes: Attrs(&e.attributes) })
+            .collect(),
+        links: span
+            .links
+            .iter()
+            .map(|l| Link { trace_id: hex(&l.trace_id), span_id: hex(&l.span_id), attributes: Attrs(&l.attributes) })
             .collect(),
         resource: Attrs(&resource.attributes),
     };

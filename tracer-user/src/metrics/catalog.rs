@@ -1,7 +1,8 @@
 //! What is measured: every metric's name, unit, description, kind and bucket bounds, and the
-//! attributes of a series. Names are the semantic conventions' v1.41 ones where they exist.
+//! attributes of a series. Names are the semantic conventions' where they exist, in the version
+//! chosen ([`SemconvMode`]: v1.41 by default, or the latest GenAI conventions).
 
-use tracer_core::span::semconv as sc;
+use tracer_core::span::semconv::{self as sc, SemconvMode};
 
 /// GenAI client and server duration buckets (seconds), per the conventions.
 pub const DURATION_BUCKETS: [f64; 14] =
@@ -65,60 +66,179 @@ const fn gauge(name: &'static str, unit: &'static str, description: &'static str
     Desc { name, unit, description, kind: Kind::Gauge, bounds: &[] }
 }
 
-/// The histograms, in output order (indices below).
-pub const HISTOGRAMS: [Desc; 8] = [
-    histogram(
-        sc::METRIC_CLIENT_OPERATION_DURATION,
-        "s",
-        "GenAI operation duration (request's first byte to response's last, on the wire).",
-        &DURATION_BUCKETS,
+/// What a call metric measures, whatever the conventions' version names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// A GenAI operation's duration on the wire (v1.41: every operation).
+    Duration,
+    /// Latest: inference (chat, text completion) and embeddings durations apart.
+    InferenceDuration,
+    EmbeddingsDuration,
+    /// v1.41: input and output tokens in one histogram, by `gen_ai.token.type`.
+    TokenUsage,
+    /// Latest: input and output token histograms (inference), input (embeddings).
+    InputTokens,
+    OutputTokens,
+    EmbeddingsInputTokens,
+    /// Latest: token counters by `gen_ai.token.modality`.
+    DetailedInput,
+    DetailedOutput,
+    DetailedCacheRead,
+    /// v1.41: prompt-cache hits, a counter of our own (v1.41 has no token type for them).
+    CacheRead,
+    TimeToFirstChunk,
+    TimePerOutputChunk,
+    ServerDuration,
+    ServerTimeToFirstToken,
+    ServerTimePerOutputToken,
+    HttpDuration,
+    ExecuteTool,
+}
+
+const DURATION: &str = "GenAI operation duration (request's first byte to response's last, on the wire).";
+const TTFC: &str = "Time to the end of the first output chunk of a streamed response, on the wire.";
+const TPOC: &str = "Time between consecutive output chunks of a streamed response, on the wire.";
+
+/// Metrics both versions name alike.
+const SHARED: [(Role, Desc); 5] = [
+    (
+        Role::ServerDuration,
+        histogram(
+            sc::METRIC_SERVER_REQUEST_DURATION,
+            "s",
+            "Ollama's own total_duration of the request.",
+            &DURATION_BUCKETS,
+        ),
     ),
-    histogram(sc::METRIC_CLIENT_TOKEN_USAGE, "{token}", "Tokens used, as the server reported them.", &TOKEN_BUCKETS),
-    histogram(
-        sc::METRIC_CLIENT_TIME_TO_FIRST_CHUNK,
-        "s",
-        "Time to the end of the first output chunk of a streamed response, on the wire.",
-        &DURATION_BUCKETS,
+    (
+        Role::ServerTimeToFirstToken,
+        histogram(
+            sc::METRIC_SERVER_TIME_TO_FIRST_TOKEN,
+            "s",
+            "Ollama's load_duration + prompt_eval_duration (prefill), as it reported them.",
+            &TTFT_BUCKETS,
+        ),
     ),
-    histogram(
-        sc::METRIC_CLIENT_TIME_PER_OUTPUT_CHUNK,
-        "s",
-        "Time between consecutive output chunks of a streamed response, on the wire.",
-        &DURATION_BUCKETS,
+    (
+        Role::ServerTimePerOutputToken,
+        histogram(
+            sc::METRIC_SERVER_TIME_PER_OUTPUT_TOKEN,
+            "s",
+            "Ollama's eval_duration / eval_count (decode time per output token).",
+            &TPOT_BUCKETS,
+        ),
     ),
-    histogram(
-        sc::METRIC_SERVER_REQUEST_DURATION,
-        "s",
-        "Ollama's own total_duration of the request.",
-        &DURATION_BUCKETS,
+    (
+        Role::HttpDuration,
+        histogram(
+            sc::METRIC_HTTP_SERVER_REQUEST_DURATION,
+            "s",
+            "Duration of every HTTP request to the traced port, on the wire.",
+            &HTTP_BUCKETS,
+        ),
     ),
-    histogram(
-        sc::METRIC_SERVER_TIME_TO_FIRST_TOKEN,
-        "s",
-        "Ollama's load_duration + prompt_eval_duration (prefill), as it reported them.",
-        &TTFT_BUCKETS,
-    ),
-    histogram(
-        sc::METRIC_SERVER_TIME_PER_OUTPUT_TOKEN,
-        "s",
-        "Ollama's eval_duration / eval_count (decode time per output token).",
-        &TPOT_BUCKETS,
-    ),
-    histogram(
-        sc::METRIC_HTTP_SERVER_REQUEST_DURATION,
-        "s",
-        "Duration of every HTTP request to the traced port, on the wire.",
-        &HTTP_BUCKETS,
+    (
+        Role::ExecuteTool,
+        histogram(
+            sc::METRIC_EXECUTE_TOOL_DURATION,
+            "s",
+            "Duration of an inferred tool execution (between the call that asked for it and the one that brought its result): its span's duration.",
+            &DURATION_BUCKETS,
+        ),
     ),
 ];
-pub const H_DURATION: usize = 0;
-pub const H_TOKENS: usize = 1;
-pub const H_TTFC: usize = 2;
-pub const H_TPOC: usize = 3;
-pub const H_SERVER_DURATION: usize = 4;
-pub const H_SERVER_TTFT: usize = 5;
-pub const H_SERVER_TPOT: usize = 6;
-pub const H_HTTP: usize = 7;
+
+/// v1.41's call metrics, in output order.
+const V1_41: [(Role, Desc); 5] = [
+    (Role::Duration, histogram(sc::METRIC_CLIENT_OPERATION_DURATION, "s", DURATION, &DURATION_BUCKETS)),
+    (
+        Role::TokenUsage,
+        histogram(
+            sc::METRIC_CLIENT_TOKEN_USAGE,
+            "{token}",
+            "Tokens used, as the server reported them.",
+            &TOKEN_BUCKETS,
+        ),
+    ),
+    (
+        Role::CacheRead,
+        counter(
+            sc::METRIC_OLLAMA_CACHE_READ_TOKENS,
+            "{token}",
+            "Input tokens served from the prompt cache, as the server reported them (part of the input tokens).",
+        ),
+    ),
+    (Role::TimeToFirstChunk, histogram(sc::METRIC_CLIENT_TIME_TO_FIRST_CHUNK, "s", TTFC, &DURATION_BUCKETS)),
+    (Role::TimePerOutputChunk, histogram(sc::METRIC_CLIENT_TIME_PER_OUTPUT_CHUNK, "s", TPOC, &DURATION_BUCKETS)),
+];
+
+/// The latest conventions' call metrics, in output order.
+const LATEST: [(Role, Desc); 10] = [
+    (Role::InferenceDuration, histogram(sc::METRIC_INFERENCE_DURATION, "s", DURATION, &DURATION_BUCKETS)),
+    (Role::EmbeddingsDuration, histogram(sc::METRIC_EMBEDDINGS_DURATION, "s", DURATION, &DURATION_BUCKETS)),
+    (
+        Role::InputTokens,
+        histogram(
+            sc::METRIC_INFERENCE_USAGE_INPUT,
+            "{token}",
+            "Input tokens per inference call, as the server reported them (cache hits included).",
+            &TOKEN_BUCKETS,
+        ),
+    ),
+    (
+        Role::OutputTokens,
+        histogram(
+            sc::METRIC_INFERENCE_USAGE_OUTPUT,
+            "{token}",
+            "Output tokens per inference call, as the server reported them.",
+            &TOKEN_BUCKETS,
+        ),
+    ),
+    (
+        Role::EmbeddingsInputTokens,
+        histogram(
+            sc::METRIC_EMBEDDINGS_USAGE_INPUT,
+            "{token}",
+            "Input tokens per embeddings call, as the server reported them.",
+            &TOKEN_BUCKETS,
+        ),
+    ),
+    (
+        Role::DetailedInput,
+        counter(
+            sc::METRIC_INFERENCE_DETAILED_INPUT,
+            "{token}",
+            "Input tokens, by modality (`unknown`: the server does not split them).",
+        ),
+    ),
+    (
+        Role::DetailedOutput,
+        counter(
+            sc::METRIC_INFERENCE_DETAILED_OUTPUT,
+            "{token}",
+            "Output tokens, by modality (`unknown`: the server does not split them).",
+        ),
+    ),
+    (
+        Role::DetailedCacheRead,
+        counter(
+            sc::METRIC_INFERENCE_DETAILED_CACHE_READ,
+            "{token}",
+            "Input tokens served from the prompt cache, by modality.",
+        ),
+    ),
+    (Role::TimeToFirstChunk, histogram(sc::METRIC_INFERENCE_TIME_TO_FIRST_CHUNK, "s", TTFC, &DURATION_BUCKETS)),
+    (Role::TimePerOutputChunk, histogram(sc::METRIC_INFERENCE_TIME_PER_OUTPUT_CHUNK, "s", TPOC, &DURATION_BUCKETS)),
+];
+
+/// The call metrics of a conventions' version, in output order.
+pub fn call_metrics(mode: SemconvMode) -> Vec<(Role, Desc)> {
+    let own: &[(Role, Desc)] = match mode {
+        SemconvMode::V1_41 => &V1_41,
+        SemconvMode::Latest => &LATEST,
+    };
+    own.iter().chain(SHARED.iter()).copied().collect()
+}
 
 /// The health metrics, in output order.
 pub const HEALTH: [Desc; 17] = [

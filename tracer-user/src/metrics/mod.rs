@@ -6,20 +6,20 @@
 //! binned per call ([`ChunkGaps`]: the pipeline never keeps one value per chunk) and the SDK's
 //! histograms only take single values — merging the bins keeps every count and sum exact.
 //!
-//! Names, units and bucket boundaries are the semantic conventions' v1.41 ones; see the README
-//! for the table and the Prometheus names.
+//! Names, units and bucket boundaries are the semantic conventions' (v1.41 by default, the
+//! latest GenAI ones on request); see the README for the table and the Prometheus names.
 
 pub mod catalog;
 pub mod otlp;
 pub mod prometheus;
 pub mod registry;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracer_core::span::stage::TracedCall;
 
-pub use self::catalog::{Attr, Attrs, Desc, Kind};
-pub use self::registry::{Registry, SharedRegistry};
+pub use self::catalog::{Attr, Attrs, Desc, Kind, Role};
+pub use self::registry::{Metric, Points, Registry, SharedRegistry};
 use crate::report::Report;
 use crate::sink::Sink;
 
@@ -48,8 +48,7 @@ impl MetricsSink {
 
 impl Sink for MetricsSink {
     fn export(&mut self, traced: &TracedCall) {
-        let call = &traced.call;
-        self.registry.lock().record_call(call);
+        self.registry.lock().record(traced);
     }
 
     fn health(&mut self, report: &Report) {
@@ -60,11 +59,12 @@ impl Sink for MetricsSink {
         Ok(())
     }
 
-    fn shutdown(&mut self, timeout: Duration) -> std::io::Result<()> {
+    fn shutdown(&mut self, deadline: Option<Instant>) -> std::io::Result<()> {
         if let Some(p) = self.pusher.take() {
             // A final push within the time left (at least a moment, even after a slow span
             // export took it all: the last cumulative values are what matter).
-            p.finish(timeout.max(Duration::from_millis(500)));
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(500)));
+            p.finish(left);
         }
         if let Some(mut out) = self.console.take() {
             let text = prometheus::render(&self.registry.lock(), None);

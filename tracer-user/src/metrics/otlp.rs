@@ -17,7 +17,7 @@ use prost::Message as _;
 use tonic::transport::Channel;
 
 use super::catalog::{Attr, Attrs, Kind};
-use super::registry::{Registry, SharedRegistry};
+use super::registry::{Points, Registry, SharedRegistry};
 use crate::transport::runtime::ExportRuntime;
 use crate::transport::{self, ExportError, Failure, HeaderClient};
 use crate::transport::{Compression, OtlpTarget, Protocol};
@@ -83,30 +83,47 @@ pub fn request(reg: &Registry, res: &ProtoResource, now: SystemTime) -> ExportMe
     let (start, now) = (nanos(reg.start), nanos(now));
     let cumulative = AggregationTemporality::Cumulative as i32;
     let mut metrics = Vec::new();
-    for (desc, series) in reg.histograms() {
-        if series.is_empty() {
-            continue;
-        }
-        let data_points = series
-            .iter()
-            .map(|(a, h)| HistogramDataPoint {
-                attributes: attrs(a),
-                start_time_unix_nano: start,
-                time_unix_nano: now,
-                count: h.count,
-                sum: Some(h.sum),
-                bucket_counts: h.counts.clone(),
-                explicit_bounds: desc.bounds.to_vec(),
-                min: h.min_max.map(|m| m.0),
-                max: h.min_max.map(|m| m.1),
-                ..Default::default()
-            })
-            .collect();
+    for metric in reg.metrics() {
+        let desc = &metric.desc;
+        let data = match &metric.points {
+            Points::Histogram(series) if !series.is_empty() => {
+                let data_points = series
+                    .iter()
+                    .map(|(a, h)| HistogramDataPoint {
+                        attributes: attrs(a),
+                        start_time_unix_nano: start,
+                        time_unix_nano: now,
+                        count: h.count,
+                        sum: Some(h.sum),
+                        bucket_counts: h.counts.clone(),
+                        explicit_bounds: desc.bounds.to_vec(),
+                        min: h.min_max.map(|m| m.0),
+                        max: h.min_max.map(|m| m.1),
+                        ..Default::default()
+                    })
+                    .collect();
+                Data::Histogram(Histogram { data_points, aggregation_temporality: cumulative })
+            }
+            Points::Counter(series) if !series.is_empty() => {
+                let data_points = series
+                    .iter()
+                    .map(|(a, v)| NumberDataPoint {
+                        attributes: attrs(a),
+                        start_time_unix_nano: start,
+                        time_unix_nano: now,
+                        value: Some(number_data_point::Value::AsInt(i64::try_from(*v).unwrap_or(i64::MAX))),
+                        ..Default::default()
+                    })
+                    .collect();
+                Data::Sum(Sum { data_points, aggregation_temporality: cumulative, is_monotonic: true })
+            }
+            _ => continue,
+        };
         metrics.push(Metric {
             name: desc.name.into(),
             description: desc.description.into(),
             unit: desc.unit.into(),
-            data: Some(Data::Histogram(Histogram { data_points, aggregation_temporality: cumulative })),
+            data: Some(data),
             ..Default::default()
         });
     }
@@ -138,10 +155,12 @@ pub fn request(reg: &Registry, res: &ProtoResource, now: SystemTime) -> ExportMe
         version: env!("CARGO_PKG_VERSION").into(),
         ..Default::default()
     };
+    // The schema of the names used, as the SDKs put it on the scope.
+    let schema_url = reg.mode().schema_url().to_string();
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(res.clone()),
-            scope_metrics: vec![ScopeMetrics { scope: Some(scope), metrics, ..Default::default() }],
+            scope_metrics: vec![ScopeMetrics { scope: Some(scope), metrics, schema_url }],
             ..Default::default()
         }],
     }
@@ -255,10 +274,11 @@ impl MetricsPusher {
         })
     }
 
-    /// Stops the periodic push and pushes the final values, waiting at most `timeout`.
-    pub fn finish(self, timeout: Duration) {
+    /// Stops the periodic push and pushes the final values, waiting at most `timeout` (and
+    /// the push's own timeout).
+    pub fn finish(self, timeout: Option<Duration>) {
         self.task.abort();
-        let t = timeout.min(self.timeout);
+        let t = timeout.map_or(self.timeout, |t| t.min(self.timeout));
         let (client, registry, resource, url) = (self.client, self.registry, self.resource, self.url);
         let handle = self.runtime.handle();
         let fut = async move { push_once(&client, &registry, &resource, t, &url, false).await };

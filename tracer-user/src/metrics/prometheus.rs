@@ -13,7 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use super::catalog::{Attr, Attrs, Desc, Kind};
-use super::registry::{Registry, SharedRegistry};
+use super::registry::{Points, Registry, SharedRegistry};
 use crate::transport::ExportError;
 use crate::transport::runtime::ExportRuntime;
 use tracer_core::span::{AttrValue, Resource};
@@ -141,30 +141,43 @@ pub fn render(reg: &Registry, resource: Option<&Resource>) -> String {
         }
         out.push_str("} 1\n");
     }
-    for (desc, series) in reg.histograms() {
-        if series.is_empty() {
+    for metric in reg.metrics() {
+        let desc = &metric.desc;
+        if metric.points.is_empty() {
             continue;
         }
         let name = metric_name(desc);
-        header(&mut out, &name, desc, "histogram");
-        for (attrs, h) in series {
-            let mut cumulative = 0;
-            for (i, c) in h.counts.iter().enumerate() {
-                cumulative += c;
-                let le = desc.bounds.get(i).map_or("+Inf".to_string(), |b| number(*b));
-                out.push_str(&name);
-                out.push_str("_bucket");
-                labels(attrs, Some(("le", &le)), &mut out);
-                let _ = writeln!(out, " {cumulative}");
+        match &metric.points {
+            Points::Histogram(series) => {
+                header(&mut out, &name, desc, "histogram");
+                for (attrs, h) in series {
+                    let mut cumulative = 0;
+                    for (i, c) in h.counts.iter().enumerate() {
+                        cumulative += c;
+                        let le = desc.bounds.get(i).map_or("+Inf".to_string(), |b| number(*b));
+                        out.push_str(&name);
+                        out.push_str("_bucket");
+                        labels(attrs, Some(("le", &le)), &mut out);
+                        let _ = writeln!(out, " {cumulative}");
+                    }
+                    out.push_str(&name);
+                    out.push_str("_sum");
+                    labels(attrs, None, &mut out);
+                    let _ = writeln!(out, " {}", number(h.sum));
+                    out.push_str(&name);
+                    out.push_str("_count");
+                    labels(attrs, None, &mut out);
+                    let _ = writeln!(out, " {}", h.count);
+                }
             }
-            out.push_str(&name);
-            out.push_str("_sum");
-            labels(attrs, None, &mut out);
-            let _ = writeln!(out, " {}", number(h.sum));
-            out.push_str(&name);
-            out.push_str("_count");
-            labels(attrs, None, &mut out);
-            let _ = writeln!(out, " {}", h.count);
+            Points::Counter(series) => {
+                header(&mut out, &name, desc, "counter");
+                for (attrs, v) in series {
+                    out.push_str(&name);
+                    labels(attrs, None, &mut out);
+                    let _ = writeln!(out, " {v}");
+                }
+            }
         }
     }
     for (desc, points) in reg.health() {
@@ -257,22 +270,46 @@ fn respond(req: &Request<Incoming>, registry: &SharedRegistry, resource: &Resour
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::catalog::{HEALTH, HISTOGRAMS};
+    use crate::metrics::catalog::{HEALTH, call_metrics};
+    use tracer_core::span::semconv::SemconvMode;
 
     #[test]
     fn names_follow_the_compatibility_rules() {
-        let names: Vec<String> = HISTOGRAMS.iter().chain(HEALTH.iter()).map(metric_name).collect();
+        let calls = |mode| call_metrics(mode).into_iter().map(|(_, d)| metric_name(&d)).collect::<Vec<_>>();
+        assert_eq!(
+            calls(SemconvMode::Latest),
+            [
+                "gen_ai_client_inference_duration_seconds",
+                "gen_ai_client_embeddings_duration_seconds",
+                "gen_ai_client_inference_usage_input_tokens",
+                "gen_ai_client_inference_usage_output_tokens",
+                "gen_ai_client_embeddings_usage_input_tokens",
+                "gen_ai_client_inference_usage_detailed_input_tokens_total",
+                "gen_ai_client_inference_usage_detailed_output_tokens_total",
+                "gen_ai_client_inference_usage_detailed_cache_read_input_tokens_total",
+                "gen_ai_client_inference_time_to_first_chunk_seconds",
+                "gen_ai_client_inference_time_per_output_chunk_seconds",
+                "gen_ai_server_request_duration_seconds",
+                "gen_ai_server_time_to_first_token_seconds",
+                "gen_ai_server_time_per_output_token_seconds",
+                "http_server_request_duration_seconds",
+                "gen_ai_execute_tool_duration_seconds",
+            ]
+        );
+        let names: Vec<String> = calls(SemconvMode::V1_41).into_iter().chain(HEALTH.iter().map(metric_name)).collect();
         assert_eq!(
             names,
             [
                 "gen_ai_client_operation_duration_seconds",
                 "gen_ai_client_token_usage",
+                "ollama_usage_cache_read_input_tokens_total",
                 "gen_ai_client_operation_time_to_first_chunk_seconds",
                 "gen_ai_client_operation_time_per_output_chunk_seconds",
                 "gen_ai_server_request_duration_seconds",
                 "gen_ai_server_time_to_first_token_seconds",
                 "gen_ai_server_time_per_output_token_seconds",
                 "http_server_request_duration_seconds",
+                "gen_ai_execute_tool_duration_seconds",
                 "ollama_tracer_capture_packets_total",
                 "ollama_tracer_capture_bytes_total",
                 "ollama_tracer_capture_kernel_drops_total",

@@ -9,7 +9,8 @@ use std::time::SystemTime;
 use tracer_core::llm::call::ChunkGaps;
 use tracer_core::llm::{ErrorKind, Incomplete, LlmCall, Operation};
 use tracer_core::segment::display_ip;
-use tracer_core::span::semconv as sc;
+use tracer_core::span::semconv::{self as sc, SemconvMode};
+use tracer_core::span::stage::TracedCall;
 
 use super::catalog::*;
 use crate::report::{ExportCounters, ExportStats, Report};
@@ -56,10 +57,38 @@ impl Histogram {
     }
 }
 
+/// The series of one metric.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Points {
+    Histogram(BTreeMap<Attrs, Histogram>),
+    /// Monotonic sums.
+    Counter(BTreeMap<Attrs, u64>),
+}
+
+impl Points {
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Points::Histogram(m) => m.is_empty(),
+            Points::Counter(m) => m.is_empty(),
+        }
+    }
+}
+
+/// One metric fed by calls: what it is and its series.
+#[derive(Clone, Debug)]
+pub struct Metric {
+    pub desc: Desc,
+    pub points: Points,
+}
+
 /// Every series of every metric, cumulative since `start`.
 pub struct Registry {
     pub start: SystemTime,
-    histograms: Vec<BTreeMap<Attrs, Histogram>>,
+    mode: SemconvMode,
+    /// The call metrics of `mode`, in output order.
+    metrics: Vec<Metric>,
+    /// Where each role's metric is in `metrics` (absent: not in this version).
+    roles: BTreeMap<Role, usize>,
     health: Option<Report>,
     traces: Option<Arc<ExportCounters>>,
     /// Failed OTLP metrics pushes.
@@ -68,7 +97,7 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Self::new()
+        Self::new(SemconvMode::default())
     }
 }
 
@@ -78,11 +107,29 @@ pub struct HealthPoint {
     pub value: u64,
 }
 
+/// A series' attributes: the overflow series' once the metric has [`MAX_SERIES`] others.
+fn bounded<V>(map: &BTreeMap<Attrs, V>, attrs: Attrs) -> Attrs {
+    if map.len() >= MAX_SERIES && !map.contains_key(&attrs) { vec![(OVERFLOW_ATTR, Attr::Bool(true))] } else { attrs }
+}
+
 impl Registry {
-    pub fn new() -> Self {
+    pub fn new(mode: SemconvMode) -> Self {
+        let metrics: Vec<Metric> = call_metrics(mode)
+            .into_iter()
+            .map(|(_, desc)| Metric {
+                desc,
+                points: match desc.kind {
+                    Kind::Histogram => Points::Histogram(BTreeMap::new()),
+                    _ => Points::Counter(BTreeMap::new()),
+                },
+            })
+            .collect();
+        let roles = call_metrics(mode).into_iter().enumerate().map(|(i, (role, _))| (role, i)).collect();
         Registry {
             start: SystemTime::now(),
-            histograms: HISTOGRAMS.iter().map(|_| BTreeMap::new()).collect(),
+            mode,
+            metrics,
+            roles,
             health: None,
             traces: None,
             metrics_failures: Arc::new(AtomicU64::new(0)),
@@ -94,21 +141,46 @@ impl Registry {
         self.traces = Some(counters);
     }
 
-    fn series(&mut self, h: usize, attrs: Attrs) -> &mut Histogram {
-        let bounds = HISTOGRAMS[h].bounds;
-        let map = &mut self.histograms[h];
-        let attrs = if map.len() >= MAX_SERIES && !map.contains_key(&attrs) {
-            vec![(OVERFLOW_ATTR, Attr::Bool(true))]
-        } else {
-            attrs
-        };
-        map.entry(attrs).or_insert_with(|| Histogram::new(bounds))
+    fn histogram(&mut self, role: Role, attrs: Attrs) -> Option<(&mut Histogram, &'static [f64])> {
+        let m = &mut self.metrics[*self.roles.get(&role)?];
+        let bounds = m.desc.bounds;
+        match &mut m.points {
+            Points::Histogram(map) => {
+                let attrs = bounded(map, attrs);
+                Some((map.entry(attrs).or_insert_with(|| Histogram::new(bounds)), bounds))
+            }
+            Points::Counter(_) => None,
+        }
     }
 
-    fn observe(&mut self, h: usize, attrs: Attrs, v: f64) {
-        if v.is_finite() && v >= 0.0 {
-            let bounds = HISTOGRAMS[h].bounds;
-            self.series(h, attrs).record(bounds, v);
+    fn observe(&mut self, role: Role, attrs: Attrs, v: f64) {
+        if v.is_finite()
+            && v >= 0.0
+            && let Some((h, bounds)) = self.histogram(role, attrs)
+        {
+            h.record(bounds, v);
+        }
+    }
+
+    fn add(&mut self, role: Role, attrs: Attrs, n: u64) {
+        let Some(&i) = self.roles.get(&role) else { return };
+        if let Points::Counter(map) = &mut self.metrics[i].points {
+            let attrs = bounded(map, attrs);
+            *map.entry(attrs).or_insert(0) += n;
+        }
+    }
+
+    /// Records one completed call, and the tool executions inferred before it.
+    pub fn record(&mut self, traced: &TracedCall) {
+        self.record_call(&traced.call);
+        for tool in &traced.tools {
+            let a: Attrs = vec![
+                (sc::GEN_AI_OPERATION_NAME, Attr::Str(sc::OPERATION_EXECUTE_TOOL.into())),
+                (sc::GEN_AI_PROVIDER_NAME, Attr::Str(traced.call.provider.name().into())),
+                (sc::GEN_AI_TOOL_NAME, Attr::Str(tool.name.clone())),
+                (sc::GEN_AI_TOOL_TYPE, Attr::Str("function".into())),
+            ];
+            self.observe(Role::ExecuteTool, a, tool.duration_ns as f64 / 1e9);
         }
     }
 
@@ -125,7 +197,7 @@ impl Registry {
             if let Some(s) = call.status {
                 a.push((sc::HTTP_RESPONSE_STATUS_CODE, Attr::Int(s as i64)));
             }
-            if let Some(route) = call.route.template() {
+            if let Some(route) = call.http_route() {
                 a.push((sc::HTTP_ROUTE, Attr::Str(route.to_string())));
             }
             a.push((sc::URL_SCHEME, Attr::Str("http".into())));
@@ -135,14 +207,14 @@ impl Registry {
             {
                 a.push((sc::ERROR_TYPE, Attr::Str(err.kind.error_type())));
             }
-            self.observe(H_HTTP, a, duration);
+            self.observe(Role::HttpDuration, a, duration);
         }
 
         let Some(op) = call.operation() else { return };
         let resp = &call.response;
         let mut base: Attrs = vec![
             (sc::GEN_AI_OPERATION_NAME, Attr::Str(op.as_str().into())),
-            (sc::GEN_AI_PROVIDER_NAME, Attr::Str(sc::PROVIDER_OLLAMA.into())),
+            (sc::GEN_AI_PROVIDER_NAME, Attr::Str(call.provider.name().into())),
         ];
         if let Some(m) = &call.request.model {
             base.push((sc::GEN_AI_REQUEST_MODEL, Attr::Str(m.clone())));
@@ -152,47 +224,81 @@ impl Registry {
         }
         base.push((sc::SERVER_ADDRESS, Attr::Str(display_ip(call.flow.server.ip()))));
         base.push((sc::SERVER_PORT, Attr::Int(call.flow.server.port() as i64)));
-        let with_error = |base: &Attrs| {
+        let with = |base: &Attrs, extra: Option<(&'static str, Attr)>| {
             let mut a = base.clone();
-            if let Some(err) = &call.error {
-                a.push((sc::ERROR_TYPE, Attr::Str(err.kind.error_type())));
-            }
+            a.extend(extra);
             a
         };
+        let error = call.error.as_ref().map(|e| (sc::ERROR_TYPE, Attr::Str(e.kind.error_type())));
+        let embeddings = op == Operation::Embeddings;
 
         if ended {
-            self.observe(H_DURATION, with_error(&base), duration);
+            let role = match (self.mode, embeddings) {
+                (SemconvMode::V1_41, _) => Role::Duration,
+                (SemconvMode::Latest, false) => Role::InferenceDuration,
+                (SemconvMode::Latest, true) => Role::EmbeddingsDuration,
+            };
+            self.observe(role, with(&base, error.clone()), duration);
         }
-        for (tokens, kind) in [(resp.input_tokens, sc::TOKEN_TYPE_INPUT), (resp.output_tokens, sc::TOKEN_TYPE_OUTPUT)] {
-            if let Some(n) = tokens {
-                let mut a = base.clone();
-                a.push((sc::GEN_AI_TOKEN_TYPE, Attr::Str(kind.into())));
-                self.observe(H_TOKENS, a, n as f64);
+        let modality = Some((sc::GEN_AI_TOKEN_MODALITY, Attr::Str(sc::TOKEN_MODALITY_UNKNOWN.into())));
+        match self.mode {
+            SemconvMode::V1_41 => {
+                for (n, kind) in
+                    [(resp.input_tokens, sc::TOKEN_TYPE_INPUT), (resp.output_tokens, sc::TOKEN_TYPE_OUTPUT)]
+                {
+                    if let Some(n) = n {
+                        let a = with(&base, Some((sc::GEN_AI_TOKEN_TYPE, Attr::Str(kind.into()))));
+                        self.observe(Role::TokenUsage, a, n as f64);
+                    }
+                }
+                if let Some(n) = resp.cache_read_input_tokens {
+                    self.add(Role::CacheRead, base.clone(), n);
+                }
+            }
+            SemconvMode::Latest if embeddings => {
+                if let Some(n) = resp.input_tokens {
+                    self.observe(Role::EmbeddingsInputTokens, base.clone(), n as f64);
+                }
+            }
+            SemconvMode::Latest => {
+                if let Some(n) = resp.input_tokens {
+                    self.observe(Role::InputTokens, base.clone(), n as f64);
+                    self.add(Role::DetailedInput, with(&base, modality.clone()), n);
+                }
+                if let Some(n) = resp.output_tokens {
+                    self.observe(Role::OutputTokens, base.clone(), n as f64);
+                    self.add(Role::DetailedOutput, with(&base, modality.clone()), n);
+                }
+                if let Some(n) = resp.cache_read_input_tokens {
+                    self.add(Role::DetailedCacheRead, with(&base, modality), n);
+                }
             }
         }
         if resp.streamed {
             if let Some(t) = call.time_to_first_chunk() {
-                self.observe(H_TTFC, base.clone(), t);
+                self.observe(Role::TimeToFirstChunk, base.clone(), t);
             }
             let gaps: &ChunkGaps = &call.times.chunk_gaps;
-            if gaps.count > 0 {
-                self.series(H_TPOC, base.clone()).merge(&gaps.counts, gaps.sum_secs, gaps.count);
+            if gaps.count > 0
+                && let Some((h, _)) = self.histogram(Role::TimePerOutputChunk, base.clone())
+            {
+                h.merge(&gaps.counts, gaps.sum_secs, gaps.count);
             }
         }
         let o = &resp.ollama;
         if let Some(total) = o.total_duration {
-            self.observe(H_SERVER_DURATION, with_error(&base), secs(total));
+            self.observe(Role::ServerDuration, with(&base, error), secs(total));
             // Ollama omits zero durations from its final chunk: absent means 0 there. Only
             // generating operations have a first token.
-            if op != Operation::Embeddings && o.eval_count.is_some_and(|n| n > 0) {
+            if !embeddings && o.eval_count.is_some_and(|n| n > 0) {
                 let prefill = o.load_duration.unwrap_or(0) + o.prompt_eval_duration.unwrap_or(0);
-                self.observe(H_SERVER_TTFT, base.clone(), secs(prefill));
+                self.observe(Role::ServerTimeToFirstToken, base.clone(), secs(prefill));
             }
         }
         if let (Some(d), Some(n)) = (o.eval_duration, o.eval_count)
             && n > 0
         {
-            self.observe(H_SERVER_TPOT, base, secs(d) / n as f64);
+            self.observe(Role::ServerTimePerOutputToken, base, secs(d) / n as f64);
         }
     }
 
@@ -201,9 +307,14 @@ impl Registry {
         self.health = Some(report.clone());
     }
 
-    /// Each histogram with its series.
-    pub fn histograms(&self) -> impl Iterator<Item = (&'static Desc, &BTreeMap<Attrs, Histogram>)> {
-        HISTOGRAMS.iter().zip(self.histograms.iter())
+    /// Each call metric with its series, in output order.
+    pub fn metrics(&self) -> &[Metric] {
+        &self.metrics
+    }
+
+    /// The conventions' version the names follow.
+    pub fn mode(&self) -> SemconvMode {
+        self.mode
     }
 
     /// Each health metric with its series (empty before the first snapshot).
@@ -308,6 +419,10 @@ fn http_method(m: &str) -> &str {
 pub struct SharedRegistry(Arc<Mutex<Registry>>);
 
 impl SharedRegistry {
+    pub fn new(mode: SemconvMode) -> Self {
+        SharedRegistry(Arc::new(Mutex::new(Registry::new(mode))))
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, Registry> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -339,19 +454,22 @@ mod tests {
 
     #[test]
     fn series_beyond_the_limit_go_to_one_overflow_series() {
-        let mut r = Registry::new();
+        let mut r = Registry::default();
         for i in 0..MAX_SERIES + 10 {
-            r.observe(H_HTTP, vec![(sc::HTTP_ROUTE, Attr::Str(format!("/r{i}")))], 0.1);
+            r.observe(Role::HttpDuration, vec![(sc::HTTP_ROUTE, Attr::Str(format!("/r{i}")))], 0.1);
         }
-        let (_, series) = r.histograms().nth(H_HTTP).unwrap();
+        let http = |r: &Registry| match &r.metrics()[r.roles[&Role::HttpDuration]].points {
+            Points::Histogram(m) => m.clone(),
+            Points::Counter(_) => unreachable!(),
+        };
+        let series = http(&r);
         assert_eq!(series.len(), MAX_SERIES + 1);
         let overflow = &series[&vec![(OVERFLOW_ATTR, Attr::Bool(true))]];
         assert_eq!(overflow.count, 10);
         // Negative and non-finite values are not observations.
-        r.observe(H_HTTP, vec![(sc::HTTP_ROUTE, Attr::Str("/r0".into()))], f64::NAN);
-        r.observe(H_HTTP, vec![(sc::HTTP_ROUTE, Attr::Str("/r0".into()))], -1.0);
-        let (_, series) = r.histograms().nth(H_HTTP).unwrap();
-        assert_eq!(series[&vec![(sc::HTTP_ROUTE, Attr::Str("/r0".into()))]].count, 1);
+        r.observe(Role::HttpDuration, vec![(sc::HTTP_ROUTE, Attr::Str("/r0".into()))], f64::NAN);
+        r.observe(Role::HttpDuration, vec![(sc::HTTP_ROUTE, Attr::Str("/r0".into()))], -1.0);
+        assert_eq!(http(&r)[&vec![(sc::HTTP_ROUTE, Attr::Str("/r0".into()))]].count, 1);
     }
 
     #[test]
@@ -363,7 +481,7 @@ mod tests {
         report.pipeline.http.stale_heads = 4;
         report.pipeline.http.pending_overflows = 5;
         report.pipeline.llm.evicted = 6;
-        let mut r = Registry::new();
+        let mut r = Registry::default();
         r.set_health(&report);
         let health = r.health();
         let (_, points) = health.iter().find(|(d, _)| d.name == sc::METRIC_TRACER_LIMIT_OVERFLOWS).unwrap();

@@ -139,8 +139,9 @@ impl Driver {
         report
     }
 
-    /// Delivers what the sinks hold, within `timeout`; the span export's counters.
-    pub fn shutdown(mut self, timeout: Duration, report: &mut Report) -> std::io::Result<()> {
+    /// Delivers what the sinks hold, within `timeout` (`None`: until delivered, or stopped);
+    /// the span export's counters.
+    pub fn shutdown(mut self, timeout: Option<Duration>, report: &mut Report) -> std::io::Result<()> {
         let result = self.outputs.shutdown(timeout);
         report.export = self.outputs.export_stats();
         result

@@ -25,6 +25,7 @@ use self::stop::Stop;
 use crate::attribution::enrich::Enricher;
 use crate::attribution::{AttributionError, AttributionOptions};
 use crate::capture::{CaptureConfig, CaptureError, CaptureMode, LiveCapture, socket::SocketEventSink};
+use crate::export::otlp::Delivery;
 use crate::report::Report;
 use crate::settings::{ExportSettings, StdoutChoice};
 use crate::sink::Outputs;
@@ -35,6 +36,9 @@ use crate::transport::ExportError;
 /// How often the health report (and `top`'s snapshot) is taken, and a quiet live capture's
 /// time-based rules run.
 pub const TICK: Duration = Duration::from_millis(250);
+
+/// A live run's end: how long queued spans and the last metrics get by default.
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What feeds a run.
 pub enum Source {
@@ -54,8 +58,10 @@ pub struct RunConfig {
     /// `top`: the terminal view instead of (or beside) the other outputs; its `source` is filled
     /// in by the run.
     pub top: Option<TopConfig>,
-    /// How long queued spans and the last metrics get at the end.
-    pub flush_timeout: Duration,
+    /// How long queued spans and the last metrics get at the end: for a live capture (and a
+    /// paced replay) [`DEFAULT_FLUSH_TIMEOUT`] when `None`; a replay as fast as it reads is an
+    /// offline job that waits until everything is delivered when `None`.
+    pub flush_timeout: Option<Duration>,
     /// No summary on stderr.
     pub quiet: bool,
 }
@@ -115,12 +121,18 @@ pub fn run(source: Source, config: RunConfig) -> Result<Report, RunError> {
     let (report, ui_stats, shut) = match source {
         Source::Replay { files, ports, speed } => {
             let source = speed.map_or_else(|| "replay".to_string(), |s| format!("replay ×{s}"));
-            let (mut driver, view) = prepare(&config, None, source, &stop)?;
+            // Paced, a replay stands in for live traffic, export included; as fast as it
+            // reads, it is an offline job that waits for the collector.
+            let (delivery, flush) = match speed {
+                Some(_) => (Delivery::Live, Some(config.flush_timeout.unwrap_or(DEFAULT_FLUSH_TIMEOUT))),
+                None => (Delivery::Offline { stop: stop.signalled() }, config.flush_timeout),
+            };
+            let (mut driver, view) = prepare(&config, None, source, &stop, delivery)?;
             let (capture, last) = replay::feed(&files, &ports, speed, &stop, &mut driver);
             let mut report = driver.finish(last, &capture, None);
             // The view stays up on the final state until `q` (or a signal).
             let ui_stats = end_view(view, false)?;
-            let shut = driver.shutdown(config.flush_timeout, &mut report);
+            let shut = driver.shutdown(flush, &mut report);
             (report, ui_stats, shut)
         }
         Source::Live { mode, capture, attribution } => {
@@ -134,7 +146,7 @@ pub fn run(source: Source, config: RunConfig) -> Result<Report, RunError> {
                 .map_err(io_err("starting the async runtime"))?;
             let (driver, mut report, ui_stats) =
                 runtime.block_on(live_run(mode, capture, attribution, &config, &stop))?;
-            let shut = driver.shutdown(config.flush_timeout, &mut report);
+            let shut = driver.shutdown(Some(config.flush_timeout.unwrap_or(DEFAULT_FLUSH_TIMEOUT)), &mut report);
             (report, ui_stats, shut)
         }
     };
@@ -172,7 +184,7 @@ async fn live_run(
         Err(e) => tracing::warn!("{e}; running with the capabilities it was given"),
     }
     let source = if matches!(live, LiveCapture::Ebpf(_)) { "live eBPF" } else { "live pcap" };
-    let (driver, view) = prepare(config, attribution.map(Enricher::new), source.to_string(), stop)?;
+    let (driver, view) = prepare(config, attribution.map(Enricher::new), source.to_string(), stop, Delivery::Live)?;
     let fed = live::feed(live, driver, stop).await;
     // Whatever ended the capture ends the view too.
     stop.request();
@@ -187,8 +199,9 @@ fn prepare(
     enricher: Option<Enricher>,
     source: String,
     stop: &Stop,
+    delivery: Delivery,
 ) -> Result<(Driver, Option<View>), RunError> {
-    let built = outputs::build(&config.export, &config.resource, stdout_writer())?;
+    let built = outputs::build(&config.export, &config.resource, stdout_writer(), delivery)?;
     let mut sinks: Outputs = built.outputs;
     let spans = SpanStage::new(config.resource.clone(), config.spans.clone());
     let view = match &config.top {

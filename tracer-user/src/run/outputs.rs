@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use tracer_core::span::Resource;
 
-use crate::export::otlp::OtlpTraceSink;
+use crate::export::otlp::{Delivery, OtlpTraceSink};
 use crate::export::{StdoutFormat, StdoutSink};
 use crate::metrics::otlp::MetricsPusher;
 use crate::metrics::{MetricsSink, SharedRegistry, prometheus};
@@ -22,11 +22,13 @@ pub struct Built {
 }
 
 /// Every sink the settings ask for, in the order shutdown needs: stdout, spans, then metrics
-/// (so the last metrics push carries the span export's final counters).
+/// (so the last metrics push carries the span export's final counters); spans delivered as
+/// `delivery` says.
 pub fn build(
     settings: &ExportSettings,
     resource: &Resource,
     stdout: Box<dyn Write + Send>,
+    delivery: Delivery,
 ) -> Result<Built, ExportError> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     let format = match settings.stdout {
@@ -41,7 +43,7 @@ pub fn build(
     let mut trace_counters = None;
     let trace_sink = match (&settings.traces, &runtime) {
         (Some(target), Some(rt)) => {
-            let sink = OtlpTraceSink::start(target, settings.queue, resource, rt)?;
+            let sink = OtlpTraceSink::start(target, settings.queue, delivery, settings.semconv, resource, rt)?;
             trace_counters = Some(sink.counters());
             tracing::info!(endpoint = %target.url, protocol = %target.protocol, "exporting spans over OTLP");
             Some(sink)
@@ -51,7 +53,7 @@ pub fn build(
 
     let mut metrics_addr = None;
     let metrics_sink = if settings.metrics.is_some() || settings.prometheus.is_some() || console_metrics {
-        let registry = SharedRegistry::default();
+        let registry = SharedRegistry::new(settings.semconv);
         if let Some(c) = trace_counters {
             registry.lock().watch_traces(c);
         }

@@ -12,6 +12,9 @@ use tokio::sync::Notify;
 #[derive(Clone, Default)]
 pub struct Stop {
     flag: Arc<AtomicBool>,
+    /// Set by a signal only (not by `q`, which also ends a replay's view normally): what stops
+    /// an offline export from waiting.
+    signalled: Arc<AtomicBool>,
     notify: Arc<Notify>,
 }
 
@@ -28,6 +31,7 @@ impl Stop {
                 tracing::warn!("signals thread: {e}");
             }
             if signals.forever().next().is_some() {
+                s.signalled.store(true, Ordering::SeqCst);
                 s.request();
             }
         })?;
@@ -41,6 +45,11 @@ impl Stop {
 
     pub fn requested(&self) -> bool {
         self.flag.load(Ordering::Relaxed)
+    }
+
+    /// Set once SIGINT or SIGTERM came (not by `q`).
+    pub fn signalled(&self) -> Arc<AtomicBool> {
+        self.signalled.clone()
     }
 
     /// The flag itself, for the terminal view (which sets it on `q`).

@@ -60,6 +60,14 @@ impl Environment {
         self.get("KUBERNETES_SERVICE_HOST").is_some()
     }
 
+    /// `OTEL_SEMCONV_STABILITY_OPT_IN` (comma-separated): whether it holds
+    /// `gen_ai_latest_experimental`, the switch the GenAI instrumentations use for the latest
+    /// (development) conventions.
+    pub fn genai_latest(&self) -> bool {
+        self.get("OTEL_SEMCONV_STABILITY_OPT_IN")
+            .is_some_and(|v| v.split(',').any(|o| o.trim().eq_ignore_ascii_case("gen_ai_latest_experimental")))
+    }
+
     /// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
     pub fn sampler(&self) -> (Option<&str>, Option<&str>) {
         (self.get("OTEL_TRACES_SAMPLER"), self.get("OTEL_TRACES_SAMPLER_ARG"))

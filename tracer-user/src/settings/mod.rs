@@ -8,7 +8,8 @@
 //! `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_METRIC_EXPORT_INTERVAL`,
 //! `OTEL_METRIC_EXPORT_TIMEOUT`, `OTEL_EXPORTER_PROMETHEUS_HOST` / `_PORT`.
 //!
-//! Besides: `OTEL_TRACES_SAMPLER` / `_ARG` (sampling),
+//! Besides: `OTEL_TRACES_SAMPLER` / `_ARG` (sampling), `OTEL_SEMCONV_STABILITY_OPT_IN`
+//! (`gen_ai_latest_experimental`: the latest GenAI conventions),
 //! `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` (content capture), `OLLAMA_TRACER_LOG`
 //! (log filter), `K8S_NODE_NAME` and `KUBERNETES_SERVICE_HOST` (Kubernetes attribution).
 //!
@@ -25,6 +26,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tracer_core::span::KeyValue;
+use tracer_core::span::semconv::SemconvMode;
 
 pub use self::env::Environment;
 use self::parse::check_url;
@@ -63,6 +65,8 @@ pub struct ExportSettings {
     pub resource_attributes: Vec<KeyValue>,
     /// `--compat openinference`: OpenInference mirrors of the GenAI attributes.
     pub openinference: bool,
+    /// The GenAI conventions' version of span and metric names (and the scope's schema URL).
+    pub semconv: SemconvMode,
 }
 
 /// Command-line values; `None` / empty = not given.
@@ -80,6 +84,8 @@ pub struct CliExport {
     pub queue_bytes: Option<usize>,
     pub service_name: Option<String>,
     pub compat: Vec<String>,
+    /// `--semconv`.
+    pub semconv: Option<SemconvMode>,
 }
 
 /// A configuration error (command line), or a warning about an ignored environment value.
@@ -115,6 +121,8 @@ pub fn resolve(cli: &CliExport, env: &Environment) -> Result<(ExportSettings, Ve
         service_name: resource::service_name(cli, env),
         resource_attributes: resource::attributes(env, &mut warnings),
         openinference: compat(cli)?,
+        // The flag, else the OpenTelemetry opt-in; v1.41 (what backends read) by default.
+        semconv: cli.semconv.unwrap_or(if env.genai_latest() { SemconvMode::Latest } else { SemconvMode::V1_41 }),
     };
     Ok((settings, warnings))
 }
@@ -143,6 +151,17 @@ mod tests {
 
     fn run(cli: CliExport, env: &[(&str, &str)]) -> (ExportSettings, Vec<String>) {
         resolve(&cli, &Environment::from_pairs(env.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn latest_conventions_by_opt_in_or_flag() {
+        assert_eq!(run(CliExport::default(), &[]).0.semconv, SemconvMode::V1_41);
+        let opt_in = [("OTEL_SEMCONV_STABILITY_OPT_IN", "http, gen_ai_latest_experimental")];
+        assert_eq!(run(CliExport::default(), &opt_in).0.semconv, SemconvMode::Latest);
+        let flag = CliExport { semconv: Some(SemconvMode::V1_41), ..Default::default() };
+        assert_eq!(run(flag, &opt_in).0.semconv, SemconvMode::V1_41, "the flag wins");
+        let other = [("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")];
+        assert_eq!(run(CliExport::default(), &other).0.semconv, SemconvMode::V1_41);
     }
 
     #[test]

@@ -130,7 +130,7 @@ impl CallRow {
         CallRow {
             seq,
             model: call.model().map(str::to_string),
-            route: call.route.template().map_or_else(|| call.path.clone(), str::to_string),
+            route: call.http_route().map_or_else(|| call.path.clone(), str::to_string),
             method: call.method.clone(),
             status: call.status,
             client: Client { addr: call.flow.client, name },

@@ -59,6 +59,7 @@ fn with_phases(mut c: LlmCall, load_ms: u64, prompt_ms: u64, eval_ms: u64) -> Ll
         prompt_eval_duration: Some(prompt_ms * MS),
         eval_count: c.response.output_tokens,
         eval_duration: Some(eval_ms * MS),
+        prompt_eval_cached_count: None,
     };
     c
 }

@@ -8,6 +8,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ollama_tracer::capture::CaptureMode;
 use ollama_tracer::transport::Protocol;
 use tracer_core::llm::content;
+use tracer_core::llm::{Provider, Providers};
+use tracer_core::span::ConversationIdAttribute;
+use tracer_core::span::semconv::SemconvMode;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -94,9 +97,37 @@ pub struct CaptureArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct PortArgs {
-    /// Ollama server port(s) to trace.
-    #[arg(long = "port", default_value = "11434", value_name = "PORT")]
-    pub ports: Vec<u16>,
+    /// Server port(s) to trace (repeatable). `PORT=PROVIDER` names another server speaking
+    /// the same `/v1` wire on it: `vllm`, `llama.cpp`, `lmstudio`, `litellm` (e.g.
+    /// `--port 8000=vllm`); `gen_ai.provider.name` and the routes follow it.
+    #[arg(long = "port", default_value = "11434", value_name = "PORT[=PROVIDER]", value_parser = parse_port)]
+    pub ports: Vec<(u16, Provider)>,
+}
+
+impl PortArgs {
+    pub fn numbers(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self.ports.iter().map(|(p, _)| *p).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
+    pub fn providers(&self) -> Providers {
+        Providers::new(self.ports.iter().copied())
+    }
+}
+
+/// `PORT` or `PORT=PROVIDER`.
+pub fn parse_port(s: &str) -> Result<(u16, Provider), String> {
+    let (port, provider) = match s.split_once('=') {
+        Some((port, provider)) => (port, provider.parse::<Provider>().map_err(|e| e.to_string())?),
+        None => (s, Provider::Ollama),
+    };
+    let port: u16 = port.trim().parse().map_err(|_| format!("{port:?} is not a port number"))?;
+    if port == 0 {
+        return Err("port 0 cannot be traced".into());
+    }
+    Ok((port, provider))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -156,13 +187,20 @@ pub struct Common {
     /// $OTEL_RESOURCE_ATTRIBUTES, else `ollama`).
     #[arg(long)]
     pub service_name: Option<String>,
+    /// GenAI semantic conventions of span and metric names: `v1.41` (what backends read
+    /// today; the default) or `latest` (the current `semantic-conventions-genai` names; also
+    /// with OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental). See the README's table.
+    #[arg(long, value_name = "VERSION", value_parser = parse_semconv)]
+    pub semconv: Option<SemconvMode>,
     /// Seed for trace and span ids, for reproducible output.
     #[arg(long, hide = true)]
     pub id_seed: Option<u64>,
-    /// At the end (of the replay, or on SIGINT/SIGTERM), how long queued spans and the last
-    /// metrics get to reach the collector; what is left then is counted as dropped.
-    #[arg(long, value_name = "MS", default_value_t = 10_000)]
-    pub flush_timeout: u64,
+    /// At the end (on SIGINT/SIGTERM, or of a replay), how long queued spans and the last
+    /// metrics get to reach the collector; what is left then is counted as dropped. Default:
+    /// 10000 for a live capture; a replay waits until everything is delivered (SIGINT stops
+    /// it), unless this is given.
+    #[arg(long, value_name = "MS")]
+    pub flush_timeout: Option<u64>,
     /// Do not print the summary on stderr.
     #[arg(long)]
     pub quiet: bool,
@@ -250,9 +288,44 @@ pub struct TraceArgs {
     /// Keep every call at least this long whatever the head sampler says, e.g. `30s`.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub keep_slower_than: Option<Duration>,
+    /// Where the conversation the tracer infers (from message histories resent turn after
+    /// turn) goes: `vendor` (`ollama_tracer.conversation.id`, the default: the conventions say
+    /// a hash of request content SHOULD NOT be `gen_ai.conversation.id`) or `gen_ai` (also
+    /// `gen_ai.conversation.id`, and Phoenix's `session.id` with --compat openinference: a
+    /// deviation, for backends that group conversations by it). An id the traffic carries
+    /// (Responses `conversation`/`previous_response_id`, --conversation-header) is always
+    /// `gen_ai.conversation.id`.
+    #[arg(long, value_enum, value_name = "WHERE", default_value = "vendor")]
+    pub conversation_id_attribute: ConversationIdArg,
+    /// Request header carrying the client's own conversation id, honoured as
+    /// `gen_ai.conversation.id` (`none`: no header is read).
+    #[arg(long, value_name = "NAME", default_value = tracer_core::http::DEFAULT_CONVERSATION_HEADER)]
+    pub conversation_header: String,
     /// A model load at least this long is a cold start (`ollama.cold_start`).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "500ms")]
     pub cold_start_threshold: Duration,
+}
+
+pub fn parse_semconv(s: &str) -> Result<SemconvMode, String> {
+    s.parse()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ConversationIdArg {
+    /// `ollama_tracer.conversation.id` only.
+    Vendor,
+    /// Also `gen_ai.conversation.id`.
+    #[value(name = "gen_ai")]
+    GenAi,
+}
+
+impl From<ConversationIdArg> for ConversationIdAttribute {
+    fn from(a: ConversationIdArg) -> Self {
+        match a {
+            ConversationIdArg::Vendor => ConversationIdAttribute::Vendor,
+            ConversationIdArg::GenAi => ConversationIdAttribute::GenAi,
+        }
+    }
 }
 
 pub fn parse_protocol(s: &str) -> Result<Protocol, String> {

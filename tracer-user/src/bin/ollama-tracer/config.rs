@@ -12,15 +12,15 @@ use ollama_tracer::run::RunConfig;
 use ollama_tracer::settings::{self, CliExport, Environment};
 use ollama_tracer::top::TopConfig;
 use tracer_core::http::HttpConfig;
-use tracer_core::llm::LlmConfig;
 use tracer_core::llm::content::ContentConfig;
+use tracer_core::llm::{LlmConfig, Providers};
 use tracer_core::pipeline::PipelineConfig;
 use tracer_core::reassembly::ReassemblyConfig;
 use tracer_core::span::SpanConfig;
 use tracer_core::span::sampling::{Head, SamplingConfig};
 use tracer_core::span::stage::SpanStageConfig;
 
-use crate::cli::{AttachArg, AttributionArgs, CaptureArgs, Common, Toggle, TraceArgs, nanos};
+use crate::cli::{AttachArg, AttributionArgs, CaptureArgs, Common, PortArgs, Toggle, TraceArgs, nanos};
 
 impl TraceArgs {
     /// Content capture: the flag or the GenAI instrumentations' environment switch.
@@ -56,7 +56,7 @@ impl TraceArgs {
 }
 
 impl Common {
-    fn pipeline(&self, content: bool) -> PipelineConfig {
+    fn pipeline(&self, content: bool, providers: Providers) -> PipelineConfig {
         let l = &self.limits;
         PipelineConfig {
             reassembly: ReassemblyConfig {
@@ -71,8 +71,12 @@ impl Common {
                 max_partial_heads: l.max_partial_heads,
                 head_timeout_ns: nanos(l.head_timeout),
                 max_pending_per_conn: l.max_pending_per_conn.max(1),
+                conversation_header: match self.trace.conversation_header.trim().to_ascii_lowercase() {
+                    h if h == "none" => String::new(),
+                    h => h,
+                },
             },
-            llm: LlmConfig { capture_content: content, max_calls_in_flight: l.max_calls_in_flight.max(1) },
+            llm: LlmConfig { capture_content: content, max_calls_in_flight: l.max_calls_in_flight.max(1), providers },
             collect_peers: false,
         }
     }
@@ -91,11 +95,13 @@ impl Common {
             queue_bytes: self.otlp_queue_bytes,
             service_name: self.service_name.clone(),
             compat: self.compat.clone(),
+            semconv: self.semconv,
         }
     }
 
-    /// Everything after the source, for a run with (`top`) or without the terminal view.
-    pub fn run_config(&self, env: &Environment, top: bool) -> Result<RunConfig> {
+    /// Everything after the source, for a run with (`top`) or without the terminal view, of
+    /// the servers on `ports`.
+    pub fn run_config(&self, env: &Environment, top: bool, ports: &PortArgs) -> Result<RunConfig> {
         let content = self.trace.content(env)?;
         let (export, warnings) = settings::resolve(&self.export(top), env)?;
         for w in warnings {
@@ -103,12 +109,14 @@ impl Common {
         }
         let cold_start_ns = nanos(self.trace.cold_start_threshold);
         Ok(RunConfig {
-            pipeline: self.pipeline(content.is_some()),
+            pipeline: self.pipeline(content.is_some(), ports.providers()),
             spans: SpanStageConfig {
                 spans: SpanConfig {
                     id_seed: self.id_seed,
                     cold_start_ns: Some(cold_start_ns),
                     content: content.clone(),
+                    semconv: export.semconv,
+                    conversation_id: self.trace.conversation_id_attribute.into(),
                 },
                 sampling: self.trace.sampling(env)?,
                 openinference: export.openinference,
@@ -117,7 +125,7 @@ impl Common {
             export,
             // The source is filled in by the run; content is shown only when captured.
             top: top.then(|| TopConfig { source: String::new(), cold_start_ns, content }),
-            flush_timeout: Duration::from_millis(self.flush_timeout),
+            flush_timeout: self.flush_timeout.map(Duration::from_millis),
             quiet: self.quiet,
         })
     }
@@ -126,7 +134,7 @@ impl Common {
 impl CaptureArgs {
     pub fn config(&self) -> CaptureConfig {
         CaptureConfig {
-            ports: self.ports.ports.clone(),
+            ports: self.ports.numbers(),
             ebpf_attach: match (self.ebpf_attach, &self.cgroup) {
                 (AttachArg::Tcx, _) => EbpfAttach::Tcx(self.interfaces.clone()),
                 (AttachArg::Cgroup, Some(dir)) => EbpfAttach::Cgroup(dir.clone()),

@@ -34,9 +34,7 @@ fn main() -> ExitCode {
         None => live(cli.run, &env, false),
         Some(Command::Run(args)) => live(args, &env, false),
         Some(Command::Top(args)) => live(args, &env, true),
-        Some(Command::Replay { files, ports, speed, top, common }) => {
-            replay(files, ports.ports, speed, top, &common, &env)
-        }
+        Some(Command::Replay { files, ports, speed, top, common }) => replay(files, &ports, speed, top, &common, &env),
         Some(Command::Check { capture }) => return check(&capture),
     };
     // Whatever `top` held back (it releases them itself when it ends normally).
@@ -52,7 +50,7 @@ fn main() -> ExitCode {
 
 fn replay(
     paths: Vec<std::path::PathBuf>,
-    ports: Vec<u16>,
+    ports: &cli::PortArgs,
     speed: Option<f64>,
     top: bool,
     common: &cli::Common,
@@ -74,13 +72,13 @@ fn replay(
             );
         }
     }
-    let config = common.run_config(env, top)?;
-    run::run(Source::Replay { files, ports, speed }, config)?;
+    let config = common.run_config(env, top, ports)?;
+    run::run(Source::Replay { files, ports: ports.numbers(), speed }, config)?;
     Ok(())
 }
 
 fn live(args: RunArgs, env: &Environment, top: bool) -> Result<()> {
-    let config = args.common.run_config(env, top)?;
+    let config = args.common.run_config(env, top, &args.capture.ports)?;
     let source = Source::Live {
         mode: args.capture.mode,
         capture: args.capture.config(),

@@ -7,12 +7,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind as OtelKind, Status, TraceFlags, TraceId, TraceState};
 use opentelemetry::{Array, InstrumentationScope, Key, KeyValue as OtelKv, StringValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use tracer_core::span::semconv::SemconvMode;
 use tracer_core::span::{AttrValue, KeyValue, Resource, SpanKind, SpanRecord, StatusCode};
 
-/// The instrumentation scope of every span and metric.
-pub fn scope() -> InstrumentationScope {
+/// The instrumentation scope of every span and metric, with the schema URL of the conventions
+/// the names follow.
+pub fn scope(semconv: SemconvMode) -> InstrumentationScope {
     InstrumentationScope::builder(tracer_core::span::semconv::DISTRO_NAME)
         .with_version(env!("CARGO_PKG_VERSION"))
+        .with_schema_url(semconv.schema_url())
         .build()
 }
 
@@ -41,8 +44,8 @@ fn time(ns: u64) -> SystemTime {
 }
 
 /// One of our spans as the SDK's exportable span: same ids, parent, trace state and flags,
-/// capture times, status, attributes and events.
-pub fn to_span_data(span: &SpanRecord) -> SpanData {
+/// capture times, status, attributes, events and links, under `scope`.
+pub fn to_span_data(span: &SpanRecord, scope: &InstrumentationScope) -> SpanData {
     // An invalid `tracestate` header is dropped, as W3C Trace Context says to.
     let trace_state = span.trace_state.as_deref().and_then(|s| s.parse::<TraceState>().ok()).unwrap_or_default();
     let context = SpanContext::new(
@@ -65,6 +68,21 @@ pub fn to_span_data(span: &SpanRecord) -> SpanData {
             )
         })
         .collect();
+    let mut links = SpanLinks::default();
+    links.links = span
+        .links
+        .iter()
+        .map(|l| {
+            let context = SpanContext::new(
+                TraceId::from_bytes(l.trace_id),
+                SpanId::from_bytes(l.span_id),
+                TraceFlags::new(l.flags),
+                false,
+                TraceState::default(),
+            );
+            opentelemetry::trace::Link::new(context, l.attributes.iter().map(to_kv).collect(), 0)
+        })
+        .collect();
     SpanData {
         span_context: context,
         parent_span_id: span.parent_span_id.map_or(SpanId::INVALID, SpanId::from_bytes),
@@ -82,13 +100,13 @@ pub fn to_span_data(span: &SpanRecord) -> SpanData {
         attributes: span.attributes.iter().map(to_kv).collect(),
         dropped_attributes_count: 0,
         events,
-        links: SpanLinks::default(),
+        links,
         status: match span.status {
             StatusCode::Unset => Status::Unset,
             StatusCode::Ok => Status::Ok,
             StatusCode::Error => Status::error(span.status_message.clone()),
         },
-        instrumentation_scope: scope(),
+        instrumentation_scope: scope.clone(),
     }
 }
 
@@ -116,6 +134,7 @@ pub fn approx_size(span: &SpanRecord) -> usize {
         + span.trace_state.as_ref().map_or(0, |s| s.len())
         + attrs(&span.attributes)
         + span.events.iter().map(|e| std::mem::size_of_val(e) + e.name.len() + attrs(&e.attributes)).sum::<usize>()
+        + span.links.iter().map(|l| std::mem::size_of_val(l) + attrs(&l.attributes)).sum::<usize>()
 }
 
 #[cfg(test)]
@@ -123,6 +142,7 @@ pub(super) mod tests {
     use std::time::UNIX_EPOCH;
 
     use tracer_core::segment::Timestamp;
+    use tracer_core::span::SpanLink;
 
     use super::*;
 
@@ -141,12 +161,18 @@ pub(super) mod tests {
             status_message: "HTTP 500".into(),
             attributes: vec![KeyValue::new("a", 1i64), KeyValue::new(String::from("b.owned"), vec!["x".to_string()])],
             events: Vec::new(),
+            links: vec![SpanLink {
+                trace_id: [7; 16],
+                span_id: [8; 8],
+                flags: 1,
+                attributes: vec![KeyValue::new("ollama_tracer.link.type", "previous_turn")],
+            }],
         }
     }
 
     #[test]
     fn span_data_keeps_ids_times_parent_and_status() {
-        let d = to_span_data(&span(true, Some("rojo=00f067aa0ba902b7")));
+        let d = to_span_data(&span(true, Some("rojo=00f067aa0ba902b7")), &scope(SemconvMode::V1_41));
         assert_eq!(d.span_context.trace_id(), TraceId::from_bytes([7; 16]));
         assert_eq!(d.span_context.span_id(), SpanId::from_bytes([9; 8]));
         assert_eq!(d.parent_span_id, SpanId::from_bytes([3; 8]));
@@ -159,7 +185,15 @@ pub(super) mod tests {
         assert_eq!(d.span_kind, OtelKind::Server);
         assert_eq!(d.attributes.len(), 2);
         assert_eq!(d.instrumentation_scope.name(), "ollama-tracer");
-        let root = to_span_data(&span(false, Some("not a valid tracestate ===")));
+        assert_eq!(d.instrumentation_scope.schema_url(), Some("https://opentelemetry.io/schemas/1.41.0"));
+        assert_eq!(d.links.links.len(), 1);
+        assert_eq!(d.links.links[0].span_context.span_id(), SpanId::from_bytes([8; 8]));
+        assert_eq!(d.links.links[0].attributes.len(), 1);
+        let root = to_span_data(&span(false, Some("not a valid tracestate ===")), &scope(SemconvMode::Latest));
+        assert_eq!(
+            root.instrumentation_scope.schema_url(),
+            Some("https://opentelemetry.io/schemas/gen-ai-dev/1.42.0-dev")
+        );
         assert!(!root.parent_span_is_remote && root.parent_span_id == SpanId::INVALID);
         assert_eq!(root.span_context.trace_state().header(), "", "an invalid tracestate is dropped");
     }
