@@ -8,7 +8,7 @@ import os
 import anthropic
 import httpx2
 
-from common import WIRE, Call, parse_args, run_session
+from common import WIRE, Call, anthropic_usage, parse_args, run_session
 
 args = parse_args(__doc__)
 model = args.model or "qwen3-coder"
@@ -38,7 +38,7 @@ def message(client):
                 c.text(thinking=block.thinking)
             elif block.type == "tool_use":
                 c.rec["tool_calls"].append(block.name)
-        c.rec.update(finish_reason=r.stop_reason, input_tokens=r.usage.input_tokens, output_tokens=r.usage.output_tokens)
+        c.rec.update(finish_reason=r.stop_reason, **anthropic_usage(r.usage))
     return c
 
 
@@ -55,7 +55,7 @@ def message_stream(client):
             elif event.type == "content_block_start" and event.content_block.type == "tool_use":
                 c.tool_call(event.content_block.name)
             elif event.type == "message_delta":
-                c.rec.update(finish_reason=event.delta.stop_reason, input_tokens=event.usage.input_tokens, output_tokens=event.usage.output_tokens)
+                c.rec.update(finish_reason=event.delta.stop_reason, **anthropic_usage(event.usage))
     return c
 
 

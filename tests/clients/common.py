@@ -368,6 +368,22 @@ def first_output_read(reads):
 WIRE = Wire()
 
 
+def openai_usage(u) -> dict:
+    """Token counts from an OpenAI `usage` (cache hits: `prompt_tokens_details.cached_tokens`,
+    Ollama ≥ 0.33, already part of `prompt_tokens`)."""
+    details = getattr(u, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) if details else None
+    return {"input_tokens": u.prompt_tokens, "output_tokens": u.completion_tokens, "cache_read_input_tokens": cached}
+
+
+def anthropic_usage(u) -> dict:
+    """Token counts from an Anthropic `usage`, the input as the GenAI conventions total it:
+    Anthropic's `input_tokens` leaves out the cache hits (`cache_read_input_tokens`)."""
+    cached = getattr(u, "cache_read_input_tokens", None)
+    total = None if u.input_tokens is None else u.input_tokens + (cached or 0)
+    return {"input_tokens": total, "output_tokens": u.output_tokens, "cache_read_input_tokens": cached}
+
+
 class Call:
     """Collects one call's observations; `emit()` prints them as a JSON line."""
 
@@ -388,6 +404,7 @@ class Call:
             "tool_calls": [],
             "input_tokens": None,
             "output_tokens": None,
+            "cache_read_input_tokens": None,
             "finish_reason": None,
             "error": None,
             "local_addr": None,

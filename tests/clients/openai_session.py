@@ -9,7 +9,7 @@ import os
 import httpx2
 import openai
 
-from common import WIRE, Call, parse_args, run_session
+from common import WIRE, Call, openai_usage, parse_args, run_session
 
 args = parse_args(__doc__)
 model = args.model or "llama3.2"
@@ -42,7 +42,7 @@ def chat_stream(client, include_usage: bool):
                 if choice.finish_reason:
                     c.rec["finish_reason"] = choice.finish_reason
             if chunk.usage:
-                c.rec.update(input_tokens=chunk.usage.prompt_tokens, output_tokens=chunk.usage.completion_tokens)
+                c.rec.update(openai_usage(chunk.usage))
     return c
 
 
@@ -52,7 +52,7 @@ def chat(client):
         m = r.choices[0].message
         c.text(m.content, getattr(m, "reasoning", None))
         c.rec["tool_calls"] = [t.function.name for t in (m.tool_calls or [])]
-        c.rec.update(finish_reason=r.choices[0].finish_reason, input_tokens=r.usage.prompt_tokens, output_tokens=r.usage.completion_tokens)
+        c.rec.update(finish_reason=r.choices[0].finish_reason, **openai_usage(r.usage))
     return c
 
 
@@ -67,11 +67,11 @@ def completion(client, stream: bool):
                     if choice.finish_reason:
                         c.rec["finish_reason"] = choice.finish_reason
                 if chunk.usage and not chunk.choices:
-                    c.rec.update(input_tokens=chunk.usage.prompt_tokens, output_tokens=chunk.usage.completion_tokens)
+                    c.rec.update(openai_usage(chunk.usage))
         else:
             r = client.completions.create(model=model, prompt="Once upon a time", max_tokens=32)
             c.text(r.choices[0].text)
-            c.rec.update(finish_reason=r.choices[0].finish_reason, input_tokens=r.usage.prompt_tokens, output_tokens=r.usage.completion_tokens)
+            c.rec.update(finish_reason=r.choices[0].finish_reason, **openai_usage(r.usage))
     return c
 
 

@@ -32,7 +32,22 @@ fn event(name: &str, data: &impl Serialize) -> Vec<u8> {
 #[derive(Serialize)]
 struct Usage {
     input_tokens: u64,
+    /// Ollama ≥ 0.33, Anthropic's way: the cache hits, subtracted from `input_tokens`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_read_input_tokens: Option<u64>,
     output_tokens: u64,
+}
+
+impl Usage {
+    /// The real counts of `script`'s answer.
+    fn of(script: &Script) -> Usage {
+        let cached = script.cached_tokens;
+        Usage {
+            input_tokens: script.prompt_tokens - cached.unwrap_or(0),
+            cache_read_input_tokens: cached,
+            output_tokens: script.eval_count(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -180,7 +195,11 @@ impl MessagesStream {
                         role: "assistant",
                         model: &model,
                         content: [],
-                        usage: Usage { input_tokens: self.input_estimate, output_tokens: 0 },
+                        usage: Usage {
+                            input_tokens: self.input_estimate,
+                            cache_read_input_tokens: None,
+                            output_tokens: 0,
+                        },
                     },
                 },
                 false,
@@ -226,13 +245,7 @@ impl MessagesStream {
                 self.switch(Open::None);
                 let reason = stop_reason(self.script.done_reason, self.script.tool_call.is_some());
                 self.push(
-                    Event::MessageDelta {
-                        delta: StopDelta { stop_reason: reason },
-                        usage: Usage {
-                            input_tokens: self.script.prompt_tokens,
-                            output_tokens: self.script.eval_count(),
-                        },
-                    },
+                    Event::MessageDelta { delta: StopDelta { stop_reason: reason }, usage: Usage::of(&self.script) },
                     false,
                 );
                 self.push(Event::MessageStop, false);
@@ -289,7 +302,7 @@ pub fn whole(model: &str, script: &Script, _sched: &Schedule) -> Vec<u8> {
         // A nil slice: an empty completion is `"content":null`.
         content: (!blocks.is_empty()).then_some(blocks),
         stop_reason: stop_reason(script.done_reason, script.tool_call.is_some()),
-        usage: Usage { input_tokens: script.prompt_tokens, output_tokens: script.eval_count() },
+        usage: Usage::of(script),
     })
 }
 
@@ -336,6 +349,7 @@ mod tests {
                 id: "call_abcd1234".into(),
             }),
             prompt_tokens: 31,
+            cached_tokens: None,
             done_reason: "stop",
         };
         let units: Vec<Unit> = MessagesStream::new("qwen3", script, 7).collect();

@@ -38,6 +38,10 @@ pub struct ApiRequest {
     pub prompt_chars: usize,
     /// `max_tokens` / `num_predict` / `max_output_tokens`.
     pub max_tokens: Option<u64>,
+    /// The prompt as the model reads it, part by part (system, then each message, or the
+    /// prompt): a hash of each part and the characters up to its end — what a prompt cache
+    /// matches on.
+    pub prompt_parts: Vec<(u64, usize)>,
 }
 
 impl ApiRequest {
@@ -80,19 +84,25 @@ impl ApiRequest {
         let messages = get(&json, "messages")
             .and_then(Value::as_array)
             .or_else(|| get(&json, "input").and_then(Value::as_array).filter(|_| *route == Route::V1Responses));
+        let part = |req: &mut ApiRequest, v: &Value, chars: usize| {
+            req.prompt_chars += chars;
+            req.prompt_parts.push((hash(v), req.prompt_chars));
+        };
+        for key in ["system", "instructions"] {
+            if let Some(v) = get(&json, key) {
+                part(&mut req, v, text_chars(v));
+            }
+        }
         if let Some(msgs) = messages {
             req.messages = Some(msgs.len());
             req.last_role = msgs.last().map(last_role);
-            req.prompt_chars += msgs.iter().map(text_chars).sum::<usize>();
+            for m in msgs {
+                part(&mut req, m, text_chars(m));
+            }
         }
         if let Some(p) = get(&json, "prompt").and_then(Value::as_str) {
-            req.prompt_chars += p.chars().count();
+            part(&mut req, &Value::String(p.to_owned()), p.chars().count());
             req.prompt = Some(p.to_owned());
-        }
-        for key in ["system", "instructions"] {
-            if let Some(v) = get(&json, key) {
-                req.prompt_chars += text_chars(v);
-            }
         }
         req.think = match get(&json, "think") {
             Some(Value::Bool(b)) => *b,
@@ -151,6 +161,13 @@ impl ApiRequest {
     pub fn prompt_tokens_estimate(&self) -> u64 {
         (self.prompt_chars as u64).div_ceil(4) + 10
     }
+}
+
+fn hash(v: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.to_string().hash(&mut h);
+    h.finish()
 }
 
 /// `key` in a JSON object, Go style: exact match first, else a case-insensitive one.

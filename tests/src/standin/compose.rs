@@ -8,6 +8,7 @@ use super::catalog::{Catalog, Entry, Want};
 use super::gojson;
 use super::native::{self, JSON_CT, NDJSON_CT};
 use super::openai;
+use super::prompt_cache::PromptCache;
 use super::reply::{
     Body, Cut, DEFAULT_CONTENT_TOKENS, DEFAULT_THINKING_TOKENS, Pace, Reply, Schedule, Script, Source, ToolCallSpec,
     Unit, UnitStream,
@@ -18,8 +19,9 @@ use super::scenario::{SCENARIO_HEADER, Scenario};
 use super::truth::unit_has_output;
 use crate::wire::{BodyKind, WriteContent, flush_plan};
 
-/// Version `/api/version` reports by default (the snapshot ollama-wire.md was written from).
-pub const DEFAULT_VERSION: &str = "0.33.0-rc2";
+/// Version `/api/version` reports by default: a release that reports cached prompt tokens
+/// (ollama-wire.md was written from the 0.33.0-rc2 snapshot; 0.33.0 added the cache counts).
+pub const DEFAULT_VERSION: &str = "0.34.2";
 
 /// Message of a runner crash, mid-stream or as a 500.
 pub const RUNNER_CRASH: &str = "model runner has unexpectedly stopped, this may be due to resource limitations or an internal error, check ollama server logs for details";
@@ -56,6 +58,23 @@ pub struct App {
     pub catalog: Catalog,
     pub timing: Timing,
     pub version: String,
+    /// Whether synthesised answers report cached prompt tokens (Ollama 0.33.0 and later).
+    pub reports_cache: bool,
+    pub prompt_cache: PromptCache,
+}
+
+impl App {
+    pub fn new(catalog: Catalog, timing: Timing, version: String) -> App {
+        App { catalog, timing, reports_cache: reports_cache(&version), version, prompt_cache: PromptCache::default() }
+    }
+}
+
+/// Ollama reports prompt-cache hits since 0.33.0 (PR #17943); its release candidates did not.
+fn reports_cache(version: &str) -> bool {
+    let (release, pre) = version.split_once('-').unwrap_or((version, ""));
+    let nums: Vec<u64> = release.split('.').map_while(|n| n.parse().ok()).collect();
+    let at_least = nums.as_slice() >= [0, 33, 0].as_slice();
+    at_least && (pre.is_empty() || nums.as_slice() > [0, 33, 0].as_slice())
 }
 
 /// One request as the HTTP layer hands it over.
@@ -539,6 +558,7 @@ impl Ctx<'_> {
                         content_tokens: spec.tokens,
                         tool_call: None,
                         prompt_tokens: spec.prompt.unwrap_or_else(|| req.prompt_tokens_estimate()),
+                        cached_tokens: None,
                         done_reason: "stop",
                     },
                     spec.ttft.unwrap_or(timing.ttft),
@@ -551,12 +571,16 @@ impl Ctx<'_> {
                     content_tokens: if tools { 0 } else { DEFAULT_CONTENT_TOKENS },
                     tool_call: tools.then(|| tool_call_for(req)),
                     prompt_tokens: req.prompt_tokens_estimate(),
+                    cached_tokens: None,
                     done_reason: "stop",
                 },
                 timing.ttft,
                 timing.gap,
             ),
         };
+        if self.app.reports_cache {
+            script.cached_tokens = Some(self.app.prompt_cache.serve(&self.model, req, script.prompt_tokens));
+        }
         if let Some(max) = req.max_tokens
             && (max as usize) < script.content_tokens
         {
@@ -737,5 +761,16 @@ impl Reply {
     fn no_content_type(mut self) -> Reply {
         self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case("content-type"));
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cache_counts_come_with_0_33_0() {
+        for (v, yes) in [("0.33.0", true), ("0.34.2", true), ("1.0.0", true), ("0.33.0-rc2", false), ("0.32.6", false)]
+        {
+            assert_eq!(super::reports_cache(v), yes, "{v}");
+        }
     }
 }

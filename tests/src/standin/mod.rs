@@ -32,6 +32,7 @@ pub mod gojson;
 pub mod http;
 pub mod native;
 pub mod openai;
+pub mod prompt_cache;
 pub mod reply;
 pub mod responses;
 pub mod route;
@@ -143,7 +144,7 @@ impl Server {
         Ok(Server {
             listeners,
             shared: Arc::new(Shared {
-                app: App { catalog, timing: config.timing, version: config.version },
+                app: App::new(catalog, config.timing, config.version),
                 truth,
                 seq: AtomicU64::new(0),
                 conns: AtomicU64::new(0),

@@ -383,7 +383,14 @@ mod tests {
     use std::time::Duration;
 
     fn script() -> Script {
-        Script { thinking_tokens: 2, content_tokens: 3, tool_call: None, prompt_tokens: 11, done_reason: "stop" }
+        Script {
+            thinking_tokens: 2,
+            content_tokens: 3,
+            tool_call: None,
+            prompt_tokens: 11,
+            cached_tokens: None,
+            done_reason: "stop",
+        }
     }
 
     fn sched() -> Schedule {

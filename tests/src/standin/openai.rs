@@ -18,11 +18,31 @@ pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// Ollama ≥ 0.33, when the prompt cache served part of the prompt (`prompt_tokens` still
+    /// counts them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Serialize, Clone, Copy)]
+pub struct PromptDetails {
+    pub cached_tokens: u64,
 }
 
 impl Usage {
     pub fn new(prompt: u64, completion: u64) -> Usage {
-        Usage { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion }
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            prompt_tokens_details: None,
+        }
+    }
+
+    /// The real counts of `script`'s answer.
+    pub fn of(script: &Script) -> Usage {
+        let details = script.cached_tokens.filter(|n| *n > 0).map(|cached_tokens| PromptDetails { cached_tokens });
+        Usage { prompt_tokens_details: details, ..Usage::new(script.prompt_tokens, script.eval_count()) }
     }
 }
 
@@ -189,7 +209,7 @@ impl Iterator for ChatStream {
                         model: &self.model,
                         system_fingerprint: "fp_ollama",
                         choices: Vec::new(),
-                        usage: Some(Usage::new(self.script.prompt_tokens, self.script.eval_count())),
+                        usage: Some(Usage::of(&self.script)),
                     })));
                     n += 1;
                 }
@@ -278,7 +298,7 @@ pub fn chat_whole(model: &str, script: &Script, sched: &Schedule) -> Vec<u8> {
             message: Message { role: "assistant", content: &content, reasoning: &reasoning, tool_calls },
             finish_reason: Some(finish_reason(script.done_reason, script.tool_call.is_some())),
         }],
-        usage: Usage::new(script.prompt_tokens, script.eval_count()),
+        usage: Usage::of(script),
     })
 }
 
@@ -355,7 +375,7 @@ impl Iterator for CompletionStream {
                 let mut b = chunk("", Some(self.script.done_reason), zero, true);
                 let mut n = 2;
                 if self.include_usage {
-                    let usage = Usage::new(self.script.prompt_tokens, self.script.eval_count());
+                    let usage = Usage::of(&self.script);
                     b.extend(chunk("", None, Some(usage), false));
                     n += 1;
                 }
@@ -394,7 +414,7 @@ pub fn completion_whole(model: &str, script: &Script, sched: &Schedule) -> Vec<u
         model,
         system_fingerprint: "fp_ollama",
         choices: vec![TextChoice { text: &text, index: 0, finish_reason: Some(script.done_reason) }],
-        usage: Some(Usage::new(script.prompt_tokens, script.eval_count())),
+        usage: Some(Usage::of(script)),
     })
 }
 
@@ -490,8 +510,14 @@ mod tests {
 
     #[test]
     fn chat_stream_layout() {
-        let script =
-            Script { thinking_tokens: 1, content_tokens: 2, tool_call: None, prompt_tokens: 26, done_reason: "stop" };
+        let script = Script {
+            thinking_tokens: 1,
+            content_tokens: 2,
+            tool_call: None,
+            prompt_tokens: 26,
+            cached_tokens: None,
+            done_reason: "stop",
+        };
         let sched = Schedule {
             t0_ns: 1_755_770_400_000_000_000,
             ttft: Duration::from_millis(5),

@@ -137,6 +137,9 @@ pub struct Script {
     pub content_tokens: usize,
     pub tool_call: Option<ToolCallSpec>,
     pub prompt_tokens: u64,
+    /// Prompt tokens the (emulated) prompt cache served, as an Ollama ≥ 0.33 reports them;
+    /// `None`: a server that does not report them.
+    pub cached_tokens: Option<u64>,
     /// Native done_reason (`stop`, `length`).
     pub done_reason: &'static str,
 }
@@ -178,6 +181,7 @@ impl Script {
             total_duration: done.saturating_sub(sched.t0_ns).max(1),
             load_duration: load.max(1),
             prompt_eval_count: self.prompt_tokens,
+            prompt_eval_cached_count: self.cached_tokens.unwrap_or(0),
             prompt_eval_duration: (ttft - load).max(1),
             eval_count: self.eval_count(),
             eval_duration: done.saturating_sub(sched.step_ns(0)).max(1),
@@ -194,6 +198,10 @@ pub struct Metrics {
     pub load_duration: u64,
     #[serde(skip_serializing_if = "is_zero")]
     pub prompt_eval_count: u64,
+    /// Ollama ≥ 0.33: the prompt tokens read from the cache (omitted when 0, as Go's
+    /// `omitempty` does).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub prompt_eval_cached_count: u64,
     #[serde(skip_serializing_if = "is_zero")]
     pub prompt_eval_duration: u64,
     #[serde(skip_serializing_if = "is_zero")]

@@ -116,7 +116,8 @@ fn call_item(ids: &Ids, script: &Script, done: bool) -> Option<Value> {
 fn usage(script: &Script) -> Usage {
     Usage {
         input_tokens: script.prompt_tokens,
-        input_tokens_details: Cached { cached_tokens: 0 },
+        // Always written; 0 from a server that does not count hits (0.33.0-rc2 and older).
+        input_tokens_details: Cached { cached_tokens: script.cached_tokens.unwrap_or(0) },
         output_tokens: script.eval_count(),
         output_tokens_details: Reasoning { reasoning_tokens: script.thinking_tokens as u64 },
         total_tokens: script.prompt_tokens + script.eval_count(),
@@ -378,8 +379,14 @@ mod tests {
 
     #[test]
     fn stream_ends_with_completed() {
-        let script =
-            Script { thinking_tokens: 1, content_tokens: 2, tool_call: None, prompt_tokens: 26, done_reason: "stop" };
+        let script = Script {
+            thinking_tokens: 1,
+            content_tokens: 2,
+            tool_call: None,
+            prompt_tokens: 26,
+            cached_tokens: None,
+            done_reason: "stop",
+        };
         let sched = Schedule {
             t0_ns: 1_767_225_600_000_000_000,
             ttft: Duration::from_millis(1),

@@ -65,6 +65,11 @@ pub struct Truth {
     /// Anthropic `message_delta.usage`, Responses `usage`).
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+    /// Prompt tokens served from the prompt cache, as sent (`prompt_eval_cached_count`,
+    /// `prompt_tokens_details.cached_tokens`, `input_tokens_details.cached_tokens`,
+    /// `cache_read_input_tokens`); `None` when the field was not sent. `input_tokens` above is
+    /// the conventions' total, cache hits included (Anthropic's `input_tokens` leaves them out).
+    pub cache_read_input_tokens: Option<u64>,
     /// The `usage` object as sent, verbatim.
     pub usage: Option<Value>,
     /// Anthropic `message_start` estimate (not the real count).
@@ -203,6 +208,7 @@ impl Observer {
                 t.done_reason = s(get(v, "done_reason"));
                 t.prompt_eval_count = n(get(v, "prompt_eval_count"));
                 t.eval_count = n(get(v, "eval_count"));
+                t.cache_read_input_tokens = n(get(v, "prompt_eval_cached_count"));
                 t.input_tokens = t.prompt_eval_count;
                 t.output_tokens = t.eval_count;
             }
@@ -354,13 +360,21 @@ impl Observer {
             self.truth.usage = Some(u.clone());
             self.truth.input_tokens = get(u, "prompt_tokens").and_then(Value::as_u64);
             self.truth.output_tokens = get(u, "completion_tokens").and_then(Value::as_u64);
+            self.truth.cache_read_input_tokens =
+                get(u, "prompt_tokens_details").and_then(|d| get(d, "cached_tokens")).and_then(Value::as_u64);
         }
     }
 
+    /// Anthropic's `usage`, and the Responses API's (same names; its `input_tokens` includes
+    /// the cache hits, Anthropic's does not).
     fn anthropic_usage(&mut self, usage: Option<&Value>) {
         let Some(u) = usage else { return };
         self.truth.usage = Some(u.clone());
-        self.truth.input_tokens = get(u, "input_tokens").and_then(Value::as_u64);
+        let input = get(u, "input_tokens").and_then(Value::as_u64);
+        let cache_read = get(u, "cache_read_input_tokens").and_then(Value::as_u64);
+        let cached = get(u, "input_tokens_details").and_then(|d| get(d, "cached_tokens")).and_then(Value::as_u64);
+        self.truth.input_tokens = input.map(|i| i + cache_read.unwrap_or(0));
+        self.truth.cache_read_input_tokens = cache_read.or(cached);
         self.truth.output_tokens = get(u, "output_tokens").and_then(Value::as_u64);
     }
 }

@@ -162,6 +162,10 @@ fn check_common(o: &Observed) {
             assert_eq!(span.attr_int(attr), Some(t), "{what}: {key}");
         }
     }
+    // Cache hits exactly as sent; absent when not sent or 0 (unknown is not 0, and 0 is what
+    // servers that do not count hits send).
+    let cached = o.truth["cache_read_input_tokens"].as_i64().filter(|n| *n > 0);
+    assert_eq!(span.attr_int(sc::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS), cached, "{what}: cache read");
     if let Some(tools) = o.truth["tool_calls"].as_array().filter(|t| !t.is_empty()) {
         let names: Vec<String> = tools.iter().map(|t| t.as_str().unwrap().to_owned()).collect();
         assert_eq!(span.attr_strs(sc::OLLAMA_RESPONSE_TOOL_CALLS).map(<[String]>::to_vec), Some(names), "{what}");
@@ -240,6 +244,116 @@ fn openai_responses_and_anthropic_messages() {
     for i in [6, 7] {
         assert_eq!(span(i).status, StatusCode::Error, "{}", obs[i].truth["path"]);
         assert!((span(i)).attr_str(sc::ERROR_TYPE).is_some());
+    }
+}
+
+/// Ollama ≥ 0.33 reports prompt-cache hits, each API its own way. Per dialect: a first turn
+/// (nothing cached: no attribute, whether the server leaves the field out — native, OpenAI
+/// chat and completions — or sends 0 — Responses, Anthropic), a second turn extending it
+/// (its history cached), the same request again (all but the last token cached); streamed and
+/// not. The span carries the hits exactly as sent and the conventions' input total.
+#[test]
+fn cached_prompt_tokens_in_every_dialect() {
+    let history = |turn: usize| -> String {
+        let msgs = ["Why is the sky blue? Answer in one sentence.", "And why are sunsets red then?"];
+        let list: Vec<String> = msgs[..turn.min(2)]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, m)| {
+                let mut v = vec![format!(r#"{{"role":"user","content":"{m}"}}"#)];
+                if i + 1 < turn.min(2) {
+                    v.push(r#"{"role":"assistant","content":"Rayleigh scattering."}"#.to_string());
+                }
+                v
+            })
+            .collect();
+        format!("[{}]", list.join(","))
+    };
+    let prompt = "Once upon a time, in a land far away, there lived";
+    type Body = Box<dyn Fn(usize, bool) -> String>;
+    let dialects: Vec<(&str, &str, Body)> = vec![
+        (
+            "/api/chat",
+            "native",
+            Box::new(move |t, s| format!(r#"{{"model":"c-chat","stream":{s},"messages":{}}}"#, history(t))),
+        ),
+        (
+            "/api/generate",
+            "native",
+            Box::new(move |_, s| format!(r#"{{"model":"c-gen","stream":{s},"prompt":"{prompt}"}}"#)),
+        ),
+        (
+            "/v1/chat/completions",
+            "openai",
+            Box::new(move |t, s| {
+                format!(
+                    r#"{{"model":"c-oai","stream":{s},"stream_options":{{"include_usage":true}},"messages":{}}}"#,
+                    history(t)
+                )
+            }),
+        ),
+        (
+            "/v1/completions",
+            "openai",
+            Box::new(move |_, s| {
+                format!(
+                    r#"{{"model":"c-cmp","stream":{s},"stream_options":{{"include_usage":true}},"prompt":"{prompt}"}}"#
+                )
+            }),
+        ),
+        (
+            "/v1/responses",
+            "zero",
+            Box::new(move |t, s| format!(r#"{{"model":"c-rsp","stream":{s},"input":{}}}"#, history(t))),
+        ),
+        (
+            "/v1/messages",
+            "zero",
+            Box::new(move |t, s| {
+                format!(r#"{{"model":"c-ant","max_tokens":64,"stream":{s},"messages":{}}}"#, history(t))
+            }),
+        ),
+    ];
+    let mut reqs = Vec::new();
+    for (path, _, body) in &dialects {
+        for (turn, stream) in [(1, false), (2, true), (2, false)] {
+            reqs.push(post(path, &body(turn, stream)).header("X-Standin-Scenario", "synth:tokens=3"));
+        }
+    }
+    let obs = run(&reqs);
+    for (d, (path, first_turn, _)) in dialects.iter().enumerate() {
+        let turns = &obs[3 * d..3 * d + 3];
+        for o in turns {
+            check_common(o);
+        }
+        let truth = |i: usize| &turns[i].truth;
+        let span = |i: usize| &turns[i].spans[0];
+        // First turn: nothing cached, and no attribute whatever the API sends for that.
+        match *first_turn {
+            "zero" => assert_eq!(truth(0)["cache_read_input_tokens"], 0, "{path}: the API sends 0"),
+            _ => assert!(truth(0)["cache_read_input_tokens"].is_null(), "{path}: the API leaves it out"),
+        }
+        assert_eq!(span(0).attr(sc::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS), None, "{path}");
+        // Later turns: hits reported and carried exactly; the input total includes them.
+        let hits: Vec<i64> = (1..3).map(|i| truth(i)["cache_read_input_tokens"].as_i64().unwrap()).collect();
+        assert!(hits.iter().all(|h| *h > 0), "{path}: {hits:?}");
+        assert_eq!(hits[1], truth(2)["input_tokens"].as_i64().unwrap() - 1, "{path}: all but the last token");
+        for i in 1..3 {
+            assert_eq!(span(i).attr_int(sc::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS), Some(hits[i - 1]), "{path}");
+            assert!(span(i).attr_int(sc::GEN_AI_USAGE_INPUT_TOKENS).unwrap() > hits[i - 1], "{path}: total");
+        }
+        if *path == "/v1/messages" {
+            // Anthropic's input_tokens leaves the hits out; the conventions' total adds them.
+            let usage = &truth(2)["usage"];
+            assert_eq!(
+                span(2).attr_int(sc::GEN_AI_USAGE_INPUT_TOKENS),
+                Some(usage["input_tokens"].as_i64().unwrap() + usage["cache_read_input_tokens"].as_i64().unwrap())
+            );
+        }
+        if path.starts_with("/api/") {
+            assert_eq!(span(2).attr_int(sc::OLLAMA_PROMPT_EVAL_CACHED_COUNT), Some(hits[1]), "{path}");
+            assert_eq!(span(0).attr(sc::OLLAMA_PROMPT_EVAL_CACHED_COUNT), None, "{path}");
+        }
     }
 }
 

@@ -132,7 +132,20 @@ pub fn check_values(span: &Value, t: &Value, what: &str) {
     }
     assert_eq!(attr_u64(span, "gen_ai.usage.input_tokens"), t["input_tokens"].as_u64(), "{what}: input tokens");
     assert_eq!(attr_u64(span, "gen_ai.usage.output_tokens"), t["output_tokens"].as_u64(), "{what}: output tokens");
-    let reason = t["done_reason"].as_str().or(t["finish_reason"].as_str());
+    // Prompt-cache hits as sent; none when not sent or 0.
+    let cached = t["cache_read_input_tokens"].as_u64().filter(|n| *n > 0);
+    assert_eq!(attr_u64(span, "gen_ai.usage.cache_read.input_tokens"), cached, "{what}: cache read");
+    let mut reason = t["done_reason"].as_str().or(t["finish_reason"].as_str());
+    if path == "/v1/responses" {
+        // The Responses API's status, as the conventions' finish reason (OpenAI's mapping).
+        let tools = t["tool_calls"].as_array().is_some_and(|a| !a.is_empty());
+        reason = reason.map(|r| match r {
+            "completed" if tools => "tool_calls",
+            "completed" => "stop",
+            "incomplete" => "length",
+            other => other,
+        });
+    }
     let reasons = attr(span, "gen_ai.response.finish_reasons").and_then(Value::as_array);
     assert_eq!(reasons.and_then(|r| r.first()).and_then(Value::as_str), reason, "{what}: finish reason");
     let tools: Vec<&str> = t["tool_calls"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
@@ -186,6 +199,7 @@ pub fn check_no_wrong_numbers(span: &Value, t: &Value, what: &str) {
     same("gen_ai.usage.input_tokens", t["input_tokens"].as_u64());
     same("gen_ai.usage.output_tokens", t["output_tokens"].as_u64());
     same("ollama.prompt_eval_count", t["prompt_eval_count"].as_u64());
+    same("gen_ai.usage.cache_read.input_tokens", t["cache_read_input_tokens"].as_u64());
     same("ollama.eval_count", t["eval_count"].as_u64());
     same("http.response.status_code", t["status"].as_u64());
     if t["path"] != "/api/embeddings" {
@@ -241,6 +255,10 @@ pub fn check_client(span: &Value, c: &Value, what: &str) -> (f64, Option<f64>) {
         if let Some(n) = c[field].as_u64() {
             assert_eq!(attr_u64(span, key), Some(n), "{what}: {key} vs the client's");
         }
+    }
+    if let Some(n) = c["cache_read_input_tokens"].as_u64() {
+        let want = (n > 0).then_some(n);
+        assert_eq!(attr_u64(span, "gen_ai.usage.cache_read.input_tokens"), want, "{what}: cache read vs the client's");
     }
     (d_start, d_ttfc)
 }

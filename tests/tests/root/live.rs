@@ -113,6 +113,38 @@ fn real_clients_on_loopback(mode: &str, what: &str) {
     }
 }
 
+/// Prompt-cache hits as Ollama ≥ 0.33 reports them, through the real `ollama`, `openai` and
+/// `anthropic` clients (native chat, chat completions, Responses, Anthropic messages): turn 1
+/// nothing cached (no attribute, whether the API leaves the field out or sends 0), turns 2 and
+/// 3 their history cached, carried exactly, with the conventions' input total.
+#[test]
+fn ebpf_cached_tokens_from_real_clients() {
+    require_ebpf!("ebpf_cached_tokens_from_real_clients");
+    let what = "eBPF cached tokens";
+    let _g = serial();
+    let standin = Standin::start(&["127.0.0.1:0"], None, &[]);
+    let mut a = args(&["--capture", "ebpf"]);
+    a.extend(port_args(&[&standin]));
+    let tracer = Tracer::start(what, &a);
+    let clients = run_driver("cache_session.py", &standin, 0, None);
+    assert_eq!(clients.len(), 12, "{what}: four APIs, three turns each");
+    let truth = standin.truth(clients.len());
+    let fin = tracer.stop(libc::SIGINT);
+    assert!(fin.status.success(), "{what}: exit status {}", fin.status);
+    check_sessions(&fin.spans, &truth, &clients, what);
+    for (i, c) in clients.iter().enumerate() {
+        let span = check::span_of(&fin.spans, c);
+        let cached = check::attr(span, "gen_ai.usage.cache_read.input_tokens").and_then(Value::as_u64);
+        match i % 3 {
+            0 => assert_eq!(cached, None, "{what}: {}: nothing cached yet", c["call"]),
+            _ => assert!(cached.is_some_and(|n| n > 0), "{what}: {}: {cached:?}", c["call"]),
+        }
+        // Each API its own way; the span's input is the total, hits included.
+        let input = check::attr(span, "gen_ai.usage.input_tokens").and_then(Value::as_u64).unwrap();
+        assert!(input > cached.unwrap_or(0), "{what}: {}", c["call"]);
+    }
+}
+
 #[test]
 fn ebpf_real_clients_on_loopback() {
     require_ebpf!("ebpf_real_clients_on_loopback");
