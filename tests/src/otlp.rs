@@ -86,15 +86,24 @@ struct State {
     received: Mutex<Received>,
     /// Every response waits this long (milliseconds): a slow collector.
     delay_ms: std::sync::atomic::AtomicU64,
+    /// And this long per span it carries (microseconds): a collector whose time grows with
+    /// the batch.
+    delay_per_span_us: std::sync::atomic::AtomicU64,
 }
 
 type Shared = Arc<State>;
 
-async fn delay(s: &Shared) {
+async fn delay(s: &Shared, spans: u64) {
     let ms = s.delay_ms.load(std::sync::atomic::Ordering::Relaxed);
-    if ms > 0 {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+    let per_span = s.delay_per_span_us.load(std::sync::atomic::Ordering::Relaxed);
+    let wait = Duration::from_millis(ms) + Duration::from_micros(per_span * spans);
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
+}
+
+fn span_count(r: &ExportTraceServiceRequest) -> u64 {
+    r.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len() as u64).sum()
 }
 
 fn lock(s: &Shared) -> MutexGuard<'_, Received> {
@@ -119,8 +128,10 @@ impl TraceService for Grpc {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let headers = metadata(request.metadata());
-        lock(&self.0).traces.push(Arrival { headers, content_type: None, request: request.into_inner() });
-        delay(&self.0).await;
+        let request = request.into_inner();
+        let spans = span_count(&request);
+        lock(&self.0).traces.push(Arrival { headers, content_type: None, request });
+        delay(&self.0, spans).await;
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -133,7 +144,7 @@ impl MetricsService for Grpc {
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
         let headers = metadata(request.metadata());
         lock(&self.0).metrics.push(Arrival { headers, content_type: None, request: request.into_inner() });
-        delay(&self.0).await;
+        delay(&self.0, 0).await;
         Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
     }
 }
@@ -229,6 +240,11 @@ impl Receiver {
         self.received.delay_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Makes every traces response wait besides `us` microseconds per span it carried.
+    pub fn set_delay_per_span_us(&self, us: u64) {
+        self.received.delay_per_span_us.store(us, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn received(&self) -> MutexGuard<'_, Received> {
         lock(&self.received)
     }
@@ -300,8 +316,9 @@ async fn handle(req: Request<Incoming>, shared: Shared) -> Result<Response<Full<
     match path.as_str() {
         "/v1/traces" => match decode::<ExportTraceServiceRequest>(json, &body) {
             Some(request) => {
+                let spans = span_count(&request);
                 lock(&shared).traces.push(Arrival { headers, content_type: ctype, request });
-                delay(&shared).await;
+                delay(&shared, spans).await;
                 let resp = ExportTraceServiceResponse::default();
                 let body = if json { serde_json::to_vec(&resp).unwrap_or_default() } else { resp.encode_to_vec() };
                 reply(StatusCode::OK, body, out_ctype)
@@ -311,7 +328,7 @@ async fn handle(req: Request<Incoming>, shared: Shared) -> Result<Response<Full<
         "/v1/metrics" => match decode::<ExportMetricsServiceRequest>(json, &body) {
             Some(request) => {
                 lock(&shared).metrics.push(Arrival { headers, content_type: ctype, request });
-                delay(&shared).await;
+                delay(&shared, 0).await;
                 let resp = ExportMetricsServiceResponse::default();
                 let body = if json { serde_json::to_vec(&resp).unwrap_or_default() } else { resp.encode_to_vec() };
                 reply(StatusCode::OK, body, out_ctype)

@@ -13,7 +13,7 @@ use testkit::tap::Tap;
 use tracer_core::llm::LlmConfig;
 use tracer_core::llm::content::ContentConfig;
 use tracer_core::pipeline::PipelineConfig;
-use tracer_core::span::{Resource, SpanConfig, SpanKind, SpanRecord, hex, semconv as sc};
+use tracer_core::span::{AttrValue, Resource, SpanConfig, SpanKind, SpanRecord, hex, semconv as sc};
 
 const TOOL_MS: u64 = 60;
 
@@ -104,8 +104,22 @@ fn tool_loop_through_real_clients_joins_the_agents_trace() {
         // Turn 1 asked for the tool; turn 2 carried its result.
         assert!((ours[0]).attr_str(sc::GEN_AI_OUTPUT_MESSAGES).is_some_and(|m| m.contains("\"tool_call\"")));
         assert!((ours[1]).attr_str(sc::GEN_AI_INPUT_MESSAGES).is_some_and(|m| m.contains("Berlin: 15°C")));
-        let conv = (ours[0]).attr_str(sc::GEN_AI_CONVERSATION_ID).expect("conversation id").to_owned();
-        assert_eq!((ours[1]).attr_str(sc::GEN_AI_CONVERSATION_ID), Some(conv.as_str()), "{what}: one conversation");
+        // One conversation, inferred: the tracer's own attribute, never gen_ai.conversation.id
+        // (a hash of request content), and turn 2 links to turn 1, naming the tool call.
+        let conv = (ours[0]).attr_str(sc::TRACER_CONVERSATION_ID).expect("conversation id").to_owned();
+        assert_eq!((ours[1]).attr_str(sc::TRACER_CONVERSATION_ID), Some(conv.as_str()), "{what}: one conversation");
+        assert!(ours.iter().all(|s| s.attr(sc::GEN_AI_CONVERSATION_ID).is_none()), "{what}: no gen_ai.conversation.id");
+        assert!(ours[0].links.is_empty(), "{what}: turn 1 links nowhere");
+        assert_eq!(ours[1].links.len(), 1, "{what}: turn 2 links to turn 1");
+        let link = &ours[1].links[0];
+        assert_eq!((link.trace_id, link.span_id), (ours[0].trace_id, ours[0].span_id), "{what}: the link's ids");
+        let link_attr = |k: &str| link.attributes.iter().find(|a| a.key == k).map(|a| a.value.clone());
+        assert_eq!(link_attr(sc::TRACER_LINK_TYPE), Some(AttrValue::Str(sc::LINK_PREVIOUS_TURN.into())));
+        let tool_call_id = ours_all[1]
+            .iter()
+            .find(|s| s.name.starts_with("execute_tool"))
+            .and_then(|s| s.attr(sc::GEN_AI_TOOL_CALL_ID).cloned());
+        assert_eq!(link_attr(sc::GEN_AI_TOOL_CALL_ID), tool_call_id, "{what}: names the tool call (when it has an id)");
         conversations.push(conv);
 
         // The tool span: reported with turn 2, a child of turn 1's call span, covering the
@@ -119,7 +133,7 @@ fn tool_loop_through_real_clients_joins_the_agents_trace() {
         assert_eq!(ts.kind, SpanKind::Internal);
         assert_eq!(ts.attr_str(sc::GEN_AI_OPERATION_NAME), Some("execute_tool"));
         assert_eq!(ts.attr_str(sc::GEN_AI_TOOL_NAME), Some("weather"));
-        assert_eq!(ts.attr_str(sc::GEN_AI_CONVERSATION_ID), (ours[0]).attr_str(sc::GEN_AI_CONVERSATION_ID));
+        assert_eq!(ts.attr_str(sc::TRACER_CONVERSATION_ID), (ours[0]).attr_str(sc::TRACER_CONVERSATION_ID));
         assert_eq!(ts.start, ours[0].end, "{what}: the tool starts when the answer asking for it ended");
         assert_eq!(ts.end, ours[1].start, "{what}: and ends when the request with its result started");
         let (tool_start, tool_end) = (tool["start_ns"].as_u64().unwrap(), tool["end_ns"].as_u64().unwrap());

@@ -2,8 +2,11 @@
 //! (`scripts/setup-python.sh`) and started here on free ports: MLflow (`mlflow server`, OTLP/HTTP
 //! with its experiment header) and Arize Phoenix (`phoenix serve`, OTLP/gRPC with the project as
 //! a resource attribute, and OTLP/HTTP with the project header and `--compat openinference`).
-//! The real-client capture is replayed into each, then read back through each backend's own
-//! API: every call must show as an LLM / chat / embedding span with its model and token usage.
+//! The real-client capture, and a capture of the real clients' two-turn conversations against a
+//! server that reports prompt-cache hits (the stand-in, through the tap), are replayed into
+//! each, then read back through each backend's own API: every call must show as exactly one
+//! LLM / chat / embedding span (phases and model management as none of these) with its model,
+//! token usage and cache hits, and each later turn with its link to the previous one.
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -99,13 +102,36 @@ fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T,
     }
 }
 
-/// Replays the real-client capture into a backend; `seed` gives the run its own trace and span
-/// ids (a backend keeps the first span it gets with an id).
-fn replay_into(seed: u64, args: &[&str], envs: &[(&str, &str)]) -> Vec<Value> {
+/// The real `ollama`, `openai` and `anthropic` clients' two-turn conversations (cache_session.py)
+/// against the stand-in, which reports prompt-cache hits, recorded by the tap: 12 calls.
+fn cache_capture(dir: &Path) -> PathBuf {
+    use testkit::pcap::{FileFormat, LinkType, TsPrecision, WriterConfig, write_file};
+    let python = testkit::process::venv_python("backends cache capture").expect("tests/.venv");
+    let standin =
+        testkit::process::StandInProcess::start(env!("CARGO_BIN_EXE_ollama-standin").as_ref(), &[]).expect("stand-in");
+    let tap = testkit::tap::Tap::start(standin.addr).expect("tap");
+    let out = Command::new(python)
+        .arg(testkit::process::client_script("cache_session.py"))
+        .args(["--base-url", &tap.url()])
+        .output()
+        .expect("run cache_session.py");
+    assert!(out.status.success(), "cache_session.py: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(standin.truth(12).len(), 12);
+    std::thread::sleep(Duration::from_millis(200));
+    let path = dir.join("cache.pcap");
+    write_file(&path, WriterConfig::new(FileFormat::Pcap, TsPrecision::Nano, LinkType::LinuxSll2), &tap.packets())
+        .unwrap();
+    path
+}
+
+/// GenAI calls in the replay: the real capture's 17 and the cache session's 12.
+const GENAI_CALLS: usize = 17 + 12;
+
+/// Replays the captures into a backend; `seed` gives the run its own trace and span ids (a
+/// backend keeps the first span it gets with an id).
+fn replay_into(seed: u64, cache: &Path, args: &[&str], envs: &[(&str, &str)]) -> Vec<Value> {
     let mut cmd = bin();
-    cmd.args(["replay", "--output", "json", "--id-seed", &seed.to_string(), "--flush-timeout", "60000"])
-        .arg(real_capture())
-        .args(args);
+    cmd.args(["replay", "--output", "json", "--id-seed", &seed.to_string()]).arg(real_capture()).arg(cache).args(args);
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -113,6 +139,22 @@ fn replay_into(seed: u64, args: &[&str], envs: &[(&str, &str)]) -> Vec<Value> {
     let spans = json_spans(&r.stdout);
     assert_eq!(summary_number(&r.stderr, "otlp:", "spans exported"), spans.len() as u64, "{}", r.stderr);
     spans
+}
+
+/// A span id as MLflow returns it (base64 of the bytes), in hex.
+fn base64_hex(b64: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let (mut acc, mut bits, mut out) = (0u32, 0, String::new());
+    for c in b64.bytes().take_while(|c| *c != b'=') {
+        let v = ALPHABET.iter().position(|a| *a == c).unwrap_or_else(|| panic!("not base64: {b64}")) as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push_str(&format!("{:02x}", (acc >> bits) & 0xff));
+        }
+    }
+    out
 }
 
 fn attr_str<'a>(s: &'a Value, k: &str) -> Option<&'a str> {
@@ -152,6 +194,7 @@ fn mlflow_and_phoenix_show_llm_spans() {
     let (mlflow_dir, phoenix_dir) = (root.0.join("mlflow"), root.0.join("phoenix"));
     std::fs::create_dir_all(&mlflow_dir).unwrap();
     std::fs::create_dir_all(&phoenix_dir).unwrap();
+    let cache = cache_capture(&root.0);
 
     // Both start together: each takes 10–20 s (more on a busy machine).
     let mlflow_port = free_port();
@@ -184,6 +227,7 @@ fn mlflow_and_phoenix_show_llm_spans() {
     let experiment = serde_json::from_str::<Value>(&body).unwrap()["experiment_id"].as_str().unwrap().to_string();
     let spans = replay_into(
         1,
+        &cache,
         &[
             "--otlp-endpoint",
             &format!("http://{}", mlflow.addr),
@@ -202,6 +246,17 @@ fn mlflow_and_phoenix_show_llm_spans() {
     });
     assert_eq!(traces.len(), trace_ids.len());
     let mut checked = 0;
+    let (mut cached, mut linked) = (0, 0);
+    let mut model_spans = 0;
+    for id in &trace_ids {
+        let t = get_json(mlflow.addr, &format!("/api/3.0/mlflow/traces/get?trace_id=tr-{id}"));
+        for m in t["trace"]["spans"].as_array().unwrap() {
+            let kind = mlflow_attr(m, "mlflow.spanType");
+            model_spans +=
+                matches!(kind.as_ref().and_then(Value::as_str), Some("LLM" | "CHAT_MODEL" | "EMBEDDING")) as usize;
+        }
+    }
+    assert_eq!(model_spans, GENAI_CALLS, "MLflow: exactly one LLM / CHAT_MODEL / EMBEDDING span per GenAI call");
     for s in &spans {
         let Some(op) = attr_str(s, "gen_ai.operation.name") else { continue };
         let trace_id = format!("tr-{}", s["trace_id"].as_str().unwrap());
@@ -238,14 +293,28 @@ fn mlflow_and_phoenix_show_llm_spans() {
             assert_eq!(usage["input_tokens"].as_i64(), Some(i), "{trace_id}");
             assert_eq!(usage["output_tokens"].as_i64(), Some(o), "{trace_id}");
             assert_eq!(usage["total_tokens"].as_i64(), Some(i + o), "{trace_id}");
+            // Cache hits: MLflow reads them into its token usage.
+            let hits = s["attributes"]["gen_ai.usage.cache_read.input_tokens"].as_i64();
+            assert_eq!(usage["cache_read_input_tokens"].as_i64(), hits, "{trace_id}: cache reads: {usage}");
+            cached += hits.is_some() as usize;
         }
+        // Links to the previous turn, kept with their ids and attributes.
+        let want: Vec<String> =
+            s["links"].as_array().into_iter().flatten().map(|l| l["span_id"].as_str().unwrap().to_owned()).collect();
+        let got: Vec<String> =
+            m["links"].as_array().into_iter().flatten().map(|l| base64_hex(l["span_id"].as_str().unwrap())).collect();
+        assert_eq!(got, want, "{trace_id}: links");
+        linked += !want.is_empty() as usize;
         checked += 1;
     }
-    assert_eq!(checked, 17, "every GenAI call read back from MLflow");
+    assert_eq!(checked, GENAI_CALLS, "every GenAI call read back from MLflow");
+    assert_eq!(cached, 8, "MLflow: cache reads of every later turn of the cache session");
+    assert!(linked >= 8, "MLflow: links of the later turns ({linked})");
 
     // ---- Phoenix over gRPC, project from the resource attribute.
     let grpc_spans = replay_into(
         2,
+        &cache,
         &["--otlp-endpoint", &format!("http://127.0.0.1:{phoenix_grpc}"), "--otlp-protocol", "grpc"],
         &[("OTEL_METRICS_EXPORTER", "none"), ("OTEL_RESOURCE_ATTRIBUTES", "openinference.project.name=ollama-grpc")],
     );
@@ -253,6 +322,7 @@ fn mlflow_and_phoenix_show_llm_spans() {
     // ---- Phoenix over HTTP, project from the header, with the OpenInference mirrors.
     let http_spans = replay_into(
         3,
+        &cache,
         &[
             "--otlp-endpoint",
             &format!("http://{}", phoenix.addr),
@@ -260,6 +330,9 @@ fn mlflow_and_phoenix_show_llm_spans() {
             "x-project-name=ollama-http",
             "--compat",
             "openinference",
+            // Phoenix groups sessions by it: the deviation, asked for.
+            "--conversation-id-attribute",
+            "gen_ai",
         ],
         &[("OTEL_METRICS_EXPORTER", "none")],
     );
@@ -292,6 +365,9 @@ fn check_phoenix(addr: SocketAddr, project: &str, spans: &[Value], openinference
         if data.len() == spans.len() { Ok(data) } else { Err(format!("{} spans", data.len())) }
     });
     let mut checked = 0;
+    let model_spans = got.iter().filter(|p| matches!(p["span_kind"].as_str(), Some("LLM" | "EMBEDDING"))).count();
+    assert_eq!(model_spans, GENAI_CALLS, "{project}: exactly one LLM / EMBEDDING span per GenAI call");
+    let mut cached = 0;
     for s in spans {
         let span_id = s["span_id"].as_str().unwrap();
         let p = got
@@ -331,8 +407,15 @@ fn check_phoenix(addr: SocketAddr, project: &str, spans: &[Value], openinference
         }
         if openinference {
             assert_eq!(a["llm.provider"].as_str(), Some("ollama"), "{project} {span_id}: {a}");
+            // Sessions from the conversation (asked for with --conversation-id-attribute gen_ai).
+            assert_eq!(a["session.id"].as_str(), attr_str(s, "gen_ai.conversation.id"), "{project} {span_id}: {a}");
         }
+        // Cache hits: Phoenix reads them as OpenInference's prompt cache detail.
+        let hits = s["attributes"]["gen_ai.usage.cache_read.input_tokens"].as_i64();
+        assert_eq!(a["llm.token_count.prompt_details.cache_read"].as_i64(), hits, "{project} {span_id}: {a}");
+        cached += hits.is_some() as usize;
         checked += 1;
     }
-    assert_eq!(checked, 17, "{project}: every GenAI call read back from Phoenix");
+    assert_eq!(checked, GENAI_CALLS, "{project}: every GenAI call read back from Phoenix");
+    assert_eq!(cached, 8, "{project}: cache reads of every later turn");
 }

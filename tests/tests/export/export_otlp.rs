@@ -151,7 +151,20 @@ fn check_export(transport: Transport, protocol: &str) {
             assert_eq!(Some(v), want.get(k), "{}: attribute {k}", p.name);
         }
         assert!(p.events.is_empty() && j["events"].as_array().unwrap().is_empty());
-        assert!(p.links.is_empty());
+        // Links (a conversation's previous turn): the same as the JSON output's.
+        let links: Vec<(String, String)> = p.links.iter().map(|l| (hex(&l.trace_id), hex(&l.span_id))).collect();
+        let want_links: Vec<(String, String)> = j["links"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|l| (l["trace_id"].as_str().unwrap().to_owned(), l["span_id"].as_str().unwrap().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(links, want_links, "{}: links", p.name);
+        for l in &p.links {
+            assert!(kvs(&l.attributes).iter().any(|(k, _)| k == "ollama_tracer.link.type"), "{}: link type", p.name);
+        }
         assert_eq!((p.dropped_attributes_count, p.dropped_events_count), (0, 0));
     }
     assert_eq!(remote_parents, 2, "the two calls with a traceparent");
@@ -283,8 +296,9 @@ fn export_over_http_json_gzip() {
     check_export(Transport::Http, "http/json");
 }
 
-/// `OTEL_EXPORTER_OTLP_TIMEOUT` bounds each request: a collector slower than it never gets an
-/// acknowledged batch (every attempt times out and is retried until the shutdown deadline),
+/// `OTEL_EXPORTER_OTLP_TIMEOUT` bounds each request of live delivery (a paced replay stands
+/// in for live traffic): a collector slower than it never gets an acknowledged batch (every
+/// attempt times out, however small the batch, and is retried until the shutdown deadline),
 /// one faster than it gets everything.
 #[test]
 fn timeout_comes_from_the_environment() {
@@ -293,7 +307,7 @@ fn timeout_comes_from_the_environment() {
         receiver.set_delay_ms(1500);
         let mix = testkit::bench_capture::export_mix(MIX_START_NS).unwrap();
         let slow = run(bin()
-            .args(["replay", "--output", "none"])
+            .args(["replay", "--speed", "1000", "--output", "none"])
             .arg(&mix.path)
             .args(["--otlp-protocol", protocol])
             .env("OTEL_TRACES_EXPORTER", "otlp")

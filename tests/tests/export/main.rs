@@ -8,6 +8,7 @@ mod cli;
 mod export_otlp;
 mod export_outage;
 mod export_resource;
+mod export_slow;
 mod kubernetes_api;
 mod prometheus;
 mod secrets;

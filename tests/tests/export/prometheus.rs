@@ -153,10 +153,22 @@ fn prometheus_endpoint_during_a_paced_replay() {
             .spawn()
             .unwrap(),
     );
+    // Spans are read as they come: a full pipe would hold the tracer up.
+    let mut stdout = child.0.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).unwrap();
+        out
+    });
     // Scrape until every call is in (health is refreshed every 250 ms).
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = None;
     let text = loop {
-        assert!(Instant::now() < deadline, "the endpoint never showed all calls");
+        assert!(
+            Instant::now() < deadline,
+            "the endpoint never showed all {} calls (last seen: {last:?})",
+            capture.calls
+        );
         if let Ok((head, body)) = http_get(addr, "/metrics") {
             assert!(head.starts_with("HTTP/1.1 200"), "{head}");
             assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
@@ -168,6 +180,7 @@ fn prometheus_endpoint_during_a_paced_replay() {
             if calls == Some(capture.calls) {
                 break body;
             }
+            last = calls;
         }
         std::thread::sleep(Duration::from_millis(200));
     };
@@ -197,8 +210,7 @@ fn prometheus_endpoint_during_a_paced_replay() {
         assert_eq!(query(*prom, "count(target_info{service_name=\"ollama\"})"), Some(1.0));
     }
 
-    let mut out = String::new();
-    child.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let out = reader.join().unwrap();
     let status = child.0.wait().unwrap();
     assert!(status.success());
     let spans = json_spans(&out);

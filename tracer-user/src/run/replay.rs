@@ -29,9 +29,11 @@ pub(super) fn feed(
     let mut n: u64 = 0;
     while let Some(seg) = frames.next_segment() {
         n += 1;
-        if let (Some(seg), Some(speed)) = (&seg, speed) {
-            let first = *first_ts.get_or_insert(seg.ts.0);
-            let due = started + Duration::from_secs_f64(seg.ts.0.saturating_sub(first) as f64 / 1e9 / speed);
+        // Every frame paces, those on other ports too: capture time passes with them.
+        if let Some(speed) = speed {
+            let ts = seg.as_ref().map_or(frames.last_ts(), |s| s.ts);
+            let first = *first_ts.get_or_insert(ts.0);
+            let due = started + Duration::from_secs_f64(ts.0.saturating_sub(first) as f64 / 1e9 / speed);
             // Sleep in short steps: ticks keep coming and a stop is seen promptly.
             while let Some(left) = due.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
                 if stop.requested() {

@@ -114,6 +114,7 @@ impl OtlpTraceSink {
             scope: scope(semconv),
             target,
             batch_limit: queue.batch_size.max(1),
+            successes: 0,
             offline,
         };
         runtime.spawn(async move {

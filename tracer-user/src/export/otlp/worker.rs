@@ -23,6 +23,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub(super) const OFFLINE_MIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Offline delivery: the longest a request is given, after doubling on each timeout.
 const OFFLINE_MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// Successful requests in a row before a shrunk batch size doubles again: a collector that
+/// just timed out is not tried with the size it failed at on the very next request.
+const GROW_AFTER: u32 = 4;
 /// How often a long end-of-run flush reports its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -35,8 +38,10 @@ pub(super) struct Worker {
     /// The target, with the request timeout in use (offline delivery lengthens it).
     pub target: OtlpTarget,
     /// Spans per request now: halved when a request times out, doubled back (up to the
-    /// configured batch size) after each success.
+    /// configured batch size) after [`GROW_AFTER`] successes in a row.
     pub batch_limit: usize,
+    /// Successes since the batch size last changed.
+    pub successes: u32,
     pub offline: bool,
 }
 
@@ -122,7 +127,11 @@ impl Worker {
             match &outcome {
                 Outcome::Exported => {
                     self.shared.counters.exported.fetch_add(n, Ordering::Relaxed);
-                    self.batch_limit = (self.batch_limit * 2).min(self.shared.config.batch_size);
+                    self.successes += 1;
+                    if self.successes >= GROW_AFTER && self.batch_limit < self.shared.config.batch_size {
+                        self.batch_limit = (self.batch_limit * 2).min(self.shared.config.batch_size);
+                        self.successes = 0;
+                    }
                     if let Some((since, drops)) = failing_since.take() {
                         let dropped = self.shared.counters.dropped_queue_full.load(Ordering::Relaxed) - drops;
                         tracing::info!(endpoint = %self.target.url, after = ?since.elapsed(), dropped, "OTLP span export resumed");
@@ -185,6 +194,7 @@ impl Worker {
     fn shrink(&mut self, batch: &mut Vec<Queued>) {
         let half = batch.len().div_ceil(2).max(1);
         self.batch_limit = half.min(self.batch_limit);
+        self.successes = 0;
         if batch.len() > half {
             let rest = batch.split_off(half);
             let mut st = self.shared.lock();
