@@ -11,4 +11,5 @@ mod export_resource;
 mod export_slow;
 mod kubernetes_api;
 mod prometheus;
+mod providers;
 mod secrets;
