@@ -156,7 +156,8 @@ pub const TPOT: [f64; 13] = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4,
 pub const HTTP: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
 
 /// Histograms: name, unit, bounds (the spec's, written out here independently of the code).
-pub const HISTOGRAMS: [(&str, &str, &[f64]); 8] = [
+pub const HISTOGRAMS: [(&str, &str, &[f64]); 9] = [
+    ("gen_ai.execute_tool.duration", "s", &DURATION),
     ("gen_ai.client.operation.duration", "s", &DURATION),
     ("gen_ai.client.token.usage", "{token}", &TOKENS),
     ("gen_ai.client.operation.time_to_first_chunk", "s", &DURATION),
@@ -187,18 +188,27 @@ pub fn expected_observations(spans: &[Value]) -> BTreeMap<(String, Series), Vec<
         out.entry((name.to_string(), attrs)).or_default().push(v);
     };
     for s in spans {
-        if s["kind"] != "server" {
-            // Children (phases, tool runs) are not calls: no call metric comes from them.
+        let a = s["attributes"].as_object().expect("attributes");
+        let duration =
+            (s["end_time_unix_nano"].as_u64().unwrap() - s["start_time_unix_nano"].as_u64().unwrap()) as f64 / 1e9;
+        if a.get("gen_ai.operation.name").and_then(Value::as_str) == Some("execute_tool") {
+            // An inferred tool run: its span's duration.
+            let attrs = ["gen_ai.operation.name", "gen_ai.tool.name", "gen_ai.tool.type"]
+                .iter()
+                .filter_map(|k| Some((k.to_string(), a.get(*k)?.clone())))
+                .collect();
+            put("gen_ai.execute_tool.duration", attrs, duration);
             continue;
         }
-        let a = s["attributes"].as_object().expect("attributes");
+        if s["kind"] != "server" {
+            // Children (phases) are not calls: no call metric comes from them.
+            continue;
+        }
         let get = |k: &str| a.get(k).cloned();
         let ended = !a
             .get("ollama_tracer.incomplete_reasons")
             .and_then(Value::as_array)
             .is_some_and(|r| r.iter().any(|x| x == "capture_ended"));
-        let duration =
-            (s["end_time_unix_nano"].as_u64().unwrap() - s["start_time_unix_nano"].as_u64().unwrap()) as f64 / 1e9;
         let error = get("error.type");
         if ended {
             let method = a.get("http.request.method").and_then(Value::as_str).unwrap_or("");
@@ -263,6 +273,30 @@ pub fn expected_observations(spans: &[Value]) -> BTreeMap<(String, Series), Vec<
         {
             put("gen_ai.server.time_per_output_token", base.clone(), d as f64 / 1e9 / c as f64);
         }
+    }
+    out
+}
+
+/// [`expected_observations`] under the latest GenAI conventions' names: durations and token
+/// histograms split by inference and embeddings, tokens by direction (no `gen_ai.token.type`).
+pub fn expected_observations_latest(spans: &[Value]) -> BTreeMap<(String, Series), Vec<f64>> {
+    let mut out: BTreeMap<(String, Series), Vec<f64>> = BTreeMap::new();
+    for ((name, series), values) in expected_observations(spans) {
+        let get = |k: &str| series.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let embeddings = get("gen_ai.operation.name") == Some("\"embeddings\"");
+        let kind = if embeddings { "embeddings" } else { "inference" };
+        let mut series = series.clone();
+        let name = match name.as_str() {
+            "gen_ai.client.operation.duration" => format!("gen_ai.client.{kind}.duration"),
+            "gen_ai.client.token.usage" => {
+                let direction = get("gen_ai.token.type").unwrap().trim_matches('"').to_owned();
+                series.retain(|(k, _)| k != "gen_ai.token.type");
+                format!("gen_ai.client.{kind}.usage.{direction}_tokens")
+            }
+            "gen_ai.client.operation.time_to_first_chunk" => "gen_ai.client.inference.time_to_first_chunk".into(),
+            _ => name,
+        };
+        out.entry((name, series)).or_default().extend(values);
     }
     out
 }

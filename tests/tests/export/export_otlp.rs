@@ -98,6 +98,8 @@ fn check_export(transport: Transport, protocol: &str) {
         assert_eq!((scope.name.as_str(), scope.version.as_str()), ("ollama-tracer", env!("CARGO_PKG_VERSION")));
         assert!(scope.attributes.is_empty());
     }
+    // The names follow v1.41 (the default): its schema URL, traces and metrics alike.
+    assert_eq!(schema_urls(&rec), [V1_41_SCHEMA.to_string()].into());
     let json_resource: Vec<(String, Value)> =
         spans[0]["resource"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     assert_eq!(json_resource, resource, "stdout and OTLP carry the same resource");
@@ -279,6 +281,95 @@ fn check_export(transport: Transport, protocol: &str) {
     // The summary says the same.
     assert_eq!(summary_number(s, "otlp:", "spans exported"), spans.len() as u64);
     assert_eq!(summary_number(s, "otlp:", "dropped"), 0);
+}
+
+const V1_41_SCHEMA: &str = "https://opentelemetry.io/schemas/1.41.0";
+const LATEST_SCHEMA: &str = "https://opentelemetry.io/schemas/gen-ai-dev/1.42.0-dev";
+
+/// Every schema URL the traces' and metrics' scopes were sent under.
+fn schema_urls(rec: &testkit::otlp::Received) -> std::collections::BTreeSet<String> {
+    let traces = rec.traces.iter().flat_map(|a| &a.request.resource_spans).flat_map(|r| &r.scope_spans);
+    let metrics = rec.metrics.iter().flat_map(|a| &a.request.resource_metrics).flat_map(|r| &r.scope_metrics);
+    traces.map(|s| s.schema_url.clone()).chain(metrics.map(|s| s.schema_url.clone())).collect()
+}
+
+/// `OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental`: the latest GenAI conventions'
+/// names for spans and metrics, under their schema URL; every metric recomputed from the spans.
+#[test]
+fn latest_conventions_by_the_opt_in() {
+    let receiver = Receiver::start(Transport::Http).unwrap();
+    let mix = testkit::bench_capture::export_mix(MIX_START_NS).unwrap();
+    let run = run(bin()
+        .args(["replay", "--output", "json", "--id-seed", "8"])
+        .arg(real_capture())
+        .arg(&mix.path)
+        .args(["--otlp-endpoint", &receiver.url()])
+        .env("OTEL_SEMCONV_STABILITY_OPT_IN", "http,gen_ai_latest_experimental")
+        .env("OTEL_TRACES_SAMPLER", "always_on"));
+    let spans = json_spans(&run.stdout);
+    let rec = receiver.received();
+    assert_eq!(rec.spans().len(), spans.len(), "{}", run.stderr);
+    assert_eq!(schema_urls(&rec), [LATEST_SCHEMA.to_string()].into());
+    // Span attributes: the reasoning setting under its new name, top_k an int.
+    let all_keys: std::collections::BTreeSet<&str> =
+        spans.iter().flat_map(|s| s["attributes"].as_object().unwrap().keys().map(String::as_str)).collect();
+    assert!(!all_keys.contains("ollama.request.think"), "{all_keys:?}");
+    assert!(all_keys.contains("gen_ai.request.reasoning.level"), "the thinking calls say how they asked");
+    for s in &spans {
+        if let Some(k) = s["attributes"].get("gen_ai.request.top_k") {
+            assert!(k.is_i64(), "top_k is an int: {k}");
+        }
+    }
+    // Metrics: the latest names only, each series as the spans say.
+    let (_, _, metrics) = rec.last_metrics().expect("metrics");
+    let names: std::collections::BTreeSet<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
+    for old in ["gen_ai.client.operation.duration", "gen_ai.client.token.usage", "ollama.usage.cache_read.input_tokens"]
+    {
+        assert!(!names.contains(old), "{old} in latest mode");
+    }
+    let expected = expected_observations_latest(&spans);
+    let mut checked = 0;
+    for ((name, series), values) in &expected {
+        let m = metrics.iter().find(|m| &m.name == name).unwrap_or_else(|| panic!("{name} missing: {names:?}"));
+        let Some(Data::Histogram(h)) = &m.data else { panic!("{name} is not a histogram") };
+        let dp = h.data_points.iter().find(|dp| &testkit::output::series(&dp.attributes) == series);
+        let dp = dp.unwrap_or_else(|| panic!("{name} {series:?} missing"));
+        assert_eq!(dp.count, values.len() as u64, "{name} {series:?}");
+        assert!(close(dp.sum.unwrap(), values.iter().sum()), "{name} {series:?}");
+        checked += 1;
+    }
+    assert!(checked >= 10, "{checked}");
+    // The detailed token counters: by modality (unknown: Ollama does not split), summing the
+    // inference calls' tokens exactly.
+    let counter_total = |name: &str| -> i64 {
+        let m = metrics.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("{name} missing"));
+        let Some(Data::Sum(s)) = &m.data else { panic!("{name} is not a sum") };
+        for dp in &s.data_points {
+            assert!(kvs(&dp.attributes).contains(&("gen_ai.token.modality".to_string(), Value::from("unknown"))));
+        }
+        s.data_points
+            .iter()
+            .map(|dp| match dp.value {
+                Some(number_data_point::Value::AsInt(i)) => i,
+                _ => panic!("{name}: not an int"),
+            })
+            .sum()
+    };
+    let span_total = |key: &str| -> i64 {
+        call_spans(&spans)
+            .iter()
+            .filter(|s| matches!(s["attributes"]["gen_ai.operation.name"].as_str(), Some("chat" | "text_completion")))
+            .filter_map(|s| s["attributes"][key].as_i64())
+            .sum()
+    };
+    assert_eq!(
+        counter_total("gen_ai.client.inference.usage.detailed.input_tokens"),
+        span_total("gen_ai.usage.input_tokens")
+    );
+    assert_eq!(
+        counter_total("gen_ai.client.inference.usage.detailed.output_tokens"),
+        span_total("gen_ai.usage.output_tokens")
+    );
 }
 
 #[test]

@@ -60,7 +60,8 @@ impl Drop for Kill {
 }
 
 /// Prometheus names (written out here, independently of the code).
-const PROM_HISTOGRAMS: [(&str, &str); 8] = [
+const PROM_HISTOGRAMS: [(&str, &str); 9] = [
+    ("gen_ai.execute_tool.duration", "gen_ai_execute_tool_duration_seconds"),
     ("gen_ai.client.operation.duration", "gen_ai_client_operation_duration_seconds"),
     ("gen_ai.client.token.usage", "gen_ai_client_token_usage"),
     ("gen_ai.client.operation.time_to_first_chunk", "gen_ai_client_operation_time_to_first_chunk_seconds"),

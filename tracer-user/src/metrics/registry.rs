@@ -174,9 +174,9 @@ impl Registry {
     pub fn record(&mut self, traced: &TracedCall) {
         self.record_call(&traced.call);
         for tool in &traced.tools {
+            // The tool span's own attributes (the tool ran in the client, not on the server).
             let a: Attrs = vec![
                 (sc::GEN_AI_OPERATION_NAME, Attr::Str(sc::OPERATION_EXECUTE_TOOL.into())),
-                (sc::GEN_AI_PROVIDER_NAME, Attr::Str(traced.call.provider.name().into())),
                 (sc::GEN_AI_TOOL_NAME, Attr::Str(tool.name.clone())),
                 (sc::GEN_AI_TOOL_TYPE, Attr::Str("function".into())),
             ];
