@@ -151,7 +151,7 @@ fn draw_models(frame: &mut Frame, area: Rect, screen: &Screen, view: &View) {
     if t.untracked_model_calls > 0 {
         title.push_str(&format!("· {} calls of untracked models ", t.untracked_model_calls));
     }
-    let widths = [20, 7, 8, 8, 7, 6];
+    let widths = [20, 7, 8, 8, 6, 6, 6];
     let last = rest(area, &widths, false);
     let rows = screen.models.iter().map(|m| {
         let errors = Cell::from(m.errors.to_string()).style(if m.errors > 0 {
@@ -167,6 +167,7 @@ fn draw_models(frame: &mut Frame, area: Rect, screen: &Screen, view: &View) {
             Cell::from(opt_duration(m.p50_ttft)),
             Cell::from(opt_duration(m.p95_ttft)),
             Cell::from(m.tokens_per_s.map_or_else(|| "-".into(), short_number)),
+            Cell::from(m.cache_ratio.map_or_else(|| "-".into(), |r| format!("{:.0}%", r * 100.0))),
             errors,
             Cell::from(cold),
         ])
@@ -174,7 +175,7 @@ fn draw_models(frame: &mut Frame, area: Rect, screen: &Screen, view: &View) {
     let mut constraints: Vec<Constraint> = widths.iter().map(|w| Constraint::Length(*w)).collect();
     constraints.push(Constraint::Length(last));
     let table = Table::new(rows, constraints)
-        .header(head(&["model", "calls", "p50 ttft", "p95 ttft", "tok/s", "errors", "cold starts"]))
+        .header(head(&["model", "calls", "p50 ttft", "p95 ttft", "tok/s", "cached", "errors", "cold starts"]))
         .block(section(title));
     frame.render_widget(table, area);
 }
@@ -275,8 +276,9 @@ pub fn detail_lines(c: &CallRow) -> Vec<Line<'static>> {
     );
     let o = &c.ollama;
     let tokens = format!(
-        "in {}  out {}  ({} output chunks{})",
+        "in {}{}  out {}  ({} output chunks{})",
         c.input_tokens.map_or_else(|| "-".into(), |n| n.to_string()),
+        c.cached_tokens.map_or_else(String::new, |n| format!(" ({n} cached)")),
         c.output_tokens.map_or_else(|| "-".into(), |n| n.to_string()),
         c.output_chunks,
         if c.streamed { ", streamed" } else { "" }

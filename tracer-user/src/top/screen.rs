@@ -183,6 +183,8 @@ pub struct ModelRow {
     pub p50_ttft: Option<f64>,
     pub p95_ttft: Option<f64>,
     pub tokens_per_s: Option<f64>,
+    /// Share of input served from the prompt cache.
+    pub cache_ratio: Option<f64>,
     pub errors: u64,
     pub cold_starts: u64,
     pub loads: u64,
@@ -243,6 +245,7 @@ impl Screen {
                 p50_ttft: s.ttft.quantile(0.5),
                 p95_ttft: s.ttft.quantile(0.95),
                 tokens_per_s: s.tokens_per_s(),
+                cache_ratio: s.cache_ratio(),
                 errors: s.errors,
                 cold_starts: s.cold_starts,
                 loads: s.loads,

@@ -73,6 +73,8 @@ pub struct CallRow {
     /// None when the capture ended before the call did.
     pub duration_s: Option<f64>,
     pub input_tokens: Option<u64>,
+    /// Of the input, what the prompt cache served (when the server reported it).
+    pub cached_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
     pub output_chunks: u64,
     pub ollama: OllamaMetrics,
@@ -139,6 +141,7 @@ impl CallRow {
             ttft_s: call.time_to_first_chunk(),
             duration_s: ended.then(|| secs(call.times.end.since(call.times.request_start))),
             input_tokens: resp.input_tokens,
+            cached_tokens: resp.cache_read_input_tokens,
             output_tokens: resp.output_tokens,
             output_chunks: resp.output_chunks,
             ollama: resp.ollama,
@@ -196,11 +199,20 @@ pub struct ModelStats {
     /// Output tokens of completed calls (the in-flight bar's expected length).
     pub output_tokens: u64,
     pub output_calls: u64,
+    /// Input tokens of the calls whose server reports prompt-cache hits, and the hits.
+    pub cache_input_tokens: u64,
+    pub cached_tokens: u64,
 }
 
 impl ModelStats {
     pub fn tokens_per_s(&self) -> Option<f64> {
         (self.eval_ns > 0).then(|| self.eval_tokens as f64 / (self.eval_ns as f64 / 1e9))
+    }
+
+    /// The share of input the prompt cache served, over the calls whose server says (an
+    /// Ollama older than 0.33 never does: then unknown, not 0).
+    pub fn cache_ratio(&self) -> Option<f64> {
+        (self.cache_input_tokens > 0).then(|| self.cached_tokens as f64 / self.cache_input_tokens as f64)
     }
 
     pub fn mean_output_tokens(&self) -> Option<f64> {
@@ -332,6 +344,14 @@ impl TopState {
                 if tokens_out > 0 {
                     m.output_tokens += tokens_out;
                     m.output_calls += 1;
+                }
+                // Hits are reported only when there are some: a call whose server reported none
+                // counts as 0 once that model has shown it reports them.
+                if let Some(input) = row.input_tokens
+                    && (row.cached_tokens.is_some() || m.cache_input_tokens > 0)
+                {
+                    m.cache_input_tokens += input;
+                    m.cached_tokens += row.cached_tokens.unwrap_or(0);
                 }
             } else {
                 self.totals.untracked_model_calls += 1;

@@ -180,14 +180,47 @@ fn header_and_model_rows_at_80x24() {
     assert_eq!(buf[(drops_x as u16, 1)].fg, Color::Red);
     let (_, header) = row_with(&rows, "p50 ttft");
     assert!(
-        header.starts_with("model                calls   p50 ttft p95 ttft tok/s   errors cold starts"),
+        header.starts_with("model                calls   p50 ttft p95 ttft tok/s  cached errors cold starts"),
         "{header}"
     );
     let (y, a) = row_with(&rows, "a                    20");
     assert_eq!(y, 4, "the first model row under its header");
     let cols: Vec<&str> = a.split_whitespace().collect();
-    assert_eq!(cols, ["a", "20", "100ms", "190ms", "-", "2", "0"]);
+    assert_eq!(cols, ["a", "20", "100ms", "190ms", "-", "-", "2", "0"]);
     assert!(rows[23].starts_with(" q quit"), "the key line is the last: {}", rows[23]);
+}
+
+/// Cache hits: the share of input a model's prompt cache served (over the calls of a server
+/// that reports hits: one that reported none counts as 0 once the model has shown it reports),
+/// unknown (`-`) for a server that never said; the detail view names the count.
+#[test]
+fn cached_input_is_shown_per_model_and_per_call() {
+    let mut s = TopState::new(config());
+    let mut first = call("c", 40_001, 0, 10, 100, 5);
+    first.response.input_tokens = Some(100);
+    first.response.cache_read_input_tokens = Some(60);
+    s.record(&first);
+    let mut second = call("c", 40_002, 200, 10, 100, 5);
+    second.response.input_tokens = Some(100);
+    s.record(&second);
+    s.record(&call("old", 40_003, 400, 10, 100, 5));
+    assert_eq!(s.model("c").unwrap().cache_ratio(), Some(0.3));
+    assert_eq!(s.model("old").unwrap().cache_ratio(), None, "unknown is not 0");
+    let mut app = App::new(&s);
+    let mut t = terminal(100, 30);
+    draw(&mut t, &app);
+    let rows = rows(t.backend().buffer());
+    let (_, c) = row_with(&rows, "c                    2");
+    assert_eq!(c.split_whitespace().nth(5), Some("30%"), "{c}");
+    let (_, old) = row_with(&rows, "old                  1");
+    assert_eq!(old.split_whitespace().nth(5), Some("-"), "{old}");
+    // The first call's detail (the newest are listed first).
+    app.key(code(KeyCode::Down));
+    app.key(code(KeyCode::Down));
+    app.key(code(KeyCode::Enter));
+    draw(&mut t, &app);
+    let rows = rows_of(&t);
+    assert!(row_with(&rows, "tokens      in 100 (60 cached)  out 5").0 > 0);
 }
 
 #[test]
