@@ -357,6 +357,44 @@ fn cached_prompt_tokens_in_every_dialect() {
     }
 }
 
+/// The model's reasoning, streamed or not, in every dialect: counted as the bytes of thinking
+/// the stand-in sent (`thinking`, `reasoning`, thinking blocks, Responses reasoning summaries).
+#[test]
+fn reasoning_is_counted_streamed_or_not_in_every_dialect() {
+    let msgs = r#"[{"role":"user","content":"Count to 5."}]"#;
+    let bodies = [
+        ("/api/chat", format!(r#"{{"model":"qwen3","think":true,"messages":{msgs}"#)),
+        ("/api/generate", r#"{"model":"qwen3","think":true,"prompt":"Count to 5.""#.to_string()),
+        (
+            "/v1/chat/completions",
+            format!(
+                r#"{{"model":"qwen3","reasoning_effort":"high","stream_options":{{"include_usage":true}},"messages":{msgs}"#
+            ),
+        ),
+        ("/v1/responses", format!(r#"{{"model":"qwen3","reasoning":{{"effort":"high"}},"input":{msgs}"#)),
+        (
+            "/v1/messages",
+            format!(
+                r#"{{"model":"qwen3","max_tokens":256,"thinking":{{"type":"enabled","budget_tokens":100}},"messages":{msgs}"#
+            ),
+        ),
+    ];
+    let mut reqs = Vec::new();
+    for (path, body) in &bodies {
+        for stream in [false, true] {
+            reqs.push(post(path, &format!(r#"{body},"stream":{stream}}}"#)).header("X-Standin-Scenario", "thinking"));
+        }
+    }
+    let obs = run(&reqs);
+    for o in &obs {
+        check_common(o);
+        let what = format!("{} stream={}", o.truth["path"], o.truth["stream"]);
+        let thinking = o.truth["thinking"].as_str().unwrap();
+        assert!(!thinking.is_empty(), "{what}: the stand-in thought");
+        assert_eq!(o.spans[0].attr_int(sc::OLLAMA_RESPONSE_REASONING_BYTES), Some(thinking.len() as i64), "{what}");
+    }
+}
+
 #[test]
 fn model_management_and_meta_routes() {
     let big = vec![b'G'; 3 * 1024 * 1024 + 17];
