@@ -43,10 +43,15 @@ fn run(files: &[tracer_core::capture::file::CaptureFile], cli: &CliExport, metri
     let env = Environment::from_pairs((!metrics).then_some(("OTEL_METRICS_EXPORTER", "none")));
     let (settings, _) = settings::resolve(cli, &env).expect("settings");
     let resource = settings::resource(&settings, None);
-    let mut outputs =
-        outputs::build(&settings, &resource, Box::new(std::io::sink()), ollama_tracer::export::otlp::Delivery::Live)
-            .expect("outputs")
-            .outputs;
+    let mut outputs = outputs::build(
+        &settings,
+        &resource,
+        Box::new(std::io::sink()),
+        ollama_tracer::export::otlp::Delivery::Live,
+        tracer_core::span::DEFAULT_COLD_START_NS,
+    )
+    .expect("outputs")
+    .outputs;
     let config = SpanStageConfig { spans: SpanConfig { id_seed: Some(1), ..Default::default() }, ..Default::default() };
     let mut stage = SpanStage::new(resource, config);
     let t = Instant::now();

@@ -176,6 +176,12 @@ impl Pipeline {
         self.after.llm.in_flight()
     }
 
+    /// The in-flight gauges (per model, operation and API), with the peaks since the previous
+    /// reading; the peaks start again.
+    pub fn read_in_flight(&mut self) -> Vec<crate::llm::gauge::InFlightReading> {
+        self.after.llm.read_in_flight()
+    }
+
     /// A snapshot of the calls in flight (the `max` oldest), as of capture time `now`; for
     /// `top`, taken at its refresh rate. `into` is reused.
     pub fn in_flight(&self, now: Timestamp, max: usize, into: &mut InFlightSnapshot) {

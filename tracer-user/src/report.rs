@@ -23,6 +23,9 @@ pub struct Report {
     pub export: Option<ExportStats>,
     /// The attribution stage's counters, when attribution ran.
     pub attribution: Option<AttributionStats>,
+    /// Requests in flight per model, operation and API, with the peaks since the previous
+    /// report (for the metrics; not in the summary).
+    pub in_flight: Vec<tracer_core::llm::gauge::InFlightReading>,
 }
 
 impl fmt::Display for Report {

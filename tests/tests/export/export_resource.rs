@@ -55,10 +55,15 @@ fn each_span_is_exported_under_its_call_resource() {
     let env = Environment::from_pairs([("OTEL_METRICS_EXPORTER", "none")]);
     let (settings, _) = settings::resolve(&cli, &env).expect("settings");
     let resource = settings::resource(&settings, Some("host-a".into()));
-    let mut outputs =
-        outputs::build(&settings, &resource, Box::new(std::io::sink()), ollama_tracer::export::otlp::Delivery::Live)
-            .expect("outputs")
-            .outputs;
+    let mut outputs = outputs::build(
+        &settings,
+        &resource,
+        Box::new(std::io::sink()),
+        ollama_tracer::export::otlp::Delivery::Live,
+        tracer_core::span::DEFAULT_COLD_START_NS,
+    )
+    .expect("outputs")
+    .outputs;
     let config = SpanStageConfig { spans: SpanConfig { id_seed: Some(7), ..Default::default() }, ..Default::default() };
     let mut spans = SpanStage::new(resource, config);
 

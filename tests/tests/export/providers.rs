@@ -115,6 +115,9 @@ fn calls() -> Vec<Call> {
     ]
 }
 
+/// (provider, span name, route, input, output, cache read) of a call's span.
+type Expect = (Option<&'static str>, &'static str, &'static str, Option<i64>, Option<i64>, Option<i64>);
+
 #[test]
 fn other_servers_on_their_ports_are_their_own_providers() {
     let calls = calls();
@@ -155,8 +158,7 @@ fn other_servers_on_their_ports_are_their_own_providers() {
     spans.sort_by_key(|s| s["start_time_unix_nano"].as_u64());
     assert_eq!(spans.len(), calls.len(), "{}", r.stderr);
     let attr = |s: &Value, k: &str| s["attributes"][k].clone();
-    // (provider, span name, route, input, output, cache read)
-    let want: [(Option<&str>, &str, &str, Option<i64>, Option<i64>, Option<i64>); 8] = [
+    let want: [Expect; 8] = [
         (Some("vllm"), "chat Qwen/Qwen2.5-1.5B-Instruct", "/v1/chat/completions", Some(19), Some(8), Some(16)),
         (Some("vllm"), "chat Qwen/Qwen2.5-1.5B-Instruct", "/v1/chat/completions", Some(19), Some(3), None),
         (Some("llama_cpp"), "chat gpt-3.5-turbo", "/chat/completions", Some(21), Some(4), Some(12)),

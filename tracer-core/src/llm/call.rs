@@ -174,6 +174,8 @@ pub struct ResponseInfo {
     pub progress_total: Option<u64>,
     /// `/api/tags`, `/api/ps`, `/v1/models`: number of models listed.
     pub models_listed: Option<u64>,
+    /// `/api/ps`: the models loaded, when a whole listing was read.
+    pub running: Option<Vec<RunningModel>>,
     /// The output, when content capture is on.
     pub content: Option<OutputContent>,
 }
@@ -198,6 +200,15 @@ pub struct CallTimes {
     /// Span end: the response's last byte, or when the exchange was given up.
     pub end: Timestamp,
     pub chunk_gaps: ChunkGaps,
+}
+
+/// A model `/api/ps` lists as loaded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunningModel {
+    pub name: String,
+    /// Bytes of memory it takes, and how many of them in GPU memory.
+    pub size: Option<u64>,
+    pub size_vram: Option<u64>,
 }
 
 /// Why a call's record is not the whole story.

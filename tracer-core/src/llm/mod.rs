@@ -7,6 +7,7 @@ pub mod call;
 pub mod content;
 pub mod error_body;
 pub mod framing;
+pub mod gauge;
 pub mod messages;
 pub mod native;
 pub mod openai;
@@ -24,6 +25,7 @@ mod tests;
 use rustc_hash::FxHashMap;
 
 pub use self::call::{CallError, CallTimes, ErrorKind, Incomplete, LlmCall, RequestInfo, ResponseInfo};
+use self::gauge::{InFlightGauges, InFlightKey, InFlightReading};
 pub use self::provider::{Provider, Providers};
 use self::request::RequestDecoder;
 use self::response::ResponseDecoder;
@@ -55,6 +57,8 @@ struct CallState {
     undecodable: bool,
     /// The request was not captured: its route is told from the response's first bytes.
     unseen: bool,
+    /// The in-flight series the call is counted in, from its request's end to its end.
+    in_flight: Option<Option<InFlightKey>>,
     sniff: Option<Sniff>,
 }
 
@@ -167,6 +171,7 @@ pub struct CallAssembler {
     /// Boxed: a map of inline states would hold their full size for every free slot too.
     calls: FxHashMap<ExchangeId, Box<CallState>>,
     stats: LlmStats,
+    gauges: InFlightGauges,
 }
 
 impl CallAssembler {
@@ -181,6 +186,19 @@ impl CallAssembler {
     /// Calls in flight.
     pub fn in_flight(&self) -> usize {
         self.calls.len()
+    }
+
+    /// The in-flight gauges' readings (GenAI calls whose request was read, per model,
+    /// operation and API); their peaks start again.
+    pub fn read_in_flight(&mut self) -> Vec<InFlightReading> {
+        self.gauges.read()
+    }
+
+    /// A call leaves: out of its in-flight series.
+    fn leave(&mut self, st: &mut CallState) {
+        if let Some(slot) = st.in_flight.take() {
+            self.gauges.end(&slot);
+        }
     }
 
     /// The calls in flight, appended to `out` (cleared first), oldest first, at most `max` of
@@ -215,6 +233,7 @@ impl CallAssembler {
     fn evict_oldest<F: FnMut(LlmCall)>(&mut self, ts: Timestamp, out: &mut F) {
         let Some(&id) = self.calls.keys().min() else { return };
         let Some(mut st) = self.calls.remove(&id) else { return };
+        self.leave(&mut st);
         decide_now(&mut st, self.config.capture_content);
         let end = ExchangeEnd {
             outcome: if st.call.status.is_some() { Outcome::Truncated } else { Outcome::NoResponse },
@@ -292,6 +311,7 @@ impl CallAssembler {
                         undecodable: false,
                         unseen,
                         sniff: None,
+                        in_flight: None,
                     }),
                 );
             }
@@ -310,6 +330,15 @@ impl CallAssembler {
                     st.call.times.request_end = Some(ts);
                     // Done with the request: keep its facts, free the decoders.
                     st.call.request = request.finish();
+                    if let Some(operation) = st.call.operation() {
+                        let key = InFlightKey {
+                            provider: st.call.provider,
+                            model: st.call.request.model.clone().unwrap_or_default(),
+                            operation,
+                            api: st.call.route.api(),
+                        };
+                        st.in_flight = Some(self.gauges.start(key));
+                    }
                 }
             }
             HttpEvent::Interim { .. } => {}
@@ -383,6 +412,7 @@ impl CallAssembler {
             }
             HttpEvent::End { id, ts, end } => {
                 if let Some(mut st) = self.calls.remove(&id) {
+                    self.leave(&mut st);
                     decide_now(&mut st, self.config.capture_content);
                     let call = finish(st, ts, end);
                     self.count(&call);

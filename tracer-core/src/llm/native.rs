@@ -1,7 +1,7 @@
 //! Ollama's native responses (`/api/*`): chat and generate chunks (NDJSON or one JSON value),
 //! embeddings, model-management progress and listings.
 
-use super::call::ToolCall;
+use super::call::{RunningModel, ToolCall};
 use super::framing::{DocEnd, DocVisitor};
 use super::route::Route;
 use super::stream::{ARGS_LIMIT, MAX_TOOL_CALLS, MESSAGE, SHORT, Stream};
@@ -21,12 +21,16 @@ enum NativeStr {
     Error,
     Status,
     Digest,
+    /// `/api/ps`: a running model's `name`.
+    RunningName,
 }
 
 /// Per-document fields of a native chunk, applied when the document ends (keys may come in any
 /// order, and a broken document must change nothing).
 /// Distinct progress steps kept per pull/push/create.
 const MAX_PROGRESS_STEPS: usize = 64;
+/// Models kept from one `/api/ps` answer (a server runs a handful).
+const MAX_RUNNING: usize = 256;
 
 #[derive(Debug, Default)]
 struct NativeDoc {
@@ -51,6 +55,8 @@ struct NativeDoc {
     completed: Option<u64>,
     total: Option<u64>,
     models: Option<u64>,
+    /// `/api/ps`: the models listed, by index.
+    running: Vec<RunningModel>,
 }
 
 #[derive(Debug)]
@@ -112,6 +118,21 @@ impl NativeVisitor {
         }
     }
 
+    /// The `/api/ps` entry `models[i]` a path is in (bounded).
+    fn running(&mut self, path: &Path<'_>) -> Option<&mut RunningModel> {
+        if path.key(0) != Some(b"models") {
+            return None;
+        }
+        let i = path.index(1)? as usize;
+        if i >= MAX_RUNNING {
+            return None;
+        }
+        while self.doc.running.len() <= i {
+            self.doc.running.push(RunningModel::default());
+        }
+        self.doc.running.get_mut(i)
+    }
+
     fn tool_call(&mut self, i: u32) -> Option<&mut ToolCall> {
         let i = i as usize;
         if i >= MAX_TOOL_CALLS {
@@ -139,6 +160,8 @@ impl JsonVisitor for NativeVisitor {
             // One embedding vector: only its length matters.
             (2, Some(b"embeddings")) if kind == Kind::Array => Descend::Skip,
             (1, Some(b"embedding")) if kind == Kind::Array => Descend::Skip,
+            // `/api/ps`: each running model's name and sizes (its details are not needed).
+            (2, Some(b"models")) if self.route == Route::Ps && kind == Kind::Object => Descend::Enter,
             (_, Some(b"models")) if path.depth() >= 2 => Descend::Skip,
             _ => Descend::Enter,
         }
@@ -174,6 +197,17 @@ impl JsonVisitor for NativeVisitor {
     }
 
     fn scalar(&mut self, path: &Path<'_>, v: Scalar<'_>) {
+        if self.route == Route::Ps
+            && path.depth() == 3
+            && let Some(m) = self.running(path)
+        {
+            match path.key(2) {
+                Some(b"size") => m.size = v.as_u64(),
+                Some(b"size_vram") => m.size_vram = v.as_u64(),
+                _ => {}
+            }
+            return;
+        }
         if path.depth() != 1 {
             return;
         }
@@ -201,6 +235,9 @@ impl JsonVisitor for NativeVisitor {
                 (1, Some(b"error")) => NativeStr::Error,
                 (1, Some(b"status")) => NativeStr::Status,
                 (1, Some(b"digest")) if self.route.is_progress() => NativeStr::Digest,
+                (3, Some(b"models")) if self.route == Route::Ps && path.key(2) == Some(b"name") => {
+                    NativeStr::RunningName
+                }
                 _ => match self.text_key(path) {
                     Some(b"content" | b"response") => NativeStr::Content,
                     Some(b"thinking") => NativeStr::Thinking,
@@ -238,7 +275,7 @@ impl JsonVisitor for NativeVisitor {
             NativeStr::Error => self.error.push(part),
             NativeStr::Status => self.status.push(part),
             NativeStr::Digest => self.digest.push(part),
-            NativeStr::ToolName | NativeStr::ToolId => self.acc.push(part),
+            NativeStr::ToolName | NativeStr::ToolId | NativeStr::RunningName => self.acc.push(part),
         }
         if last {
             match self.cur {
@@ -247,6 +284,12 @@ impl JsonVisitor for NativeVisitor {
                 NativeStr::Error => self.doc.error = true,
                 NativeStr::Status => self.doc.status = true,
                 NativeStr::Digest => self.doc.digest = true,
+                NativeStr::RunningName => {
+                    let name = self.acc.take_string();
+                    if let Some(m) = self.running(path) {
+                        m.name = name;
+                    }
+                }
                 NativeStr::ToolName | NativeStr::ToolId => {
                     let value = self.acc.take_string();
                     let field = self.cur;
@@ -305,6 +348,10 @@ impl DocVisitor for NativeVisitor {
         }
         if doc.models.is_some() {
             s.info.models_listed = doc.models;
+        }
+        if self.route == Route::Ps && doc.models.is_some() {
+            // Only a whole listing says which models are loaded (and which are not any more).
+            s.info.running = Some(doc.running.into_iter().filter(|m| !m.name.is_empty()).collect());
         }
         if doc.status {
             let status = self.status.to_string_lossy();

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use super::route::{Api, Route};
 
 /// A server that speaks Ollama's wire or its `/v1` dialects.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Provider {
     #[default]
     Ollama,

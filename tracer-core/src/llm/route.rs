@@ -4,7 +4,7 @@
 //! server does not check).
 
 /// The API family a route belongs to: decides how bodies are read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Api {
     /// Ollama's own `/api/*`.
     Native,
@@ -48,11 +48,23 @@ pub enum Route {
     Unknown,
 }
 
+impl Api {
+    /// `ollama.api`: which of the server's APIs a call used.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Native => "native",
+            Api::OpenAi => "openai",
+            Api::Anthropic => "anthropic",
+            Api::Http => "http",
+        }
+    }
+}
+
 /// Body bytes looked at to tell the route of a response whose request was not captured.
 pub const SNIFF_BYTES: usize = 4096;
 
 /// GenAI operation names (`gen_ai.operation.name`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Operation {
     Chat,
     TextCompletion,

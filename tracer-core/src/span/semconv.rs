@@ -286,6 +286,30 @@ pub const METRIC_INFERENCE_DETAILED_INPUT: &str = "gen_ai.client.inference.usage
 pub const METRIC_INFERENCE_DETAILED_OUTPUT: &str = "gen_ai.client.inference.usage.detailed.output_tokens";
 pub const METRIC_INFERENCE_DETAILED_CACHE_READ: &str = "gen_ai.client.inference.usage.detailed.cache_read.input_tokens";
 pub const METRIC_EMBEDDINGS_USAGE_INPUT: &str = "gen_ai.client.embeddings.usage.input_tokens";
+// Server metrics from the wire (the `/metrics` Ollama never shipped); the same in both versions.
+// Names after Ollama PR #16998 where it has one (`ollama_models_loaded`).
+pub const METRIC_REQUESTS_IN_FLIGHT: &str = "ollama.requests.in_flight";
+pub const METRIC_REQUESTS_IN_FLIGHT_PEAK: &str = "ollama.requests.in_flight.peak";
+pub const METRIC_REQUEST_WAIT: &str = "ollama.request.wait.duration";
+pub const METRIC_MODEL_LOADS: &str = "ollama.model.loads";
+pub const METRIC_MODEL_LOAD_DURATION: &str = "ollama.model.load.duration";
+pub const METRIC_MODEL_UNLOADS: &str = "ollama.model.unloads";
+pub const METRIC_MODELS_LOADED: &str = "ollama.models.loaded";
+pub const METRIC_MODEL_MEMORY: &str = "ollama.model.memory.usage";
+pub const METRIC_MODEL_BUSY_TIME: &str = "ollama.model.busy_time";
+pub const METRIC_CLIENT_TOKENS: &str = "ollama.client.tokens";
+pub const METRIC_CLIENT_BUSY_TIME: &str = "ollama.client.busy_time";
+/// Which of the server's APIs: `native`, `openai`, `anthropic`.
+pub const OLLAMA_API: &str = "ollama.api";
+/// Why a model was loaded: `cold` (a call found it unloaded), `request` (an explicit load).
+pub const OLLAMA_LOAD_REASON: &str = "ollama.load.reason";
+/// Where a loaded model runs, as `ollama ps` says it: `100% GPU`, `100% CPU`, `48%/52% CPU/GPU`.
+pub const OLLAMA_MODEL_PROCESSOR: &str = "ollama.model.processor";
+/// `total` or `vram`.
+pub const OLLAMA_MEMORY_LOCATION: &str = "ollama.memory.location";
+/// Who called: a Kubernetes workload (`namespace/name`), else the process's executable name,
+/// else `unknown` (a remote client, or no attribution).
+pub const TRACER_CLIENT_WORKLOAD: &str = "ollama_tracer.client.workload";
 /// `gen_ai.token.type` values.
 pub const TOKEN_TYPE_INPUT: &str = "input";
 pub const TOKEN_TYPE_OUTPUT: &str = "output";

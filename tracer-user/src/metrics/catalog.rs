@@ -54,16 +54,23 @@ pub struct Desc {
     pub kind: Kind,
     /// Histogram bucket upper bounds.
     pub bounds: &'static [f64],
+    /// What a stored integer is worth in `unit`: 1, or 1e-9 for seconds summed as nanoseconds
+    /// (sums of Ollama's durations stay exact).
+    pub scale: f64,
 }
 
 const fn histogram(name: &'static str, unit: &'static str, description: &'static str, bounds: &'static [f64]) -> Desc {
-    Desc { name, unit, description, kind: Kind::Histogram, bounds }
+    Desc { name, unit, description, kind: Kind::Histogram, bounds, scale: 1.0 }
 }
 const fn counter(name: &'static str, unit: &'static str, description: &'static str) -> Desc {
-    Desc { name, unit, description, kind: Kind::Counter, bounds: &[] }
+    Desc { name, unit, description, kind: Kind::Counter, bounds: &[], scale: 1.0 }
+}
+/// A counter of seconds, kept in nanoseconds.
+const fn seconds(name: &'static str, description: &'static str) -> Desc {
+    Desc { name, unit: "s", description, kind: Kind::Counter, bounds: &[], scale: 1e-9 }
 }
 const fn gauge(name: &'static str, unit: &'static str, description: &'static str) -> Desc {
-    Desc { name, unit, description, kind: Kind::Gauge, bounds: &[] }
+    Desc { name, unit, description, kind: Kind::Gauge, bounds: &[], scale: 1.0 }
 }
 
 /// What a call metric measures, whatever the conventions' version names it.
@@ -93,6 +100,18 @@ pub enum Role {
     ServerTimePerOutputToken,
     HttpDuration,
     ExecuteTool,
+    // The server seen from the wire.
+    InFlight,
+    InFlightPeak,
+    Wait,
+    Loads,
+    LoadDuration,
+    Unloads,
+    ModelsLoaded,
+    ModelMemory,
+    BusyTime,
+    ClientTokens,
+    ClientBusyTime,
 }
 
 const DURATION: &str = "GenAI operation duration (request's first byte to response's last, on the wire).";
@@ -231,14 +250,97 @@ const LATEST: [(Role, Desc); 10] = [
     (Role::TimePerOutputChunk, histogram(sc::METRIC_INFERENCE_TIME_PER_OUTPUT_CHUNK, "s", TPOC, &DURATION_BUCKETS)),
 ];
 
+/// What Ollama never exported about itself, from the wire (the same in both versions).
+const SERVER: [(Role, Desc); 11] = [
+    (
+        Role::InFlight,
+        gauge(
+            sc::METRIC_REQUESTS_IN_FLIGHT,
+            "{request}",
+            "GenAI requests read in full whose response has not ended: running or queued in Ollama.",
+        ),
+    ),
+    (
+        Role::InFlightPeak,
+        gauge(
+            sc::METRIC_REQUESTS_IN_FLIGHT_PEAK,
+            "{request}",
+            "The most requests in flight at once since the previous scrape or push (exact, from every start and end).",
+        ),
+    ),
+    (
+        Role::Wait,
+        histogram(
+            sc::METRIC_REQUEST_WAIT,
+            "s",
+            "From the request's last byte to the start of its prompt evaluation: queueing, scheduling and model loading (the wire time to Ollama's final chunk less its prompt_eval_duration and eval_duration).",
+            &TTFT_BUCKETS,
+        ),
+    ),
+    (
+        Role::Loads,
+        counter(
+            sc::METRIC_MODEL_LOADS,
+            "{load}",
+            "Model loads: a call whose load_duration reached the cold-start threshold (cold), or an explicit load request (request).",
+        ),
+    ),
+    (
+        Role::LoadDuration,
+        histogram(sc::METRIC_MODEL_LOAD_DURATION, "s", "Ollama's load_duration of each model load.", &DURATION_BUCKETS),
+    ),
+    (Role::Unloads, counter(sc::METRIC_MODEL_UNLOADS, "{unload}", "Explicit unload requests (keep_alive 0).")),
+    (
+        Role::ModelsLoaded,
+        gauge(
+            sc::METRIC_MODELS_LOADED,
+            "{model}",
+            "Models loaded, as the last /api/ps answer observed listed them (1 per model; never guessed).",
+        ),
+    ),
+    (
+        Role::ModelMemory,
+        gauge(
+            sc::METRIC_MODEL_MEMORY,
+            "By",
+            "Memory a loaded model takes (total and in VRAM), from the last /api/ps answer observed.",
+        ),
+    ),
+    (
+        Role::BusyTime,
+        seconds(
+            sc::METRIC_MODEL_BUSY_TIME,
+            "Ollama's own durations summed, by model and phase (load, prompt_eval, eval): the time each model keeps the GPU busy.",
+        ),
+    ),
+    (
+        Role::ClientTokens,
+        counter(
+            sc::METRIC_CLIENT_TOKENS,
+            "{token}",
+            "Tokens by calling workload, model and token type (input, output, cache_read).",
+        ),
+    ),
+    (
+        Role::ClientBusyTime,
+        seconds(
+            sc::METRIC_CLIENT_BUSY_TIME,
+            "Ollama's durations (load + prompt_eval + eval) summed by calling workload and model: what each client costs.",
+        ),
+    ),
+];
+
 /// The call metrics of a conventions' version, in output order.
 pub fn call_metrics(mode: SemconvMode) -> Vec<(Role, Desc)> {
     let own: &[(Role, Desc)] = match mode {
         SemconvMode::V1_41 => &V1_41,
         SemconvMode::Latest => &LATEST,
     };
-    own.iter().chain(SHARED.iter()).copied().collect()
+    own.iter().chain(SHARED.iter()).chain(SERVER.iter()).copied().collect()
 }
+
+/// Most series per metric of the calling workloads (then the overflow series).
+pub const MAX_CLIENT_SERIES: usize = 500;
 
 /// The health metrics, in output order.
 pub const HEALTH: [Desc; 17] = [

@@ -10,8 +10,10 @@
 //! latest GenAI ones on request); see the README for the table and the Prometheus names.
 
 pub mod catalog;
+pub mod health;
 pub mod otlp;
 pub mod prometheus;
+pub mod record;
 pub mod registry;
 
 use std::time::{Duration, Instant};
@@ -19,7 +21,8 @@ use std::time::{Duration, Instant};
 use tracer_core::span::stage::TracedCall;
 
 pub use self::catalog::{Attr, Attrs, Desc, Kind, Role};
-pub use self::registry::{Metric, Points, Registry, SharedRegistry};
+pub use self::registry::{Metric, Points, Reader, Registry, SharedRegistry};
+
 use crate::report::Report;
 use crate::sink::Sink;
 
@@ -67,7 +70,11 @@ impl Sink for MetricsSink {
             p.finish(left);
         }
         if let Some(mut out) = self.console.take() {
-            let text = prometheus::render(&self.registry.lock(), None);
+            let text = {
+                let mut reg = self.registry.lock();
+                reg.read_peaks(Reader::Console);
+                prometheus::render(&reg, None)
+            };
             // `| head` is not an error.
             if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush())
                 && e.kind() != std::io::ErrorKind::BrokenPipe

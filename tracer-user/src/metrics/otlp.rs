@@ -17,7 +17,7 @@ use prost::Message as _;
 use tonic::transport::Channel;
 
 use super::catalog::{Attr, Attrs, Kind};
-use super::registry::{Points, Registry, SharedRegistry};
+use super::registry::{Points, Reader, Registry, SharedRegistry};
 use crate::transport::runtime::ExportRuntime;
 use crate::transport::{self, ExportError, Failure, HeaderClient};
 use crate::transport::{Compression, OtlpTarget, Protocol};
@@ -104,18 +104,27 @@ pub fn request(reg: &Registry, res: &ProtoResource, now: SystemTime) -> ExportMe
                     .collect();
                 Data::Histogram(Histogram { data_points, aggregation_temporality: cumulative })
             }
-            Points::Counter(series) if !series.is_empty() => {
+            Points::Counter(series) | Points::Gauge(series) if !series.is_empty() => {
+                let counter = matches!(metric.points, Points::Counter(_));
                 let data_points = series
                     .iter()
                     .map(|(a, v)| NumberDataPoint {
                         attributes: attrs(a),
-                        start_time_unix_nano: start,
+                        start_time_unix_nano: if counter { start } else { 0 },
                         time_unix_nano: now,
-                        value: Some(number_data_point::Value::AsInt(i64::try_from(*v).unwrap_or(i64::MAX))),
+                        value: Some(if desc.scale == 1.0 {
+                            number_data_point::Value::AsInt(i64::try_from(*v).unwrap_or(i64::MAX))
+                        } else {
+                            number_data_point::Value::AsDouble(*v as f64 * desc.scale)
+                        }),
                         ..Default::default()
                     })
                     .collect();
-                Data::Sum(Sum { data_points, aggregation_temporality: cumulative, is_monotonic: true })
+                if counter {
+                    Data::Sum(Sum { data_points, aggregation_temporality: cumulative, is_monotonic: true })
+                } else {
+                    Data::Gauge(Gauge { data_points })
+                }
             }
             _ => continue,
         };
@@ -295,7 +304,11 @@ async fn push_once(
     url: &str,
     was_failing: bool,
 ) -> Result<(), ()> {
-    let req = request(&registry.lock(), res, SystemTime::now());
+    let req = {
+        let mut reg = registry.lock();
+        reg.read_peaks(Reader::Otlp);
+        request(&reg, res, SystemTime::now())
+    };
     let outcome = match tokio::time::timeout(timeout, client.push(req)).await {
         Ok(r) => r,
         Err(_) => Err((Failure::Retry, "timed out".into())),

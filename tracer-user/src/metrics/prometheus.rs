@@ -13,7 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use super::catalog::{Attr, Attrs, Desc, Kind};
-use super::registry::{Points, Registry, SharedRegistry};
+use super::registry::{Points, Reader, Registry, SharedRegistry};
 use crate::transport::ExportError;
 use crate::transport::runtime::ExportRuntime;
 use tracer_core::span::{AttrValue, Resource};
@@ -170,12 +170,17 @@ pub fn render(reg: &Registry, resource: Option<&Resource>) -> String {
                     let _ = writeln!(out, " {}", h.count);
                 }
             }
-            Points::Counter(series) => {
-                header(&mut out, &name, desc, "counter");
+            Points::Counter(series) | Points::Gauge(series) => {
+                let kind = if matches!(metric.points, Points::Counter(_)) { "counter" } else { "gauge" };
+                header(&mut out, &name, desc, kind);
                 for (attrs, v) in series {
                     out.push_str(&name);
                     labels(attrs, None, &mut out);
-                    let _ = writeln!(out, " {v}");
+                    if desc.scale == 1.0 {
+                        let _ = writeln!(out, " {v}");
+                    } else {
+                        let _ = writeln!(out, " {}", number(*v as f64 * desc.scale));
+                    }
                 }
             }
         }
@@ -256,7 +261,11 @@ fn respond(req: &Request<Incoming>, registry: &SharedRegistry, resource: &Resour
     };
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/metrics") => {
-            let text = render(&registry.lock(), Some(resource));
+            let text = {
+                let mut reg = registry.lock();
+                reg.read_peaks(Reader::Prometheus);
+                render(&reg, Some(resource))
+            };
             reply(StatusCode::OK, CONTENT_TYPE, text)
         }
         (&Method::GET | &Method::HEAD, "/") => {
@@ -273,9 +282,29 @@ mod tests {
     use crate::metrics::catalog::{HEALTH, call_metrics};
     use tracer_core::span::semconv::SemconvMode;
 
+    /// The server metrics, last in both versions.
+    const SERVER: [&str; 11] = [
+        "ollama_requests_in_flight",
+        "ollama_requests_in_flight_peak",
+        "ollama_request_wait_duration_seconds",
+        "ollama_model_loads_total",
+        "ollama_model_load_duration_seconds",
+        "ollama_model_unloads_total",
+        "ollama_models_loaded",
+        "ollama_model_memory_usage_bytes",
+        "ollama_model_busy_time_seconds_total",
+        "ollama_client_tokens_total",
+        "ollama_client_busy_time_seconds_total",
+    ];
+
     #[test]
     fn names_follow_the_compatibility_rules() {
-        let calls = |mode| call_metrics(mode).into_iter().map(|(_, d)| metric_name(&d)).collect::<Vec<_>>();
+        let calls = |mode| {
+            let mut names = call_metrics(mode).into_iter().map(|(_, d)| metric_name(&d)).collect::<Vec<_>>();
+            let server = names.split_off(names.len() - SERVER.len());
+            assert_eq!(server, SERVER);
+            names
+        };
         assert_eq!(
             calls(SemconvMode::Latest),
             [

@@ -1,19 +1,18 @@
 //! The aggregation: every series of every metric, cumulative since start, fed by each call
-//! (before sampling) and each health report, read by the Prometheus endpoint and the OTLP push.
+//! (before sampling, `record.rs`) and each health report (`health.rs`), read by the Prometheus
+//! endpoint and the OTLP push.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use tracer_core::llm::call::ChunkGaps;
-use tracer_core::llm::{ErrorKind, Incomplete, LlmCall, Operation};
-use tracer_core::segment::display_ip;
+use tracer_core::llm::gauge::InFlightReading;
+use tracer_core::span::DEFAULT_COLD_START_NS;
 use tracer_core::span::semconv::{self as sc, SemconvMode};
-use tracer_core::span::stage::TracedCall;
 
 use super::catalog::*;
-use crate::report::{ExportCounters, ExportStats, Report};
+use crate::report::{ExportCounters, Report};
 
 /// A histogram with explicit bounds: one count per bucket plus the overflow bucket.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,7 +45,7 @@ impl Histogram {
     }
 
     /// Adds pre-binned observations with the same bounds.
-    fn merge(&mut self, counts: &[u64], sum: f64, count: u64) {
+    pub(super) fn merge(&mut self, counts: &[u64], sum: f64, count: u64) {
         for (c, n) in self.counts.iter_mut().zip(counts) {
             *c += n;
         }
@@ -61,15 +60,17 @@ impl Histogram {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Points {
     Histogram(BTreeMap<Attrs, Histogram>),
-    /// Monotonic sums.
+    /// Monotonic sums (in units of the metric's `scale`).
     Counter(BTreeMap<Attrs, u64>),
+    /// Values now (in units of the metric's `scale`).
+    Gauge(BTreeMap<Attrs, u64>),
 }
 
 impl Points {
     pub fn is_empty(&self) -> bool {
         match self {
             Points::Histogram(m) => m.is_empty(),
-            Points::Counter(m) => m.is_empty(),
+            Points::Counter(m) | Points::Gauge(m) => m.is_empty(),
         }
     }
 }
@@ -81,46 +82,78 @@ pub struct Metric {
     pub points: Points,
 }
 
+/// A model an `/api/ps` answer listed: its series' attributes, its size and its size in VRAM.
+pub(super) type Resident = (Attrs, u64, u64);
+
+/// Who reads the registry: each has its own "since I last read" (the in-flight peak).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader {
+    Prometheus,
+    Otlp,
+    Console,
+}
+
+const READERS: usize = 3;
+
 /// Every series of every metric, cumulative since `start`.
 pub struct Registry {
     pub start: SystemTime,
     mode: SemconvMode,
+    /// A `load_duration` at least this long is a model load.
+    pub(super) cold_start_ns: u64,
     /// The call metrics of `mode`, in output order.
     metrics: Vec<Metric>,
     /// Where each role's metric is in `metrics` (absent: not in this version).
     roles: BTreeMap<Role, usize>,
-    health: Option<Report>,
-    traces: Option<Arc<ExportCounters>>,
+    pub(super) health: Option<Report>,
+    pub(super) traces: Option<Arc<ExportCounters>>,
     /// Failed OTLP metrics pushes.
     pub metrics_failures: Arc<AtomicU64>,
+    /// Per reader, the most requests in flight at once per series since it last read.
+    peaks: [BTreeMap<Attrs, u64>; READERS],
+    /// Per server (`server.address`, `server.port`), the models its last `/api/ps` listed.
+    pub(super) residency: BTreeMap<(String, i64), Vec<Resident>>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        Self::new(SemconvMode::default())
+        Self::new(SemconvMode::default(), DEFAULT_COLD_START_NS)
     }
 }
 
-/// One series of one health metric.
-pub struct HealthPoint {
-    pub attrs: Attrs,
-    pub value: u64,
+/// A series' attributes: the overflow series' once the metric has `max` others.
+pub(super) fn bounded<V>(map: &BTreeMap<Attrs, V>, attrs: Attrs, max: usize) -> Attrs {
+    if map.len() >= max && !map.contains_key(&attrs) { vec![(OVERFLOW_ATTR, Attr::Bool(true))] } else { attrs }
 }
 
-/// A series' attributes: the overflow series' once the metric has [`MAX_SERIES`] others.
-fn bounded<V>(map: &BTreeMap<Attrs, V>, attrs: Attrs) -> Attrs {
-    if map.len() >= MAX_SERIES && !map.contains_key(&attrs) { vec![(OVERFLOW_ATTR, Attr::Bool(true))] } else { attrs }
+/// The attributes of an in-flight series.
+fn in_flight_attrs(r: &InFlightReading) -> Attrs {
+    match &r.key {
+        Some(k) => {
+            let mut a: Attrs = vec![
+                (sc::GEN_AI_OPERATION_NAME, Attr::Str(k.operation.as_str().into())),
+                (sc::GEN_AI_PROVIDER_NAME, Attr::Str(k.provider.name().into())),
+            ];
+            if !k.model.is_empty() {
+                a.push((sc::GEN_AI_REQUEST_MODEL, Attr::Str(k.model.clone())));
+            }
+            a.push((sc::OLLAMA_API, Attr::Str(k.api.as_str().into())));
+            a
+        }
+        None => vec![(OVERFLOW_ATTR, Attr::Bool(true))],
+    }
 }
 
 impl Registry {
-    pub fn new(mode: SemconvMode) -> Self {
+    pub fn new(mode: SemconvMode, cold_start_ns: u64) -> Self {
         let metrics: Vec<Metric> = call_metrics(mode)
             .into_iter()
             .map(|(_, desc)| Metric {
                 desc,
                 points: match desc.kind {
                     Kind::Histogram => Points::Histogram(BTreeMap::new()),
-                    _ => Points::Counter(BTreeMap::new()),
+                    Kind::Counter => Points::Counter(BTreeMap::new()),
+                    Kind::Gauge => Points::Gauge(BTreeMap::new()),
                 },
             })
             .collect();
@@ -128,11 +161,14 @@ impl Registry {
         Registry {
             start: SystemTime::now(),
             mode,
+            cold_start_ns,
             metrics,
             roles,
             health: None,
             traces: None,
             metrics_failures: Arc::new(AtomicU64::new(0)),
+            peaks: Default::default(),
+            residency: BTreeMap::new(),
         }
     }
 
@@ -141,19 +177,22 @@ impl Registry {
         self.traces = Some(counters);
     }
 
-    fn histogram(&mut self, role: Role, attrs: Attrs) -> Option<(&mut Histogram, &'static [f64])> {
+    fn points(&mut self, role: Role) -> Option<(&mut Points, &'static [f64])> {
         let m = &mut self.metrics[*self.roles.get(&role)?];
-        let bounds = m.desc.bounds;
-        match &mut m.points {
-            Points::Histogram(map) => {
-                let attrs = bounded(map, attrs);
+        Some((&mut m.points, m.desc.bounds))
+    }
+
+    pub(super) fn histogram(&mut self, role: Role, attrs: Attrs) -> Option<(&mut Histogram, &'static [f64])> {
+        match self.points(role)? {
+            (Points::Histogram(map), bounds) => {
+                let attrs = bounded(map, attrs, MAX_SERIES);
                 Some((map.entry(attrs).or_insert_with(|| Histogram::new(bounds)), bounds))
             }
-            Points::Counter(_) => None,
+            _ => None,
         }
     }
 
-    fn observe(&mut self, role: Role, attrs: Attrs, v: f64) {
+    pub(super) fn observe(&mut self, role: Role, attrs: Attrs, v: f64) {
         if v.is_finite()
             && v >= 0.0
             && let Some((h, bounds)) = self.histogram(role, attrs)
@@ -162,149 +201,52 @@ impl Registry {
         }
     }
 
-    fn add(&mut self, role: Role, attrs: Attrs, n: u64) {
-        let Some(&i) = self.roles.get(&role) else { return };
-        if let Points::Counter(map) = &mut self.metrics[i].points {
-            let attrs = bounded(map, attrs);
+    /// Adds to a counter; `max` series at most (then the overflow series).
+    pub(super) fn add_bounded(&mut self, role: Role, attrs: Attrs, n: u64, max: usize) {
+        if let Some((Points::Counter(map), _)) = self.points(role) {
+            let attrs = bounded(map, attrs, max);
             *map.entry(attrs).or_insert(0) += n;
         }
     }
 
-    /// Records one completed call, and the tool executions inferred before it.
-    pub fn record(&mut self, traced: &TracedCall) {
-        self.record_call(&traced.call);
-        for tool in &traced.tools {
-            // The tool span's own attributes (the tool ran in the client, not on the server).
-            let a: Attrs = vec![
-                (sc::GEN_AI_OPERATION_NAME, Attr::Str(sc::OPERATION_EXECUTE_TOOL.into())),
-                (sc::GEN_AI_TOOL_NAME, Attr::Str(tool.name.clone())),
-                (sc::GEN_AI_TOOL_TYPE, Attr::Str("function".into())),
-            ];
-            self.observe(Role::ExecuteTool, a, tool.duration_ns as f64 / 1e9);
+    pub(super) fn add(&mut self, role: Role, attrs: Attrs, n: u64) {
+        self.add_bounded(role, attrs, n, MAX_SERIES);
+    }
+
+    /// Replaces a gauge's series with `values`.
+    pub(super) fn set_gauge(&mut self, role: Role, values: impl IntoIterator<Item = (Attrs, u64)>) {
+        if let Some((Points::Gauge(map), _)) = self.points(role) {
+            map.clear();
+            for (a, v) in values {
+                let a = bounded(map, a, MAX_SERIES);
+                *map.entry(a).or_insert(0) += v;
+            }
         }
     }
 
-    /// Records one completed call.
-    pub fn record_call(&mut self, call: &LlmCall) {
-        // A call cut off by the end of the capture has no true end: no duration is recorded
-        // for it (its tokens, if reported, still count).
-        let ended = !call.incomplete.contains(&Incomplete::CaptureEnded);
-        let secs = |ns: u64| ns as f64 / 1e9;
-        let duration = secs(call.times.end.since(call.times.request_start).max(0) as u64);
+    /// The in-flight readings of a health report: the gauge now, and every reader's peak.
+    pub(super) fn set_in_flight(&mut self, readings: &[InFlightReading]) {
+        self.set_gauge(Role::InFlight, readings.iter().map(|r| (in_flight_attrs(r), r.current)));
+        for peaks in &mut self.peaks {
+            for r in readings {
+                let p = peaks.entry(in_flight_attrs(r)).or_insert(0);
+                *p = (*p).max(r.peak);
+            }
+        }
+    }
 
-        if ended {
-            let mut a: Attrs = vec![(sc::HTTP_REQUEST_METHOD, Attr::Str(http_method(&call.method).to_string()))];
-            if let Some(s) = call.status {
-                a.push((sc::HTTP_RESPONSE_STATUS_CODE, Attr::Int(s as i64)));
+    /// Before `reader` reads: the peak gauge holds its peaks since its previous read, which
+    /// then start again from the calls in flight now.
+    pub fn read_peaks(&mut self, reader: Reader) {
+        let peaks = std::mem::take(&mut self.peaks[reader as usize]);
+        let current: Vec<(Attrs, u64)> = match self.points(Role::InFlight) {
+            Some((Points::Gauge(map), _)) => {
+                map.iter().filter(|(_, v)| **v > 0).map(|(a, v)| (a.clone(), *v)).collect()
             }
-            if let Some(route) = call.http_route() {
-                a.push((sc::HTTP_ROUTE, Attr::Str(route.to_string())));
-            }
-            a.push((sc::URL_SCHEME, Attr::Str("http".into())));
-            // HTTP server conventions: only 5xx (or no response at all) is the server's error.
-            if let Some(err) = &call.error
-                && !matches!(err.kind, ErrorKind::Http(s) if s < 500)
-            {
-                a.push((sc::ERROR_TYPE, Attr::Str(err.kind.error_type())));
-            }
-            self.observe(Role::HttpDuration, a, duration);
-        }
-
-        let Some(op) = call.operation() else { return };
-        let resp = &call.response;
-        let mut base: Attrs = vec![
-            (sc::GEN_AI_OPERATION_NAME, Attr::Str(op.as_str().into())),
-            (sc::GEN_AI_PROVIDER_NAME, Attr::Str(call.provider.name().into())),
-        ];
-        if let Some(m) = &call.request.model {
-            base.push((sc::GEN_AI_REQUEST_MODEL, Attr::Str(m.clone())));
-        }
-        if let Some(m) = resp.model.as_ref().filter(|m| !m.is_empty()) {
-            base.push((sc::GEN_AI_RESPONSE_MODEL, Attr::Str(m.clone())));
-        }
-        base.push((sc::SERVER_ADDRESS, Attr::Str(display_ip(call.flow.server.ip()))));
-        base.push((sc::SERVER_PORT, Attr::Int(call.flow.server.port() as i64)));
-        let with = |base: &Attrs, extra: Option<(&'static str, Attr)>| {
-            let mut a = base.clone();
-            a.extend(extra);
-            a
+            _ => Vec::new(),
         };
-        let error = call.error.as_ref().map(|e| (sc::ERROR_TYPE, Attr::Str(e.kind.error_type())));
-        let embeddings = op == Operation::Embeddings;
-
-        if ended {
-            let role = match (self.mode, embeddings) {
-                (SemconvMode::V1_41, _) => Role::Duration,
-                (SemconvMode::Latest, false) => Role::InferenceDuration,
-                (SemconvMode::Latest, true) => Role::EmbeddingsDuration,
-            };
-            self.observe(role, with(&base, error.clone()), duration);
-        }
-        let modality = Some((sc::GEN_AI_TOKEN_MODALITY, Attr::Str(sc::TOKEN_MODALITY_UNKNOWN.into())));
-        match self.mode {
-            SemconvMode::V1_41 => {
-                for (n, kind) in
-                    [(resp.input_tokens, sc::TOKEN_TYPE_INPUT), (resp.output_tokens, sc::TOKEN_TYPE_OUTPUT)]
-                {
-                    if let Some(n) = n {
-                        let a = with(&base, Some((sc::GEN_AI_TOKEN_TYPE, Attr::Str(kind.into()))));
-                        self.observe(Role::TokenUsage, a, n as f64);
-                    }
-                }
-                if let Some(n) = resp.cache_read_input_tokens {
-                    self.add(Role::CacheRead, base.clone(), n);
-                }
-            }
-            SemconvMode::Latest if embeddings => {
-                if let Some(n) = resp.input_tokens {
-                    self.observe(Role::EmbeddingsInputTokens, base.clone(), n as f64);
-                }
-            }
-            SemconvMode::Latest => {
-                if let Some(n) = resp.input_tokens {
-                    self.observe(Role::InputTokens, base.clone(), n as f64);
-                    self.add(Role::DetailedInput, with(&base, modality.clone()), n);
-                }
-                if let Some(n) = resp.output_tokens {
-                    self.observe(Role::OutputTokens, base.clone(), n as f64);
-                    self.add(Role::DetailedOutput, with(&base, modality.clone()), n);
-                }
-                if let Some(n) = resp.cache_read_input_tokens {
-                    self.add(Role::DetailedCacheRead, with(&base, modality), n);
-                }
-            }
-        }
-        if resp.streamed {
-            if let Some(t) = call.time_to_first_chunk() {
-                self.observe(Role::TimeToFirstChunk, base.clone(), t);
-            }
-            let gaps: &ChunkGaps = &call.times.chunk_gaps;
-            if gaps.count > 0
-                && let Some((h, _)) = self.histogram(Role::TimePerOutputChunk, base.clone())
-            {
-                h.merge(&gaps.counts, gaps.sum_secs, gaps.count);
-            }
-        }
-        let o = &resp.ollama;
-        if let Some(total) = o.total_duration {
-            self.observe(Role::ServerDuration, with(&base, error), secs(total));
-            // Ollama omits zero durations from its final chunk: absent means 0 there. Only
-            // generating operations have a first token.
-            if !embeddings && o.eval_count.is_some_and(|n| n > 0) {
-                let prefill = o.load_duration.unwrap_or(0) + o.prompt_eval_duration.unwrap_or(0);
-                self.observe(Role::ServerTimeToFirstToken, base.clone(), secs(prefill));
-            }
-        }
-        if let (Some(d), Some(n)) = (o.eval_duration, o.eval_count)
-            && n > 0
-        {
-            self.observe(Role::ServerTimePerOutputToken, base, secs(d) / n as f64);
-        }
-    }
-
-    /// The latest health snapshot.
-    pub fn set_health(&mut self, report: &Report) {
-        self.health = Some(report.clone());
+        self.set_gauge(Role::InFlightPeak, peaks);
+        self.peaks[reader as usize] = current.into_iter().collect();
     }
 
     /// Each call metric with its series, in output order.
@@ -312,105 +254,22 @@ impl Registry {
         &self.metrics
     }
 
+    /// What a metric of [`Registry::metrics`] measures.
+    pub fn role_of(&self, metric: &Metric) -> Option<Role> {
+        self.roles.iter().find(|(_, i)| std::ptr::eq(&self.metrics[**i], metric)).map(|(r, _)| *r)
+    }
+
     /// The conventions' version the names follow.
     pub fn mode(&self) -> SemconvMode {
         self.mode
     }
 
-    /// Each health metric with its series (empty before the first snapshot).
-    pub fn health(&self) -> Vec<(&'static Desc, Vec<HealthPoint>)> {
-        let one = |v: u64| vec![HealthPoint { attrs: Vec::new(), value: v }];
-        let r = self.health.clone().unwrap_or_default();
-        let export: Option<ExportStats> = self.traces.as_ref().map(|t| t.snapshot());
-        let failures = self.metrics_failures.load(Ordering::Relaxed);
-        let mut out = Vec::new();
-        for desc in HEALTH.iter() {
-            let points = match desc.name {
-                sc::METRIC_TRACER_PACKETS => one(r.capture.packets),
-                sc::METRIC_TRACER_BYTES => one(r.capture.payload_bytes),
-                sc::METRIC_TRACER_KERNEL_DROPS => one(r.capture.kernel_drops),
-                sc::METRIC_TRACER_MALFORMED => one(r.capture.malformed),
-                sc::METRIC_TRACER_CONNECTIONS => one(r.pipeline.reassembly.connections),
-                sc::METRIC_TRACER_GAPS => one(r.pipeline.reassembly.gaps),
-                sc::METRIC_TRACER_GAP_BYTES => one(r.pipeline.reassembly.gap_bytes),
-                sc::METRIC_TRACER_PARSE_ERRORS => one(r.pipeline.http.parse_errors),
-                sc::METRIC_TRACER_CALLS => one(r.pipeline.llm.calls),
-                sc::METRIC_TRACER_INCOMPLETE => one(r.pipeline.llm.incomplete),
-                sc::METRIC_TRACER_SPANS => one(r.spans),
-                sc::METRIC_TRACER_QUEUE_SPANS => match export {
-                    Some(e) => one(e.queue_spans),
-                    None => continue,
-                },
-                sc::METRIC_TRACER_QUEUE_BYTES => match export {
-                    Some(e) => one(e.queue_bytes),
-                    None => continue,
-                },
-                sc::METRIC_TRACER_EXPORTED => match export {
-                    Some(e) => one(e.exported),
-                    None => continue,
-                },
-                sc::METRIC_TRACER_EXPORT_DROPPED => match export {
-                    Some(e) => [
-                        ("queue_full", e.dropped_queue_full),
-                        ("rejected", e.rejected),
-                        ("shutdown", e.dropped_shutdown),
-                    ]
-                    .into_iter()
-                    .map(|(reason, v)| HealthPoint {
-                        attrs: vec![(sc::TRACER_DROP_REASON, Attr::Str(reason.into()))],
-                        value: v,
-                    })
-                    .collect(),
-                    None => continue,
-                },
-                sc::METRIC_TRACER_EXPORT_FAILURES => {
-                    let mut v = vec![HealthPoint {
-                        attrs: vec![(sc::TRACER_SIGNAL, Attr::Str("metrics".into()))],
-                        value: failures,
-                    }];
-                    if let Some(e) = export {
-                        v.insert(
-                            0,
-                            HealthPoint {
-                                attrs: vec![(sc::TRACER_SIGNAL, Attr::Str("traces".into()))],
-                                value: e.failed_attempts,
-                            },
-                        );
-                    }
-                    v
-                }
-                sc::METRIC_TRACER_LIMIT_OVERFLOWS => {
-                    let (re, h) = (&r.pipeline.reassembly, &r.pipeline.http);
-                    let values = [
-                        re.evicted,
-                        re.buffer_overflows,
-                        h.head_evictions,
-                        h.stale_heads,
-                        h.pending_overflows,
-                        r.pipeline.llm.evicted,
-                    ];
-                    sc::TRACER_LIMITS
-                        .iter()
-                        .zip(values)
-                        .map(|(limit, value)| HealthPoint {
-                            attrs: vec![(sc::TRACER_LIMIT, Attr::Str((*limit).into()))],
-                            value,
-                        })
-                        .collect()
-                }
-                _ => continue,
-            };
-            out.push((desc, points));
-        }
-        out
-    }
-}
-
-/// `http.request.method`: the known methods as sent, anything else `_OTHER` (bounded cardinality).
-fn http_method(m: &str) -> &str {
-    match m {
-        "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH" => m,
-        _ => sc::HTTP_METHOD_OTHER,
+    /// The latest health snapshot (its in-flight readings go to their gauges).
+    pub fn set_health(&mut self, report: &Report) {
+        self.set_in_flight(&report.in_flight);
+        let mut r = report.clone();
+        r.in_flight.clear();
+        self.health = Some(r);
     }
 }
 
@@ -419,8 +278,8 @@ fn http_method(m: &str) -> &str {
 pub struct SharedRegistry(Arc<Mutex<Registry>>);
 
 impl SharedRegistry {
-    pub fn new(mode: SemconvMode) -> Self {
-        SharedRegistry(Arc::new(Mutex::new(Registry::new(mode))))
+    pub fn new(mode: SemconvMode, cold_start_ns: u64) -> Self {
+        SharedRegistry(Arc::new(Mutex::new(Registry::new(mode, cold_start_ns))))
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -460,7 +319,7 @@ mod tests {
         }
         let http = |r: &Registry| match &r.metrics()[r.roles[&Role::HttpDuration]].points {
             Points::Histogram(m) => m.clone(),
-            Points::Counter(_) => unreachable!(),
+            _ => unreachable!(),
         };
         let series = http(&r);
         assert_eq!(series.len(), MAX_SERIES + 1);
@@ -473,26 +332,34 @@ mod tests {
     }
 
     #[test]
-    fn each_limit_reached_is_its_own_series() {
-        let mut report = Report::default();
-        report.pipeline.reassembly.evicted = 1;
-        report.pipeline.reassembly.buffer_overflows = 2;
-        report.pipeline.http.head_evictions = 3;
-        report.pipeline.http.stale_heads = 4;
-        report.pipeline.http.pending_overflows = 5;
-        report.pipeline.llm.evicted = 6;
+    fn each_reader_sees_the_peak_since_it_last_read() {
+        use tracer_core::llm::gauge::{InFlightKey, InFlightReading};
+        use tracer_core::llm::{Api, Operation, Provider};
+        let key =
+            InFlightKey { provider: Provider::Ollama, model: "m".into(), operation: Operation::Chat, api: Api::Native };
+        let reading = |current, peak| InFlightReading { key: Some(key.clone()), current, peak };
         let mut r = Registry::default();
+        let peak = |r: &mut Registry, reader| {
+            r.read_peaks(reader);
+            match &r.metrics()[r.roles[&Role::InFlightPeak]].points {
+                Points::Gauge(m) => m.values().copied().collect::<Vec<_>>(),
+                _ => unreachable!(),
+            }
+        };
+        let mut report = Report { in_flight: vec![reading(2, 7)], ..Default::default() };
         r.set_health(&report);
-        let health = r.health();
-        let (_, points) = health.iter().find(|(d, _)| d.name == sc::METRIC_TRACER_LIMIT_OVERFLOWS).unwrap();
-        let got: Vec<(String, u64)> = points
-            .iter()
-            .map(|p| match &p.attrs[..] {
-                [(sc::TRACER_LIMIT, Attr::Str(l))] => (l.clone(), p.value),
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        let want: Vec<(String, u64)> = sc::TRACER_LIMITS.iter().map(|l| l.to_string()).zip(1..=6).collect();
-        assert_eq!(got, want);
+        assert_eq!(peak(&mut r, Reader::Prometheus), [7]);
+        // Prometheus read: its peak starts again from the 2 in flight; OTLP has not read yet.
+        report.in_flight = vec![reading(1, 3)];
+        r.set_health(&report);
+        assert_eq!(peak(&mut r, Reader::Prometheus), [3]);
+        assert_eq!(peak(&mut r, Reader::Otlp), [7]);
+        report.in_flight = vec![reading(0, 1)];
+        r.set_health(&report);
+        assert_eq!(peak(&mut r, Reader::Prometheus), [1]);
+        // Nothing in flight any more: no peak series after that.
+        report.in_flight = vec![];
+        r.set_health(&report);
+        assert_eq!(peak(&mut r, Reader::Prometheus), Vec::<u64>::new());
     }
 }

@@ -98,13 +98,15 @@ impl Driver {
             live,
             export: None,
             attribution: self.enricher.as_ref().map(|e| e.attribution().stats()),
+            in_flight: Vec::new(),
         }
     }
 
     /// A health tick: the counters to the sinks, the calls in flight (as of `now`) to those
     /// that show them, and what was written flushed.
     pub fn tick(&mut self, now: Timestamp, capture: &CaptureStats, live: Option<LiveCounters>) {
-        let report = self.report(capture, live);
+        let mut report = self.report(capture, live);
+        report.in_flight = self.pipeline.read_in_flight();
         self.outputs.health(&report);
         if let Some(snap) = self.snapshot.as_mut() {
             self.pipeline.in_flight(now, IN_FLIGHT_SHOWN, snap);
@@ -134,7 +136,8 @@ impl Driver {
             self.pipeline.in_flight(now, IN_FLIGHT_SHOWN, snap);
             self.outputs.in_flight(snap);
         }
-        let report = self.report(capture, live);
+        let mut report = self.report(capture, live);
+        report.in_flight = self.pipeline.read_in_flight();
         self.outputs.health(&report);
         report
     }

@@ -201,7 +201,8 @@ fn prepare(
     stop: &Stop,
     delivery: Delivery,
 ) -> Result<(Driver, Option<View>), RunError> {
-    let built = outputs::build(&config.export, &config.resource, stdout_writer(), delivery)?;
+    let cold_start_ns = config.spans.spans.cold_start_ns.unwrap_or(tracer_core::span::DEFAULT_COLD_START_NS);
+    let built = outputs::build(&config.export, &config.resource, stdout_writer(), delivery, cold_start_ns)?;
     let mut sinks: Outputs = built.outputs;
     let spans = SpanStage::new(config.resource.clone(), config.spans.clone());
     let view = match &config.top {

@@ -29,6 +29,7 @@ pub fn build(
     resource: &Resource,
     stdout: Box<dyn Write + Send>,
     delivery: Delivery,
+    cold_start_ns: u64,
 ) -> Result<Built, ExportError> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     let format = match settings.stdout {
@@ -53,7 +54,7 @@ pub fn build(
 
     let mut metrics_addr = None;
     let metrics_sink = if settings.metrics.is_some() || settings.prometheus.is_some() || console_metrics {
-        let registry = SharedRegistry::new(settings.semconv);
+        let registry = SharedRegistry::new(settings.semconv, cold_start_ns);
         if let Some(c) = trace_counters {
             registry.lock().watch_traces(c);
         }
