@@ -11,6 +11,8 @@
 //! - [`pcap`]: pcap / pcapng writers for every link type the tracer reads.
 //! - [`process`]: the stand-in as a child process; the Python venv of real clients.
 //! - [`tap`]: a recording TCP proxy: real clients and servers, the packets a capture would see.
+//! - [`server_traffic`]: traffic (through the tap, to a stand-in that loads models) with known
+//!   concurrency, loads, unloads and `/api/ps` answers, for the server metrics.
 //! - [`otlp`]: a real OTLP receiver (gRPC and HTTP) for the export tests.
 //! - [`output`]: the `ollama-tracer` binary run by a test: its JSON spans and summary, OTLP
 //!   values as JSON, the metrics recomputed from spans.
@@ -35,6 +37,7 @@ pub mod pcap;
 pub mod privileged;
 pub mod process;
 pub mod sandbox;
+pub mod server_traffic;
 pub mod standin;
 pub mod synth;
 pub mod tap;

@@ -43,6 +43,10 @@ struct Args {
     /// Cap on the wait before a replayed non-streamed fixture, ms.
     #[arg(long, default_value_t = 1000)]
     max_whole_delay_ms: u64,
+    /// Loading a model the first call to it needs (a cold start, reported as its
+    /// load_duration; 0: none). Explicit load requests wait for it too.
+    #[arg(long, default_value_t = 0)]
+    load_ms: u64,
     /// Version `/api/version` reports.
     #[arg(long, default_value = DEFAULT_VERSION)]
     version: String,
@@ -78,6 +82,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             gap,
             slow_ttft: Duration::from_millis(args.slow_ttft_ms),
             max_whole_delay: Duration::from_millis(args.max_whole_delay_ms),
+            cold_load: Duration::from_millis(args.load_ms),
             ..Timing::default()
         },
         version: args.version,

@@ -350,6 +350,7 @@ mod tests {
             }),
             prompt_tokens: 31,
             cached_tokens: None,
+            cold_load: std::time::Duration::ZERO,
             done_reason: "stop",
         };
         let units: Vec<Unit> = MessagesStream::new("qwen3", script, 7).collect();

@@ -13,6 +13,7 @@ use super::reply::{
     Body, Cut, DEFAULT_CONTENT_TOKENS, DEFAULT_THINKING_TOKENS, Pace, Reply, Schedule, Script, Source, ToolCallSpec,
     Unit, UnitStream,
 };
+use super::residency::Residency;
 use super::responses;
 use super::route::{Family, Route, Routed, route};
 use super::scenario::{SCENARIO_HEADER, Scenario};
@@ -39,6 +40,9 @@ pub struct Timing {
     pub max_whole_delay: Duration,
     /// Before answering model-management and metadata routes.
     pub meta_delay: Duration,
+    /// Loading a model that is not loaded yet (the cold start of its first call); zero: no
+    /// loading time, as before.
+    pub cold_load: Duration,
 }
 
 impl Default for Timing {
@@ -49,6 +53,7 @@ impl Default for Timing {
             slow_ttft: Duration::from_millis(3000),
             max_whole_delay: Duration::from_millis(1000),
             meta_delay: Duration::from_millis(1),
+            cold_load: Duration::ZERO,
         }
     }
 }
@@ -61,11 +66,19 @@ pub struct App {
     /// Whether synthesised answers report cached prompt tokens (Ollama 0.33.0 and later).
     pub reports_cache: bool,
     pub prompt_cache: PromptCache,
+    pub residency: Residency,
 }
 
 impl App {
     pub fn new(catalog: Catalog, timing: Timing, version: String) -> App {
-        App { catalog, timing, reports_cache: reports_cache(&version), version, prompt_cache: PromptCache::default() }
+        App {
+            catalog,
+            timing,
+            reports_cache: reports_cache(&version),
+            version,
+            prompt_cache: PromptCache::default(),
+            residency: Residency::default(),
+        }
     }
 }
 
@@ -234,7 +247,7 @@ impl Ctx<'_> {
             Route::Status => self.json(br#"{"cloud":{"disabled":false,"source":"default"}}"#.to_vec()),
             Route::Ps => {
                 let expires = gojson::rfc3339_nano(self.t0_ns + 300_000_000_000);
-                self.json(native::ps_body("llama3.2:latest", &expires))
+                self.json(native::ps_body(&self.app.residency.list(), &expires))
             }
             Route::Tags => self
                 .fixture_reply(&Want { path: "/api/tags".into(), ..Default::default() })
@@ -496,8 +509,17 @@ impl Ctx<'_> {
         } || matches!(self.scenario, Scenario::Load);
         if load && matches!(r, Route::Generate | Route::Chat) {
             let reason = if req.keep_alive_zero { "unload" } else { "load" };
+            // A load request waits for the load; an unload answers at once.
+            let loading = match reason {
+                "load" if self.app.residency.touch(&self.model) => timing.cold_load,
+                "load" => Duration::ZERO,
+                _ => {
+                    self.app.residency.unload(&self.model);
+                    Duration::ZERO
+                }
+            };
             let body = native::load_answer(*r == Route::Chat, &self.model, &self.now_created_at(), reason);
-            return self.json(body).with_delay(timing.ttft);
+            return self.json(body).with_delay(timing.ttft + loading);
         }
         if load && *r == Route::V1Completions {
             let body = openai::completion_load(&self.model, self.t0_ns / 1_000_000_000);
@@ -540,13 +562,15 @@ impl Ctx<'_> {
             offered_tools: req.tools.clone(),
             embeddings: None,
         };
+        // The model is loaded for this call if it was not (a cold start).
+        let cold = self.app.residency.touch(&self.model);
         if let Some(reply) = self.fixture_reply(&want) {
             return reply;
         }
-        self.synthesize(stream, want_tools, want_thinking == Some(true))
+        self.synthesize(stream, want_tools, want_thinking == Some(true), cold)
     }
 
-    fn synthesize(&self, stream: bool, tools: bool, thinking: bool) -> Reply {
+    fn synthesize(&self, stream: bool, tools: bool, thinking: bool, cold: bool) -> Reply {
         let req = self.req;
         let timing = self.timing();
         let (mut script, ttft, gap) = match self.scenario {
@@ -559,6 +583,7 @@ impl Ctx<'_> {
                         tool_call: None,
                         prompt_tokens: spec.prompt.unwrap_or_else(|| req.prompt_tokens_estimate()),
                         cached_tokens: None,
+                        cold_load: Duration::ZERO,
                         done_reason: "stop",
                     },
                     spec.ttft.unwrap_or(timing.ttft),
@@ -572,6 +597,7 @@ impl Ctx<'_> {
                     tool_call: tools.then(|| tool_call_for(req)),
                     prompt_tokens: req.prompt_tokens_estimate(),
                     cached_tokens: None,
+                    cold_load: Duration::ZERO,
                     done_reason: "stop",
                 },
                 timing.ttft,
@@ -581,6 +607,14 @@ impl Ctx<'_> {
         if self.app.reports_cache {
             script.cached_tokens = Some(self.app.prompt_cache.serve(&self.model, req, script.prompt_tokens));
         }
+        // A cold start loads the model before the prompt is evaluated: later first chunk, a
+        // load_duration that says so.
+        let ttft = if cold && !timing.cold_load.is_zero() {
+            script.cold_load = timing.cold_load;
+            ttft + timing.cold_load
+        } else {
+            ttft
+        };
         if let Some(max) = req.max_tokens
             && (max as usize) < script.content_tokens
         {

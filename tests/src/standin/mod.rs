@@ -34,6 +34,7 @@ pub mod native;
 pub mod openai;
 pub mod prompt_cache;
 pub mod reply;
+pub mod residency;
 pub mod responses;
 pub mod route;
 pub mod scenario;

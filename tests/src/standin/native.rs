@@ -294,8 +294,9 @@ pub fn version_body(version: &str) -> Vec<u8> {
     gojson::to_vec(&V { version })
 }
 
-/// `/api/ps`: one loaded model.
-pub fn ps_body(model: &str, expires_at: &str) -> Vec<u8> {
+/// `/api/ps`: the loaded models (an empty list when none is: Go encodes the empty slice as
+/// `[]`, the server makes it non-nil).
+pub fn ps_body(loaded: &[super::residency::Loaded], expires_at: &str) -> Vec<u8> {
     #[derive(Serialize)]
     struct Details<'a> {
         parent_model: &'a str,
@@ -320,11 +321,12 @@ pub fn ps_body(model: &str, expires_at: &str) -> Vec<u8> {
     struct Ps<'a> {
         models: Vec<Running<'a>>,
     }
-    gojson::to_vec(&Ps {
-        models: vec![Running {
-            name: model,
-            model,
-            size: 3_338_801_804,
+    let models = loaded
+        .iter()
+        .map(|m| Running {
+            name: &m.name,
+            model: &m.name,
+            size: m.size,
             digest: "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72",
             details: Details {
                 parent_model: "",
@@ -335,10 +337,11 @@ pub fn ps_body(model: &str, expires_at: &str) -> Vec<u8> {
                 quantization_level: "Q4_K_M",
             },
             expires_at,
-            size_vram: 3_338_801_804,
+            size_vram: m.size_vram,
             context_length: 4096,
-        }],
-    })
+        })
+        .collect();
+    gojson::to_vec(&Ps { models })
 }
 
 /// Progress lines of `/api/pull` / `/api/push` / `/api/create`, ending with `success`.
@@ -389,6 +392,7 @@ mod tests {
             tool_call: None,
             prompt_tokens: 11,
             cached_tokens: None,
+            cold_load: std::time::Duration::ZERO,
             done_reason: "stop",
         }
     }

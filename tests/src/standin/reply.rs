@@ -140,6 +140,8 @@ pub struct Script {
     /// Prompt tokens the (emulated) prompt cache served, as an Ollama ≥ 0.33 reports them;
     /// `None`: a server that does not report them.
     pub cached_tokens: Option<u64>,
+    /// Loading the model before the prompt (a cold start), part of the time to first token.
+    pub cold_load: std::time::Duration,
     /// Native done_reason (`stop`, `length`).
     pub done_reason: &'static str,
 }
@@ -175,7 +177,8 @@ impl Script {
     /// Native metrics at the done step `k` of `sched`: durations follow the schedule.
     pub fn metrics(&self, sched: &Schedule, done_step: usize) -> Metrics {
         let ttft = sched.ttft.as_nanos() as u64;
-        let load = ttft / 10;
+        let cold = self.cold_load.as_nanos() as u64;
+        let load = cold + (ttft - cold) / 10;
         let done = sched.step_ns(done_step);
         Metrics {
             total_duration: done.saturating_sub(sched.t0_ns).max(1),

@@ -385,6 +385,7 @@ mod tests {
             tool_call: None,
             prompt_tokens: 26,
             cached_tokens: None,
+            cold_load: std::time::Duration::ZERO,
             done_reason: "stop",
         };
         let sched = Schedule {

@@ -61,6 +61,13 @@ pub struct Truth {
     /// Native metrics as sent (final chunk / whole body / embed).
     pub prompt_eval_count: Option<u64>,
     pub eval_count: Option<u64>,
+    /// Ollama's own durations as sent, ns (final chunk / whole body).
+    pub total_duration: Option<u64>,
+    pub load_duration: Option<u64>,
+    pub prompt_eval_duration: Option<u64>,
+    pub eval_duration: Option<u64>,
+    /// A listing's model names (`/api/ps`, `/api/tags`), in order.
+    pub models_listed: Option<Vec<String>>,
     /// Prompt / completion tokens whatever the API calls them (native counts, OpenAI `usage`,
     /// Anthropic `message_delta.usage`, Responses `usage`).
     pub input_tokens: Option<u64>,
@@ -209,9 +216,18 @@ impl Observer {
                 t.prompt_eval_count = n(get(v, "prompt_eval_count"));
                 t.eval_count = n(get(v, "eval_count"));
                 t.cache_read_input_tokens = n(get(v, "prompt_eval_cached_count"));
+                t.total_duration = n(get(v, "total_duration"));
+                t.load_duration = n(get(v, "load_duration"));
+                t.prompt_eval_duration = n(get(v, "prompt_eval_duration"));
+                t.eval_duration = n(get(v, "eval_duration"));
                 t.input_tokens = t.prompt_eval_count;
                 t.output_tokens = t.eval_count;
             }
+            return;
+        }
+        // Listings.
+        if let Some(models) = get(v, "models").and_then(Value::as_array) {
+            t.models_listed = Some(models.iter().filter_map(|m| s(get(m, "name"))).collect());
             return;
         }
         // Embeddings.

@@ -13,3 +13,4 @@ mod kubernetes_api;
 mod prometheus;
 mod providers;
 mod secrets;
+mod server_metrics;

@@ -59,6 +59,14 @@ pub struct Desc {
     pub scale: f64,
 }
 
+impl Desc {
+    /// A stored integer in the metric's unit.
+    pub fn value(&self, v: u64) -> f64 {
+        // Nanoseconds divided rather than multiplied by 1e-9: 108 ms is 0.108, not 0.10800000000000001.
+        if self.scale == 1e-9 { v as f64 / 1e9 } else { v as f64 * self.scale }
+    }
+}
+
 const fn histogram(name: &'static str, unit: &'static str, description: &'static str, bounds: &'static [f64]) -> Desc {
     Desc { name, unit, description, kind: Kind::Histogram, bounds, scale: 1.0 }
 }

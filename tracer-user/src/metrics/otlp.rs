@@ -115,7 +115,7 @@ pub fn request(reg: &Registry, res: &ProtoResource, now: SystemTime) -> ExportMe
                         value: Some(if desc.scale == 1.0 {
                             number_data_point::Value::AsInt(i64::try_from(*v).unwrap_or(i64::MAX))
                         } else {
-                            number_data_point::Value::AsDouble(*v as f64 * desc.scale)
+                            number_data_point::Value::AsDouble(desc.value(*v))
                         }),
                         ..Default::default()
                     })

@@ -179,7 +179,7 @@ pub fn render(reg: &Registry, resource: Option<&Resource>) -> String {
                     if desc.scale == 1.0 {
                         let _ = writeln!(out, " {v}");
                     } else {
-                        let _ = writeln!(out, " {}", number(*v as f64 * desc.scale));
+                        let _ = writeln!(out, " {}", number(desc.value(*v)));
                     }
                 }
             }

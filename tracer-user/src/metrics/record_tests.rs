@@ -45,7 +45,7 @@ fn chat(model: &str, load_ms: u64, prompt_ms: u64, eval_ms: u64, done_ms: u64) -
 fn series(r: &Registry, role: Role) -> Vec<(Attrs, f64)> {
     let m = r.metrics().iter().find(|m| r.role_of(m) == Some(role)).expect("metric");
     match &m.points {
-        Points::Counter(s) | Points::Gauge(s) => s.iter().map(|(a, v)| (a.clone(), *v as f64 * m.desc.scale)).collect(),
+        Points::Counter(s) | Points::Gauge(s) => s.iter().map(|(a, v)| (a.clone(), m.desc.value(*v))).collect(),
         Points::Histogram(s) => s.iter().map(|(a, h)| (a.clone(), h.sum)).collect(),
     }
 }
