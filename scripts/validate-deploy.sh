@@ -138,6 +138,31 @@ PYEOF
 }
 [ -f "$WORK/otlp.yaml" ] && check "grafana dashboard ConfigMap (ci/otlp values)" dashboard_rendered
 
+# --- Prometheus rules ---------------------------------------------------------------------------
+# The chart ships a copy of deploy/prometheus's rules (--update refreshes it); promtool checks and
+# unit-tests them in tests/tests/export/prometheus.rs (cargo test).
+RULES=deploy/prometheus/ollama-tracer.rules.yml
+RULES_COPY=$CHART/rules/ollama-tracer.rules.yml
+rules_copy() {
+  if [ "$UPDATE" = 1 ]; then cp "$RULES" "$RULES_COPY"; fi
+  cmp "$RULES" "$RULES_COPY" || {
+    echo "$RULES_COPY differs from $RULES: run scripts/validate-deploy.sh --update"
+    return 1
+  }
+}
+check "prometheus rules: the chart's copy = $RULES" rules_copy
+rules_rendered() { # the PrometheusRule of ci/otlp carries the rules' groups
+  "$PY" - "$WORK/otlp.yaml" "$RULES" <<'PYEOF'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+rules = [d for d in docs if d["kind"] == "PrometheusRule"]
+assert len(rules) == 1, f"{len(rules)} PrometheusRules"
+assert rules[0]["spec"] == yaml.safe_load(open(sys.argv[2])), "the rendered rules differ"
+print(rules[0]["metadata"]["namespace"], "/", rules[0]["metadata"]["name"])
+PYEOF
+}
+[ -f "$WORK/otlp.yaml" ] && check "PrometheusRule (ci/otlp values)" rules_rendered
+
 # --- Plain manifests (rendered from the chart, committed) ---------------------------------------
 plain() {
   "$PY" scripts/helm-render.py "$CHART" -f deploy/kubernetes/values.yaml -o "$WORK/plain.body"
@@ -168,9 +193,10 @@ kvalidate() { # kvalidate VERSION FILE
     return 1
   }
   cat "$WORK/kv"
-  # A kind without a schema is only a warning to the tool: allowed for the ServiceMonitor CRD
-  # (prometheus-operator's schema is not packaged), an error for anything else.
-  ! grep -v "Couldn't find schema for kind ServiceMonitor with api version monitoring.coreos.com/v1" "$WORK/kv" |
+  # A kind without a schema is only a warning to the tool: allowed for the ServiceMonitor and
+  # PrometheusRule CRDs (prometheus-operator's schemas are not packaged), an error for
+  # anything else.
+  ! grep -Ev "Couldn't find schema for kind (ServiceMonitor|PrometheusRule) with api version monitoring.coreos.com/v1" "$WORK/kv" |
     grep -E '^(WARN|ERROR)'
 }
 for k in "${KUBE_VERSIONS[@]}"; do

@@ -539,6 +539,15 @@ fn grafana_dashboard_queries_only_exported_metrics() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    // And the server's side (loads, /api/ps, waiting…), from traffic made for it: its metrics as
+    // printed at the end of its replay.
+    let dir = std::env::temp_dir().join(format!("ollama-tracer-dashboard-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Remove(dir);
+    let server = testkit::server_traffic::record(env!("CARGO_BIN_EXE_ollama-standin").as_ref(), &dir.0);
+    let printed =
+        run(bin().args(["replay", "--output", "none"]).arg(&server.pcap).env("OTEL_METRICS_EXPORTER", "console"));
+    let scrape = scrape + &printed.stdout;
     let exported: std::collections::BTreeSet<&str> = scrape
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -555,5 +564,36 @@ fn grafana_dashboard_queries_only_exported_metrics() {
         );
     }
     eprintln!("dashboard: {} metrics and {} labels checked against the scrape", metrics.len(), labels.len());
-    assert!(metrics.len() >= 15, "{metrics:?}");
+    assert!(metrics.len() >= 25, "{metrics:?}");
+}
+
+/// The alerting and recording rules: `promtool check rules`, and `promtool test rules` (every
+/// alert fires on series that should fire it and not on others); the chart's copy is the same.
+#[test]
+fn alert_and_recording_rules_pass_promtool() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    let chart_copy =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/helm/ollama-tracer/rules/ollama-tracer.rules.yml");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ollama-tracer.rules.yml")).unwrap(),
+        std::fs::read_to_string(chart_copy).unwrap(),
+        "the chart's copy of the rules differs (scripts/validate-deploy.sh --update)"
+    );
+    let Some(promtool) = promtool() else {
+        eprintln!(
+            "SKIPPED: promtool not installed (scripts/setup-prometheus.sh installs it); the rules are NOT checked"
+        );
+        return;
+    };
+    for args in
+        [&["check", "rules", "ollama-tracer.rules.yml"][..], &["test", "rules", "tests/ollama-tracer.rules.test.yml"]]
+    {
+        let o = Command::new(&promtool).args(args).current_dir(&dir).output().unwrap();
+        assert!(
+            o.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
 }
