@@ -9,6 +9,7 @@
 //! - [`standin`]: the Ollama stand-in server (`ollama-standin`): replays fixtures to real
 //!   clients with Ollama's framing and pacing, and logs ground truth.
 //! - [`pcap`]: pcap / pcapng writers for every link type the tracer reads.
+//! - [`prometheus`]: a real Prometheus server scraping a target, and its query API.
 //! - [`process`]: the stand-in as a child process; the Python venv of real clients.
 //! - [`tap`]: a recording TCP proxy: real clients and servers, the packets a capture would see.
 //! - [`server_traffic`]: traffic (through the tap, to a stand-in that loads models) with known
@@ -36,6 +37,7 @@ pub mod output;
 pub mod pcap;
 pub mod privileged;
 pub mod process;
+pub mod prometheus;
 pub mod sandbox;
 pub mod server_traffic;
 pub mod standin;

@@ -43,12 +43,9 @@ fn call(addr: SocketAddr, method: &str, path: &str, body: &str) {
     assert!(out.starts_with(b"HTTP/1.1 200"), "{path}: {}", String::from_utf8_lossy(&out[..out.len().min(200)]));
 }
 
-/// Runs the traffic against the stand-in binary `standin`, writing `dir/server.pcap`.
-pub fn record(standin: &Path, dir: &Path) -> ServerTraffic {
-    let standin = StandInProcess::start(standin, &["--load-ms", "600"]).expect("stand-in");
-    let tap = Tap::start(standin.addr).expect("tap");
-    let addr = tap.addr();
-    // An explicit load (cold: the load request waits 600 ms).
+/// The traffic, to `addr` (a stand-in started with `--load-ms`).
+pub fn drive(addr: SocketAddr) {
+    // An explicit load (cold: the load request waits).
     call(addr, "POST", "/api/generate", r#"{"model":"second"}"#);
     // Streams to one model at once; the first to arrive loads it.
     let streams: Vec<_> = (0..STREAMS)
@@ -69,6 +66,14 @@ pub fn record(standin: &Path, dir: &Path) -> ServerTraffic {
         let body = format!(r#"{{"model":"{BURST}","messages":[{{"role":"user","content":"hi"}}]}}"#);
         call(addr, "POST", "/v1/chat/completions", &body);
     }
+}
+
+/// Runs the traffic through the tap against the stand-in binary `standin`, writing
+/// `dir/server.pcap`.
+pub fn record(standin: &Path, dir: &Path) -> ServerTraffic {
+    let standin = StandInProcess::start(standin, &["--load-ms", "600"]).expect("stand-in");
+    let tap = Tap::start(standin.addr).expect("tap");
+    drive(tap.addr());
     let truth = standin.truth(CALLS);
     assert_eq!(truth.len(), CALLS);
     // The tap sees the last bytes and FINs.

@@ -4,32 +4,18 @@
 //! and a real Prometheus server scraping it, queried through its API.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use testkit::output::*;
 use testkit::pcap::{FileFormat, LinkType, TsPrecision, WriterConfig, write_file};
+use testkit::prometheus::{Kill, free_port, http_get, promtool, query, start_prometheus};
 use testkit::synth::{ConnectionSpec, synthesize};
 
 /// Plain HTTP GET; the status line and the body.
-fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(String, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    Ok((head.to_string(), body.to_string()))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A capture holding one connection to a port nobody traces, at `at_ns`: appended to a paced
 /// replay it keeps the process (and its endpoint) up after the last call.
 fn idle_tail(at_ns: u64) -> PathBuf {
@@ -51,14 +37,6 @@ impl Drop for Remove {
     }
 }
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Prometheus names (written out here, independently of the code).
 const PROM_HISTOGRAMS: [(&str, &str); 9] = [
     ("gen_ai.execute_tool.duration", "gen_ai_execute_tool_duration_seconds"),
@@ -71,62 +49,6 @@ const PROM_HISTOGRAMS: [(&str, &str); 9] = [
     ("gen_ai.server.time_per_output_token", "gen_ai_server_time_per_output_token_seconds"),
     ("http.server.request.duration", "http_server_request_duration_seconds"),
 ];
-
-fn promtool() -> Option<PathBuf> {
-    ["/usr/bin/promtool", "/usr/local/bin/promtool"].iter().map(PathBuf::from).find(|p| p.exists())
-}
-
-fn prometheus_bin() -> Option<PathBuf> {
-    ["/usr/bin/prometheus", "/usr/local/bin/prometheus"].iter().map(PathBuf::from).find(|p| p.exists())
-}
-
-/// Starts a real Prometheus scraping `target` every second; `None` when not installed.
-fn start_prometheus(target: SocketAddr, dir: &Path) -> Option<(Kill, SocketAddr)> {
-    let bin = prometheus_bin()?;
-    let port = free_port();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: ollama-tracer\n    static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new(bin)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-        .spawn()
-        .ok()?;
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let kill = Kill(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if http_get(addr, "/-/ready").is_ok_and(|(h, _)| h.contains(" 200 ")) {
-            return Some((kill, addr));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "prometheus did not become ready: {}",
-        std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
-    );
-}
-
-/// One instant query's single value.
-fn query(prom: SocketAddr, q: &str) -> Option<f64> {
-    let enc: String = q
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"_-.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }
-        })
-        .collect();
-    let (_, body) = http_get(prom, &format!("/api/v1/query?query={enc}")).ok()?;
-    let v: Value = serde_json::from_str(&body).ok()?;
-    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-}
 
 #[test]
 fn prometheus_endpoint_during_a_paced_replay() {

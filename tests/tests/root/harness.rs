@@ -32,7 +32,7 @@ pub fn python() -> PathBuf {
     py
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
+pub fn temp_dir(tag: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "ot-live-{tag}-{}-{}",

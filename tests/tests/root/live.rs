@@ -145,6 +145,79 @@ fn ebpf_cached_tokens_from_real_clients() {
     }
 }
 
+/// The server metrics of a live eBPF capture, scraped by a real Prometheus while the daemon
+/// runs: six streams to one model at once, an explicit load and unload, `/api/ps` answers (the
+/// stand-in loads models, 600 ms) — the in-flight peak, loads, unloads, residency, busy time and
+/// tokens by calling workload equal what the stand-in sent.
+#[test]
+fn ebpf_server_metrics_scraped_by_prometheus() {
+    use testkit::prometheus::{free_port, query, start_prometheus};
+    use testkit::server_traffic::{BURST, CALLS, STREAMS};
+    require_ebpf!("ebpf_server_metrics_scraped_by_prometheus");
+    let what = "eBPF server metrics";
+    let _g = serial();
+    let standin = Standin::start(&["127.0.0.1:0"], None, &["--load-ms", "600"]);
+    let port = free_port();
+    let mut a = args(&["--capture", "ebpf", "--metrics-addr", &port.to_string()]);
+    a.extend(port_args(&[&standin]));
+    let tracer = Tracer::start(what, &a);
+    let endpoint: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let dir = harness::temp_dir("prometheus");
+    let Some((_prom, prom)) = start_prometheus(endpoint, &dir) else {
+        testkit::privileged::skipped("ebpf_server_metrics_scraped_by_prometheus", "no prometheus server installed");
+        return;
+    };
+    testkit::server_traffic::drive(standin.addrs[0]);
+    let truth = standin.truth(CALLS);
+    assert_eq!(truth.len(), CALLS);
+    // Until Prometheus has scraped every call's metrics.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let model = format!("gen_ai_request_model=\"{BURST}\"");
+    while query(prom, &format!("sum(ollama_client_tokens_total{{{model},gen_ai_token_type=\"output\"}})"))
+        != Some(truth.iter().filter(|t| t["model"] == BURST).filter_map(|t| t["output_tokens"].as_u64()).sum::<u64>()
+            as f64)
+    {
+        assert!(std::time::Instant::now() < deadline, "{what}: Prometheus never saw every call");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    // The six streams overlapped: a peak of six, however the scrapes fell.
+    let peak = query(
+        prom,
+        &format!("max(max_over_time(ollama_requests_in_flight_peak{{{model},ollama_api=\"native\"}}[5m]))"),
+    );
+    assert_eq!(peak, Some(STREAMS as f64), "{what}: in-flight peak");
+    assert_eq!(query(prom, &format!("sum(ollama_requests_in_flight{{{model}}})")), Some(0.0), "{what}: none left");
+    let cold = query(prom, &format!("sum(ollama_model_loads_total{{{model},ollama_load_reason=\"cold\"}})"));
+    assert_eq!(cold, Some(1.0), "{what}: the first stream loaded the model");
+    let loads =
+        query(prom, "sum(ollama_model_loads_total{gen_ai_request_model=\"second\",ollama_load_reason=\"request\"})");
+    assert_eq!(loads, Some(1.0), "{what}: the explicit load");
+    assert_eq!(query(prom, "sum(ollama_model_unloads_total{gen_ai_request_model=\"second\"})"), Some(1.0));
+    assert_eq!(query(prom, "count(ollama_models_loaded)"), Some(1.0), "{what}: the last /api/ps listed one model");
+    assert_eq!(query(prom, &format!("sum(ollama_models_loaded{{ollama_model=\"{BURST}\"}})")), Some(1.0));
+    for (phase, field) in
+        [("load", "load_duration"), ("prompt_eval", "prompt_eval_duration"), ("eval", "eval_duration")]
+    {
+        let ns: u64 = truth.iter().filter(|t| t["model"] == BURST).filter_map(|t| t[field].as_u64()).sum();
+        let got =
+            query(prom, &format!("sum(ollama_model_busy_time_seconds_total{{{model},ollama_phase=\"{phase}\"}})"));
+        assert_eq!(got, Some(ns as f64 / 1e9), "{what}: busy time, {phase}");
+    }
+    // Who called: this test process (attribution names its executable), not `unknown`.
+    let input: u64 = truth.iter().filter(|t| t["model"] == BURST).filter_map(|t| t["input_tokens"].as_u64()).sum();
+    let by_workload = query(
+        prom,
+        &format!(
+            "sum(ollama_client_tokens_total{{{model},gen_ai_token_type=\"input\",ollama_tracer_client_workload!=\"unknown\"}})"
+        ),
+    );
+    assert_eq!(by_workload, Some(input as f64), "{what}: tokens by calling workload");
+    let fin = tracer.stop(libc::SIGINT);
+    assert!(fin.status.success(), "{what}: exit status {}", fin.status);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn ebpf_real_clients_on_loopback() {
     require_ebpf!("ebpf_real_clients_on_loopback");

@@ -213,20 +213,31 @@ impl Registry {
         self.add_bounded(role, attrs, n, MAX_SERIES);
     }
 
-    /// Replaces a gauge's series with `values`.
+    /// Replaces a gauge's series with `values` (a later value of a series replaces an earlier).
     pub(super) fn set_gauge(&mut self, role: Role, values: impl IntoIterator<Item = (Attrs, u64)>) {
         if let Some((Points::Gauge(map), _)) = self.points(role) {
             map.clear();
             for (a, v) in values {
                 let a = bounded(map, a, MAX_SERIES);
-                *map.entry(a).or_insert(0) += v;
+                map.insert(a, v);
             }
+        }
+    }
+
+    /// The series of a gauge, each at 0 (a series once seen stays, at 0 when idle: a dashboard
+    /// shows "none in flight", not a gap).
+    fn zeroed(&mut self, role: Role) -> Vec<(Attrs, u64)> {
+        match self.points(role) {
+            Some((Points::Gauge(map), _)) => map.keys().map(|a| (a.clone(), 0)).collect(),
+            _ => Vec::new(),
         }
     }
 
     /// The in-flight readings of a health report: the gauge now, and every reader's peak.
     pub(super) fn set_in_flight(&mut self, readings: &[InFlightReading]) {
-        self.set_gauge(Role::InFlight, readings.iter().map(|r| (in_flight_attrs(r), r.current)));
+        let mut now = self.zeroed(Role::InFlight);
+        now.extend(readings.iter().map(|r| (in_flight_attrs(r), r.current)));
+        self.set_gauge(Role::InFlight, now);
         for peaks in &mut self.peaks {
             for r in readings {
                 let p = peaks.entry(in_flight_attrs(r)).or_insert(0);
@@ -245,7 +256,9 @@ impl Registry {
             }
             _ => Vec::new(),
         };
-        self.set_gauge(Role::InFlightPeak, peaks);
+        let mut gauge = self.zeroed(Role::InFlight);
+        gauge.extend(peaks);
+        self.set_gauge(Role::InFlightPeak, gauge);
         self.peaks[reader as usize] = current.into_iter().collect();
     }
 
@@ -357,9 +370,9 @@ mod tests {
         report.in_flight = vec![reading(0, 1)];
         r.set_health(&report);
         assert_eq!(peak(&mut r, Reader::Prometheus), [1]);
-        // Nothing in flight any more: no peak series after that.
+        // Nothing in flight any more: the series stays, at 0.
         report.in_flight = vec![];
         r.set_health(&report);
-        assert_eq!(peak(&mut r, Reader::Prometheus), Vec::<u64>::new());
+        assert_eq!(peak(&mut r, Reader::Prometheus), [0]);
     }
 }
