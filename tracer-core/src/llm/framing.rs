@@ -12,8 +12,10 @@ use crate::segment::Timestamp;
 pub enum DocEnd<'a> {
     /// A complete JSON value; `event` is the SSE event name, if any.
     Json { event: Option<&'a str> },
-    /// Not valid JSON (or cut by missing bytes).
+    /// Not valid JSON.
     Invalid { event: Option<&'a str>, error: Option<JsonError> },
+    /// Cut by bytes the capture missed: it says nothing, and nothing wrong of the server.
+    Damaged,
     /// The SSE `data: [DONE]` terminator.
     DoneMarker,
 }
@@ -31,6 +33,8 @@ pub trait DocVisitor: JsonVisitor {
 pub struct FramingStats {
     pub docs: u64,
     pub invalid: u64,
+    /// Documents cut by missing bytes.
+    pub damaged: u64,
 }
 
 /// JSON documents one after another: one per line (`line_delimited`, NDJSON) or separated by any
@@ -41,6 +45,8 @@ pub struct JsonSeq {
     line_delimited: bool,
     state: SeqState,
     error: Option<JsonError>,
+    /// The document being skipped was cut by missing bytes (not broken by the server).
+    damaged: bool,
     stats: FramingStats,
 }
 
@@ -52,7 +58,8 @@ enum SeqState {
     InDoc,
     /// NDJSON: the line's value is complete; the rest of the line is ignored (as Go's decoder does).
     RestOfLine,
-    /// The document is broken: ignore bytes up to the next newline, then report it invalid.
+    /// The document is broken: ignore bytes up to the next newline, then report it invalid (or
+    /// damaged).
     Skipping,
 }
 
@@ -63,6 +70,7 @@ impl JsonSeq {
             line_delimited,
             state: SeqState::Between,
             error: None,
+            damaged: false,
             stats: FramingStats::default(),
         }
     }
@@ -145,17 +153,28 @@ impl JsonSeq {
         self.scanner.reset();
     }
 
+    /// The document being skipped ends: invalid, or cut by missing bytes.
     fn invalid<V: DocVisitor>(&mut self, ts: Timestamp, v: &mut V) {
-        self.stats.invalid += 1;
-        v.doc_end(ts, DocEnd::Invalid { event: None, error: self.error.take() });
+        if std::mem::take(&mut self.damaged) {
+            self.stats.damaged += 1;
+            self.error = None;
+            v.doc_end(ts, DocEnd::Damaged);
+        } else {
+            self.stats.invalid += 1;
+            v.doc_end(ts, DocEnd::Invalid { event: None, error: self.error.take() });
+        }
         self.scanner.reset();
     }
 
-    /// Bytes are missing from the body: the document in progress is lost; resume after the next
-    /// newline (the only boundary that can be found again).
+    /// Bytes are missing from the body: the document in progress is lost (damaged, not invalid,
+    /// unless it already was); resume after the next newline (the only boundary that can be
+    /// found again in the bytes alone).
     pub fn gap(&mut self) {
         match self.state {
-            SeqState::InDoc => self.state = SeqState::Skipping,
+            SeqState::InDoc => {
+                self.state = SeqState::Skipping;
+                self.damaged = true;
+            }
             SeqState::Between => self.state = SeqState::RestOfLine,
             SeqState::RestOfLine | SeqState::Skipping => {}
         }
@@ -432,9 +451,14 @@ impl Sse {
         let event = std::str::from_utf8(&event_buf[..self.event_len]).ok().filter(|e| !e.is_empty());
         match (self.data, self.broken) {
             (SseData::None, _) => {}
-            (_, true) | (SseData::Invalid, _) => {
+            // Bytes seen that were not JSON make it invalid, missing bytes only damaged.
+            (SseData::Invalid, _) => {
                 self.stats.invalid += 1;
                 v.doc_end(ts, DocEnd::Invalid { event, error: self.error.take() });
+            }
+            (_, true) => {
+                self.stats.damaged += 1;
+                v.doc_end(ts, DocEnd::Damaged);
             }
             (SseData::Done, false) => {
                 self.stats.docs += 1;
@@ -460,13 +484,14 @@ impl Sse {
         self.scanner.reset();
     }
 
-    /// Bytes are missing: the event in progress is lost; resume at the next event.
+    /// Bytes are missing: the event in progress is lost; resume at the next event. Whether the
+    /// bytes after the gap begin an event is unknown (they may be the later data lines of one),
+    /// so nothing is dispatched before a blank line has been seen.
     pub fn gap(&mut self) {
-        if self.data != SseData::None {
-            self.broken = true;
-        }
+        self.broken = true;
         // We may be mid-line: ignore to the end of it.
         self.line = SseLine::Ignore;
+        self.prev_cr = false;
     }
 
     /// End of the body: an event not closed by a blank line is still dispatched.
@@ -482,7 +507,7 @@ mod tests {
     use super::*;
     use crate::json::JsonVisitor;
 
-    /// Document outcomes in order: `ok` or `invalid`.
+    /// Document outcomes in order: `ok`, `invalid`, `damaged` or `done`.
     #[derive(Default)]
     struct Docs(Vec<&'static str>);
 
@@ -490,8 +515,60 @@ mod tests {
     impl DocVisitor for Docs {
         fn doc_begin(&mut self) {}
         fn doc_end(&mut self, _ts: Timestamp, end: DocEnd<'_>) {
-            self.0.push(if matches!(end, DocEnd::Json { .. }) { "ok" } else { "invalid" });
+            self.0.push(match end {
+                DocEnd::Json { .. } => "ok",
+                DocEnd::Invalid { .. } => "invalid",
+                DocEnd::Damaged => "damaged",
+                DocEnd::DoneMarker => "done",
+            });
         }
+    }
+
+    /// Feeds `before`, a gap, then `after` (and finishes) to a fresh NDJSON or SSE framer.
+    fn around_gap(sse: bool, before: &[u8], after: &[u8]) -> Vec<&'static str> {
+        let mut docs = Docs::default();
+        let t = Timestamp(1);
+        if sse {
+            let mut f = Sse::new();
+            f.feed(before, t, &mut docs);
+            f.gap();
+            f.feed(after, t, &mut docs);
+            f.finish(t, &mut docs);
+        } else {
+            let mut f = JsonSeq::new(true);
+            f.feed(before, t, &mut docs);
+            f.gap();
+            f.feed(after, t, &mut docs);
+            f.finish(t, &mut docs);
+        }
+        docs.0
+    }
+
+    #[test]
+    fn a_document_cut_by_a_gap_is_damaged_not_invalid() {
+        // NDJSON: the line in progress is damaged, the next whole line is read.
+        assert_eq!(around_gap(false, b"{\"a\":1}\n{\"b\":", b"3}\n{\"c\":4}\n"), ["ok", "damaged", "ok"]);
+        // A line that was already invalid stays so.
+        assert_eq!(around_gap(false, b"{\"a\":x", b"1}\n{\"c\":4}\n"), ["invalid", "ok"]);
+        // Between lines: the rest of the line after the gap is skipped (it may be a tail).
+        assert_eq!(around_gap(false, b"{\"a\":1}\n", b"\"b\":2}\n{\"c\":4}\n"), ["ok", "ok"]);
+        // SSE: the event in progress is damaged.
+        assert_eq!(
+            around_gap(true, b"data: {\"a\":1}\n\ndata: {\"b\"", b":2}\n\ndata: [DONE]\n\n"),
+            ["ok", "damaged", "done"]
+        );
+    }
+
+    #[test]
+    fn after_a_gap_sse_waits_for_an_event_boundary() {
+        // What follows a gap may begin mid-line: that line is skipped.
+        assert_eq!(around_gap(true, b"data: {\"a\":1}\n\n", b"data: {\"b\":2}\n\ndata: {\"c\":3}\n\n"), ["ok", "ok"]);
+        // The gap fell between events, but after the line it cut comes a data line whose event
+        // may have begun in the gap: it must not pass for an event of its own.
+        assert_eq!(
+            around_gap(true, b"data: {\"a\":1}\n\n", b"2}\ndata: {\"b\":2}\n\ndata: {\"c\":3}\n\n"),
+            ["ok", "damaged", "ok"]
+        );
     }
 
     #[test]
