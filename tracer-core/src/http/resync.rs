@@ -65,7 +65,7 @@ impl Resync {
             match memchr(b'\n', &buf[s..]) {
                 Some(k) => {
                     let line = &buf[s..s + k];
-                    if self.is_start(line) {
+                    if is_message_start(self.kind, line) {
                         self.tail.clear();
                         return if s >= carried {
                             Found::At { offset: s - carried, carried: Vec::new() }
@@ -78,7 +78,7 @@ impl Resync {
                 None => {
                     // An unfinished line: keep it (bounded) until the next piece completes it.
                     let rest = &buf[s..];
-                    if rest.len() <= MAX_LINE && self.could_start(rest) {
+                    if rest.len() <= MAX_LINE && may_start_message(self.kind, rest) {
                         self.tail = rest.to_vec();
                         self.line_start = true;
                     } else {
@@ -93,37 +93,38 @@ impl Resync {
         self.line_start = false;
         Found::NotYet
     }
+}
 
-    /// True when `prefix` (an unfinished line) may still become a message start.
-    fn could_start(&self, prefix: &[u8]) -> bool {
-        match self.kind {
-            StartKind::Request => METHODS.iter().any(|m| {
-                let n = m.len().min(prefix.len());
-                prefix[..n] == m[..n]
-            }),
-            StartKind::Response => {
-                let n = prefix.len().min(5);
-                prefix[..n] == b"HTTP/"[..n]
-            }
+/// True when `prefix` (an unfinished line) may still become a message start.
+pub(super) fn may_start_message(kind: StartKind, prefix: &[u8]) -> bool {
+    match kind {
+        StartKind::Request => METHODS.iter().any(|m| {
+            let n = m.len().min(prefix.len());
+            prefix[..n] == m[..n]
+        }),
+        StartKind::Response => {
+            let n = prefix.len().min(5);
+            prefix[..n] == b"HTTP/"[..n]
         }
     }
+}
 
-    fn is_start(&self, line: &[u8]) -> bool {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.len() > MAX_LINE {
-            return false;
+/// True when `line` (without its LF) is a request line or a status line.
+pub(super) fn is_message_start(kind: StartKind, line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() > MAX_LINE {
+        return false;
+    }
+    match kind {
+        StartKind::Request => {
+            METHODS.iter().any(|m| line.starts_with(m))
+                && (line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0"))
         }
-        match self.kind {
-            StartKind::Request => {
-                METHODS.iter().any(|m| line.starts_with(m))
-                    && (line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0"))
-            }
-            StartKind::Response => {
-                line.len() >= 12
-                    && (line.starts_with(b"HTTP/1.1 ") || line.starts_with(b"HTTP/1.0 "))
-                    && line[9..12].iter().all(u8::is_ascii_digit)
-                    && (line.len() == 12 || line[12] == b' ')
-            }
+        StartKind::Response => {
+            line.len() >= 12
+                && (line.starts_with(b"HTTP/1.1 ") || line.starts_with(b"HTTP/1.0 "))
+                && line[9..12].iter().all(u8::is_ascii_digit)
+                && (line.len() == 12 || line[12] == b' ')
         }
     }
 }

@@ -47,6 +47,10 @@ pub struct JsonSeq {
     error: Option<JsonError>,
     /// The document being skipped was cut by missing bytes (not broken by the server).
     damaged: bool,
+    /// Just rejoined after a gap: the next document must be a whole line.
+    strict: bool,
+    /// When the value held in [`SeqState::Trailing`] completed.
+    pending_ts: Timestamp,
     stats: FramingStats,
 }
 
@@ -61,6 +65,9 @@ enum SeqState {
     /// The document is broken: ignore bytes up to the next newline, then report it invalid (or
     /// damaged).
     Skipping,
+    /// The first value after a rejoin is complete: it counts only if nothing but whitespace
+    /// follows it on its line.
+    Trailing,
 }
 
 impl JsonSeq {
@@ -71,6 +78,8 @@ impl JsonSeq {
             state: SeqState::Between,
             error: None,
             damaged: false,
+            strict: false,
+            pending_ts: Timestamp(0),
             stats: FramingStats::default(),
         }
     }
@@ -93,11 +102,38 @@ impl JsonSeq {
                     }
                     None => return,
                 },
+                SeqState::Trailing => {
+                    let end = memchr(b'\n', &data[i..]).map_or(data.len(), |k| i + k);
+                    if !data[i..end].iter().all(u8::is_ascii_whitespace) {
+                        // More on the line: the value was the tail of a line begun in the gap.
+                        self.strict = false;
+                        self.state = SeqState::RestOfLine;
+                        self.stats.damaged += 1;
+                        v.doc_end(ts, DocEnd::Damaged);
+                        self.scanner.reset();
+                        continue;
+                    }
+                    i = end;
+                    if end < data.len() {
+                        i += 1;
+                        self.strict = false;
+                        self.state = SeqState::Between;
+                        let at = self.pending_ts;
+                        self.complete(at, v);
+                    }
+                }
                 SeqState::Between => {
                     // Whitespace between documents is not a document.
                     match data[i..].iter().position(|b| !b.is_ascii_whitespace()) {
                         Some(k) => {
                             i += k;
+                            if self.strict && !matches!(data[i], b'{' | b'[') {
+                                // Not the start of a document: the tail of a line.
+                                self.strict = false;
+                                self.state = SeqState::RestOfLine;
+                                self.stats.damaged += 1;
+                                continue;
+                            }
                             self.state = SeqState::InDoc;
                             v.doc_begin();
                         }
@@ -122,11 +158,18 @@ impl JsonSeq {
                                     Ok(()) => self.complete(ts, v),
                                     Err(e) => {
                                         self.error = Some(e);
+                                        self.damaged = self.strict;
                                         self.invalid(ts, v);
                                     }
                                 }
+                                self.strict = false;
                                 self.state = SeqState::Between;
                             }
+                        }
+                        Ok(Progress::Complete { consumed }) if self.strict => {
+                            i += consumed;
+                            self.pending_ts = ts;
+                            self.state = SeqState::Trailing;
                         }
                         Ok(Progress::Complete { consumed }) => {
                             i += consumed;
@@ -135,6 +178,8 @@ impl JsonSeq {
                         }
                         Err(e) => {
                             self.error = Some(e);
+                            // Right after a rejoin, what does not parse is taken for a tail.
+                            self.damaged = std::mem::take(&mut self.strict);
                             self.state = SeqState::Skipping;
                             // Skip from the bad byte, not from the end of this piece: where the
                             // next document starts must not depend on how the body was cut.
@@ -171,13 +216,36 @@ impl JsonSeq {
     /// found again in the bytes alone).
     pub fn gap(&mut self) {
         match self.state {
-            SeqState::InDoc => {
+            SeqState::InDoc | SeqState::Trailing => {
                 self.state = SeqState::Skipping;
                 self.damaged = true;
             }
             SeqState::Between => self.state = SeqState::RestOfLine,
             SeqState::RestOfLine | SeqState::Skipping => {}
         }
+        self.strict = false;
+    }
+
+    /// The body's framing was found again after a gap (at a verified chunk): what follows
+    /// starts a line. The document the gap cut ends damaged; the first one after must be a whole
+    /// line — an object or array with nothing but whitespace after it on its line — or it is
+    /// taken for the tail of a line begun in the gap, and damaged too.
+    pub fn rejoin<V: DocVisitor>(&mut self, ts: Timestamp, v: &mut V) {
+        match self.state {
+            SeqState::InDoc => {
+                self.damaged = true;
+                self.invalid(ts, v);
+            }
+            SeqState::Skipping => self.invalid(ts, v),
+            SeqState::Trailing => {
+                self.stats.damaged += 1;
+                v.doc_end(ts, DocEnd::Damaged);
+                self.scanner.reset();
+            }
+            SeqState::Between | SeqState::RestOfLine => {}
+        }
+        self.state = SeqState::Between;
+        self.strict = true;
     }
 
     /// End of the body: a last document without a newline still counts.
@@ -187,12 +255,18 @@ impl JsonSeq {
                 Ok(()) => self.complete(ts, v),
                 Err(e) => {
                     self.error = Some(e);
+                    self.damaged = self.strict;
                     self.invalid(ts, v);
                 }
             },
+            SeqState::Trailing => {
+                let at = self.pending_ts;
+                self.complete(at, v);
+            }
             SeqState::Skipping => self.invalid(ts, v),
             SeqState::Between | SeqState::RestOfLine => {}
         }
+        self.strict = false;
         self.state = SeqState::Between;
     }
 }
@@ -494,6 +568,19 @@ impl Sse {
         self.prev_cr = false;
     }
 
+    /// The body's framing was found again after a gap (at a verified chunk that ends an event):
+    /// what follows starts an event. The event the gap cut ends damaged.
+    pub fn rejoin<V: DocVisitor>(&mut self, ts: Timestamp, v: &mut V) {
+        if self.data != SseData::None {
+            self.dispatch(ts, v);
+        }
+        self.broken = false;
+        self.event_len = 0;
+        self.field_len = 0;
+        self.prev_cr = false;
+        self.line = SseLine::Start;
+    }
+
     /// End of the body: an event not closed by a blank line is still dispatched.
     pub fn finish<V: DocVisitor>(&mut self, ts: Timestamp, v: &mut V) {
         if self.data != SseData::None {
@@ -526,22 +613,61 @@ mod tests {
 
     /// Feeds `before`, a gap, then `after` (and finishes) to a fresh NDJSON or SSE framer.
     fn around_gap(sse: bool, before: &[u8], after: &[u8]) -> Vec<&'static str> {
+        gap_then(sse, false, before, after)
+    }
+
+    /// [`around_gap`], the framing found again (`rejoin`) right after the gap.
+    fn gap_then(sse: bool, rejoin: bool, before: &[u8], after: &[u8]) -> Vec<&'static str> {
         let mut docs = Docs::default();
         let t = Timestamp(1);
         if sse {
             let mut f = Sse::new();
             f.feed(before, t, &mut docs);
             f.gap();
+            if rejoin {
+                f.rejoin(t, &mut docs);
+            }
             f.feed(after, t, &mut docs);
             f.finish(t, &mut docs);
         } else {
             let mut f = JsonSeq::new(true);
             f.feed(before, t, &mut docs);
             f.gap();
+            if rejoin {
+                f.rejoin(t, &mut docs);
+            }
             f.feed(after, t, &mut docs);
             f.finish(t, &mut docs);
         }
         docs.0
+    }
+
+    #[test]
+    fn after_a_rejoin_the_first_whole_line_is_read() {
+        let before = b"{\"a\":1}\n{\"b\":";
+        // Without the rejoin the first line after the gap is taken for a tail; with it, read.
+        assert_eq!(gap_then(false, false, before, b"{\"c\":4}\n{\"d\":5}\n"), ["ok", "damaged", "ok"]);
+        assert_eq!(gap_then(false, true, before, b"{\"c\":4}\n{\"d\":5}\n"), ["ok", "damaged", "ok", "ok"]);
+        // Unless it is not a line's start after all: not a document, or a value with more on
+        // its line (a nested object at the cut), is damaged; the next line is read.
+        assert_eq!(gap_then(false, true, before, b"1}\n{\"d\":5}\n"), ["ok", "damaged", "ok"]);
+        assert_eq!(
+            gap_then(false, true, before, b"{\"x\":1},\"done\":true}\n{\"d\":5}\n"),
+            ["ok", "damaged", "damaged", "ok"]
+        );
+        assert_eq!(gap_then(false, true, before, b"{\"x\": tru\n{\"d\":5}\n"), ["ok", "damaged", "damaged", "ok"]);
+        // Whitespace after the value is fine, and so is the body ending there.
+        assert_eq!(gap_then(false, true, before, b"{\"c\":4}  \r\n"), ["ok", "damaged", "ok"]);
+        assert_eq!(gap_then(false, true, before, b"{\"c\":4} "), ["ok", "damaged", "ok"]);
+        // SSE: the event the gap cut is damaged, the next one read.
+        assert_eq!(
+            gap_then(true, true, b"data: {\"a\":1}\n\ndata: {\"b\"", b"data: {\"c\":3}\n\n"),
+            ["ok", "damaged", "ok"]
+        );
+        assert_eq!(
+            gap_then(true, false, b"data: {\"a\":1}\n\ndata: {\"b\"", b"data: {\"c\":3}\n\n"),
+            ["ok", "damaged"]
+        );
     }
 
     #[test]

@@ -216,11 +216,14 @@ impl CallAssembler {
             request_complete: st.call.times.request_end.is_some(),
             request_gap_bytes: 0,
             response_gap_bytes: 0,
+            response_gap_chunks: None,
             close: Some(CloseReason::Evicted),
             client_closed: false,
             last_byte: st.call.times.end.max(st.call.times.response_start.unwrap_or(st.call.times.request_start)),
             request_body_bytes: st.request_wire_bytes,
             response_body_bytes: st.response_wire_bytes,
+            request_body_partial: false,
+            response_body_partial: false,
         };
         self.stats.evicted += 1;
         let call = finish(st, ts, end);
@@ -355,6 +358,16 @@ impl CallAssembler {
                     }
                 }
             }
+            HttpEvent::BodyRejoined { id, dir: Direction::ToClient, ts } => {
+                if let Some(st) = self.calls.get_mut(&id) {
+                    decide_now(st, self.config.capture_content);
+                    if let Some(d) = st.response.as_mut() {
+                        d.rejoin(ts);
+                    }
+                }
+            }
+            // The request's one document cannot be read on from the middle.
+            HttpEvent::BodyRejoined { dir: Direction::ToServer, .. } => {}
             HttpEvent::Undecodable { id, dir } => {
                 if let Some(st) = self.calls.get_mut(&id) {
                     st.undecodable = true;

@@ -141,6 +141,15 @@ impl ResponseDecoder {
         }
     }
 
+    /// The body's framing was found again after a gap: what follows starts a document.
+    pub fn rejoin(&mut self, ts: Timestamp) {
+        match &mut self.framer {
+            Framer::Seq(f) => with_visitor!(self, v => f.rejoin(ts, v)),
+            Framer::Sse(f) => with_visitor!(self, v => f.rejoin(ts, v)),
+            Framer::Count => {}
+        }
+    }
+
     /// End of the body; folds stream timing into `times`.
     pub fn finish(mut self, ts: Timestamp, times: &mut CallTimes) -> ResponseInfo {
         match &mut self.framer {
