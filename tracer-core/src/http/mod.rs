@@ -200,6 +200,8 @@ struct Side {
     resynced: bool,
     /// What verifies a chunk of the current body when it is rejoined after a gap.
     payload: Payload,
+    /// Stream position of the gap that sent the current body to be rejoined.
+    lost_at: u64,
 }
 
 impl Side {
@@ -211,6 +213,7 @@ impl Side {
             head_pos: 0,
             resynced: midstream,
             payload: Payload::Any,
+            lost_at: 0,
         }
     }
 
@@ -270,6 +273,10 @@ struct Conn {
     resp: Side,
     /// Exchanges whose request was seen and whose response is not finished, oldest first.
     pending: VecDeque<Exchange>,
+    /// Request-stream position from which bytes were lost outside any body being followed:
+    /// whole requests may have been among them, so a response the server sent after receiving
+    /// past it does not answer the requests before it.
+    lost_requests_at: Option<u64>,
 }
 
 /// The HTTP stage.
@@ -359,6 +366,7 @@ impl HttpTracker {
                         req: Side::new(StartKind::Request, midstream),
                         resp: Side::new(StartKind::Response, midstream),
                         pending: VecDeque::new(),
+                        lost_requests_at: None,
                     },
                 );
             }
@@ -371,12 +379,12 @@ impl HttpTracker {
                     Direction::ToClient => ctx.response_data(c, ts, pos, peer_pos, data, out),
                 }
             }
-            StreamEvent::Gap { conn, dir, len, .. } => {
+            StreamEvent::Gap { conn, dir, pos, len, .. } => {
                 let Some(c) = self.conns.get_mut(&conn) else { return };
                 let mut ctx =
                     Ctx { config: &self.config, stats: &mut self.stats, next_id: &mut self.next_id, conn_id: conn };
                 match dir {
-                    Direction::ToServer => ctx.request_gap(c, len, out),
+                    Direction::ToServer => ctx.request_gap(c, pos, len, out),
                     Direction::ToClient => ctx.response_gap(c, len, out),
                 }
             }

@@ -120,8 +120,9 @@ impl Rejoin {
         self.line_start = true;
     }
 
-    /// Scans the next piece.
-    pub fn scan(&mut self, data: &[u8], piece: Piece) -> Found {
+    /// Scans the next piece; `piece_start`: it begins a captured segment (a candidate too, as
+    /// writes begin there: a request body ends without a newline before the next request).
+    pub fn scan(&mut self, data: &[u8], piece: Piece, piece_start: bool) -> Found {
         let carried = self.buf.len();
         let owned;
         let joined: &[u8] = if carried == 0 {
@@ -135,8 +136,16 @@ impl Rejoin {
         let mut pieces = std::mem::take(&mut self.pieces);
         pieces.push((carried, piece));
         // Held bytes always begin at a candidate; otherwise the piece's first byte is one only
-        // after a line end or a gap.
-        let mut start = if carried > 0 || self.line_start { Some(0) } else { memchr(b'\n', joined).map(|k| k + 1) };
+        // after a line end or a gap, or at a segment's start. Then: after every LF.
+        let at_piece = piece_start.then_some(carried);
+        let next = |from: usize| {
+            let lf = memchr(b'\n', &joined[from..]).map(|k| from + k + 1);
+            match (lf, at_piece.filter(|&p| p > from)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        let mut start = if carried > 0 || self.line_start || piece_start { Some(0) } else { next(0) };
         while let Some(s) = start {
             if s >= joined.len() {
                 self.skipped += joined.len() as u64;
@@ -181,7 +190,7 @@ impl Rejoin {
                         .collect();
                     return Found::NotYet;
                 }
-                Verdict::Rejected => start = memchr(b'\n', &joined[s..]).map(|k| s + k + 1),
+                Verdict::Rejected => start = next(s),
             }
         }
         // No candidate left in what we have: all of it is passed over.
@@ -287,7 +296,7 @@ mod tests {
         let mut r = Rejoin::new(StartKind::Response, payload);
         let mut pos = 1000;
         for (i, p) in pieces.iter().enumerate() {
-            if let Found::At { at_chunk, carried, offset } = r.scan(p, piece(i as u64, pos)) {
+            if let Found::At { at_chunk, carried, offset } = r.scan(p, piece(i as u64, pos), false) {
                 let times = carried.iter().map(|(p, _)| p.ts.0).collect();
                 let mut bytes: Vec<u8> = carried.into_iter().flat_map(|(_, b)| b).collect();
                 bytes.extend_from_slice(&p[offset..]);
@@ -347,9 +356,9 @@ mod tests {
         assert!(!chunk);
         assert_eq!((bytes.as_slice(), skipped), (&b"HTTP/1.1 200 OK\r\n\r\n"[..], 2));
         let mut r = Rejoin::new(StartKind::Request, Payload::Any);
-        assert_eq!(r.scan(b"POST /api/chat HT", piece(1, 0)), Found::NotYet);
+        assert_eq!(r.scan(b"POST /api/chat HT", piece(1, 0), false), Found::NotYet);
         assert_eq!(r.held(), 17);
-        let found = r.scan(b"TP/1.1\r\n", piece(2, 17));
+        let found = r.scan(b"TP/1.1\r\n", piece(2, 17), false);
         let Found::At { at_chunk: false, carried, offset: 0 } = found else { panic!("{found:?}") };
         assert_eq!(carried, vec![(piece(1, 0), b"POST /api/chat HT".to_vec())]);
     }
@@ -358,16 +367,19 @@ mod tests {
     fn held_bytes_are_bounded_and_dropped_at_the_next_gap() {
         let mut r = Rejoin::new(StartKind::Response, Payload::Lines);
         let size = format!("{MAX_CHUNK:x}\r\n");
-        assert_eq!(r.scan(size.as_bytes(), piece(1, 0)), Found::NotYet);
+        assert_eq!(r.scan(size.as_bytes(), piece(1, 0), false), Found::NotYet);
         for i in 0..MAX_CHUNK / 1000 + 2 {
-            assert_eq!(r.scan(&[b'a'; 1000], piece(2 + i as u64, 0)), Found::NotYet);
+            assert_eq!(r.scan(&[b'a'; 1000], piece(2 + i as u64, 0), false), Found::NotYet);
             assert!(r.held() <= MAX_CHUNK + 16, "{} held", r.held());
         }
         assert_eq!(r.held(), 0, "the candidate could not verify: nothing is held");
-        assert_eq!(r.scan(b"1", piece(9, 0)), Found::NotYet);
+        assert_eq!(r.scan(b"1", piece(9, 0), false), Found::NotYet);
         assert_eq!(r.held(), 0, "mid-line: not a candidate");
+        assert_eq!(r.scan(b"1", piece(9, 0), true), Found::NotYet);
+        assert_eq!(r.held(), 1, "a segment's start: a candidate");
         r.gap();
-        assert_eq!(r.scan(b"1", piece(10, 0)), Found::NotYet);
+        r.gap();
+        assert_eq!(r.scan(b"1", piece(10, 0), false), Found::NotYet);
         assert_eq!(r.held(), 1, "right after a gap: a candidate");
         r.gap();
         assert_eq!(r.held(), 0);

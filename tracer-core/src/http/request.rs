@@ -24,7 +24,7 @@ impl Ctx<'_> {
                 Mode::Ignore => return,
                 Mode::Rejoin(b) => {
                     let piece = Piece { ts, pos: pos + i as u64, peer_pos: None, meta };
-                    let found = b.1.scan(&data[i..], piece);
+                    let found = b.1.scan(&data[i..], piece, i == 0);
                     self.stats.resync_skipped_bytes += b.1.take_skipped();
                     let rejoin::Found::At { at_chunk, carried, offset } = found else { return };
                     let first = carried.first().map_or(ts, |(p, _)| p.ts);
@@ -35,7 +35,7 @@ impl Ctx<'_> {
                     }
                     i += offset;
                 }
-                Mode::Resync(r) => match r.scan(&data[i..]) {
+                Mode::Resync(r) => match r.scan(&data[i..], i == 0) {
                     Found::NotYet => {
                         self.stats.resync_skipped_bytes += (data.len() - i) as u64;
                         return;
@@ -152,7 +152,7 @@ impl Ctx<'_> {
     }
 
     /// `len` request bytes were not captured.
-    pub(super) fn request_gap<F: FnMut(HttpEvent<'_>)>(&mut self, c: &mut Conn, len: u64, out: &mut F) {
+    pub(super) fn request_gap<F: FnMut(HttpEvent<'_>)>(&mut self, c: &mut Conn, pos: u64, len: u64, out: &mut F) {
         let skipped = match &mut c.req.mode {
             Mode::Ignore => return,
             // Inside a body of known size the gap is skipped and parsing stays in step.
@@ -196,8 +196,16 @@ impl Ctx<'_> {
                 let Mode::Body(reader) = std::mem::replace(&mut c.req.mode, Mode::Head) else { return };
                 let rejoin = Rejoin::new(StartKind::Request, c.req.payload);
                 c.req.mode = Mode::Rejoin(Box::new((reader, rejoin)));
+                c.req.lost_at = pos;
             }
-            Some(Skipped::EndedInside { .. }) | None => self.lost_step(&mut c.req, StartKind::Request, true),
+            Some(Skipped::EndedInside { .. }) => {
+                c.lost_requests_at.get_or_insert(pos + mine);
+                self.lost_step(&mut c.req, StartKind::Request, true);
+            }
+            None => {
+                c.lost_requests_at.get_or_insert(pos);
+                self.lost_step(&mut c.req, StartKind::Request, true);
+            }
         }
     }
 
@@ -214,9 +222,13 @@ impl Ctx<'_> {
             if let Some(ex) = owner {
                 out(HttpEvent::BodyRejoined { id: ex.id, dir: Direction::ToServer, ts });
             }
-        } else if let Some(ex) = owner {
-            let last = ex.last_byte;
-            end_request_body(ex, last, out);
+        } else {
+            if let Some(ex) = owner {
+                let last = ex.last_byte;
+                end_request_body(ex, last, out);
+            }
+            // Whole requests may have followed the body in the gap.
+            c.lost_requests_at.get_or_insert(c.req.lost_at);
         }
     }
 }

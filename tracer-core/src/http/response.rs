@@ -25,7 +25,7 @@ impl Ctx<'_> {
                 Mode::Ignore => return,
                 Mode::Rejoin(b) => {
                     let piece = Piece { ts, pos: pos + i as u64, peer_pos, meta: CaptureMeta::default() };
-                    let found = b.1.scan(&data[i..], piece);
+                    let found = b.1.scan(&data[i..], piece, i == 0);
                     self.stats.resync_skipped_bytes += b.1.take_skipped();
                     let rejoin::Found::At { at_chunk, carried, offset } = found else { return };
                     let first = carried.first().map_or(ts, |(p, _)| p.ts);
@@ -36,7 +36,7 @@ impl Ctx<'_> {
                     }
                     i += offset;
                 }
-                Mode::Resync(r) => match r.scan(&data[i..]) {
+                Mode::Resync(r) => match r.scan(&data[i..], i == 0) {
                     Found::NotYet => {
                         self.stats.resync_skipped_bytes += (data.len() - i) as u64;
                         return;
@@ -134,6 +134,19 @@ impl Ctx<'_> {
                 let ts0 = c.pending[0].last_byte;
                 self.end_front(c, ts0, Outcome::NoResponse, None, out);
             }
+        }
+        // The server had received past request bytes the capture lost, outside any body: the
+        // requests among them were answered first, and the ones before them by responses lost
+        // too. (A client that pipelined into the loss makes this split one call in two, each
+        // flagged: never a request paired with another's response.)
+        if let (Some(lost), Some(p)) = (c.lost_requests_at, peer_pos)
+            && p > lost
+        {
+            while c.pending.front().is_some_and(|e| e.start_pos < lost && !e.responded) {
+                let ts0 = c.pending[0].last_byte;
+                self.end_front(c, ts0, Outcome::NoResponse, None, out);
+            }
+            c.lost_requests_at = None;
         }
         let answers = match (c.pending.front(), peer_pos) {
             (None, _) => false,

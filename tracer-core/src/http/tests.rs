@@ -525,6 +525,37 @@ fn bytes_held_to_rejoin_a_body_are_bounded_with_unfinished_heads() {
 }
 
 #[test]
+fn a_response_is_not_paired_with_a_request_before_requests_the_capture_lost() {
+    // /a is seen; /b's request and /a's response are lost; /b's response must not pass for /a's.
+    let a = b"POST /api/generate HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
+    let b_len = 60u64;
+    let (lines, stats) = run(
+        true,
+        &[
+            Step::Data(C, a),
+            Step::Gap(S, 100),
+            Step::Gap(C, b_len),
+            Step::DataAck(S, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nB", a.len() as u64 + b_len),
+        ],
+    );
+    assert_eq!(
+        &lines[2..],
+        ["end 1 NoResponse \"\" @1 gap=100", "req 2   @4", "resp 2 200 @4", "end 2 Complete \"B\" @4 gap=0",]
+    );
+    assert_eq!(stats.orphan_responses, 1);
+    // Lost request bytes the server had not yet received when it answered change nothing.
+    let (lines, _) = run(
+        true,
+        &[
+            Step::Data(C, a),
+            Step::Gap(C, b_len),
+            Step::DataAck(S, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA", a.len() as u64),
+        ],
+    );
+    assert_eq!(&lines[2..], ["resp 1 200 @3", "end 1 Complete \"A\" @3 gap=0"]);
+}
+
+#[test]
 fn lost_response_is_skipped_by_ack_position() {
     // The whole response to /a is missing; the response to /b must not be paired with /a.
     let a = b"GET /a HTTP/1.1\r\n\r\n";
@@ -633,7 +664,8 @@ fn absurd_lengths_are_parse_errors_not_allocations() {
             Step::Data(C, b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n"),
         ],
     );
-    assert_eq!(stats.parse_errors, 1);
+    // (The second request begins a segment: found again after the first, and broken too.)
+    assert_eq!(stats.parse_errors, 2);
     let long_head = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &vec![b'a'; 70_000]].concat();
     let (_, stats) = run(true, &[Step::Data(C, &long_head)]);
     assert_eq!(stats.parse_errors, 1);
