@@ -5,6 +5,7 @@
 
 mod adversarial;
 mod architecture;
+mod gap_cost;
 mod golden;
 mod in_flight;
 mod properties;

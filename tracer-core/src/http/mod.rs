@@ -89,6 +89,9 @@ pub struct ExchangeEnd {
     pub client_closed: bool,
     /// Capture time of the last byte seen of this exchange (either direction).
     pub last_byte: Timestamp,
+    /// The response's end lay in a gap (the body ended in it, or was still behind one when the
+    /// connection ended): the exchange ends at its last byte seen, not at its true end.
+    pub end_lost: bool,
     /// Body bytes as sent (de-chunked, still content-coded), each direction; bytes the capture
     /// missed are included where their number is known.
     pub request_body_bytes: u64,
@@ -445,6 +448,19 @@ impl Ctx<'_> {
         close: Option<CloseReason>,
         out: &mut F,
     ) {
+        self.end_front_lost(c, ts, outcome, close, false, out);
+    }
+
+    /// [`Self::end_front`], saying whether the response's end was lost in a gap.
+    fn end_front_lost<F: FnMut(HttpEvent<'_>)>(
+        &mut self,
+        c: &mut Conn,
+        ts: Timestamp,
+        outcome: Outcome,
+        close: Option<CloseReason>,
+        end_lost: bool,
+        out: &mut F,
+    ) {
         let Some(mut ex) = c.pending.pop_front() else { return };
         match outcome {
             Outcome::Complete => self.stats.complete += 1,
@@ -460,6 +476,7 @@ impl Ctx<'_> {
             close,
             client_closed: ex.client_fin,
             last_byte: ex.last_byte,
+            end_lost,
             request_body_bytes: ex.request_body.wire,
             response_body_bytes: ex.response_body.wire,
             request_body_partial: ex.request_body.partial,
@@ -513,7 +530,7 @@ impl Ctx<'_> {
             let behind_gap = matches!(c.resp.mode, Mode::Rejoin(_));
             let end_ts = if complete || behind_gap { front.last_byte } else { ts };
             let outcome = if complete { Outcome::Complete } else { Outcome::Truncated };
-            self.end_front(c, end_ts, outcome, close, out);
+            self.end_front_lost(c, end_ts, outcome, close, behind_gap, out);
         }
         while !c.pending.is_empty() {
             self.end_front(c, ts, Outcome::NoResponse, close, out);

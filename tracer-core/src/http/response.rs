@@ -292,7 +292,7 @@ impl Ctx<'_> {
     /// The body ended in a gap: its exchange ends where its last byte was seen.
     fn end_in_gap<F: FnMut(HttpEvent<'_>)>(&mut self, c: &mut Conn, responded: bool, out: &mut F) {
         if responded && let Some(last) = c.pending.front().map(|e| e.last_byte) {
-            self.end_front(c, last, Outcome::Complete, None, out);
+            self.end_front_lost(c, last, Outcome::Complete, None, true, out);
         }
     }
 

@@ -220,6 +220,7 @@ impl CallAssembler {
             close: Some(CloseReason::Evicted),
             client_closed: false,
             last_byte: st.call.times.end.max(st.call.times.response_start.unwrap_or(st.call.times.request_start)),
+            end_lost: false,
             request_body_bytes: st.request_wire_bytes,
             response_body_bytes: st.response_wire_bytes,
             request_body_partial: false,
@@ -425,6 +426,8 @@ fn finish(st: Box<CallState>, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
         call.request = request.finish();
     }
     call.request.body_bytes = end.request_body_bytes;
+    call.request.lost_bytes = end.request_gap_bytes;
+    call.request.body_partial = end.request_body_partial;
     let capture_lost = end.capture_lost();
     // A call cut by the end of the capture ends where we last saw it, not when we gave up.
     call.times.end = match end.outcome {
@@ -432,10 +435,14 @@ fn finish(st: Box<CallState>, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
         _ if capture_lost => end.last_byte.max(call.times.request_start),
         _ => ts,
     };
+    call.times.end_lost = end.end_lost;
     if let Some(decoder) = response {
         call.response = decoder.finish(call.times.end, &mut call.times);
         call.response.body_bytes = end.response_body_bytes;
+        call.response.body_partial = end.response_body_partial;
     }
+    call.response.lost_bytes = end.response_gap_bytes;
+    call.response.lost_chunks = end.response_gap_chunks.filter(|_| end.response_gap_bytes > 0);
     let mut incomplete = Vec::new();
     if unseen {
         incomplete.push(Incomplete::RequestUnseen);

@@ -134,6 +134,7 @@ impl ResponseDecoder {
 
     /// Bytes of the body were not captured.
     pub fn gap(&mut self) {
+        with_visitor!(self, v => v.s.hole());
         match &mut self.framer {
             Framer::Seq(f) => f.gap(),
             Framer::Sse(f) => f.gap(),
@@ -185,7 +186,8 @@ impl ResponseDecoder {
         times.last_chunk = s.last_chunk;
         times.first_output = s.first_output;
         times.last_output = s.last_output;
-        times.chunk_gaps = s.gaps;
+        // Time between chunks across a hole would count a lost chunk's wait twice.
+        times.chunk_gaps = if s.holes > 0 { Default::default() } else { s.gaps };
         s.info
     }
 }
