@@ -8,6 +8,7 @@ mod architecture;
 mod gap_cost;
 mod golden;
 mod in_flight;
+mod lossy_capture;
 mod properties;
 mod real_capture;
 mod routes;
