@@ -12,5 +12,6 @@ mod lossy_capture;
 mod properties;
 mod real_capture;
 mod routes;
+mod single_loss;
 mod splits;
 mod standin;
