@@ -17,12 +17,15 @@ const MAX_LINE: usize = 8 * 1024;
 /// Most hex digits of a chunk size we follow (15 is already 1 EiB).
 const MAX_DIGITS: usize = 15;
 
-/// What a candidate chunk's payload must be, beyond its framing.
+/// What a candidate chunk's payload must be, beyond its framing: for NDJSON and SSE, whole
+/// documents. (A false candidate is built of real framing — the tail of a payload or of a size
+/// line, then a CRLF — so its payload would begin with a size line's hex digits, or end inside
+/// a payload, which holds no CR: JSON never does.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Payload {
-    /// NDJSON: it ends a line.
+    /// NDJSON: it is whole lines (begins a JSON document, ends a line).
     Lines,
-    /// Server-sent events: it ends an event (a blank line).
+    /// Server-sent events: it is whole events (begins with a field line, ends with a blank line).
     Events,
     /// Anything else: the next chunk's size line must follow it.
     Any,
@@ -241,9 +244,10 @@ impl Rejoin {
         }
         let payload = &b[head..end];
         let ok = match self.payload {
-            Payload::Lines => payload.ends_with(b"\n"),
+            Payload::Lines => matches!(payload.first(), Some(b'{' | b'[')) && payload.ends_with(b"\n"),
             Payload::Events => {
-                payload.ends_with(b"\n\n") || payload.ends_with(b"\r\n\r\n") || payload.ends_with(b"\r\r")
+                begins_event(payload)
+                    && (payload.ends_with(b"\n\n") || payload.ends_with(b"\r\n\r\n") || payload.ends_with(b"\r\r"))
             }
             Payload::Any => match size_line(&b[end + 2..]) {
                 None => return Verdict::Rejected,
@@ -253,6 +257,12 @@ impl Rejoin {
         };
         if ok { Verdict::Chunk } else { Verdict::Rejected }
     }
+}
+
+/// Whether `payload` begins with an SSE field line (`name:`, letters only) or a comment (`:`).
+fn begins_event(payload: &[u8]) -> bool {
+    let name = payload.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    payload.get(name) == Some(&b':')
 }
 
 /// A chunk-size line at the start of `b`: `None` when it cannot be one; else its size and the
@@ -333,13 +343,17 @@ mod tests {
 
     #[test]
     fn candidates_that_do_not_verify_are_passed_over() {
-        // Size says 5 but no CRLF there; a payload that does not end a line; then the real one.
-        let wire = b"x\n5\r\nabcdefg\r\n2\r\nqq\r\n3\r\nab\n\r\n2\r\n{\n\r\n" as &[u8];
+        // Size says 5 but no CRLF there; a payload that does not end a line; one that does not
+        // begin a document; then the real one.
+        let wire = b"x\n5\r\n{bcdefg\r\n2\r\nqq\r\n3\r\nab\n\r\n3\r\n{b\n\r\n2\r\n{\n\r\n" as &[u8];
         let (chunk, bytes, _, _) = find(Payload::Lines, &[wire]).unwrap();
         assert!(chunk);
-        assert_eq!(bytes, b"3\r\nab\n\r\n2\r\n{\n\r\n");
-        let (_, bytes, _, _) = find(Payload::Events, &[b"2\r\nqq\r\n3\r\nqq\n\r\n0\r\n\r\n"]).unwrap();
-        assert_eq!(bytes, b"0\r\n\r\n", "an event ends with a blank line");
+        assert_eq!(bytes, b"3\r\n{b\n\r\n2\r\n{\n\r\n");
+        let events = b"2\r\nqq\r\n3\r\nqq\n\r\n3\r\nq\n\n\r\n0\r\n\r\n";
+        let (_, bytes, _, _) = find(Payload::Events, &[events]).unwrap();
+        assert_eq!(bytes, b"0\r\n\r\n", "an event begins with a field and ends with a blank line");
+        let (_, bytes, _, _) = find(Payload::Events, &[b"5\r\n:x\n\n\n\r\n"]).unwrap();
+        assert_eq!(bytes, b"5\r\n:x\n\n\n\r\n", "a comment begins an event too");
         // Any other body: the chunk must be followed by a size line.
         assert_eq!(find(Payload::Any, &[b"1\r\nz\r\n"]), None, "undecided");
         let (_, bytes, _, _) = find(Payload::Any, &[b"1\r\nz\r\nq\r\n1\r\nz\r\n2\r\n"]).unwrap();
@@ -348,6 +362,21 @@ mod tests {
         assert_eq!(find(Payload::Lines, &[b"1;x=y\r\n\n\r\n1\n\n\r\n"]), None);
         let big = format!("{:x}\r\n", MAX_CHUNK + 1);
         assert_eq!(find(Payload::Lines, &[big.as_bytes(), &vec![b'\n'; MAX_CHUNK + 1], b"\r\n"]), None);
+    }
+
+    #[test]
+    fn real_framing_does_not_make_a_false_chunk() {
+        // A payload cut mid-line after "\n8" (a proxy's chunking), its CRLF, then a real chunk
+        // of 8 bytes in all: "8\r\n" + that chunk looks whole, but its payload would begin with
+        // a size line (the fuzz target found it).
+        let wire = b"{\"a\":\n8\r\n5\r\n,\"co\n\r\n0\r\n\r\n" as &[u8];
+        let (chunk, bytes, _, _) = find(Payload::Lines, &[wire]).unwrap();
+        assert!(chunk);
+        assert_eq!(bytes, b"0\r\n\r\n");
+        let mut r = Rejoin::new(StartKind::Response, Payload::Lines);
+        let at_gap = b"8\r\n5\r\n,\"co\n\r\n0\r\n\r\n";
+        let Found::At { offset, .. } = r.scan(at_gap, piece(1, 0), false) else { panic!("not found") };
+        assert_eq!(&at_gap[offset..], b"0\r\n\r\n", "not at the gap either");
     }
 
     #[test]

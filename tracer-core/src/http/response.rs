@@ -21,8 +21,21 @@ impl Ctx<'_> {
     ) {
         let mut i = 0;
         while i < data.len() {
+            let later = matches!(c.resp.mode, Mode::Rejoin(_)) && answers_later(c, peer_pos);
             match &mut c.resp.mode {
                 Mode::Ignore => return,
+                Mode::Rejoin(_) if later => {
+                    // The server had received a later request when it sent this: the body
+                    // being rejoined ended in the gap (responses go in order), and these bytes
+                    // are a later response's, its head lost with them.
+                    let responded = c.pending.front().is_some_and(|e| e.responded);
+                    if let Mode::Rejoin(b) = &c.resp.mode {
+                        self.stats.resync_skipped_bytes += b.1.held() as u64;
+                    }
+                    self.stats.rejoins += 1;
+                    self.end_in_gap(c, responded, out);
+                    self.lost_step(&mut c.resp, StartKind::Response, true);
+                }
                 Mode::Rejoin(b) => {
                     let piece = Piece { ts, pos: pos + i as u64, peer_pos, meta: CaptureMeta::default() };
                     let found = b.1.scan(&data[i..], piece, i == 0);
@@ -315,6 +328,14 @@ impl Ctx<'_> {
             c.resp.resynced = true;
         }
     }
+}
+
+/// Response bytes sent after the server had received a request later than the oldest unanswered
+/// one (or request bytes the capture lost): they cannot be that one's.
+fn answers_later(c: &Conn, peer_pos: Option<u64>) -> bool {
+    let (Some(p), Some(front)) = (peer_pos, c.pending.front()) else { return false };
+    c.pending.get(1).is_some_and(|next| next.start_pos < p)
+        || c.lost_requests_at.is_some_and(|l| front.start_pos < l && l < p)
 }
 
 /// De-chunked response body bytes: counted, decoded, handed on.
