@@ -4,11 +4,13 @@ use super::body::{BodyReader, Framing, Skipped};
 use super::coding::{BodyCoding, Decoded};
 use super::head::{self, parse_request};
 use super::rejoin::{self, Payload, Piece, Rejoin};
+use super::response::{Held, Rejoined};
 use super::resync::{Found, StartKind};
 use super::{Conn, Ctx, Exchange, HttpEvent, Mode, Outcome, take_head};
 use crate::segment::{CaptureMeta, Direction, Timestamp};
 
 impl Ctx<'_> {
+    #[inline]
     pub(super) fn request_data<F: FnMut(HttpEvent<'_>)>(
         &mut self,
         c: &mut Conn,
@@ -18,27 +20,44 @@ impl Ctx<'_> {
         meta: CaptureMeta,
         out: &mut F,
     ) {
-        let mut i = 0;
+        let mut from = 0;
+        while let Some((held, next)) = self.request_piece(c, ts, pos, data, from, meta, out) {
+            for (p, bytes) in held {
+                // No gap lies inside held bytes: they cannot send the body to be rejoined again.
+                let again = self.request_piece(c, p.ts, p.pos, &bytes, 0, p.meta, out);
+                debug_assert!(again.is_none(), "held bytes rejoined again");
+            }
+            from = next;
+        }
+    }
+
+    /// Reads `data[from..]`; stops early when a rejoin hands back held bytes.
+    #[allow(clippy::too_many_arguments)]
+    fn request_piece<F: FnMut(HttpEvent<'_>)>(
+        &mut self,
+        c: &mut Conn,
+        ts: Timestamp,
+        pos: u64,
+        data: &[u8],
+        from: usize,
+        meta: CaptureMeta,
+        out: &mut F,
+    ) -> Held {
+        let mut i = from;
         while i < data.len() {
             match &mut c.req.mode {
-                Mode::Ignore => return,
-                Mode::Rejoin(b) => {
-                    let piece = Piece { ts, pos: pos + i as u64, peer_pos: None, meta };
-                    let found = b.1.scan(&data[i..], piece, i == 0);
-                    self.stats.resync_skipped_bytes += b.1.take_skipped();
-                    let rejoin::Found::At { at_chunk, carried, offset } = found else { return };
-                    let first = carried.first().map_or(ts, |(p, _)| p.ts);
-                    self.request_rejoined(c, at_chunk, first, out);
-                    // Held bytes go through as if they arrived now, each with its own time.
-                    for (p, bytes) in carried {
-                        self.request_data(c, p.ts, p.pos, &bytes, p.meta, out);
+                Mode::Ignore => return None,
+                Mode::Rejoin(_) => {
+                    match self.request_rejoin_piece(c, ts, pos + i as u64, &data[i..], i == 0, meta, out) {
+                        Rejoined::Continue(offset) => i += offset,
+                        Rejoined::AllTaken => return None,
+                        Rejoined::Held(held, offset) => return Some((held, i + offset)),
                     }
-                    i += offset;
                 }
                 Mode::Resync(r) => match r.scan(&data[i..], i == 0) {
                     Found::NotYet => {
                         self.stats.resync_skipped_bytes += (data.len() - i) as u64;
-                        return;
+                        return None;
                     }
                     Found::At { offset, carried } => {
                         self.stats.resync_skipped_bytes += offset as u64;
@@ -56,7 +75,7 @@ impl Ctx<'_> {
                             i += 1;
                         }
                         if i == data.len() {
-                            return;
+                            return None;
                         }
                         if !data[i].is_ascii_alphabetic() {
                             self.lost_step(&mut c.req, StartKind::Request, false);
@@ -70,7 +89,7 @@ impl Ctx<'_> {
                             self.lost_step(&mut c.req, StartKind::Request, false);
                             c.req.head.clear();
                         }
-                        return;
+                        return None;
                     };
                     i += used;
                     let parsed = parse_request(&head_bytes, &self.config.keep_headers);
@@ -149,6 +168,7 @@ impl Ctx<'_> {
                 }
             }
         }
+        None
     }
 
     /// `len` request bytes were not captured.
@@ -207,6 +227,30 @@ impl Ctx<'_> {
                 self.lost_step(&mut c.req, StartKind::Request, true);
             }
         }
+    }
+
+    /// A piece while the body is being rejoined after a gap (see `response::Rejoined`). (Apart,
+    /// and cold: the loss-free path stays small.)
+    #[cold]
+    #[allow(clippy::too_many_arguments)]
+    fn request_rejoin_piece<F: FnMut(HttpEvent<'_>)>(
+        &mut self,
+        c: &mut Conn,
+        ts: Timestamp,
+        pos: u64,
+        data: &[u8],
+        piece_start: bool,
+        meta: CaptureMeta,
+        out: &mut F,
+    ) -> Rejoined {
+        let Mode::Rejoin(b) = &mut c.req.mode else { return Rejoined::Continue(0) };
+        let found = b.1.scan(data, Piece { ts, pos, peer_pos: None, meta }, piece_start);
+        self.stats.resync_skipped_bytes += b.1.take_skipped();
+        let rejoin::Found::At { at_chunk, carried, offset } = found else { return Rejoined::AllTaken };
+        let first = carried.first().map_or(ts, |(p, _)| p.ts);
+        self.request_rejoined(c, at_chunk, first, out);
+        // Held bytes go through first, as if they arrived now, each with its own time.
+        if carried.is_empty() { Rejoined::Continue(offset) } else { Rejoined::Held(carried, offset) }
     }
 
     /// A request body being rejoined after a gap: at a verified chunk it goes on; at a message

@@ -9,7 +9,22 @@ use super::resync::{Found, StartKind};
 use super::{Conn, Ctx, Exchange, HttpEvent, Mode, Outcome, take_head};
 use crate::segment::{CaptureMeta, Direction, Timestamp};
 
+/// Bytes held while a body was being rejoined, to go through first (each from where it came),
+/// and where in the piece reading goes on after them.
+pub(super) type Held = Option<(Vec<(Piece, Vec<u8>)>, usize)>;
+
+/// What a piece did to a body being rejoined.
+pub(super) enum Rejoined {
+    /// Read on from this offset of the piece, in the mode now set.
+    Continue(usize),
+    /// Held, or passed over: nothing more of the piece.
+    AllTaken,
+    /// Found again: these held bytes first, then the piece from this offset.
+    Held(Vec<(Piece, Vec<u8>)>, usize),
+}
+
 impl Ctx<'_> {
+    #[inline]
     pub(super) fn response_data<F: FnMut(HttpEvent<'_>)>(
         &mut self,
         c: &mut Conn,
@@ -19,40 +34,44 @@ impl Ctx<'_> {
         data: &[u8],
         out: &mut F,
     ) {
-        let mut i = 0;
+        let mut from = 0;
+        while let Some((held, next)) = self.response_piece(c, ts, pos, peer_pos, data, from, out) {
+            for (p, bytes) in held {
+                // No gap lies inside held bytes: they cannot send the body to be rejoined again.
+                let again = self.response_piece(c, p.ts, p.pos, p.peer_pos, &bytes, 0, out);
+                debug_assert!(again.is_none(), "held bytes rejoined again");
+            }
+            from = next;
+        }
+    }
+
+    /// Reads `data[from..]`; stops early when a rejoin hands back held bytes (see [`Held`]).
+    #[allow(clippy::too_many_arguments)]
+    fn response_piece<F: FnMut(HttpEvent<'_>)>(
+        &mut self,
+        c: &mut Conn,
+        ts: Timestamp,
+        pos: u64,
+        peer_pos: Option<u64>,
+        data: &[u8],
+        from: usize,
+        out: &mut F,
+    ) -> Held {
+        let mut i = from;
         while i < data.len() {
-            let later = matches!(c.resp.mode, Mode::Rejoin(_)) && answers_later(c, peer_pos);
             match &mut c.resp.mode {
-                Mode::Ignore => return,
-                Mode::Rejoin(_) if later => {
-                    // The server had received a later request when it sent this: the body
-                    // being rejoined ended in the gap (responses go in order), and these bytes
-                    // are a later response's, its head lost with them.
-                    let responded = c.pending.front().is_some_and(|e| e.responded);
-                    if let Mode::Rejoin(b) = &c.resp.mode {
-                        self.stats.resync_skipped_bytes += b.1.held() as u64;
+                Mode::Ignore => return None,
+                Mode::Rejoin(_) => {
+                    match self.response_rejoin_piece(c, ts, pos + i as u64, peer_pos, &data[i..], i == 0, out) {
+                        Rejoined::Continue(offset) => i += offset,
+                        Rejoined::AllTaken => return None,
+                        Rejoined::Held(held, offset) => return Some((held, i + offset)),
                     }
-                    self.stats.rejoins += 1;
-                    self.end_in_gap(c, responded, out);
-                    self.lost_step(&mut c.resp, StartKind::Response, true);
-                }
-                Mode::Rejoin(b) => {
-                    let piece = Piece { ts, pos: pos + i as u64, peer_pos, meta: CaptureMeta::default() };
-                    let found = b.1.scan(&data[i..], piece, i == 0);
-                    self.stats.resync_skipped_bytes += b.1.take_skipped();
-                    let rejoin::Found::At { at_chunk, carried, offset } = found else { return };
-                    let first = carried.first().map_or(ts, |(p, _)| p.ts);
-                    self.response_rejoined(c, at_chunk, first, out);
-                    // Held bytes go through as if they arrived now, each with its own time.
-                    for (p, bytes) in carried {
-                        self.response_data(c, p.ts, p.pos, p.peer_pos, &bytes, out);
-                    }
-                    i += offset;
                 }
                 Mode::Resync(r) => match r.scan(&data[i..], i == 0) {
                     Found::NotYet => {
                         self.stats.resync_skipped_bytes += (data.len() - i) as u64;
-                        return;
+                        return None;
                     }
                     Found::At { offset, carried } => {
                         self.stats.resync_skipped_bytes += offset as u64;
@@ -77,7 +96,7 @@ impl Ctx<'_> {
                             self.lost_step(&mut c.resp, StartKind::Response, false);
                             c.resp.head.clear();
                         }
-                        return;
+                        return None;
                     };
                     i += used;
                     let parsed = parse_response(&head_bytes);
@@ -125,6 +144,46 @@ impl Ctx<'_> {
                 }
             }
         }
+        None
+    }
+
+    /// A piece while the body is being rejoined after a gap: how far into it reading goes on
+    /// (the rest is for the mode now set), with the held bytes that go first when the body was
+    /// found again. (Apart, and cold: the loss-free path stays small.)
+    #[cold]
+    #[allow(clippy::too_many_arguments)]
+    fn response_rejoin_piece<F: FnMut(HttpEvent<'_>)>(
+        &mut self,
+        c: &mut Conn,
+        ts: Timestamp,
+        pos: u64,
+        peer_pos: Option<u64>,
+        data: &[u8],
+        piece_start: bool,
+        out: &mut F,
+    ) -> Rejoined {
+        if answers_later(c, peer_pos) {
+            // The server had received a later request when it sent this: the body being
+            // rejoined ended in the gap (responses go in order), and these bytes are a later
+            // response's, its head lost with them.
+            let responded = c.pending.front().is_some_and(|e| e.responded);
+            if let Mode::Rejoin(b) = &c.resp.mode {
+                self.stats.resync_skipped_bytes += b.1.held() as u64;
+            }
+            self.stats.rejoins += 1;
+            self.end_in_gap(c, responded, out);
+            self.lost_step(&mut c.resp, StartKind::Response, true);
+            return Rejoined::Continue(0);
+        }
+        let Mode::Rejoin(b) = &mut c.resp.mode else { return Rejoined::Continue(0) };
+        let piece = Piece { ts, pos, peer_pos, meta: CaptureMeta::default() };
+        let found = b.1.scan(data, piece, piece_start);
+        self.stats.resync_skipped_bytes += b.1.take_skipped();
+        let rejoin::Found::At { at_chunk, carried, offset } = found else { return Rejoined::AllTaken };
+        let first = carried.first().map_or(ts, |(p, _)| p.ts);
+        self.response_rejoined(c, at_chunk, first, out);
+        // Held bytes go through first, as if they arrived now, each with its own time.
+        if carried.is_empty() { Rejoined::Continue(offset) } else { Rejoined::Held(carried, offset) }
     }
 
     /// Pairs a parsed response head with its request.

@@ -133,6 +133,7 @@ impl ResponseDecoder {
     }
 
     /// Bytes of the body were not captured.
+    #[cold]
     pub fn gap(&mut self) {
         with_visitor!(self, v => v.s.hole());
         match &mut self.framer {
@@ -143,6 +144,7 @@ impl ResponseDecoder {
     }
 
     /// The body's framing was found again after a gap: what follows starts a document.
+    #[cold]
     pub fn rejoin(&mut self, ts: Timestamp) {
         match &mut self.framer {
             Framer::Seq(f) => with_visitor!(self, v => f.rejoin(ts, v)),

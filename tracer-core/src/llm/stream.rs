@@ -80,6 +80,7 @@ impl Stream {
     /// Bytes of the body are missing here. Content captured so far is marked where they were
     /// (the end of the text and reasoning so far, or the start of whichever comes first after,
     /// and the arguments of a tool call arriving in fragments): what they held is not known.
+    #[cold]
     pub(super) fn hole(&mut self) {
         self.holes = self.holes.saturating_add(1);
         if !self.capture {
@@ -111,14 +112,8 @@ impl Stream {
             return None;
         }
         let mut t = false;
-        for (part, scratch, mark) in [
-            (&mut self.out.text, &self.scratch_text, &mut self.mark_text),
-            (&mut self.out.reasoning, &self.scratch_reasoning, &mut self.mark_reasoning),
-        ] {
-            if *mark && !scratch.is_empty() {
-                append_bounded(part, GAP_MARK.as_bytes(), &mut t);
-                *mark = false;
-            }
+        if self.mark_text || self.mark_reasoning {
+            self.mark_after_hole(&mut t);
         }
         append_bounded(&mut self.out.text, self.scratch_text.as_bytes(), &mut t);
         append_bounded(&mut self.out.reasoning, self.scratch_reasoning.as_bytes(), &mut t);
@@ -126,6 +121,20 @@ impl Stream {
         self.scratch_text.clear();
         self.scratch_reasoning.clear();
         (!self.scratch_args.is_empty()).then(|| std::mem::take(&mut self.scratch_args))
+    }
+
+    /// The first text (reasoning) after a hole that came while there was none yet: marked.
+    #[cold]
+    fn mark_after_hole(&mut self, t: &mut bool) {
+        for (part, scratch, mark) in [
+            (&mut self.out.text, &self.scratch_text, &mut self.mark_text),
+            (&mut self.out.reasoning, &self.scratch_reasoning, &mut self.mark_reasoning),
+        ] {
+            if *mark && !scratch.is_empty() {
+                append_bounded(part, GAP_MARK.as_bytes(), t);
+                *mark = false;
+            }
+        }
     }
 
     /// Adds tool calls found in a chunk: a call with a name is new; a nameless one carries more
@@ -166,6 +175,7 @@ impl Stream {
         }
     }
 
+    #[inline]
     pub(super) fn chunk(&mut self, ts: Timestamp, has_output: bool) {
         self.info.chunks += 1;
         // After a hole, the first chunk seen may not be the first sent: first times stay unknown.
