@@ -1,4 +1,5 @@
-//! pcap and pcapng writers for synthetic packets, with every link type the tracer reads.
+//! pcap and pcapng writers for synthetic packets, with every link type the tracer reads, and
+//! (through the tracer's own file reader) a capture file read back into packets.
 //!
 //! IP and TCP headers come from `etherparse` with correct checksums, so tshark/tcpdump decode the
 //! files without complaints. Files are little-endian. Snap length truncates the captured frame
@@ -24,6 +25,8 @@ pub enum PcapError {
     NoSuchRecord { record: usize, records: usize },
     #[error("unknown link type {0:?}")]
     UnknownLinkType(String),
+    #[error("reading a capture: {0}")]
+    Read(#[from] tracer_core::capture::file::FileError),
 }
 
 /// Link-layer encapsulation of the records.
@@ -476,6 +479,38 @@ pub fn write_file(path: &Path, cfg: WriterConfig, packets: &[Packet]) -> Result<
     Ok(())
 }
 
+/// The TCP segments on `ports` of a capture file (pcap or pcapng, any link type the tracer
+/// reads), as packets in file order: what a real capture looked like, to perturb and replay.
+/// (Options of SYNs and window sizes are not kept: the tracer reads neither.)
+pub fn read_packets(path: &Path, ports: &[u16]) -> Result<Vec<Packet>, PcapError> {
+    let files = tracer_core::replay::open_all(&[path])?;
+    let mut frames = tracer_core::replay::Frames::new(&files, ports);
+    let mut out = Vec::new();
+    while let Some(seg) = frames.next_segment() {
+        let Some(seg) = seg else { continue };
+        let (src, dst) = match seg.dir {
+            tracer_core::segment::Direction::ToServer => (seg.flow.client, seg.flow.server),
+            tracer_core::segment::Direction::ToClient => (seg.flow.server, seg.flow.client),
+        };
+        let captured = seg.payload.len();
+        let mut payload = seg.payload.to_vec();
+        payload.resize(captured + seg.missing as usize, 0);
+        out.push(Packet {
+            ts_ns: seg.ts.0,
+            src,
+            dst,
+            seq: seg.seq,
+            ack: seg.ack,
+            flags: crate::synth::TcpFlags(seg.flags.0),
+            window: u16::MAX,
+            syn_options: None,
+            payload,
+            captured_payload: (seg.missing > 0).then_some(captured),
+        });
+    }
+    Ok(out)
+}
+
 /// Damage to put into a capture for error-path tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Corruption {
@@ -744,5 +779,28 @@ mod tests {
             assert_eq!(l.code().to_string().parse::<LinkType>().unwrap(), l);
         }
         assert!("token-ring".parse::<LinkType>().is_err());
+    }
+
+    #[test]
+    fn a_written_capture_reads_back_into_the_same_packets() {
+        let mut packets = sample_packets(false);
+        perturb::truncate_captured(&mut packets, 3, 10).unwrap();
+        let dir = std::env::temp_dir().join(format!("ollama-tracer-readback-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (format, link) in [(FileFormat::Pcap, LinkType::Ethernet), (FileFormat::PcapNg, LinkType::LinuxSll2)] {
+            let path = dir.join(format!("{}.cap", link.name()));
+            write_file(&path, WriterConfig::new(format, TsPrecision::Nano, link), &packets).unwrap();
+            let back = read_packets(&path, &[11434]).unwrap();
+            assert_eq!(back.len(), packets.len());
+            for (b, p) in back.iter().zip(&packets) {
+                assert_eq!(
+                    (b.ts_ns, b.src, b.dst, b.seq, b.ack, b.flags),
+                    (p.ts_ns, p.src, p.dst, p.seq, p.ack, p.flags)
+                );
+                assert_eq!((b.payload.len(), b.captured_len()), (p.payload.len(), p.captured_len()));
+                assert_eq!(b.payload[..b.captured_len()], p.payload[..p.captured_len()]);
+            }
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -51,13 +51,14 @@ impl fmt::Display for Report {
         )?;
         write!(
             f,
-            "  tcp: {} duplicate bytes, {} out-of-order segments, {} mid-stream connections, {} resets; http: {} resyncs ({} bytes skipped), {} orphan responses, {} unanswered",
+            "  tcp: {} duplicate bytes, {} out-of-order segments, {} mid-stream connections, {} resets; http: {} resyncs ({} bytes skipped, {} bodies rejoined), {} orphan responses, {} unanswered",
             r.duplicate_bytes,
             r.out_of_order_segments,
             r.midstream_connections,
             r.closed_reset,
             h.resyncs,
             h.resync_skipped_bytes,
+            h.rejoins,
             h.orphan_responses,
             h.no_response
         )?;

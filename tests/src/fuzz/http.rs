@@ -198,6 +198,11 @@ impl Checker {
             HttpEvent::BodyGap { id, .. } => {
                 self.open(*id, "body gap");
             }
+            HttpEvent::BodyRejoined { id, dir, .. } => {
+                let ex = self.open(*id, "body rejoined");
+                assert!(*dir == Direction::ToServer || ex.status.is_some(), "response body rejoined before its head");
+                assert!(*dir == Direction::ToClient || !ex.request_end, "request body rejoined after its end");
+            }
             HttpEvent::Undecodable { id, dir } => {
                 let ex = self.open(*id, "undecodable body");
                 let said = &mut ex.undecodable[dir.index()];
@@ -297,6 +302,8 @@ pub fn run(data: &[u8]) {
             }
             Op::ToServer(_) | Op::ToClient(..) => continue,
             Op::Gap(d, len) if *len > 0 => {
+                // Missed bytes are the stream's too: bodies count them where their number is known.
+                fed[d.index()] += u64::from(*len);
                 let p = pos[d.index()];
                 pos[d.index()] += u64::from(*len);
                 StreamEvent::Gap { conn: CONN, dir: *d, ts: t, pos: p, len: u64::from(*len) }

@@ -16,6 +16,7 @@ pub mod json;
 pub mod packet;
 pub mod reassembly;
 mod record;
+pub mod rejoin;
 pub mod replay;
 
 /// A target body: the raw fuzz input in, a panic when an invariant does not hold.
@@ -26,6 +27,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("packet", packet),
     ("reassembly", reassembly),
     ("http", http),
+    ("rejoin", rejoin),
     ("framing", framing),
     ("json", json),
     ("response", response),
@@ -47,6 +49,11 @@ pub fn reassembly(data: &[u8]) {
 /// Byte streams through HTTP tracking and call assembly.
 pub fn http(data: &[u8]) {
     http::run(data)
+}
+
+/// Chunked bodies rejoined after gaps.
+pub fn rejoin(data: &[u8]) {
+    rejoin::run(data)
 }
 
 /// NDJSON, JSON-sequence and SSE body framing.

@@ -1,9 +1,11 @@
 //! Capture imperfections applied to a packet list: reordering, duplicates, loss, resegmentation,
-//! snap length, and a capture that starts late. Timestamps stay non-decreasing in list order,
-//! as in a real capture file: reordering moves packets, not the clock.
+//! snap length, and a capture that starts late; and [`lossy`], all three of the first at given
+//! rates, as a passive capture under load delivers them (a full ring buffer, libpcap behind,
+//! tcpdump with a small buffer). Timestamps stay non-decreasing in list order, as in a real
+//! capture file: reordering moves packets, not the clock.
 
-use rand::Rng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 
 use super::{Packet, TcpFlags};
 
@@ -93,6 +95,108 @@ pub fn drop_random(packets: &mut Vec<Packet>, p: f64, rng: &mut impl Rng) -> usi
     let before = packets.len();
     packets.retain(|pkt| pkt.payload.is_empty() || !rng.random_bool(p));
     before - packets.len()
+}
+
+/// Rates of a lossy capture, per payload-carrying segment (see [`lossy`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossModel {
+    /// Dropped: the capture never saw it.
+    pub drop: f64,
+    /// Seen twice (two hooks, a retransmission).
+    pub duplicate: f64,
+    /// Recorded up to `window` places later than sent (its capture time unchanged).
+    pub reorder: f64,
+    pub window: usize,
+}
+
+impl LossModel {
+    /// `drop` loss with 2 % duplicated and 2 % reordered by up to 3 places.
+    pub fn dropping(drop: f64) -> Self {
+        LossModel { drop, duplicate: 0.02, reorder: 0.02, window: 3 }
+    }
+}
+
+/// What [`lossy`] did: the capture, where each of its packets came from and which input packets
+/// it dropped (indices into the input).
+#[derive(Clone, Debug, Default)]
+pub struct Lossy {
+    pub packets: Vec<Packet>,
+    pub origin: Vec<usize>,
+    pub dropped: Vec<usize>,
+    pub duplicated: usize,
+    pub reordered: usize,
+}
+
+/// `packets` as a lossy capture saw them, deterministic by `seed`: each payload-carrying segment
+/// dropped, duplicated (right after itself) and moved a few places later (with its own
+/// timestamp, so records are then out of time order) at the model's rates. Segments without payload (handshakes, pure ACKs, FINs)
+/// are kept, as the loss of a payload is what costs the tracer.
+pub fn lossy(packets: &[Packet], model: &LossModel, seed: u64) -> Lossy {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = Lossy::default();
+    for (i, p) in packets.iter().enumerate() {
+        if p.payload.is_empty() {
+            out.packets.push(p.clone());
+            out.origin.push(i);
+            continue;
+        }
+        if rng.random_bool(model.drop) {
+            out.dropped.push(i);
+            continue;
+        }
+        out.packets.push(p.clone());
+        out.origin.push(i);
+        if rng.random_bool(model.duplicate) {
+            out.packets.push(p.clone());
+            out.origin.push(i);
+            out.duplicated += 1;
+        }
+    }
+    let n = out.packets.len();
+    for i in 0..n {
+        if !out.packets[i].payload.is_empty() && model.window > 0 && rng.random_bool(model.reorder) {
+            let j = (i + rng.random_range(1..=model.window)).min(n - 1);
+            if j > i {
+                // Moved later, keeping its capture time: records of several CPUs merged out of
+                // order (a reordered packet whose clock moved would change what was captured).
+                out.packets[i..=j].rotate_left(1);
+                out.origin[i..=j].rotate_left(1);
+                out.reordered += 1;
+            }
+        }
+    }
+    out
+}
+
+/// `copies` of a capture's packets interleaved into one capture, as if its clients had run that
+/// many times at once: copy `k` has its client ports moved up by `k × port_step` and its clock
+/// by `k × time_step_ns`. Returns the packets in time order and, for each, its copy and its
+/// index in `packets`.
+pub fn replicate(
+    packets: &[Packet],
+    copies: usize,
+    port_step: u16,
+    time_step_ns: u64,
+    server_port: u16,
+) -> (Vec<Packet>, Vec<(usize, usize)>) {
+    let mut all: Vec<(Packet, (usize, usize))> = Vec::with_capacity(packets.len() * copies);
+    for k in 0..copies {
+        for (j, p) in packets.iter().enumerate() {
+            let mut q = p.clone();
+            let shift = |a: &mut std::net::SocketAddr| {
+                if a.port() != server_port {
+                    a.set_port(a.port().wrapping_add(port_step.wrapping_mul(k as u16)));
+                }
+            };
+            shift(&mut q.src);
+            shift(&mut q.dst);
+            q.ts_ns += k as u64 * time_step_ns;
+            all.push((q, (k, j)));
+        }
+    }
+    // Stable: within a copy, file order stays.
+    all.sort_by_key(|(p, _)| p.ts_ns);
+    all.into_iter().unzip()
 }
 
 /// Split packet `i` at payload `offsets` (strictly increasing, inside the payload) into several
@@ -239,6 +343,41 @@ mod tests {
         assert_eq!(reassemble(&packets, spec.client, spec.server), c2s);
         assert_eq!(reassemble(&packets, spec.server, spec.client), s2c);
         assert_eq!(split_payload(&mut packets, req, &[0]), Err(PerturbError::BadOffset { offset: 0, len: 1 }));
+    }
+
+    #[test]
+    fn lossy_is_deterministic_and_drops_only_what_it_says() {
+        let (spec, packets, c2s, s2c) = conn();
+        let model = LossModel::dropping(0.2);
+        let a = lossy(&packets, &model, 7);
+        let b = lossy(&packets, &model, 7);
+        assert_eq!((a.packets.clone(), a.dropped.clone()), (b.packets, b.dropped));
+        assert_ne!(a.packets, lossy(&packets, &model, 8).packets);
+        assert!(!a.dropped.is_empty() && a.dropped.iter().all(|&i| !packets[i].payload.is_empty()));
+        for (p, &i) in a.packets.iter().zip(&a.origin) {
+            assert_eq!(*p, packets[i], "each packet as it was, times included");
+        }
+        // Without drops, duplicates and late records change no byte of either stream.
+        let kept = lossy(&packets, &LossModel { drop: 0.0, duplicate: 0.3, reorder: 0.3, window: 3 }, 1);
+        assert!(kept.duplicated > 0 && kept.reordered > 0);
+        let mut ordered = kept.packets.clone();
+        ordered.sort_by_key(|p| p.ts_ns);
+        assert_eq!(reassemble(&ordered, spec.client, spec.server), c2s);
+        assert_eq!(reassemble(&ordered, spec.server, spec.client), s2c);
+    }
+
+    #[test]
+    fn replicas_interleave_on_their_own_ports() {
+        let (spec, packets, ..) = conn();
+        let (all, origin) = replicate(&packets, 3, 100, 1_000, spec.server.port());
+        assert_eq!(all.len(), 3 * packets.len());
+        assert!(monotonic(&all));
+        for (p, &(k, j)) in all.iter().zip(&origin) {
+            let client = if p.src == spec.server { p.dst } else { p.src };
+            assert_eq!(client.port(), spec.client.port() + 100 * k as u16);
+            assert_eq!(p.ts_ns, packets[j].ts_ns + 1_000 * k as u64);
+            assert_eq!(p.payload, packets[j].payload);
+        }
     }
 
     #[test]

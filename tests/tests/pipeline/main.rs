@@ -5,10 +5,13 @@
 
 mod adversarial;
 mod architecture;
+mod gap_cost;
 mod golden;
 mod in_flight;
+mod lossy_capture;
 mod properties;
 mod real_capture;
 mod routes;
+mod single_loss;
 mod splits;
 mod standin;

@@ -67,6 +67,20 @@ pub struct Broken {
     pub at: usize,
 }
 
+/// What `len` bytes missing from a body do to its framing (see [`BodyReader::skip_gap`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skipped {
+    /// They lay inside data of known length: the reader stays in step. `done`: the body ended
+    /// with them; `new_chunk`: they took bytes of an HTTP chunk no earlier gap had hit.
+    InStep { done: bool, new_chunk: bool },
+    /// The body ended inside them (a known length): the last `after` of them belong to what
+    /// follows the body.
+    EndedInside { after: u64 },
+    /// They cover chunk framing: the reader lost step, and the body must be rejoined at the
+    /// next chunk that can be verified (see [`super::rejoin`]).
+    LostStep,
+}
+
 /// Outcome of feeding bytes to a [`BodyReader`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fed {
@@ -85,13 +99,24 @@ pub struct BodyReader {
     /// Body bytes delivered so far (after de-chunking).
     delivered: u64,
     done: bool,
+    /// Chunks started so far, and the one a gap last took bytes of (counted once).
+    chunks: u64,
+    gap_chunk: u64,
 }
 
 impl BodyReader {
     pub fn new(framing: Framing) -> Self {
         let remaining = if let Framing::Length(n) = framing { n } else { 0 };
         let done = matches!(framing, Framing::None | Framing::Length(0));
-        BodyReader { framing, remaining, chunk: Chunk::Size { value: 0, digits: 0 }, delivered: 0, done }
+        BodyReader {
+            framing,
+            remaining,
+            chunk: Chunk::Size { value: 0, digits: 0 },
+            delivered: 0,
+            done,
+            chunks: 0,
+            gap_chunk: 0,
+        }
     }
 
     pub fn framing(&self) -> Framing {
@@ -148,25 +173,37 @@ impl BodyReader {
         self.done
     }
 
-    /// `len` bytes of the body are missing from the capture. Returns true if the reader could skip
-    /// them and stays in step (the gap lies inside known-length data); false if framing is lost.
-    pub fn skip(&mut self, len: u64) -> bool {
+    /// `len` bytes of the body are missing from the capture: where that leaves the framing.
+    pub fn skip_gap(&mut self, len: u64) -> Skipped {
         match self.framing {
             Framing::Length(_) if len <= self.remaining => {
                 self.remaining -= len;
                 self.done = self.remaining == 0;
-                true
+                Skipped::InStep { done: self.done, new_chunk: false }
             }
-            Framing::UntilClose => true,
+            Framing::Length(_) => {
+                let after = len - self.remaining;
+                self.remaining = 0;
+                self.done = true;
+                Skipped::EndedInside { after }
+            }
+            Framing::UntilClose => Skipped::InStep { done: false, new_chunk: false },
             Framing::Chunked => match self.chunk {
                 Chunk::Data { left } if len <= left => {
                     self.chunk = if len == left { Chunk::DataCr } else { Chunk::Data { left: left - len } };
-                    true
+                    let new_chunk = self.gap_chunk != self.chunks;
+                    self.gap_chunk = self.chunks;
+                    Skipped::InStep { done: false, new_chunk }
                 }
-                _ => false,
+                _ => Skipped::LostStep,
             },
-            _ => false,
+            Framing::None => Skipped::EndedInside { after: len },
         }
+    }
+
+    /// Framing found again after a gap: the next byte fed starts a chunk-size line.
+    pub fn rejoin_at_chunk(&mut self) {
+        self.chunk = Chunk::Size { value: 0, digits: 0 };
     }
 
     /// Reads chunked framing from `input[*i..]`, leaving `*i` at the first byte not consumed.
@@ -266,6 +303,7 @@ impl BodyReader {
     }
 
     fn start_chunk(&mut self, size: u64) {
+        self.chunks += 1;
         self.chunk = if size == 0 { Chunk::TrailerStart } else { Chunk::Data { left: size } };
     }
 }
@@ -322,11 +360,12 @@ mod tests {
         let mut r = BodyReader::new(Framing::Length(10));
         let mut out = Vec::new();
         r.feed(b"abc", &mut |b| out.extend_from_slice(b)).unwrap();
-        assert!(r.skip(4));
+        assert_eq!(r.skip_gap(4), Skipped::InStep { done: false, new_chunk: false });
         let fed = r.feed(b"defXYZ", &mut |b| out.extend_from_slice(b)).unwrap();
         assert_eq!((out.as_slice(), fed), (&b"abcdef"[..], Fed { consumed: 3, done: true }));
         let mut r = BodyReader::new(Framing::Length(3));
-        assert!(!r.skip(4));
+        assert_eq!(r.skip_gap(4), Skipped::EndedInside { after: 1 });
+        assert!(r.is_done());
     }
 
     #[test]
@@ -334,9 +373,20 @@ mod tests {
         let mut r = BodyReader::new(Framing::Chunked);
         let mut out = Vec::new();
         r.feed(b"a\r\n01", &mut |b| out.extend_from_slice(b)).unwrap();
-        assert!(r.skip(8));
+        assert_eq!(r.skip_gap(2), Skipped::InStep { done: false, new_chunk: true });
+        assert_eq!(r.skip_gap(1), Skipped::InStep { done: false, new_chunk: false }, "the same chunk");
+        r.feed(b"45", &mut |b| out.extend_from_slice(b)).unwrap();
+        assert_eq!(r.skip_gap(3), Skipped::InStep { done: false, new_chunk: false });
         let fed = r.feed(b"\r\n0\r\n\r\n", &mut |b| out.extend_from_slice(b)).unwrap();
         assert!(fed.done);
-        assert!(!BodyReader::new(Framing::Chunked).skip(1));
+        assert_eq!(out, b"0145");
+        assert_eq!(BodyReader::new(Framing::Chunked).skip_gap(1), Skipped::LostStep);
+        let mut r = BodyReader::new(Framing::Chunked);
+        r.feed(b"2\r\nab", &mut |_| {}).unwrap();
+        assert_eq!(r.skip_gap(3), Skipped::LostStep, "past the chunk's data");
+        r.rejoin_at_chunk();
+        let mut out = Vec::new();
+        assert!(r.feed(b"1\r\nz\r\n0\r\n\r\n", &mut |b| out.extend_from_slice(b)).unwrap().done);
+        assert_eq!(out, b"z");
     }
 }

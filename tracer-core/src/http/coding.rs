@@ -9,8 +9,10 @@ pub(super) struct BodyCoding {
     decoder: Option<ContentDecoder>,
     /// The coding is unknown, or its bytes turned out corrupt: nothing more is decoded.
     failed: bool,
-    /// Body bytes as sent so far.
+    /// Body bytes as sent so far (bytes the capture missed included, where their number is known).
     pub(super) wire: u64,
+    /// Bytes were missed in a number not known: `wire` is a lower bound.
+    pub(super) partial: bool,
 }
 
 /// What feeding or finishing a body did.
@@ -52,6 +54,20 @@ impl BodyCoding {
                 }
             },
         }
+    }
+
+    /// `len` body bytes were missed by the capture (`None`: a number not known). They count
+    /// towards the size; a content coding cannot be decoded past them.
+    pub(super) fn skip(&mut self, len: Option<u64>) -> Decoded {
+        match len {
+            Some(n) => self.wire += n,
+            None => self.partial = true,
+        }
+        if self.decoder.is_some() && !self.failed {
+            self.failed = true;
+            return Decoded::Failed;
+        }
+        Decoded::Ok
     }
 
     /// The body ended: what the decoder still holds goes to `out`.

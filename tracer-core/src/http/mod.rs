@@ -1,12 +1,15 @@
 //! HTTP/1.x exchanges from reassembled byte streams: heads, bodies as they arrive (de-chunked,
 //! their `Content-Encoding` undone), request/response pairing (keep-alive, pipelining,
 //! `100 Continue`), and resynchronisation when bytes are missing or the capture started
-//! mid-connection. One file per direction ([`request`], [`response`]); what they share here.
+//! mid-connection: a body whose framing a gap took is rejoined at its next verified chunk
+//! ([`rejoin`]), a direction that lost step looks for the next message ([`resync`]). One file
+//! per direction ([`request`], [`response`]); what they share here.
 
 pub mod body;
 mod coding;
 pub mod encoding;
 pub mod head;
+pub mod rejoin;
 mod request;
 mod response;
 pub mod resync;
@@ -22,6 +25,7 @@ use rustc_hash::FxHashMap;
 use self::body::{BodyReader, Framing};
 use self::coding::{BodyCoding, Decoded};
 use self::head::{RequestHead, ResponseHead, head_end};
+use self::rejoin::{Payload, Rejoin};
 use self::resync::{Resync, StartKind};
 use crate::reassembly::{CloseReason, ConnId, StreamEvent};
 use crate::segment::{CaptureMeta, Direction, FlowKey, Timestamp};
@@ -33,7 +37,8 @@ pub type ExchangeId = u64;
 pub struct HttpConfig {
     /// Request headers (lower-case names) whose values are kept for export; secrets never are.
     pub keep_headers: Vec<String>,
-    /// Bytes of unfinished heads held across all connections; beyond it the oldest are dropped.
+    /// Bytes of unfinished heads, and of bodies being rejoined after a gap, held across all
+    /// connections; beyond it the oldest are dropped.
     pub max_partial_heads: usize,
     /// A head still unfinished after this long (capture time) is dropped: heads arrive at
     /// once, so one trickling in is a stalled or hostile client (slowloris).
@@ -82,15 +87,26 @@ pub struct ExchangeEnd {
     pub request_gap_bytes: u64,
     /// Bytes of the response the capture missed.
     pub response_gap_bytes: u64,
+    /// HTTP chunks of the response that lost bytes, where the framing tells: every gap lay
+    /// inside one chunk's data (`None` when one took chunk framing, or the body is not chunked).
+    pub response_gap_chunks: Option<u64>,
     /// Set when the connection closing ended the exchange.
     pub close: Option<CloseReason>,
     /// The client finished sending (FIN) before the response was complete.
     pub client_closed: bool,
     /// Capture time of the last byte seen of this exchange (either direction).
     pub last_byte: Timestamp,
-    /// Body bytes as sent (de-chunked, still content-coded), each direction.
+    /// The response's end lay in a gap (the body ended in it, or was still behind one when the
+    /// connection ended): the exchange ends at its last byte seen, not at its true end.
+    pub end_lost: bool,
+    /// Body bytes as sent (de-chunked, still content-coded), each direction; bytes the capture
+    /// missed are included where their number is known.
     pub request_body_bytes: u64,
     pub response_body_bytes: u64,
+    /// A body lost a number of bytes the framing does not tell (it was rejoined after a gap
+    /// that took chunk framing): its size above is a lower bound, not the size sent.
+    pub request_body_partial: bool,
+    pub response_body_partial: bool,
 }
 
 impl ExchangeEnd {
@@ -124,8 +140,14 @@ pub enum HttpEvent<'a> {
     Response { id: ExchangeId, ts: Timestamp, head_ts: Timestamp, head: ResponseHead },
     /// Response body bytes as the server wrote them (de-chunked, decoded); `wire` as above.
     ResponseBody { id: ExchangeId, ts: Timestamp, data: &'a [u8], wire: u64 },
-    /// `len` bytes of a body are missing, but the body goes on in step after them.
+    /// `len` bytes of a body are missing. The body goes on in step right after them (they lay
+    /// inside data of known length), or, when they took chunk framing, nothing of it comes
+    /// until [`HttpEvent::BodyRejoined`] (or its end).
     BodyGap { id: ExchangeId, dir: Direction, len: u64 },
+    /// The body's framing was found again after a gap: what follows starts a chunk, verified
+    /// (its size and CRLF, and for NDJSON and SSE that it ends a line or an event); the body
+    /// bytes in between are lost, in a number not known. `ts`: the first byte of that chunk.
+    BodyRejoined { id: ExchangeId, dir: Direction, ts: Timestamp },
     /// A body's content coding is unknown or its bytes are corrupt: nothing more of it comes.
     Undecodable { id: ExchangeId, dir: Direction },
     /// The exchange is over: `ts` is the capture time of the response's last byte when complete,
@@ -145,13 +167,17 @@ pub struct HttpStats {
     pub parse_errors: u64,
     /// Times a direction lost step and searched for the next message.
     pub resyncs: u64,
-    /// Bytes skipped while searching for a message start.
+    /// Bytes skipped while searching for a message start or a body's next chunk.
     pub resync_skipped_bytes: u64,
+    /// Bodies whose framing a gap took, found again: at a verified chunk, or at the next
+    /// message (the body ended in the gap).
+    pub rejoins: u64,
     /// Responses with no request to pair with (their request predates the capture).
     pub orphan_responses: u64,
     /// Connections switched to a tunnel (Upgrade, CONNECT).
     pub tunnels: u64,
-    /// Unfinished heads dropped because all of them together exceeded the limit.
+    /// Unfinished heads (or bodies being rejoined) dropped because all of them together exceeded
+    /// the limit.
     pub head_evictions: u64,
     /// Unfinished heads dropped because they stalled (slowloris).
     pub stale_heads: u64,
@@ -164,6 +190,9 @@ enum Mode {
     /// Reading a head (possibly none started yet).
     Head,
     Body(BodyReader),
+    /// A gap took the body's framing: looking for its next chunk, or for the next message (the
+    /// body ended in the gap). The reader goes on at that chunk.
+    Rejoin(Box<(BodyReader, Rejoin)>),
     /// Lost step: looking for the next message start.
     Resync(Resync),
     /// Nothing more to parse (tunnel, or the connection will close).
@@ -179,6 +208,10 @@ struct Side {
     head_pos: u64,
     /// The side resynchronised since its last message: pairing must not trust FIFO order.
     resynced: bool,
+    /// What verifies a chunk of the current body when it is rejoined after a gap.
+    payload: Payload,
+    /// Stream position of the gap that sent the current body to be rejoined.
+    lost_at: u64,
 }
 
 impl Side {
@@ -189,6 +222,16 @@ impl Side {
             head_ts: Timestamp(0),
             head_pos: 0,
             resynced: midstream,
+            payload: Payload::Any,
+            lost_at: 0,
+        }
+    }
+
+    /// Bytes held while parsing (an unfinished head, or a body being rejoined), and since when.
+    fn held(&self) -> (usize, Timestamp) {
+        match &self.mode {
+            Mode::Rejoin(b) => (b.1.held(), b.1.held_since().unwrap_or(self.head_ts)),
+            _ => (self.head.len(), self.head_ts),
         }
     }
 }
@@ -205,10 +248,32 @@ struct Exchange {
     responded: bool,
     request_gap: u64,
     response_gap: u64,
+    /// See [`ExchangeEnd::response_gap_chunks`].
+    response_gap_chunks: Option<u64>,
     last_byte: Timestamp,
     client_fin: bool,
     request_body: BodyCoding,
     response_body: BodyCoding,
+}
+
+impl Exchange {
+    fn new(id: ExchangeId, start_pos: u64, last_byte: Timestamp) -> Self {
+        Exchange {
+            id,
+            start_pos,
+            is_head: false,
+            is_connect: false,
+            request_complete: false,
+            responded: false,
+            request_gap: 0,
+            response_gap: 0,
+            response_gap_chunks: Some(0),
+            last_byte,
+            client_fin: false,
+            request_body: BodyCoding::default(),
+            response_body: BodyCoding::default(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -218,6 +283,10 @@ struct Conn {
     resp: Side,
     /// Exchanges whose request was seen and whose response is not finished, oldest first.
     pending: VecDeque<Exchange>,
+    /// Request-stream position from which bytes were lost outside any body being followed:
+    /// whole requests may have been among them, so a response the server sent after receiving
+    /// past it does not answer the requests before it.
+    lost_requests_at: Option<u64>,
 }
 
 /// The HTTP stage.
@@ -243,9 +312,9 @@ impl HttpTracker {
         self.conns.values().map(|c| c.pending.len()).sum()
     }
 
-    /// Bytes held in unfinished heads.
+    /// Bytes held in unfinished heads and bodies being rejoined.
     pub fn partial_head_bytes(&self) -> usize {
-        self.conns.values().map(|c| c.req.head.len() + c.resp.head.len()).sum()
+        self.conns.values().map(|c| c.req.held().0 + c.resp.held().0).sum()
     }
 
     /// Time-based and memory rules, run periodically (capture time `now`): stalled heads are
@@ -256,14 +325,16 @@ impl HttpTracker {
         let mut held = Vec::new();
         for c in self.conns.values_mut() {
             for (side, kind) in [(&mut c.req, StartKind::Request), (&mut c.resp, StartKind::Response)] {
-                if side.head.is_empty() {
+                let (len, since) = side.held();
+                if len == 0 {
                     continue;
                 }
-                if now.since(side.head_ts) >= timeout {
+                // (A body being rejoined waits for its next chunk, which may come slowly.)
+                if !matches!(side.mode, Mode::Rejoin(_)) && now.since(since) >= timeout {
                     self.stats.stale_heads += 1;
                     drop_head(&mut self.stats, side, kind);
                 } else {
-                    held.push((side.head_ts, side.head.len()));
+                    held.push((since, len));
                 }
             }
         }
@@ -285,7 +356,8 @@ impl HttpTracker {
         let Some(cutoff) = cutoff else { return };
         for c in self.conns.values_mut() {
             for (side, kind) in [(&mut c.req, StartKind::Request), (&mut c.resp, StartKind::Response)] {
-                if !side.head.is_empty() && side.head_ts <= cutoff {
+                let (len, since) = side.held();
+                if len > 0 && since <= cutoff {
                     self.stats.head_evictions += 1;
                     drop_head(&mut self.stats, side, kind);
                 }
@@ -304,6 +376,7 @@ impl HttpTracker {
                         req: Side::new(StartKind::Request, midstream),
                         resp: Side::new(StartKind::Response, midstream),
                         pending: VecDeque::new(),
+                        lost_requests_at: None,
                     },
                 );
             }
@@ -316,13 +389,13 @@ impl HttpTracker {
                     Direction::ToClient => ctx.response_data(c, ts, pos, peer_pos, data, out),
                 }
             }
-            StreamEvent::Gap { conn, dir, ts, len, .. } => {
+            StreamEvent::Gap { conn, dir, pos, len, .. } => {
                 let Some(c) = self.conns.get_mut(&conn) else { return };
                 let mut ctx =
                     Ctx { config: &self.config, stats: &mut self.stats, next_id: &mut self.next_id, conn_id: conn };
                 match dir {
-                    Direction::ToServer => ctx.request_gap(c, ts, len, out),
-                    Direction::ToClient => ctx.response_gap(c, ts, len, out),
+                    Direction::ToServer => ctx.request_gap(c, pos, len, out),
+                    Direction::ToClient => ctx.response_gap(c, len, out),
                 }
             }
             StreamEvent::End { conn, dir, ts } => {
@@ -356,7 +429,7 @@ impl HttpTracker {
     }
 }
 
-/// Drops a side's unfinished head (its memory too) and looks for the next message.
+/// Drops a side's unfinished head or rejoin (its memory too) and looks for the next message.
 fn drop_head(stats: &mut HttpStats, side: &mut Side, kind: StartKind) {
     stats.resyncs += 1;
     side.head = Vec::new();
@@ -382,6 +455,19 @@ impl Ctx<'_> {
         close: Option<CloseReason>,
         out: &mut F,
     ) {
+        self.end_front_lost(c, ts, outcome, close, false, out);
+    }
+
+    /// [`Self::end_front`], saying whether the response's end was lost in a gap.
+    fn end_front_lost<F: FnMut(HttpEvent<'_>)>(
+        &mut self,
+        c: &mut Conn,
+        ts: Timestamp,
+        outcome: Outcome,
+        close: Option<CloseReason>,
+        end_lost: bool,
+        out: &mut F,
+    ) {
         let Some(mut ex) = c.pending.pop_front() else { return };
         match outcome {
             Outcome::Complete => self.stats.complete += 1,
@@ -393,11 +479,15 @@ impl Ctx<'_> {
             request_complete: ex.request_complete,
             request_gap_bytes: ex.request_gap,
             response_gap_bytes: ex.response_gap,
+            response_gap_chunks: ex.response_gap_chunks,
             close,
             client_closed: ex.client_fin,
             last_byte: ex.last_byte,
+            end_lost,
             request_body_bytes: ex.request_body.wire,
             response_body_bytes: ex.response_body.wire,
+            request_body_partial: ex.request_body.partial,
+            response_body_partial: ex.response_body.partial,
         };
         if ex.responded {
             // What the response's decoder still holds, as of when the response ended.
@@ -442,9 +532,12 @@ impl Ctx<'_> {
                         CloseReason::Reset { .. } | CloseReason::CaptureEnd | CloseReason::Idle | CloseReason::Evicted
                     )
                 );
-            let end_ts = if complete { front.last_byte } else { ts };
+            // A body still behind a gap may have ended in it long before: the last byte seen is
+            // its end as far as anyone can tell.
+            let behind_gap = matches!(c.resp.mode, Mode::Rejoin(_));
+            let end_ts = if complete || behind_gap { front.last_byte } else { ts };
             let outcome = if complete { Outcome::Complete } else { Outcome::Truncated };
-            self.end_front(c, end_ts, outcome, close, out);
+            self.end_front_lost(c, end_ts, outcome, close, behind_gap, out);
         }
         while !c.pending.is_empty() {
             self.end_front(c, ts, Outcome::NoResponse, close, out);

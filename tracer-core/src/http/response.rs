@@ -1,14 +1,30 @@
 //! The response direction: heads paired with their requests, bodies (de-chunked, decoded), and
 //! gaps in them.
 
-use super::body::{BodyReader, Framing};
+use super::body::{BodyReader, Framing, Skipped};
 use super::coding::{BodyCoding, Decoded};
 use super::head::{self, RequestHead, ResponseHead, parse_response};
+use super::rejoin::{self, Payload, Piece, Rejoin};
 use super::resync::{Found, StartKind};
 use super::{Conn, Ctx, Exchange, HttpEvent, Mode, Outcome, take_head};
 use crate::segment::{CaptureMeta, Direction, Timestamp};
 
+/// Bytes held while a body was being rejoined, to go through first (each from where it came),
+/// and where in the piece reading goes on after them.
+pub(super) type Held = Option<(Vec<(Piece, Vec<u8>)>, usize)>;
+
+/// What a piece did to a body being rejoined.
+pub(super) enum Rejoined {
+    /// Read on from this offset of the piece, in the mode now set.
+    Continue(usize),
+    /// Held, or passed over: nothing more of the piece.
+    AllTaken,
+    /// Found again: these held bytes first, then the piece from this offset.
+    Held(Vec<(Piece, Vec<u8>)>, usize),
+}
+
 impl Ctx<'_> {
+    #[inline]
     pub(super) fn response_data<F: FnMut(HttpEvent<'_>)>(
         &mut self,
         c: &mut Conn,
@@ -18,14 +34,44 @@ impl Ctx<'_> {
         data: &[u8],
         out: &mut F,
     ) {
-        let mut i = 0;
+        let mut from = 0;
+        while let Some((held, next)) = self.response_piece(c, ts, pos, peer_pos, data, from, out) {
+            for (p, bytes) in held {
+                // No gap lies inside held bytes: they cannot send the body to be rejoined again.
+                let again = self.response_piece(c, p.ts, p.pos, p.peer_pos, &bytes, 0, out);
+                debug_assert!(again.is_none(), "held bytes rejoined again");
+            }
+            from = next;
+        }
+    }
+
+    /// Reads `data[from..]`; stops early when a rejoin hands back held bytes (see [`Held`]).
+    #[allow(clippy::too_many_arguments)]
+    fn response_piece<F: FnMut(HttpEvent<'_>)>(
+        &mut self,
+        c: &mut Conn,
+        ts: Timestamp,
+        pos: u64,
+        peer_pos: Option<u64>,
+        data: &[u8],
+        from: usize,
+        out: &mut F,
+    ) -> Held {
+        let mut i = from;
         while i < data.len() {
             match &mut c.resp.mode {
-                Mode::Ignore => return,
-                Mode::Resync(r) => match r.scan(&data[i..]) {
+                Mode::Ignore => return None,
+                Mode::Rejoin(_) => {
+                    match self.response_rejoin_piece(c, ts, pos + i as u64, peer_pos, &data[i..], i == 0, out) {
+                        Rejoined::Continue(offset) => i += offset,
+                        Rejoined::AllTaken => return None,
+                        Rejoined::Held(held, offset) => return Some((held, i + offset)),
+                    }
+                }
+                Mode::Resync(r) => match r.scan(&data[i..], i == 0) {
                     Found::NotYet => {
                         self.stats.resync_skipped_bytes += (data.len() - i) as u64;
-                        return;
+                        return None;
                     }
                     Found::At { offset, carried } => {
                         self.stats.resync_skipped_bytes += offset as u64;
@@ -50,7 +96,7 @@ impl Ctx<'_> {
                             self.lost_step(&mut c.resp, StartKind::Response, false);
                             c.resp.head.clear();
                         }
-                        return;
+                        return None;
                     };
                     i += used;
                     let parsed = parse_response(&head_bytes);
@@ -98,6 +144,46 @@ impl Ctx<'_> {
                 }
             }
         }
+        None
+    }
+
+    /// A piece while the body is being rejoined after a gap: how far into it reading goes on
+    /// (the rest is for the mode now set), with the held bytes that go first when the body was
+    /// found again. (Apart, and cold: the loss-free path stays small.)
+    #[cold]
+    #[allow(clippy::too_many_arguments)]
+    fn response_rejoin_piece<F: FnMut(HttpEvent<'_>)>(
+        &mut self,
+        c: &mut Conn,
+        ts: Timestamp,
+        pos: u64,
+        peer_pos: Option<u64>,
+        data: &[u8],
+        piece_start: bool,
+        out: &mut F,
+    ) -> Rejoined {
+        if answers_later(c, peer_pos) {
+            // The server had received a later request when it sent this: the body being
+            // rejoined ended in the gap (responses go in order), and these bytes are a later
+            // response's, its head lost with them.
+            let responded = c.pending.front().is_some_and(|e| e.responded);
+            if let Mode::Rejoin(b) = &c.resp.mode {
+                self.stats.resync_skipped_bytes += b.1.held() as u64;
+            }
+            self.stats.rejoins += 1;
+            self.end_in_gap(c, responded, out);
+            self.lost_step(&mut c.resp, StartKind::Response, true);
+            return Rejoined::Continue(0);
+        }
+        let Mode::Rejoin(b) = &mut c.resp.mode else { return Rejoined::Continue(0) };
+        let piece = Piece { ts, pos, peer_pos, meta: CaptureMeta::default() };
+        let found = b.1.scan(data, piece, piece_start);
+        self.stats.resync_skipped_bytes += b.1.take_skipped();
+        let rejoin::Found::At { at_chunk, carried, offset } = found else { return Rejoined::AllTaken };
+        let first = carried.first().map_or(ts, |(p, _)| p.ts);
+        self.response_rejoined(c, at_chunk, first, out);
+        // Held bytes go through first, as if they arrived now, each with its own time.
+        if carried.is_empty() { Rejoined::Continue(offset) } else { Rejoined::Held(carried, offset) }
     }
 
     /// Pairs a parsed response head with its request.
@@ -121,6 +207,19 @@ impl Ctx<'_> {
                 self.end_front(c, ts0, Outcome::NoResponse, None, out);
             }
         }
+        // The server had received past request bytes the capture lost, outside any body: the
+        // requests among them were answered first, and the ones before them by responses lost
+        // too. (A client that pipelined into the loss makes this split one call in two, each
+        // flagged: never a request paired with another's response.)
+        if let (Some(lost), Some(p)) = (c.lost_requests_at, peer_pos)
+            && p > lost
+        {
+            while c.pending.front().is_some_and(|e| e.start_pos < lost && !e.responded) {
+                let ts0 = c.pending[0].last_byte;
+                self.end_front(c, ts0, Outcome::NoResponse, None, out);
+            }
+            c.lost_requests_at = None;
+        }
         let answers = match (c.pending.front(), peer_pos) {
             (None, _) => false,
             (Some(ex), Some(p)) => ex.start_pos < p,
@@ -142,20 +241,7 @@ impl Ctx<'_> {
             // reported from what its response says, under a request marked unseen.
             let id = *self.next_id;
             *self.next_id += 1;
-            c.pending.push_front(Exchange {
-                id,
-                start_pos: 0,
-                is_head: false,
-                is_connect: false,
-                request_complete: true,
-                responded: false,
-                request_gap: 0,
-                response_gap: 0,
-                last_byte: ts,
-                client_fin: false,
-                request_body: BodyCoding::default(),
-                response_body: BodyCoding::default(),
-            });
+            c.pending.push_front(Exchange { request_complete: true, ..Exchange::new(id, 0, ts) });
             let unseen = RequestHead { unseen: true, ..RequestHead::default() };
             out(HttpEvent::Request {
                 conn: self.conn_id,
@@ -183,6 +269,11 @@ impl Ctx<'_> {
         let close = head.connection_close;
         let (coding, decoded) = BodyCoding::for_header(head.content_encoding.as_deref());
         ex.response_body = coding;
+        if framing != Framing::Chunked {
+            // Only chunked framing can tell how many chunks a gap took.
+            ex.response_gap_chunks = None;
+        }
+        c.resp.payload = Payload::for_content_type(head.content_type.as_deref());
         out(HttpEvent::Response { id, ts: c.resp.head_ts, head_ts: ts, head });
         if let Decoded::Failed = decoded {
             out(HttpEvent::Undecodable { id, dir: Direction::ToClient });
@@ -203,40 +294,107 @@ impl Ctx<'_> {
     }
 
     /// `len` response bytes were not captured.
-    pub(super) fn response_gap<F: FnMut(HttpEvent<'_>)>(&mut self, c: &mut Conn, ts: Timestamp, len: u64, out: &mut F) {
-        let responded = c.pending.front().is_some_and(|e| e.responded);
-        // Server bytes belong to the oldest unanswered exchange, also before its
-        // response head was seen: the gap may well have held that head.
-        if let Some(ex) = c.pending.front_mut() {
-            ex.response_gap += len;
-        }
-        let in_step = match &mut c.resp.mode {
+    pub(super) fn response_gap<F: FnMut(HttpEvent<'_>)>(&mut self, c: &mut Conn, len: u64, out: &mut F) {
+        let skipped = match &mut c.resp.mode {
             Mode::Ignore => return,
-            Mode::Body(reader) => reader.skip(len).then(|| reader.is_done()),
-            _ => None,
-        };
-        if in_step.is_some()
-            && responded
-            && let Some(ex) = c.pending.front()
-        {
-            out(HttpEvent::BodyGap { id: ex.id, dir: Direction::ToClient, len });
-        }
-        match in_step {
-            Some(true) => {
-                c.resp.mode = Mode::Head;
-                if responded {
-                    self.end_front(c, ts, Outcome::Complete, None, out);
+            Mode::Body(reader) => Some(reader.skip_gap(len)),
+            Mode::Rejoin(b) => {
+                // One more hole before the body's next chunk: only the hole widens.
+                b.1.gap();
+                self.stats.resync_skipped_bytes += b.1.take_skipped();
+                if let Some(ex) = c.pending.front_mut() {
+                    ex.response_gap += len;
                 }
+                return;
             }
-            Some(false) => {}
-            None => {
-                if responded && matches!(c.resp.mode, Mode::Body(_)) {
-                    self.end_front(c, ts, Outcome::Truncated, None, out);
+            Mode::Head | Mode::Resync(_) => None,
+        };
+        let responded = c.pending.front().is_some_and(|e| e.responded);
+        // Server bytes belong to the oldest unanswered exchange, also before its response head
+        // was seen (the gap may well have held that head); those after a body that ended in
+        // the gap, to the next one.
+        let (mine, after) = match skipped {
+            Some(Skipped::EndedInside { after }) if responded => (len - after, after),
+            _ => (len, 0),
+        };
+        if let Some(ex) = c.pending.front_mut() {
+            ex.response_gap += mine;
+            if let (true, Some(skipped)) = (responded, skipped) {
+                let id = ex.id;
+                let known = match skipped {
+                    Skipped::InStep { new_chunk, .. } => {
+                        ex.response_gap_chunks = ex.response_gap_chunks.map(|n| n + u64::from(new_chunk));
+                        Some(mine)
+                    }
+                    Skipped::EndedInside { .. } => Some(mine),
+                    Skipped::LostStep => {
+                        ex.response_gap_chunks = None;
+                        None
+                    }
+                };
+                if let Decoded::Failed = ex.response_body.skip(known) {
+                    out(HttpEvent::Undecodable { id, dir: Direction::ToClient });
+                }
+                out(HttpEvent::BodyGap { id, dir: Direction::ToClient, len: mine });
+            }
+        }
+        match skipped {
+            Some(Skipped::InStep { done: false, .. }) => {}
+            Some(Skipped::InStep { done: true, .. }) => {
+                c.resp.mode = Mode::Head;
+                self.end_in_gap(c, responded, out);
+            }
+            Some(Skipped::EndedInside { .. }) => {
+                self.end_in_gap(c, responded, out);
+                if let Some(next) = c.pending.front_mut().filter(|_| after > 0) {
+                    next.response_gap += after;
                 }
                 self.lost_step(&mut c.resp, StartKind::Response, true);
             }
+            Some(Skipped::LostStep) => {
+                self.stats.resyncs += 1;
+                let Mode::Body(reader) = std::mem::replace(&mut c.resp.mode, Mode::Head) else { return };
+                let rejoin = Rejoin::new(StartKind::Response, c.resp.payload);
+                c.resp.mode = Mode::Rejoin(Box::new((reader, rejoin)));
+            }
+            None => self.lost_step(&mut c.resp, StartKind::Response, true),
         }
     }
+
+    /// The body ended in a gap: its exchange ends where its last byte was seen.
+    fn end_in_gap<F: FnMut(HttpEvent<'_>)>(&mut self, c: &mut Conn, responded: bool, out: &mut F) {
+        if responded && let Some(last) = c.pending.front().map(|e| e.last_byte) {
+            self.end_front_lost(c, last, Outcome::Complete, None, true, out);
+        }
+    }
+
+    /// A body being rejoined after a gap: at a verified chunk it goes on; at a message start it
+    /// ended in the gap.
+    fn response_rejoined<F: FnMut(HttpEvent<'_>)>(&mut self, c: &mut Conn, at_chunk: bool, ts: Timestamp, out: &mut F) {
+        self.stats.rejoins += 1;
+        let Mode::Rejoin(b) = std::mem::replace(&mut c.resp.mode, Mode::Head) else { return };
+        let responded = c.pending.front().is_some_and(|e| e.responded);
+        if at_chunk {
+            let (mut reader, _) = *b;
+            reader.rejoin_at_chunk();
+            c.resp.mode = Mode::Body(reader);
+            if responded && let Some(ex) = c.pending.front() {
+                out(HttpEvent::BodyRejoined { id: ex.id, dir: Direction::ToClient, ts });
+            }
+        } else {
+            self.end_in_gap(c, responded, out);
+            // Pairing after a loss of step goes by what the server had received.
+            c.resp.resynced = true;
+        }
+    }
+}
+
+/// Response bytes sent after the server had received a request later than the oldest unanswered
+/// one (or request bytes the capture lost): they cannot be that one's.
+fn answers_later(c: &Conn, peer_pos: Option<u64>) -> bool {
+    let (Some(p), Some(front)) = (peer_pos, c.pending.front()) else { return false };
+    c.pending.get(1).is_some_and(|next| next.start_pos < p)
+        || c.lost_requests_at.is_some_and(|l| front.start_pos < l && l < p)
 }
 
 /// De-chunked response body bytes: counted, decoded, handed on.

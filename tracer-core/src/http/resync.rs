@@ -42,8 +42,10 @@ impl Resync {
         Resync { kind, tail: Vec::new(), line_start }
     }
 
-    /// Scans the next piece.
-    pub fn scan(&mut self, data: &[u8]) -> Found {
+    /// Scans the next piece. `piece_start`: it begins a captured segment, where a client or
+    /// server begins its writes: a candidate too (a request body ends without a newline, so
+    /// the next request line is not at a line start).
+    pub fn scan(&mut self, data: &[u8], piece_start: bool) -> Found {
         let carried = self.tail.len();
         let owned;
         let buf: &[u8] = if carried == 0 {
@@ -54,8 +56,17 @@ impl Resync {
             owned = b;
             &owned
         };
-        // Candidate line starts: position 0 when it is a line start, and after every LF.
-        let mut start = if self.line_start { Some(0) } else { memchr(b'\n', buf).map(|p| p + 1) };
+        // Candidates, in order: position 0 when it is a line start, after every LF, and the
+        // piece's first byte.
+        let piece = piece_start.then_some(carried);
+        let next = |from: usize| {
+            let lf = memchr(b'\n', &buf[from..]).map(|k| from + k + 1);
+            match (lf, piece.filter(|&p| p > from)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        let mut start = if self.line_start || (piece_start && carried == 0) { Some(0) } else { next(0) };
         while let Some(s) = start {
             if s >= buf.len() {
                 self.line_start = true;
@@ -65,7 +76,7 @@ impl Resync {
             match memchr(b'\n', &buf[s..]) {
                 Some(k) => {
                     let line = &buf[s..s + k];
-                    if self.is_start(line) {
+                    if is_message_start(self.kind, line) {
                         self.tail.clear();
                         return if s >= carried {
                             Found::At { offset: s - carried, carried: Vec::new() }
@@ -73,19 +84,22 @@ impl Resync {
                             Found::At { offset: 0, carried: buf[s..carried].to_vec() }
                         };
                     }
-                    start = Some(s + k + 1);
+                    start = next(s);
                 }
                 None => {
                     // An unfinished line: keep it (bounded) until the next piece completes it.
                     let rest = &buf[s..];
-                    if rest.len() <= MAX_LINE && self.could_start(rest) {
+                    if rest.len() <= MAX_LINE && may_start_message(self.kind, rest) {
                         self.tail = rest.to_vec();
                         self.line_start = true;
-                    } else {
+                        return Found::NotYet;
+                    }
+                    start = piece.filter(|&p| p > s);
+                    if start.is_none() {
                         self.tail.clear();
                         self.line_start = false;
+                        return Found::NotYet;
                     }
-                    return Found::NotYet;
                 }
             }
         }
@@ -93,37 +107,38 @@ impl Resync {
         self.line_start = false;
         Found::NotYet
     }
+}
 
-    /// True when `prefix` (an unfinished line) may still become a message start.
-    fn could_start(&self, prefix: &[u8]) -> bool {
-        match self.kind {
-            StartKind::Request => METHODS.iter().any(|m| {
-                let n = m.len().min(prefix.len());
-                prefix[..n] == m[..n]
-            }),
-            StartKind::Response => {
-                let n = prefix.len().min(5);
-                prefix[..n] == b"HTTP/"[..n]
-            }
+/// True when `prefix` (an unfinished line) may still become a message start.
+pub(super) fn may_start_message(kind: StartKind, prefix: &[u8]) -> bool {
+    match kind {
+        StartKind::Request => METHODS.iter().any(|m| {
+            let n = m.len().min(prefix.len());
+            prefix[..n] == m[..n]
+        }),
+        StartKind::Response => {
+            let n = prefix.len().min(5);
+            prefix[..n] == b"HTTP/"[..n]
         }
     }
+}
 
-    fn is_start(&self, line: &[u8]) -> bool {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.len() > MAX_LINE {
-            return false;
+/// True when `line` (without its LF) is a request line or a status line.
+pub(super) fn is_message_start(kind: StartKind, line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() > MAX_LINE {
+        return false;
+    }
+    match kind {
+        StartKind::Request => {
+            METHODS.iter().any(|m| line.starts_with(m))
+                && (line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0"))
         }
-        match self.kind {
-            StartKind::Request => {
-                METHODS.iter().any(|m| line.starts_with(m))
-                    && (line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0"))
-            }
-            StartKind::Response => {
-                line.len() >= 12
-                    && (line.starts_with(b"HTTP/1.1 ") || line.starts_with(b"HTTP/1.0 "))
-                    && line[9..12].iter().all(u8::is_ascii_digit)
-                    && (line.len() == 12 || line[12] == b' ')
-            }
+        StartKind::Response => {
+            line.len() >= 12
+                && (line.starts_with(b"HTTP/1.1 ") || line.starts_with(b"HTTP/1.0 "))
+                && line[9..12].iter().all(u8::is_ascii_digit)
+                && (line.len() == 12 || line[12] == b' ')
         }
     }
 }
@@ -136,15 +151,32 @@ mod tests {
     fn finds_request_line_after_garbage() {
         let mut r = Resync::new(StartKind::Request, false);
         let data = b"tail of body\"}\nPOST /api/chat HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert_eq!(r.scan(data), Found::At { offset: 15, carried: vec![] });
+        assert_eq!(r.scan(data, false), Found::At { offset: 15, carried: vec![] });
     }
 
     #[test]
     fn line_start_at_capture_start() {
         let mut r = Resync::new(StartKind::Request, true);
-        assert_eq!(r.scan(b"GET / HTTP/1.1\r\n\r\n"), Found::At { offset: 0, carried: vec![] });
+        assert_eq!(r.scan(b"GET / HTTP/1.1\r\n\r\n", false), Found::At { offset: 0, carried: vec![] });
         let mut r = Resync::new(StartKind::Request, false);
-        assert_eq!(r.scan(b"GET / HTTP/1.1\r\n\r\n"), Found::NotYet);
+        assert_eq!(r.scan(b"GET / HTTP/1.1\r\n\r\n", false), Found::NotYet);
+    }
+
+    #[test]
+    fn a_segment_start_is_a_candidate() {
+        // A JSON body ends without a newline: the next request begins the next segment.
+        let mut r = Resync::new(StartKind::Request, true);
+        assert_eq!(r.scan(b"{\"model\":\"m\"}", true), Found::NotYet);
+        assert_eq!(r.scan(b"POST /api/chat HTTP/1.1\r\n\r\n", false), Found::NotYet, "not a segment start");
+        let mut r = Resync::new(StartKind::Request, true);
+        assert_eq!(r.scan(b"{\"model\":\"m\"}", true), Found::NotYet);
+        assert_eq!(r.scan(b"POST /api/chat HTTP/1.1\r\n\r\n", true), Found::At { offset: 0, carried: vec![] });
+        // Still verified: a segment that starts with anything else is not a message.
+        assert_eq!(Resync::new(StartKind::Request, false).scan(b"POST is a word\n", true), Found::NotYet);
+        // After a tail kept for the next piece, that piece's start is a candidate too.
+        let mut r = Resync::new(StartKind::Response, false);
+        assert_eq!(r.scan(b"x\nHTTP/1.", true), Found::NotYet);
+        assert_eq!(r.scan(b"HTTP/1.1 200 OK\r\n\r\n", true), Found::At { offset: 0, carried: vec![] });
     }
 
     #[test]
@@ -153,12 +185,12 @@ mod tests {
         for cut in 1..wire.len() {
             let mut r = Resync::new(StartKind::Response, false);
             let (a, b) = wire.split_at(cut);
-            let got = match r.scan(a) {
+            let got = match r.scan(a, false) {
                 Found::At { offset, carried } => {
                     assert!(carried.is_empty());
                     a[offset..].iter().copied().chain(b.iter().copied()).collect::<Vec<u8>>()
                 }
-                Found::NotYet => match r.scan(b) {
+                Found::NotYet => match r.scan(b, false) {
                     Found::At { offset, carried } => carried.into_iter().chain(b[offset..].iter().copied()).collect(),
                     Found::NotYet => panic!("not found at cut {cut}"),
                 },
@@ -170,8 +202,8 @@ mod tests {
     #[test]
     fn body_text_that_mentions_http_mid_line_is_not_a_start() {
         let mut r = Resync::new(StartKind::Response, true);
-        assert_eq!(r.scan(b"{\"content\":\"see HTTP/1.1 200 OK\"}\n"), Found::NotYet);
+        assert_eq!(r.scan(b"{\"content\":\"see HTTP/1.1 200 OK\"}\n", true), Found::NotYet);
         let mut r = Resync::new(StartKind::Request, true);
-        assert_eq!(r.scan(b"POST is a word\nGET / HTTP/2\n"), Found::NotYet);
+        assert_eq!(r.scan(b"POST is a word\nGET / HTTP/2\n", true), Found::NotYet);
     }
 }

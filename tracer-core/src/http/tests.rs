@@ -17,14 +17,20 @@ enum Step<'a> {
 
 /// Runs steps on one connection (timestamps 1, 2, 3, … per step) and renders events as text.
 fn run(handshake: bool, steps: &[Step<'_>]) -> (Vec<String>, HttpStats) {
-    let (lines, stats, _) = run_sized(handshake, steps);
+    let (lines, stats, _) = run_ends(handshake, steps);
     (lines, stats)
 }
 
 /// [`run`], plus each exchange's body sizes as sent (request, response) from its end.
 fn run_sized(handshake: bool, steps: &[Step<'_>]) -> (Vec<String>, HttpStats, Vec<(u64, u64)>) {
+    let (lines, stats, ends) = run_ends(handshake, steps);
+    (lines, stats, ends.iter().map(|e| (e.request_body_bytes, e.response_body_bytes)).collect())
+}
+
+/// [`run`], plus how each exchange ended.
+fn run_ends(handshake: bool, steps: &[Step<'_>]) -> (Vec<String>, HttpStats, Vec<ExchangeEnd>) {
     let mut t = HttpTracker::new(HttpConfig::default());
-    let mut sizes = Vec::new();
+    let mut ends = Vec::new();
     let mut lines = Vec::new();
     let mut bodies: FxHashMap<ExchangeId, Vec<u8>> = FxHashMap::default();
     let flow = FlowKey {
@@ -48,9 +54,10 @@ fn run_sized(handshake: bool, steps: &[Step<'_>]) -> (Vec<String>, HttpStats, Ve
                 bodies.entry(id + 1_000_000).or_default().extend_from_slice(data)
             }
             HttpEvent::BodyGap { id, dir, len } => lines.push(format!("bodygap {id} {dir:?} {len}")),
+            HttpEvent::BodyRejoined { id, dir, ts } => lines.push(format!("rejoined {id} {dir:?} @{}", ts.0)),
             HttpEvent::Undecodable { id, dir } => lines.push(format!("undecodable {id} {dir:?}")),
             HttpEvent::End { id, ts, end } => {
-                sizes.push((end.request_body_bytes, end.response_body_bytes));
+                ends.push(end);
                 let b = bodies.remove(&(id + 1_000_000)).unwrap_or_default();
                 lines.push(format!(
                     "end {id} {:?} {:?} @{} gap={}",
@@ -85,7 +92,7 @@ fn run_sized(handshake: bool, steps: &[Step<'_>]) -> (Vec<String>, HttpStats, Ve
             t.push(ev, &mut sink);
         }
     }
-    (lines, t.stats().clone(), sizes)
+    (lines, t.stats().clone(), ends)
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -303,7 +310,7 @@ fn gap_inside_known_length_stays_in_step() {
 }
 
 #[test]
-fn gap_in_framing_truncates_then_next_exchange_is_exact() {
+fn a_gap_that_takes_the_end_of_a_body_ends_it_where_it_was_last_seen() {
     let req1 = b"POST /api/chat HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
     let (lines, stats) = run(
         true,
@@ -315,18 +322,237 @@ fn gap_in_framing_truncates_then_next_exchange_is_exact() {
             Step::DataAck(S, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", (req1.len() + 24) as u64),
         ],
     );
+    // The next response's status line says the first body ended in the gap: complete, ending
+    // at its last byte seen (@2), not when that was found out.
     assert_eq!(
         &lines[2..],
         [
             "resp 1 200 @2",
-            "end 1 Truncated \"abc\" @3 gap=40",
+            "bodygap 1 ToClient 40",
             "req 2 GET /api/ps @4",
             "reqend 2 \"\" @4",
+            "end 1 Complete \"abc\" @2 gap=40",
             "resp 2 200 @5",
             "end 2 Complete \"{}\" @5 gap=0",
         ]
     );
-    assert_eq!(stats.parse_errors, 0);
+    assert_eq!((stats.parse_errors, stats.rejoins), (0, 1));
+}
+
+/// One HTTP chunk carrying `payload`.
+fn chunk(payload: &[u8]) -> Vec<u8> {
+    [format!("{:x}\r\n", payload.len()).into_bytes(), payload.to_vec(), b"\r\n".to_vec()].concat()
+}
+
+const NDJSON_HEAD: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+#[test]
+fn a_gap_that_takes_whole_chunks_is_rejoined_at_the_next_one() {
+    let (c1, c2, c3) = (chunk(b"{\"a\":1}\n"), chunk(b"{\"b\":2}\n"), chunk(b"{\"done\":true}\n"));
+    let (lines, stats, ends) = run_ends(
+        true,
+        &[
+            Step::Data(C, b"POST /api/chat HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"),
+            Step::Data(S, &[NDJSON_HEAD, &c1].concat()),
+            Step::Gap(S, c2.len() as u64),
+            Step::Data(S, &c3),
+            Step::Data(S, b"0\r\n\r\n"),
+        ],
+    );
+    let gap = c2.len();
+    assert_eq!(
+        &lines[2..],
+        [
+            "resp 1 200 @2".to_string(),
+            format!("bodygap 1 ToClient {gap}"),
+            "rejoined 1 ToClient @4".to_string(),
+            format!("end 1 Complete \"{{\\\"a\\\":1}}\\n{{\\\"done\\\":true}}\\n\" @5 gap={gap}"),
+        ]
+    );
+    assert_eq!((stats.rejoins, stats.resync_skipped_bytes, stats.complete), (1, 0, 1));
+    // How many chunks the gap took and how many body bytes: the framing does not tell.
+    assert_eq!((ends[0].response_gap_chunks, ends[0].response_body_partial), (None, true));
+}
+
+#[test]
+fn a_rejoin_passes_over_the_rest_of_a_cut_chunk_and_what_does_not_verify() {
+    let (c1, c2, c3) = (chunk(b"{\"a\":1}\n"), chunk(b"{\"b\":22}\n"), chunk(b"{\"done\":true}\n"));
+    // The gap ends inside c2's size line: "a\r\n{..." is no chunk of 10 bytes here.
+    let rest = &c2[1..];
+    let (lines, stats) = run(
+        true,
+        &[
+            Step::Data(C, b"POST /api/chat HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"),
+            Step::Data(S, &[NDJSON_HEAD, &c1, &c1[..3]].concat()),
+            Step::Gap(S, (c1.len() - 3 + 1) as u64),
+            Step::Data(S, &[rest, &c3[..4]].concat()),
+            Step::Data(S, &[&c3[4..], b"0\r\n\r\n".as_slice()].concat()),
+        ],
+    );
+    assert_eq!(lines[lines.len() - 2], "rejoined 1 ToClient @4");
+    assert!(lines.last().unwrap().starts_with("end 1 Complete \"{\\\"a\\\":1}\\n{\\\"d"), "{lines:?}");
+    let gap = c1.len() - 3 + 1;
+    assert!(lines.last().unwrap().ends_with(&format!("@5 gap={gap}")), "{lines:?}");
+    assert_eq!((stats.rejoins, stats.resync_skipped_bytes), (1, rest.len() as u64));
+}
+
+#[test]
+fn a_gap_inside_one_chunk_counts_that_chunk() {
+    let payload = b"{\"a\":\"0123456789\"}\n";
+    let c1 = chunk(payload);
+    let (lines, _, ends) = run_ends(
+        true,
+        &[
+            Step::Data(C, b"GET /api/ps HTTP/1.1\r\n\r\n"),
+            Step::Data(S, &[NDJSON_HEAD, &c1[..10]].concat()),
+            Step::Gap(S, 2),
+            Step::Data(S, &c1[12..15]),
+            Step::Gap(S, 3),
+            Step::Data(S, &[&c1[18..], b"0\r\n\r\n".as_slice()].concat()),
+        ],
+    );
+    assert_eq!(lines.iter().filter(|l| l.starts_with("bodygap")).count(), 2);
+    assert!(!lines.iter().any(|l| l.starts_with("rejoined")), "in step all along");
+    let end = &ends[0];
+    assert_eq!((end.outcome, end.response_gap_bytes, end.response_gap_chunks), (Outcome::Complete, 5, Some(1)));
+    // The bytes missed count towards the body's size: exactly as sent.
+    assert_eq!((end.response_body_bytes, end.response_body_partial), (payload.len() as u64, false));
+}
+
+#[test]
+fn a_gap_past_the_end_of_a_sized_body_ends_it_and_the_rest_belongs_to_the_next() {
+    let req = b"POST /api/generate HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
+    let second = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n";
+    let (lines, _, ends) = run_ends(
+        true,
+        &[
+            Step::Data(C, req),
+            Step::Data(C, b"GET /api/ps HTTP/1.1\r\n\r\n"),
+            Step::Data(S, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123"),
+            // The last 6 bytes of the first body and the second response's head.
+            Step::Gap(S, 6 + second.len() as u64),
+            Step::Data(S, b"{}"),
+            Step::Close(CloseReason::Fin),
+        ],
+    );
+    assert_eq!(
+        lines[4..],
+        [
+            "resp 1 200 @3",
+            "bodygap 1 ToClient 6",
+            "end 1 Complete \"0123\" @3 gap=6",
+            "end 2 NoResponse \"\" @6 gap=38"
+        ]
+    );
+    assert_eq!((ends[0].response_body_bytes, ends[0].response_body_partial), (10, false));
+    // The second exchange lost its whole head: no response, its gap counted.
+    assert_eq!((ends[1].outcome, ends[1].response_gap_bytes), (Outcome::NoResponse, second.len() as u64));
+}
+
+#[test]
+fn a_gap_in_a_chunked_request_body_leaves_the_response_whole() {
+    let head = b"POST /api/chat HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let (b1, b2) = (chunk(b"{\"model\":\"m\","), chunk(b"\"messages\":[]}"));
+    let (lines, stats, ends) = run_ends(
+        true,
+        &[
+            Step::Data(C, &[head.as_slice(), &b1].concat()),
+            Step::Gap(C, b2.len() as u64 - 3),
+            Step::Data(C, &[&b2[b2.len() - 3..], b"0\r\n\r\n".as_slice()].concat()),
+            Step::Data(S, &[NDJSON_HEAD, &chunk(b"{\"done\":true}\n"), b"0\r\n\r\n"].concat()),
+        ],
+    );
+    assert_eq!(
+        lines,
+        [
+            "req 1 POST /api/chat @1",
+            "bodygap 1 ToServer 16",
+            "rejoined 1 ToServer @3",
+            "reqend 1 \"{\\\"model\\\":\\\"m\\\",\" @3",
+            "resp 1 200 @4",
+            "end 1 Complete \"{\\\"done\\\":true}\\n\" @4 gap=0",
+        ]
+    );
+    assert_eq!((stats.rejoins, ends[0].request_gap_bytes, ends[0].request_body_partial), (1, 16, true));
+}
+
+#[test]
+fn a_gap_in_a_compressed_body_stops_its_decoding() {
+    let (lines, _) = run(
+        true,
+        &[
+            Step::Data(C, b"GET /api/ps HTTP/1.1\r\n\r\n"),
+            Step::Data(S, b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 40\r\n\r\n\x1f\x8b"),
+            Step::Gap(S, 10),
+            Step::Data(S, &[0u8; 28]),
+        ],
+    );
+    assert_eq!(lines[3..], ["undecodable 1 ToClient", "bodygap 1 ToClient 10", "end 1 Complete \"\" @4 gap=10"]);
+}
+
+#[test]
+fn bytes_held_to_rejoin_a_body_are_bounded_with_unfinished_heads() {
+    let mut t = HttpTracker::new(HttpConfig { max_partial_heads: 100, ..HttpConfig::default() });
+    let flow = FlowKey {
+        client: "127.0.0.1:5000".parse::<SocketAddr>().unwrap(),
+        server: "127.0.0.1:11434".parse::<SocketAddr>().unwrap(),
+    };
+    let mut events = Vec::new();
+    let mut sink = |ev: HttpEvent<'_>| events.push(format!("{ev:?}"));
+    let data = |dir, ts, pos, data| StreamEvent::Data {
+        conn: 1,
+        dir,
+        ts: Timestamp(ts),
+        pos,
+        peer_pos: None,
+        data,
+        meta: CaptureMeta::default(),
+    };
+    t.push(StreamEvent::Open { conn: 1, flow, ts: Timestamp(0), handshake: true }, &mut sink);
+    let req = b"GET /api/ps HTTP/1.1\r\n\r\n";
+    t.push(data(C, 1, 0, req), &mut sink);
+    let first = [NDJSON_HEAD, b"5\r\nab".as_slice()].concat();
+    t.push(data(S, 2, 0, &first), &mut sink);
+    t.push(StreamEvent::Gap { conn: 1, dir: S, ts: Timestamp(3), pos: 99, len: 10 }, &mut sink);
+    // A candidate chunk of 0xff bytes: held until its end arrives.
+    let candidate = [b"ff\r\n".as_slice(), &[b'x'; 150]].concat();
+    t.push(data(S, 4, 109, &candidate), &mut sink);
+    assert_eq!(t.partial_head_bytes(), 154);
+    t.expire(Timestamp(5));
+    assert_eq!(t.partial_head_bytes(), 0, "over the limit: dropped");
+    assert_eq!(t.stats().head_evictions, 1);
+}
+
+#[test]
+fn a_response_is_not_paired_with_a_request_before_requests_the_capture_lost() {
+    // /a is seen; /b's request and /a's response are lost; /b's response must not pass for /a's.
+    let a = b"POST /api/generate HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
+    let b_len = 60u64;
+    let (lines, stats) = run(
+        true,
+        &[
+            Step::Data(C, a),
+            Step::Gap(S, 100),
+            Step::Gap(C, b_len),
+            Step::DataAck(S, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nB", a.len() as u64 + b_len),
+        ],
+    );
+    assert_eq!(
+        &lines[2..],
+        ["end 1 NoResponse \"\" @1 gap=100", "req 2   @4", "resp 2 200 @4", "end 2 Complete \"B\" @4 gap=0",]
+    );
+    assert_eq!(stats.orphan_responses, 1);
+    // Lost request bytes the server had not yet received when it answered change nothing.
+    let (lines, _) = run(
+        true,
+        &[
+            Step::Data(C, a),
+            Step::Gap(C, b_len),
+            Step::DataAck(S, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA", a.len() as u64),
+        ],
+    );
+    assert_eq!(&lines[2..], ["resp 1 200 @3", "end 1 Complete \"A\" @3 gap=0"]);
 }
 
 #[test]
@@ -438,7 +664,8 @@ fn absurd_lengths_are_parse_errors_not_allocations() {
             Step::Data(C, b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n"),
         ],
     );
-    assert_eq!(stats.parse_errors, 1);
+    // (The second request begins a segment: found again after the first, and broken too.)
+    assert_eq!(stats.parse_errors, 2);
     let long_head = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &vec![b'a'; 70_000]].concat();
     let (_, stats) = run(true, &[Step::Data(C, &long_head)]);
     assert_eq!(stats.parse_errors, 1);

@@ -233,6 +233,8 @@ impl DocVisitor for AnthropicVisitor {
                 self.s.info.invalid_chunks += 1;
                 return;
             }
+            // Cut by missing bytes: changes nothing (the gap is reported apart).
+            DocEnd::Damaged => return,
             DocEnd::DoneMarker => return,
         };
         let kind = event.unwrap_or_else(|| self.kind.to_string_lossy());

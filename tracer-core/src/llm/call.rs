@@ -60,7 +60,11 @@ pub struct RequestInfo {
     pub destination: Option<String>,
     pub from: Option<String>,
     pub body_bytes: u64,
-    /// The body was not valid JSON (or was cut).
+    /// Body bytes the capture missed (the call is flagged `request_gap`), and whether they were
+    /// lost in a number the framing does not tell (then `body_bytes` is only a lower bound).
+    pub lost_bytes: u64,
+    pub body_partial: bool,
+    /// The body was not valid JSON.
     pub invalid_json: bool,
     /// What links this call to others of its conversation (chat routes).
     pub conversation: ConversationFacts,
@@ -160,6 +164,13 @@ pub struct ResponseInfo {
     /// The error arrived inside a 200 stream.
     pub in_stream_error: bool,
     pub body_bytes: u64,
+    /// Response bytes the capture missed (the call is flagged `response_gap`); of them, HTTP
+    /// chunks that lost bytes where the framing tells; and whether the body lost bytes in a
+    /// number not known (then `body_bytes` is only a lower bound). Ollama's own counts in a
+    /// final chunk read after a gap are still exact: they are Ollama's, not ours.
+    pub lost_bytes: u64,
+    pub lost_chunks: Option<u64>,
+    pub body_partial: bool,
     pub content_type: Option<String>,
     pub content_encoding: Option<String>,
     pub invalid_chunks: u64,
@@ -199,6 +210,9 @@ pub struct CallTimes {
     pub last_chunk: Option<Timestamp>,
     /// Span end: the response's last byte, or when the exchange was given up.
     pub end: Timestamp,
+    /// The response's last byte was lost in a gap: `end` is the last byte seen, and durations
+    /// measured to it would be short.
+    pub end_lost: bool,
     pub chunk_gaps: ChunkGaps,
 }
 

@@ -13,6 +13,10 @@ const MAX_MESSAGES: usize = 512;
 /// Total text kept for one request's or one response's content.
 const MAX_TOTAL_BYTES: usize = 512 * 1024;
 
+/// Put into captured output where the capture missed bytes of the response: what they held
+/// (text, reasoning, tool-call arguments) is not known.
+pub const GAP_MARK: &str = "…[gap: bytes missing from the capture]…";
+
 /// Patterns redacted by default: bearer tokens and the usual API key shapes.
 pub const DEFAULT_REDACTIONS: &[&str] = &[
     r"(?i)bearer\s+[A-Za-z0-9\-._~+/]+=*",

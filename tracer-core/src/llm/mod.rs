@@ -240,11 +240,15 @@ impl CallAssembler {
             request_complete: st.call.times.request_end.is_some(),
             request_gap_bytes: 0,
             response_gap_bytes: 0,
+            response_gap_chunks: None,
             close: Some(CloseReason::Evicted),
             client_closed: false,
             last_byte: st.call.times.end.max(st.call.times.response_start.unwrap_or(st.call.times.request_start)),
+            end_lost: false,
             request_body_bytes: st.request_wire_bytes,
             response_body_bytes: st.response_wire_bytes,
+            request_body_partial: false,
+            response_body_partial: false,
         };
         self.stats.evicted += 1;
         let call = finish(st, ts, end);
@@ -392,6 +396,16 @@ impl CallAssembler {
                     }
                 }
             }
+            HttpEvent::BodyRejoined { id, dir: Direction::ToClient, ts } => {
+                if let Some(st) = self.calls.get_mut(&id) {
+                    decide_now(st, self.config.capture_content);
+                    if let Some(d) = st.response.as_mut() {
+                        d.rejoin(ts);
+                    }
+                }
+            }
+            // The request's one document cannot be read on from the middle.
+            HttpEvent::BodyRejoined { dir: Direction::ToServer, .. } => {}
             HttpEvent::Undecodable { id, dir } => {
                 if let Some(st) = self.calls.get_mut(&id) {
                     st.undecodable = true;
@@ -450,6 +464,8 @@ fn finish(st: Box<CallState>, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
         call.request = request.finish();
     }
     call.request.body_bytes = end.request_body_bytes;
+    call.request.lost_bytes = end.request_gap_bytes;
+    call.request.body_partial = end.request_body_partial;
     let capture_lost = end.capture_lost();
     // A call cut by the end of the capture ends where we last saw it, not when we gave up.
     call.times.end = match end.outcome {
@@ -457,10 +473,14 @@ fn finish(st: Box<CallState>, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
         _ if capture_lost => end.last_byte.max(call.times.request_start),
         _ => ts,
     };
+    call.times.end_lost = end.end_lost;
     if let Some(decoder) = response {
         call.response = decoder.finish(call.times.end, &mut call.times);
         call.response.body_bytes = end.response_body_bytes;
+        call.response.body_partial = end.response_body_partial;
     }
+    call.response.lost_bytes = end.response_gap_bytes;
+    call.response.lost_chunks = end.response_gap_chunks.filter(|_| end.response_gap_bytes > 0);
     let mut incomplete = Vec::new();
     if unseen {
         incomplete.push(Incomplete::RequestUnseen);

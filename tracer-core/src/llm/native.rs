@@ -318,10 +318,15 @@ impl DocVisitor for NativeVisitor {
     }
 
     fn doc_end(&mut self, ts: Timestamp, end: DocEnd<'_>) {
-        if !matches!(end, DocEnd::Json { .. }) {
+        match end {
+            DocEnd::Json { .. } => {}
             // A broken chunk changes nothing: no half-read number is ever reported.
-            self.s.info.invalid_chunks += 1;
-            return;
+            DocEnd::Invalid { .. } | DocEnd::DoneMarker => {
+                self.s.info.invalid_chunks += 1;
+                return;
+            }
+            // Cut by missing bytes: changes nothing either, and is no fault of the server's.
+            DocEnd::Damaged => return,
         }
         let doc = std::mem::take(&mut self.doc);
         let s = &mut self.s;

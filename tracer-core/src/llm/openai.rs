@@ -294,6 +294,8 @@ impl DocVisitor for OpenAiVisitor {
                 self.s.info.invalid_chunks += 1;
                 return;
             }
+            // Cut by missing bytes: changes nothing (the gap is reported apart).
+            DocEnd::Damaged => return,
             DocEnd::Json { .. } => {}
         }
         let doc = std::mem::take(&mut self.doc);

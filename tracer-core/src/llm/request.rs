@@ -117,11 +117,9 @@ impl RequestDecoder {
         }
     }
 
-    /// Bytes of the body were not captured: what follows cannot be parsed.
+    /// Bytes of the body were not captured: what follows cannot be parsed. The body is cut, not
+    /// invalid (the call is flagged `request_gap` for it): what was read before stays.
     pub fn gap(&mut self) {
-        if !self.done && !self.scanner.is_empty() {
-            self.v.info.invalid_json = true;
-        }
         self.done = true;
     }
 
@@ -446,6 +444,18 @@ mod tests {
         let mut d = RequestDecoder::new(route);
         d.feed(body.as_bytes());
         d.finish()
+    }
+
+    #[test]
+    fn a_body_cut_by_a_gap_keeps_what_was_read_and_is_not_invalid() {
+        let mut d = RequestDecoder::new(Route::Chat);
+        d.feed(br#"{"model":"llama3.2","messages":[{"role":"user","content":"a long pro"#);
+        d.gap();
+        d.feed(br#"mpt"}],"stream":false}"#);
+        let info = d.finish();
+        assert_eq!(info.model.as_deref(), Some("llama3.2"));
+        assert!(!info.invalid_json, "cut, not invalid: the call says request_gap for it");
+        assert_eq!(info.stream, None, "nothing after the gap is read");
     }
 
     #[test]

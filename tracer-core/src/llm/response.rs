@@ -133,10 +133,22 @@ impl ResponseDecoder {
     }
 
     /// Bytes of the body were not captured.
+    #[cold]
     pub fn gap(&mut self) {
+        with_visitor!(self, v => v.s.hole());
         match &mut self.framer {
             Framer::Seq(f) => f.gap(),
             Framer::Sse(f) => f.gap(),
+            Framer::Count => {}
+        }
+    }
+
+    /// The body's framing was found again after a gap: what follows starts a document.
+    #[cold]
+    pub fn rejoin(&mut self, ts: Timestamp) {
+        match &mut self.framer {
+            Framer::Seq(f) => with_visitor!(self, v => f.rejoin(ts, v)),
+            Framer::Sse(f) => with_visitor!(self, v => f.rejoin(ts, v)),
             Framer::Count => {}
         }
     }
@@ -176,7 +188,8 @@ impl ResponseDecoder {
         times.last_chunk = s.last_chunk;
         times.first_output = s.first_output;
         times.last_output = s.last_output;
-        times.chunk_gaps = s.gaps;
+        // Time between chunks across a hole would count a lost chunk's wait twice.
+        times.chunk_gaps = if s.holes > 0 { Default::default() } else { s.gaps };
         s.info
     }
 }

@@ -268,6 +268,8 @@ impl DocVisitor for ResponsesVisitor {
                 self.s.info.invalid_chunks += 1;
                 return;
             }
+            // Cut by missing bytes: changes nothing (the gap is reported apart).
+            DocEnd::Damaged => return,
             // Not part of this API; tolerated.
             DocEnd::DoneMarker => return,
         };

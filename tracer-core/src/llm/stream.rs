@@ -2,7 +2,7 @@
 //! timing (first chunk, first and last output chunk, gaps between output chunks).
 
 use super::call::{ChunkGaps, ResponseInfo, ToolCall};
-use super::content::{OutputContent, append_bounded};
+use super::content::{GAP_MARK, OutputContent, append_bounded};
 use crate::json::StrAcc;
 use crate::segment::Timestamp;
 
@@ -35,6 +35,14 @@ pub(super) struct Stream {
     scratch_text: String,
     scratch_reasoning: String,
     scratch_args: String,
+    /// Holes in the body (bytes the capture missed): timings across them would lie.
+    pub(super) holes: u32,
+    /// A hole came while text (reasoning) was still empty: the first text (reasoning) after it
+    /// may lack its beginning, and is marked so.
+    mark_text: bool,
+    mark_reasoning: bool,
+    /// The latest tool call's arguments arrive in fragments (a hole may cut them).
+    args_open: bool,
 }
 
 impl Stream {
@@ -69,6 +77,34 @@ impl Stream {
         }
     }
 
+    /// Bytes of the body are missing here. Content captured so far is marked where they were
+    /// (the end of the text and reasoning so far, or the start of whichever comes first after,
+    /// and the arguments of a tool call arriving in fragments): what they held is not known.
+    #[cold]
+    pub(super) fn hole(&mut self) {
+        self.holes = self.holes.saturating_add(1);
+        if !self.capture {
+            return;
+        }
+        let mut t = false;
+        for (part, mark) in
+            [(&mut self.out.text, &mut self.mark_text), (&mut self.out.reasoning, &mut self.mark_reasoning)]
+        {
+            if part.is_empty() {
+                *mark = true;
+            } else if !part.ends_with(GAP_MARK) {
+                append_bounded(part, GAP_MARK.as_bytes(), &mut t);
+            }
+        }
+        if self.args_open
+            && let Some(args) = self.info.tool_calls.last_mut().and_then(|c| c.arguments.as_mut())
+            && !args.ends_with(GAP_MARK)
+        {
+            append_bounded(args, GAP_MARK.as_bytes(), &mut t);
+        }
+        self.out.truncated |= t;
+    }
+
     /// The chunk was whole: its text and reasoning join the output; its argument pieces are
     /// returned for the visitor to attach to the right call.
     pub(super) fn commit(&mut self) -> Option<String> {
@@ -76,12 +112,29 @@ impl Stream {
             return None;
         }
         let mut t = false;
+        if self.mark_text || self.mark_reasoning {
+            self.mark_after_hole(&mut t);
+        }
         append_bounded(&mut self.out.text, self.scratch_text.as_bytes(), &mut t);
         append_bounded(&mut self.out.reasoning, self.scratch_reasoning.as_bytes(), &mut t);
         self.out.truncated |= t;
         self.scratch_text.clear();
         self.scratch_reasoning.clear();
         (!self.scratch_args.is_empty()).then(|| std::mem::take(&mut self.scratch_args))
+    }
+
+    /// The first text (reasoning) after a hole that came while there was none yet: marked.
+    #[cold]
+    fn mark_after_hole(&mut self, t: &mut bool) {
+        for (part, scratch, mark) in [
+            (&mut self.out.text, &self.scratch_text, &mut self.mark_text),
+            (&mut self.out.reasoning, &self.scratch_reasoning, &mut self.mark_reasoning),
+        ] {
+            if *mark && !scratch.is_empty() {
+                append_bounded(part, GAP_MARK.as_bytes(), t);
+                *mark = false;
+            }
+        }
     }
 
     /// Adds tool calls found in a chunk: a call with a name is new; a nameless one carries more
@@ -91,11 +144,13 @@ impl Stream {
             if !tc.name.is_empty() {
                 if self.info.tool_calls.len() < max {
                     self.info.tool_calls.push(tc);
+                    self.args_open = false;
                 }
             } else if let (Some(more), Some(last)) = (tc.arguments, self.info.tool_calls.last_mut()) {
                 let mut t = false;
                 append_bounded(last.arguments.get_or_insert_with(String::new), more.as_bytes(), &mut t);
                 self.out.truncated |= t;
+                self.args_open = true;
             }
         }
     }
@@ -106,6 +161,7 @@ impl Stream {
             let mut t = false;
             append_bounded(last.arguments.get_or_insert_with(String::new), more.as_bytes(), &mut t);
             self.out.truncated |= t;
+            self.args_open = true;
         }
     }
 
@@ -119,16 +175,22 @@ impl Stream {
         }
     }
 
+    #[inline]
     pub(super) fn chunk(&mut self, ts: Timestamp, has_output: bool) {
         self.info.chunks += 1;
-        self.first_chunk.get_or_insert(ts);
+        // After a hole, the first chunk seen may not be the first sent: first times stay unknown.
+        if self.holes == 0 {
+            self.first_chunk.get_or_insert(ts);
+        }
         self.last_chunk = Some(ts);
         if has_output {
             self.info.output_chunks += 1;
             if let Some(prev) = self.last_output {
                 self.gaps.record(ts.since(prev).max(0) as f64 / 1e9);
             }
-            self.first_output.get_or_insert(ts);
+            if self.holes == 0 {
+                self.first_output.get_or_insert(ts);
+            }
             self.last_output = Some(ts);
         }
     }

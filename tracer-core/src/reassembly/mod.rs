@@ -508,7 +508,15 @@ impl Reassembler {
         conns.sort_unstable_by_key(|c| c.id);
         let now = self.core.now;
         for conn in conns {
-            self.core.close_conn(conn, now, CloseReason::CaptureEnd, out);
+            // Both ends sent FIN: it closed by itself; only bytes missing before the FINs kept
+            // it open (their gaps come first).
+            let reason = if conn.halves.iter().all(|h| h.fin_pos.is_some()) {
+                self.core.stats.closed_fin += 1;
+                CloseReason::Fin
+            } else {
+                CloseReason::CaptureEnd
+            };
+            self.core.close_conn(conn, now, reason, out);
         }
     }
 

@@ -233,7 +233,52 @@ impl Core {
         if segments - since < ACK_GRACE_SEGMENTS {
             return;
         }
-        self.settle(conn, d, ts, out);
+        self.settle_first_hole(conn, d, ts, out);
+    }
+
+    /// The oldest hole of a direction has waited its grace: it becomes a gap and what follows it
+    /// is delivered up to the next hole, which gets a grace of its own (a packet merely recorded
+    /// late behind a lost one would otherwise be declared lost with it). Data held only for its
+    /// cause waits on the other direction's oldest hole: that one is given up (it is older).
+    fn settle_first_hole<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, d: usize, ts: Timestamp, out: &mut F) {
+        conn.halves[d].hole_acked_at = None;
+        loop {
+            self.drain_both(conn, out);
+            let half = &conn.halves[d];
+            match half.held.first_key_value() {
+                Some((&start, held)) if start > half.next_pos => {
+                    // The hole is stamped with the arrival of the bytes after it.
+                    let hts = held.ts;
+                    self.gap(conn, d, hts, start, out);
+                    break;
+                }
+                Some(_) => {
+                    let other = &conn.halves[1 - d];
+                    match other.held.first_key_value() {
+                        Some((&start, held)) if start > other.next_pos => {
+                            let hts = held.ts;
+                            self.gap(conn, 1 - d, hts, start, out);
+                        }
+                        _ => match other.acked_data().filter(|&a| a > other.next_pos) {
+                            Some(to) => self.gap(conn, 1 - d, ts, to, out),
+                            // Blocked only by a cause that never came: deliver it anyway.
+                            None => {
+                                self.drain(conn, d, true, out);
+                            }
+                        },
+                    }
+                }
+                None => {
+                    // Acknowledged bytes never captured.
+                    if let Some(to) = half.acked_data() {
+                        self.gap(conn, d, ts, to, out);
+                    }
+                    break;
+                }
+            }
+        }
+        self.drain_both(conn, out);
+        self.check_end(conn, d, ts, out);
     }
 
     /// Stops waiting for missing bytes of a direction: holes become gaps, held data is delivered,

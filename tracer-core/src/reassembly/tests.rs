@@ -18,6 +18,8 @@ struct Out {
     ends: Vec<Direction>,
     closes: Vec<CloseReason>,
     peers: Vec<(Side, u64)>,
+    /// Data and gaps in the order they came, as `C:bytes` / `S:#len`.
+    order: Vec<String>,
 }
 
 impl Out {
@@ -30,12 +32,14 @@ impl Out {
             StreamEvent::Data { dir, pos, data, .. } => {
                 let d = dir.index();
                 assert_eq!(pos as usize, self.streams[d].len() - self.base[d], "positions are contiguous");
+                self.order.push(format!("{}:{}", if d == 0 { 'C' } else { 'S' }, String::from_utf8_lossy(data)));
                 self.streams[dir.index()].extend_from_slice(data)
             }
             StreamEvent::Gap { dir, pos, len, .. } => {
                 let d = dir.index();
                 assert_eq!(pos as usize, self.streams[d].len() - self.base[d]);
                 self.gaps.push((dir, pos, len));
+                self.order.push(format!("{}:#{len}", if d == 0 { 'C' } else { 'S' }));
                 self.streams[dir.index()].extend(std::iter::repeat_n(b'#', len as usize));
             }
             StreamEvent::End { dir, .. } => self.ends.push(dir),
@@ -153,6 +157,51 @@ fn hole_acknowledged_by_peer_is_a_gap() {
 }
 
 #[test]
+fn a_hole_released_after_its_grace_takes_no_later_hole_with_it() {
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let mut segs = handshake(0, 1000);
+    segs.push(seg(S, 1001, ACK, b"aaaa"));
+    // 1005..1009 lost; 1013..1017 recorded late, behind the ACK that covers everything.
+    segs.push(seg(S, 1009, ACK, b"cccc"));
+    segs.push(seg(S, 1017, ACK, b"eeee"));
+    for _ in 0..=ACK_GRACE_SEGMENTS {
+        let mut a = seg(C, 1, ACK, b"");
+        a.ack = 1021;
+        segs.push(a);
+    }
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    // The first hole has waited its grace: a gap. The second waits for its own.
+    assert_eq!(out.streams[1], b"aaaa####cccc");
+    run(&mut r, &[seg(S, 1013, ACK, b"dddd")], &mut out);
+    assert_eq!(out.streams[1], b"aaaa####ccccddddeeee");
+    assert_eq!(out.gaps, vec![(S, 4, 4)]);
+}
+
+#[test]
+fn data_held_for_its_cause_waits_on_the_other_directions_hole_not_ahead_of_it() {
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let mut segs = handshake(0, 1000);
+    segs.push(seg(C, 1, ACK, b"GET1"));
+    // 5..9 lost; 9..13 seen; 13..17 lost; 17..21 seen. The server had it all when it answered.
+    segs.push(seg(C, 9, ACK, b"CCCC"));
+    segs.push(seg(C, 17, ACK, b"EEEE"));
+    let mut reply = seg(S, 1001, ACK, b"RRRR");
+    reply.ack = 21;
+    segs.push(reply);
+    // The client acknowledges the reply (held, for its cause) again and again.
+    for _ in 0..=2 * ACK_GRACE_SEGMENTS {
+        let mut a = seg(C, 21, ACK, b"");
+        a.ack = 1005;
+        segs.push(a);
+    }
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    // Each request hole is given up in turn; the reply never passes the bytes it answers.
+    assert_eq!(out.order, ["C:GET1", "C:#4", "C:CCCC", "C:#4", "C:EEEE", "S:RRRR"]);
+}
+
+#[test]
 fn late_capture_of_acknowledged_bytes_is_not_a_gap() {
     let mut r = Reassembler::new(ReassemblyConfig::default());
     let mut segs = handshake(0, 1000);
@@ -184,6 +233,32 @@ fn lost_last_segment_before_fin_is_settled_by_time() {
     r.expire(Timestamp(10_000_000_000), &mut out.sink());
     assert_eq!(out.streams[1], b"aaaa####");
     assert_eq!(out.closes, vec![CloseReason::Fin]);
+}
+
+#[test]
+fn a_connection_both_ends_closed_is_not_cut_by_the_end_of_the_capture() {
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let mut segs = handshake(0, 1000);
+    segs.push(seg(S, 1001, ACK, b"aaaa"));
+    // 1005..1009 lost; both FINs seen, then the capture ends before the hole is given up.
+    segs.push(seg(S, 1009, FIN, b""));
+    let mut fin = seg(C, 1, FIN, b"");
+    fin.ack = 1010;
+    segs.push(fin);
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    r.finish(&mut out.sink());
+    assert_eq!(out.streams[1], b"aaaa####");
+    assert_eq!(out.closes, vec![CloseReason::Fin], "closed by its ends, its hole given up");
+    // Without both FINs the capture did end first.
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let mut segs = handshake(0, 1000);
+    segs.push(seg(S, 1001, ACK, b"aaaa"));
+    segs.push(seg(S, 1009, FIN, b""));
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    r.finish(&mut out.sink());
+    assert_eq!(out.closes, vec![CloseReason::CaptureEnd]);
 }
 
 #[test]

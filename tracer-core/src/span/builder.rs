@@ -330,6 +330,14 @@ impl SpanBuilder {
                 call.incomplete.iter().map(|i| i.as_str().to_string()).collect::<Vec<_>>(),
             );
         }
+        // What the gaps cost, exactly: bytes always, chunks where the framing tells.
+        if call.request.lost_bytes > 0 {
+            a.put(sc::TRACER_REQUEST_LOST_BYTES, call.request.lost_bytes);
+        }
+        if call.response.lost_bytes > 0 {
+            a.put(sc::TRACER_RESPONSE_LOST_BYTES, call.response.lost_bytes);
+            a.opt(sc::TRACER_RESPONSE_LOST_CHUNKS, call.response.lost_chunks);
+        }
         SpanRecord {
             name,
             kind: SpanKind::Server,
@@ -369,7 +377,9 @@ impl SpanBuilder {
         a.opt(sc::GEN_AI_REQUEST_FREQUENCY_PENALTY, p.frequency_penalty);
         a.opt(sc::GEN_AI_REQUEST_PRESENCE_PENALTY, p.presence_penalty);
         a.opt(sc::GEN_AI_REQUEST_CHOICE_COUNT, p.choice_count.filter(|n| *n != 1));
-        if call.requested_stream() && call.operation() != Some(crate::llm::Operation::Embeddings) {
+        // (Without the request, whether it asked for a stream is not known.)
+        if call.request_seen() && call.requested_stream() && call.operation() != Some(crate::llm::Operation::Embeddings)
+        {
             a.put(sc::GEN_AI_REQUEST_STREAM, true);
         }
         a.opt(sc::GEN_AI_OUTPUT_TYPE, req.output_type.clone());
@@ -411,6 +421,7 @@ impl SpanBuilder {
         }
         if let Some(total) = o.total_duration
             && call.request_seen()
+            && !call.times.end_lost
         {
             let wall = call.times.end.since(call.times.request_start).max(0) as u64;
             a.put(sc::OLLAMA_OUTSIDE_DURATION, wall.saturating_sub(total));
@@ -458,8 +469,10 @@ impl SpanBuilder {
             if gaps.count > 0 {
                 a.put(sc::OLLAMA_RESPONSE_TIME_PER_OUTPUT_CHUNK, gaps.sum_secs / gaps.count as f64);
             }
+            // (Not over a hole: chunks lost in it would be missing from the count.)
             if let (Some(first), Some(last)) = (call.times.first_output, call.times.last_output)
                 && last > first
+                && resp.lost_bytes == 0
             {
                 let secs = last.since(first) as f64 / 1e9;
                 a.put(sc::OLLAMA_RESPONSE_CHUNKS_PER_SECOND, (resp.output_chunks.saturating_sub(1)) as f64 / secs);
@@ -474,13 +487,16 @@ impl SpanBuilder {
         a.opt(sc::OLLAMA_MODEL, call.request.model.clone());
         a.opt(sc::OLLAMA_REQUEST_DESTINATION, call.request.destination.clone());
         a.opt(sc::OLLAMA_REQUEST_FROM, call.request.from.clone());
-        a.opt(sc::OLLAMA_PROGRESS_STATUS, resp.progress_status.clone());
+        // After a gap the latest progress seen may not be the latest sent: only the steps seen
+        // are told then.
+        let latest = resp.lost_bytes == 0;
+        a.opt(sc::OLLAMA_PROGRESS_STATUS, resp.progress_status.clone().filter(|_| latest));
         if !resp.progress_steps.is_empty() {
             a.put(sc::OLLAMA_PROGRESS_STEPS, resp.progress_steps.clone());
         }
-        a.opt(sc::OLLAMA_PROGRESS_DIGEST, resp.progress_digest.clone());
-        a.opt(sc::OLLAMA_PROGRESS_COMPLETED, resp.progress_completed);
-        a.opt(sc::OLLAMA_PROGRESS_TOTAL, resp.progress_total);
+        a.opt(sc::OLLAMA_PROGRESS_DIGEST, resp.progress_digest.clone().filter(|_| latest));
+        a.opt(sc::OLLAMA_PROGRESS_COMPLETED, resp.progress_completed.filter(|_| latest));
+        a.opt(sc::OLLAMA_PROGRESS_TOTAL, resp.progress_total.filter(|_| latest));
         a.opt(sc::OLLAMA_RESPONSE_MODELS, resp.models_listed);
     }
 
@@ -501,8 +517,11 @@ impl SpanBuilder {
         a.put(sc::NETWORK_TYPE, if call.flow.server.is_ipv4() { "ipv4" } else { "ipv6" });
         a.put(sc::NETWORK_PROTOCOL_NAME, "http");
         a.opt(sc::USER_AGENT_ORIGINAL, call.user_agent.clone());
-        a.put(sc::OLLAMA_REQUEST_BODY_SIZE, call.request.body_bytes);
-        if call.status.is_some() {
+        // A body that lost bytes in a number not known, or was not seen, has no size to tell.
+        if call.request_seen() && !call.request.body_partial {
+            a.put(sc::OLLAMA_REQUEST_BODY_SIZE, call.request.body_bytes);
+        }
+        if call.status.is_some() && !call.response.body_partial {
             a.put(sc::OLLAMA_RESPONSE_BODY_SIZE, call.response.body_bytes);
         }
         for (name, value) in &call.headers {

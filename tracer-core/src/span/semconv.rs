@@ -191,6 +191,12 @@ pub const TRACER_INCOMPLETE: &str = "ollama_tracer.incomplete";
 /// Why: `request_gap`, `response_gap`, `no_response`, `truncated`, `capture_ended`,
 /// `no_terminator`, `invalid_json`, `undecodable_body`.
 pub const TRACER_INCOMPLETE_REASONS: &str = "ollama_tracer.incomplete_reasons";
+/// Bytes of the request / response the capture missed (with `request_gap` / `response_gap`).
+pub const TRACER_REQUEST_LOST_BYTES: &str = "ollama_tracer.request.lost_bytes";
+pub const TRACER_RESPONSE_LOST_BYTES: &str = "ollama_tracer.response.lost_bytes";
+/// HTTP chunks of the response that lost bytes, where the framing tells (every gap inside one
+/// chunk's data); absent when a gap took chunk framing and the number is not known.
+pub const TRACER_RESPONSE_LOST_CHUNKS: &str = "ollama_tracer.response.lost_chunks";
 /// The span was inferred (an `execute_tool` span between two calls), not observed.
 pub const TRACER_INFERRED: &str = "ollama_tracer.inferred";
 /// The conversation a call belongs to as the tracer infers it from resent message histories

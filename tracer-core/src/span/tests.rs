@@ -1,6 +1,6 @@
 use super::*;
 use crate::llm::call::OllamaMetrics;
-use crate::llm::{LlmCall, Route};
+use crate::llm::{Incomplete, LlmCall, Route};
 use crate::segment::Timestamp;
 use semconv as sc;
 
@@ -253,4 +253,44 @@ fn content_is_exported_only_when_captured_and_is_redacted_and_bounded() {
     let s = SpanBuilder::new(SpanConfig { content: Some(cfg), ..Default::default() }).build(&failed);
     assert_eq!(s.attr(sc::GEN_AI_OUTPUT_MESSAGES), None);
     assert!(s.attr(sc::GEN_AI_INPUT_MESSAGES).is_some());
+}
+
+#[test]
+fn what_was_not_seen_is_not_told() {
+    let build = |c: &LlmCall| SpanBuilder::new(SpanConfig::default()).build(c);
+    // The request unseen: whether it asked for a stream and its size are not known.
+    let mut c = call(Route::Chat);
+    c.incomplete = vec![Incomplete::RequestUnseen];
+    let s = build(&c);
+    assert_eq!((s.attr(sc::GEN_AI_REQUEST_STREAM), s.attr(sc::OLLAMA_REQUEST_BODY_SIZE)), (None, None));
+    let s = build(&call(Route::Chat));
+    assert!(s.attr(sc::GEN_AI_REQUEST_STREAM).is_some() && s.attr(sc::OLLAMA_REQUEST_BODY_SIZE).is_some());
+    // Body sizes only a bound after a rejoin; lost bytes and chunks told.
+    let mut c = call(Route::Chat);
+    (c.request.body_partial, c.response.body_partial) = (true, true);
+    (c.request.lost_bytes, c.response.lost_bytes, c.response.lost_chunks) = (7, 9, Some(2));
+    let s = build(&c);
+    assert_eq!((s.attr(sc::OLLAMA_REQUEST_BODY_SIZE), s.attr(sc::OLLAMA_RESPONSE_BODY_SIZE)), (None, None));
+    assert_eq!(
+        (s.attr_int(sc::TRACER_REQUEST_LOST_BYTES), s.attr_int(sc::TRACER_RESPONSE_LOST_BYTES)),
+        (Some(7), Some(9))
+    );
+    assert_eq!(s.attr_int(sc::TRACER_RESPONSE_LOST_CHUNKS), Some(2));
+    // The end lost in a gap: no time outside Ollama measured to it.
+    let mut c = call(Route::Chat);
+    (c.times.request_start, c.times.end) = (Timestamp(S), Timestamp(3 * S));
+    c.response.ollama.total_duration = Some(S);
+    assert!(build(&c).attr(sc::OLLAMA_OUTSIDE_DURATION).is_some());
+    c.times.end_lost = true;
+    assert_eq!(build(&c).attr(sc::OLLAMA_OUTSIDE_DURATION), None);
+    // Progress after a gap: the latest seen may not be the latest sent.
+    let mut c = call(Route::Pull);
+    c.response.progress_status = Some("pulling a1b2".into());
+    c.response.progress_completed = Some(10);
+    c.response.progress_steps = vec!["pulling manifest".into(), "pulling a1b2".into()];
+    assert_eq!(build(&c).attr_str(sc::OLLAMA_PROGRESS_STATUS), Some("pulling a1b2"));
+    c.response.lost_bytes = 100;
+    let s = build(&c);
+    assert_eq!((s.attr(sc::OLLAMA_PROGRESS_STATUS), s.attr(sc::OLLAMA_PROGRESS_COMPLETED)), (None, None));
+    assert_eq!(s.attr_strs(sc::OLLAMA_PROGRESS_STEPS).map(<[String]>::len), Some(2), "the steps seen are told");
 }

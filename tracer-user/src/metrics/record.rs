@@ -31,9 +31,9 @@ impl Registry {
 
     /// Records one completed call.
     pub(super) fn record_call(&mut self, call: &LlmCall) {
-        // A call cut off by the end of the capture has no true end: no duration is recorded
-        // for it (its tokens, if reported, still count).
-        let ended = !call.incomplete.contains(&Incomplete::CaptureEnded);
+        // A call cut off by the end of the capture, or whose last byte the capture missed, has
+        // no true end: no duration is recorded for it (its tokens, if reported, still count).
+        let ended = !call.incomplete.contains(&Incomplete::CaptureEnded) && !call.times.end_lost;
         let secs = |ns: u64| ns as f64 / 1e9;
         let duration = secs(call.times.end.since(call.times.request_start).max(0) as u64);
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use tracer_core::llm::Route;
 use testkit::fixtures::{self, Fixture};
-use testkit::fuzz::{coding, decoders, http, reassembly};
+use testkit::fuzz::{coding, decoders, http, reassembly, rejoin};
 use testkit::pcap::{self, Corruption, FileFormat, LinkType, TsPrecision, WriterConfig};
 use testkit::synth::{self, ConnectionSpec, ETHERNET_MSS, Packet, TcpConfig, perturb};
 use testkit::wire::{self, BodyKind, RenderOptions};
@@ -60,6 +60,7 @@ fn main() -> Result<()> {
         reassembly_seeds(&mut seeds, &name, &packets, i);
         http_seed(&mut seeds, &name, &[&wire]);
         body_seeds(&mut seeds, &name, f);
+        rejoin_seeds(&mut seeds, &name, f, i);
         if i < 12 {
             replay_seeds(&mut seeds, &name, &packets, i)?;
         }
@@ -199,6 +200,29 @@ fn http_seed(seeds: &mut Seeds, name: &str, wires: &[&wire::ExchangeWire]) {
     ops.push(http::Op::End(tracer_core::segment::Direction::ToServer));
     ops.push(http::Op::Close(tracer_core::reassembly::CloseReason::Fin));
     seeds.add("http", name.to_string(), http::encode(true, name.len() % 2 == 0, &ops));
+}
+
+/// A streamed body's documents, one chunk each (as Ollama writes them), with pieces lost.
+fn rejoin_seeds(seeds: &mut Seeds, name: &str, f: &Fixture, i: usize) {
+    let kind = match f.response_body_kind() {
+        BodyKind::Ndjson => 0u8,
+        BodyKind::Sse => 1,
+        _ => return,
+    };
+    let body = f.response.body.as_bytes();
+    let docs: Vec<Vec<u8>> = wire::split_body(f.response_body_kind(), body)
+        .into_iter()
+        .map(|d| match kind {
+            0 => d.strip_suffix(b"\n").unwrap_or(d).to_vec(),
+            _ => wire::sse_data(d).unwrap_or_default(),
+        })
+        .collect();
+    let docs: Vec<&[u8]> = docs.iter().map(Vec::as_slice).collect();
+    // Pieces of up to 300 bytes (split regime 2); one, two and a run of pieces lost.
+    let flags = kind | 4 | if i % 2 == 0 { 8 } else { 0 };
+    for (k, lost) in [0b100u64, 0b1_0010_0100, 0b1111_0000].into_iter().enumerate() {
+        seeds.add("rejoin", format!("{name}-{k}"), rejoin::encode(flags, 2 + 4 * i as u64, lost, &docs));
+    }
 }
 
 fn content_type_index(f: &Fixture) -> u8 {

@@ -1,185 +1,14 @@
-//! Body framings of Ollama responses, each turning body pieces into a sequence of JSON
-//! documents for a [`DocVisitor`]: newline-delimited JSON (native streams), JSON values one after
-//! another (plain JSON bodies), and server-sent events (`/v1` streams).
+//! Server-sent events (`/v1` streams).
 
-use memchr::{memchr, memchr2};
+use memchr::memchr2;
 
-use crate::json::{JsonError, JsonScanner, JsonVisitor, Progress, ScanOptions};
+use super::{DocEnd, DocVisitor, FramingStats};
+use crate::json::{JsonError, JsonScanner, Progress, ScanOptions};
 use crate::segment::Timestamp;
-
-/// How a document ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DocEnd<'a> {
-    /// A complete JSON value; `event` is the SSE event name, if any.
-    Json { event: Option<&'a str> },
-    /// Not valid JSON (or cut by missing bytes).
-    Invalid { event: Option<&'a str>, error: Option<JsonError> },
-    /// The SSE `data: [DONE]` terminator.
-    DoneMarker,
-}
-
-/// A visitor of a sequence of JSON documents.
-pub trait DocVisitor: JsonVisitor {
-    /// A document begins: reset per-document state.
-    fn doc_begin(&mut self);
-    /// It ended at capture time `ts`.
-    fn doc_end(&mut self, ts: Timestamp, end: DocEnd<'_>);
-}
-
-/// Counters of a framer, for flags and summary.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FramingStats {
-    pub docs: u64,
-    pub invalid: u64,
-}
-
-/// JSON documents one after another: one per line (`line_delimited`, NDJSON) or separated by any
-/// whitespace (plain JSON bodies, which may be pretty-printed).
-#[derive(Debug)]
-pub struct JsonSeq {
-    scanner: JsonScanner,
-    line_delimited: bool,
-    state: SeqState,
-    error: Option<JsonError>,
-    stats: FramingStats,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SeqState {
-    /// Between documents.
-    Between,
-    /// Inside a document.
-    InDoc,
-    /// NDJSON: the line's value is complete; the rest of the line is ignored (as Go's decoder does).
-    RestOfLine,
-    /// The document is broken: ignore bytes up to the next newline, then report it invalid.
-    Skipping,
-}
-
-impl JsonSeq {
-    pub fn new(line_delimited: bool) -> Self {
-        JsonSeq {
-            scanner: JsonScanner::new(ScanOptions::default()),
-            line_delimited,
-            state: SeqState::Between,
-            error: None,
-            stats: FramingStats::default(),
-        }
-    }
-
-    pub fn stats(&self) -> FramingStats {
-        self.stats
-    }
-
-    pub fn feed<V: DocVisitor>(&mut self, data: &[u8], ts: Timestamp, v: &mut V) {
-        let mut i = 0;
-        while i < data.len() {
-            match self.state {
-                SeqState::Skipping | SeqState::RestOfLine => match memchr(b'\n', &data[i..]) {
-                    Some(k) => {
-                        i += k + 1;
-                        if self.state == SeqState::Skipping {
-                            self.invalid(ts, v);
-                        }
-                        self.state = SeqState::Between;
-                    }
-                    None => return,
-                },
-                SeqState::Between => {
-                    // Whitespace between documents is not a document.
-                    match data[i..].iter().position(|b| !b.is_ascii_whitespace()) {
-                        Some(k) => {
-                            i += k;
-                            self.state = SeqState::InDoc;
-                            v.doc_begin();
-                        }
-                        None => return,
-                    }
-                }
-                SeqState::InDoc => {
-                    // NDJSON: a document never crosses a newline.
-                    let end = if self.line_delimited {
-                        memchr(b'\n', &data[i..]).map_or(data.len(), |k| i + k)
-                    } else {
-                        data.len()
-                    };
-                    let base = self.scanner.offset();
-                    match self.scanner.feed(&data[i..end], v) {
-                        Ok(Progress::NeedMore) => {
-                            i = end;
-                            if end < data.len() {
-                                // The line ended: a top-level number completes here, else it is cut.
-                                i += 1;
-                                match self.scanner.finish(v) {
-                                    Ok(()) => self.complete(ts, v),
-                                    Err(e) => {
-                                        self.error = Some(e);
-                                        self.invalid(ts, v);
-                                    }
-                                }
-                                self.state = SeqState::Between;
-                            }
-                        }
-                        Ok(Progress::Complete { consumed }) => {
-                            i += consumed;
-                            self.complete(ts, v);
-                            self.state = if self.line_delimited { SeqState::RestOfLine } else { SeqState::Between };
-                        }
-                        Err(e) => {
-                            self.error = Some(e);
-                            self.state = SeqState::Skipping;
-                            // Skip from the bad byte, not from the end of this piece: where the
-                            // next document starts must not depend on how the body was cut.
-                            let at = usize::try_from(e.offset.saturating_sub(base)).unwrap_or(usize::MAX);
-                            i = i.saturating_add(at).min(end);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn complete<V: DocVisitor>(&mut self, ts: Timestamp, v: &mut V) {
-        self.stats.docs += 1;
-        v.doc_end(ts, DocEnd::Json { event: None });
-        self.scanner.reset();
-    }
-
-    fn invalid<V: DocVisitor>(&mut self, ts: Timestamp, v: &mut V) {
-        self.stats.invalid += 1;
-        v.doc_end(ts, DocEnd::Invalid { event: None, error: self.error.take() });
-        self.scanner.reset();
-    }
-
-    /// Bytes are missing from the body: the document in progress is lost; resume after the next
-    /// newline (the only boundary that can be found again).
-    pub fn gap(&mut self) {
-        match self.state {
-            SeqState::InDoc => self.state = SeqState::Skipping,
-            SeqState::Between => self.state = SeqState::RestOfLine,
-            SeqState::RestOfLine | SeqState::Skipping => {}
-        }
-    }
-
-    /// End of the body: a last document without a newline still counts.
-    pub fn finish<V: DocVisitor>(&mut self, ts: Timestamp, v: &mut V) {
-        match self.state {
-            SeqState::InDoc => match self.scanner.finish(v) {
-                Ok(()) => self.complete(ts, v),
-                Err(e) => {
-                    self.error = Some(e);
-                    self.invalid(ts, v);
-                }
-            },
-            SeqState::Skipping => self.invalid(ts, v),
-            SeqState::Between | SeqState::RestOfLine => {}
-        }
-        self.state = SeqState::Between;
-    }
-}
 
 /// Longest SSE field name we keep; the fields we know are at most 5 bytes.
 const MAX_FIELD: usize = 16;
+
 /// Longest event name we keep.
 const MAX_EVENT: usize = 64;
 
@@ -265,6 +94,7 @@ impl Sse {
         self.stats
     }
 
+    #[inline]
     pub fn feed<V: DocVisitor>(&mut self, data: &[u8], ts: Timestamp, v: &mut V) {
         let mut i = 0;
         while i < data.len() {
@@ -432,9 +262,14 @@ impl Sse {
         let event = std::str::from_utf8(&event_buf[..self.event_len]).ok().filter(|e| !e.is_empty());
         match (self.data, self.broken) {
             (SseData::None, _) => {}
-            (_, true) | (SseData::Invalid, _) => {
+            // Bytes seen that were not JSON make it invalid, missing bytes only damaged.
+            (SseData::Invalid, _) => {
                 self.stats.invalid += 1;
                 v.doc_end(ts, DocEnd::Invalid { event, error: self.error.take() });
+            }
+            (_, true) => {
+                self.stats.damaged += 1;
+                v.doc_end(ts, DocEnd::Damaged);
             }
             (SseData::Done, false) => {
                 self.stats.docs += 1;
@@ -460,13 +295,27 @@ impl Sse {
         self.scanner.reset();
     }
 
-    /// Bytes are missing: the event in progress is lost; resume at the next event.
+    /// Bytes are missing: the event in progress is lost; resume at the next event. Whether the
+    /// bytes after the gap begin an event is unknown (they may be the later data lines of one),
+    /// so nothing is dispatched before a blank line has been seen.
     pub fn gap(&mut self) {
-        if self.data != SseData::None {
-            self.broken = true;
-        }
+        self.broken = true;
         // We may be mid-line: ignore to the end of it.
         self.line = SseLine::Ignore;
+        self.prev_cr = false;
+    }
+
+    /// The body's framing was found again after a gap (at a verified chunk that ends an event):
+    /// what follows starts an event. The event the gap cut ends damaged.
+    pub fn rejoin<V: DocVisitor>(&mut self, ts: Timestamp, v: &mut V) {
+        if self.data != SseData::None {
+            self.dispatch(ts, v);
+        }
+        self.broken = false;
+        self.event_len = 0;
+        self.field_len = 0;
+        self.prev_cr = false;
+        self.line = SseLine::Start;
     }
 
     /// End of the body: an event not closed by a blank line is still dispatched.
@@ -474,40 +323,5 @@ impl Sse {
         if self.data != SseData::None {
             self.dispatch(ts, v);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::json::JsonVisitor;
-
-    /// Document outcomes in order: `ok` or `invalid`.
-    #[derive(Default)]
-    struct Docs(Vec<&'static str>);
-
-    impl JsonVisitor for Docs {}
-    impl DocVisitor for Docs {
-        fn doc_begin(&mut self) {}
-        fn doc_end(&mut self, _ts: Timestamp, end: DocEnd<'_>) {
-            self.0.push(if matches!(end, DocEnd::Json { .. }) { "ok" } else { "invalid" });
-        }
-    }
-
-    #[test]
-    fn after_a_broken_document_the_next_starts_at_the_same_place_however_cut() {
-        // Not line-delimited: a broken value is skipped to the end of its line.
-        let body = b"{\"a\": x1, 2}\n{\"c\": 3}\n";
-        let mut want = None;
-        for size in 1..=body.len() {
-            let mut seq = JsonSeq::new(false);
-            let mut docs = Docs::default();
-            for piece in body.chunks(size) {
-                seq.feed(piece, Timestamp(1), &mut docs);
-            }
-            seq.finish(Timestamp(1), &mut docs);
-            assert_eq!(*want.get_or_insert_with(|| docs.0.clone()), docs.0, "pieces of {size} bytes");
-        }
-        assert_eq!(want.unwrap(), ["invalid", "ok"]);
     }
 }
