@@ -93,6 +93,10 @@ fn build() -> Result<(), String> {
     } else {
         aya_build::Toolchain::Custom(toolchain_ref)
     };
+    // aya-build turns every line the nested cargo prints into a `cargo:warning`: 40 "Compiling"
+    // lines on every build. Quiet keeps its warnings and errors, which are worth seeing.
+    // SAFETY: the build script is single-threaded here.
+    unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf([package], tc).map_err(|e| format!("aya-build failed: {e:#}"))?;
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("OUT_DIR not set")?);

@@ -1,5 +1,6 @@
 //! Project tasks. The README's two commands are `cargo xtask run` and `cargo xtask test`; both
-//! first install what is missing (idempotent, quiet when everything is present).
+//! first install what is missing (idempotent, quiet when everything is present): `run` only what
+//! building and running the tracer needs, `test` everything the tests use too.
 //! `cargo xtask bench` runs the benchmarks of docs/benchmarks.md.
 
 mod bench;
@@ -21,11 +22,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what building, running and testing needs: Debian packages, the nightly's
-    /// rust-src, bpf-linker against the nightly's LLVM, tracefs, the Python client venv.
+    /// Install what building, running and testing needs (scripts/setup.sh): libpcap, the
+    /// nightly's rust-src, bpf-linker against the nightly's LLVM, tracefs; the tests' Debian
+    /// packages, Python venvs, Prometheus, cargo-deny, cargo-fuzz, Node.
     Setup,
-    /// Set up, build (release, eBPF included) and run the tracer; arguments go to
-    /// `ollama-tracer` (default: `run`, the live capture).
+    /// Install only what building and running need (scripts/setup-ebpf-toolchain.sh), build the
+    /// binary (release, eBPF included) and run it; arguments go to `ollama-tracer` (default:
+    /// `run`, the live capture).
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -113,8 +116,8 @@ impl Task {
         match self {
             Task::Setup => setup(),
             Task::Run { args } => {
-                setup()?;
-                // The same build as the container image's (scripts/build-release.sh).
+                // Only what building and running need: build-release.sh installs the eBPF
+                // toolchain and libpcap (scripts/setup-ebpf-toolchain.sh), nothing the tests use.
                 let bin = build_release(true)?;
                 let args = if args.is_empty() { vec!["run".to_string()] } else { args };
                 run(Command::new(bin).args(args))
