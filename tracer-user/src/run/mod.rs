@@ -115,7 +115,7 @@ pub fn run(source: Source, config: RunConfig) -> Result<Report, RunError> {
     let (report, ui_stats, shut) = match source {
         Source::Replay { files, ports, speed } => {
             let source = speed.map_or_else(|| "replay".to_string(), |s| format!("replay ×{s}"));
-            let (mut driver, view) = prepare(&config, None, source, &stop)?;
+            let (mut driver, view, _) = prepare(&config, None, source, &stop)?;
             let (capture, last) = replay::feed(&files, &ports, speed, &stop, &mut driver);
             let mut report = driver.finish(last, &capture, None);
             // The view stays up on the final state until `q` (or a signal).
@@ -164,7 +164,6 @@ async fn live_run(
         capture.socket_events = Some(SocketEventSink(std::sync::Arc::new(a.clone())));
     }
     let (live, reason) = crate::capture::start_live(mode, &capture)?;
-    tracing::info!("capture: {reason}");
     // Attached: from here on nothing needs to load programs, attach or open raw sockets. The
     // threads started below (pipeline, export, metrics, the view) inherit the reduced set.
     match crate::privileges::drop_after_attach(attribution.is_some()) {
@@ -172,7 +171,12 @@ async fn live_run(
         Err(e) => tracing::warn!("{e}; running with the capabilities it was given"),
     }
     let source = if matches!(live, LiveCapture::Ebpf(_)) { "live eBPF" } else { "live pcap" };
-    let (driver, view) = prepare(config, attribution.map(Enricher::new), source.to_string(), stop)?;
+    let (driver, view, outputs) = prepare(config, attribution.map(Enricher::new), source.to_string(), stop)?;
+    // One line a person (or a unit's journal) can tell the state from: what is watched, how,
+    // and where the spans go. Tests wait for its "capture: ".
+    let ports: Vec<String> = capture.ports.iter().map(u16::to_string).collect();
+    let plural = if ports.len() == 1 { "" } else { "s" };
+    tracing::info!("ready: watching TCP port{plural} {} — capture: {reason}; spans: {outputs}", ports.join(", "));
     let fed = live::feed(live, driver, stop).await;
     // Whatever ended the capture ends the view too.
     stop.request();
@@ -181,14 +185,16 @@ async fn live_run(
     Ok((driver, report, ui_stats))
 }
 
-/// The outputs, the span stage and (for `top`) the view, around a driver.
+/// The outputs, the span stage and (for `top`) the view, around a driver; and where spans go,
+/// in words.
 fn prepare(
     config: &RunConfig,
     enricher: Option<Enricher>,
     source: String,
     stop: &Stop,
-) -> Result<(Driver, Option<View>), RunError> {
+) -> Result<(Driver, Option<View>, String), RunError> {
     let built = outputs::build(&config.export, &config.resource, stdout_writer())?;
+    let described = outputs::describe(&config.export, built.metrics_addr, config.top.is_some());
     let mut sinks: Outputs = built.outputs;
     let spans = SpanStage::new(config.resource.clone(), config.spans.clone());
     let view = match &config.top {
@@ -204,7 +210,7 @@ fn prepare(
         }
         None => None,
     };
-    Ok((Driver::new(config.pipeline.clone(), enricher, spans, sinks), view))
+    Ok((Driver::new(config.pipeline.clone(), enricher, spans, sinks), view, described))
 }
 
 /// Ends the view: a replay's stays up on its final state until `q` (or a signal); a live one
