@@ -58,3 +58,46 @@ apt_ensure() {
   fi
 }
 
+# debian_apt_dir DIR TYPE [SUITE...]: a private apt configuration in DIR (its own sources list
+# and package lists; the system's are not touched) with TYPE lines (deb or deb-src) for the
+# Debian archives this system's apt already uses, for SUITEs (default: this release's, with its
+# -updates and -security), component main; refreshed. Prints the apt-get options that use it.
+debian_apt_dir() {
+  local dir=$1 type=$2
+  shift 2
+  local codename uris suites=("$@") signed="" opts
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  # The archive URIs as configured here (the security archive apart): no host is named here.
+  mapfile -t uris < <(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Identifier: Packages' 2>/dev/null |
+    awk -v c="$codename" '$2 ~ ("^" c "(-[a-z]+)?$") {print $1, $2}' | sort -u)
+  if [ ${#uris[@]} -eq 0 ]; then
+    say "no Debian archive for '$codename' in apt's sources: cannot fetch Debian packages of other releases or sources"
+    return 1
+  fi
+  if [ -f /usr/share/keyrings/debian-archive-keyring.gpg ]; then
+    signed=" [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]"
+  fi
+  mkdir -p "$dir/lists/partial"
+  : >"$dir/sources.list"
+  local line uri release suite
+  for line in "${uris[@]}"; do
+    read -r uri release <<<"$line"
+    if [ ${#suites[@]} -eq 0 ]; then
+      echo "$type$signed $uri $release main" >>"$dir/sources.list"
+    else
+      for suite in "${suites[@]}"; do
+        # The main archive serves SUITE and SUITE-updates, the security one SUITE-security.
+        case "$release" in
+        *-security) [[ $suite == *-security ]] && echo "$type$signed $uri $suite main" >>"$dir/sources.list" ;;
+        "$codename") [[ $suite != *-security ]] && echo "$type$signed $uri $suite main" >>"$dir/sources.list" ;;
+        esac
+      done
+    fi
+  done
+  sort -u -o "$dir/sources.list" "$dir/sources.list"
+  opts="-o Dir::Etc::SourceList=$dir/sources.list -o Dir::Etc::SourceParts=/dev/null -o Dir::State::Lists=$dir/lists -o Dir::Cache::archives=$dir/archives -o Debug::NoLocking=1"
+  mkdir -p "$dir/archives/partial"
+  # shellcheck disable=SC2086 # a list of options
+  quietly apt-get $opts update -q || return 1
+  echo "$opts"
+}
