@@ -60,12 +60,14 @@ pub struct RunConfig {
     pub quiet: bool,
 }
 
+// Capture and Attribution name their cause in their own message and are not its `source`:
+// printed as a chain (`{:#}`), it would otherwise come twice.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot start the live capture: {0}")]
-    Capture(#[from] CaptureError),
+    Capture(CaptureError),
     #[error("cannot start attribution: {0}")]
-    Attribution(#[from] AttributionError),
+    Attribution(AttributionError),
     #[error(transparent)]
     Export(#[from] ExportError),
     #[error(
@@ -80,6 +82,18 @@ pub enum RunError {
     Io { what: &'static str, source: io::Error },
     #[error("writing spans: {0}")]
     Write(io::Error),
+}
+
+impl From<CaptureError> for RunError {
+    fn from(e: CaptureError) -> Self {
+        RunError::Capture(e)
+    }
+}
+
+impl From<AttributionError> for RunError {
+    fn from(e: AttributionError) -> Self {
+        RunError::Attribution(e)
+    }
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> RunError {
