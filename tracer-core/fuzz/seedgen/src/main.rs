@@ -10,7 +10,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use ollama_tracer::llm::Route;
+use tracer_core::llm::Route;
 use testkit::fixtures::{self, Fixture};
 use testkit::fuzz::{coding, decoders, http, reassembly};
 use testkit::pcap::{self, Corruption, FileFormat, LinkType, TsPrecision, WriterConfig};
@@ -196,8 +196,8 @@ fn http_seed(seeds: &mut Seeds, name: &str, wires: &[&wire::ExchangeWire]) {
             }
         }
     }
-    ops.push(http::Op::End(ollama_tracer::segment::Direction::ToServer));
-    ops.push(http::Op::Close(ollama_tracer::reassembly::CloseReason::Fin));
+    ops.push(http::Op::End(tracer_core::segment::Direction::ToServer));
+    ops.push(http::Op::Close(tracer_core::reassembly::CloseReason::Fin));
     seeds.add("http", name.to_string(), http::encode(true, name.len() % 2 == 0, &ops));
 }
 
