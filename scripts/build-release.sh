@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The one release build of ollama-tracer: the eBPF programs (tracer-ebpf, for the BPF target,
-# with the nightly toolchain and bpf-linker) embedded in the `ollama-tracer` binary.
-# `cargo xtask run`, `cargo xtask test` (CI) and deploy/Dockerfile all build through this
-# script, so the binary in the container image is built exactly as the one tested.
+# The release build of `cargo xtask run`: the eBPF programs (tracer-ebpf, for the BPF target,
+# with the nightly toolchain and bpf-linker) embedded in an `ollama-tracer` for this machine
+# (glibc, libpcap as a shared library). It installs only what building and running need
+# (scripts/setup-ebpf-toolchain.sh). The static binary people download and the container image
+# ships is scripts/build-dist.sh's.
 #
 # Usage: scripts/build-release.sh [DEST]
 #   DEST  also copy the binary there (a file path, or a directory)
@@ -11,8 +12,7 @@
 # Env knobs:
 #   EBPF_TOOLCHAIN           rustup toolchain for the BPF crate (default: nightly)
 #   USERSPACE_TOOLCHAIN      rustup toolchain for the binary (default: stable)
-#   OLLAMA_TRACER_SKIP_SETUP=1  do not run scripts/setup-ebpf-toolchain.sh first (the
-#                            Dockerfile runs it in its own layer)
+#   OLLAMA_TRACER_SKIP_SETUP=1  do not run scripts/setup-ebpf-toolchain.sh first
 #   CARGO_TARGET_DIR         as for cargo (default: <repo>/target)
 #   CARGO_BUILD_FLAGS        extra flags for `cargo build` (e.g. --quiet)
 set -euo pipefail

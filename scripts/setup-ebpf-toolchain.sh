@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Installs what building and running the eBPF capture needs (Debian 12 + rustup).
-# Idempotent: quiet and fast (a few checks, no network) when everything is present.
+# Installs what building and running the tracer needs (Debian 12 + rustup): libpcap for the
+# fallback capture, the nightly toolchain with rust-src and bpf-linker for the kernel programs,
+# tracefs. Nothing the tests alone use (scripts/setup-test-tools.sh has those): this is all
+# `cargo xtask run` installs.
+# Idempotent: quiet and fast (a few checks, no network) when everything is present; each step
+# that installs something says what and why, once, and shows the tools' output only on failure.
 # Called by `cargo xtask`; run as root (apt-get, mount).
 #
 # Env knobs:
@@ -11,53 +15,29 @@
 #   SKIP_APT=1       do not touch Debian packages
 #   VERBOSE=1        say what is already present, too
 set -euo pipefail
+SETUP_TAG=setup-ebpf
+# shellcheck source=scripts/setup-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/setup-common.sh"
 
 TC=${EBPF_TOOLCHAIN:-nightly}
 BPF_LINKER_VERSION=0.13.0
-APT_PKGS=(libpcap-dev pkg-config bpftool tcpdump iproute2 tmux)
 
-say() { echo "[setup-ebpf] $*" >&2; }
-verbose() { if [ "${VERBOSE:-0}" = 1 ]; then say "$@"; fi; }
-timed() {
-  local s
-  s=$(date +%s)
-  "$@"
-  say "$(($(date +%s) - s)) s: $*"
-}
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-    say "need root for: $*"
-    return 1
-  fi
-}
-
-# 1. Debian packages: libpcap-dev (pcap fallback), bpftool (debugging, tests check for leftover
-#    links), tcpdump, iproute2 (`ip netns` in the tests), tmux (`top` driven end to end).
+# 1. Debian packages: libpcap-dev (the pcap crate links libpcap: the fallback capture) and
+#    pkg-config (which finds it).
 if [ "${SKIP_APT:-0}" != 1 ]; then
-  missing=()
-  for p in "${APT_PKGS[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-      missing+=("$p")
-    fi
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    say "installing Debian packages: ${missing[*]}"
-    timed as_root apt-get update -qq
-    timed as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  else
-    verbose "Debian packages present"
-  fi
+  apt_ensure "libpcap for the fallback capture (libpcap-dev, pkg-config)" libpcap-dev pkg-config
 fi
 
 # 2. The BPF toolchain and its rust-src (-Z build-std=core; the BPF target has no prebuilt core).
 #    RUSTUP_AUTO_INSTALL=0 may be set: install explicitly.
 if ! rustup run "$TC" rustc --version >/dev/null 2>&1; then
-  say "installing rust toolchain $TC"
-  timed rustup toolchain install "$TC" --profile minimal
+  say "installing the rust toolchain $TC: it builds the kernel programs"
+  quietly rustup toolchain install "$TC" --profile minimal
 fi
 SYSROOT=$(rustc +"$TC" --print sysroot)
 if [ ! -d "$SYSROOT/lib/rustlib/src/rust/library/core" ]; then
-  timed rustup component add rust-src --toolchain "$TC"
+  say "installing rust-src for $TC: the BPF target has no prebuilt core library"
+  quietly rustup component add rust-src --toolchain "$TC"
 else
   verbose "rust-src present for $TC"
 fi
@@ -91,8 +71,8 @@ linker_ok() {
   ! ldd "$bl" 2>/dev/null | grep -q 'not found'
 }
 if ! linker_ok; then
-  say "building bpf-linker $BPF_LINKER_VERSION against $LIBNAME (about a minute)"
-  timed env RUSTFLAGS="-L $NL -l dylib=$LIBNAME -C link-arg=-Wl,-rpath,$NL" \
+  say "building bpf-linker $BPF_LINKER_VERSION against $LIBNAME, which links the kernel programs (about a minute)"
+  quietly env RUSTFLAGS="-L $NL -l dylib=$LIBNAME -C link-arg=-Wl,-rpath,$NL" \
     cargo +"${USERSPACE_TOOLCHAIN:-stable}" install "bpf-linker@$BPF_LINKER_VERSION" --locked --force --quiet \
     --no-default-features --features "llvm-$LLVM_MAJOR,no-llvm-linking" \
     ${BPF_LINKER_ROOT:+--root "$BPF_LINKER_ROOT"}
@@ -102,7 +82,8 @@ fi
 
 # 4. tracefs (tracepoints); not mounted on every machine. Best effort.
 if [ -d /sys/kernel/tracing ] && ! mountpoint -q /sys/kernel/tracing; then
-  as_root mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null && say "mounted tracefs" ||
-    say "could not mount tracefs on /sys/kernel/tracing (only tracepoints need it)"
+  as_root mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null \
+    && say "mounted tracefs on /sys/kernel/tracing: attribution's connect/listen tracepoint needs it" \
+    || say "could not mount tracefs on /sys/kernel/tracing (only attribution's tracepoint needs it)"
 fi
 verbose "done"

@@ -7,26 +7,21 @@
 #   CARGO_FUZZ_VERSION  cargo-fuzz version to install (default below)
 #   VERBOSE=1           say what is already present, too
 set -euo pipefail
+SETUP_TAG=setup-fuzz
+# shellcheck source=scripts/setup-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/setup-common.sh"
 
 CARGO_FUZZ_VERSION=${CARGO_FUZZ_VERSION:-0.13.2}
 
-say() { echo "[setup-fuzz] $*" >&2; }
-timed() {
-  local s
-  s=$(date +%s)
-  "$@"
-  say "$(($(date +%s) - s)) s: $*"
-}
-
 if ! rustup toolchain list | grep -q '^nightly'; then
-  say "installing the nightly toolchain"
-  timed rustup toolchain install nightly --profile minimal
-elif [ "${VERBOSE:-0}" = 1 ]; then
-  say "nightly toolchain present"
+  say "installing the nightly toolchain: cargo-fuzz builds with it"
+  quietly rustup toolchain install nightly --profile minimal
+else
+  verbose "nightly toolchain present"
 fi
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
-  say "installing cargo-fuzz $CARGO_FUZZ_VERSION"
-  timed cargo +nightly install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
-elif [ "${VERBOSE:-0}" = 1 ]; then
-  say "$(cargo +nightly fuzz --version) present"
+  say "building cargo-fuzz $CARGO_FUZZ_VERSION: the fuzz smoke run of the tests (a few minutes, once)"
+  quietly cargo +nightly install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
+else
+  verbose "$(cargo +nightly fuzz --version) present"
 fi

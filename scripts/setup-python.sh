@@ -12,6 +12,9 @@
 #   OLLAMA_TRACER_PYTHON  interpreter to build it from (default: python3 on PATH)
 #   VERBOSE=1             say so when nothing had to be done
 set -euo pipefail
+SETUP_TAG=setup-python
+# shellcheck source=scripts/setup-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/setup-common.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${OLLAMA_TRACER_VENV:-$ROOT/tests/.venv}
@@ -19,8 +22,6 @@ PY=${OLLAMA_TRACER_PYTHON:-python3}
 REQ=$ROOT/tests/clients/requirements.txt
 LOCK=$ROOT/tests/clients/requirements.lock
 STAMP=$VENV/.ollama-tracer-stamp
-
-say() { echo "[setup-python] $*" >&2; }
 
 # The stamp records the interpreter and the exact pins: any change rebuilds.
 want=$( {
@@ -38,13 +39,11 @@ backends() {
     if [ "${VERBOSE:-0}" = 1 ]; then say "venv $venv up to date"; fi
     return 0
   fi
-  say "creating $venv (MLflow and Arize Phoenix: about 1.3 GB, a few minutes)"
+  say "creating $venv: MLflow and Arize Phoenix, the trace backends the export tests send to (about 1.3 GB, a few minutes)"
   rm -rf "$venv"
-  "$PY" -m venv "$venv"
-  "$venv/bin/python" -m pip --disable-pip-version-check --no-input -q install -r "$req"
+  quietly "$PY" -m venv "$venv"
+  quietly "$venv/bin/python" -m pip --disable-pip-version-check --no-input install -r "$req"
   echo "$want" >"$stamp"
-  say "installed: $("$venv/bin/python" -m pip list --format=freeze --disable-pip-version-check 2>/dev/null \
-    | grep -Ei '^(mlflow|arize-phoenix)==' | tr '\n' ' ')"
 }
 
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] \
@@ -55,18 +54,15 @@ if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want"
 fi
 
 if ! "$PY" -m venv --help >/dev/null 2>&1; then
-  say "$PY has no venv module; installing python3-venv"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  apt_ensure "$PY has no venv module" python3-venv
 fi
 
-say "creating $VENV"
+say "creating $VENV: the real ollama, openai and anthropic clients (and OpenTelemetry) the tests drive"
 rm -rf "$VENV"
-"$PY" -m venv "$VENV"
+quietly "$PY" -m venv "$VENV"
 pip=("$VENV/bin/python" -m pip --disable-pip-version-check --no-input -q)
 constraints=()
 if [ -f "$LOCK" ]; then constraints=(-c "$LOCK"); fi
-"${pip[@]}" install "${constraints[@]}" -r "$REQ"
+quietly "${pip[@]}" install "${constraints[@]}" -r "$REQ"
 echo "$want" >"$STAMP"
-say "installed: $("$VENV/bin/python" -m pip list --format=freeze --disable-pip-version-check 2>/dev/null \
-  | grep -Ei '^(ollama|openai|anthropic|opentelemetry-(api|sdk)|httpx)==' | tr '\n' ' ')"
 backends

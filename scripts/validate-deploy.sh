@@ -15,7 +15,7 @@
 #   checkov            the rendered manifests, the plain manifests and the Dockerfile; each
 #                      skipped check is listed below with its reason
 #   systemd-analyze    verify the unit (any message fails), security exposure score
-#   --binary BIN       the release binary (scripts/build-release.sh): --version, `check`, then
+#   --binary BIN       the image's static binary (scripts/build-dist.sh): --version, `check`, then
 #                      run with the DaemonSet's and the unit's privileges (scripts/deploy-smoke.py)
 #
 # Usage: scripts/validate-deploy.sh [--binary BIN] [--update]
@@ -290,7 +290,11 @@ if [ -n "$BIN" ]; then
     local want
     want=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
     "$BIN" --version
-    [ "$("$BIN" --version)" = "ollama-tracer $want" ]
+    # "ollama-tracer 0.1.0 (commit 5b7f344c1a2b, x86_64-unknown-linux-musl, eBPF built in)"
+    case "$("$BIN" --version)" in
+    "ollama-tracer $want (commit "*", eBPF built in)") ;;
+    *) return 1 ;;
+    esac
   }
   check "$BIN --version" version
   tracer_check() {

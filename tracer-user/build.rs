@@ -6,8 +6,12 @@
 //! the eBPF capture reports "not built in" at run time. `OLLAMA_TRACER_REQUIRE_EBPF=1` turns
 //! that into a hard error. `scripts/setup-ebpf-toolchain.sh` installs the toolchain.
 //!
+//! It also records what `ollama-tracer --version` says: the commit (`OLLAMA_TRACER_COMMIT` when
+//! set, as in the container build where `.git` is not copied; else `git rev-parse HEAD`; else
+//! `unknown`) and the target.
+//!
 //! Env: `OLLAMA_TRACER_EBPF_TOOLCHAIN` (rustup toolchain, default `nightly`),
-//! `OLLAMA_TRACER_REQUIRE_EBPF`, and aya-build's `AYA_BUILD_SKIP`.
+//! `OLLAMA_TRACER_REQUIRE_EBPF`, `OLLAMA_TRACER_COMMIT`, and aya-build's `AYA_BUILD_SKIP`.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -16,8 +20,10 @@ use std::process::Command;
 const REQUIRE: &str = "OLLAMA_TRACER_REQUIRE_EBPF";
 const TOOLCHAIN: &str = "OLLAMA_TRACER_EBPF_TOOLCHAIN";
 const EBPF_PACKAGE: &str = "tracer-ebpf";
+const COMMIT: &str = "OLLAMA_TRACER_COMMIT";
 
 fn main() {
+    version_facts();
     println!("cargo::rustc-check-cfg=cfg(ollama_tracer_ebpf)");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed={REQUIRE}");
@@ -93,6 +99,10 @@ fn build() -> Result<(), String> {
     } else {
         aya_build::Toolchain::Custom(toolchain_ref)
     };
+    // aya-build turns every line the nested cargo prints into a `cargo:warning`: 40 "Compiling"
+    // lines on every build. Quiet keeps its warnings and errors, which are worth seeing.
+    // SAFETY: the build script is single-threaded here.
+    unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf([package], tc).map_err(|e| format!("aya-build failed: {e:#}"))?;
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("OUT_DIR not set")?);
@@ -101,6 +111,36 @@ fn build() -> Result<(), String> {
         return Err("eBPF build skipped (AYA_BUILD_SKIP)".to_owned());
     }
     Ok(())
+}
+
+/// `OLLAMA_TRACER_COMMIT` and `OLLAMA_TRACER_TARGET` for the binary's `--version`.
+fn version_facts() {
+    println!("cargo:rerun-if-env-changed={COMMIT}");
+    let commit = env::var(COMMIT).ok().filter(|c| !c.trim().is_empty()).or_else(git_head);
+    println!("cargo:rustc-env={COMMIT}={}", commit.as_deref().map_or("unknown", |c| &c[..c.len().min(12)]));
+    println!("cargo:rustc-env=OLLAMA_TRACER_TARGET={}", env::var("TARGET").unwrap_or_default());
+}
+
+/// The checked-out commit, when building from a git work tree. Reruns when HEAD moves: the
+/// files git updates then (HEAD, the branch's ref, packed refs) are watched.
+fn git_head() -> Option<String> {
+    let git = |args: &[&str]| {
+        let out = Command::new("git").args(args).output().ok().filter(|o| o.status.success())?;
+        Some(String::from_utf8(out.stdout).ok()?.trim().to_owned())
+    };
+    let head = git(&["rev-parse", "HEAD"])?;
+    for path in [git(&["rev-parse", "--git-path", "HEAD"]), git(&["rev-parse", "--git-path", "packed-refs"])]
+        .into_iter()
+        .flatten()
+        .chain(git(&["symbolic-ref", "-q", "HEAD"]).and_then(|r| git(&["rev-parse", "--git-path", &r])))
+    {
+        let path = PathBuf::from(path);
+        // Relative paths are relative to where git ran: this package's directory.
+        if path.exists() {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+    Some(head)
 }
 
 fn cargo_home() -> Option<PathBuf> {

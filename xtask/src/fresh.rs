@@ -40,9 +40,16 @@ pub fn check(root: &Path) -> Result<()> {
         files += 1;
     }
     eprintln!("xtask: fresh copy: {files} files in {} (nothing beside it); running its tests", tree.display());
-    // The main target directory: dependencies are reused, the copy's own crates (other paths,
-    // other hashes) are built from the copy. The Python clients' venv is test tooling, not data.
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    // A target directory of its own, kept between runs (<target>/fresh-copy). Not the main one:
+    // cargo gives the copy's crates the same hashes as the tree's (paths inside a workspace are
+    // taken relative to it), so their artefacts, built from the copy with its absolute paths
+    // baked in (CARGO_MANIFEST_DIR), replaced the tree's, and the benchmark smoke run after this
+    // started a stand-in looking for fixtures in the deleted copy. The Python clients' venv is
+    // test tooling, not data.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("fresh-copy");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&tree)
         .args([

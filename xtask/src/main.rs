@@ -1,6 +1,8 @@
 //! Project tasks. The README's two commands are `cargo xtask run` and `cargo xtask test`; both
-//! first install what is missing (idempotent, quiet when everything is present).
-//! `cargo xtask bench` runs the benchmarks of docs/benchmarks.md.
+//! first install what is missing (idempotent, quiet when everything is present): `run` only what
+//! building and running the tracer needs, `test` everything the tests use too.
+//! `cargo xtask dist` builds the static binary people download; `cargo xtask bench` runs the
+//! benchmarks of docs/benchmarks.md.
 
 mod bench;
 mod fresh;
@@ -21,11 +23,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what building, running and testing needs: Debian packages, the nightly's
-    /// rust-src, bpf-linker against the nightly's LLVM, tracefs, the Python client venv.
+    /// Install what building, running and testing needs (scripts/setup.sh): libpcap, the
+    /// nightly's rust-src, bpf-linker against the nightly's LLVM, tracefs; the tests' Debian
+    /// packages, Python venvs, Prometheus, cargo-deny, cargo-fuzz, Node.
     Setup,
-    /// Set up, build (release, eBPF included) and run the tracer; arguments go to
-    /// `ollama-tracer` (default: `run`, the live capture).
+    /// Install only what building and running need (scripts/setup-ebpf-toolchain.sh), build the
+    /// binary (release, eBPF included) and run it; arguments go to `ollama-tracer` (default:
+    /// `run`, the live capture).
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -35,12 +39,15 @@ enum Task {
         /// Skip formatting and clippy.
         #[arg(long)]
         no_lint: bool,
-        /// Skip the release build and the deployment checks (scripts/validate-deploy.sh).
+        /// Skip the deployment checks (scripts/validate-deploy.sh).
         #[arg(long)]
         no_deploy: bool,
     },
-    /// Build the release binary as the container image does (scripts/build-release.sh) and
-    /// check the deployment files with it (scripts/validate-deploy.sh).
+    /// Build the static binary (scripts/build-dist.sh): musl, libpcap and the eBPF object
+    /// inside, with completions, man pages, a tarball and its sha256 in target/dist.
+    Dist,
+    /// Build the static binary the container image ships (scripts/build-dist.sh) and check the
+    /// deployment files with it (scripts/validate-deploy.sh).
     Deploy,
     /// Copy the tree where nothing is beside it (no ../shared) and run the pipeline's tests
     /// there: what a fresh clone would do (part of `test`).
@@ -74,25 +81,26 @@ fn setup() -> Result<()> {
     run(Command::new("bash").arg(root.join("scripts/setup.sh")).current_dir(&root))
 }
 
-/// The release build shared with the Dockerfile; returns the binary's path.
-fn build_release(quiet: bool) -> Result<PathBuf> {
+/// Runs a build script that prints the binary's path last (scripts/build-release.sh, the
+/// release build of `cargo xtask run`; scripts/build-dist.sh, the static binary); returns it.
+fn build(script: &str, quiet: bool) -> Result<PathBuf> {
     let root = root();
     let mut cmd = Command::new("bash");
-    cmd.arg(root.join("scripts/build-release.sh")).current_dir(&root);
+    cmd.arg(root.join(script)).current_dir(&root);
     if quiet {
         cmd.env("CARGO_BUILD_FLAGS", "--quiet");
     }
-    let out = cmd.stderr(std::process::Stdio::inherit()).output().context("cannot start scripts/build-release.sh")?;
+    let out = cmd.stderr(std::process::Stdio::inherit()).output().with_context(|| format!("cannot start {script}"))?;
     if !out.status.success() {
-        bail!("scripts/build-release.sh failed ({})", out.status);
+        bail!("{script} failed ({})", out.status);
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let path = stdout.lines().last().map(str::trim).filter(|l| !l.is_empty());
-    Ok(PathBuf::from(path.context("scripts/build-release.sh printed no binary path")?))
+    Ok(PathBuf::from(path.with_context(|| format!("{script} printed no binary path"))?))
 }
 
 /// Deployment checks (hadolint, Helm render + kubernetes-validate, checkov, systemd-analyze,
-/// the release binary run with the deployed privileges).
+/// the image's binary run with the deployed privileges).
 fn validate_deploy(bin: &Path) -> Result<()> {
     let root = root();
     run(Command::new("bash").arg(root.join("scripts/validate-deploy.sh")).arg("--binary").arg(bin).current_dir(&root))
@@ -113,16 +121,17 @@ impl Task {
         match self {
             Task::Setup => setup(),
             Task::Run { args } => {
-                setup()?;
-                // The same build as the container image's (scripts/build-release.sh).
-                let bin = build_release(true)?;
+                // Only what building and running need: build-release.sh installs the eBPF
+                // toolchain and libpcap (scripts/setup-ebpf-toolchain.sh), nothing the tests use.
+                let bin = build("scripts/build-release.sh", true)?;
                 let args = if args.is_empty() { vec!["run".to_string()] } else { args };
                 run(Command::new(bin).args(args))
             }
             Task::Fresh => fresh::check(&root()),
+            Task::Dist => build("scripts/build-dist.sh", false).map(|bin| eprintln!("xtask: {}", bin.display())),
             Task::Deploy => {
                 setup()?;
-                let bin = build_release(false)?;
+                let bin = build("scripts/build-dist.sh", false)?;
                 validate_deploy(&bin)
             }
             Task::Bench(args) => {
@@ -142,8 +151,15 @@ impl Task {
                     // Supply chain: sources, licences, wildcards, RustSec advisories (deny.toml).
                     run(Command::new("bash").arg(root().join("scripts/audit.sh")).current_dir(root()))?;
                 }
+                // The static binary people download and the image ships: the root tests run it
+                // from an empty directory and environment (tests/tests/root/dist.rs), the
+                // deployment checks below use it.
+                let dist = build("scripts/build-dist.sh", true)?;
                 // The eBPF object must be built in for the tests that use it.
-                run(cargo().args(["test", "--workspace", "--no-fail-fast"]).env("OLLAMA_TRACER_REQUIRE_EBPF", "1"))?;
+                run(cargo()
+                    .args(["test", "--workspace", "--no-fail-fast"])
+                    .env("OLLAMA_TRACER_REQUIRE_EBPF", "1")
+                    .env("OLLAMA_TRACER_DIST_BIN", &dist))?;
                 // The same tree copied where nothing is beside it: no test reads outside it.
                 fresh::check(&root())?;
                 // Every benchmark once with tiny sizes on the debug binaries just tested: the
@@ -161,10 +177,9 @@ impl Task {
                 }
                 result.context("benchmark smoke run")?;
                 if !no_deploy {
-                    // The binary built exactly as deploy/Dockerfile builds it, then the
-                    // deployment files checked and that binary run with their privileges.
-                    let bin = build_release(false)?;
-                    validate_deploy(&bin)?;
+                    // The deployment files checked, and the binary deploy/Dockerfile ships run
+                    // with their privileges.
+                    validate_deploy(&dist)?;
                 }
                 eprintln!("xtask: all tests passed");
                 Ok(())

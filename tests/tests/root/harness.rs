@@ -353,11 +353,15 @@ impl Tracer {
     /// Starts the tracer with `args` (after `run --output json`) and waits until it reports
     /// its capture attached.
     pub fn start(what: &str, args: &[String]) -> Tracer {
-        let mut child = Command::new(tracer_bin())
-            .args(["run", "--output", "json"])
-            .args(args)
-            .env("OLLAMA_TRACER_LOG", "info")
-            .env("NO_COLOR", "1")
+        let mut cmd = Command::new(tracer_bin());
+        cmd.args(["run", "--output", "json"]).args(args).env("OLLAMA_TRACER_LOG", "info").env("NO_COLOR", "1");
+        Tracer::start_command(what, cmd)
+    }
+
+    /// Starts `cmd` (an `ollama-tracer run --output json …` set up by the caller: another
+    /// binary, directory or environment) and waits until it reports its capture attached.
+    pub fn start_command(what: &str, mut cmd: Command) -> Tracer {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -118,10 +118,19 @@ pub struct CheckReport {
     pub planned: (Backend, String),
 }
 
-/// Kernel needed by the eBPF capture: ring buffer (5.8), cgroup bpf links (5.7).
+/// Kernel needed by the eBPF capture: the BPF ring buffer (5.8); below it, cgroup bpf links
+/// (5.7), bounded loops (5.3) and global data (5.2) come earlier still.
 pub const MIN_KERNEL_EBPF: (u32, u32) = (5, 8);
 /// TCX links (only for [`EbpfAttach::Tcx`]).
 pub const MIN_KERNEL_TCX: (u32, u32) = (6, 6);
+
+/// The oldest kernel `attach` works on, and what it brings.
+pub fn kernel_requirement(attach: &EbpfAttach) -> ((u32, u32), &'static str) {
+    match attach {
+        EbpfAttach::Tcx(_) => (MIN_KERNEL_TCX, "TCX links"),
+        _ => (MIN_KERNEL_EBPF, "the BPF ring buffer"),
+    }
+}
 
 impl CheckReport {
     /// Looks at this host, with the default capture configuration.
@@ -155,13 +164,8 @@ impl CheckReport {
         if let Err(why) = self.ebpf_built_in {
             m.push(format!("eBPF object not built in ({why})"));
         }
-        let min = match config.ebpf_attach {
-            EbpfAttach::Tcx(_) => MIN_KERNEL_TCX,
-            _ => MIN_KERNEL_EBPF,
-        };
-        match self.kernel_version {
-            Some(v) if v < min => m.push(format!("kernel {} older than {}.{}", self.kernel_release, min.0, min.1)),
-            _ => {}
+        if let Some(old) = self.kernel_too_old(&config.ebpf_attach) {
+            m.push(old);
         }
         if !self.caps.can_bpf() {
             m.push("no CAP_BPF".to_owned());
@@ -176,6 +180,14 @@ impl CheckReport {
             m.push("no cgroup v2 hierarchy mounted".to_owned());
         }
         m
+    }
+
+    /// Why this kernel is too old for `attach`, if it is ("kernel 5.4.0 older than 5.8 (the BPF
+    /// ring buffer)"). An unreadable version is not held against it: loading will tell.
+    pub fn kernel_too_old(&self, attach: &EbpfAttach) -> Option<String> {
+        let (min, what) = kernel_requirement(attach);
+        let v = self.kernel_version?;
+        (v < min).then(|| format!("kernel {} older than {}.{} ({what})", self.kernel_release, min.0, min.1))
     }
 
     /// Whether the eBPF capture should start here (default configuration).
@@ -206,7 +218,22 @@ fn yes(b: bool) -> &'static str {
 
 impl fmt::Display for CheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "kernel:          {}", self.kernel_release)?;
+        let meets = |min: (u32, u32)| match self.kernel_version {
+            Some(v) if v >= min => "yes",
+            Some(_) => "NO",
+            None => "unknown",
+        };
+        writeln!(
+            f,
+            "kernel:          {} (eBPF capture needs {}.{}: {}; TCX needs {}.{}: {}; libpcap: any)",
+            self.kernel_release,
+            MIN_KERNEL_EBPF.0,
+            MIN_KERNEL_EBPF.1,
+            meets(MIN_KERNEL_EBPF),
+            MIN_KERNEL_TCX.0,
+            MIN_KERNEL_TCX.1,
+            meets(MIN_KERNEL_TCX)
+        )?;
         writeln!(f, "BTF:             {}", if self.btf { "/sys/kernel/btf/vmlinux" } else { "absent" })?;
         writeln!(f, "euid:            {}", self.euid)?;
         let c = self.caps;
@@ -325,6 +352,19 @@ mod tests {
         assert_eq!(b, Backend::Pcap);
         assert!(why.starts_with("pcap on any: eBPF unavailable:") && why.contains("no CAP_BPF"), "{why}");
         assert_eq!(unpriv.exit_code(), 1);
+        // An old kernel: the fallback says why; TCX asks for a newer one than cgroup_skb.
+        let mut old = r.clone();
+        old.kernel_release = "5.4.0-150-generic".into();
+        old.kernel_version = parse_kernel_version(&old.kernel_release);
+        let (b, why) = plan(CaptureMode::Auto, &CaptureConfig::default(), &old);
+        assert_eq!(b, Backend::Pcap);
+        assert!(why.contains("kernel 5.4.0-150-generic older than 5.8 (the BPF ring buffer)"), "{why}");
+        let mut six_one = r.clone();
+        six_one.kernel_version = Some((6, 1));
+        let tcx = EbpfAttach::Tcx(vec!["lo".into()]);
+        assert!(six_one.kernel_too_old(&EbpfAttach::CgroupRoot).is_none());
+        assert!(six_one.kernel_too_old(&tcx).is_some_and(|w| w.contains("older than 6.6 (TCX links)")));
+        assert!(six_one.to_string().contains("TCX needs 6.6: NO"), "{six_one}");
         // CAP_BPF and CAP_NET_ADMIN without CAP_PERFMON: the verifier would refuse the programs.
         let mut no_perfmon = r.clone();
         no_perfmon.caps = Capabilities { effective: (1 << cap::BPF) | (1 << cap::NET_ADMIN) };

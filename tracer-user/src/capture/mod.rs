@@ -77,6 +77,17 @@ pub fn start_live(mode: CaptureMode, config: &CaptureConfig) -> Result<(LiveCapt
     config.validate()?;
     match mode {
         CaptureMode::Ebpf => {
+            // Said plainly before the loader fails on it with an errno.
+            if let Some(old) = CheckReport::gather().kernel_too_old(&config.ebpf_attach) {
+                return Err(CaptureError::Unavailable(format!(
+                    "{old}: use --capture pcap (any kernel){}",
+                    if matches!(config.ebpf_attach, EbpfAttach::Tcx(_)) {
+                        ", or --ebpf-attach cgroup (5.8)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
             let c = EbpfCapture::start(config)?;
             let reason = format!("eBPF: {}", c.describe());
             Ok((LiveCapture::Ebpf(Box::new(c)), reason))

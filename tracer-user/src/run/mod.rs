@@ -66,12 +66,14 @@ pub struct RunConfig {
     pub quiet: bool,
 }
 
+// Capture and Attribution name their cause in their own message and are not its `source`:
+// printed as a chain (`{:#}`), it would otherwise come twice.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot start the live capture: {0}")]
-    Capture(#[from] CaptureError),
+    Capture(CaptureError),
     #[error("cannot start attribution: {0}")]
-    Attribution(#[from] AttributionError),
+    Attribution(AttributionError),
     #[error(transparent)]
     Export(#[from] ExportError),
     #[error(
@@ -86,6 +88,18 @@ pub enum RunError {
     Io { what: &'static str, source: io::Error },
     #[error("writing spans: {0}")]
     Write(io::Error),
+}
+
+impl From<CaptureError> for RunError {
+    fn from(e: CaptureError) -> Self {
+        RunError::Capture(e)
+    }
+}
+
+impl From<AttributionError> for RunError {
+    fn from(e: AttributionError) -> Self {
+        RunError::Attribution(e)
+    }
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> RunError {
@@ -127,7 +141,7 @@ pub fn run(source: Source, config: RunConfig) -> Result<Report, RunError> {
                 Some(_) => (Delivery::Live, Some(config.flush_timeout.unwrap_or(DEFAULT_FLUSH_TIMEOUT))),
                 None => (Delivery::Offline { stop: stop.signalled() }, config.flush_timeout),
             };
-            let (mut driver, view) = prepare(&config, None, source, &stop, delivery)?;
+            let (mut driver, view, _) = prepare(&config, None, source, &stop, delivery)?;
             let (capture, last) = replay::feed(&files, &ports, speed, &stop, &mut driver);
             let mut report = driver.finish(last, &capture, None);
             // The view stays up on the final state until `q` (or a signal).
@@ -176,7 +190,6 @@ async fn live_run(
         capture.socket_events = Some(SocketEventSink(std::sync::Arc::new(a.clone())));
     }
     let (live, reason) = crate::capture::start_live(mode, &capture)?;
-    tracing::info!("capture: {reason}");
     // Attached: from here on nothing needs to load programs, attach or open raw sockets. The
     // threads started below (pipeline, export, metrics, the view) inherit the reduced set.
     match crate::privileges::drop_after_attach(attribution.is_some()) {
@@ -184,7 +197,13 @@ async fn live_run(
         Err(e) => tracing::warn!("{e}; running with the capabilities it was given"),
     }
     let source = if matches!(live, LiveCapture::Ebpf(_)) { "live eBPF" } else { "live pcap" };
-    let (driver, view) = prepare(config, attribution.map(Enricher::new), source.to_string(), stop, Delivery::Live)?;
+    let (driver, view, outputs) =
+        prepare(config, attribution.map(Enricher::new), source.to_string(), stop, Delivery::Live)?;
+    // One line a person (or a unit's journal) can tell the state from: what is watched, how,
+    // and where the spans go. Tests wait for its "capture: ".
+    let ports: Vec<String> = capture.ports.iter().map(u16::to_string).collect();
+    let plural = if ports.len() == 1 { "" } else { "s" };
+    tracing::info!("ready: watching TCP port{plural} {} — capture: {reason}; spans: {outputs}", ports.join(", "));
     let fed = live::feed(live, driver, stop).await;
     // Whatever ended the capture ends the view too.
     stop.request();
@@ -193,16 +212,18 @@ async fn live_run(
     Ok((driver, report, ui_stats))
 }
 
-/// The outputs, the span stage and (for `top`) the view, around a driver.
+/// The outputs, the span stage and (for `top`) the view, around a driver; and where spans go,
+/// in words.
 fn prepare(
     config: &RunConfig,
     enricher: Option<Enricher>,
     source: String,
     stop: &Stop,
     delivery: Delivery,
-) -> Result<(Driver, Option<View>), RunError> {
+) -> Result<(Driver, Option<View>, String), RunError> {
     let cold_start_ns = config.spans.spans.cold_start_ns.unwrap_or(tracer_core::span::DEFAULT_COLD_START_NS);
     let built = outputs::build(&config.export, &config.resource, stdout_writer(), delivery, cold_start_ns)?;
+    let described = outputs::describe(&config.export, built.metrics_addr, config.top.is_some());
     let mut sinks: Outputs = built.outputs;
     let spans = SpanStage::new(config.resource.clone(), config.spans.clone());
     let view = match &config.top {
@@ -218,7 +239,7 @@ fn prepare(
         }
         None => None,
     };
-    Ok((Driver::new(config.pipeline.clone(), enricher, spans, sinks), view))
+    Ok((Driver::new(config.pipeline.clone(), enricher, spans, sinks), view, described))
 }
 
 /// Ends the view: a replay's stays up on its final state until `q` (or a signal); a live one

@@ -96,3 +96,30 @@ pub fn build(
     }
     Ok(Built { outputs: Outputs::new(sinks), metrics_addr })
 }
+
+/// Where spans and metrics go, in words: "text on stdout, OTLP http://collector:4318/v1/traces
+/// (http/protobuf), metrics at http://127.0.0.1:9464/metrics".
+pub fn describe(settings: &ExportSettings, metrics_addr: Option<SocketAddr>, top: bool) -> String {
+    let mut parts = Vec::new();
+    match settings.stdout {
+        StdoutChoice::Text => parts.push("text on stdout".to_owned()),
+        StdoutChoice::Json => parts.push("JSON on stdout".to_owned()),
+        StdoutChoice::None => {}
+    }
+    if top {
+        parts.push("the terminal view".to_owned());
+    }
+    if let Some(t) = &settings.traces {
+        parts.push(format!("OTLP {} ({})", t.url, t.protocol));
+    }
+    if let Some(t) = &settings.metrics {
+        parts.push(format!("metrics over OTLP {} ({})", t.url, t.protocol));
+    }
+    if let Some(addr) = metrics_addr.or(settings.prometheus) {
+        parts.push(format!("metrics at http://{addr}/metrics"));
+    }
+    if settings.console_metrics {
+        parts.push("metrics on stdout at exit".to_owned());
+    }
+    if parts.is_empty() { "nowhere (--output none)".to_owned() } else { parts.join(", ") }
+}

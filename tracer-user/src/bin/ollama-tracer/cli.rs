@@ -12,11 +12,47 @@ use tracer_core::llm::{Provider, Providers};
 use tracer_core::span::ConversationIdAttribute;
 use tracer_core::span::semconv::SemconvMode;
 
+/// `--version`: the version, the commit it was built from, the target, and whether the kernel
+/// programs are in this binary (without them only the libpcap fallback can capture).
+#[cfg(ollama_tracer_ebpf)]
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("OLLAMA_TRACER_COMMIT"),
+    ", ",
+    env!("OLLAMA_TRACER_TARGET"),
+    ", eBPF built in)"
+);
+#[cfg(not(ollama_tracer_ebpf))]
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("OLLAMA_TRACER_COMMIT"),
+    ", ",
+    env!("OLLAMA_TRACER_TARGET"),
+    ", eBPF not built in: libpcap capture only)"
+);
+
+/// The common tasks, at the end of `--help`.
+const EXAMPLES: &str = "\
+Examples:
+  sudo ollama-tracer                      trace every call to port 11434 on this host, one line each
+  sudo ollama-tracer top                  the same, as a live terminal view
+  ollama-tracer check                     what this host offers the live capture (eBPF or libpcap)
+  ollama-tracer replay capture.pcap       the calls in a recording (tcpdump -i any -w capture.pcap port 11434)
+  ollama-tracer replay --output json capture.pcap   ... as OTLP-shaped JSON spans
+  sudo ollama-tracer --output text,otlp --otlp-endpoint http://collector:4318
+                                          also send spans and metrics to an OpenTelemetry collector
+  sudo ollama-tracer --metrics-addr       serve Prometheus metrics at http://127.0.0.1:9464/metrics
+
+Live capture needs root or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (CAP_NET_RAW for libpcap).";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "ollama-tracer",
-    version,
+    version = VERSION,
     about = "Trace every Ollama call from the wire: OpenTelemetry GenAI spans without touching clients or Ollama",
+    after_help = EXAMPLES,
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -58,6 +94,23 @@ pub enum Command {
         #[command(flatten)]
         capture: CaptureArgs,
     },
+    /// Shell completions and man pages, from these definitions (what `cargo xtask dist` ships).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Generate {
+    /// A completion script for SHELL on stdout.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Man pages (section 1) for the command and each subcommand, written into DIR.
+    Man { dir: PathBuf },
 }
 
 #[derive(Args, Debug, Clone)]

@@ -4,10 +4,11 @@
 mod cli;
 mod config;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use ollama_tracer::capture::check::{CheckReport, plan};
 use ollama_tracer::privileges;
 use ollama_tracer::run::{self, Source};
@@ -15,13 +16,15 @@ use ollama_tracer::settings::Environment;
 use ollama_tracer::top::logs;
 use tracer_core::replay::open_all;
 
-use crate::cli::{CaptureArgs, Cli, Command, RunArgs};
+use crate::cli::{CaptureArgs, Cli, Command, Generate, RunArgs};
 
 fn main() -> ExitCode {
     let env = Environment::from_process();
     tracing_subscriber::fmt()
         // Held back while `top` has the terminal.
         .with_writer(logs::writer)
+        // Colour only for a person at a terminal: a file, a pipe or the journal gets plain text.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()))
         .with_env_filter(
             env.log_filter()
                 .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Some(Command::Top(args)) => live(args, &env, true),
         Some(Command::Replay { files, ports, speed, top, common }) => replay(files, &ports, speed, top, &common, &env),
         Some(Command::Check { capture }) => return check(&capture),
+        Some(Command::Generate { what }) => generate(what),
     };
     // Whatever `top` held back (it releases them itself when it ends normally).
     logs::release();
@@ -85,6 +89,21 @@ fn live(args: RunArgs, env: &Environment, top: bool) -> Result<()> {
         attribution: args.attribution.options(env),
     };
     run::run(source, config)?;
+    Ok(())
+}
+
+fn generate(what: Generate) -> Result<()> {
+    let mut cmd = Cli::command();
+    match what {
+        Generate::Completion { shell } => {
+            clap_complete::generate(shell, &mut cmd, "ollama-tracer", &mut std::io::stdout());
+        }
+        Generate::Man { dir } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, &dir)
+                .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
+        }
+    }
     Ok(())
 }
 
