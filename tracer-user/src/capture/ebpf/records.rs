@@ -81,6 +81,7 @@ pub fn decode_record<'a>(
     let h = RecordHeader::read_from(buf).ok_or(RecordError::Short)?;
     let len = h.data_len as usize;
     if len > CHUNK_SIZE || RECORD_HEADER_SIZE + len > buf.len() {
+            tls: None,
         return Err(RecordError::BadLength);
     }
     let payload = &buf[RECORD_HEADER_SIZE..RECORD_HEADER_SIZE + len];
