@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use testkit::standin::{Config, DEFAULT_VERSION, SCENARIO_HELP, Server, Timing};
+use testkit::standin::{Config, DEFAULT_VERSION, SCENARIO_HELP, Server, Timing, tls};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,6 +52,10 @@ struct Args {
     /// Runtime worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Serve HTTPS: make a test CA and a certificate for localhost, 127.0.0.1-3, ::1 and
+    /// *.test names, write the CA to DIR/ca.pem, and serve TLS on every listener.
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,6 +86,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         version: args.version,
         drain: Duration::from_millis(args.drain_ms),
+        tls: match &args.tls_dir {
+            Some(dir) => Some(tls::server_config(dir).context("--tls-dir")?),
+            None => None,
+        },
     };
     let server = Server::bind(config).await?;
     let addrs = server.local_addrs();
