@@ -454,8 +454,14 @@ pub mod sock_state_tp {
 pub mod tcp_state {
     pub const ESTABLISHED: i32 = 1;
     pub const SYN_SENT: i32 = 2;
+    pub const FIN_WAIT1: i32 = 4;
+    pub const FIN_WAIT2: i32 = 5;
+    pub const TIME_WAIT: i32 = 6;
     pub const CLOSE: i32 = 7;
+    pub const CLOSE_WAIT: i32 = 8;
+    pub const LAST_ACK: i32 = 9;
     pub const LISTEN: i32 = 10;
+    pub const CLOSING: i32 = 11;
 }
 
 #[cfg(feature = "user")]

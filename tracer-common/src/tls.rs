@@ -97,11 +97,20 @@ pub mod verdict {
     pub const IGNORED: u8 = 2;
 }
 
+/// [`EventRecord::closer`]: which end of a closed session's connection closed first.
+pub mod closer {
+    pub const UNKNOWN: u8 = 0;
+    /// The probed process (its `SSL_free`, `Close`, or its socket's close or reset).
+    pub const LOCAL: u8 = 1;
+    /// Its peer (a FIN or RST received first).
+    pub const PEER: u8 = 2;
+}
+
 /// [`EventRecord::event`].
 pub mod event {
     /// A traced session's socket is known: addresses, ports, the process and its end.
     pub const FLOW: u8 = 1;
-    /// A traced session ended (`SSL_free`, `(*Conn).Close`).
+    /// A traced session ended (`SSL_free`, `(*Conn).Close`, or its TCP socket closed).
     pub const CLOSE: u8 = 2;
     /// A program was executed (`sched/sched_process_exec`): `tgid` and `comm` only.
     pub const EXEC: u8 = 3;
@@ -150,6 +159,9 @@ pub mod map {
     pub const PIDS: &str = "OT_TLS_PIDS";
     /// `PERCPU_ARRAY<HostScratch>`, one entry: the head and host being looked at.
     pub const SCRATCH: &str = "OT_TLS_SCRATCH";
+    /// `LRU_HASH<u64 sock, SessionKey>`: the sessions' sockets, so that a socket's close (the
+    /// `sock/inet_sock_set_state` tracepoint) ends its session.
+    pub const SOCKS: &str = "OT_TLS_SOCKS";
 }
 
 /// Load-time globals.
@@ -318,7 +330,9 @@ pub struct EventRecord {
     pub conn: u64,
     /// [`end`].
     pub end: u8,
-    pub _pad: [u8; 3],
+    /// [`closer`] ([`event::CLOSE`]).
+    pub closer: u8,
+    pub _pad: [u8; 2],
     pub fd: i32,
     pub comm: [u8; crate::COMM_LEN],
 }

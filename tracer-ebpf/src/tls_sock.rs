@@ -12,16 +12,24 @@ use aya_ebpf::{
     Global,
     helpers::generated::{bpf_get_current_cgroup_id, bpf_get_current_task},
     helpers::{bpf_get_current_comm, bpf_probe_read_kernel, bpf_probe_read_user},
-    macros::tracepoint,
+    macros::{map, tracepoint},
+    maps::LruHashMap,
     programs::TracePointContext,
 };
 use tracer_common::{
-    AF_INET, AF_INET6, COMM_LEN, counter, hook,
-    tls::{EventRecord, KernelOffsets, SYSCALL_ARG0, Session, SessionKey, event, go_offsets, lib, verdict},
+    AF_INET, AF_INET6, COMM_LEN, counter, hook, tcp_state,
+    tls::{
+        EventRecord, KernelOffsets, MAX_SESSIONS, SYSCALL_ARG0, Session, SessionKey, closer, event, go_offsets, lib,
+        verdict,
+    },
 };
 
 use crate::capture::{EVENTS, add_counter};
 use crate::tls::{ACTIVE, PENDING, SESSIONS, key, now, pid_tgid, session};
+
+/// The sessions' sockets: a socket's close ends its session.
+#[map(name = "OT_TLS_SOCKS")]
+static SOCKS: LruHashMap<u64, SessionKey> = LruHashMap::with_max_entries(MAX_SESSIONS, 0);
 
 /// Kernel structure offsets (all zero: no descriptor is ever resolved).
 #[unsafe(no_mangle)]
@@ -91,6 +99,7 @@ pub(crate) fn learn_sock(k: &SessionKey, fd: i32, l: u8) -> Option<()> {
         };
         (*s).sock = sk;
         (*s).fd = fd;
+        let _ = SOCKS.insert(&sk, k, 0);
         if (*s).verdict == verdict::TRACED && (*s).flow_sent == 0 {
             try_flow(k, s);
         }
@@ -173,16 +182,45 @@ pub(crate) fn try_flow(k: &SessionKey, s: *mut Session) -> Option<()> {
     Some(())
 }
 
-/// The session ends (`SSL_free`, `(*Conn).Close`, a descriptor given to a used object).
+/// The session ends (`SSL_free`, `(*Conn).Close`, a descriptor given to a used object): the
+/// process ended it.
 #[inline(always)]
 pub(crate) fn close_session(k: &SessionKey) -> Option<()> {
+    end_session(k, closer::LOCAL)
+}
+
+#[inline(always)]
+fn end_session(k: &SessionKey, by: u8) -> Option<()> {
     // SAFETY: copied out before the entry is removed.
     let s = unsafe { *SESSIONS.get(k)? };
     let _ = SESSIONS.remove(k);
+    if s.sock != 0 {
+        let _ = SOCKS.remove(&s.sock);
+    }
     if s.verdict == verdict::TRACED && s.flow_sent == 1 {
-        emit(&event_record(k, &s, event::CLOSE));
+        let mut ev = event_record(k, &s, event::CLOSE);
+        ev.closer = by;
+        emit(&ev);
     }
     Some(())
+}
+
+/// A TCP socket went to CLOSE (`sock/inet_sock_set_state`, from `old`): the session on it
+/// ends. Who closed first: the FIN states say it; a reset or abort from ESTABLISHED is the
+/// process's own when it runs in the process's context (its `close()`), the peer's otherwise
+/// (an RST received, in softirq).
+#[inline(always)]
+pub(crate) fn socket_closed(sk: u64, old: i32) -> Option<()> {
+    // SAFETY: copied out before the entry is removed.
+    let k = unsafe { *SOCKS.get(&sk)? };
+    let _ = SOCKS.remove(&sk);
+    let by = match old {
+        tcp_state::FIN_WAIT1 | tcp_state::FIN_WAIT2 | tcp_state::CLOSING | tcp_state::TIME_WAIT => closer::LOCAL,
+        tcp_state::CLOSE_WAIT | tcp_state::LAST_ACK => closer::PEER,
+        _ if (pid_tgid() >> 32) as u32 == k.tgid => closer::LOCAL,
+        _ => closer::PEER,
+    };
+    end_session(&k, by)
 }
 
 #[tracepoint]

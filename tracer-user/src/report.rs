@@ -124,9 +124,11 @@ impl fmt::Display for TlsLine<'_> {
         let s = &t.streams;
         write!(
             f,
-            "tls: {} files probed ({} failed); {} sessions traced, {} ignored ({} bytes never copied); {} records ({} bytes) submitted, {} records ({} bytes) lost to a full ring buffer, {} bytes truncated, {} unreadable; {} connections, {} other ends ({} bytes) dropped, {} bytes without a socket, {} ciphertext packets dropped",
+            "tls: {} files probed ({} failed); {} reads and writes ({} bytes) seen; {} sessions traced, {} ignored ({} bytes never copied); {} records ({} bytes) submitted, {} records ({} bytes) lost to a full ring buffer, {} bytes truncated, {} unreadable; {} connections, {} other ends ({} bytes) dropped, {} bytes without a socket, {} ciphertext packets dropped",
             t.targets,
             t.attach_failures,
+            t.calls,
+            t.bytes,
             t.sessions_traced,
             t.sessions_ignored,
             t.bytes_ignored,

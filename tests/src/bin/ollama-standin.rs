@@ -52,8 +52,9 @@ struct Args {
     /// Runtime worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Serve HTTPS: make a test CA and a certificate for localhost, 127.0.0.1-3, ::1 and
-    /// *.test names, write the CA to DIR/ca.pem, and serve TLS on every listener.
+    /// Serve HTTPS: make a test CA and a certificate for localhost, 127.0.0.1-3, ::1, the
+    /// listen addresses and *.test names, write the CA to DIR/ca.pem (and the server's
+    /// certificate and key), and serve TLS on every listener.
     #[arg(long, value_name = "DIR")]
     tls_dir: Option<PathBuf>,
 }
@@ -74,6 +75,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(_) => anyhow::bail!("--tokens-per-sec must be positive"),
         None => Duration::from_millis(args.gap_ms),
     };
+    let tls = match &args.tls_dir {
+        Some(dir) => {
+            let ips: Vec<_> = args.listen.iter().map(|a| a.ip()).collect();
+            Some(tls::server_config(dir, &ips).context("--tls-dir")?)
+        }
+        None => None,
+    };
     let config = Config {
         listen: args.listen,
         truth: args.truth,
@@ -86,10 +94,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         version: args.version,
         drain: Duration::from_millis(args.drain_ms),
-        tls: match &args.tls_dir {
-            Some(dir) => Some(tls::server_config(dir).context("--tls-dir")?),
-            None => None,
-        },
+        tls,
     };
     let server = Server::bind(config).await?;
     let addrs = server.local_addrs();

@@ -3,6 +3,7 @@
 //! (ring) serving HTTP/1.1 only — its ALPN offers no `h2`, so Go and Node clients speak
 //! HTTP/1.1 as they do to Ollama.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -27,19 +28,25 @@ pub enum TlsSetupError {
     Io(#[from] std::io::Error),
 }
 
-/// Makes the CA (written to `dir/ca.pem`) and the server's certificate; the server's TLS
+/// Makes the CA (written to `dir/ca.pem`) and the server's certificate, valid for
+/// [`SERVER_NAMES`] and the addresses `listen` (the server's certificate and key are written
+/// too, `server.pem` and `server-key.pem`, for another test server); the server's TLS
 /// configuration.
-pub fn server_config(dir: &Path) -> Result<Arc<ServerConfig>, TlsSetupError> {
+pub fn server_config(dir: &Path, listen: &[IpAddr]) -> Result<Arc<ServerConfig>, TlsSetupError> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.distinguished_name.push(DnType::CommonName, "ollama-tracer test CA");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
-    let mut params = CertificateParams::new(SERVER_NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+    let mut names: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
+    names.extend(listen.iter().map(IpAddr::to_string).filter(|ip| !SERVER_NAMES.contains(&ip.as_str())));
+    let mut params = CertificateParams::new(names)?;
     params.distinguished_name.push(DnType::CommonName, "ollama-standin");
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &ca)?;
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join(CA_FILE), ca.pem())?;
+    std::fs::write(dir.join("server.pem"), cert.pem())?;
+    std::fs::write(dir.join("server-key.pem"), key.serialize_pem())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

@@ -214,11 +214,12 @@ impl EbpfCapture {
                 format!("TCX on {}", ifaces.join(","))
             }
         };
-        if config.socket_events.is_some() {
-            // Optional: without it, processes come from /proc alone.
+        if config.socket_events.is_some() || tls_settings.is_some() {
+            // Optional: without it, processes come from /proc alone, and a TLS session ends
+            // with its library's free or close only.
             match attach_sock_state(&mut ebpf, &mut links) {
                 Ok(()) => description.push_str(" + tracepoint sock/inet_sock_set_state"),
-                Err(e) => tracing::warn!("attribution: no connect/listen events ({e}); processes from /proc only"),
+                Err(e) => tracing::warn!("no socket events ({e}): processes from /proc only, TLS sessions end late"),
             }
         }
         let ebpf = Arc::new(Mutex::new(ebpf));

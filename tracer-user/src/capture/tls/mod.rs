@@ -65,7 +65,7 @@ const UPROBES: [&str; 12] = [
 
 /// The kernel maps only the TLS programs use: shrunk to one entry when TLS capture is off
 /// (LRU hash maps are allocated whole when created).
-pub const MAPS: [&str; 5] = [map::SESSIONS, map::ACTIVE, map::PENDING, map::GO_READS, map::PIDS];
+pub const MAPS: [&str; 6] = [map::SESSIONS, map::ACTIVE, map::PENDING, map::GO_READS, map::PIDS, map::SOCKS];
 
 /// What the object's loader sets for the TLS programs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

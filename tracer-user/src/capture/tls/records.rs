@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use tracer_common::CHUNK_SIZE;
-use tracer_common::tls::{DATA_HEADER_SIZE, EventRecord, TlsDataHeader, dir, end, event};
+use tracer_common::tls::{DATA_HEADER_SIZE, EventRecord, TlsDataHeader, closer, dir, end, event};
 use tracer_core::segment::{Timestamp, TlsLibrary, unmap_v4};
 
 use crate::capture::ring::{ClockOffset, RecordError, ip};
@@ -75,9 +75,12 @@ pub struct SessionFlow {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TlsEvent {
     Flow(SessionFlow),
+    /// `local_first`: the probed process closed first (its library's free or close, its
+    /// socket's close), else its peer did; `None`: not known.
     Closed {
         session: SessionId,
         ts: Timestamp,
+        local_first: Option<bool>,
     },
     /// A process executed a program: the daemon looks for TLS libraries in it.
     Exec {
@@ -135,7 +138,15 @@ pub fn decode_event(buf: &[u8], clock: ClockOffset) -> Result<TlsEvent, RecordEr
                 comm: String::from_utf8_lossy(comm).into_owned(),
             }))
         }
-        event::CLOSE => Ok(TlsEvent::Closed { session, ts }),
+        event::CLOSE => Ok(TlsEvent::Closed {
+            session,
+            ts,
+            local_first: match r.closer {
+                closer::LOCAL => Some(true),
+                closer::PEER => Some(false),
+                _ => None,
+            },
+        }),
         event::EXEC => Ok(TlsEvent::Exec { pid: r.tgid, ts }),
         _ => Err(RecordError::BadEvent),
     }
@@ -220,10 +231,14 @@ pub(crate) mod tests {
         assert_eq!(f.local, "10.0.0.1:40000".parse().unwrap(), "IPv4-mapped shown as IPv4");
         assert_eq!(f.remote, "[::1]:443".parse().unwrap());
         assert_eq!((f.end, f.cgroup_id, f.comm.as_str()), (End::Client, Some(7), "python"));
-        let close = EventRecord { event: event::CLOSE, ..r };
+        let close = EventRecord { event: event::CLOSE, closer: closer::PEER, ..r };
         assert_eq!(
             decode_event(&event_record(close), clock).unwrap(),
-            TlsEvent::Closed { session: SessionId { pid: 100, conn: 0x55 }, ts: Timestamp(9) }
+            TlsEvent::Closed {
+                session: SessionId { pid: 100, conn: 0x55 },
+                ts: Timestamp(9),
+                local_first: Some(false)
+            }
         );
         let exec = EventRecord { event: event::EXEC, ..r };
         assert_eq!(decode_event(&event_record(exec), clock).unwrap(), TlsEvent::Exec { pid: 100, ts: Timestamp(9) });

@@ -193,7 +193,7 @@ impl TlsStreams {
     pub fn event(&mut self, ev: TlsEvent, out: &mut impl StreamOut) -> Option<(u32, Timestamp)> {
         match ev {
             TlsEvent::Flow(f) => self.flow(f, out),
-            TlsEvent::Closed { session, ts } => self.closed(session, ts, out),
+            TlsEvent::Closed { session, ts, local_first } => self.closed(session, ts, local_first.unwrap_or(true), out),
             TlsEvent::Exec { pid, ts } => return Some((pid, ts)),
         }
         None
@@ -208,7 +208,7 @@ impl TlsStreams {
         let conn = Conn { flow: FlowKey { client, server }, end: f.end, cgroup: f.cgroup_id };
         if self.sessions.get(&f.session).is_some_and(|s| s.role == Role::Owner) {
             // The connection object moved to another socket without an end: end the old one.
-            self.closed(f.session, f.ts, out);
+            self.closed(f.session, f.ts, true, out);
         }
         if !self.sessions.contains_key(&f.session) {
             self.make_room(f.ts);
@@ -258,7 +258,9 @@ impl TlsStreams {
         }
     }
 
-    fn closed(&mut self, session: SessionId, ts: Timestamp, out: &mut impl StreamOut) {
+    /// The session ended: a FIN each way, first from the end that closed first (a client that
+    /// goes first cancels a response in progress; a server that does cuts it short).
+    fn closed(&mut self, session: SessionId, ts: Timestamp, local_first: bool, out: &mut impl StreamOut) {
         let Some(s) = self.sessions.remove(&session) else { return };
         self.held_total -= s.held_bytes;
         if s.role == Role::Waiting {
@@ -266,7 +268,9 @@ impl TlsStreams {
                 s.held.iter().map(|h| h.data.len() as u64 + u64::from(h.missing)).sum::<u64>();
         }
         let (Role::Owner, Some(conn)) = (s.role, s.conn) else { return };
-        for dir in [Direction::ToServer, Direction::ToClient] {
+        let local = direction(conn.end, Io::Wrote);
+        let first = if local_first { local } else { local.reverse() };
+        for dir in [first, first.reverse()] {
             out.segment(&control_segment(
                 &conn,
                 s.library,

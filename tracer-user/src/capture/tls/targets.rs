@@ -34,6 +34,13 @@ fn id_of(path: &Path) -> Option<FileId> {
     m.is_file().then(|| FileId { dev: m.dev(), ino: m.ino() })
 }
 
+/// The path to reach file `id` by: the path its process shows when that is the same file here
+/// (it outlives the process), else the one through the process (another mount namespace).
+fn reachable(id: FileId, shown: &str, through_process: PathBuf) -> PathBuf {
+    let plain = Path::new(shown);
+    if plain.is_absolute() && id_of(plain) == Some(id) { plain.to_path_buf() } else { through_process }
+}
+
 /// Whether a mapped file's name is a TLS library's.
 pub fn is_tls_library(path: &str) -> bool {
     let base = path.rsplit('/').next().unwrap_or(path);
@@ -61,7 +68,7 @@ pub fn candidates(proc_root: &Path, pid: u32) -> Vec<Candidate> {
     let mut out = Vec::new();
     let exe = base.join("exe");
     if let (Some(id), Some(shown)) = (id_of(&exe), exe_of(proc_root, pid)) {
-        out.push(Candidate { id, path: exe, shown });
+        out.push(Candidate { id, path: reachable(id, &shown, exe), shown });
     }
     let Ok(maps) = std::fs::read_to_string(base.join("maps")) else { return out };
     for line in maps.lines() {
@@ -76,7 +83,7 @@ pub fn candidates(proc_root: &Path, pid: u32) -> Vec<Candidate> {
         }
         let reach = base.join("root").join(path.trim_start_matches('/'));
         if let Some(id) = id_of(&reach) {
-            out.push(Candidate { id, path: reach, shown: path.to_owned() });
+            out.push(Candidate { id, path: reachable(id, path, reach), shown: path.to_owned() });
         }
     }
     out
@@ -229,7 +236,8 @@ mod tests {
     fn this_process_has_an_executable() {
         let me = std::process::id();
         let c = candidates(Path::new("/proc"), me);
-        assert!(!c.is_empty() && c[0].path.ends_with("exe"), "{c:?}");
+        let exe = std::env::current_exe().unwrap();
+        assert!(!c.is_empty() && c[0].path == exe, "the executable by its own path: {c:?}");
         assert!(pids(Path::new("/proc")).contains(&me));
     }
 }

@@ -152,7 +152,7 @@ fn records_before_the_socket_wait_then_make_one_exact_https_call() {
     assert!(out.batch.is_empty(), "held until the socket is known");
     assert!(streams.event(flow_event(s, End::Client, t0 + MS), &mut out).is_none());
     feed_from(&mut streams, &mut out, s, End::Client, &client_view()[1..], t0, &mut pos);
-    streams.event(TlsEvent::Closed { session: s, ts: Timestamp(t0 + 70 * MS) }, &mut out);
+    streams.event(TlsEvent::Closed { session: s, ts: Timestamp(t0 + 70 * MS), local_first: Some(true) }, &mut out);
     let segs: Vec<Segment<'_>> = out.batch.iter().collect();
     assert!(segs[0].flags.syn() && segs[0].dir == Direction::ToServer && segs[0].ts == Timestamp(t0));
     assert!(segs.last().unwrap().flags.fin(), "ends with FINs");
