@@ -231,3 +231,22 @@ fn an_idle_session_is_forgotten_and_the_table_is_bounded() {
     assert_eq!(streams.stats().evicted_sessions, 1);
     assert_eq!(streams.stats().unresolved_bytes, REQUEST.len() as u64);
 }
+
+/// An SDK stops reading once the stream says it is done (`"done":true`, `[DONE]`) and closes:
+/// the chunked body's last bytes stay unread in the library. From the client's side the call
+/// is complete — not cancelled, not cut.
+#[test]
+fn a_client_that_stops_at_the_streams_own_end_made_a_complete_call() {
+    let t0 = 1_800_000_000_000_000_000;
+    let mut streams = TlsStreams::new(StreamsConfig::default());
+    let mut out = Out::default();
+    let s = session(5);
+    streams.event(flow_event(s, End::Client, t0), &mut out);
+    let view = client_view();
+    feed(&mut streams, &mut out, s, End::Client, &view[..3], t0);
+    streams.event(TlsEvent::Closed { session: s, ts: Timestamp(t0 + 90 * MS), local_first: Some(true) }, &mut out);
+    let calls = out.calls();
+    check_call(&calls);
+    assert!(calls[0].error.is_none(), "{:?}", calls[0].error);
+    assert_eq!(calls[0].times.end, Timestamp(t0 + 60 * MS), "ends with its last byte read, not at the close");
+}
