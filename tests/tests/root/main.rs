@@ -1,12 +1,14 @@
 //! Tests that need root: the live capture back-ends (eBPF, libpcap), the live daemon against
-//! real clients, attribution on a real kernel, live export and `top`. Each checks
-//! `testkit::privileged::require_root` first (a loud `SKIPPED` without root; CI runs as root)
-//! and runs one at a time (`testkit::privileged::serial`).
+//! real clients (over TCP and over TLS), attribution on a real kernel, live export and `top`.
+//! Each checks `testkit::privileged::require_root` first (a loud `SKIPPED` without root; CI
+//! runs as root) and runs one at a time (`testkit::privileged::serial`).
 
 mod attribution;
 mod check;
 mod export_live;
 mod harness;
+#[macro_use]
 mod live;
 mod live_capture;
+mod tls;
 mod top;
