@@ -11,6 +11,12 @@
 // tool_calls, embeddings, error. With --wait it reads one line from stdin first (the test lets
 // it go once the tracer has probed this binary). Exit status 1 if a call failed.
 //
+// Benchmark modes (cargo xtask bench --only tls): --bench-latency N sends N small calls
+// (GET /api/version) one after the other on one keep-alive connection and prints their
+// latency (p50, p99, mean, µs); --bench-streams S --secs T keeps S streamed chats going at
+// once for T seconds (model --model, e.g. a stand-in @synth model) and prints calls and
+// chunks received.
+//
 // Proxy mode (--serve ADDR --upstream URL --cert PEM --key PEM [--ca PEM]): an HTTPS reverse
 // proxy in front of another server (https:// trusting --ca, or plain HTTP), flushing every
 // write (so streams stay streams); prints
@@ -27,11 +33,13 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -339,7 +347,7 @@ func openaiStream(rec map[string]any, lines [][]byte) {
 	}
 }
 
-func clientMain(base, ca, model string, wait bool) {
+func clientMain(base, ca, model string, wait bool, latency, streams int, secs float64) {
 	pool := x509.NewCertPool()
 	pem, err := os.ReadFile(ca)
 	if err != nil || !pool.AppendCertsFromPEM(pem) {
@@ -364,10 +372,18 @@ func clientMain(base, ca, model string, wait bool) {
 			}
 			return &timedConn{c, w, raw.LocalAddr().(*net.TCPAddr)}, nil
 		},
-		MaxIdleConnsPerHost: 1,
+		MaxIdleConnsPerHost: 1 + streams,
 	}
 	if wait {
 		bufio.NewReader(os.Stdin).ReadString('\n')
+	}
+	if latency > 0 {
+		benchLatency(&http.Client{Transport: tr}, strings.TrimRight(base, "/"), latency)
+		return
+	}
+	if streams > 0 {
+		benchStreams(&http.Client{Transport: tr}, strings.TrimRight(base, "/"), model, streams, secs)
+		return
 	}
 	s := &session{base: strings.TrimRight(base, "/"), client: &http.Client{Transport: tr}, w: w, model: model}
 	user := func(c string) []map[string]string { return []map[string]string{{"role": "user", "content": c}} }
@@ -384,6 +400,70 @@ func clientMain(base, ca, model string, wait bool) {
 	if s.failed {
 		os.Exit(1)
 	}
+}
+
+func benchLatency(client *http.Client, base string, n int) {
+	call := func() time.Duration {
+		t := time.Now()
+		resp, err := client.Get(base + "/api/version")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "go bench:", err)
+			os.Exit(1)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return time.Since(t)
+	}
+	for i := 0; i < n/10+10; i++ {
+		call() // warm-up: connection, handshake, caches
+	}
+	d := make([]float64, n)
+	var sum float64
+	for i := range d {
+		d[i] = float64(call().Nanoseconds()) / 1e3
+		sum += d[i]
+	}
+	sort.Float64s(d)
+	j, _ := json.Marshal(map[string]any{"calls": n, "p50_us": d[n/2], "p99_us": d[n*99/100], "mean_us": sum / float64(n)})
+	fmt.Println(string(j))
+}
+
+func benchStreams(client *http.Client, base, model string, streams int, secs float64) {
+	var mu sync.Mutex
+	calls, chunks, errs := 0, 0, 0
+	end := time.Now().Add(time.Duration(secs * float64(time.Second)))
+	var wg sync.WaitGroup
+	for i := 0; i < streams; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			// Starts spread over a second: the streams stay staggered.
+			time.Sleep(time.Duration(i) * time.Second / time.Duration(streams))
+			for time.Now().Before(end) {
+				b, _ := json.Marshal(map[string]any{"model": model, "stream": true,
+					"messages": []map[string]string{{"role": "user", "content": "Tell me a story."}}})
+				resp, err := client.Post(base+"/api/chat", "application/json", bytes.NewReader(b))
+				n := 0
+				if err == nil {
+					sc := bufio.NewScanner(resp.Body)
+					for sc.Scan() {
+						n++
+					}
+					resp.Body.Close()
+				}
+				mu.Lock()
+				calls++
+				chunks += n
+				if err != nil {
+					errs++
+				}
+				mu.Unlock()
+			}
+		}(i)
+	}
+	wg.Wait()
+	j, _ := json.Marshal(map[string]any{"calls": calls, "chunks": chunks, "errors": errs})
+	fmt.Println(string(j))
 }
 
 func serveMain(listen, upstream, ca, cert, key string) {
@@ -435,10 +515,13 @@ func main() {
 	upstream := flag.String("upstream", "", "proxy mode: the plain-HTTP server")
 	cert := flag.String("cert", "", "proxy mode: certificate (PEM)")
 	key := flag.String("key", "", "proxy mode: private key (PEM)")
+	latency := flag.Int("bench-latency", 0, "benchmark: this many small calls, then their latency")
+	streams := flag.Int("bench-streams", 0, "benchmark: this many streams at once")
+	secs := flag.Float64("secs", 10, "benchmark: how long the streams run")
 	flag.Parse()
 	if *serve != "" {
 		serveMain(*serve, *upstream, *ca, *cert, *key)
 		return
 	}
-	clientMain(*base, *ca, *model, *wait)
+	clientMain(*base, *ca, *model, *wait, *latency, *streams, *secs)
 }

@@ -40,6 +40,9 @@ struct Args {
     /// Time to first chunk of the `slow` scenario, ms.
     #[arg(long, default_value_t = 3000)]
     slow_ttft_ms: u64,
+    /// Wait before answering a metadata route (`/api/version`, `/api/tags` …), ms.
+    #[arg(long, default_value_t = 1)]
+    meta_delay_ms: u64,
     /// Cap on the wait before a replayed non-streamed fixture, ms.
     #[arg(long, default_value_t = 1000)]
     max_whole_delay_ms: u64,
@@ -90,6 +93,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             gap,
             slow_ttft: Duration::from_millis(args.slow_ttft_ms),
             max_whole_delay: Duration::from_millis(args.max_whole_delay_ms),
+            meta_delay: Duration::from_millis(args.meta_delay_ms),
             ..Timing::default()
         },
         version: args.version,

@@ -77,6 +77,11 @@ pub struct LoadSettings {
 impl LoadSettings {
     /// For `config` on the running kernel; `Err` says why TLS capture cannot run here.
     pub fn for_config(config: &TlsConfig) -> Result<LoadSettings, String> {
+        // First, and nothing read before it: a deployment without it (the systemd unit, the
+        // DaemonSet as shipped) runs as before, with one warning.
+        if !caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_ADMIN).unwrap_or(false) {
+            return Err("attaching uprobes needs CAP_SYS_ADMIN (perf_event_open of a uprobe)".into());
+        }
         let offsets = kernel::running_kernel().map_err(|e| format!("no socket offsets from the kernel's BTF: {e}"))?;
         Ok(LoadSettings { flags: flags(config), offsets })
     }
