@@ -140,6 +140,9 @@ pub mod config_flags {
 pub mod pid_verdict {
     pub const ALLOW: u8 = 1;
     pub const DENY: u8 = 2;
+    /// Just executed a program the daemon has not judged yet: not traced until it has (an
+    /// excluded program is never traced, not even for its first calls).
+    pub const PENDING: u8 = 3;
 }
 
 /// Map names.

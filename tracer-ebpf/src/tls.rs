@@ -47,7 +47,7 @@ pub(crate) static PENDING: LruHashMap<u64, SessionKey> = LruHashMap::with_max_en
 static GO_READS: LruHashMap<SessionKey, Active> = LruHashMap::with_max_entries(16_384, 0);
 
 #[map(name = "OT_TLS_PIDS")]
-static PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(65_536, 0);
+pub(crate) static PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(65_536, 0);
 
 /// `tracer_common::tls::config_flags`, set by the loader.
 #[unsafe(no_mangle)]

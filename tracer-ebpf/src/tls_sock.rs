@@ -19,13 +19,13 @@ use aya_ebpf::{
 use tracer_common::{
     AF_INET, AF_INET6, COMM_LEN, counter, hook, tcp_state,
     tls::{
-        EventRecord, KernelOffsets, MAX_SESSIONS, SYSCALL_ARG0, Session, SessionKey, closer, event, go_offsets, lib,
-        verdict,
+        EventRecord, KernelOffsets, MAX_SESSIONS, SYSCALL_ARG0, Session, SessionKey, closer, config_flags, event,
+        go_offsets, lib, pid_verdict, verdict,
     },
 };
 
 use crate::capture::{EVENTS, add_counter};
-use crate::tls::{ACTIVE, PENDING, SESSIONS, key, now, pid_tgid, session};
+use crate::tls::{ACTIVE, OT_TLS_FLAGS, PENDING, PIDS, SESSIONS, key, now, pid_tgid, session};
 
 /// The sessions' sockets: a socket's close ends its session.
 #[map(name = "OT_TLS_SOCKS")]
@@ -259,6 +259,11 @@ fn syscall_fd(ctx: &TracePointContext, write: bool) -> Option<()> {
 #[tracepoint]
 pub fn ot_tls_exec(_ctx: TracePointContext) -> u32 {
     let id = pid_tgid();
+    if OT_TLS_FLAGS.load() & config_flags::PID_FILTER != 0 {
+        // Not traced until the daemon has judged the new program (it sets the verdict, or
+        // removes this entry when the default applies).
+        let _ = PIDS.insert(&((id >> 32) as u32), &pid_verdict::PENDING, 0);
+    }
     let ev = EventRecord {
         ts_ns: now(),
         hook: hook::TLS_EVENT,

@@ -124,11 +124,12 @@ impl fmt::Display for TlsLine<'_> {
         let s = &t.streams;
         write!(
             f,
-            "tls: {} files probed ({} failed); {} reads and writes ({} bytes) seen; {} sessions traced, {} ignored ({} bytes never copied); {} records ({} bytes) submitted, {} records ({} bytes) lost to a full ring buffer, {} bytes truncated, {} unreadable; {} connections, {} other ends ({} bytes) dropped, {} bytes without a socket, {} ciphertext packets dropped",
+            "tls: {} files probed ({} failed); {} reads and writes ({} bytes) seen, {} of excluded processes; {} sessions traced, {} ignored ({} bytes never copied); {} records ({} bytes) submitted, {} records ({} bytes) lost to a full ring buffer, {} bytes truncated, {} unreadable; {} connections, {} other ends ({} bytes) dropped, {} bytes without a socket, {} ciphertext packets dropped",
             t.targets,
             t.attach_failures,
             t.calls,
             t.bytes,
+            t.pid_filtered,
             t.sessions_traced,
             t.sessions_ignored,
             t.bytes_ignored,

@@ -317,6 +317,8 @@ pub struct TlsSummary {
     /// Reads and writes the probes saw (every session), and their bytes.
     pub calls: u64,
     pub bytes: u64,
+    /// Calls of processes left out by include/exclude.
+    pub excluded: u64,
     pub sessions_traced: u64,
     pub sessions_ignored: u64,
     pub bytes_ignored: u64,
@@ -337,6 +339,7 @@ impl TlsSummary {
             files: num_before(line, " files probed")?,
             calls: num_before(line, " reads and writes")?,
             bytes: num_before(line, " bytes) seen")?,
+            excluded: num_before(line, " of excluded processes")?,
             sessions_traced: num_before(line, " sessions traced")?,
             sessions_ignored: num_before(line, " ignored (")?,
             bytes_ignored: num_before(line, " bytes never copied")?,

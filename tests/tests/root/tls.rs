@@ -327,3 +327,33 @@ fn tls_other_hosts_never_reach_user_space() {
         t.calls, t.bytes, t.sessions_ignored
     );
 }
+
+/// `--tls-exclude-exe curl`: curl's calls to a traced host are left out in the kernel (counted),
+/// while the Go client's calls to it are traced.
+#[test]
+fn tls_exclude_by_executable() {
+    require_ebpf!("tls_exclude_by_executable");
+    let what = "TLS exclude curl";
+    let _g = serial();
+    let ip = test_ip(8);
+    let standin = Standin::start_tls(&[&format!("{ip}:0")]);
+    let mut a = args(&["--capture", "ebpf", "--port", "1", "--tls-host", &ip, "--tls-exclude-exe", "curl"]);
+    a.extend(args(&["--tls-exclude-exe", "/nonexistent/*"]));
+    let tracer = Tracer::start(what, &a);
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(standin.ca().unwrap())
+        .arg(format!("{}/api/tags", standin.url(0)))
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    let clients = run_go_client(&tracer, &standin.url(0), &standin.ca().unwrap(), what);
+    let truth = standin.truth(clients.len() + 1);
+    tracer.wait_spans(clients.len(), Duration::from_secs(5));
+    let fin = tracer.stop(libc::SIGINT);
+    assert!(fin.status.success(), "{what}: exit status {}", fin.status);
+    let go_truth: Vec<Value> = truth.iter().filter(|t| t["path"] != "/api/tags").cloned().collect();
+    check_sessions_tls(&fin.spans, &go_truth, &clients, "go", what);
+    let t = fin.summary.tls.unwrap();
+    assert!(t.excluded > 0, "{what}: curl's calls were left out in the kernel\n{}", fin.summary.text);
+}

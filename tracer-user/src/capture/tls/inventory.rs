@@ -40,7 +40,8 @@ impl ProcessTls {
 pub fn gather(proc_root: &Path) -> Vec<ProcessTls> {
     let mut inspections = Inspections::default();
     let mut out = Vec::new();
-    for pid in pids(proc_root) {
+    let me = std::process::id();
+    for pid in pids(proc_root).into_iter().filter(|&p| p != me) {
         let Some(exe) = exe_of(proc_root, pid) else { continue };
         let mut stacks: Vec<(String, Arc<TlsStack>)> = candidates(proc_root, pid)
             .iter()

@@ -220,7 +220,8 @@ impl Attacher {
             && let Some(exe) = exe_of(&self.proc_root, pid)
         {
             let allowed = self.filter.allows(&exe);
-            // Only processes that differ from the default are named (a reused pid is renamed).
+            // Only processes that differ from the default are named (a reused pid is renamed; a
+            // program just executed waits as PENDING, set by the kernel, until this).
             let r = if allowed == self.filter.default_allows() {
                 self.pids_map.remove(&pid)
             } else {
