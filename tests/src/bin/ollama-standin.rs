@@ -94,7 +94,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             slow_ttft: Duration::from_millis(args.slow_ttft_ms),
             max_whole_delay: Duration::from_millis(args.max_whole_delay_ms),
             meta_delay: Duration::from_millis(args.meta_delay_ms),
-            ..Timing::default()
         },
         version: args.version,
         drain: Duration::from_millis(args.drain_ms),

@@ -434,7 +434,10 @@ async fn respond(
     }
 
     let start = req.t_end + reply.delay;
-    tokio::time::sleep_until(start).await;
+    // (No timer for no delay: tokio's rounds up to its next millisecond tick.)
+    if !reply.delay.is_zero() {
+        tokio::time::sleep_until(start).await;
+    }
     opts.date_unix_secs = now_ns() / 1_000_000_000;
 
     let mut outcome = "complete";

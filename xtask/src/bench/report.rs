@@ -206,15 +206,20 @@ fn memory(s: &mut String, v: &Value) {
 }
 
 fn tls(s: &mut String, v: &Value) {
-    let _ = writeln!(s, "| client (library) | untraced p50 / p99 µs | traced p50 / p99 µs | added p50 / p99 µs |");
-    let _ = writeln!(s, "| --- | --- | --- | --- |");
+    let _ = writeln!(
+        s,
+        "| client (library) | untraced p50 / p99 µs | probed, other host: p50 (added) | traced p50 / p99 µs | added p50 / p99 µs |"
+    );
+    let _ = writeln!(s, "| --- | --- | --- | --- | --- |");
     for (client, name) in [("go", "Go client (crypto/tls)"), ("curl", "curl (OpenSSL)")] {
         let l = &v["latency"][client];
         let _ = writeln!(
             s,
-            "| {name} | {} / {} | {} / {} | {} / {} |",
+            "| {name} | {} / {} | {} (+{}) | {} / {} | {} / {} |",
             f(&l["untraced_p50_us"], 1),
             f(&l["untraced_p99_us"], 1),
+            f(&l["ignored_p50_us"], 1),
+            f(&l["ignored_added_p50_us"], 1),
             f(&l["traced_p50_us"], 1),
             f(&l["traced_p99_us"], 1),
             f(&l["added_p50_us"], 1),
