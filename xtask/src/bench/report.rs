@@ -226,6 +226,15 @@ fn tls(s: &mut String, v: &Value) {
             f(&l["added_p99_us"], 1)
         );
     }
+    let u = &v["uprobe"];
+    let _ = writeln!(
+        s,
+        "\nOne uprobe hit (`SSL_free(NULL)` in a loop, {} calls): {} ns untraced, {} ns probed: **{} ns per hit**",
+        u["calls"],
+        f(&u["untraced_ns"], 1),
+        f(&u["probed_ns"], 1),
+        f(&u["hit_ns"], 0)
+    );
     let st = &v["streams"];
     let _ = writeln!(
         s,

@@ -3,6 +3,8 @@
 //! and the tracer with and without TLS capture, interleaved in rotating order:
 //! - latency of small keep-alive calls (one `SSL_write`/`Write` and one read each): p50 and
 //!   p99, and what the probes add per call;
+//! - one uprobe hit: a C loop calling `SSL_free(NULL)` (a no-op the tracer probes) in the
+//!   system's libssl, with and without the tracer — the trap's cost, paid at each probed call;
 //! - the kernel programs' own time per run (`kernel.bpf_stats_enabled`), per TLS record;
 //! - 100 concurrent streams over TLS: the daemon's CPU and the kernel's counters.
 
@@ -119,6 +121,54 @@ fn bpf_stats() -> Value {
     Value::Object(by)
 }
 
+/// A loop of `SSL_free(NULL)` calls in the system's libssl (no headers needed), built with cc.
+fn free_loop(env: &Env) -> Result<PathBuf> {
+    let src = env.file("free-loop.c");
+    std::fs::write(
+        &src,
+        r#"#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+void SSL_free(void *);
+int main(int argc, char **argv) {
+    long n = atol(argv[1]);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < n; i++) SSL_free(NULL);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("%.1f\n", ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / n);
+    return 0;
+}
+"#,
+    )?;
+    let out = env.file("free-loop");
+    let st = Command::new("cc").args(["-O2", "-o"]).arg(&out).arg(&src).arg("-l:libssl.so.3").status()?;
+    ensure!(st.success(), "cc free-loop.c -l:libssl.so.3 failed");
+    Ok(out)
+}
+
+/// ns per `SSL_free(NULL)` call, the best of three runs of `n`.
+fn free_loop_ns(bin: &Path, n: usize) -> Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let out = Command::new(bin).arg(n.to_string()).output()?;
+        ensure!(out.status.success(), "free-loop failed");
+        best = best.min(String::from_utf8_lossy(&out.stdout).trim().parse::<f64>()?);
+    }
+    Ok(best)
+}
+
+/// The cost of one uprobe hit: the loop untraced, then with the probes attached.
+fn uprobe_hit(env: &Env, n: usize) -> Result<Value> {
+    let bin = free_loop(env)?;
+    let untraced = free_loop_ns(&bin, n)?;
+    let tracer = tls_tracer(env, "tls-uprobe", OTHER_HOST)?;
+    let probed = free_loop_ns(&bin, n);
+    tracer.stop()?;
+    let probed = probed?;
+    Ok(json!({"calls": n, "untraced_ns": untraced, "probed_ns": probed, "hit_ns": probed - untraced}))
+}
+
 /// Sets `kernel.bpf_stats_enabled` and puts the old value back when dropped.
 struct BpfStats(String);
 
@@ -200,8 +250,10 @@ pub fn run(env: &Env) -> Result<Value> {
         );
     }
     let streams_run = streams_run(env, &go, &standin, streams, secs)?;
+    let hit = uprobe_hit(env, if env.smoke { 20_000 } else { 200_000 })?;
+    eprintln!("  one uprobe hit: {:.0} ns", hit["hit_ns"].as_f64().unwrap_or(0.0));
     Ok(json!({"rounds": rounds, "go_calls": go_calls, "curl_calls": curl_calls, "latency": latency,
-        "streams": streams_run, "runs": runs}))
+        "uprobe": hit, "streams": streams_run, "runs": runs}))
 }
 
 /// `streams` TLS streams at once for `secs`, traced: the daemon's CPU over the run, the kernel
