@@ -32,6 +32,8 @@ pub const RESCAN: Duration = Duration::from_secs(10);
 /// After an exec, when the new program's libraries are looked at (the loader maps them, a
 /// `dlopen` may come later).
 const AFTER_EXEC: [Duration; 3] = [Duration::from_millis(50), Duration::from_millis(500), Duration::from_secs(3)];
+/// Attempts at a file whose attaching fails, before it is left alone.
+const ATTACH_TRIES: u32 = 3;
 /// Exec events waiting for the thread; beyond, dropped (counted: the rescan catches up).
 const QUEUE: usize = 4096;
 /// What the thread keeps of the daemon's privileges.
@@ -100,6 +102,7 @@ impl ProbeWorker {
                 inspections: Inspections::default(),
                 attached: HashMap::new(),
                 later: BTreeSet::new(),
+                failures: HashMap::new(),
                 status: st,
             };
             a.run(rx);
@@ -156,6 +159,8 @@ struct Attacher {
     attached: HashMap<FileId, Vec<(&'static str, UProbeLinkId)>>,
     /// Processes whose libraries are to be looked at again, by when.
     later: BTreeSet<(Instant, u32)>,
+    /// Attach attempts that failed, by file.
+    failures: HashMap<FileId, u32>,
     status: Arc<(Mutex<ProbeStatus>, Condvar)>,
 }
 
@@ -266,8 +271,19 @@ impl Attacher {
                 self.attached.insert(c.id, links);
             }
             Err(e) => {
-                // Not marked: a later scan tries again (the file may have been busy or gone).
-                tracing::warn!("tls: cannot probe {} ({stack}): {e}", c.shown);
+                // A later scan tries again (the process may have gone with the path), a few
+                // times.
+                let tries = self.failures.entry(c.id).or_insert(0);
+                *tries += 1;
+                if *tries >= ATTACH_TRIES {
+                    tracing::warn!(
+                        "tls: cannot probe {} ({stack}): {e}; giving up after {ATTACH_TRIES} tries",
+                        c.shown
+                    );
+                    self.attached.insert(c.id, Vec::new());
+                } else {
+                    tracing::warn!("tls: cannot probe {} ({stack}): {e}", c.shown);
+                }
                 self.record(c, &stack, 0, Some(e));
                 self.with_status(|s| s.attach_failures += 1);
             }
