@@ -21,6 +21,13 @@ SDK (a network backend wrapped around httpcore's, see `Wire`) and reports wire-l
                          later bytes (the reader came late): the time is then an upper bound
                          and t_first_output_prev_read_ns (the receive before) a lower one
   t_last_read_ns         when the last read of the response returned
+
+Over https:// (the stand-in behind TLS: $STANDIN_CA names the CA to trust) the connection is
+httpcore's own TLS stream — Python's ssl on the system's OpenSSL, SSL_write/SSL_read on a
+socket BIO, as every client of these SDKs uses it — and the times are the client's at that
+layer: t_request_write_ns just before the request's first write, each read's time just after
+it returned the plaintext (write_stamp "tls"). That is what the client saw, and what the
+tracer's TLS probes see.
 """
 
 import argparse
@@ -28,6 +35,7 @@ import json
 import os
 import select
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -107,12 +115,7 @@ class _TimedStream:
         name = sock.getsockname()
         self.local = (name[0], name[1])
         self.local_port = name[1]
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        sock.setsockopt(
-            socket.SOL_SOCKET,
-            SO_TIMESTAMPING,
-            SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_OPT_ID | SOF_TIMESTAMPING_OPT_TSONLY,
-        )
+        self._pumping = False  # the reader starts with the first read or write (not before a TLS handshake)
         self._sent = 0  # bytes written so far: OPT_ID numbers them from here
         self._tx = {}  # byte number (mod 2^32) -> kernel TX_SCHED time
         # httpcore or httpcore2, whichever made `inner`: its exceptions for ours.
@@ -123,7 +126,23 @@ class _TimedStream:
         self._buf = bytearray()
         self._eof = False
         self._exc = None
+
+    def _start(self):
+        """Timestamps on, and the reader thread, before the first read or write."""
+        if self._pumping:
+            return
+        self._pumping = True
+        self._sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self._sock.setsockopt(
+            socket.SOL_SOCKET,
+            SO_TIMESTAMPING,
+            SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_OPT_ID | SOF_TIMESTAMPING_OPT_TSONLY,
+        )
         threading.Thread(target=self._pump, name=f"wire-{self.local_port}", daemon=True).start()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+        """https://: httpcore's own TLS stream on this socket, timed at the TLS layer."""
+        return _TimedTlsStream(self._inner.start_tls(ssl_context, server_hostname, timeout), self._wire, self.local)
 
     def _errqueue(self) -> bool:
         """Takes one entry off the error queue (a TX timestamp); False when there was none."""
@@ -186,6 +205,7 @@ class _TimedStream:
     def write(self, buffer, timeout=None):
         if not buffer:
             return self._inner.write(buffer, timeout)
+        self._start()
         t = now_ns()
         self._inner.write(buffer, timeout)
         self._sent += len(buffer)
@@ -200,6 +220,7 @@ class _TimedStream:
         return None
 
     def read(self, max_bytes, timeout=None):
+        self._start()
         with self._cond:
             if not self._cond.wait_for(lambda: self._buf or self._eof or self._exc is not None, timeout):
                 raise self._read_timeout("timed out")
@@ -221,11 +242,38 @@ class _TimedStream:
         self._inner.close()
 
     def get_extra_info(self, info):
-        if info == "is_readable":
+        if info == "is_readable" and self._pumping:
             # httpcore asks before reusing an idle connection: data or EOF means "dropped".
             with self._cond:
                 return bool(self._buf) or self._eof or self._exc is not None
         return self._inner.get_extra_info(info)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+class _TimedTlsStream:
+    """httpcore's TLS stream (an `ssl.SSLSocket`: SSL_write_ex / SSL_read_ex of the system's
+    OpenSSL on the socket's descriptor), with the client's times at that layer: just before each
+    write, just after each read returned its plaintext. Reads stay on the SDK's thread, as
+    without the hook: an SSL object is not for two threads at once."""
+
+    def __init__(self, inner, wire: "Wire", local):
+        self._inner = inner
+        self._wire = wire
+        self.local = local
+
+    def write(self, buffer, timeout=None):
+        t = now_ns()
+        self._inner.write(buffer, timeout)
+        if buffer:
+            self._wire.log("w", self.local, b"t", t)
+
+    def read(self, max_bytes, timeout=None):
+        data = self._inner.read(max_bytes, timeout)
+        if data:
+            self._wire.log("r", self.local, data, now_ns())
+        return data
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
@@ -257,7 +305,9 @@ class Wire:
 
     def transport(self, httpx_module):
         """An `HTTPTransport` of `httpx_module` (httpx or httpx2) with timed sockets."""
-        t = httpx_module.HTTPTransport()
+        # The stand-in behind TLS: its test CA ($STANDIN_CA), trusted by this client only.
+        ca = os.environ.get("STANDIN_CA")
+        t = httpx_module.HTTPTransport(verify=ssl.create_default_context(cafile=ca)) if ca else httpx_module.HTTPTransport()
         pool = t._pool
         if not hasattr(pool, "_network_backend"):
             raise RuntimeError(f"{httpx_module.__name__}: no _network_backend on the pool; pin changed?")
@@ -443,7 +493,7 @@ class Call:
         reads = [e for e in mine if e[0] == "r"]
         if writes:
             self.rec["t_request_write_ns"] = writes[0][1]
-            self.rec["write_stamp"] = "kernel" if writes[0][3] == b"k" else "user"
+            self.rec["write_stamp"] = {b"k": "kernel", b"t": "tls"}.get(writes[0][3], "user")
             self.rec["local_addr"], self.rec["local_port"] = writes[0][2]
         if reads:
             self.rec["t_last_read_ns"] = reads[-1][1]

@@ -21,11 +21,14 @@
 //! ports, family) and its `hook` byte at offset 53 says what it is: one of the packet hooks
 //! above, or [`hook::SOCK_STATE`] for a [`SockRecord`] (a socket event from the
 //! `sock/inet_sock_set_state` tracepoint, carrying the process behind a connect or a listen).
-//! Readers dispatch on [`record_hook`] before reading the rest.
+//! Readers dispatch on [`record_hook`] before reading the rest. The TLS plaintext capture's
+//! records ([`hook::TLS_DATA`], [`hook::TLS_EVENT`]) are described in [`tls`].
 #![no_std]
 
+pub mod tls;
+
 /// Version of this wire format; bump on any layout or meaning change.
-pub const RECORD_VERSION: u32 = 2;
+pub const RECORD_VERSION: u32 = 3;
 
 /// Largest TCP payload slice carried by one record.
 pub const CHUNK_SIZE: usize = 16 * 1024;
@@ -68,6 +71,11 @@ pub mod hook {
     pub const TC_EGRESS: u8 = 4;
     /// Not a packet: a [`crate::SockRecord`] from the `sock/inet_sock_set_state` tracepoint.
     pub const SOCK_STATE: u8 = 5;
+    /// Not a packet: TLS plaintext from a uprobe ([`crate::tls::TlsDataHeader`] + data).
+    pub const TLS_DATA: u8 = 6;
+    /// Not a packet: a TLS session's socket, its end, or a new program
+    /// ([`crate::tls::EventRecord`]).
+    pub const TLS_EVENT: u8 = 7;
 
     /// Short name for logs and reports.
     pub const fn name(hook: u8) -> &'static str {
@@ -77,6 +85,8 @@ pub mod hook {
             TC_INGRESS => "tc/ingress",
             TC_EGRESS => "tc/egress",
             SOCK_STATE => "tracepoint/sock/inet_sock_set_state",
+            TLS_DATA => "uprobe/tls",
+            TLS_EVENT => "uprobe/tls event",
             _ => "unknown",
         }
     }
@@ -185,8 +195,37 @@ pub mod counter {
     /// [`crate::SockRecord`]s lost because the ring buffer was full (not in
     /// [`RINGBUF_LOST_RECORDS`], which counts packet records).
     pub const SOCK_RECORDS_LOST: u32 = 16;
+    /// TLS reads and writes the uprobes saw complete (every session), and their plaintext
+    /// bytes.
+    pub const TLS_CALLS: u32 = 18;
+    pub const TLS_BYTES: u32 = 19;
+    /// TLS sessions decided for tracing, and against (another host, not HTTP/1.x).
+    pub const TLS_SESSIONS_TRACED: u32 = 20;
+    pub const TLS_SESSIONS_IGNORED: u32 = 21;
+    /// Plaintext bytes not copied because their session was ignored or not yet decided.
+    pub const TLS_BYTES_IGNORED: u32 = 22;
+    /// TLS data records written to the ring buffer, and their bytes.
+    pub const TLS_RECORDS_SUBMITTED: u32 = 23;
+    pub const TLS_BYTES_SUBMITTED: u32 = 24;
+    /// TLS data records (and their bytes) lost because the ring buffer was full.
+    pub const TLS_RECORDS_LOST: u32 = 25;
+    pub const TLS_BYTES_LOST: u32 = 26;
+    /// Bytes of a call beyond [`crate::tls::MAX_CHUNKS_PER_CALL`] chunks, not copied.
+    pub const TLS_TRUNCATED_BYTES: u32 = 27;
+    /// Bytes that could not be read from the process (`bpf_probe_read_user` failed).
+    pub const TLS_READ_FAILED_BYTES: u32 = 28;
+    /// Session sockets reported ([`crate::tls::event::FLOW`]).
+    pub const TLS_FLOWS: u32 = 29;
+    /// Descriptors looked at for a session that led to no TCP socket.
+    pub const TLS_NOT_SOCKETS: u32 = 30;
+    /// TLS event records (flows, closes, execs) lost because the ring buffer was full.
+    pub const TLS_EVENTS_LOST: u32 = 31;
+    /// Programs executed (exec events written).
+    pub const TLS_EXECS: u32 = 32;
+    /// TLS calls of processes left out by include/exclude (`--tls-include-exe` …).
+    pub const TLS_PID_FILTERED: u32 = 33;
     /// Number of counters.
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 34;
 }
 
 /// Header of every ring-buffer record; `data_len` payload bytes follow it.
@@ -415,8 +454,14 @@ pub mod sock_state_tp {
 pub mod tcp_state {
     pub const ESTABLISHED: i32 = 1;
     pub const SYN_SENT: i32 = 2;
+    pub const FIN_WAIT1: i32 = 4;
+    pub const FIN_WAIT2: i32 = 5;
+    pub const TIME_WAIT: i32 = 6;
     pub const CLOSE: i32 = 7;
+    pub const CLOSE_WAIT: i32 = 8;
+    pub const LAST_ACK: i32 = 9;
     pub const LISTEN: i32 = 10;
+    pub const CLOSING: i32 = 11;
 }
 
 #[cfg(feature = "user")]

@@ -118,6 +118,39 @@ pub struct CaptureMeta {
     pub ifindex: Option<u32>,
     /// Where the eBPF capture saw it; `None` for libpcap and files.
     pub hook: Option<Hook>,
+    /// The TLS library the plaintext was read from (TLS capture: uprobes on the library);
+    /// `None` for packets.
+    pub tls: Option<TlsLibrary>,
+}
+
+/// A TLS library whose plaintext the capture reads (`tracer_common::tls::lib`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TlsLibrary {
+    OpenSsl,
+    BoringSsl,
+    /// Go's `crypto/tls`.
+    Go,
+}
+
+impl TlsLibrary {
+    /// From a record's `lib` byte; `None` for anything else.
+    pub fn from_wire(lib: u8) -> Option<TlsLibrary> {
+        match lib {
+            tracer_common::tls::lib::OPENSSL => Some(TlsLibrary::OpenSsl),
+            tracer_common::tls::lib::BORINGSSL => Some(TlsLibrary::BoringSsl),
+            tracer_common::tls::lib::GO => Some(TlsLibrary::Go),
+            _ => None,
+        }
+    }
+
+    /// The name spans carry (`ollama_tracer.tls.library`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsLibrary::OpenSsl => "openssl",
+            TlsLibrary::BoringSsl => "boringssl",
+            TlsLibrary::Go => "go",
+        }
+    }
 }
 
 impl CaptureMeta {

@@ -1,6 +1,8 @@
-//! ollama-tracer kernel programs: packet capture (`capture.rs`) and the processes behind
-//! sockets (`sock.rs`). Built only for the BPF target (by
-//! `tracer-user/build.rs` through aya-build); on the host this is an empty binary.
+//! ollama-tracer kernel programs: packet capture (`capture.rs`), the processes behind sockets
+//! (`sock.rs`), and TLS plaintext from uprobes on TLS libraries (`tls.rs`: the probes and the
+//! records; `tls_host.rs`: which sessions are traced; `tls_sock.rs`: their sockets and events).
+//! Built only for the BPF target (by `tracer-user/build.rs` through aya-build); on the host
+//! this is an empty binary.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -8,6 +10,12 @@
 mod capture;
 #[cfg(target_arch = "bpf")]
 mod sock;
+#[cfg(target_arch = "bpf")]
+mod tls;
+#[cfg(target_arch = "bpf")]
+mod tls_host;
+#[cfg(target_arch = "bpf")]
+mod tls_sock;
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}

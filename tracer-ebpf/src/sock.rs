@@ -9,7 +9,8 @@
 //! - `LISTEN → CLOSE`: an `UNLISTEN` record (the socket address pairs it with its `LISTEN`).
 //!
 //! Only sockets whose destination (connect) or local (listen) port is a server port are
-//! recorded. Record loss (ring full) is counted like packet loss.
+//! recorded. Record loss (ring full) is counted like packet loss. Any socket's close also ends
+//! the TLS session on it, if any (`tls_sock.rs`).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -22,6 +23,7 @@ use tracer_common::{
 };
 
 use crate::capture::{EVENTS, add_counter, is_server_port};
+use crate::tls_sock::socket_closed;
 
 /// Sockets between connect() and ESTABLISHED; LRU so that transitions we never see (a socket
 /// freed in SYN_SENT without a state change) cannot fill it.
@@ -56,6 +58,10 @@ fn sock_state(ctx: &TracePointContext) -> Option<()> {
     let old = rd::<i32>(ctx, tp::OLDSTATE)?;
     let new = rd::<i32>(ctx, tp::NEWSTATE)?;
     let sk = rd::<u64>(ctx, tp::SKADDR)?;
+    if new == tcp_state::CLOSE {
+        // Any port: a TLS session's socket (its connection's end ends the session).
+        socket_closed(sk, old);
+    }
     match (old, new) {
         (tcp_state::CLOSE, tcp_state::SYN_SENT) => {
             if !is_server_port(rd::<u16>(ctx, tp::DPORT)?) {

@@ -9,6 +9,7 @@ use tracer_core::pipeline::PipelineStats;
 
 use crate::attribution::AttributionStats;
 use crate::capture::LiveCounters;
+use crate::capture::counters::TlsCounters;
 
 /// What a run saw, for the summary and metrics.
 #[derive(Clone, Debug, Default)]
@@ -81,17 +82,22 @@ impl fmt::Display for Report {
             )?;
         }
         match &self.live {
-            Some(LiveCounters::Ebpf(k)) => write!(
-                f,
-                "\n  kernel: {} packets matched, {} records ({} bytes) submitted, {} records ({} bytes) lost to a full ring buffer, {} bytes truncated, {} load failures",
-                k.packets_matched,
-                k.records_submitted,
-                k.bytes_submitted,
-                k.ringbuf_lost_records,
-                k.ringbuf_lost_bytes,
-                k.truncated_bytes,
-                k.load_failures
-            )?,
+            Some(LiveCounters::Ebpf(k)) => {
+                write!(
+                    f,
+                    "\n  kernel: {} packets matched, {} records ({} bytes) submitted, {} records ({} bytes) lost to a full ring buffer, {} bytes truncated, {} load failures",
+                    k.packets_matched,
+                    k.records_submitted,
+                    k.bytes_submitted,
+                    k.ringbuf_lost_records,
+                    k.ringbuf_lost_bytes,
+                    k.truncated_bytes,
+                    k.load_failures
+                )?;
+                if let Some(t) = &k.tls {
+                    write!(f, "\n  {}", TlsLine(t))?;
+                }
+            }
             Some(LiveCounters::Pcap(p)) => write!(
                 f,
                 "\n  libpcap: {} received, {} dropped (buffer), {} dropped (interface), {} truncated frames, {} undecodable",
@@ -109,6 +115,40 @@ impl fmt::Display for Report {
             write!(f, "\n  {a}")?;
         }
         Ok(())
+    }
+}
+
+/// The summary's TLS line: what the uprobes saw, what reached user space, what was dropped
+/// and why.
+struct TlsLine<'a>(&'a TlsCounters);
+
+impl fmt::Display for TlsLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.0;
+        let s = &t.streams;
+        write!(
+            f,
+            "tls: {} files probed ({} failed); {} reads and writes ({} bytes) seen, {} of excluded processes; {} sessions traced, {} ignored ({} bytes never copied); {} records ({} bytes) submitted, {} records ({} bytes) lost to a full ring buffer, {} bytes truncated, {} unreadable; {} connections, {} other ends ({} bytes) dropped, {} bytes without a socket, {} ciphertext packets dropped",
+            t.targets,
+            t.attach_failures,
+            t.calls,
+            t.bytes,
+            t.pid_filtered,
+            t.sessions_traced,
+            t.sessions_ignored,
+            t.bytes_ignored,
+            t.records_submitted,
+            t.bytes_submitted,
+            t.records_lost,
+            t.bytes_lost,
+            t.truncated_bytes,
+            t.read_failed_bytes,
+            s.connections,
+            s.duplicate_sessions,
+            s.duplicate_bytes,
+            s.unresolved_bytes,
+            s.wire_segments_dropped
+        )
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use testkit::standin::{Config, DEFAULT_VERSION, SCENARIO_HELP, Server, Timing};
+use testkit::standin::{Config, DEFAULT_VERSION, SCENARIO_HELP, Server, Timing, tls};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,6 +40,9 @@ struct Args {
     /// Time to first chunk of the `slow` scenario, ms.
     #[arg(long, default_value_t = 3000)]
     slow_ttft_ms: u64,
+    /// Wait before answering a metadata route (`/api/version`, `/api/tags` …), ms.
+    #[arg(long, default_value_t = 1)]
+    meta_delay_ms: u64,
     /// Cap on the wait before a replayed non-streamed fixture, ms.
     #[arg(long, default_value_t = 1000)]
     max_whole_delay_ms: u64,
@@ -56,6 +59,11 @@ struct Args {
     /// Runtime worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Serve HTTPS: make a test CA and a certificate for localhost, 127.0.0.1-3, ::1, the
+    /// listen addresses and *.test names, write the CA to DIR/ca.pem (and the server's
+    /// certificate and key), and serve TLS on every listener.
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +82,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(_) => anyhow::bail!("--tokens-per-sec must be positive"),
         None => Duration::from_millis(args.gap_ms),
     };
+    let tls = match &args.tls_dir {
+        Some(dir) => {
+            let ips: Vec<_> = args.listen.iter().map(|a| a.ip()).collect();
+            Some(tls::server_config(dir, &ips).context("--tls-dir")?)
+        }
+        None => None,
+    };
     let config = Config {
         listen: args.listen,
         truth: args.truth,
@@ -83,10 +98,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             slow_ttft: Duration::from_millis(args.slow_ttft_ms),
             max_whole_delay: Duration::from_millis(args.max_whole_delay_ms),
             cold_load: Duration::from_millis(args.load_ms),
-            ..Timing::default()
+            meta_delay: Duration::from_millis(args.meta_delay_ms),
         },
         version: args.version,
         drain: Duration::from_millis(args.drain_ms),
+        tls,
     };
     let server = Server::bind(config).await?;
     let addrs = server.local_addrs();

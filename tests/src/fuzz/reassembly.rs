@@ -291,6 +291,7 @@ pub fn run(data: &[u8]) {
                     cgroup_id: Some(u64::from(op.cgroup)),
                     ifindex: Some(1),
                     hook: Some(HOOKS[usize::from(h) - 1]),
+                    tls: None,
                 },
             },
         };

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Shared;
 use super::compose::{App, Call};
 use super::reply::{Body, Cut, Pace};
+use super::stream::Stream;
 use super::truth::Observer;
 use crate::wire::{
     Framing, FramingChoice, GoBodyWriter, HttpVersion, ResponseOptions, WriteContent, closes_after, decide_framing,
@@ -89,7 +89,7 @@ impl Reader {
         Reader { buf: Vec::with_capacity(8192), base: 0, reads: VecDeque::new(), eof: false }
     }
 
-    async fn fill(&mut self, stream: &mut TcpStream) -> Result<usize, ConnError> {
+    async fn fill(&mut self, stream: &mut Stream) -> Result<usize, ConnError> {
         let mut tmp = [0u8; 16384];
         let n = stream.read(&mut tmp).await?;
         // Timestamp right after the read returned: the closest user space gets to arrival.
@@ -122,7 +122,7 @@ impl Reader {
     }
 
     /// Ensure `n` bytes are buffered.
-    async fn need(&mut self, stream: &mut TcpStream, n: usize) -> Result<(), ConnError> {
+    async fn need(&mut self, stream: &mut Stream, n: usize) -> Result<(), ConnError> {
         while self.buf.len() < n {
             if self.fill(stream).await? == 0 {
                 return Err(ConnError::Truncated);
@@ -134,7 +134,7 @@ impl Reader {
 
 /// Serve one connection until the client closes, asks to close, or the server shuts down.
 pub async fn serve(
-    mut stream: TcpStream,
+    mut stream: Stream,
     peer: SocketAddr,
     local: SocketAddr,
     conn_id: u64,
@@ -142,7 +142,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     // Each write is one flush: never let Nagle merge NDJSON lines.
-    let _ = stream.set_nodelay(true);
+    let _ = stream.tcp().set_nodelay(true);
     let mut reader = Reader::new();
     let mut index = 0u64;
     loop {
@@ -189,7 +189,7 @@ pub async fn serve(
     }
 }
 
-async fn read_request(stream: &mut TcpStream, reader: &mut Reader) -> Result<Option<Request>, ConnError> {
+async fn read_request(stream: &mut Stream, reader: &mut Reader) -> Result<Option<Request>, ConnError> {
     // Go tolerates blank lines before a request line.
     loop {
         let skip = reader.buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
@@ -310,7 +310,7 @@ async fn read_request(stream: &mut TcpStream, reader: &mut Reader) -> Result<Opt
 /// Decode a chunked body in the buffer (reading more as needed) into `out`; returns how many
 /// buffered bytes the framing used (not yet consumed).
 async fn read_chunked(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     reader: &mut Reader,
     out: &mut Vec<u8>,
     limit: usize,
@@ -376,7 +376,7 @@ enum Next {
 
 /// Answer one request.
 async fn respond(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     req: &Request,
     peer: SocketAddr,
     local: SocketAddr,
@@ -434,7 +434,10 @@ async fn respond(
     }
 
     let start = req.t_end + reply.delay;
-    tokio::time::sleep_until(start).await;
+    // (No timer for no delay: tokio's rounds up to its next millisecond tick.)
+    if !reply.delay.is_zero() {
+        tokio::time::sleep_until(start).await;
+    }
     opts.date_unix_secs = now_ns() / 1_000_000_000;
 
     let mut outcome = "complete";
@@ -575,11 +578,11 @@ async fn respond(
 }
 
 /// End the connection as the scenario says: RST (linger 0) or FIN without a terminator.
-async fn cut_connection(stream: &mut TcpStream, cut: Cut) -> &'static str {
+async fn cut_connection(stream: &mut Stream, cut: Cut) -> &'static str {
     match cut {
         Cut::Reset => {
             // SO_LINGER 0 makes close() send RST; the caller drops the stream right after.
-            let _ = socket2::SockRef::from(&*stream).set_linger(Some(Duration::ZERO));
+            let _ = socket2::SockRef::from(stream.tcp()).set_linger(Some(Duration::ZERO));
             "reset"
         }
         Cut::Close => {

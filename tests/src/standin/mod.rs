@@ -38,6 +38,8 @@ pub mod residency;
 pub mod responses;
 pub mod route;
 pub mod scenario;
+pub mod stream;
+pub mod tls;
 pub mod truth;
 
 use std::net::SocketAddr;
@@ -81,6 +83,8 @@ pub struct Config {
     pub version: String,
     /// On shutdown, how long calls in progress may take to finish.
     pub drain: Duration,
+    /// Serve TLS (every listener) with this configuration ([`tls::server_config`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Config {
@@ -91,6 +95,7 @@ impl Default for Config {
             timing: Timing::default(),
             version: DEFAULT_VERSION.into(),
             drain: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -122,6 +127,7 @@ pub struct Server {
     shutdown_tx: watch::Sender<bool>,
     truth_task: Option<tokio::task::JoinHandle<()>>,
     drain: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Server {
@@ -154,6 +160,7 @@ impl Server {
             shutdown_tx,
             truth_task,
             drain: config.drain,
+            tls: config.tls.map(tokio_rustls::TlsAcceptor::from),
         })
     }
 
@@ -164,10 +171,11 @@ impl Server {
     /// Serve until `shutdown` completes, then stop accepting, close idle connections, give
     /// calls in progress `drain` to finish, and flush the truth log.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        let Server { listeners, shared, shutdown_tx, truth_task, drain } = self;
+        let Server { listeners, shared, shutdown_tx, truth_task, drain, tls } = self;
         let mut accept_loops = JoinSet::new();
         for listener in listeners {
-            accept_loops.spawn(accept_loop(listener, Arc::clone(&shared), shutdown_tx.subscribe(), drain));
+            let tls = tls.clone();
+            accept_loops.spawn(accept_loop(listener, Arc::clone(&shared), shutdown_tx.subscribe(), drain, tls));
         }
         shutdown.await;
         let _ = shutdown_tx.send(true);
@@ -192,7 +200,13 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>, drain: Duration) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let local = listener.local_addr().ok();
     let mut conns = JoinSet::new();
     // Connections get their own receiver; this one is borrowed by the select below.
@@ -203,7 +217,18 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: w
                 Ok((stream, peer)) => {
                     let id = shared.conns.fetch_add(1, Ordering::Relaxed);
                     let local = stream.local_addr().ok().or(local).unwrap_or(peer);
-                    conns.spawn(http::serve(stream, peer, local, id, Arc::clone(&shared), for_conns.clone()));
+                    let (shared, stop, tls) = (Arc::clone(&shared), for_conns.clone(), tls.clone());
+                    conns.spawn(async move {
+                        let stream = match tls {
+                            Some(acceptor) => match acceptor.accept(stream).await {
+                                Ok(s) => stream::Stream::Tls(Box::new(s)),
+                                // A client that gave up on the handshake: no call.
+                                Err(_) => return,
+                            },
+                            None => stream::Stream::Plain(stream),
+                        };
+                        http::serve(stream, peer, local, id, shared, stop).await
+                    });
                 }
                 // EMFILE and friends: back off instead of spinning.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,

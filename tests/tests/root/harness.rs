@@ -117,17 +117,35 @@ pub struct Standin {
     pub warmup: SocketAddr,
     truth: PathBuf,
     dir: PathBuf,
+    /// Behind TLS: the directory holding the test CA (`ca.pem`) and the server's key pair.
+    pub tls: Option<PathBuf>,
 }
 
 impl Standin {
     /// Listens on each of `listen` (port 0: a free port), plus a warm-up address. Timing:
     /// 50 ms to the first chunk, 4 ms between chunks (short runs, yet each chunk its own read).
     pub fn start(listen: &[&str], netns: Option<&str>, extra: &[&str]) -> Standin {
+        Self::spawn(listen, netns, extra, false)
+    }
+
+    /// [`Standin::start`] behind TLS (`--tls-dir`): a test CA made for this run; the drivers
+    /// trust it and talk https://.
+    pub fn start_tls(listen: &[&str]) -> Standin {
+        Self::spawn(listen, None, &[], true)
+    }
+
+    fn spawn(listen: &[&str], netns: Option<&str>, extra: &[&str], tls: bool) -> Standin {
         let dir = temp_dir("standin");
         let truth = dir.join("truth.jsonl");
+        let tls = tls.then(|| dir.join("tls"));
         let mut cmd = command(Path::new(env!("CARGO_BIN_EXE_ollama-standin")), netns);
+        if let Some(t) = &tls {
+            cmd.arg("--tls-dir").arg(t);
+        }
         let first: SocketAddr = listen[0].parse().expect("listen address");
-        let warmup = SocketAddr::new(first.ip(), 0).to_string();
+        // Behind TLS the tracer is told the traced addresses' host: warm-ups go to another.
+        let warmup_ip = if tls.is_some() { std::net::Ipv4Addr::LOCALHOST.into() } else { first.ip() };
+        let warmup = SocketAddr::new(warmup_ip, 0).to_string();
         for l in listen.iter().chain([&warmup.as_str()]) {
             cmd.args(["--listen", l]);
         }
@@ -149,15 +167,24 @@ impl Standin {
             addrs.push(addr.parse().unwrap());
         }
         let warmup = addrs.pop().unwrap();
-        Standin { child, addrs, warmup, truth, dir }
+        Standin { child, addrs, warmup, truth, dir, tls }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     pub fn url(&self, i: usize) -> String {
-        format!("http://{}", self.addrs[i])
+        format!("{}://{}", self.scheme(), self.addrs[i])
     }
 
     pub fn warmup_url(&self) -> String {
-        format!("http://{}", self.warmup)
+        format!("{}://{}", self.scheme(), self.warmup)
+    }
+
+    /// The test CA to trust, behind TLS.
+    pub fn ca(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(|d| d.join("ca.pem"))
     }
 
     /// Truth records of the traced addresses written so far (whole lines only).
@@ -279,6 +306,52 @@ pub struct Summary {
     pub ringbuf_lost_bytes: Option<u64>,
     /// `libpcap:` line: packets dropped (buffer).
     pub pcap_dropped: Option<u64>,
+    /// `tls:` line, when TLS capture ran.
+    pub tls: Option<TlsSummary>,
+}
+
+/// The summary's `tls:` line.
+#[derive(Clone, Debug, Default)]
+pub struct TlsSummary {
+    pub files: u64,
+    /// Reads and writes the probes saw (every session), and their bytes.
+    pub calls: u64,
+    pub bytes: u64,
+    /// Calls of processes left out by include/exclude.
+    pub excluded: u64,
+    pub sessions_traced: u64,
+    pub sessions_ignored: u64,
+    pub bytes_ignored: u64,
+    pub records_submitted: u64,
+    pub bytes_submitted: u64,
+    pub records_lost: u64,
+    pub connections: u64,
+    pub other_ends: u64,
+    pub unresolved_bytes: u64,
+    pub ciphertext_dropped: u64,
+}
+
+impl TlsSummary {
+    fn parse(line: &str) -> Option<TlsSummary> {
+        let line = line.trim_start().strip_prefix("tls: ")?;
+        let submitted = line.split("; ").nth(3)?;
+        Some(TlsSummary {
+            files: num_before(line, " files probed")?,
+            calls: num_before(line, " reads and writes")?,
+            bytes: num_before(line, " bytes) seen")?,
+            excluded: num_before(line, " of excluded processes")?,
+            sessions_traced: num_before(line, " sessions traced")?,
+            sessions_ignored: num_before(line, " ignored (")?,
+            bytes_ignored: num_before(line, " bytes never copied")?,
+            records_submitted: num_before(submitted, " records (")?,
+            bytes_submitted: num_before(submitted, " bytes) submitted")?,
+            records_lost: submitted.split("submitted, ").nth(1).and_then(|s| num_before(s, " records ("))?,
+            connections: num_before(line, " connections")?,
+            other_ends: num_before(line, " other ends")?,
+            unresolved_bytes: num_before(line, " bytes without a socket")?,
+            ciphertext_dropped: num_before(line, " ciphertext packets dropped")?,
+        })
+    }
 }
 
 /// The number right after `label` in `text` ("gaps: 3 (…" → 3).
@@ -306,6 +379,7 @@ impl Summary {
         let tcp = line("tcp:");
         let kernel = line("kernel:");
         let pcap = line("libpcap:");
+        let tls = line("tls:");
         Some(Summary {
             calls: num_before(&first, " calls")?,
             spans: num_before(&first, " spans")?,
@@ -320,6 +394,7 @@ impl Summary {
             ringbuf_lost_records: kernel.split("submitted, ").nth(1).and_then(|s| num_before(s, " records")),
             ringbuf_lost_bytes: kernel.split("submitted, ").nth(1).and_then(|s| num_before(s, " bytes) lost")),
             pcap_dropped: num_before(&pcap, " dropped (buffer)"),
+            tls: TlsSummary::parse(&tls),
             text,
         })
     }
@@ -490,6 +565,9 @@ impl Drop for Tracer {
 pub fn run_driver(script: &str, standin: &Standin, i: usize, netns: Option<&str>) -> Vec<Value> {
     let mut cmd = driver_command(script, netns);
     cmd.args(["--base-url", &standin.url(i), "--warmup-url", &standin.warmup_url()]);
+    if let Some(ca) = standin.ca() {
+        cmd.env("STANDIN_CA", ca);
+    }
     collect_driver(cmd, script)
 }
 
@@ -504,11 +582,14 @@ pub fn run_node_driver(script: &str, standin: &Standin) -> Vec<Value> {
     );
     let mut cmd = Command::new("chrt");
     cmd.args(["-f", "10", "node"]).arg(dir.join(script)).args(["--base-url", &standin.url(0)]);
+    if let Some(ca) = standin.ca() {
+        cmd.env("NODE_EXTRA_CA_CERTS", ca);
+    }
     collect_driver(cmd, script)
 }
 
 /// Runs a driver to its end (killed after 3 min) and returns its records, each without error.
-fn collect_driver(mut cmd: Command, script: &str) -> Vec<Value> {
+pub fn collect_driver(mut cmd: Command, script: &str) -> Vec<Value> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -34,7 +34,7 @@ macro_rules! require_root {
 }
 
 /// Why the eBPF capture cannot run here, if it cannot (from `ollama-tracer check`).
-fn ebpf_missing() -> Option<String> {
+pub(super) fn ebpf_missing() -> Option<String> {
     static WHY: OnceLock<Option<String>> = OnceLock::new();
     WHY.get_or_init(|| {
         let out = Command::new(tracer_bin()).arg("check").output().expect("ollama-tracer check");
@@ -55,12 +55,12 @@ macro_rules! require_ebpf {
     };
 }
 
-fn args(list: &[&str]) -> Vec<String> {
+pub(super) fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
 /// `--port P` for every address of every stand-in.
-fn port_args(standins: &[&Standin]) -> Vec<String> {
+pub(super) fn port_args(standins: &[&Standin]) -> Vec<String> {
     let mut ports: Vec<u16> = standins.iter().flat_map(|s| s.addrs.iter().map(|a| a.port())).collect();
     ports.sort_unstable();
     ports.dedup();
@@ -348,7 +348,7 @@ fn pairing_matches_calls_to_spans() {
 // ---------------------------------------------------------------------------------------------
 // Load, overflow, late start, signals
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 

@@ -1,6 +1,6 @@
 //! Tests that need root: the live capture back-ends (eBPF, libpcap), the live daemon against
-//! real clients, attribution on a real kernel, live export, `top`, and the static binary of
-//! `cargo xtask dist` run alone (`dist`). Each checks
+//! real clients (over TCP and over TLS), attribution on a real kernel, live export, `top`, and
+//! the static binary of `cargo xtask dist` run alone (`dist`). Each checks
 //! `testkit::privileged::require_root` first (a loud `SKIPPED` without root; CI runs as root)
 //! and runs one at a time (`testkit::privileged::serial`).
 
@@ -9,6 +9,8 @@ mod check;
 mod dist;
 mod export_live;
 mod harness;
+#[macro_use]
 mod live;
 mod live_capture;
+mod tls;
 mod top;

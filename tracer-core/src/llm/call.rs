@@ -337,6 +337,11 @@ pub struct LlmCall {
 }
 
 impl LlmCall {
+    /// `url.scheme`: `https` when the call was read from a TLS library, else `http`.
+    pub fn url_scheme(&self) -> &'static str {
+        if self.meta.tls.is_some() { "https" } else { "http" }
+    }
+
     /// `http.route`: the route's template as the server serves it; `None` for unknown paths.
     pub fn http_route(&self) -> Option<&'static str> {
         self.provider.http_route(self.route, &self.path)

@@ -458,7 +458,7 @@ fn expects_terminator(call: &LlmCall) -> bool {
     call.route.operation().is_some() || matches!(call.route, Route::Pull | Route::Push | Route::Create)
 }
 
-fn finish(st: Box<CallState>, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
+fn finish(st: Box<CallState>, ts: Timestamp, mut end: ExchangeEnd) -> LlmCall {
     let CallState { mut call, request, response, undecodable, unseen, .. } = *st;
     if let Some(request) = request {
         call.request = request.finish();
@@ -481,6 +481,20 @@ fn finish(st: Box<CallState>, ts: Timestamp, end: ExchangeEnd) -> LlmCall {
     }
     call.response.lost_bytes = end.response_gap_bytes;
     call.response.lost_chunks = end.response_gap_chunks.filter(|_| end.response_gap_bytes > 0);
+    // Read from a TLS library, a response is what the client read: SDKs close a stream once its
+    // own terminator arrived ([DONE], `"done":true`, …), leaving the HTTP framing's last bytes
+    // unread in the library. Such a call is complete, and ends with its last byte read.
+    if call.meta.tls.is_some()
+        && end.outcome == Outcome::Truncated
+        && end.response_gap_bytes == 0
+        && call.response.streamed
+        && call.response.terminated
+    {
+        end.outcome = Outcome::Complete;
+        end.close = None;
+        end.client_closed = false;
+        call.times.end = end.last_byte;
+    }
     let mut incomplete = Vec::new();
     if unseen {
         incomplete.push(Incomplete::RequestUnseen);

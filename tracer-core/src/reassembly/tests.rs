@@ -434,7 +434,12 @@ fn peers_learnt_from_both_copies() {
     let mut r = Reassembler::new(ReassemblyConfig::default());
     let mut out = Out::default();
     let mut sink = out.sink();
-    let at = |hook: Hook, cgroup: u64| CaptureMeta { cgroup_id: Some(cgroup), ifindex: Some(1), hook: Some(hook) };
+    let at = |hook: Hook, cgroup: u64| CaptureMeta {
+        cgroup_id: Some(cgroup),
+        ifindex: Some(1),
+        hook: Some(hook),
+        tls: None,
+    };
     let steps: Vec<(Direction, u32, u8, &[u8], CaptureMeta)> = vec![
         // SYN leaves the client (egress: client's cgroup 10) and reaches the listener (ingress: 20).
         (C, 100, SYN, b"", at(Hook::CgroupEgress, 10)),
@@ -445,7 +450,13 @@ fn peers_learnt_from_both_copies() {
         (C, 101, TcpFlags::ACK, b"GET", at(Hook::CgroupEgress, 10)),
         (C, 101, TcpFlags::ACK, b"GET", at(Hook::CgroupIngress, 20)),
         // A TC copy carries no socket.
-        (S, 500, TcpFlags::ACK, b"OK", CaptureMeta { cgroup_id: None, ifindex: Some(1), hook: Some(Hook::TcEgress) }),
+        (
+            S,
+            500,
+            TcpFlags::ACK,
+            b"OK",
+            CaptureMeta { cgroup_id: None, ifindex: Some(1), hook: Some(Hook::TcEgress), tls: None },
+        ),
         (S, 502, TcpFlags::RST, b"", at(Hook::CgroupEgress, 99)),
     ];
     for (i, (dir, seq, flags, data, meta)) in steps.into_iter().enumerate() {

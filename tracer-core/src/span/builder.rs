@@ -506,7 +506,8 @@ impl SpanBuilder {
             a.put(sc::HTTP_REQUEST_METHOD, call.method.as_str());
             a.put(sc::URL_PATH, call.path.as_str());
         }
-        a.put(sc::URL_SCHEME, "http");
+        a.put(sc::URL_SCHEME, call.url_scheme());
+        a.opt(sc::TRACER_TLS_LIBRARY, call.meta.tls.map(|l| l.name()));
         a.opt(sc::HTTP_ROUTE, call.http_route());
         a.opt(sc::HTTP_RESPONSE_STATUS_CODE, call.status);
         a.put(sc::SERVER_ADDRESS, display_ip(call.flow.server.ip()));

@@ -207,6 +207,9 @@ pub const TRACER_CONVERSATION_ID: &str = "ollama_tracer.conversation.id";
 pub const TRACER_LINK_TYPE: &str = "ollama_tracer.link.type";
 pub const LINK_PREVIOUS_TURN: &str = "previous_turn";
 pub const LINK_TOOL_CALL: &str = "tool_call";
+/// The TLS library whose plaintext the call was read from (`openssl`, `boringssl`, `go`);
+/// present only on calls captured through the TLS uprobes (`url.scheme` is then `https`).
+pub const TRACER_TLS_LIBRARY: &str = "ollama_tracer.tls.library";
 
 // Attribution (docs/attribution.md): who answered and who called. The server's identity uses
 // the resource attribute names as span attributes (the span is the server's); the client's the

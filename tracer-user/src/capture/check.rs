@@ -8,6 +8,7 @@ use std::path::Path;
 use super::config::{Backend, CaptureConfig, CaptureMode, EbpfAttach};
 use super::ebpf;
 use super::mounts::{Mount, find_mount};
+use super::tls::kernel;
 
 /// Linux capability numbers.
 pub mod cap {
@@ -116,6 +117,8 @@ pub struct CheckReport {
     pub ebpf_built_in: Result<(), &'static str>,
     /// Which capture `run --capture auto` would use, and why.
     pub planned: (Backend, String),
+    /// Whether the TLS uprobes can run here (with the eBPF capture), else why not.
+    pub tls: Result<(), String>,
 }
 
 /// Kernel needed by the eBPF capture: the BPF ring buffer (5.8); below it, cgroup bpf links
@@ -153,7 +156,9 @@ impl CheckReport {
             memlock: memlock(),
             ebpf_built_in: ebpf::object().map(|_| ()),
             planned: (Backend::Pcap, String::new()),
+            tls: Ok(()),
         };
+        r.tls = r.tls_readiness();
         r.planned = plan(CaptureMode::Auto, config, &r);
         r
     }
@@ -188,6 +193,23 @@ impl CheckReport {
         let (min, what) = kernel_requirement(attach);
         let v = self.kernel_version?;
         (v < min).then(|| format!("kernel {} older than {}.{} ({what})", self.kernel_release, min.0, min.1))
+    }
+
+    /// What the TLS uprobes need besides the eBPF capture: the kernel's BTF (socket offsets),
+    /// tracefs (system-call and exec tracepoints) and CAP_SYS_ADMIN (`perf_event_open` of a
+    /// uprobe asks for it, CAP_PERFMON is not enough here).
+    fn tls_readiness(&self) -> Result<(), String> {
+        let mut missing = Vec::new();
+        if let Err(e) = kernel::running_kernel() {
+            missing.push(format!("no socket offsets ({e})"));
+        }
+        if self.tracefs.is_none() {
+            missing.push("tracefs not mounted (no sockets for memory BIOs, no exec events)".to_owned());
+        }
+        if !self.caps.sys_admin() {
+            missing.push("no CAP_SYS_ADMIN (uprobes)".to_owned());
+        }
+        if missing.is_empty() { Ok(()) } else { Err(missing.join(", ")) }
     }
 
     /// Whether the eBPF capture should start here (default configuration).
@@ -281,6 +303,10 @@ impl fmt::Display for CheckReport {
             Err(why) => writeln!(f, "eBPF object:     not built in ({why})")?,
         }
         writeln!(f, "capture:         {}", self.planned.1)?;
+        match &self.tls {
+            Ok(()) => writeln!(f, "TLS uprobes:     ready (OpenSSL, BoringSSL, Go crypto/tls)")?,
+            Err(why) => writeln!(f, "TLS uprobes:     unavailable: {why}")?,
+        }
         let missing = self.missing_for_ebpf(&CaptureConfig::default());
         if missing.is_empty() {
             write!(f, "eBPF:            ready")

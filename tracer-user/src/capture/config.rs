@@ -56,6 +56,59 @@ pub struct CaptureConfig {
     /// Where the eBPF capture sends socket events (the processes behind connects and
     /// listens); `None`: the tracepoint is not attached.
     pub socket_events: Option<SocketEventSink>,
+    /// TLS plaintext from uprobes on TLS libraries (eBPF capture only).
+    pub tls: TlsConfig,
+}
+
+/// Hosts whose TLS sessions are always decoded.
+pub const DEFAULT_TLS_HOSTS: [&str; 1] = ["ollama.com"];
+
+/// `--tls`, `--tls-host`, `--tls-include-exe`, `--tls-exclude-exe`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `--tls auto`: probe the TLS libraries when the eBPF capture runs and the kernel allows
+    /// (a failure is a warning, the packet capture goes on); `off`: never.
+    pub enabled: bool,
+    /// Hosts whose sessions are decoded besides [`DEFAULT_TLS_HOSTS`] (`*`: every host); by
+    /// name or address, without port.
+    pub hosts: Vec<String>,
+    /// Executables whose processes are probed (glob on the path, or on the file name when
+    /// the pattern has no `/`); empty: all.
+    pub include_exe: Vec<String>,
+    /// Executables whose processes are not probed.
+    pub exclude_exe: Vec<String>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { enabled: true, hosts: Vec::new(), include_exe: Vec::new(), exclude_exe: Vec::new() }
+    }
+}
+
+impl TlsConfig {
+    /// The hosts as the kernel compares them (lower case, no port or brackets), defaults
+    /// first; `Err` names a host that can never match.
+    pub fn normalized_hosts(&self) -> Result<Vec<String>, String> {
+        let mut out: Vec<String> = DEFAULT_TLS_HOSTS.iter().map(|h| h.to_string()).collect();
+        for h in &self.hosts {
+            let h = h.trim().to_ascii_lowercase();
+            let bare = match h.strip_prefix('[') {
+                Some(rest) => rest.split(']').next().unwrap_or("").to_owned(),
+                None if h.matches(':').count() == 1 => h.split(':').next().unwrap_or("").to_owned(),
+                None => h,
+            };
+            if bare.is_empty() || bare.len() >= tracer_common::tls::HOST_LEN {
+                return Err(format!(
+                    "--tls-host {bare:?}: a host name of 1 to {} bytes",
+                    tracer_common::tls::HOST_LEN - 1
+                ));
+            }
+            if !out.contains(&bare) {
+                out.push(bare);
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl Default for CaptureConfig {
@@ -73,6 +126,7 @@ impl Default for CaptureConfig {
             max_batch_segments: 1024,
             max_batch_bytes: 4 << 20,
             socket_events: None,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -129,6 +183,7 @@ impl CaptureConfig {
         {
             return Err(CaptureError::Config("TCX attach needs at least one interface".into()));
         }
+        self.tls.normalized_hosts().map_err(CaptureError::Config)?;
         Ok(())
     }
 }
@@ -254,6 +309,14 @@ mod tests {
         assert!(CaptureConfig::with_ports(&many).validate().is_err());
         let tcx = CaptureConfig { ebpf_attach: EbpfAttach::Tcx(vec![]), ..Default::default() };
         assert!(tcx.validate().is_err());
+        let tls =
+            |hosts: &[&str]| TlsConfig { hosts: hosts.iter().map(|h| h.to_string()).collect(), ..Default::default() };
+        assert_eq!(
+            tls(&["Ollama.Example.com:443", "[::1]:8443", "127.0.0.1", "::1", "ollama.com"]).normalized_hosts(),
+            Ok(vec!["ollama.com".into(), "ollama.example.com".into(), "::1".into(), "127.0.0.1".into()])
+        );
+        assert!(tls(&[""]).normalized_hosts().is_err());
+        assert!(CaptureConfig { tls: tls(&[&"x".repeat(64)]), ..Default::default() }.validate().is_err());
         assert_eq!("auto".parse::<CaptureMode>(), Ok(CaptureMode::Auto));
         assert_eq!("pcap".parse::<CaptureMode>().unwrap().to_string(), "pcap");
         assert!("bpf".parse::<CaptureMode>().is_err());

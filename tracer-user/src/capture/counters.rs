@@ -23,6 +23,8 @@ pub struct KernelCounters {
     /// Socket records (attribution) written, and lost to a full ring buffer.
     pub sock_records: u64,
     pub sock_records_lost: u64,
+    /// The TLS capture's, when it runs.
+    pub tls: Option<TlsCounters>,
 }
 
 impl KernelCounters {
@@ -86,6 +88,9 @@ pub struct PcapCounters {
 }
 
 /// Loss counters of a running capture, whichever the backend.
+// Taken four times a second and moved once: the eBPF variant's size (its TLS counters) costs
+// nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum LiveCounters {
     Ebpf(KernelCounters),
@@ -96,8 +101,62 @@ impl LiveCounters {
     /// Packets (records) the capture itself lost.
     pub fn drops(&self) -> u64 {
         match self {
-            LiveCounters::Ebpf(k) => k.ringbuf_lost_records,
+            LiveCounters::Ebpf(k) => k.ringbuf_lost_records + k.tls.map_or(0, |t| t.records_lost + t.events_lost),
             LiveCounters::Pcap(p) => p.dropped + p.if_dropped,
         }
     }
+}
+
+/// The TLS capture's counters: the kernel's (`tracer_common::counter::TLS_*`), the streams'
+/// (plaintext into connections) and the probes' (files attached).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsCounters {
+    /// Reads and writes the uprobes saw, and their plaintext bytes (every session).
+    pub calls: u64,
+    pub bytes: u64,
+    pub sessions_traced: u64,
+    pub sessions_ignored: u64,
+    /// Bytes of ignored or undecided sessions: never copied to user space.
+    pub bytes_ignored: u64,
+    pub records_submitted: u64,
+    pub bytes_submitted: u64,
+    /// Records (and bytes) lost to a full ring buffer.
+    pub records_lost: u64,
+    pub bytes_lost: u64,
+    pub truncated_bytes: u64,
+    pub read_failed_bytes: u64,
+    /// Session sockets the kernel found, and descriptors that led to no TCP socket.
+    pub flows_found: u64,
+    pub not_sockets: u64,
+    pub events_lost: u64,
+    pub execs: u64,
+    /// Calls of processes left out by include/exclude.
+    pub pid_filtered: u64,
+    pub streams: TlsStreamStats,
+    /// Files probed, and files that could not be.
+    pub targets: u64,
+    pub attach_failures: u64,
+    /// Exec events the probes' thread could not take in time (the rescan catches up).
+    pub execs_dropped: u64,
+}
+
+/// What the TLS streams counted (every byte not made into a segment has a counter).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsStreamStats {
+    pub records: u64,
+    pub bytes: u64,
+    /// Sessions whose socket became known, and connections made of them.
+    pub flows: u64,
+    pub connections: u64,
+    /// Sessions that were the other end of a connection already followed, and their bytes.
+    pub duplicate_sessions: u64,
+    pub duplicate_bytes: u64,
+    /// Bytes dropped because their session's socket never became known in time, or because
+    /// the wait was full.
+    pub unresolved_bytes: u64,
+    /// Packets of connections a TLS session owns, dropped by the packet path.
+    pub wire_segments_dropped: u64,
+    /// Sessions forgotten to stay under the limit.
+    pub evicted_sessions: u64,
+    pub malformed_records: u64,
 }

@@ -11,13 +11,16 @@ pub mod counters;
 pub mod ebpf;
 pub mod mounts;
 pub mod pcap;
+pub mod programs;
+pub mod ring;
 pub mod socket;
+pub mod tls;
 
 use tracer_core::segment::SegmentBatch;
 
 use self::check::{CheckReport, pcap_where};
 use self::config::chain;
-pub use self::config::{Backend, CaptureConfig, CaptureError, CaptureMode, DEFAULT_PORT, EbpfAttach};
+pub use self::config::{Backend, CaptureConfig, CaptureError, CaptureMode, DEFAULT_PORT, EbpfAttach, TlsConfig};
 pub use self::counters::LiveCounters;
 use self::ebpf::EbpfCapture;
 use self::pcap::PcapCapture;

@@ -45,7 +45,7 @@ impl Registry {
             if let Some(route) = call.http_route() {
                 a.push((sc::HTTP_ROUTE, Attr::Str(route.to_string())));
             }
-            a.push((sc::URL_SCHEME, Attr::Str("http".into())));
+            a.push((sc::URL_SCHEME, Attr::Str(call.url_scheme().into())));
             // HTTP server conventions: only 5xx (or no response at all) is the server's error.
             if let Some(err) = &call.error
                 && !matches!(err.kind, ErrorKind::Http(s) if s < 500)

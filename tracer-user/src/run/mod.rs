@@ -41,6 +41,8 @@ pub const TICK: Duration = Duration::from_millis(250);
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What feeds a run.
+// Built once per run.
+#[allow(clippy::large_enum_variant)]
 pub enum Source {
     /// Recorded files, merged by timestamp; `speed`: a multiple of the recorded pace (`None`:
     /// as fast as possible).

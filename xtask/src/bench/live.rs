@@ -25,10 +25,16 @@ pub struct Standin {
 
 impl Standin {
     pub fn start(env: &Env) -> Result<Standin> {
+        Self::start_with(env, &[])
+    }
+
+    /// With more options (e.g. `--tls-dir`).
+    pub fn start_with(env: &Env, extra: &[&std::ffi::OsStr]) -> Result<Standin> {
         let mut proc = Guarded::spawn(
             "ollama-standin",
             Command::new(env.bin("ollama-standin"))
                 .args(["--listen", "127.0.0.1:0", "--ttft-ms", "20", "--drain-ms", "500"])
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null()),
@@ -80,6 +86,20 @@ impl Tracer {
 
     pub fn pid(&self) -> u32 {
         self.proc.pid()
+    }
+
+    /// Waits until the tracer's log says `needle` (e.g. that it probes a program), at most
+    /// `timeout`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+            if text.contains(needle) {
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "the tracer never said {needle:?}:\n{}", tail(&text, 20));
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGINT, then its summary.

@@ -8,7 +8,9 @@
 //!   the stand-in: CPU, RSS, kernel drops, spans; then the knee, where drops begin;
 //! - `cost` (root): bulk throughput and small-call latency on loopback without the tracer, with
 //!   eBPF, with libpcap, interleaved;
-//! - `memory` (root): 10 000 idle keep-alive connections and 100 slow streams, the tracer's RSS.
+//! - `memory` (root): 10 000 idle keep-alive connections and 100 slow streams, the tracer's RSS;
+//! - `tls` (root): the TLS probes' cost: small calls over TLS (Go, curl) with and without the
+//!   tracer, the kernel programs' time per TLS record, 100 TLS streams' daemon CPU.
 //!
 //! Raw results go to `DIR/results.json`, a summary to `DIR/summary.md`. `--smoke` runs each with
 //! tiny sizes (seconds, debug binaries): it checks the harness and that the figures are sane,
@@ -20,6 +22,7 @@ mod proc;
 mod replay;
 mod report;
 mod stages;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,14 +34,14 @@ use serde_json::{Map, Value, json};
 pub use proc::is_root;
 
 /// Benchmark names, in the order they run.
-pub const ALL: [&str; 5] = ["stages", "replay", "live", "cost", "memory"];
+pub const ALL: [&str; 6] = ["stages", "replay", "live", "cost", "memory", "tls"];
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Tiny sizes, seconds per benchmark, debug binaries: checks the harness, not the speed.
     #[arg(long)]
     pub smoke: bool,
-    /// Run only these benchmarks (stages, replay, live, cost, memory).
+    /// Run only these benchmarks (stages, replay, live, cost, memory, tls).
     #[arg(long, num_args = 1.., value_name = "NAME")]
     pub only: Vec<String>,
     /// Where results.json and summary.md go (default: target/bench, target/bench-smoke).
@@ -196,6 +199,7 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
             "live" => live::run_load(&env),
             "cost" => cost::run(&env),
             "memory" => live::run_memory(&env),
+            "tls" => tls::run(&env),
             _ => unreachable!("checked above"),
         };
         let mut v = match r {

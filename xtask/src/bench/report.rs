@@ -55,6 +55,7 @@ pub fn markdown(doc: &Value) -> String {
             "live" => live(&mut s, v),
             "cost" => cost(&mut s, v),
             "memory" => memory(&mut s, v),
+            "tls" => tls(&mut s, v),
             _ => {}
         }
     }
@@ -202,4 +203,54 @@ fn memory(s: &mut String, v: &Value) {
         v["tracer_calls"],
         v["kernel_drops"]
     );
+}
+
+fn tls(s: &mut String, v: &Value) {
+    let _ = writeln!(
+        s,
+        "| client (library) | untraced p50 / p99 µs | probed, other host: p50 (added) | traced p50 / p99 µs | added p50 / p99 µs |"
+    );
+    let _ = writeln!(s, "| --- | --- | --- | --- | --- |");
+    for (client, name) in [("go", "Go client (crypto/tls)"), ("curl", "curl (OpenSSL)")] {
+        let l = &v["latency"][client];
+        let _ = writeln!(
+            s,
+            "| {name} | {} / {} | {} (+{}) | {} / {} | {} / {} |",
+            f(&l["untraced_p50_us"], 1),
+            f(&l["untraced_p99_us"], 1),
+            f(&l["ignored_p50_us"], 1),
+            f(&l["ignored_added_p50_us"], 1),
+            f(&l["traced_p50_us"], 1),
+            f(&l["traced_p99_us"], 1),
+            f(&l["added_p50_us"], 1),
+            f(&l["added_p99_us"], 1)
+        );
+    }
+    let u = &v["uprobe"];
+    let _ = writeln!(
+        s,
+        "\nOne uprobe hit (`SSL_free(NULL)` in a loop, {} calls): {} ns untraced, {} ns probed: **{} ns per hit**",
+        u["calls"],
+        f(&u["untraced_ns"], 1),
+        f(&u["probed_ns"], 1),
+        f(&u["hit_ns"], 0)
+    );
+    let st = &v["streams"];
+    let _ = writeln!(
+        s,
+        "\n{} TLS streams for {} s: {} calls, {} chunks/s; daemon CPU {} % of one core; {} records ({} lost)\n",
+        st["streams"],
+        f(&st["secs"], 0),
+        st["calls"],
+        f(&st["chunks_per_s"], 0),
+        f(&st["tracer_cpu_percent"], 1),
+        st["records"],
+        st["records_lost"]
+    );
+    let _ = writeln!(s, "| kernel program | runs | ns per run |");
+    let _ = writeln!(s, "| --- | --- | --- |");
+    for (name, p) in st["programs"].as_object().into_iter().flatten() {
+        let _ = writeln!(s, "| {name} | {} | {} |", p["runs"], f(&p["ns_per_run"], 0));
+    }
+    let _ = writeln!(s);
 }

@@ -146,6 +146,22 @@ pub struct CaptureArgs {
     /// Forward the kernel programs' debug log.
     #[arg(long)]
     pub ebpf_debug_log: bool,
+    /// TLS plaintext from uprobes on TLS libraries (OpenSSL, BoringSSL, Go crypto/tls), with
+    /// the eBPF capture: `auto` (when the kernel allows it; else a warning) or `off`.
+    #[arg(long = "tls", value_enum, default_value = "auto", value_name = "MODE")]
+    pub tls: Toggle,
+    /// Also decode TLS sessions with this host (the client's SNI, else the `Host` header; no
+    /// port), repeatable; `ollama.com` always; `*`: every host. Other sessions' bytes never
+    /// leave the kernel.
+    #[arg(long = "tls-host", value_name = "HOST")]
+    pub tls_hosts: Vec<String>,
+    /// Probe only processes running these executables (glob on the path, or on the file name
+    /// when it has no `/`; repeatable).
+    #[arg(long = "tls-include-exe", value_name = "GLOB")]
+    pub tls_include_exe: Vec<String>,
+    /// Do not probe processes running these executables (repeatable).
+    #[arg(long = "tls-exclude-exe", value_name = "GLOB")]
+    pub tls_exclude_exe: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ollama_tracer::attribution::AttributionOptions;
-use ollama_tracer::capture::{CaptureConfig, EbpfAttach};
+use ollama_tracer::capture::{CaptureConfig, CaptureMode, EbpfAttach, TlsConfig};
 use ollama_tracer::run::RunConfig;
 use ollama_tracer::settings::{self, CliExport, Environment};
 use ollama_tracer::top::TopConfig;
@@ -146,6 +146,13 @@ impl CaptureArgs {
             emit_pure_acks: true,
             ebpf_debug_log: self.ebpf_debug_log,
             pcap_interfaces: self.interfaces.clone(),
+            tls: TlsConfig {
+                // libpcap sees packets only.
+                enabled: self.tls == Toggle::Auto && self.mode != CaptureMode::Pcap,
+                hosts: self.tls_hosts.clone(),
+                include_exe: self.tls_include_exe.clone(),
+                exclude_exe: self.tls_exclude_exe.clone(),
+            },
             ..CaptureConfig::default()
         }
     }

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser};
 use ollama_tracer::capture::check::{CheckReport, plan};
+use ollama_tracer::capture::tls;
 use ollama_tracer::privileges;
 use ollama_tracer::run::{self, Source};
 use ollama_tracer::settings::Environment;
@@ -113,5 +114,10 @@ fn check(args: &CaptureArgs) -> ExitCode {
     println!("{report}");
     let (backend, why) = plan(args.mode, &config, &report);
     println!("run would use: {backend} ({why})");
+    if config.tls.enabled {
+        // Which processes' TLS the uprobes would see (reads /proc and their files).
+        let processes = tls::inventory::gather(std::path::Path::new("/proc"));
+        println!("{}", tls::inventory::Report(&processes));
+    }
     ExitCode::from(report.exit_code() as u8)
 }

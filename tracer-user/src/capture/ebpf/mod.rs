@@ -24,10 +24,13 @@
 //! turned into wall-clock time with a REALTIME − MONOTONIC offset measured at start and
 //! refreshed every [`CLOCK_REFRESH`].
 
+mod log;
 pub mod records;
+mod tls_feed;
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
@@ -47,7 +50,9 @@ use tracer_core::segment::{Orientation, SegmentBatch};
 use self::records::{ClockOffset, check_sock_state_format, decode_record, decode_sock_record};
 use super::config::{CaptureConfig, CaptureError, EbpfAttach, cgroup_root, chain};
 use super::counters::{KernelCounters, ReaderCounters};
+use super::programs::{prog_err, program_mut};
 use super::socket::SocketEventSink;
+use super::tls::TlsCapture;
 
 /// How often the REALTIME − MONOTONIC offset is re-measured.
 pub const CLOCK_REFRESH: Duration = Duration::from_secs(1);
@@ -98,7 +103,10 @@ pub struct EbpfCapture {
     counters_map: PerCpuArray<MapData, Counters>,
     ports_map: Array<MapData, u64>,
     links: Vec<AttachedLink>,
-    ebpf: Ebpf,
+    /// TLS plaintext (uprobes), when on: detached before the packet programs.
+    tls: Option<TlsCapture>,
+    /// Shared with the TLS probes' thread, which attaches uprobes as programs start.
+    ebpf: Arc<Mutex<Ebpf>>,
     orientation: Orientation,
     clock: ClockOffset,
     clock_measured: Instant,
@@ -112,10 +120,6 @@ pub struct EbpfCapture {
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError {
     move |e| CaptureError::Map { map: name, detail: chain(&e) }
-}
-
-fn prog_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> CaptureError {
-    move |e| CaptureError::Program { program: name, detail: chain(&e) }
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, CaptureError> {
@@ -161,14 +165,16 @@ impl EbpfCapture {
         // aya-log's level global: 0 = off, 4 = debug.
         let log_level: u8 = if config.ebpf_debug_log { 4 } else { 0 };
         let ring_bytes = config.ring_bytes.next_power_of_two();
-        let mut ebpf = EbpfLoader::new()
+        let tls_settings = tls_feed::settings(config);
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global(global::FLAGS, &flags, true)
             .override_global("AYA_LOG_LEVEL", &log_level, false)
-            .map_max_entries(map::EVENTS, ring_bytes)
-            .load(object)
-            .map_err(|e| CaptureError::Load(chain(&e)))?;
+            .map_max_entries(map::EVENTS, ring_bytes);
+        tls_feed::configure(&mut loader, tls_settings.as_ref());
+        let mut ebpf = loader.load(object).map_err(|e| CaptureError::Load(chain(&e)))?;
 
-        let logger = if config.ebpf_debug_log { start_logger(&mut ebpf) } else { None };
+        let logger = if config.ebpf_debug_log { log::start_logger(&mut ebpf) } else { None };
 
         let mut ports_map: Array<MapData, u64> =
             Array::try_from(take_map(&mut ebpf, map::PORTS)?).map_err(map_err(map::PORTS))?;
@@ -208,12 +214,18 @@ impl EbpfCapture {
                 format!("TCX on {}", ifaces.join(","))
             }
         };
-        if config.socket_events.is_some() {
-            // Optional: without it, processes come from /proc alone.
+        if config.socket_events.is_some() || tls_settings.is_some() {
+            // Optional: without it, processes come from /proc alone, and a TLS session ends
+            // with its library's free or close only.
             match attach_sock_state(&mut ebpf, &mut links) {
                 Ok(()) => description.push_str(" + tracepoint sock/inet_sock_set_state"),
-                Err(e) => tracing::warn!("attribution: no connect/listen events ({e}); processes from /proc only"),
+                Err(e) => tracing::warn!("no socket events ({e}): processes from /proc only, TLS sessions end late"),
             }
+        }
+        let ebpf = Arc::new(Mutex::new(ebpf));
+        let tls = tls_settings.and_then(|_| tls_feed::start(&ebpf, config));
+        if let Some(t) = &tls {
+            description.push_str(&format!(" + {}", t.describe()));
         }
         let timings = StartTimings { object: object_time, verify: verify_time, attach: t2.elapsed() };
         tracing::debug!(?timings, "eBPF capture attached: {description}");
@@ -224,6 +236,7 @@ impl EbpfCapture {
             counters_map,
             ports_map,
             links,
+            tls,
             ebpf,
             orientation: Orientation::new(&config.ports),
             clock: ClockOffset::measure(),
@@ -245,8 +258,12 @@ impl EbpfCapture {
             if self.clock_measured.elapsed() >= CLOCK_REFRESH {
                 self.clock = ClockOffset::measure();
                 self.clock_measured = Instant::now();
+                if let Some(t) = self.tls.as_mut() {
+                    t.expire(self.clock.to_wall(super::ring::clock_ns(libc::CLOCK_MONOTONIC) as u64));
+                }
             }
-            let EbpfCapture { ring, orientation, clock, reader, max_segments, max_bytes, socket_events, .. } = self;
+            let EbpfCapture { ring, orientation, clock, reader, max_segments, max_bytes, socket_events, tls, .. } =
+                self;
             let mut guard = ring.readable_mut().await?;
             let rb = guard.get_inner_mut();
             let mut drained = false;
@@ -256,7 +273,12 @@ impl EbpfCapture {
                     break;
                 };
                 reader.records_read += 1;
-                if record_hook(&item) == Some(hook::SOCK_STATE) {
+                let hook_byte = record_hook(&item);
+                if let (Some(h @ (hook::TLS_DATA | hook::TLS_EVENT)), Some(t)) = (hook_byte, tls.as_mut()) {
+                    t.record(h, &item, *clock, &mut tls_feed::BatchOut { batch, sockets: socket_events.as_ref() });
+                    continue;
+                }
+                if hook_byte == Some(hook::SOCK_STATE) {
                     reader.socket_records += 1;
                     match decode_sock_record(&item, *clock) {
                         Ok(ev) => {
@@ -269,6 +291,8 @@ impl EbpfCapture {
                     continue;
                 }
                 match decode_record(&item, orientation, *clock) {
+                    // Ciphertext of a connection a TLS session feeds.
+                    Ok(Some(seg)) if tls.as_mut().is_some_and(|t| t.owns(&seg.flow)) => {}
                     Ok(Some(seg)) => {
                         reader.payload_bytes_read += seg.payload.len() as u64;
                         batch.push(&seg);
@@ -327,6 +351,7 @@ impl EbpfCapture {
             max_skb_len: get(counter::MAX_SKB_LEN, true),
             sock_records: get(counter::SOCK_RECORDS, false),
             sock_records_lost: get(counter::SOCK_RECORDS_LOST, false),
+            tls: self.tls.as_ref().map(|t| t.counters(|i| get(i, false))),
         }
     }
 
@@ -348,7 +373,8 @@ impl EbpfCapture {
     /// The kernel ids of our loaded programs (for diagnostics and tests).
     pub fn program_ids(&self) -> Vec<u32> {
         let mut ids = Vec::new();
-        for (_, p) in self.ebpf.programs() {
+        let ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, p) in ebpf.programs() {
             if let Ok(info) = p.info() {
                 ids.push(info.id());
             }
@@ -368,21 +394,23 @@ impl EbpfCapture {
         if let Some(l) = self.logger.take() {
             l.abort();
         }
+        if let Some(mut t) = self.tls.take() {
+            t.close();
+        }
+        let mut guard = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+        let ebpf = &mut *guard;
         for link in std::mem::take(&mut self.links) {
             let (name, r) = match link {
-                AttachedLink::Cgroup(name, id) => (
-                    name,
-                    program_mut::<CgroupSkb>(&mut self.ebpf, name).and_then(|p| p.detach(id).map_err(prog_err(name))),
-                ),
+                AttachedLink::Cgroup(name, id) => {
+                    (name, program_mut::<CgroupSkb>(ebpf, name).and_then(|p| p.detach(id).map_err(prog_err(name))))
+                }
                 AttachedLink::Tc(name, id) => (
                     name,
-                    program_mut::<SchedClassifier>(&mut self.ebpf, name)
-                        .and_then(|p| p.detach(id).map_err(prog_err(name))),
+                    program_mut::<SchedClassifier>(ebpf, name).and_then(|p| p.detach(id).map_err(prog_err(name))),
                 ),
-                AttachedLink::TracePoint(name, id) => (
-                    name,
-                    program_mut::<TracePoint>(&mut self.ebpf, name).and_then(|p| p.detach(id).map_err(prog_err(name))),
-                ),
+                AttachedLink::TracePoint(name, id) => {
+                    (name, program_mut::<TracePoint>(ebpf, name).and_then(|p| p.detach(id).map_err(prog_err(name))))
+                }
             };
             if let Err(e) = r {
                 // The link still goes when the program is dropped below.
@@ -396,15 +424,6 @@ impl Drop for EbpfCapture {
     fn drop(&mut self) {
         self.detach_all();
     }
-}
-
-fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, CaptureError>
-where
-    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    let p =
-        ebpf.program_mut(name).ok_or(CaptureError::Program { program: name, detail: "not in the object".into() })?;
-    p.try_into().map_err(prog_err(name))
 }
 
 fn load_programs(ebpf: &mut Ebpf, attach: &EbpfAttach) -> Result<(), CaptureError> {
@@ -480,44 +499,6 @@ fn raise_memlock() {
     let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: setrlimit reads the struct we pass; failure is harmless here.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
-}
-
-/// Forwards aya-log records to `tracing` (target `ebpf`).
-struct TracingLog;
-
-impl log::Log for TracingLog {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        tracing::debug!(target: "ebpf", "{}", record.args());
-    }
-    fn flush(&self) {}
-}
-
-fn start_logger(ebpf: &mut Ebpf) -> Option<tokio::task::JoinHandle<()>> {
-    let logger = match aya_log::EbpfLogger::init_with_logger(ebpf, TracingLog) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!("eBPF debug log unavailable: {e}");
-            return None;
-        }
-    };
-    // SAFETY: the logger owns its ring-buffer fd for its whole life.
-    let mut fd = match unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) } {
-        Ok(fd) => fd,
-        Err(e) => {
-            let e = e.into_parts().1;
-            tracing::warn!("eBPF debug log unavailable: {e}");
-            return None;
-        }
-    };
-    Some(tokio::spawn(async move {
-        while let Ok(mut guard) = fd.readable_mut().await {
-            guard.get_inner_mut().flush();
-            guard.clear_ready();
-        }
-    }))
 }
 
 /// Programs and links of ours (`ot_*` programs) currently in the kernel: `(link ids,

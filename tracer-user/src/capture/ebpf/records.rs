@@ -2,71 +2,14 @@
 //! `sock/inet_sock_set_state` tracepoint) into [`SocketEvent`]s, kernel times into wall-clock
 //! times. Pure functions over bytes: the records are a wire format (`tracer_common`).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
-use tracer_common::{
-    AF_INET, AF_INET6, CHUNK_SIZE, RECORD_HEADER_SIZE, RecordHeader, SockRecord, rec_flags, sock_event, sock_state_tp,
-};
-use tracer_core::segment::{CaptureMeta, Hook, Orientation, Segment, TcpFlags, Timestamp, unmap_v4};
+use tracer_common::{CHUNK_SIZE, RECORD_HEADER_SIZE, RecordHeader, SockRecord, rec_flags, sock_event, sock_state_tp};
+use tracer_core::segment::{CaptureMeta, Hook, Orientation, Segment, TcpFlags, unmap_v4};
 
+use crate::capture::ring::ip;
+pub use crate::capture::ring::{ClockOffset, RecordError};
 use crate::capture::socket::{SocketEvent, SocketEventKind};
-
-/// CLOCK_REALTIME − CLOCK_MONOTONIC, in nanoseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClockOffset {
-    pub realtime_minus_monotonic_ns: i64,
-}
-
-pub(crate) fn clock_ns(clock: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the struct we pass; both clocks always exist on Linux.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-}
-
-impl ClockOffset {
-    /// Measures the offset: the tightest of a few MONOTONIC / REALTIME / MONOTONIC samples.
-    pub fn measure() -> ClockOffset {
-        let mut best = (i64::MAX, 0i64);
-        for _ in 0..5 {
-            let m1 = clock_ns(libc::CLOCK_MONOTONIC);
-            let r = clock_ns(libc::CLOCK_REALTIME);
-            let m2 = clock_ns(libc::CLOCK_MONOTONIC);
-            let width = m2 - m1;
-            if width < best.0 {
-                best = (width, r - (m1 + width / 2));
-            }
-        }
-        ClockOffset { realtime_minus_monotonic_ns: best.1 }
-    }
-
-    /// Wall-clock time of a CLOCK_MONOTONIC instant.
-    pub fn to_wall(self, monotonic_ns: u64) -> Timestamp {
-        let wall = (monotonic_ns as i128) + self.realtime_minus_monotonic_ns as i128;
-        Timestamp(wall.clamp(0, u64::MAX as i128) as u64)
-    }
-}
-
-/// Why a ring-buffer record was not turned into a segment (counted, never fatal).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum RecordError {
-    #[error("record shorter than its header")]
-    Short,
-    #[error("record data length beyond the record or the chunk size")]
-    BadLength,
-    #[error("unknown address family")]
-    BadFamily,
-    #[error("unknown socket event")]
-    BadEvent,
-}
-
-fn addr(family: u8, a: &[u8; 16]) -> Result<IpAddr, RecordError> {
-    match family {
-        AF_INET => Ok(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
-        AF_INET6 => Ok(IpAddr::V6(Ipv6Addr::from(*a))),
-        _ => Err(RecordError::BadFamily),
-    }
-}
 
 /// Turns one ring-buffer record into a segment; `Ok(None)` when neither port is a server port
 /// (the ports changed while the record was in flight).
@@ -84,8 +27,8 @@ pub fn decode_record<'a>(
         return Err(RecordError::BadLength);
     }
     let payload = &buf[RECORD_HEADER_SIZE..RECORD_HEADER_SIZE + len];
-    let src = SocketAddr::new(addr(h.family, &h.saddr)?, h.sport);
-    let dst = SocketAddr::new(addr(h.family, &h.daddr)?, h.dport);
+    let src = SocketAddr::new(ip(h.family, &h.saddr)?, h.sport);
+    let dst = SocketAddr::new(ip(h.family, &h.daddr)?, h.dport);
     let Some((flow, dir)) = orientation.orient(src, dst) else {
         return Ok(None);
     };
@@ -116,6 +59,7 @@ pub fn decode_record<'a>(
             cgroup_id: (h.cgroup_id != 0).then_some(h.cgroup_id),
             ifindex: (h.ifindex != 0).then_some(h.ifindex),
             hook: Hook::from_wire(h.hook),
+            tls: None,
         },
     }))
 }
@@ -134,8 +78,8 @@ pub fn decode_sock_record(buf: &[u8], clock: ClockOffset) -> Result<SocketEvent,
         kind,
         ts: clock.to_wall(r.ts_ns),
         cgroup_id: (r.cgroup_id != 0).then_some(r.cgroup_id),
-        local: unmap_v4(SocketAddr::new(addr(r.family, &r.saddr)?, r.sport)),
-        remote: unmap_v4(SocketAddr::new(addr(r.family, &r.daddr)?, r.dport)),
+        local: unmap_v4(SocketAddr::new(ip(r.family, &r.saddr)?, r.sport)),
+        remote: unmap_v4(SocketAddr::new(ip(r.family, &r.daddr)?, r.dport)),
         pid: r.tgid,
         comm: String::from_utf8_lossy(comm).into_owned(),
         sock: r.sock,
@@ -169,6 +113,8 @@ pub fn check_sock_state_format(format: &str) -> Result<(), String> {
 mod tests {
     use super::*;
     use tracer_common::hook;
+    use tracer_common::{AF_INET, AF_INET6};
+    use tracer_core::segment::Timestamp;
 
     fn record(h: RecordHeader, data: &[u8]) -> Vec<u8> {
         let mut v = vec![0u8; RECORD_HEADER_SIZE];
@@ -273,14 +219,5 @@ mod tests {
         let mut h = hdr();
         h.dport = 80;
         assert!(decode_record(&record(h, b""), &o, clock).unwrap().is_none());
-    }
-
-    #[test]
-    fn clock_offset_tracks_realtime() {
-        let c = ClockOffset::measure();
-        let mono = clock_ns(libc::CLOCK_MONOTONIC) as u64;
-        let wall = c.to_wall(mono).0 as i128;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i128;
-        assert!((wall - now).abs() < 5_000_000, "offset off by {} ns", wall - now);
     }
 }
