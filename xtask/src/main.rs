@@ -170,6 +170,7 @@ impl Task {
                     release: false,
                     out: Some(std::env::temp_dir().join(format!("ollama-tracer-bench-smoke-{}", std::process::id()))),
                     keep: false,
+                    baseline: None,
                 };
                 let result = bench::run(&smoke, &root());
                 if let Some(out) = &smoke.out {

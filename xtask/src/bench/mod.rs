@@ -53,6 +53,10 @@ pub struct BenchArgs {
     /// Keep the generated captures and logs (in DIR/work).
     #[arg(long)]
     pub keep: bool,
+    /// An `ollama-tracer` binary to measure beside this tree's, interleaved in the same run (the
+    /// "before" of a change: build it from the earlier commit, e.g. in a git worktree).
+    #[arg(long, value_name = "BINARY")]
+    pub baseline: Option<PathBuf>,
 }
 
 /// What every benchmark needs: sizes, binaries, directories.
@@ -61,6 +65,8 @@ pub struct Env {
     pub root: PathBuf,
     /// The `ollama-tracer` binary (eBPF built in).
     pub tracer: PathBuf,
+    /// `--baseline`: the binary measured beside `tracer`, interleaved, when given.
+    pub baseline: Option<PathBuf>,
     /// Where the test binaries are (ollama-standin, ollama-load, bench-capture, bench-traffic).
     pub bins: PathBuf,
     /// Captures, logs, slices: removed at the end unless `--keep`.
@@ -183,7 +189,13 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let _cleanup = WorkDir { path: work.clone(), keep: args.keep };
-    let env = Env { smoke: args.smoke, root: root.to_path_buf(), tracer, bins, work };
+    if let Some(b) = &args.baseline
+        && !b.is_file()
+    {
+        bail!("--baseline {}: no such file", b.display());
+    }
+    let baseline = args.baseline.as_ref().map(|b| std::fs::canonicalize(b).unwrap_or_else(|_| b.clone()));
+    let env = Env { smoke: args.smoke, root: root.to_path_buf(), tracer, baseline, bins, work };
 
     let machine = machine();
     let mut results = Map::new();
