@@ -34,22 +34,37 @@ pub fn generate(env: &Env, bytes: u64) -> Result<Value> {
     Ok(v)
 }
 
-/// The tracer replaying `files` to JSON lines (written to /dev/null): the best of `runs`.
-fn tracer_replay(env: &Env, file: &Path, runs: usize) -> Result<(Measured, TracerSummary)> {
-    let mut best: Option<(Measured, TracerSummary)> = None;
-    for _ in 0..runs {
-        let m = measure(
-            "ollama-tracer replay",
-            Command::new(&env.tracer).arg("replay").arg(file).args(["--output", "json"]),
-            Path::new("/dev/null"),
-        )?;
-        let s = TracerSummary::parse(&m.stderr)?;
-        if best.as_ref().is_none_or(|(b, _)| m.cpu_s() < b.cpu_s()) {
-            best = Some((m, s));
-        }
-    }
-    best.context("no run")
+/// A tracer binary replaying `file` to JSON lines (written to /dev/null) once.
+fn replay_once(bin: &Path, file: &Path) -> Result<(Measured, TracerSummary)> {
+    let m = measure(
+        "ollama-tracer replay",
+        Command::new(bin).arg("replay").arg(file).args(["--output", "json"]),
+        Path::new("/dev/null"),
+    )?;
+    let s = TracerSummary::parse(&m.stderr)?;
+    Ok((m, s))
 }
+
+/// The best (least CPU) of `runs` replays of `file` by this tree's tracer and, with
+/// `--baseline`, by the baseline binary, their runs interleaved so that both see the same
+/// machine.
+fn tracer_replay(env: &Env, file: &Path, runs: usize) -> Result<(Best, Option<Best>)> {
+    let (mut ours, mut base): (Option<Best>, Option<Best>) = (None, None);
+    let keep = |best: &mut Option<Best>, r: Best| {
+        if best.as_ref().is_none_or(|(b, _)| r.0.cpu_s() < b.cpu_s()) {
+            *best = Some(r);
+        }
+    };
+    for _ in 0..runs {
+        if let Some(b) = &env.baseline {
+            keep(&mut base, replay_once(b, file)?);
+        }
+        keep(&mut ours, replay_once(&env.tracer, file)?);
+    }
+    Ok((ours.context("no run")?, base))
+}
+
+type Best = (Measured, TracerSummary);
 
 /// The first records of a little-endian pcap file holding at least `bytes` bytes, as a new
 /// file (whole records only).
@@ -138,12 +153,21 @@ pub fn run(env: &Env) -> Result<Value> {
     let calls = cap["calls"].as_u64().context("capture calls")?;
     let payload = cap["payload_bytes"].as_u64().context("capture payload")?;
 
-    let (full, fs) = tracer_replay(env, &path, runs)?;
+    let ((full, fs), base) = tracer_replay(env, &path, runs)?;
     eprintln!(
-        "  tracer, whole capture: {:.2} s CPU, {:.0} MB/s per core",
+        "  tracer, whole capture: {:.2} s CPU, {:.0} MB/s per core, peak RSS {} MiB",
         full.cpu_s(),
-        payload as f64 / full.cpu_s() / 1e6
+        payload as f64 / full.cpu_s() / 1e6,
+        full.max_rss_kib / 1024
     );
+    if let Some((b, _)) = &base {
+        eprintln!(
+            "  baseline, whole capture: {:.2} s CPU, {:.0} MB/s per core, peak RSS {} MiB",
+            b.cpu_s(),
+            payload as f64 / b.cpu_s() / 1e6,
+            b.max_rss_kib / 1024
+        );
+    }
     ensure!(
         fs.payload_bytes == payload,
         "the tracer read {} payload bytes, the capture holds {payload}",
@@ -166,7 +190,7 @@ pub fn run(env: &Env) -> Result<Value> {
     } else {
         path.clone()
     };
-    let (ours, os) = tracer_replay(env, &sliced, runs)?;
+    let ((ours, os), _) = tracer_replay(env, &sliced, runs)?;
     let (theirs, requests, responses) = tshark(env, &sliced)?;
     eprintln!(
         "  slice: tracer {:.2} s CPU, tshark {:.2} s CPU ({requests} requests, {responses} responses)",
@@ -190,6 +214,11 @@ pub fn run(env: &Env) -> Result<Value> {
     Ok(json!({
         "capture": cap,
         "tracer_whole": {"runs": runs, "best": figures(&full, payload), "summary": fs.json()},
+        "baseline_whole": base.map(|(b, bs)| json!({
+            "binary": env.baseline.as_ref().map(|p| p.display().to_string()),
+            "runs": runs, "best": figures(&b, payload), "summary": bs.json(),
+            "cpu_ratio": b.cpu_s() / full.cpu_s().max(1e-9),
+        })),
         "slice": {
             "bytes": if sliced == path { cap["file_bytes"].as_u64().unwrap_or(0) } else { slice_bytes },
             "payload_bytes": os.payload_bytes,
