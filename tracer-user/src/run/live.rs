@@ -105,9 +105,12 @@ impl Feed {
 /// the run saw.
 pub(super) async fn feed(
     mut capture: LiveCapture,
-    driver: Driver,
+    mut driver: Driver,
     stop: &Stop,
 ) -> Result<(Driver, Report), CaptureError> {
+    if let Some((over, skipper)) = capture.body_skipper() {
+        driver.skip_bodies(over, Box::new(move |s| skipper.skip(s)));
+    }
     let attribution = driver.attribution().cloned();
     let (tx, rx) = mpsc::channel::<Msg>(QUEUE_BATCHES);
     let worker = std::thread::Builder::new()
