@@ -79,6 +79,26 @@ fn consume(mut rx: mpsc::Receiver<Msg>, mut driver: Driver) -> (Driver, Report) 
     (driver, report)
 }
 
+/// Niceness of every thread of the live daemon (threads started later inherit it).
+const NICE: libc::c_int = 19;
+
+/// Lowers the daemon's threads to the lowest priority. The traffic it watches wakes it: every
+/// 2 ms the capture task reads the ring buffer and the pipeline thread works through the batch,
+/// some hundreds of µs for a busy connection. At normal priority a thread that slept has the
+/// scheduler's favour, and a traced client or server waiting for the same core waited out the
+/// batch: small keep-alive calls went from p99 ≈ 35 µs to 50–1 000 µs (docs/benchmarks.md,
+/// cost). With the daemon stopped (programs attached) or at nice 19, the p99 is the untraced
+/// one. The kernel programs are not affected, and the ring buffer absorbs the delay.
+fn yield_to_traffic() {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return };
+    for tid in tasks.flatten().filter_map(|t| t.file_name().to_str()?.parse::<libc::id_t>().ok()) {
+        // SAFETY: setpriority reads its arguments only; failure leaves the priority as it was.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, NICE) } != 0 {
+            tracing::debug!(tid, "could not lower the thread's priority");
+        }
+    }
+}
+
 /// The capture task's end of the channel.
 struct Feed {
     tx: mpsc::Sender<Msg>,
@@ -108,6 +128,7 @@ pub(super) async fn feed(
     mut driver: Driver,
     stop: &Stop,
 ) -> Result<(Driver, Report), CaptureError> {
+    yield_to_traffic();
     if let Some((over, skipper)) = capture.body_skipper() {
         driver.skip_bodies(over, Box::new(move |s| skipper.skip(s)));
     }
