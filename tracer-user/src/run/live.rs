@@ -80,15 +80,17 @@ fn consume(mut rx: mpsc::Receiver<Msg>, mut driver: Driver) -> (Driver, Report) 
 }
 
 /// Niceness of every thread of the live daemon (threads started later inherit it).
-const NICE: libc::c_int = 19;
+const NICE: libc::c_int = 10;
 
-/// Lowers the daemon's threads to the lowest priority. The traffic it watches wakes it: every
-/// 2 ms the capture task reads the ring buffer and the pipeline thread works through the batch,
-/// some hundreds of µs for a busy connection. At normal priority a thread that slept has the
-/// scheduler's favour, and a traced client or server waiting for the same core waited out the
-/// batch: small keep-alive calls went from p99 ≈ 35 µs to 50–1 000 µs (docs/benchmarks.md,
-/// cost). With the daemon stopped (programs attached) or at nice 19, the p99 is the untraced
-/// one. The kernel programs are not affected, and the ring buffer absorbs the delay.
+/// Lowers the daemon's threads' priority. The traffic it watches wakes it: every 2 ms the
+/// capture task reads the ring buffer and the pipeline thread works through the batch, some
+/// hundreds of µs for a busy connection. At normal priority a thread that slept has the
+/// scheduler's favour, and a traced client or server waiting for the same core waits out the
+/// batch: small keep-alive calls went from p99 ≈ 35 µs to 50–1 000 µs in 7 of 10 runs. With the
+/// daemon stopped (programs still attached) the p99 is the untraced one: the daemon's CPU, not
+/// the kernel programs. At nice 19 the tail went too, but on a busy host the pipeline thread
+/// then names a bulk body to skip so late that the ring buffer overflows first (drops in 3 of
+/// 4 runs of a 1 GB transfer); nice 10 kept both (docs/benchmarks.md, cost).
 fn yield_to_traffic() {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return };
     for tid in tasks.flatten().filter_map(|t| t.file_name().to_str()?.parse::<libc::id_t>().ok()) {
