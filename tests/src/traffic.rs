@@ -4,6 +4,7 @@
 //!   throughput;
 //! - [`latency`]: many small calls one after the other on a keep-alive connection,
 //!   client-measured round trips;
+//! - [`upload`]: one large blob upload to the stand-in (an `ollama create`), throughput;
 //! - [`idle`]: many keep-alive connections that each make one small call, then stay open and
 //!   silent.
 //!
@@ -154,6 +155,53 @@ pub fn bulk(port: u16, bytes: u64) -> std::io::Result<BulkResult> {
     drop((w, r));
     let _ = server.join();
     Ok(BulkResult { bytes: got, secs, mb_per_s: got as f64 / secs / 1e6 })
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct UploadResult {
+    pub bytes: u64,
+    pub secs: f64,
+    pub mb_per_s: f64,
+    /// The server's status line, e.g. `HTTP/1.1 201 Created`.
+    pub status: String,
+    pub client_port: u16,
+}
+
+/// Uploads a `bytes`-long blob (`POST /api/blobs/sha256:…` with `Content-Length`, as `ollama
+/// create` does) to an Ollama-like server at `addr` (the stand-in), then reads its answer;
+/// client-measured throughput, from the first byte written to the answer's head.
+pub fn upload(addr: SocketAddr, bytes: u64) -> std::io::Result<UploadResult> {
+    let mut w = TcpStream::connect(addr)?;
+    let client_port = w.local_addr()?.port();
+    let mut r = BufReader::new(w.try_clone()?);
+    let digest = format!("sha256:{:064x}", bytes);
+    let t = Instant::now();
+    w.write_all(
+        format!("POST /api/blobs/{digest} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: bench-traffic\r\nContent-Length: {bytes}\r\n\r\n")
+            .as_bytes(),
+    )?;
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        w.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    let mut status = String::new();
+    r.read_line(&mut status)?;
+    let secs = t.elapsed().as_secs_f64();
+    // The rest of the head (the answer has no body).
+    let mut line = String::new();
+    while r.read_line(&mut line)? > 0 && line != "\r\n" {
+        line.clear();
+    }
+    Ok(UploadResult {
+        bytes,
+        secs,
+        mb_per_s: bytes as f64 / secs / 1e6,
+        status: status.trim_end().to_owned(),
+        client_port,
+    })
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -28,7 +28,7 @@
 pub mod tls;
 
 /// Version of this wire format; bump on any layout or meaning change.
-pub const RECORD_VERSION: u32 = 3;
+pub const RECORD_VERSION: u32 = 4;
 
 /// Largest TCP payload slice carried by one record.
 pub const CHUNK_SIZE: usize = 16 * 1024;
@@ -102,6 +102,10 @@ pub mod rec_flags {
     /// Loading this record's payload from the skb failed: `data_len` is 0 and the slice is
     /// counted in `missing`.
     pub const LOAD_FAILED: u8 = 0x04;
+    /// The skb's payload was left out on purpose: user space asked (in [`crate::map::SKIP`])
+    /// for its bytes not to be copied. `data_len` is 0 and `missing` is the payload length;
+    /// not a loss.
+    pub const SKIPPED: u8 = 0x08;
 }
 
 /// Bits of the load-time global [`global::FLAGS`].
@@ -134,6 +138,11 @@ pub mod map {
     /// the caller's context) and ESTABLISHED (when the source port is known), by socket
     /// address.
     pub const CONNECTING: &str = "OT_CONNECTING";
+    /// `BPF_MAP_TYPE_LRU_HASH<SkipKey, SkipRange>` of [`crate::MAX_SKIPS`] entries: byte
+    /// ranges of one direction of a flow whose payload is not copied (bodies user space does
+    /// not decode). Written by user space, deleted by the kernel when a packet at or past the
+    /// range's end (or a FIN/RST) comes by.
+    pub const SKIP: &str = "OT_SKIP";
 }
 
 /// Load-time globals (`EbpfLoader::override_global`).
@@ -224,8 +233,13 @@ pub mod counter {
     pub const TLS_EXECS: u32 = 32;
     /// TLS calls of processes left out by include/exclude (`--tls-include-exe` …).
     pub const TLS_PID_FILTERED: u32 = 33;
+    /// Packets whose payload was not copied because user space asked to skip it
+    /// ([`crate::map::SKIP`]), and their payload bytes (in [`BYTES_MATCHED`], not in
+    /// [`BYTES_SUBMITTED`]).
+    pub const SKIPPED_PACKETS: u32 = 34;
+    pub const SKIPPED_BYTES: u32 = 35;
     /// Number of counters.
-    pub const COUNT: u32 = 34;
+    pub const COUNT: u32 = 36;
 }
 
 /// Header of every ring-buffer record; `data_len` payload bytes follow it.
@@ -406,6 +420,34 @@ impl SockRecord {
     }
 }
 
+/// Most body skips the kernel keeps at once (LRU: the least recently used goes first, and its
+/// bytes are then simply copied).
+pub const MAX_SKIPS: u32 = 4096;
+
+/// Key of [`map::SKIP`]: one direction of a flow, as its packets carry it (`saddr`/`sport` the
+/// sender). Addresses as in [`RecordHeader`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SkipKey {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<SkipKey>() == 40);
+
+/// Value of [`map::SKIP`]: packets whose whole payload lies in `[from, to)` (TCP sequence
+/// numbers, wrapping) are reported without their bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SkipRange {
+    pub from: u32,
+    pub to: u32,
+}
+const _: () = assert!(core::mem::size_of::<SkipRange>() == 8);
+
 /// What `connect()` left for the ESTABLISHED transition (value of [`map::CONNECTING`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -471,4 +513,6 @@ mod user {
     unsafe impl aya::Pod for super::Scratch {}
     unsafe impl aya::Pod for super::SockRecord {}
     unsafe impl aya::Pod for super::Connecting {}
+    unsafe impl aya::Pod for super::SkipKey {}
+    unsafe impl aya::Pod for super::SkipRange {}
 }

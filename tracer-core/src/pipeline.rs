@@ -5,10 +5,10 @@
 
 use ahash::AHashMap;
 
-use crate::http::{HttpConfig, HttpStats, HttpTracker};
+use crate::http::{ExchangeId, HttpConfig, HttpEvent, HttpStats, HttpTracker};
 use crate::llm::{CallAssembler, InFlightCall, LlmCall, LlmConfig, LlmStats};
 use crate::reassembly::{ConnId, Reassembler, ReassemblyConfig, ReassemblyStats, StreamEvent};
-use crate::segment::{ConnFacts, FlowKey, Peers, Segment, Side, Timestamp};
+use crate::segment::{ConnFacts, Direction, FlowKey, Peers, Segment, Side, Timestamp};
 
 #[derive(Clone, Debug, Default)]
 pub struct PipelineConfig {
@@ -19,6 +19,9 @@ pub struct PipelineConfig {
     /// [`Pipeline::drain_peers`] (the daemon starts its attribution lookups then, long before the
     /// connection's first call ends).
     pub collect_peers: bool,
+    /// Collect the bodies longer than this that the capture may leave out (only counted, of
+    /// known length, not content-coded), for [`Pipeline::drain_skips`]. `None`: none are.
+    pub skip_bodies_over: Option<u64>,
 }
 
 /// Counters of every stage.
@@ -51,6 +54,8 @@ pub struct Pipeline {
     /// The stages after reassembly (borrowed apart from it while it emits).
     after: After,
     last_expire: Timestamp,
+    /// Bodies that may be skipped since the last drain.
+    skips: Vec<BodySkip>,
 }
 
 #[derive(Debug)]
@@ -61,7 +66,27 @@ struct After {
     conns: AHashMap<ConnId, ConnFacts>,
     /// Connection ends named since the last drain (only with `collect_peers`).
     peers: Option<Vec<PeerSeen>>,
+    /// Bodies that may be skipped, as stream positions (only with `skip_bodies_over`).
+    skippable: Option<(u64, Vec<SkippableBody>)>,
 }
+
+/// A body that may be skipped, by stream positions `[from, to)` of one direction.
+type SkippableBody = (FlowKey, Direction, u64, u64);
+
+/// A body whose bytes the capture may leave out: TCP sequence numbers `[from, to)` of one
+/// direction of `flow`. Its bytes are only counted; they come back as
+/// [`StreamEvent::Skipped`] and the call is reported as if they had been read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodySkip {
+    pub flow: FlowKey,
+    pub dir: Direction,
+    pub from: u32,
+    pub to: u32,
+}
+
+/// Longest skip asked for at once: sequence ranges are compared modulo 2^32, so one must stay
+/// well under 2 GiB (the rest of a longer body is simply captured).
+pub const MAX_SKIP_BYTES: u64 = 1 << 30 | 1 << 29;
 
 /// A connection end's cgroup, as the capture first named it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,19 +119,43 @@ impl After {
             }
             _ => {}
         }
-        let closed = match ev {
-            StreamEvent::Close { conn, .. } => Some(conn),
-            _ => None,
+        let (closed, data_of) = match ev {
+            StreamEvent::Close { conn, .. } => (Some(conn), None),
+            StreamEvent::Data { conn, .. } if self.skippable.is_some() => (None, Some(conn)),
+            _ => (None, None),
         };
         let (llm, conns) = (&mut self.llm, &self.conns);
+        // Heads that start a body only counted (heads come in data only).
+        let mut counted: Vec<(ExchangeId, Direction, FlowKey)> = Vec::new();
         self.http.push(ev, &mut |hev| {
+            let head = match (&hev, data_of) {
+                (HttpEvent::Request { id, .. }, Some(_)) => Some((*id, Direction::ToServer)),
+                (HttpEvent::Response { id, .. }, Some(_)) => Some((*id, Direction::ToClient)),
+                _ => None,
+            };
             llm.push(hev, &mut |mut call: LlmCall| {
                 if let Some(f) = conns.get(&call.conn) {
                     call.connection = *f;
                 }
                 out(call)
-            })
+            });
+            if let Some((id, dir)) = head
+                && let Some(flow) = llm.body_only_counted(id, dir)
+            {
+                counted.push((id, dir, flow));
+            }
         });
+        if let (Some(conn), Some((over, found))) = (data_of, self.skippable.as_mut()) {
+            // Now the HTTP stage reads those bodies: where they lie.
+            for (id, dir, flow) in counted {
+                if let Some((from, to)) = self.http.skippable_body(conn, id, dir)
+                    && to - from > *over
+                    && found.len() < MAX_PEERS_KEPT
+                {
+                    found.push((flow, dir, from, to.min(from + MAX_SKIP_BYTES)));
+                }
+            }
+        }
         if let Some(conn) = closed {
             self.conns.remove(&conn);
         }
@@ -122,7 +171,9 @@ impl Pipeline {
                 llm: CallAssembler::new(config.llm),
                 conns: AHashMap::new(),
                 peers: config.collect_peers.then(Vec::new),
+                skippable: config.skip_bodies_over.map(|n| (n, Vec::new())),
             },
+            skips: Vec::new(),
             last_expire: Timestamp(0),
         }
     }
@@ -131,6 +182,16 @@ impl Pipeline {
     pub fn push<F: FnMut(LlmCall)>(&mut self, seg: &Segment<'_>, out: &mut F) {
         let after = &mut self.after;
         self.reassembly.push(seg, &mut |ev| after.push(ev, out));
+        if let Some((_, found)) = after.skippable.as_mut().filter(|(_, f)| !f.is_empty()) {
+            for (flow, dir, from, to) in found.drain(..) {
+                let seq = |pos| self.reassembly.seq_at(&flow, dir, pos);
+                if let (Some(from), Some(to)) = (seq(from), seq(to))
+                    && self.skips.len() < MAX_PEERS_KEPT
+                {
+                    self.skips.push(BodySkip { flow, dir, from, to });
+                }
+            }
+        }
         // Saturating: a capture file may carry any timestamp, up to u64::MAX.
         if seg.ts.0 >= self.last_expire.0.saturating_add(EXPIRE_EVERY_NS) {
             self.expire(seg.ts, out);
@@ -156,6 +217,18 @@ impl Pipeline {
         if let Some(p) = self.after.peers.as_mut() {
             out.append(p);
         }
+    }
+
+    /// Starts (or stops, `None`) collecting the bodies the capture may leave out, as
+    /// [`PipelineConfig::skip_bodies_over`] does.
+    pub fn skip_bodies_over(&mut self, over: Option<u64>) {
+        self.after.skippable = over.map(|n| (n, Vec::new()));
+    }
+
+    /// The bodies found since the last call that the capture may leave out (with
+    /// [`PipelineConfig::skip_bodies_over`]).
+    pub fn drain_skips(&mut self, out: &mut Vec<BodySkip>) {
+        out.append(&mut self.skips);
     }
 
     pub fn stats(&self) -> PipelineStats {
@@ -224,5 +297,63 @@ mod tests {
             p.push(&seg, &mut |_| {});
         }
         p.finish(&mut |_| {});
+    }
+
+    /// A blob upload and a large plain-text answer whose bodies the capture skipped: the
+    /// pipeline asked for exactly their sequence ranges, and the call comes out as if every
+    /// byte had been read — sizes, times, status, nothing lost.
+    #[test]
+    fn skipped_bodies_keep_the_call_exact() {
+        let flow = FlowKey { client: "127.0.0.1:40000".parse().unwrap(), server: "127.0.0.1:11434".parse().unwrap() };
+        let mut p = Pipeline::new(PipelineConfig { skip_bodies_over: Some(1000), ..Default::default() });
+        let mut calls = Vec::new();
+        let mut skips = Vec::new();
+        let mut push = |p: &mut Pipeline, dir, seq: u32, ack: u32, payload: &[u8], skipped: u32, ts: u64, flags: u8| {
+            let seg = Segment {
+                ts: Timestamp(ts),
+                flow,
+                dir,
+                seq,
+                ack,
+                flags: TcpFlags(flags),
+                payload,
+                missing: skipped,
+                meta: crate::segment::CaptureMeta { skipped: skipped > 0, ..Default::default() },
+            };
+            p.push(&seg, &mut |c| calls.push(c));
+        };
+        let (c, s) = (Direction::ToServer, Direction::ToClient);
+        let ack = TcpFlags::ACK;
+        push(&mut p, c, 1000, 0, b"", 0, 10, TcpFlags::SYN);
+        push(&mut p, s, 5000, 1001, b"", 0, 11, TcpFlags::SYN | ack);
+        let head = b"POST /api/blobs/sha256:ab HTTP/1.1\r\nContent-Length: 5000\r\n\r\n";
+        let h = head.len() as u32;
+        push(&mut p, c, 1001, 5001, &[&head[..], b"0123456789"].concat(), 0, 20, ack);
+        p.drain_skips(&mut skips);
+        assert_eq!(skips, [BodySkip { flow, dir: c, from: 1001 + h, to: 1001 + h + 5000 }]);
+        // The rest of the body, as the kernel reports it once told: lengths and times only.
+        push(&mut p, c, 1001 + h + 10, 5001, b"", 2990, 30, ack);
+        push(&mut p, c, 1001 + h + 3000, 5001, b"", 2000, 40, ack);
+        let resp = b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n";
+        push(&mut p, s, 5001, 1001 + h + 5000, resp, 0, 50, ack);
+        // A large answer only counted: plain text.
+        let head2 = b"GET / HTTP/1.1\r\n\r\n";
+        let q = 1001 + h + 5000;
+        push(&mut p, c, q, 5001 + resp.len() as u32, head2, 0, 60, ack);
+        let r = 5001 + resp.len() as u32;
+        let resp2 = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4000\r\n\r\nOllama";
+        push(&mut p, s, r, q + head2.len() as u32, resp2, 0, 70, ack);
+        p.drain_skips(&mut skips);
+        let b = r + resp2.len() as u32 - 6;
+        assert_eq!(skips[1], BodySkip { flow, dir: s, from: b, to: b + 4000 });
+        push(&mut p, s, b + 6, q + head2.len() as u32, b"", 3994, 80, ack);
+        assert_eq!(calls.len(), 2, "{calls:#?}");
+        let (up, get) = (&calls[0], &calls[1]);
+        assert_eq!((up.status, up.request.body_bytes, up.request.lost_bytes), (Some(201), 5000, 0));
+        assert_eq!((up.times.request_end, up.times.end), (Some(Timestamp(40)), Timestamp(50)));
+        assert_eq!((get.status, get.response.body_bytes, get.times.end), (Some(200), 4000, Timestamp(80)));
+        assert!(!up.is_incomplete() && !get.is_incomplete(), "{calls:#?}");
+        let st = p.stats();
+        assert_eq!((st.reassembly.skipped_bytes, st.http.skipped_bytes, st.reassembly.gap_bytes), (8984, 8984, 0));
     }
 }

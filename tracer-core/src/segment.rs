@@ -121,6 +121,9 @@ pub struct CaptureMeta {
     /// The TLS library the plaintext was read from (TLS capture: uprobes on the library);
     /// `None` for packets.
     pub tls: Option<TlsLibrary>,
+    /// The segment's `missing` bytes were left out on purpose: the live capture was told not
+    /// to copy this body's bytes (the pipeline does not decode them). A known skip, not a loss.
+    pub skipped: bool,
 }
 
 /// A TLS library whose plaintext the capture reads (`tracer_common::tls::lib`).

@@ -14,13 +14,14 @@ use aya_ebpf::{
     bindings::__sk_buff,
     helpers::generated::{bpf_ktime_get_ns, bpf_skb_cgroup_id, bpf_skb_load_bytes},
     macros::{cgroup_skb, classifier, map},
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{SkBuffContext, TcContext},
 };
 use aya_log_ebpf::debug;
 use tracer_common::{
-    AF_INET, AF_INET6, CHUNK_SIZE, Counters, DEFAULT_RING_BYTES, MAX_CHUNKS_PER_SKB, MAX_PAYLOAD_PER_SKB,
-    PORT_BITMAP_WORDS, RECORD_HEADER_SIZE, SCRATCH_LEVELS, Scratch, config_flags, counter, hook, rec_flags,
+    AF_INET, AF_INET6, CHUNK_SIZE, Counters, DEFAULT_RING_BYTES, MAX_CHUNKS_PER_SKB, MAX_PAYLOAD_PER_SKB, MAX_SKIPS,
+    PORT_BITMAP_WORDS, RECORD_HEADER_SIZE, SCRATCH_LEVELS, Scratch, SkipKey, SkipRange, config_flags, counter, hook,
+    rec_flags,
 };
 
 #[map(name = "OT_EVENTS")]
@@ -34,6 +35,9 @@ static PORTS: Array<u64> = Array::with_max_entries(PORT_BITMAP_WORDS, 0);
 
 #[map(name = "OT_SCRATCH")]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(SCRATCH_LEVELS, 0);
+
+#[map(name = "OT_SKIP")]
+static SKIP: LruHashMap<SkipKey, SkipRange> = LruHashMap::with_max_entries(MAX_SKIPS, 0);
 
 #[map(name = "OT_DEPTH")]
 static DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
@@ -215,6 +219,26 @@ fn walk(skb: *mut __sk_buff, l3off: u32) -> Walk {
     }
 }
 
+/// Whether this packet's payload lies wholly inside a range user space asked to skip. A packet
+/// at or past the range's end, or a FIN/RST, ends the skip (the entry goes); one that straddles
+/// its start or end is copied whole.
+#[inline(always)]
+fn skips(p: &Parsed, seq: u32, payload_len: u32, tcp_flags: u8) -> bool {
+    let key =
+        SkipKey { saddr: p.saddr, daddr: p.daddr, sport: p.sport, dport: p.dport, family: p.family, _pad: [0; 3] };
+    let Some(r) = (unsafe { SKIP.get(&key) }) else { return false };
+    let (from, to) = (r.from, r.to);
+    let end = seq.wrapping_add(payload_len);
+    if tcp_flags & (TCP_FIN | TCP_RST) != 0 || seq.wrapping_sub(to) as i32 >= 0 {
+        let _ = SKIP.remove(&key);
+        return false;
+    }
+    payload_len > 0
+        && tcp_flags & TCP_SYN == 0
+        && seq.wrapping_sub(from) as i32 >= 0
+        && to.wrapping_sub(end) as i32 >= 0
+}
+
 /// Claims this CPU's next scratch level; `None` when all are in use.
 #[inline(always)]
 fn enter() -> Option<(*mut Scratch, *mut u32)> {
@@ -299,6 +323,12 @@ fn capture<C: aya_ebpf::EbpfContext>(ctx: &C, skb: *mut __sk_buff, l3off: u32, h
         );
     }
 
+    let skipped = skips(&p, seq, payload_len, tcp_flags);
+    if skipped {
+        cnt.add(counter::SKIPPED_PACKETS, 1);
+        cnt.add(counter::SKIPPED_BYTES, payload_len as u64);
+    }
+
     let Some((scratch, depth)) = enter() else {
         cnt.add(counter::NESTING_OVERFLOW, 1);
         cnt.add(counter::RINGBUF_LOST_RECORDS, 1);
@@ -325,6 +355,23 @@ fn capture<C: aya_ebpf::EbpfContext>(ctx: &C, skb: *mut __sk_buff, l3off: u32, h
         h.ifindex = ifindex;
     }
     unsafe { (*scratch).payload_start = poff };
+    if skipped {
+        // Header only: the bytes' sequence range and time, none of the bytes.
+        unsafe {
+            let h = &mut (*scratch).hdr;
+            h.rec_flags = rec_flags::LAST | rec_flags::SKIPPED;
+            h.payload_off = 0;
+            h.data_len = 0;
+            h.missing = payload_len;
+        }
+        let rec = unsafe { core::slice::from_raw_parts(scratch as *const u8, RECORD_HEADER_SIZE) };
+        match EVENTS.output::<[u8]>(rec, 0) {
+            Ok(()) => cnt.add(counter::RECORDS_SUBMITTED, 1),
+            Err(_) => cnt.add(counter::RINGBUF_LOST_RECORDS, 1),
+        }
+        leave(depth);
+        return;
+    }
     let truncated = payload_len.saturating_sub(MAX_PAYLOAD_PER_SKB);
     if truncated > 0 {
         cnt.add(counter::TRUNCATED_BYTES, truncated as u64);

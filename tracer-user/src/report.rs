@@ -85,14 +85,16 @@ impl fmt::Display for Report {
             Some(LiveCounters::Ebpf(k)) => {
                 write!(
                     f,
-                    "\n  kernel: {} packets matched, {} records ({} bytes) submitted, {} records ({} bytes) lost to a full ring buffer, {} bytes truncated, {} load failures",
+                    "\n  kernel: {} packets matched, {} records ({} bytes) submitted, {} records ({} bytes) lost to a full ring buffer, {} bytes truncated, {} load failures, {} body bytes skipped ({} packets)",
                     k.packets_matched,
                     k.records_submitted,
                     k.bytes_submitted,
                     k.ringbuf_lost_records,
                     k.ringbuf_lost_bytes,
                     k.truncated_bytes,
-                    k.load_failures
+                    k.load_failures,
+                    k.skipped_bytes,
+                    k.skipped_packets
                 )?;
                 if let Some(t) = &k.tls {
                     write!(f, "\n  {}", TlsLine(t))?;

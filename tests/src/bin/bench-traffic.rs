@@ -2,6 +2,7 @@
 //! JSON line of results on stdout.
 //!
 //! - `bench-traffic bulk --port P --bytes N`: one N-byte response over loopback, throughput;
+//! - `bench-traffic upload --addr A --bytes N`: one N-byte blob upload to the stand-in at A;
 //! - `bench-traffic latency --port P --calls N`: N small keep-alive calls, p50/p90/p99;
 //! - `bench-traffic idle --addr A --connections N`: N connections that each make one call, then
 //!   stay open and silent until stdin closes (prints `ready` once they are all open).
@@ -29,6 +30,13 @@ enum What {
         #[arg(long, default_value_t = 1_000_000_000)]
         bytes: u64,
     },
+    /// One large blob upload to a server (the stand-in) at `addr`.
+    Upload {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 1 << 30)]
+        bytes: u64,
+    },
     /// Small calls one after the other on a keep-alive connection.
     Latency {
         #[arg(long, default_value_t = 0)]
@@ -51,6 +59,7 @@ enum What {
 fn main() -> anyhow::Result<()> {
     match Args::parse().what {
         What::Bulk { port, bytes } => println!("{}", serde_json::to_string(&traffic::bulk(port, bytes)?)?),
+        What::Upload { addr, bytes } => println!("{}", serde_json::to_string(&traffic::upload(addr, bytes)?)?),
         What::Latency { port, calls } => println!("{}", serde_json::to_string(&traffic::latency(port, calls)?)?),
         What::Idle { addr, connections, batch } => {
             let t = std::time::Instant::now();

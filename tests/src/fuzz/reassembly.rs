@@ -223,6 +223,8 @@ impl Checker {
                 self.gaps += 1;
                 self.gap_bytes += len;
             }
+            // No segment here says its bytes were skipped on purpose.
+            StreamEvent::Skipped { .. } => panic!("a skip from segments that skipped nothing"),
             StreamEvent::End { conn, dir, .. } => {
                 let s = &mut self.conn(conn).dirs[dir.index()];
                 assert!(!s.ended, "{dir:?} ended twice");
@@ -292,6 +294,7 @@ pub fn run(data: &[u8]) {
                     ifindex: Some(1),
                     hook: Some(HOOKS[usize::from(h) - 1]),
                     tls: None,
+                    skipped: false,
                 },
             },
         };

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::Shared;
 use super::compose::{App, Call};
 use super::reply::{Body, Cut, Pace};
+use super::route::{Route, Routed, route};
 use super::stream::Stream;
 use super::truth::Observer;
 use crate::wire::{
@@ -27,6 +28,9 @@ const MAX_HEAD_BYTES: usize = 1 << 20;
 const MAX_BODY_BYTES: usize = 256 << 20;
 /// Go discards at most this much of an unread body before giving up on the connection.
 const MAX_DRAIN_BYTES: usize = 256 << 10;
+/// A blob upload (a whole GGUF file, gigabytes) is streamed to disk by Ollama; the stand-in
+/// keeps its first bytes and counts the rest, whatever its size.
+const BLOB_KEPT_BYTES: usize = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -62,6 +66,8 @@ struct Request {
     wants_close: bool,
     /// The body was left unread (Go then closes after the reply).
     body_unread: bool,
+    /// Body bytes read and dropped after the first [`BLOB_KEPT_BYTES`] (a blob upload).
+    body_dropped: u64,
     t_first_ns: u64,
     t_end_ns: u64,
     t_end: Instant,
@@ -243,7 +249,9 @@ async fn read_request(stream: &mut Stream, reader: &mut Reader) -> Result<Option
             v.trim().parse::<usize>().map_err(|_| ConnError::Malformed(format!("bad Content-Length {v:?}")))?
         }
     };
-    if content_length > MAX_BODY_BYTES {
+    let blob = matches!(route(&method, target.split(['?', '#']).next().unwrap_or("/")), Routed::Found(Route::Blob(_)))
+        && !chunked;
+    if content_length > MAX_BODY_BYTES && !blob {
         return Err(ConnError::BodyTooLarge);
     }
     let connection = header("connection").unwrap_or("").to_ascii_lowercase();
@@ -271,6 +279,7 @@ async fn read_request(stream: &mut Stream, reader: &mut Reader) -> Result<Option
         continue_sent: false,
         wants_close,
         body_unread: false,
+        body_dropped: 0,
         t_first_ns,
         t_end_ns,
         t_end,
@@ -291,6 +300,14 @@ async fn read_request(stream: &mut Stream, reader: &mut Reader) -> Result<Option
         let limit = if reads_body { MAX_BODY_BYTES } else { MAX_DRAIN_BYTES };
         let end = if chunked {
             read_chunked(stream, reader, &mut req.body, limit).await?
+        } else if blob && content_length > BLOB_KEPT_BYTES {
+            reader.need(stream, BLOB_KEPT_BYTES).await?;
+            req.body.extend_from_slice(&reader.buf[..BLOB_KEPT_BYTES]);
+            reader.consume(BLOB_KEPT_BYTES);
+            let rest = content_length - BLOB_KEPT_BYTES;
+            (req.t_end_ns, req.t_end) = drop_bytes(stream, reader, rest).await?;
+            req.body_dropped = rest as u64;
+            0
         } else if content_length > limit {
             req.body_unread = true;
             0
@@ -305,6 +322,27 @@ async fn read_request(stream: &mut Stream, reader: &mut Reader) -> Result<Option
         reader.consume(end);
     }
     Ok(Some(req))
+}
+
+/// Reads and drops `n` bytes, straight from the socket past what is buffered; when the read
+/// that returned the last of them happened.
+async fn drop_bytes(stream: &mut Stream, reader: &mut Reader, n: usize) -> Result<(u64, Instant), ConnError> {
+    let have = reader.buf.len().min(n);
+    let mut at = if have > 0 { reader.time_of(have - 1) } else { (now_ns(), Instant::now()) };
+    reader.consume(have);
+    let mut left = n - have;
+    let mut tmp = vec![0u8; 256 << 10];
+    while left > 0 {
+        // Never past the body: what follows is the next request's.
+        let want = left.min(tmp.len());
+        let got = stream.read(&mut tmp[..want]).await?;
+        if got == 0 {
+            return Err(ConnError::Truncated);
+        }
+        at = (now_ns(), Instant::now());
+        left -= got;
+    }
+    Ok(at)
 }
 
 /// Decode a chunked body in the buffer (reading more as needed) into `out`; returns how many
@@ -423,7 +461,7 @@ async fn respond(
     t.expect_continue = req.expect_continue;
     t.continue_sent = req.continue_sent;
     t.request_chunked = req.chunked;
-    t.request_body_bytes = req.body.len() as u64;
+    t.request_body_bytes = req.body.len() as u64 + req.body_dropped;
     t.status = reply.status;
     t.content_type = reply.content_type().map(str::to_owned);
     t.t_request_first_byte_ns = req.t_first_ns;

@@ -89,6 +89,8 @@ fn reassemble(packets: &[Packet]) -> Streams {
         StreamEvent::End { dir, .. } => s.ends.push(dir),
         StreamEvent::Close { reason, .. } => s.closes.push(reason),
         StreamEvent::Open { .. } | StreamEvent::Peer { .. } => {}
+        // Captures from files never skip on purpose.
+        StreamEvent::Skipped { .. } => panic!("a skip in a file capture"),
     };
     for p in packets {
         if let Some(seg) = drive::segment(p, &orientation) {

@@ -304,6 +304,10 @@ pub struct Summary {
     /// `kernel:` line (eBPF): records and bytes lost to a full ring buffer.
     pub ringbuf_lost_records: Option<u64>,
     pub ringbuf_lost_bytes: Option<u64>,
+    /// `kernel:` line: body bytes (and packets) reported by length only, and bytes copied.
+    pub skipped_bytes: Option<u64>,
+    pub skipped_packets: Option<u64>,
+    pub bytes_submitted: Option<u64>,
     /// `libpcap:` line: packets dropped (buffer).
     pub pcap_dropped: Option<u64>,
     /// `tls:` line, when TLS capture ran.
@@ -393,6 +397,9 @@ impl Summary {
             orphan_responses: num_before(&tcp, " orphan responses")?,
             ringbuf_lost_records: kernel.split("submitted, ").nth(1).and_then(|s| num_before(s, " records")),
             ringbuf_lost_bytes: kernel.split("submitted, ").nth(1).and_then(|s| num_before(s, " bytes) lost")),
+            skipped_bytes: num_before(&kernel, " body bytes skipped"),
+            skipped_packets: kernel.split("body bytes skipped (").nth(1).and_then(|s| num_before(s, " packets)")),
+            bytes_submitted: num_before(&kernel, " bytes) submitted"),
             pcap_dropped: num_before(&pcap, " dropped (buffer)"),
             tls: TlsSummary::parse(&tls),
             text,

@@ -12,5 +12,6 @@ mod harness;
 #[macro_use]
 mod live;
 mod live_capture;
+mod skip;
 mod tls;
 mod top;

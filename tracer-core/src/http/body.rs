@@ -127,6 +127,11 @@ impl BodyReader {
         self.done
     }
 
+    /// Body bytes still to come of a `Content-Length` body (0 for other framings).
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
     pub fn delivered(&self) -> u64 {
         self.delivered
     }

@@ -56,6 +56,12 @@ impl BodyCoding {
         }
     }
 
+    /// No content coding: the bytes as sent are the bytes as written, so counting them is
+    /// all there is to do.
+    pub(super) fn is_identity(&self) -> bool {
+        self.decoder.is_none() && !self.failed
+    }
+
     /// `len` body bytes were missed by the capture (`None`: a number not known). They count
     /// towards the size; a content coding cannot be decoded past them.
     pub(super) fn skip(&mut self, len: Option<u64>) -> Decoded {

@@ -13,6 +13,7 @@ pub mod rejoin;
 mod request;
 mod response;
 pub mod resync;
+mod skip;
 
 #[cfg(test)]
 mod tests;
@@ -176,6 +177,10 @@ pub struct HttpStats {
     pub orphan_responses: u64,
     /// Connections switched to a tunnel (Upgrade, CONNECT).
     pub tunnels: u64,
+    /// Body bytes the capture skipped on purpose, counted in their bodies.
+    pub skipped_bytes: u64,
+    /// Skipped bytes that did not fall in a body of known length (treated as lost).
+    pub skips_misplaced: u64,
     /// Unfinished heads (or bodies being rejoined) dropped because all of them together exceeded
     /// the limit.
     pub head_evictions: u64,
@@ -212,6 +217,8 @@ struct Side {
     payload: Payload,
     /// Stream position of the gap that sent the current body to be rejoined.
     lost_at: u64,
+    /// Stream position of the first byte of the current body.
+    body_pos: u64,
 }
 
 impl Side {
@@ -224,6 +231,7 @@ impl Side {
             resynced: midstream,
             payload: Payload::Any,
             lost_at: 0,
+            body_pos: 0,
         }
     }
 
@@ -396,6 +404,18 @@ impl HttpTracker {
                 match dir {
                     Direction::ToServer => ctx.request_gap(c, pos, len, out),
                     Direction::ToClient => ctx.response_gap(c, len, out),
+                }
+            }
+            StreamEvent::Skipped { conn, dir, ts, pos, len } => {
+                let Some(c) = self.conns.get_mut(&conn) else { return };
+                let mut ctx =
+                    Ctx { config: &self.config, stats: &mut self.stats, next_id: &mut self.next_id, conn_id: conn };
+                if !ctx.body_skipped(c, dir, ts, len, out) {
+                    ctx.stats.skips_misplaced += 1;
+                    match dir {
+                        Direction::ToServer => ctx.request_gap(c, pos, len, out),
+                        Direction::ToClient => ctx.response_gap(c, len, out),
+                    }
                 }
             }
             StreamEvent::End { conn, dir, ts } => {

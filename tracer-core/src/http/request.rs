@@ -92,6 +92,7 @@ impl Ctx<'_> {
                         return None;
                     };
                     i += used;
+                    c.req.body_pos = pos + i as u64;
                     let parsed =
                         parse_request(&head_bytes, &self.config.keep_headers, &self.config.conversation_header);
                     c.req.head.clear();
@@ -280,7 +281,7 @@ impl Ctx<'_> {
 
 /// The exchange whose request body is being read: the newest pending one, if its body is
 /// unfinished. (When an early response already ended it, the rest of its body belongs to no one.)
-fn request_owner(pending: &mut std::collections::VecDeque<Exchange>) -> Option<&mut Exchange> {
+pub(super) fn request_owner(pending: &mut std::collections::VecDeque<Exchange>) -> Option<&mut Exchange> {
     pending.back_mut().filter(|e| !e.request_complete)
 }
 
@@ -295,7 +296,7 @@ fn request_body<F: FnMut(HttpEvent<'_>)>(ex: &mut Exchange, data: &[u8], ts: Tim
 }
 
 /// The request body is complete: what its decoder still holds, then its end.
-fn end_request_body<F: FnMut(HttpEvent<'_>)>(ex: &mut Exchange, ts: Timestamp, out: &mut F) {
+pub(super) fn end_request_body<F: FnMut(HttpEvent<'_>)>(ex: &mut Exchange, ts: Timestamp, out: &mut F) {
     let id = ex.id;
     ex.request_complete = true;
     let wire = ex.request_body.wire;

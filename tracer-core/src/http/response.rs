@@ -99,6 +99,7 @@ impl Ctx<'_> {
                         return None;
                     };
                     i += used;
+                    c.resp.body_pos = pos + i as u64;
                     let parsed = parse_response(&head_bytes);
                     c.resp.head.clear();
                     let head = match parsed {

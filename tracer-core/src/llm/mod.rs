@@ -266,6 +266,17 @@ impl CallAssembler {
         }
     }
 
+    /// The flow of call `id`, when its body in direction `dir` is only counted (its bytes
+    /// need not be captured).
+    pub fn body_only_counted(&self, id: ExchangeId, dir: Direction) -> Option<FlowKey> {
+        let st = self.calls.get(&id)?;
+        let counted = match dir {
+            Direction::ToServer => st.request.as_ref().is_some_and(|r| r.only_counts()),
+            Direction::ToClient => st.sniff.is_none() && st.response.as_ref().is_some_and(|r| r.only_counts()),
+        };
+        counted.then_some(st.call.flow)
+    }
+
     pub fn push<F: FnMut(LlmCall)>(&mut self, ev: HttpEvent<'_>, out: &mut F) {
         match ev {
             HttpEvent::Request { conn, id, flow, ts, head, meta } => {

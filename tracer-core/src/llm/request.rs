@@ -96,6 +96,11 @@ impl RequestDecoder {
         }
     }
 
+    /// The body's bytes are only counted: the capture need not copy them.
+    pub fn only_counts(&self) -> bool {
+        !self.reads_json()
+    }
+
     /// Whether this route's request body is JSON worth reading.
     fn reads_json(&self) -> bool {
         !matches!(self.route, Route::BlobUpload | Route::OpenAiTranscriptions | Route::Unknown | Route::Root)

@@ -104,6 +104,12 @@ impl ResponseDecoder {
         });
     }
 
+    /// The body's bytes are only counted (not an error text either): the capture need not
+    /// copy them.
+    pub fn only_counts(&self) -> bool {
+        matches!(self.framer, Framer::Count) && !matches!(self.visitor, Visitor::Error(_))
+    }
+
     pub fn feed(&mut self, data: &[u8], ts: Timestamp) {
         with_visitor!(self, v => {
             v.s.info.body_bytes += data.len() as u64;

@@ -100,6 +100,10 @@ pub enum StreamEvent<'a> {
     },
     /// `len` bytes of one direction are missing from the capture, starting at `pos`.
     Gap { conn: ConnId, dir: Direction, ts: Timestamp, pos: u64, len: u64 },
+    /// `len` bytes of one direction at `pos` were left out on purpose by the capture (it was
+    /// told this body is not decoded, [`CaptureMeta::skipped`]): their number and time are
+    /// exact, their content unknown. Not a loss.
+    Skipped { conn: ConnId, dir: Direction, ts: Timestamp, pos: u64, len: u64 },
     /// The direction ended with FIN after all its bytes.
     End { conn: ConnId, dir: Direction, ts: Timestamp },
     /// The connection is gone; no more events for `conn`.
@@ -120,6 +124,8 @@ pub struct ReassemblyStats {
     pub out_of_order_segments: u64,
     pub gaps: u64,
     pub gap_bytes: u64,
+    /// Bytes the capture left out on purpose ([`StreamEvent::Skipped`]).
+    pub skipped_bytes: u64,
     pub connections: u64,
     pub midstream_connections: u64,
     pub closed_fin: u64,
@@ -264,6 +270,13 @@ impl Reassembler {
     /// Bytes currently held out of order, across all connections.
     pub fn held_bytes(&self) -> usize {
         self.core.held_total
+    }
+
+    /// The TCP sequence number of stream position `pos` of `flow`'s direction `dir`, once
+    /// that direction is in step.
+    pub fn seq_at(&self, flow: &FlowKey, dir: Direction, pos: u64) -> Option<u32> {
+        let half = &self.conns.get(flow)?.halves[dir.index()];
+        half.synced.then(|| half.next_seq.wrapping_add(pos.wrapping_sub(half.next_pos) as u32))
     }
 
     /// Latest capture time seen.

@@ -3,8 +3,8 @@
 //! ACK says the sender had received), released with an exact gap when the hole is given up,
 //! and the ends of each direction and of the connection.
 
-use super::{ACK_GRACE_SEGMENTS, CloseReason, Conn, Core, Held, StreamEvent, dir_of};
-use crate::segment::{Segment, Timestamp};
+use super::{ACK_GRACE_SEGMENTS, CloseReason, Conn, ConnId, Core, Held, StreamEvent, dir_of};
+use crate::segment::{Direction, Segment, Timestamp};
 
 impl Core {
     /// Places a segment's bytes: delivered at once when in order, held when ahead of a hole or
@@ -47,12 +47,34 @@ impl Core {
         let half = &mut conn.halves[d];
         let end = (p0 + wire_len) as u64;
         if end > half.next_pos {
-            // The capture kept only part of this segment (snap length / kernel truncation).
+            // The capture kept only part of this segment (snap length / kernel truncation), or
+            // was told to leave its bytes out.
             let pos = half.next_pos;
             half.advance(end);
+            self.missed(id, dir, seg.ts, pos, end - pos, seg.meta.skipped, out);
+        }
+    }
+
+    /// Bytes of a segment that no record carried: a gap, or a skip when the capture left them
+    /// out on purpose.
+    #[allow(clippy::too_many_arguments)]
+    fn missed<F: FnMut(StreamEvent<'_>)>(
+        &mut self,
+        conn: ConnId,
+        dir: Direction,
+        ts: Timestamp,
+        pos: u64,
+        len: u64,
+        skipped: bool,
+        out: &mut F,
+    ) {
+        if skipped {
+            self.stats.skipped_bytes += len;
+            out(StreamEvent::Skipped { conn, dir, ts, pos, len });
+        } else {
             self.stats.gaps += 1;
-            self.stats.gap_bytes += end - pos;
-            out(StreamEvent::Gap { conn: id, dir, ts: seg.ts, pos, len: end - pos });
+            self.stats.gap_bytes += len;
+            out(StreamEvent::Gap { conn, dir, ts, pos, len });
         }
     }
 
@@ -174,10 +196,8 @@ impl Core {
             if wire_end > half.next_pos {
                 let pos = half.next_pos;
                 half.advance(wire_end);
-                self.stats.gaps += 1;
-                self.stats.gap_bytes += wire_end - pos;
                 moved = true;
-                out(StreamEvent::Gap { conn: id, dir: dir_of(d), ts: held.ts, pos, len: wire_end - pos });
+                self.missed(id, dir_of(d), held.ts, pos, wire_end - pos, held.meta.skipped, out);
             }
         }
         let half = &mut conn.halves[d];

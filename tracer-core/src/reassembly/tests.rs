@@ -42,6 +42,12 @@ impl Out {
                 self.order.push(format!("{}:#{len}", if d == 0 { 'C' } else { 'S' }));
                 self.streams[dir.index()].extend(std::iter::repeat_n(b'#', len as usize));
             }
+            StreamEvent::Skipped { dir, pos, len, .. } => {
+                let d = dir.index();
+                assert_eq!(pos as usize, self.streams[d].len() - self.base[d]);
+                self.order.push(format!("{}:~{len}", if d == 0 { 'C' } else { 'S' }));
+                self.streams[dir.index()].extend(std::iter::repeat_n(b'~', len as usize));
+            }
             StreamEvent::End { dir, .. } => self.ends.push(dir),
             StreamEvent::Close { reason, .. } => self.closes.push(reason),
             StreamEvent::Peer { side, cgroup, .. } => self.peers.push((side, cgroup)),
@@ -439,6 +445,7 @@ fn peers_learnt_from_both_copies() {
         ifindex: Some(1),
         hook: Some(hook),
         tls: None,
+        skipped: false,
     };
     let steps: Vec<(Direction, u32, u8, &[u8], CaptureMeta)> = vec![
         // SYN leaves the client (egress: client's cgroup 10) and reaches the listener (ingress: 20).
@@ -455,7 +462,7 @@ fn peers_learnt_from_both_copies() {
             500,
             TcpFlags::ACK,
             b"OK",
-            CaptureMeta { cgroup_id: None, ifindex: Some(1), hook: Some(Hook::TcEgress), tls: None },
+            CaptureMeta { cgroup_id: None, ifindex: Some(1), hook: Some(Hook::TcEgress), tls: None, skipped: false },
         ),
         (S, 502, TcpFlags::RST, b"", at(Hook::CgroupEgress, 99)),
     ];
@@ -476,4 +483,36 @@ fn peers_learnt_from_both_copies() {
     drop(sink);
     assert_eq!(out.peers, vec![(Side::Client, 10), (Side::Server, 20)]);
     assert_eq!(&out.streams[0][..], b"GET");
+}
+
+#[test]
+fn skipped_bytes_are_placed_exactly_and_are_no_gap() {
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let mut out = Out::default();
+    run(&mut r, &[seg(C, 100, SYN, b""), seg(C, 101, ACK, b"head")], &mut out);
+    let skipped = |seq: u32, len: u32, ts: u64| Segment {
+        ts: Timestamp(ts),
+        flow: flow(),
+        dir: C,
+        seq,
+        ack: 0,
+        flags: TcpFlags(ACK),
+        payload: b"",
+        missing: len,
+        meta: CaptureMeta { skipped: true, ..CaptureMeta::default() },
+    };
+    let mut sink = out.sink();
+    // In order, then one held behind a later skip that arrived first (out of order).
+    r.push(&skipped(105, 10, 2_000), &mut sink);
+    r.push(&skipped(120, 5, 2_001), &mut sink);
+    r.push(&skipped(115, 5, 2_002), &mut sink);
+    let data = Segment { seq: 125, payload: b"tail", missing: 0, meta: CaptureMeta::default(), ..skipped(0, 0, 2_003) };
+    r.push(&data, &mut sink);
+    drop(sink);
+    assert_eq!(out.order, ["C:head", "C:~10", "C:~5", "C:~5", "C:tail"]);
+    assert!(out.gaps.is_empty());
+    assert_eq!(r.stats().skipped_bytes, 20);
+    assert_eq!(r.stats().gap_bytes, 0);
+    assert_eq!(r.seq_at(&flow(), C, 4), Some(105));
+    assert_eq!(r.seq_at(&flow(), S, 0), None);
 }

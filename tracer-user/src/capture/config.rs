@@ -43,6 +43,10 @@ pub struct CaptureConfig {
     pub skip_loopback_ingress: bool,
     /// Forward the kernel programs' aya-log debug lines to `tracing` (off by default).
     pub ebpf_debug_log: bool,
+    /// eBPF: bodies longer than this whose bytes the pipeline only counts (blob uploads,
+    /// answers it does not decode) are reported by length and time, not copied into the ring
+    /// buffer. `None`: every byte is copied.
+    pub skip_bodies_over: Option<u64>,
     /// libpcap: interfaces to capture on; empty = `any`.
     pub pcap_interfaces: Vec<String>,
     /// libpcap snap length.
@@ -111,6 +115,10 @@ impl TlsConfig {
     }
 }
 
+/// Bodies shorter than this are copied whatever they are: telling the kernel to skip costs a
+/// map update, about what copying a few KiB does.
+pub const DEFAULT_SKIP_BODIES_OVER: u64 = 64 << 10;
+
 impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig {
@@ -120,6 +128,7 @@ impl Default for CaptureConfig {
             emit_pure_acks: false,
             skip_loopback_ingress: true,
             ebpf_debug_log: false,
+            skip_bodies_over: Some(DEFAULT_SKIP_BODIES_OVER),
             pcap_interfaces: Vec::new(),
             pcap_snaplen: 262_144,
             pcap_buffer_bytes: 64 << 20,

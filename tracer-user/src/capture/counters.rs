@@ -23,6 +23,10 @@ pub struct KernelCounters {
     /// Socket records (attribution) written, and lost to a full ring buffer.
     pub sock_records: u64,
     pub sock_records_lost: u64,
+    /// Packets (and their payload bytes) reported without their bytes because user space
+    /// asked for their body to be skipped.
+    pub skipped_packets: u64,
+    pub skipped_bytes: u64,
     /// The TLS capture's, when it runs.
     pub tls: Option<TlsCounters>,
 }
@@ -34,7 +38,7 @@ impl KernelCounters {
     }
 
     /// Named values, for metrics and logs.
-    pub fn named(&self) -> [(&'static str, u64); 17] {
+    pub fn named(&self) -> [(&'static str, u64); 19] {
         [
             ("packets_inspected", self.packets_inspected),
             ("packets_matched", self.packets_matched),
@@ -53,6 +57,8 @@ impl KernelCounters {
             ("max_skb_len", self.max_skb_len),
             ("sock_records", self.sock_records),
             ("sock_records_lost", self.sock_records_lost),
+            ("skipped_packets", self.skipped_packets),
+            ("skipped_bytes", self.skipped_bytes),
         ]
     }
 }

@@ -40,6 +40,15 @@ impl LiveCapture {
         }
     }
 
+    /// Where the pipeline says which bodies need not be copied, and from what length (eBPF
+    /// with [`CaptureConfig::skip_bodies_over`] only).
+    pub fn body_skipper(&self) -> Option<(u64, std::sync::Arc<ebpf::skips::BodySkipper>)> {
+        match self {
+            LiveCapture::Ebpf(c) => c.body_skipper(),
+            LiveCapture::Pcap(_) => None,
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         match self {
             LiveCapture::Ebpf(_) => Backend::Ebpf,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tracer_core::capture::CaptureStats;
 use tracer_core::llm::LlmCall;
-use tracer_core::pipeline::{IN_FLIGHT_SHOWN, InFlightSnapshot, PeerSeen, Pipeline, PipelineConfig};
+use tracer_core::pipeline::{BodySkip, IN_FLIGHT_SHOWN, InFlightSnapshot, PeerSeen, Pipeline, PipelineConfig};
 use tracer_core::segment::{Segment, Timestamp};
 use tracer_core::span::stage::{SpanStage, TracedCall};
 
@@ -14,6 +14,9 @@ use crate::attribution::enrich::Enricher;
 use crate::capture::LiveCounters;
 use crate::report::Report;
 use crate::sink::Outputs;
+
+/// Where the bodies the capture need not copy are told.
+pub type Skipper = Box<dyn Fn(&BodySkip) + Send>;
 
 /// The consumer side of a run. Owned by one thread: the replay's, or the live pipeline thread.
 pub struct Driver {
@@ -29,6 +32,9 @@ pub struct Driver {
     /// tick, not when a 64 KiB buffer fills or at exit.
     flushed_spans: u64,
     flush_warned: bool,
+    /// Where bodies the capture need not copy are told (live eBPF), and those found.
+    skipper: Option<Skipper>,
+    skips: Vec<BodySkip>,
 }
 
 impl Driver {
@@ -44,7 +50,16 @@ impl Driver {
             snapshot,
             flushed_spans: 0,
             flush_warned: false,
+            skipper: None,
+            skips: Vec::new(),
         }
+    }
+
+    /// Tells `skipper` about every body longer than `over` bytes that the pipeline only
+    /// counts, as soon as its head is read, so the capture can stop copying its bytes.
+    pub fn skip_bodies(&mut self, over: u64, skipper: Skipper) {
+        self.pipeline.skip_bodies_over(Some(over));
+        self.skipper = Some(skipper);
     }
 
     /// The attribution the driver's calls go through, when on.
@@ -56,6 +71,12 @@ impl Driver {
     pub fn segment(&mut self, seg: &Segment<'_>) {
         let Driver { pipeline, enricher, spans, outputs, .. } = self;
         pipeline.push(seg, &mut |call| on_call(enricher, spans, outputs, call));
+        if let Some(skipper) = &self.skipper {
+            self.pipeline.drain_skips(&mut self.skips);
+            for s in self.skips.drain(..) {
+                skipper(&s);
+            }
+        }
         if let Some(e) = &self.enricher {
             self.pipeline.drain_peers(&mut self.peers);
             for p in self.peers.drain(..) {

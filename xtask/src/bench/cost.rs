@@ -1,19 +1,22 @@
-//! What tracing costs the traffic it watches: bulk throughput (one large response) and the
-//! latency of small keep-alive calls on loopback, without the tracer, with the eBPF capture and
-//! with the libpcap fallback. Rounds interleave the three (in a rotating order), so a machine
-//! that gets busier or quieter during the run affects them alike; figures are medians over
-//! rounds.
+//! What tracing costs the traffic it watches: bulk throughput (one large response), a large
+//! blob upload to the stand-in (an `ollama create`: bytes no decoder reads, which the eBPF
+//! capture reports by length without copying), and the latency of small keep-alive calls on
+//! loopback — without the tracer, with the eBPF capture, with the libpcap fallback, and with
+//! `--baseline` the baseline binary's eBPF capture too. Rounds interleave the modes (in a
+//! rotating order), so a machine that gets busier or quieter during the run affects them
+//! alike; figures are medians over rounds.
 
 use std::process::Command;
 
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
-use super::live::Tracer;
+use super::live::{Standin, Tracer};
 use super::proc::measure;
 use super::{Env, is_root};
 
-const MODES: [&str; 3] = ["none", "ebpf", "pcap"];
+/// `ebpf-base`: the `--baseline` binary's eBPF capture.
+const MODES: [&str; 4] = ["none", "ebpf", "ebpf-base", "pcap"];
 
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -31,39 +34,63 @@ fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
 }
 
+/// The same settings with the baseline binary as the tracer.
+fn baseline_env(env: &Env) -> Option<Env> {
+    Some(Env {
+        smoke: env.smoke,
+        root: env.root.clone(),
+        tracer: env.baseline.clone()?,
+        baseline: None,
+        bins: env.bins.clone(),
+        work: env.work.clone(),
+    })
+}
+
 pub fn run(env: &Env) -> Result<Value> {
-    let (rounds, bytes, calls) = if env.smoke { (1, 20_000_000u64, 300) } else { (5, 1_000_000_000, 20_000) };
+    let (rounds, bytes, upload, calls) =
+        if env.smoke { (1, 20_000_000u64, 20_000_000u64, 300) } else { (5, 1_000_000_000, 1 << 30, 20_000) };
+    let base_env = baseline_env(env);
     let modes: Vec<&str> = if is_root() {
-        MODES.to_vec()
+        MODES.iter().copied().filter(|m| *m != "ebpf-base" || base_env.is_some()).collect()
     } else {
         eprintln!("*** SKIPPED: not root *** (xtask bench cost: the eBPF and libpcap modes)");
         vec!["none"]
     };
+    let standin = Standin::start(env)?;
     let mut runs = Vec::new();
     for round in 0..rounds {
         for i in 0..modes.len() {
             let mode = modes[(i + round) % modes.len()];
             let port = free_port()?;
+            let sp = standin.addr.port().to_string();
             let tracer = match mode {
                 "none" => None,
-                capture => Some(Tracer::start(env, &format!("cost-{capture}"), capture, port, &[])?),
+                "ebpf-base" => {
+                    let b = base_env.as_ref().expect("ebpf-base only with --baseline");
+                    Some(Tracer::start(b, "cost-ebpf-base", "ebpf", port, &["--port", &sp])?)
+                }
+                capture => Some(Tracer::start(env, &format!("cost-{capture}"), capture, port, &["--port", &sp])?),
             };
             let p = port.to_string();
             let bulk = traffic(env, &["bulk", "--port", &p, "--bytes", &bytes.to_string()])?;
+            let up = traffic(env, &["upload", "--addr", &standin.addr.to_string(), "--bytes", &upload.to_string()])?;
             let lat = traffic(env, &["latency", "--port", &p, "--calls", &calls.to_string()])?;
             let summary = tracer.map(Tracer::stop).transpose()?;
             eprintln!(
-                "  round {round} {mode}: bulk {:.0} MB/s, latency p50 {:.1} µs p99 {:.1} µs",
+                "  round {round} {mode}: bulk {:.0} MB/s, upload {:.0} MB/s, latency p50 {:.1} µs p99 {:.1} µs{}",
                 bulk["mb_per_s"].as_f64().unwrap_or(0.0),
+                up["mb_per_s"].as_f64().unwrap_or(0.0),
                 lat["p50_us"].as_f64().unwrap_or(0.0),
-                lat["p99_us"].as_f64().unwrap_or(0.0)
+                lat["p99_us"].as_f64().unwrap_or(0.0),
+                summary.as_ref().map_or(String::new(), |s| format!(", kernel drops {}", s.kernel_drops)),
             );
             anyhow::ensure!(bulk["bytes"].as_u64() == Some(bytes), "bulk transfer incomplete: {bulk}");
+            anyhow::ensure!(up["status"].as_str().is_some_and(|s| s.contains(" 201 ")), "upload refused: {up}");
             if let Some(s) = &summary
                 && s.kernel_drops == 0
             {
                 // Sanity: without drops the tracer saw every call.
-                let expected = 1 + calls as u64 + calls as u64 / 100;
+                let expected = 2 + calls as u64 + calls as u64 / 100;
                 anyhow::ensure!(
                     s.calls >= expected,
                     "{mode}: the tracer saw {} of {expected} calls:\n{}",
@@ -72,29 +99,38 @@ pub fn run(env: &Env) -> Result<Value> {
                 );
             }
             runs.push(json!({
-                "round": round, "mode": mode, "port": port, "bulk": bulk, "latency": lat,
+                "round": round, "mode": mode, "port": port, "bulk": bulk, "upload": up, "latency": lat,
                 "tracer": summary.map(|s| s.json()),
             }));
         }
     }
+    drop(standin);
     let pick = |mode: &str, f: &dyn Fn(&Value) -> Option<f64>| {
         median(runs.iter().filter(|r| r["mode"] == mode).filter_map(f).collect())
     };
     let mut by_mode = serde_json::Map::new();
     let base_tp = pick("none", &|r| r["bulk"]["mb_per_s"].as_f64());
+    let base_up = pick("none", &|r| r["upload"]["mb_per_s"].as_f64());
     let base_p50 = pick("none", &|r| r["latency"]["p50_us"].as_f64());
     let base_p99 = pick("none", &|r| r["latency"]["p99_us"].as_f64());
     for mode in &modes {
         let tp = pick(mode, &|r| r["bulk"]["mb_per_s"].as_f64());
+        let up = pick(mode, &|r| r["upload"]["mb_per_s"].as_f64());
         let p50 = pick(mode, &|r| r["latency"]["p50_us"].as_f64());
         let p99 = pick(mode, &|r| r["latency"]["p99_us"].as_f64());
+        let drops = pick(mode, &|r| r["tracer"]["kernel_drops"].as_f64());
         by_mode.insert(
             (*mode).to_owned(),
             json!({
                 "bulk_mb_per_s": tp, "bulk_vs_untraced": tp / base_tp,
+                "upload_mb_per_s": up, "upload_vs_untraced": up / base_up, "kernel_drops": drops,
                 "p50_us": p50, "p99_us": p99, "p50_delta_us": p50 - base_p50, "p99_delta_us": p99 - base_p99,
             }),
         );
     }
-    Ok(json!({"rounds": rounds, "bulk_bytes": bytes, "calls": calls, "medians": by_mode, "runs": runs}))
+    Ok(json!({
+        "rounds": rounds, "bulk_bytes": bytes, "upload_bytes": upload, "calls": calls,
+        "baseline": env.baseline.as_ref().map(|p| p.display().to_string()),
+        "medians": by_mode, "runs": runs,
+    }))
 }

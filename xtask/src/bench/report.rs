@@ -163,21 +163,26 @@ fn live(s: &mut String, v: &Value) {
 fn cost(s: &mut String, v: &Value) {
     let _ = writeln!(
         s,
-        "{} rounds, interleaved; bulk: one {:.0} MB response; latency: {} small keep-alive calls. Medians over rounds.\n",
+        "{} rounds, interleaved; bulk: one {:.0} MB response; upload: one {:.0} MiB blob to the stand-in; latency: {} small keep-alive calls. Medians over rounds.\n",
         v["rounds"],
         v["bulk_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+        v["upload_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
         v["calls"]
     );
     let _ = writeln!(
         s,
-        "| tracer | bulk MB/s | vs untraced | p50 µs | p99 µs | p50 Δ µs | p99 Δ µs |\n| --- | --- | --- | --- | --- | --- | --- |"
+        "| tracer | bulk MB/s | vs untraced | upload MB/s | vs untraced | kernel drops | p50 µs | p99 µs | p50 Δ µs | p99 Δ µs |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
+    let pct = |x: &Value| -> Value { (x.as_f64().unwrap_or(f64::NAN) * 100.0).into() };
     for (mode, m) in v["medians"].as_object().into_iter().flatten() {
         let _ = writeln!(
             s,
-            "| {mode} | {} | {} % | {} | {} | {} | {} |",
+            "| {mode} | {} | {} % | {} | {} % | {} | {} | {} | {} | {} |",
             f(&m["bulk_mb_per_s"], 0),
-            f(&(m["bulk_vs_untraced"].as_f64().unwrap_or(f64::NAN) * 100.0).into(), 1),
+            f(&pct(&m["bulk_vs_untraced"]), 1),
+            f(&m["upload_mb_per_s"], 0),
+            f(&pct(&m["upload_vs_untraced"]), 1),
+            f(&m["kernel_drops"], 0),
             f(&m["p50_us"], 1),
             f(&m["p99_us"], 1),
             f(&m["p50_delta_us"], 1),

@@ -78,6 +78,8 @@ impl Common {
             },
             llm: LlmConfig { capture_content: content, max_calls_in_flight: l.max_calls_in_flight.max(1), providers },
             collect_peers: false,
+            // The live eBPF capture turns it on (run::live).
+            skip_bodies_over: None,
         }
     }
 

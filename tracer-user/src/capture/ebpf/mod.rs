@@ -26,6 +26,7 @@
 
 mod log;
 pub mod records;
+pub mod skips;
 mod tls_feed;
 
 use std::fs::File;
@@ -116,6 +117,8 @@ pub struct EbpfCapture {
     description: String,
     timings: StartTimings,
     socket_events: Option<SocketEventSink>,
+    /// Tells the kernel which bodies not to copy (when [`CaptureConfig::skip_bodies_over`]).
+    skipper: Option<(u64, Arc<skips::BodySkipper>)>,
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError {
@@ -184,6 +187,10 @@ impl EbpfCapture {
                 ports_map.set(i as u32, w, 0).map_err(map_err(map::PORTS))?;
             }
         }
+        let skipper = match config.skip_bodies_over {
+            Some(over) => Some((over, Arc::new(skips::BodySkipper::new(take_map(&mut ebpf, map::SKIP)?)?))),
+            None => None,
+        };
         let counters_map: PerCpuArray<MapData, Counters> =
             PerCpuArray::try_from(take_map(&mut ebpf, map::COUNTERS)?).map_err(map_err(map::COUNTERS))?;
         let ring: RingBuf<MapData> =
@@ -247,6 +254,7 @@ impl EbpfCapture {
             description,
             timings,
             socket_events: config.socket_events.clone(),
+            skipper,
         })
     }
 
@@ -351,8 +359,15 @@ impl EbpfCapture {
             max_skb_len: get(counter::MAX_SKB_LEN, true),
             sock_records: get(counter::SOCK_RECORDS, false),
             sock_records_lost: get(counter::SOCK_RECORDS_LOST, false),
+            skipped_packets: get(counter::SKIPPED_PACKETS, false),
+            skipped_bytes: get(counter::SKIPPED_BYTES, false),
             tls: self.tls.as_ref().map(|t| t.counters(|i| get(i, false))),
         }
+    }
+
+    /// Where the pipeline says which bodies need not be copied, when skipping is on.
+    pub fn body_skipper(&self) -> Option<(u64, Arc<skips::BodySkipper>)> {
+        self.skipper.clone()
     }
 
     /// What the reader counted.

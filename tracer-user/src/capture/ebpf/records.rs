@@ -60,6 +60,7 @@ pub fn decode_record<'a>(
             ifindex: (h.ifindex != 0).then_some(h.ifindex),
             hook: Hook::from_wire(h.hook),
             tls: None,
+            skipped: h.rec_flags & rec_flags::SKIPPED != 0,
         },
     }))
 }

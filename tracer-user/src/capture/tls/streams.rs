@@ -374,6 +374,7 @@ fn meta(conn: &Conn, library: Option<TlsLibrary>, io: Option<Io>) -> CaptureMeta
             Io::Read => Hook::CgroupIngress,
         }),
         tls: Some(library.unwrap_or(TlsLibrary::OpenSsl)),
+        skipped: false,
     }
 }
 
