@@ -20,7 +20,9 @@ use tracer_core::segment::SegmentBatch;
 
 use self::check::{CheckReport, pcap_where};
 use self::config::chain;
-pub use self::config::{Backend, CaptureConfig, CaptureError, CaptureMode, DEFAULT_PORT, EbpfAttach, TlsConfig};
+pub use self::config::{
+    Backend, CaptureConfig, CaptureError, CaptureMode, DEFAULT_PORT, DEFAULT_SKIP_BODIES_OVER, EbpfAttach, TlsConfig,
+};
 pub use self::counters::LiveCounters;
 use self::ebpf::EbpfCapture;
 use self::pcap::PcapCapture;

@@ -143,6 +143,11 @@ pub struct CaptureArgs {
     /// eBPF ring buffer size, MiB.
     #[arg(long, default_value_t = tracer_common::DEFAULT_RING_BYTES >> 20)]
     pub ring_buffer_mb: u32,
+    /// eBPF: bodies longer than this many bytes that no decoder reads (blob uploads, answers
+    /// that are not JSON, NDJSON or SSE) are reported by the kernel by length and time, not
+    /// copied to user space; their calls stay exact. 0 copies every body.
+    #[arg(long, value_name = "BYTES", default_value_t = ollama_tracer::capture::DEFAULT_SKIP_BODIES_OVER)]
+    pub skip_bodies_over: u64,
     /// Forward the kernel programs' debug log.
     #[arg(long)]
     pub ebpf_debug_log: bool,

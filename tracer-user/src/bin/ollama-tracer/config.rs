@@ -147,6 +147,7 @@ impl CaptureArgs {
             // call whose last chunk the capture lost.
             emit_pure_acks: true,
             ebpf_debug_log: self.ebpf_debug_log,
+            skip_bodies_over: (self.skip_bodies_over > 0).then_some(self.skip_bodies_over),
             pcap_interfaces: self.interfaces.clone(),
             tls: TlsConfig {
                 // libpcap sees packets only.
