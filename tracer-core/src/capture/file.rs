@@ -458,3 +458,43 @@ impl<'a> Iterator for MergedFrames<'a> {
         Some((frame, i))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file several windows long reads back whole, frame by frame, while the window slides —
+    /// also a frame kept from the start and read after its pages were dropped, and two files
+    /// merged (each with its window).
+    #[test]
+    fn a_file_larger_than_the_window_reads_back_exactly() {
+        let path = std::env::temp_dir().join(format!("ollama-tracer-window-{}.pcap", std::process::id()));
+        let record = |i: u32| -> Vec<u8> { (0..1000 + i % 600).map(|k| (i.wrapping_mul(31) ^ k) as u8).collect() };
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        bytes.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 1, 0, 0, 0]);
+        let n = 3 * WINDOW as u32 / 1000;
+        for i in 0..n {
+            let data = record(i);
+            for w in [i, 0, data.len() as u32, data.len() as u32] {
+                bytes.extend_from_slice(&w.to_le_bytes());
+            }
+            bytes.extend_from_slice(&data);
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let file = CaptureFile::open(&path).unwrap();
+        assert!(file.len() > POPULATE_MAX && file.records() == u64::from(n));
+        let mut first = None;
+        let mut seen = 0;
+        for (i, f) in file.frames().enumerate() {
+            assert_eq!(f.data, record(i as u32), "frame {i}");
+            first.get_or_insert(f);
+            seen += 1;
+        }
+        assert_eq!(seen, n);
+        assert_eq!(first.unwrap().data, record(0), "a frame read after its pages were dropped");
+        let files = [CaptureFile::open(&path).unwrap(), CaptureFile::open(&path).unwrap()];
+        assert_eq!(MergedFrames::new(&files).count(), 2 * n as usize);
+        std::fs::remove_file(&path).unwrap();
+    }
+}
