@@ -9,6 +9,7 @@
 
 pub mod coding;
 pub mod decoders;
+pub mod fast_path;
 pub mod framing;
 pub mod http;
 pub mod input;
@@ -34,6 +35,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("request", request),
     ("content_coding", content_coding),
     ("replay", replay),
+    ("fast_path", fast_path),
 ];
 
 /// Link-layer frames of every link type.
@@ -84,4 +86,9 @@ pub fn content_coding(data: &[u8]) {
 /// Arbitrary bytes as a capture file through the whole replay pipeline.
 pub fn replay(data: &[u8]) {
     replay::run(data)
+}
+
+/// Token chunks read by the fast path and by the full scanner.
+pub fn fast_path(data: &[u8]) {
+    fast_path::run(data)
 }

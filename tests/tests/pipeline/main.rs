@@ -5,6 +5,7 @@
 
 mod adversarial;
 mod architecture;
+mod fast_path;
 mod gap_cost;
 mod golden;
 mod in_flight;

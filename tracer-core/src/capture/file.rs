@@ -20,8 +20,12 @@ use crate::segment::Timestamp;
 /// Largest record we accept. libpcap's own maximum snap length is 256 KiB; anything far beyond is
 /// a corrupt length field, not a packet.
 const MAX_RECORD: usize = 16 << 20;
-/// Largest file mapped with all its pages at once.
-const POPULATE_MAX: u64 = 4 << 30;
+/// Files up to this size are mapped with all their pages at once; larger ones are read through
+/// a sliding window of the map (see [`Window`]).
+const POPULATE_MAX: u64 = 2 * WINDOW as u64;
+/// The window of a large file's map a reader keeps resident: faulted in one window ahead, and
+/// dropped from this process one window behind, so the RSS follows the window, not the file.
+const WINDOW: usize = 4 << 20;
 
 const PCAPNG_SHB: u32 = 0x0A0D_0D0A;
 const PCAPNG_IDB: u32 = 0x0000_0001;
@@ -80,9 +84,8 @@ impl CaptureFile {
         let file = File::open(&path).map_err(io)?;
         // SAFETY: the map is read-only; a capture file being rewritten underneath us would at
         // worst yield garbage bytes, which every later stage treats as untrusted input anyway.
-        // Files that fit comfortably in memory are mapped in one go: faulting them in page by page
-        // costs more than reading them (validation walks the whole file first). Larger ones
-        // are faulted as read, with read-ahead.
+        // Small files are mapped in one go; larger ones are faulted in a window at a time as
+        // they are read (page by page costs more than reading them), with read-ahead.
         let len = file.metadata().map_err(io)?.len();
         let mut options = MmapOptions::new();
         if len <= POPULATE_MAX {
@@ -119,27 +122,63 @@ impl CaptureFile {
     }
 
     pub fn frames(&self) -> Frames<'_> {
-        Frames { file: self, walker: Walker::new(self.format, &self.map) }
+        Frames { file: self, walker: Walker::new(self.format, &self.map), window: Window::default() }
+    }
+
+    /// A reader of a large file is at `pos`: the window ahead is faulted in at once, and what
+    /// lies more than a window behind is dropped from this process's page tables (the page
+    /// cache keeps it). A frame handed out earlier stays readable: its pages fault back in.
+    #[inline]
+    fn slide(&self, w: &mut Window, pos: usize) {
+        if self.map.len() as u64 <= POPULATE_MAX || pos < w.next {
+            return;
+        }
+        let k = pos / WINDOW;
+        // One syscall per window instead of a fault per few pages (old kernels: faults).
+        let (from, to) = (w.next.max(k * WINDOW), ((k + 2) * WINDOW).min(self.map.len()));
+        if to > from {
+            let _ = self.map.advise_range(memmap2::Advice::PopulateRead, from, to - from);
+        }
+        let behind = k.saturating_sub(1) * WINDOW;
+        if behind > w.released {
+            self.release(w.released, behind);
+            w.released = behind;
+        }
+        w.next = to.max(w.next);
+    }
+
+    /// Drops `start..end` of the map from this process's page tables.
+    fn release(&self, start: usize, end: usize) {
+        // SAFETY: the map is a shared, read-only mapping of a file: MADV_DONTNEED only unmaps
+        // the pages, and the next access faults the same file bytes back in from the page cache
+        // (no anonymous page is zeroed; nothing was written).
+        let _ = unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
     }
 
     fn validate(&mut self) -> Result<(), FileError> {
         let mut walker = Walker::new(self.format, &self.map);
+        let mut window = Window::default();
         let mut records = 0;
-        loop {
+        let read = loop {
+            self.slide(&mut window, walker.pos);
             match walker.next_record() {
                 Ok(Some(_)) => records += 1,
-                Ok(None) => break,
+                Ok(None) => break Ok(()),
                 Err(WalkError::Truncated { offset }) => {
                     self.truncated_at = Some(offset);
-                    break;
+                    break Ok(());
                 }
                 Err(WalkError::Corrupt { offset, what }) => {
-                    return Err(FileError::Corrupt { path: self.path.clone(), offset, what });
+                    break Err(FileError::Corrupt { path: self.path.clone(), offset, what });
                 }
             }
+        };
+        // The reading pass starts from nothing resident.
+        if self.map.len() as u64 > POPULATE_MAX {
+            self.release(window.released, self.map.len());
         }
         self.records = records;
-        Ok(())
+        read
     }
 }
 
@@ -361,17 +400,25 @@ impl<'a> Walker<'a> {
     }
 }
 
+/// How far a reader of a large file has its map resident: from `released` up to `next`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Window {
+    released: usize,
+    next: usize,
+}
+
 /// Frames of one file in file order.
 pub struct Frames<'a> {
     file: &'a CaptureFile,
     walker: Walker<'a>,
+    window: Window,
 }
 
 impl<'a> Iterator for Frames<'a> {
     type Item = Frame<'a>;
     fn next(&mut self) -> Option<Frame<'a>> {
+        self.file.slide(&mut self.window, self.walker.pos);
         // The file was validated at open, so the walk ends exactly where validation ended.
-        let _ = self.file;
         self.walker.next_record().ok().flatten()
     }
 }
@@ -409,5 +456,45 @@ impl<'a> Iterator for MergedFrames<'a> {
             self.heap.push(Reverse((next.ts, i)));
         }
         Some((frame, i))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file several windows long reads back whole, frame by frame, while the window slides —
+    /// also a frame kept from the start and read after its pages were dropped, and two files
+    /// merged (each with its window).
+    #[test]
+    fn a_file_larger_than_the_window_reads_back_exactly() {
+        let path = std::env::temp_dir().join(format!("ollama-tracer-window-{}.pcap", std::process::id()));
+        let record = |i: u32| -> Vec<u8> { (0..1000 + i % 600).map(|k| (i.wrapping_mul(31) ^ k) as u8).collect() };
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        bytes.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 1, 0, 0, 0]);
+        let n = 3 * WINDOW as u32 / 1000;
+        for i in 0..n {
+            let data = record(i);
+            for w in [i, 0, data.len() as u32, data.len() as u32] {
+                bytes.extend_from_slice(&w.to_le_bytes());
+            }
+            bytes.extend_from_slice(&data);
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let file = CaptureFile::open(&path).unwrap();
+        assert!(file.len() > POPULATE_MAX && file.records() == u64::from(n));
+        let mut first = None;
+        let mut seen = 0;
+        for (i, f) in file.frames().enumerate() {
+            assert_eq!(f.data, record(i as u32), "frame {i}");
+            first.get_or_insert(f);
+            seen += 1;
+        }
+        assert_eq!(seen, n);
+        assert_eq!(first.unwrap().data, record(0), "a frame read after its pages were dropped");
+        let files = [CaptureFile::open(&path).unwrap(), CaptureFile::open(&path).unwrap()];
+        assert_eq!(MergedFrames::new(&files).count(), 2 * n as usize);
+        std::fs::remove_file(&path).unwrap();
     }
 }

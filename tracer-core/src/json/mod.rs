@@ -10,6 +10,7 @@
 //! Strings are delivered unescaped, in pieces (`\u003c` arrives as `<`), so text never needs to be
 //! held in full unless a visitor chooses to.
 
+mod cursor;
 mod scan;
 mod skip;
 mod strings;
@@ -17,6 +18,7 @@ mod strings;
 mod tests;
 mod visit;
 
+pub use self::cursor::Cursor;
 use self::skip::SkipState;
 pub use self::strings::StrAcc;
 use self::strings::{Esc, Utf8Carry};

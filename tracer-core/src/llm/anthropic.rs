@@ -5,6 +5,7 @@
 use super::call::ToolCall;
 use super::framing::{DocEnd, DocVisitor};
 use super::stream::{ARGS_LIMIT, MAX_TOOL_CALLS, MESSAGE, SHORT, Stream};
+use super::token_chunk::{self, CONTENT_BLOCK_DELTA};
 use crate::json::{Descend, JsonVisitor, Kind, Path, Scalar, SkipStats, StrAcc};
 use crate::segment::Timestamp;
 
@@ -219,6 +220,25 @@ impl JsonVisitor for AnthropicVisitor {
 }
 
 impl DocVisitor for AnthropicVisitor {
+    /// A text or thinking delta of a stream, read by its bytes; content capture reads every
+    /// document in full (its text is kept piece by piece).
+    fn whole_doc(&mut self, doc: &[u8], event: Option<&str>, ts: Timestamp) -> bool {
+        if self.s.capture || !self.streamed || event.is_some_and(|e| e != CONTENT_BLOCK_DELTA) {
+            return false;
+        }
+        let Some(t) = token_chunk::anthropic(doc) else {
+            return false;
+        };
+        // What `doc_begin`, the scan and `doc_end` leave of such a document.
+        self.doc = AnDoc::default();
+        self.cur = AnStr::None;
+        self.kind.clear();
+        self.kind.push(CONTENT_BLOCK_DELTA.as_bytes());
+        let s = &mut self.s;
+        s.token_chunk(ts, t.text, t.thinking);
+        true
+    }
+
     fn doc_begin(&mut self) {
         self.doc = AnDoc::default();
         self.cur = AnStr::None;

@@ -17,6 +17,7 @@ pub mod response;
 pub mod responses;
 pub mod route;
 pub mod stream;
+mod token_chunk;
 
 #[cfg(test)]
 mod tests;

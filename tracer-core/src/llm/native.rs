@@ -5,6 +5,7 @@ use super::call::{RunningModel, ToolCall};
 use super::framing::{DocEnd, DocVisitor};
 use super::route::Route;
 use super::stream::{ARGS_LIMIT, MAX_TOOL_CALLS, MESSAGE, SHORT, Stream};
+use super::token_chunk;
 use crate::json::{Descend, JsonVisitor, Kind, Path, Scalar, SkipStats, StrAcc};
 use crate::segment::Timestamp;
 
@@ -311,6 +312,28 @@ impl JsonVisitor for NativeVisitor {
 }
 
 impl DocVisitor for NativeVisitor {
+    /// A token chunk (`"done":false`) of a chat or generate stream, read by its bytes; content
+    /// capture reads every document in full (its text is kept piece by piece).
+    fn whole_doc(&mut self, doc: &[u8], _event: Option<&str>, ts: Timestamp) -> bool {
+        if self.s.capture || !matches!(self.route, Route::Chat | Route::Generate) {
+            return false;
+        }
+        let Some(t) = token_chunk::native(doc, self.route == Route::Chat) else {
+            return false;
+        };
+        // What `doc_begin`, the scan and `doc_end` leave of such a document.
+        self.doc = NativeDoc::default();
+        self.cur = NativeStr::None;
+        let s = &mut self.s;
+        s.token_chunk(ts, t.content, t.thinking);
+        if let Some(m) = t.model {
+            self.model.clear();
+            self.model.push(m);
+            s.set_model(&self.model);
+        }
+        true
+    }
+
     fn doc_begin(&mut self) {
         self.doc = NativeDoc::default();
         self.cur = NativeStr::None;

@@ -6,6 +6,7 @@ use super::call::ToolCall;
 use super::framing::{DocEnd, DocVisitor};
 use super::route::Route;
 use super::stream::{ARGS_LIMIT, MAX_TOOL_CALLS, MESSAGE, SHORT, Stream};
+use super::token_chunk;
 use crate::json::{Descend, JsonVisitor, Kind, P, Path, Scalar, SkipStats, StrAcc};
 use crate::segment::Timestamp;
 
@@ -278,6 +279,35 @@ impl JsonVisitor for OpenAiVisitor {
 }
 
 impl DocVisitor for OpenAiVisitor {
+    /// A token chunk of a chat or completions stream, read by its bytes; content capture reads
+    /// every document in full (its text is kept piece by piece).
+    fn whole_doc(&mut self, doc: &[u8], _event: Option<&str>, ts: Timestamp) -> bool {
+        if self.s.capture || !self.streamed || !matches!(self.route, Route::OpenAiChat | Route::OpenAiCompletions) {
+            return false;
+        }
+        let Some(t) = token_chunk::openai(doc) else {
+            return false;
+        };
+        // What `doc_begin`, the scan and `doc_end` leave of such a document.
+        self.doc = OaDoc::default();
+        self.cur = OaStr::None;
+        let s = &mut self.s;
+        s.token_chunk(ts, t.content, t.reasoning);
+        if let Some(id) = t.id {
+            self.id.clear();
+            self.id.push(id);
+            s.set_id(&self.id);
+        }
+        if let Some(m) = t.model {
+            self.model.clear();
+            self.model.push(m);
+            if !m.is_empty() {
+                s.set_model(&self.model);
+            }
+        }
+        true
+    }
+
     fn doc_begin(&mut self) {
         self.doc = OaDoc::default();
         self.cur = OaStr::None;

@@ -96,6 +96,25 @@ impl ResponseDecoder {
         d
     }
 
+    /// Turns the fast path for common token chunks off: every document is read by the full
+    /// scanner (equivalence tests and fuzzers compare both).
+    pub fn set_fast_path(&mut self, on: bool) {
+        match &mut self.framer {
+            Framer::Seq(f) => f.set_fast_path(on),
+            Framer::Sse(f) => f.set_fast_path(on),
+            Framer::Count => {}
+        }
+    }
+
+    /// Documents the fast path took so far.
+    pub fn fast_docs(&self) -> u64 {
+        match &self.framer {
+            Framer::Seq(f) => f.fast_docs(),
+            Framer::Sse(f) => f.fast_docs(),
+            Framer::Count => 0,
+        }
+    }
+
     /// Records the response's media type and content coding.
     pub fn set_headers(&mut self, content_type: Option<String>, content_encoding: Option<String>) {
         with_visitor!(self, v => {

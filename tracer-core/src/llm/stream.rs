@@ -195,6 +195,14 @@ impl Stream {
         }
     }
 
+    /// A token chunk read by the fast path: what `doc_end` does with a chunk holding only text
+    /// and reasoning.
+    pub(super) fn token_chunk(&mut self, ts: Timestamp, text: u64, reasoning: u64) {
+        self.chunk(ts, text > 0 || reasoning > 0);
+        self.info.text_bytes += text;
+        self.info.reasoning_bytes += reasoning;
+    }
+
     pub(super) fn set_model(&mut self, acc: &StrAcc) {
         // Every chunk repeats the model: compare before allocating.
         if self.info.model.as_deref().map(str::as_bytes) != Some(acc.bytes()) {

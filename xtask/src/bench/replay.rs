@@ -21,6 +21,9 @@ use serde_json::{Value, json};
 use super::Env;
 use super::proc::{Measured, TracerSummary, measure};
 
+/// Environment variable: TCP payload bytes of the generated capture (default 1 GB).
+const BYTES_VAR: &str = "OLLAMA_TRACER_BENCH_REPLAY_BYTES";
+
 /// Generates (or finds) the benchmark capture in the work directory.
 pub fn generate(env: &Env, bytes: u64) -> Result<Value> {
     let out = env.file(&format!("bench-capture-{bytes}.json"));
@@ -96,6 +99,98 @@ fn slice(src: &Path, dst: &Path, bytes: u64) -> Result<u64> {
     Ok(written)
 }
 
+/// The recording of the real client libraries (tests/data/captures): 18 calls on 6 connections.
+const REAL_CLIENTS: &str = "tests/data/captures/real-clients.pcap";
+
+/// `src` (a little-endian Ethernet/IPv4 pcap of loopback traffic to port 11434) repeated until
+/// the file holds at least `bytes`: copy k follows copy k − 1 in time (shifted by the whole
+/// recording plus a second) and its clients talk from 127.x.y.z of their own, so every copy's
+/// connections are new ones. Returns the number of copies.
+fn tile(src: &Path, dst: &Path, bytes: u64) -> Result<u64> {
+    let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+    ensure!(data.len() > 24, "{}: too short", src.display());
+    let word = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+    ensure!(word(&data, 0) == 0xa1b2_c3d4 && word(&data, 20) == 1, "{}: not a µs Ethernet pcap", src.display());
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let len = word(&data, at + 8) as usize;
+        ensure!(at + 16 + len <= data.len(), "{}: cut record at {at}", src.display());
+        records.push(at..at + 16 + len);
+        at += 16 + len;
+    }
+    let us =
+        |r: &std::ops::Range<usize>| u64::from(word(&data, r.start)) * 1_000_000 + u64::from(word(&data, r.start + 4));
+    let (first, last) = (us(records.first().context("no records")?), us(records.last().context("no records")?));
+    let shift = last - first + 1_000_000;
+    let copies = bytes.div_ceil(data.len() as u64 - 24).max(1);
+    ensure!(copies < 250 * 250, "{copies} copies: more than there are client addresses");
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(dst)?);
+    w.write_all(&data[..24])?;
+    let mut rec = Vec::new();
+    for k in 0..copies {
+        let client = [127, 1 + (k / 250) as u8, (k % 250) as u8 + 1, 1];
+        for r in &records {
+            rec.clear();
+            rec.extend_from_slice(&data[r.clone()]);
+            let t = us(r) + k * shift;
+            rec[0..4].copy_from_slice(&((t / 1_000_000) as u32).to_le_bytes());
+            rec[4..8].copy_from_slice(&((t % 1_000_000) as u32).to_le_bytes());
+            // Ethernet (14 bytes), IPv4 (IHL words), TCP: the client is the side not on 11434.
+            let ip = 16 + 14;
+            if rec.len() >= ip + 20 && rec[ip - 2..ip] == [0x08, 0x00] {
+                let tcp = ip + usize::from(rec[ip] & 0x0f) * 4;
+                if rec.len() >= tcp + 4 {
+                    let server_is_src = u16::from_be_bytes([rec[tcp], rec[tcp + 1]]) == 11434;
+                    let addr = ip + if server_is_src { 16 } else { 12 };
+                    rec[addr..addr + 4].copy_from_slice(&client);
+                }
+            }
+            w.write_all(&rec)?;
+        }
+    }
+    w.flush()?;
+    Ok(copies)
+}
+
+/// The real-client recording tiled to about `bytes`, replayed by this tree's tracer and the
+/// baseline (interleaved): every copy's calls must be seen.
+fn real_clients(env: &Env, bytes: u64, runs: usize) -> Result<Value> {
+    let src = env.root.join(REAL_CLIENTS);
+    let (_, one) = replay_once(&env.tracer, &src)?;
+    let dst = env.file("real-clients-tiled.pcap");
+    let copies = tile(&src, &dst, bytes)?;
+    let file_bytes = std::fs::metadata(&dst)?.len();
+    let ((ours, os), base) = tracer_replay(env, &dst, runs)?;
+    let _ = std::fs::remove_file(&dst);
+    ensure!(
+        os.calls == one.calls * copies && os.payload_bytes == one.payload_bytes * copies,
+        "{copies} copies of {} calls / {} bytes: the tracer saw {} calls / {} bytes",
+        one.calls,
+        one.payload_bytes,
+        os.calls,
+        os.payload_bytes
+    );
+    eprintln!(
+        "  real clients ×{copies}: {:.0} MB/s per core, peak RSS {} MiB{}",
+        os.payload_bytes as f64 / ours.cpu_s() / 1e6,
+        ours.max_rss_kib / 1024,
+        base.as_ref()
+            .map(|(b, _)| format!(
+                "; baseline {:.0} MB/s, {} MiB",
+                os.payload_bytes as f64 / b.cpu_s() / 1e6,
+                b.max_rss_kib / 1024
+            ))
+            .unwrap_or_default()
+    );
+    Ok(json!({
+        "source": REAL_CLIENTS, "copies": copies, "file_bytes": file_bytes,
+        "calls": os.calls, "payload_bytes": os.payload_bytes, "runs": runs,
+        "tracer": figures(&ours, os.payload_bytes), "summary": os.json(),
+        "baseline": base.map(|(b, _)| figures(&b, os.payload_bytes)),
+    }))
+}
+
 /// tshark's HTTP reassembly of `file`: the run, and the HTTP requests and responses it found.
 fn tshark(env: &Env, file: &Path) -> Result<(Measured, u64, u64)> {
     let out = env.file("tshark.tsv");
@@ -147,7 +242,13 @@ fn figures(m: &Measured, payload: u64) -> Value {
 }
 
 pub fn run(env: &Env) -> Result<Value> {
-    let (bytes, slice_bytes, runs) = if env.smoke { (3_000_000, u64::MAX, 1) } else { (1_000_000_000, 64_000_000, 3) };
+    let (mut bytes, slice_bytes, runs) =
+        if env.smoke { (3_000_000, u64::MAX, 1) } else { (1_000_000_000, 64_000_000, 3) };
+    // A larger capture (memory bounded by the work, not the file: a 2 GB file), on request.
+    if let Some(b) = std::env::var(BYTES_VAR).ok().and_then(|v| v.parse().ok()) {
+        bytes = b;
+    }
+    let real = real_clients(env, if env.smoke { 3_000_000 } else { 1_000_000_000 }, runs)?;
     let cap = generate(env, bytes)?;
     let path = PathBuf::from(cap["path"].as_str().context("capture path")?);
     let calls = cap["calls"].as_u64().context("capture calls")?;
@@ -214,6 +315,7 @@ pub fn run(env: &Env) -> Result<Value> {
     Ok(json!({
         "capture": cap,
         "tracer_whole": {"runs": runs, "best": figures(&full, payload), "summary": fs.json()},
+        "real_clients": real,
         "baseline_whole": base.map(|(b, bs)| json!({
             "binary": env.baseline.as_ref().map(|p| p.display().to_string()),
             "runs": runs, "best": figures(&b, payload), "summary": bs.json(),

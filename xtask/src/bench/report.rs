@@ -113,6 +113,12 @@ fn replay(s: &mut String, v: &Value) {
     let sl = &v["slice"];
     row(s, "ollama-tracer replay, slice", &sl["payload_bytes"], &sl["tracer"]);
     row(s, "tshark, same slice", &sl["payload_bytes"], &sl["tshark"]);
+    let real = &v["real_clients"];
+    if real.is_object() {
+        let name = format!("ollama-tracer replay, real clients ×{} ({} calls)", real["copies"], real["calls"]);
+        row(s, &name, &real["payload_bytes"], &real["tracer"]);
+    }
+    before_after(s, v);
     let _ = writeln!(
         s,
         "\nRatio on the same bytes: tshark / tracer = {}× CPU, {}× wall, {}× peak RSS (tshark found {} requests, {} responses; the tracer {} calls).\n\n`{}`\n",
@@ -124,6 +130,38 @@ fn replay(s: &mut String, v: &Value) {
         sl["tracer_calls"],
         sl["tshark_command"].as_str().unwrap_or("")
     );
+}
+
+/// With `--baseline`: the baseline binary (before) beside this tree's (after), same bytes,
+/// interleaved runs.
+fn before_after(s: &mut String, v: &Value) {
+    let (base, real) = (&v["baseline_whole"], &v["real_clients"]);
+    if !base.is_object() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\nBefore (`{}`) / after (this tree), best of {} interleaved runs each:\n\n| capture | MB/s per core before | after | speed-up | peak RSS MiB before | after |\n| --- | --- | --- | --- | --- | --- |",
+        base["binary"].as_str().unwrap_or("?"),
+        base["runs"]
+    );
+    let row = |s: &mut String, name: &str, before: &Value, after: &Value| {
+        let (b, a) = (&before["payload_mb_per_cpu_s"], &after["payload_mb_per_cpu_s"]);
+        let speedup = a.as_f64().zip(b.as_f64()).map(|(a, b)| a / b);
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {}× | {} | {} |",
+            f(b, 0),
+            f(a, 0),
+            f(&speedup.into(), 2),
+            f(&before["max_rss_mib"], 1),
+            f(&after["max_rss_mib"], 1)
+        );
+    };
+    row(s, "benchmark mix, whole capture", &base["best"], &v["tracer_whole"]["best"]);
+    if real["baseline"].is_object() {
+        row(s, &format!("real clients ×{}", real["copies"]), &real["baseline"], &real["tracer"]);
+    }
 }
 
 fn live_row(s: &mut String, r: &Value) {

@@ -45,7 +45,10 @@ fn collect(dir: &Path, out: &mut Vec<Value>) {
 pub fn run(env: &Env) -> Result<Value> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&env.root).env("OLLAMA_TRACER_REQUIRE_EBPF", "1").env("TMPDIR", &env.work);
+    // Absolute: cargo runs the benchmarks from the package's directory, not from here (`--out`
+    // may be relative).
+    let work = std::path::absolute(&env.work).unwrap_or_else(|_| env.work.clone());
+    cmd.current_dir(&env.root).env("OLLAMA_TRACER_REQUIRE_EBPF", "1").env("TMPDIR", work);
     if env.smoke {
         cmd.args(["test", "--quiet", "-p", "ollama-tracer-tests"]).env("OLLAMA_TRACER_BENCH_SMOKE", "1");
     } else {

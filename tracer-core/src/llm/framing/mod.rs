@@ -30,6 +30,14 @@ pub trait DocVisitor: JsonVisitor {
     fn doc_begin(&mut self);
     /// It ended at capture time `ts`.
     fn doc_end(&mut self, ts: Timestamp, end: DocEnd<'_>);
+    /// A whole document in one slice (and its SSE event name), before it is scanned: a visitor
+    /// that recognises it by its bytes may take it — leaving itself as if the document had been
+    /// begun, scanned and ended as [`DocEnd::Json`] at `ts` — and answer true; false lets the
+    /// scanner read it.
+    #[inline]
+    fn whole_doc(&mut self, _doc: &[u8], _event: Option<&str>, _ts: Timestamp) -> bool {
+        false
+    }
 }
 
 /// Counters of a framer, for flags and summary.

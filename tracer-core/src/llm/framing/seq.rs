@@ -21,6 +21,10 @@ pub struct JsonSeq {
     /// When the value held in [`SeqState::Trailing`] completed.
     pending_ts: Timestamp,
     stats: FramingStats,
+    /// Whole lines are offered to the visitor's fast path first ([`DocVisitor::whole_doc`]).
+    fast: bool,
+    /// Documents the visitor's fast path took.
+    fast_docs: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,11 +54,23 @@ impl JsonSeq {
             strict: false,
             pending_ts: Timestamp(0),
             stats: FramingStats::default(),
+            fast: true,
+            fast_docs: 0,
         }
     }
 
     pub fn stats(&self) -> FramingStats {
         self.stats
+    }
+
+    /// Turns the visitor's fast path off (equivalence tests read every document in full).
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast = on;
+    }
+
+    /// Documents the visitor's fast path took.
+    pub fn fast_docs(&self) -> u64 {
+        self.fast_docs
     }
 
     #[inline]
@@ -80,6 +96,19 @@ impl JsonSeq {
                             i += k;
                             if self.strict && !matches!(data[i], b'{' | b'[') {
                                 self.tail_of_a_line();
+                                continue;
+                            }
+                            // A whole line in this piece: the visitor may know its shape.
+                            if self.fast
+                                && self.line_delimited
+                                && !self.strict
+                                && data[i] == b'{'
+                                && let Some(k) = memchr(b'\n', &data[i..])
+                                && v.whole_doc(&data[i..i + k], None, ts)
+                            {
+                                self.stats.docs += 1;
+                                self.fast_docs += 1;
+                                i += k + 1;
                                 continue;
                             }
                             self.state = SeqState::InDoc;

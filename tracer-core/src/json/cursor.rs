@@ -1,0 +1,152 @@
+//! Reading one whole, compact JSON document held in a single slice, for the fast paths that
+//! recognise a known shape by its bytes (the token chunk of a stream). Every reader accepts a
+//! strict subset of JSON — no whitespace, keys without escapes — and answers `None` at the
+//! first byte outside it, so the caller falls back to [`super::JsonScanner`]: whatever a cursor
+//! accepts, the scanner reads the same way.
+
+use super::scan::quote_or_backslash;
+
+/// A position in a whole document.
+#[derive(Clone, Copy, Debug)]
+pub struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(b: &'a [u8]) -> Self {
+        Cursor { b, i: 0 }
+    }
+
+    /// True when every byte was read.
+    pub fn at_end(&self) -> bool {
+        self.i == self.b.len()
+    }
+
+    /// The next byte, not consumed.
+    pub fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    /// Consumes `c` if it is the next byte.
+    pub fn eat(&mut self, c: u8) -> bool {
+        let hit = self.peek() == Some(c);
+        self.i += usize::from(hit);
+        hit
+    }
+
+    /// Consumes `lit` if the next bytes are exactly it.
+    pub fn eat_all(&mut self, lit: &[u8]) -> bool {
+        let hit = self.b[self.i..].starts_with(lit);
+        if hit {
+            self.i += lit.len();
+        }
+        hit
+    }
+
+    /// `"key":`, the key without escapes; its raw bytes.
+    pub fn key(&mut self) -> Option<&'a [u8]> {
+        let k = self.plain_str()?;
+        self.eat(b':').then_some(k)
+    }
+
+    /// A string without escapes: its bytes between the quotes.
+    pub fn plain_str(&mut self) -> Option<&'a [u8]> {
+        if !self.eat(b'"') {
+            return None;
+        }
+        let rest = &self.b[self.i..];
+        let end = quote_or_backslash(rest)?;
+        if rest[end] != b'"' {
+            return None;
+        }
+        self.i += end + 1;
+        Some(&rest[..end])
+    }
+
+    /// A string, escapes allowed except surrogates (`\uD800`–`\uDFFF`, whose pairing the
+    /// scanner resolves across pieces): the length of its unescaped bytes, as the scanner would
+    /// deliver them.
+    pub fn str_len(&mut self) -> Option<u64> {
+        if !self.eat(b'"') {
+            return None;
+        }
+        let mut len = 0u64;
+        loop {
+            let rest = &self.b[self.i..];
+            let k = quote_or_backslash(rest)?;
+            len += k as u64;
+            self.i += k + 1;
+            if rest[k] == b'"' {
+                return Some(len);
+            }
+            len += self.escape()?;
+        }
+    }
+
+    /// After a backslash: the escape's unescaped length.
+    fn escape(&mut self) -> Option<u64> {
+        let c = self.peek()?;
+        self.i += 1;
+        match c {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(1),
+            b'u' => {
+                let hex = self.b.get(self.i..self.i + 4)?;
+                let mut unit = 0u32;
+                for &h in hex {
+                    unit = (unit << 4) | char::from(h).to_digit(16)?;
+                }
+                self.i += 4;
+                char::from_u32(unit).map(|ch| ch.len_utf8() as u64)
+            }
+            _ => None,
+        }
+    }
+
+    /// A value that is neither a string nor a container and is copied nowhere: `null`, `true`,
+    /// `false`.
+    pub fn literal(&mut self) -> Option<Option<bool>> {
+        if self.eat_all(b"null") {
+            Some(None)
+        } else if self.eat_all(b"true") {
+            Some(Some(true))
+        } else if self.eat_all(b"false") {
+            Some(Some(false))
+        } else {
+            None
+        }
+    }
+
+    /// Reads the members of an object, `{` to `}`, handing each key to `member`, which must
+    /// read the value (or answer `None` to give up).
+    pub fn object(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        if !self.eat(b'{') {
+            return None;
+        }
+        if self.eat(b'}') {
+            return Some(());
+        }
+        loop {
+            let k = self.key()?;
+            member(self, k)?;
+            if self.eat(b'}') {
+                return Some(());
+            }
+            if !self.eat(b',') {
+                return None;
+            }
+        }
+    }
+
+    /// A non-negative integer without sign, fraction or exponent, short enough to be exact.
+    pub fn uint(&mut self) -> Option<u64> {
+        let rest = &self.b[self.i..];
+        let n = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+        // A number must not run on into `.`/`e` (a float) and must not have a leading zero.
+        if n == 0 || n > 18 || (n > 1 && rest[0] == b'0') || matches!(rest.get(n), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        self.i += n;
+        std::str::from_utf8(&rest[..n]).ok()?.parse().ok()
+    }
+}
