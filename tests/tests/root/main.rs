@@ -12,5 +12,6 @@ mod harness;
 #[macro_use]
 mod live;
 mod live_capture;
+mod pcap_filter;
 mod tls;
 mod top;
