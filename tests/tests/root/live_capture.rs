@@ -675,6 +675,124 @@ fn pcap_any_ipv6() {
     cap.close();
 }
 
+/// What an unfiltered handle on `any` saw of one TCP packet (cooked v2 header, then IP).
+#[derive(Debug)]
+struct Seen {
+    /// The outgoing copy of a loopback packet (the incoming one is the same packet).
+    loopback_out: bool,
+    /// A segment reassembly needs: payload, or SYN, FIN or RST.
+    needed: bool,
+}
+
+/// Decodes the few header fields the filter looks at (the snap length cuts the payload).
+fn seen(frame: &[u8], lo_ifindex: u32) -> Option<Seen> {
+    let ifindex = u32::from_be_bytes(frame.get(4..8)?.try_into().ok()?);
+    let outgoing = *frame.get(10)? == 4;
+    let ip = frame.get(20..)?;
+    let (ip_payload_len, tcp) = match ip.first()? >> 4 {
+        4 => {
+            let ihl = ((ip[0] & 0xf) as i64) * 4;
+            (i64::from(u16::from_be_bytes([ip[2], ip[3]])) - ihl, ip.get(ihl as usize..)?)
+        }
+        6 => (i64::from(u16::from_be_bytes([ip[4], ip[5]])), ip.get(40..)?),
+        _ => return None,
+    };
+    // A GSO packet's length field may be 0: not a pure ACK (as the filter reckons).
+    let data = ip_payload_len - ((tcp.get(12)? >> 4) as i64) * 4;
+    let flags = *tcp.get(13)?;
+    Some(Seen { loopback_out: outgoing && ifindex == lo_ifindex, needed: data != 0 || flags & 0x7 != 0 })
+}
+
+/// The kernel filter of the fallback: pure ACKs and the outgoing copy of loopback packets never
+/// reach user space, and what does reach it is exactly the rest. An unfiltered handle on `any`
+/// (ports only, headers only) counts what was on the wire meanwhile; both exchanges' bytes are
+/// checked as in the other tests.
+#[test]
+fn pcap_filter_drops_pure_acks_and_the_loopback_copy() {
+    require_root!("pcap_filter_drops_pure_acks_and_the_loopback_copy");
+    let _g = serial();
+    let rt = rt();
+    let _enter = rt.enter();
+    let ex = exchange("127.0.0.1".parse().unwrap(), "127.0.0.1".parse().unwrap(), None, None, 300_000, MB5);
+    let port = ex.server_port;
+    // SAFETY: a NUL-terminated literal.
+    let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    assert_ne!(lo, 0, "no lo");
+    let mut all = pcap::Capture::from_device("any")
+        .unwrap()
+        .snaplen(128)
+        .buffer_size(64 << 20)
+        .timeout(5)
+        .open()
+        .unwrap()
+        // Polled: a blocking TPACKET_V3 read waits forever once the traffic stops.
+        .setnonblock()
+        .unwrap();
+    all.set_datalink(pcap::Linktype(276)).unwrap();
+    all.filter(&format!("tcp and port {port}"), true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let reference = thread::spawn(move || {
+        let mut seen_all = Vec::new();
+        loop {
+            match all.next_packet() {
+                Ok(p) => seen_all.push(seen(p.data, lo).expect("a TCP packet on `any`")),
+                // Told to stop once the capture under test saw nothing for a while: the
+                // kernel hands over the last block within its 5 ms timeout.
+                Err(pcap::Error::TimeoutExpired) if s.load(Ordering::SeqCst) => {
+                    thread::sleep(Duration::from_millis(100));
+                    if let Ok(p) = all.next_packet() {
+                        seen_all.push(seen(p.data, lo).expect("a TCP packet on `any`"));
+                        continue;
+                    }
+                    break;
+                }
+                Err(pcap::Error::TimeoutExpired) => thread::sleep(Duration::from_millis(2)),
+                Err(e) => panic!("reference capture: {e}"),
+            }
+        }
+        (seen_all, all.stats().unwrap())
+    });
+    let config = CaptureConfig::with_ports(&[port]);
+    let (mut cap, _) = start_live(CaptureMode::Pcap, &config).unwrap();
+    println!("pcap: {}", cap.describe());
+    let o = run_and_check(&rt, &mut cap, ex, "pcap filter");
+    stop.store(true, Ordering::SeqCst);
+    let (wire, stats) = reference.join().unwrap();
+    let LiveCounters::Pcap(p) = o.counters else { panic!("not pcap") };
+    assert_eq!(stats.dropped, 0, "the reference handle dropped packets");
+    assert_eq!((p.dropped, p.if_dropped, p.decode_errors, p.truncated_frames), (0, 0, 0, 0), "{p:?}");
+
+    // libpcap drops the outgoing copy of a loopback packet itself, after the kernel copied it
+    // into the ring and counted it (`received`): the unfiltered handle shows it that way.
+    let copies = stats.received as usize - wire.iter().filter(|w| !w.loopback_out).count();
+    let pure_acks = wire.iter().filter(|w| !w.loopback_out && !w.needed).count();
+    let needed = wire.iter().filter(|w| !w.loopback_out && w.needed).count();
+    println!(
+        "pcap filter: on the wire {} packets ({} received by the kernel: {copies} outgoing loopback copies), \
+         {pure_acks} pure ACKs; delivered {} (received by the kernel {})",
+        wire.len(),
+        stats.received,
+        p.frames,
+        p.received
+    );
+    // There was something to refuse: both copies of every packet, and pure ACKs.
+    assert_eq!(copies, wire.len(), "every loopback packet has an outgoing copy");
+    assert!(pure_acks > 0, "no pure ACK to refuse");
+    assert_eq!(p.frames, needed as u64, "packets delivered to user space");
+    // The kernel's own count: nothing refused reached the ring (no copy, no ACK).
+    assert_eq!(p.received, p.frames, "the kernel passed more than was read (filtered in user space?)");
+    assert_eq!(o.segs.len(), needed, "segments");
+    for s in &o.segs {
+        assert!(!s.payload.is_empty() || s.flags.syn() || s.flags.fin() || s.flags.rst(), "a pure ACK: {s:?}");
+    }
+    let mut once = std::collections::HashSet::new();
+    for s in o.segs.iter().filter(|s| !s.payload.is_empty()) {
+        assert!(once.insert((s.dir, s.seq)), "two copies of seq {}", s.seq);
+    }
+    cap.close();
+}
+
 /// Not a pass/fail test: measures ring-buffer loss under three back-to-back 100 MiB
 /// localhost downloads. Run with
 /// `cargo test --release -p ollama-tracer-tests --test root -- --ignored --nocapture live_capture::ebpf_throughput`.

@@ -12,6 +12,7 @@ mod harness;
 #[macro_use]
 mod live;
 mod live_capture;
+mod pcap_filter;
 mod skip;
 mod tls;
 mod top;

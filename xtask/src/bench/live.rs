@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -57,10 +57,22 @@ impl Tracer {
     /// Starts the daemon on `port` with `capture` (`ebpf` or `pcap`) and waits until it says
     /// its capture is attached.
     pub fn start(env: &Env, tag: &str, capture: &str, port: u16, extra: &[&str]) -> Result<Tracer> {
+        Self::start_binary(env, &env.tracer, tag, capture, port, extra)
+    }
+
+    /// [`Tracer::start`] with another `ollama-tracer` binary (`--baseline`).
+    pub fn start_binary(
+        env: &Env,
+        binary: &Path,
+        tag: &str,
+        capture: &str,
+        port: u16,
+        extra: &[&str],
+    ) -> Result<Tracer> {
         let stderr = env.file(&format!("tracer-{tag}.stderr"));
         let mut proc = Guarded::spawn(
             "ollama-tracer",
-            Command::new(&env.tracer)
+            Command::new(binary)
                 .args(["run", "--output", "none", "--capture", capture, "--port", &port.to_string()])
                 .args(extra)
                 .env("OLLAMA_TRACER_LOG", "info")
@@ -156,10 +168,34 @@ fn now_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
+/// Which binary a run measures: this tree's, or the `--baseline` one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Binary {
+    Tree,
+    Baseline,
+}
+
+/// The libpcap line of the tracer's summary: packets the kernel filter passed into the ring
+/// (`received`) and packets dropped because the ring was full.
+fn pcap_line(summary: &str) -> Option<(u64, u64)> {
+    let line = summary.lines().find_map(|l| l.trim().strip_prefix("libpcap: "))?;
+    let num = |suffix: &str| line.split(", ").find_map(|part| part.strip_suffix(suffix)?.trim().parse().ok());
+    Some((num(" received")?, num(" dropped (buffer)")?))
+}
+
 /// One run: stand-in, tracer (`capture`), `ollama-load`; figures over the full-load window.
 fn load_run(env: &Env, capture: &str, load: Load, extra: &[&str]) -> Result<Value> {
+    load_run_of(env, Binary::Tree, capture, load, extra)
+}
+
+fn load_run_of(env: &Env, binary: Binary, capture: &str, load: Load, extra: &[&str]) -> Result<Value> {
     let standin = Standin::start(env)?;
-    let tracer = Tracer::start(env, capture, capture, standin.addr.port(), extra)?;
+    let (path, label) = match (binary, &env.baseline) {
+        (Binary::Baseline, Some(b)) => (b.as_path(), format!("{capture} (baseline)")),
+        (Binary::Baseline, None) => bail!("no --baseline binary"),
+        (Binary::Tree, _) => (env.tracer.as_path(), capture.to_owned()),
+    };
+    let tracer = Tracer::start_binary(env, path, capture, capture, standin.addr.port(), extra)?;
     std::thread::sleep(Duration::from_millis(500));
     let idle = Memory::of(tracer.pid()).context("tracer /proc")?;
     let records = env.file(&format!("load-{capture}.jsonl"));
@@ -219,8 +255,10 @@ fn load_run(env: &Env, capture: &str, load: Load, extra: &[&str]) -> Result<Valu
     let errors = gen_summary["errors"].as_u64().unwrap_or(0);
     ensure!(status.success() || errors > 0, "ollama-load failed ({status})");
     let complete = summary.calls.saturating_sub(summary.incomplete);
+    let pcap = pcap_line(&summary.text);
     let v = json!({
-        "capture": capture, "streams": load.streams, "tokens_per_s": load.rate, "tokens_per_call": load.tokens(),
+        "capture": label, "binary": path.display().to_string(),
+        "pcap_received": pcap.map(|p| p.0), "pcap_dropped": pcap.map(|p| p.1), "streams": load.streams, "tokens_per_s": load.rate, "tokens_per_call": load.tokens(),
         "window_s": window, "target_chunks_per_s": load.streams as f64 * load.rate, "chunks_per_s": rate,
         "tracer_cpu_pct": pct(c0, c1), "load_generator_cpu_pct": pct(g0, g1), "standin_cpu_pct": pct(s0, s1),
         "tracer_memory_idle": idle.json(), "tracer_memory_peak_in_window": peak.json(), "tracer_memory_end_of_window": last.json(),
@@ -229,13 +267,14 @@ fn load_run(env: &Env, capture: &str, load: Load, extra: &[&str]) -> Result<Valu
         "kernel_drops": summary.kernel_drops, "tracer": summary.json(),
     });
     eprintln!(
-        "  {capture} {} x {} tok/s: {:.0} chunks/s, tracer {:.1} % CPU, peak RSS {:.1} MiB, drops {}, spans {complete}/{calls}",
+        "  {label} {} x {} tok/s: {:.0} chunks/s, tracer {:.1} % CPU, peak RSS {:.1} MiB, drops {}{}, spans {complete}/{calls}",
         load.streams,
         load.rate,
         rate,
         pct(c0, c1),
         peak.rss as f64 / 1024.0,
-        summary.kernel_drops
+        summary.kernel_drops,
+        pcap.map(|(r, _)| format!(" (libpcap received {r})")).unwrap_or_default()
     );
     // Sanity, never speed: without drops, every call the generator made is one span; drops
     // (the kernel's buffer full: a figure, not a failure) lose calls and flag others.
@@ -261,12 +300,35 @@ pub fn run_load(env: &Env) -> Result<Value> {
     }
     let goal = Load { streams: 1000, rate: 100.0, secs: 30.0 };
     let ebpf = load_run(env, "ebpf", goal, &[])?;
-    let pcap = load_run(env, "pcap", goal, &[])?;
+    // libpcap at the goal: with --baseline, the baseline's and this tree's runs alternate, so
+    // both see the same machine (the others' load on it drifts over minutes).
+    let mut runs = vec![ebpf];
+    let rounds = if env.baseline.is_some() { PCAP_ROUNDS } else { 1 };
+    let mut pcap_drops = 0;
+    for _ in 0..rounds {
+        if env.baseline.is_some() {
+            runs.push(load_run_of(env, Binary::Baseline, "pcap", goal, &[])?);
+        }
+        let r = load_run(env, "pcap", goal, &[])?;
+        pcap_drops += r["kernel_drops"].as_u64().unwrap_or(0);
+        runs.push(r);
+    }
     // The knee: more tokens per second on as many streams until the kernel drops records,
     // or the machine (load generator, stand-in and tracer on two cores) cannot go faster.
     let mut knee = Vec::new();
-    for rate in [200.0, 400.0, 800.0, 1600.0] {
-        let r = load_run(env, "ebpf", Load { rate, secs: 15.0, ..goal }, &[])?;
+    find_knee(env, "ebpf", goal, &[200.0, 400.0, 800.0, 1600.0], &mut knee)?;
+    // The same for libpcap, from where it held the goal without a drop.
+    if pcap_drops == 0 {
+        find_knee(env, "pcap", goal, &[200.0, 400.0, 800.0], &mut knee)?;
+    }
+    Ok(json!({"runs": runs, "knee": knee}))
+}
+
+/// Runs `capture` at each rate in turn (15 s each) until it drops or the machine delivers
+/// less than 80 % of what was asked.
+fn find_knee(env: &Env, capture: &str, goal: Load, rates: &[f64], knee: &mut Vec<Value>) -> Result<()> {
+    for &rate in rates {
+        let r = load_run(env, capture, Load { rate, secs: 15.0, ..goal }, &[])?;
         let drops = r["kernel_drops"].as_u64().unwrap_or(0);
         let reached = r["chunks_per_s"].as_f64().unwrap_or(0.0) / r["target_chunks_per_s"].as_f64().unwrap_or(1.0);
         knee.push(r);
@@ -274,8 +336,11 @@ pub fn run_load(env: &Env) -> Result<Value> {
             break;
         }
     }
-    Ok(json!({"runs": [ebpf, pcap], "knee": knee}))
+    Ok(())
 }
+
+/// libpcap rounds at the goal with `--baseline` (each: the baseline's run, then this tree's).
+const PCAP_ROUNDS: usize = 2;
 
 /// 10 000 idle keep-alive connections (each made one call) and 100 slow streams against the
 /// stand-in, the eBPF tracer attached: its memory over the whole run.
@@ -366,5 +431,12 @@ mod tests {
 {"t_first_byte_ns":5000000000,"t_end_ns":15000000000,"units":50}
 {"t_first_byte_ns":null,"t_end_ns":1,"units":3}"#;
         assert_eq!(chunks_in_window(recs, 5_000_000_000, 10_000_000_000), 15.0);
+    }
+
+    #[test]
+    fn reads_the_libpcap_line() {
+        let s = "ollama-tracer summary: 1 packets\n  libpcap: 1200 received, 34 dropped (buffer), 0 dropped (interface), 0 truncated frames, 0 undecodable\n";
+        assert_eq!(pcap_line(s), Some((1200, 34)));
+        assert_eq!(pcap_line("ollama-tracer summary: 1 packets\n  kernel: 5 packets matched"), None);
     }
 }

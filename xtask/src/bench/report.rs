@@ -190,7 +190,7 @@ fn live(s: &mut String, v: &Value) {
         live_row(s, r);
     }
     if v["knee"].as_array().is_some_and(|k| !k.is_empty()) {
-        let _ = writeln!(s, "\nThe knee (eBPF):\n\n{head}");
+        let _ = writeln!(s, "\nThe knee (eBPF, then libpcap when it held the goal):\n\n{head}");
         for r in v["knee"].as_array().into_iter().flatten() {
             live_row(s, r);
         }
