@@ -109,8 +109,8 @@ impl ResponseDecoder {
     /// Documents the fast path took so far.
     pub fn fast_docs(&self) -> u64 {
         match &self.framer {
-            Framer::Seq(f) => f.fast_docs(),
-            Framer::Sse(f) => f.fast_docs(),
+            Framer::Seq(f) => f.stats().fast,
+            Framer::Sse(f) => f.stats().fast,
             Framer::Count => 0,
         }
     }

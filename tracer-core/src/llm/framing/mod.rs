@@ -47,6 +47,8 @@ pub struct FramingStats {
     pub invalid: u64,
     /// Documents cut by missing bytes.
     pub damaged: u64,
+    /// Of `docs`, those the visitor's fast path took ([`DocVisitor::whole_doc`]).
+    pub fast: u64,
 }
 
 #[cfg(test)]

@@ -23,8 +23,6 @@ pub struct JsonSeq {
     stats: FramingStats,
     /// Whole lines are offered to the visitor's fast path first ([`DocVisitor::whole_doc`]).
     fast: bool,
-    /// Documents the visitor's fast path took.
-    fast_docs: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +53,6 @@ impl JsonSeq {
             pending_ts: Timestamp(0),
             stats: FramingStats::default(),
             fast: true,
-            fast_docs: 0,
         }
     }
 
@@ -66,11 +63,6 @@ impl JsonSeq {
     /// Turns the visitor's fast path off (equivalence tests read every document in full).
     pub fn set_fast_path(&mut self, on: bool) {
         self.fast = on;
-    }
-
-    /// Documents the visitor's fast path took.
-    pub fn fast_docs(&self) -> u64 {
-        self.fast_docs
     }
 
     #[inline]
@@ -107,7 +99,7 @@ impl JsonSeq {
                                 && v.whole_doc(&data[i..i + k], None, ts)
                             {
                                 self.stats.docs += 1;
-                                self.fast_docs += 1;
+                                self.stats.fast += 1;
                                 i += k + 1;
                                 continue;
                             }

@@ -64,8 +64,6 @@ pub struct Sse {
     broken: bool,
     /// Whole events are offered to the visitor's fast path first ([`DocVisitor::whole_doc`]).
     fast: bool,
-    /// Documents the visitor's fast path took.
-    fast_docs: u64,
 }
 
 impl Default for Sse {
@@ -92,7 +90,6 @@ impl Sse {
             stats: FramingStats::default(),
             broken: false,
             fast: true,
-            fast_docs: 0,
         }
     }
 
@@ -103,11 +100,6 @@ impl Sse {
     /// Turns the visitor's fast path off (equivalence tests read every document in full).
     pub fn set_fast_path(&mut self, on: bool) {
         self.fast = on;
-    }
-
-    /// Documents the visitor's fast path took.
-    pub fn fast_docs(&self) -> u64 {
-        self.fast_docs
     }
 
     #[inline]
@@ -231,7 +223,7 @@ impl Sse {
             return 0;
         }
         self.stats.docs += 1;
-        self.fast_docs += 1;
+        self.stats.fast += 1;
         end + 2
     }
 
