@@ -36,16 +36,10 @@ if [ "${OLLAMA_TRACER_SKIP_SETUP:-0}" != 1 ]; then
 fi
 LIBPCAP_LIB=$(bash "$ROOT/scripts/setup-dist.sh" "$TARGET" | tail -1)
 
-# As in scripts/build-release.sh: the eBPF object is required, bpf-linker is on PATH.
-export OLLAMA_TRACER_REQUIRE_EBPF=1
-export OLLAMA_TRACER_EBPF_TOOLCHAIN=${EBPF_TOOLCHAIN:-nightly}
-for dir in "${CARGO_HOME:-$HOME/.cargo}/bin" ${BPF_LINKER_ROOT:+"$BPF_LINKER_ROOT/bin"}; do
-  case ":$PATH:" in
-  *":$dir:"*) ;;
-  *) PATH="$dir:$PATH" ;;
-  esac
-done
-export PATH
+# As in scripts/build-release.sh: the eBPF object required, bpf-linker on PATH.
+# shellcheck source=scripts/setup-common.sh
+source "$ROOT/scripts/setup-common.sh"
+ebpf_build_env
 # The pcap crate links the static libpcap found here; its version is given, not probed (the
 # probe would load a shared library).
 export LIBPCAP_LIBDIR=$LIBPCAP_LIB LIBPCAP_VER=1.10.3

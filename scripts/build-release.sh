@@ -24,18 +24,10 @@ if [ "${OLLAMA_TRACER_SKIP_SETUP:-0}" != 1 ]; then
   bash "$ROOT/scripts/setup-ebpf-toolchain.sh"
 fi
 
-# A build without the eBPF object is an error here, never a silent fallback to pcap only.
-export OLLAMA_TRACER_REQUIRE_EBPF=1
-export OLLAMA_TRACER_EBPF_TOOLCHAIN=${EBPF_TOOLCHAIN:-nightly}
-# bpf-linker is where setup-ebpf-toolchain.sh installs it (cargo's bin dir). PATH is only
-# changed when needed: build.rs reruns when PATH changes.
-for dir in "${CARGO_HOME:-$HOME/.cargo}/bin" ${BPF_LINKER_ROOT:+"$BPF_LINKER_ROOT/bin"}; do
-  case ":$PATH:" in
-    *":$dir:"*) ;;
-    *) PATH="$dir:$PATH" ;;
-  esac
-done
-export PATH
+# The eBPF object required, bpf-linker on PATH.
+# shellcheck source=scripts/setup-common.sh
+source "$ROOT/scripts/setup-common.sh"
+ebpf_build_env
 
 # shellcheck disable=SC2086 # CARGO_BUILD_FLAGS is a list of flags
 cargo +"${USERSPACE_TOOLCHAIN:-stable}" build --release --locked ${CARGO_BUILD_FLAGS:-} -p tracer-user --bin ollama-tracer

@@ -101,3 +101,21 @@ debian_apt_dir() {
   quietly apt-get $opts update -q || return 1
   echo "$opts"
 }
+
+# The environment of a build with the eBPF programs built in (scripts/build-release.sh,
+# scripts/build-dist.sh): the eBPF object is required (never a silent fallback to pcap only),
+# its toolchain is EBPF_TOOLCHAIN (nightly by default), and bpf-linker is on PATH where
+# setup-ebpf-toolchain.sh installs it. PATH changes only when needed: build.rs reruns when it
+# changes.
+ebpf_build_env() {
+  export OLLAMA_TRACER_REQUIRE_EBPF=1
+  export OLLAMA_TRACER_EBPF_TOOLCHAIN=${EBPF_TOOLCHAIN:-nightly}
+  local dir
+  for dir in "${CARGO_HOME:-$HOME/.cargo}/bin" ${BPF_LINKER_ROOT:+"$BPF_LINKER_ROOT/bin"}; do
+    case ":$PATH:" in
+      *":$dir:"*) ;;
+      *) PATH="$dir:$PATH" ;;
+    esac
+  done
+  export PATH
+}
