@@ -25,6 +25,7 @@
 //! records ([`hook::TLS_DATA`], [`hook::TLS_EVENT`]) are described in [`tls`].
 #![no_std]
 
+pub mod blob_head;
 pub mod tls;
 
 /// Version of this wire format; bump on any layout or meaning change.
@@ -140,7 +141,8 @@ pub mod map {
     pub const CONNECTING: &str = "OT_CONNECTING";
     /// `BPF_MAP_TYPE_LRU_HASH<SkipKey, SkipRange>` of [`crate::MAX_SKIPS`] entries: byte
     /// ranges of one direction of a flow whose payload is not copied (bodies user space does
-    /// not decode). Written by user space, deleted by the kernel when a packet at or past the
+    /// not decode). Written by user space (and by the kernel for blob uploads, see
+    /// [`crate::global::SKIP_OVER`]), deleted by the kernel when a packet at or past the
     /// range's end (or a FIN/RST) comes by.
     pub const SKIP: &str = "OT_SKIP";
 }
@@ -149,6 +151,11 @@ pub mod map {
 pub mod global {
     /// `u32`: [`crate::config_flags`].
     pub const FLAGS: &str = "OT_FLAGS";
+    /// `u64`: blob uploads (`POST /api/blobs/…`) whose `Content-Length` is over this many
+    /// bytes are skipped from the packet after their head on, by the programs themselves (0:
+    /// never). User space would name the same range, but only after its head has crossed the
+    /// ring, and at several GB/s the ring fills first.
+    pub const SKIP_OVER: &str = "OT_SKIP_OVER";
 }
 
 /// Program names in the object.
@@ -238,8 +245,11 @@ pub mod counter {
     /// [`BYTES_SUBMITTED`]).
     pub const SKIPPED_PACKETS: u32 = 34;
     pub const SKIPPED_BYTES: u32 = 35;
+    /// Blob uploads whose body the programs named for skipping themselves, from the upload's
+    /// head (see [`crate::global::SKIP_OVER`]).
+    pub const BLOB_SKIPS_NAMED: u32 = 36;
     /// Number of counters.
-    pub const COUNT: u32 = 36;
+    pub const COUNT: u32 = 37;
 }
 
 /// Header of every ring-buffer record; `data_len` payload bytes follow it.
@@ -337,10 +347,12 @@ pub struct Scratch {
     pub data: [u8; CHUNK_SIZE],
     /// Offset of the TCP payload in the skb (kernel-private; not part of any record).
     pub payload_start: u32,
-    pub _reserved: u32,
+    /// Kernel-private too: where the blob-head scan hands values from one pass to the next
+    /// ([`crate::blob_head::blob_head`]).
+    pub scan: blob_head::ScanCells,
 }
 const _: () = assert!(core::mem::offset_of!(Scratch, data) == RECORD_HEADER_SIZE);
-const _: () = assert!(core::mem::size_of::<Scratch>() == RECORD_HEADER_SIZE + CHUNK_SIZE + 8);
+const _: () = assert!(core::mem::size_of::<Scratch>() == RECORD_HEADER_SIZE + CHUNK_SIZE + 8 + 32);
 // Per-CPU map values are limited to 32 KiB.
 const _: () = assert!(core::mem::size_of::<Scratch>() <= 32 * 1024);
 
@@ -423,6 +435,9 @@ impl SockRecord {
 /// Most body skips the kernel keeps at once (LRU: the least recently used goes first, and its
 /// bytes are then simply copied).
 pub const MAX_SKIPS: u32 = 4096;
+/// Longest range one [`SkipRange`] covers: ranges are compared modulo 2^32, so one must stay
+/// well under 2^31 (user space's `tracer_core::pipeline::MAX_SKIP_BYTES`, the same).
+pub const MAX_SKIP_BYTES: u32 = 3 << 29;
 
 /// Key of [`map::SKIP`]: one direction of a flow, as its packets carry it (`saddr`/`sport` the
 /// sender). Addresses as in [`RecordHeader`].
@@ -439,14 +454,17 @@ pub struct SkipKey {
 const _: () = assert!(core::mem::size_of::<SkipKey>() == 40);
 
 /// Value of [`map::SKIP`]: packets whose whole payload lies in `[from, to)` (TCP sequence
-/// numbers, wrapping) are reported without their bytes.
+/// numbers, wrapping) are reported without their bytes. A body longer than [`MAX_SKIP_BYTES`]
+/// has `more` bytes after `to`: the first packet at or past `to` moves the range on, `from`
+/// to `to` and `to` up to [`MAX_SKIP_BYTES`] further.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SkipRange {
     pub from: u32,
     pub to: u32,
+    pub more: u64,
 }
-const _: () = assert!(core::mem::size_of::<SkipRange>() == 8);
+const _: () = assert!(core::mem::size_of::<SkipRange>() == 16);
 
 /// What `connect()` left for the ESTABLISHED transition (value of [`map::CONNECTING`]).
 #[repr(C)]

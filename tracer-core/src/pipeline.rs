@@ -82,10 +82,12 @@ pub struct BodySkip {
     pub dir: Direction,
     pub from: u32,
     pub to: u32,
+    /// Body bytes after `to`: sequence ranges are compared modulo 2^32, so one range covers at
+    /// most [`MAX_SKIP_BYTES`]; the kernel moves on to the next range of a longer body itself.
+    pub more: u64,
 }
 
-/// Longest skip asked for at once: sequence ranges are compared modulo 2^32, so one must stay
-/// well under 2 GiB (the rest of a longer body is simply captured).
+/// Longest range of one skip (see [`BodySkip::more`]): well under 2 GiB.
 pub const MAX_SKIP_BYTES: u64 = 1 << 30 | 1 << 29;
 
 /// A connection end's cgroup, as the capture first named it.
@@ -152,7 +154,7 @@ impl After {
                     && to - from > *over
                     && found.len() < MAX_PEERS_KEPT
                 {
-                    found.push((flow, dir, from, to.min(from + MAX_SKIP_BYTES)));
+                    found.push((flow, dir, from, to));
                 }
             }
         }
@@ -183,12 +185,13 @@ impl Pipeline {
         let after = &mut self.after;
         self.reassembly.push(seg, &mut |ev| after.push(ev, out));
         if let Some((_, found)) = after.skippable.as_mut().filter(|(_, f)| !f.is_empty()) {
-            for (flow, dir, from, to) in found.drain(..) {
+            for (flow, dir, from, end) in found.drain(..) {
                 let seq = |pos| self.reassembly.seq_at(&flow, dir, pos);
-                if let (Some(from), Some(to)) = (seq(from), seq(to))
+                let to = end.min(from + MAX_SKIP_BYTES);
+                if let (Some(from), Some(to_seq)) = (seq(from), seq(to))
                     && self.skips.len() < MAX_PEERS_KEPT
                 {
-                    self.skips.push(BodySkip { flow, dir, from, to });
+                    self.skips.push(BodySkip { flow, dir, from, to: to_seq, more: end - to });
                 }
             }
         }
@@ -330,7 +333,7 @@ mod tests {
         let h = head.len() as u32;
         push(&mut p, c, 1001, 5001, &[&head[..], b"0123456789"].concat(), 0, 20, ack);
         p.drain_skips(&mut skips);
-        assert_eq!(skips, [BodySkip { flow, dir: c, from: 1001 + h, to: 1001 + h + 5000 }]);
+        assert_eq!(skips, [BodySkip { flow, dir: c, from: 1001 + h, to: 1001 + h + 5000, more: 0 }]);
         // The rest of the body, as the kernel reports it once told: lengths and times only.
         push(&mut p, c, 1001 + h + 10, 5001, b"", 2990, 30, ack);
         push(&mut p, c, 1001 + h + 3000, 5001, b"", 2000, 40, ack);
@@ -345,7 +348,7 @@ mod tests {
         push(&mut p, s, r, q + head2.len() as u32, resp2, 0, 70, ack);
         p.drain_skips(&mut skips);
         let b = r + resp2.len() as u32 - 6;
-        assert_eq!(skips[1], BodySkip { flow, dir: s, from: b, to: b + 4000 });
+        assert_eq!(skips[1], BodySkip { flow, dir: s, from: b, to: b + 4000, more: 0 });
         push(&mut p, s, b + 6, q + head2.len() as u32, b"", 3994, 80, ack);
         assert_eq!(calls.len(), 2, "{calls:#?}");
         let (up, get) = (&calls[0], &calls[1]);

@@ -85,7 +85,7 @@ impl fmt::Display for Report {
             Some(LiveCounters::Ebpf(k)) => {
                 write!(
                     f,
-                    "\n  kernel: {} packets matched, {} records ({} bytes) submitted, {} records ({} bytes) lost to a full ring buffer, {} bytes truncated, {} load failures, {} body bytes skipped ({} packets)",
+                    "\n  kernel: {} packets matched, {} records ({} bytes) submitted, {} records ({} bytes) lost to a full ring buffer, {} bytes truncated, {} load failures, {} body bytes skipped ({} packets, {} blob uploads named by the kernel)",
                     k.packets_matched,
                     k.records_submitted,
                     k.bytes_submitted,
@@ -94,7 +94,8 @@ impl fmt::Display for Report {
                     k.truncated_bytes,
                     k.load_failures,
                     k.skipped_bytes,
-                    k.skipped_packets
+                    k.skipped_packets,
+                    k.blob_skips_named
                 )?;
                 if let Some(t) = &k.tls {
                     write!(f, "\n  {}", TlsLine(t))?;

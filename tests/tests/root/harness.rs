@@ -307,6 +307,8 @@ pub struct Summary {
     /// `kernel:` line: body bytes (and packets) reported by length only, and bytes copied.
     pub skipped_bytes: Option<u64>,
     pub skipped_packets: Option<u64>,
+    /// Blob uploads the kernel named for skipping itself.
+    pub blob_skips_named: Option<u64>,
     pub bytes_submitted: Option<u64>,
     /// `libpcap:` line: packets dropped (buffer).
     pub pcap_dropped: Option<u64>,
@@ -398,7 +400,8 @@ impl Summary {
             ringbuf_lost_records: kernel.split("submitted, ").nth(1).and_then(|s| num_before(s, " records")),
             ringbuf_lost_bytes: kernel.split("submitted, ").nth(1).and_then(|s| num_before(s, " bytes) lost")),
             skipped_bytes: num_before(&kernel, " body bytes skipped"),
-            skipped_packets: kernel.split("body bytes skipped (").nth(1).and_then(|s| num_before(s, " packets)")),
+            skipped_packets: kernel.split("body bytes skipped (").nth(1).and_then(|s| num_before(s, " packets,")),
+            blob_skips_named: num_before(&kernel, " blob uploads named by the kernel"),
             bytes_submitted: num_before(&kernel, " bytes) submitted"),
             pcap_dropped: num_before(&pcap, " dropped (buffer)"),
             tls: TlsSummary::parse(&tls),

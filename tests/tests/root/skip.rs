@@ -11,6 +11,9 @@ use super::live::{args, ebpf_missing, port_args};
 
 const UPLOAD: u64 = 256 << 20;
 const ANSWER: u64 = 64 << 20;
+/// Longer than one skip range (`tracer_common::MAX_SKIP_BYTES`, 1.5 GiB): the kernel moves on
+/// to the next range itself.
+const LONG_UPLOAD: u64 = (3 << 29) + (128 << 20);
 
 #[test]
 fn ebpf_skipped_bodies_keep_spans_exact() {
@@ -30,10 +33,12 @@ fn ebpf_skipped_bodies_keep_spans_exact() {
 
     let up = testkit::traffic::upload(addr, UPLOAD).expect("upload");
     assert_eq!(up.status, "HTTP/1.1 201 Created");
+    let long = testkit::traffic::upload(addr, LONG_UPLOAD).expect("long upload");
+    assert_eq!(long.status, "HTTP/1.1 201 Created");
     let got = testkit::traffic::bulk(bulk_port, ANSWER).expect("bulk answer");
     assert_eq!(got.bytes, ANSWER);
-    let truth = standin.truth(1);
-    tracer.wait_spans(2, Duration::from_secs(10));
+    let truth = standin.truth(2);
+    tracer.wait_spans(3, Duration::from_secs(10));
     let fin = tracer.stop(libc::SIGINT);
     assert!(fin.status.success(), "exit status {}", fin.status);
     let s = &fin.summary;
@@ -42,18 +47,26 @@ fn ebpf_skipped_bodies_keep_spans_exact() {
     let t = check::truth_of(&truth, blob).expect("the stand-in's record of the upload");
     check_exact(blob, t, "blob upload, skipped");
     assert_eq!(attr_u64(blob, "http.request.body.size"), Some(UPLOAD), "{}", check::brief(blob));
+    let long_blob =
+        fin.spans.iter().find(|sp| check::client_port(sp) == u64::from(long.client_port)).expect("long blob span");
+    let t = check::truth_of(&truth, long_blob).expect("the stand-in's record of the long upload");
+    check_exact(long_blob, t, "long blob upload, skipped");
+    assert_eq!(attr_u64(long_blob, "http.request.body.size"), Some(LONG_UPLOAD), "{}", check::brief(long_blob));
     let answer = fin.spans.iter().find(|sp| attr_u64(sp, "http.response.body.size") == Some(ANSWER));
     let answer = answer.unwrap_or_else(|| panic!("no span of the {ANSWER}-byte answer:\n{:#?}", fin.spans));
     assert_eq!(attr_u64(answer, "http.response.status_code"), Some(200));
     assert!(!check::incomplete(answer), "{}", check::brief(answer));
 
-    // Every body byte was either copied or reported by length, and most went by length: what
-    // was copied is each body's start, before the daemon named it (how much depends on how
-    // soon a core is free: 10 MB on an idle machine, up to the whole 64 MiB answer at load 10).
+    // Every body byte was either copied or reported by length, and most went by length. The
+    // uploads' bodies were named by the kernel from their heads, so all of them but the first
+    // packet's share went by length (the long one's past its first range too); the answer's start was copied until the daemon named it (how much
+    // depends on how soon a core is free: 10 MB on an idle machine, up to the whole 64 MiB
+    // answer at load 10).
     let skipped = s.skipped_bytes.expect("kernel line in the summary");
     let submitted = s.bytes_submitted.expect("kernel line in the summary");
-    assert!(skipped >= UPLOAD / 2, "{skipped} bytes skipped:\n{}", s.text);
-    assert!(skipped + submitted >= UPLOAD + ANSWER, "bytes neither copied nor skipped:\n{}", s.text);
+    assert_eq!(s.blob_skips_named, Some(2), "the kernel names the blob uploads:\n{}", s.text);
+    assert!(skipped >= UPLOAD + LONG_UPLOAD - (2 << 20), "{skipped} bytes skipped:\n{}", s.text);
+    assert!(skipped + submitted >= UPLOAD + LONG_UPLOAD + ANSWER, "bytes neither copied nor skipped:\n{}", s.text);
     assert_eq!((s.kernel_drops, s.gaps, s.incomplete), (0, 0, 0), "{}", s.text);
     println!(
         "skip: {skipped} body bytes in {} packets reported by length, {submitted} bytes copied; upload {:.0} MB/s",

@@ -27,6 +27,9 @@ pub struct KernelCounters {
     /// asked for their body to be skipped.
     pub skipped_packets: u64,
     pub skipped_bytes: u64,
+    /// Blob uploads whose body the programs named for skipping from the upload's head, before
+    /// user space could.
+    pub blob_skips_named: u64,
     /// The TLS capture's, when it runs.
     pub tls: Option<TlsCounters>,
 }
@@ -38,7 +41,7 @@ impl KernelCounters {
     }
 
     /// Named values, for metrics and logs.
-    pub fn named(&self) -> [(&'static str, u64); 19] {
+    pub fn named(&self) -> [(&'static str, u64); 20] {
         [
             ("packets_inspected", self.packets_inspected),
             ("packets_matched", self.packets_matched),
@@ -59,6 +62,7 @@ impl KernelCounters {
             ("sock_records_lost", self.sock_records_lost),
             ("skipped_packets", self.skipped_packets),
             ("skipped_bytes", self.skipped_bytes),
+            ("blob_skips_named", self.blob_skips_named),
         ]
     }
 }

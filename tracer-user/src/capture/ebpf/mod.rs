@@ -39,7 +39,9 @@ use aya::programs::cgroup_skb::CgroupSkbLinkId;
 use aya::programs::links::LinkOrder;
 use aya::programs::tc::{SchedClassifierLinkId, TcAttachOptions};
 use aya::programs::trace_point::TracePointLinkId;
-use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType, TracePoint};
+use aya::programs::{
+    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, SchedClassifier, TcAttachType, TracePoint,
+};
 use aya::{Ebpf, EbpfLoader};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -168,10 +170,12 @@ impl EbpfCapture {
         // aya-log's level global: 0 = off, 4 = debug.
         let log_level: u8 = if config.ebpf_debug_log { 4 } else { 0 };
         let ring_bytes = config.ring_bytes.next_power_of_two();
+        let skip_over: u64 = config.skip_bodies_over.unwrap_or(0);
         let tls_settings = tls_feed::settings(config);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(global::FLAGS, &flags, true)
+            .override_global(global::SKIP_OVER, &skip_over, true)
             .override_global("AYA_LOG_LEVEL", &log_level, false)
             .map_max_entries(map::EVENTS, ring_bytes);
         tls_feed::configure(&mut loader, tls_settings.as_ref());
@@ -361,6 +365,7 @@ impl EbpfCapture {
             sock_records_lost: get(counter::SOCK_RECORDS_LOST, false),
             skipped_packets: get(counter::SKIPPED_PACKETS, false),
             skipped_bytes: get(counter::SKIPPED_BYTES, false),
+            blob_skips_named: get(counter::BLOB_SKIPS_NAMED, false),
             tls: self.tls.as_ref().map(|t| t.counters(|i| get(i, false))),
         }
     }
@@ -445,16 +450,35 @@ fn load_programs(ebpf: &mut Ebpf, attach: &EbpfAttach) -> Result<(), CaptureErro
     match attach {
         EbpfAttach::CgroupRoot | EbpfAttach::Cgroup(_) => {
             for name in [program::CGROUP_INGRESS, program::CGROUP_EGRESS] {
-                program_mut::<CgroupSkb>(ebpf, name)?.load().map_err(prog_err(name))?;
+                let p = program_mut::<CgroupSkb>(ebpf, name)?;
+                retry_interrupted(|| p.load()).map_err(prog_err(name))?;
             }
         }
         EbpfAttach::Tcx(_) => {
             for name in [program::TC_INGRESS, program::TC_EGRESS] {
-                program_mut::<SchedClassifier>(ebpf, name)?.load().map_err(prog_err(name))?;
+                let p = program_mut::<SchedClassifier>(ebpf, name)?;
+                retry_interrupted(|| p.load()).map_err(prog_err(name))?;
             }
         }
     }
     Ok(())
+}
+
+/// Runs `load` again when the verifier was interrupted by a signal (EAGAIN), as libbpf does:
+/// the packet programs take the verifier a while (the blob-head scan), long enough for a
+/// signal to the process to land in it.
+fn retry_interrupted(mut load: impl FnMut() -> Result<(), ProgramError>) -> Result<(), ProgramError> {
+    let mut tries = 0;
+    loop {
+        match load() {
+            Err(ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < 5 =>
+            {
+                tries += 1
+            }
+            r => return r,
+        }
+    }
 }
 
 fn attach_cgroup(ebpf: &mut Ebpf, dir: &PathBuf, links: &mut Vec<AttachedLink>) -> Result<(), CaptureError> {
