@@ -209,17 +209,18 @@ fn cost(s: &mut String, v: &Value) {
     );
     let _ = writeln!(
         s,
-        "| tracer | bulk MB/s | vs untraced | upload MB/s | vs untraced | kernel drops | p50 µs | p99 µs | p50 Δ µs | p99 Δ µs |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| tracer | bulk MB/s | vs untraced | upload MB/s | vs untraced | kernel drops: upload | bulk + latency | p50 µs | p99 µs | p50 Δ µs | p99 Δ µs |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     let pct = |x: &Value| -> Value { (x.as_f64().unwrap_or(f64::NAN) * 100.0).into() };
     for (mode, m) in v["medians"].as_object().into_iter().flatten() {
         let _ = writeln!(
             s,
-            "| {mode} | {} | {} % | {} | {} % | {} | {} | {} | {} | {} |",
+            "| {mode} | {} | {} % | {} | {} % | {} | {} | {} | {} | {} | {} |",
             f(&m["bulk_mb_per_s"], 0),
             f(&pct(&m["bulk_vs_untraced"]), 1),
             f(&m["upload_mb_per_s"], 0),
             f(&pct(&m["upload_vs_untraced"]), 1),
+            f(&m["upload_kernel_drops"], 0),
             f(&m["kernel_drops"], 0),
             f(&m["p50_us"], 1),
             f(&m["p99_us"], 1),
