@@ -1,4 +1,5 @@
-//! ollama-tracer kernel programs: packet capture (`capture.rs`), the processes behind sockets
+//! ollama-tracer kernel programs: packet capture (`capture.rs`; bodies it need not copy,
+//! `skip.rs`), the processes behind sockets
 //! (`sock.rs`), and TLS plaintext from uprobes on TLS libraries (`tls.rs`: the probes and the
 //! records; `tls_host.rs`: which sessions are traced; `tls_sock.rs`: their sockets and events).
 //! Built only for the BPF target (by `tracer-user/build.rs` through aya-build); on the host
@@ -8,6 +9,8 @@
 
 #[cfg(target_arch = "bpf")]
 mod capture;
+#[cfg(target_arch = "bpf")]
+mod skip;
 #[cfg(target_arch = "bpf")]
 mod sock;
 #[cfg(target_arch = "bpf")]
