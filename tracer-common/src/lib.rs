@@ -200,7 +200,9 @@ pub mod counter {
     pub const PARSE_FAILURES: u32 = 10;
     /// Matched packets without payload or SYN/FIN/RST that were not emitted.
     pub const PURE_ACKS_SKIPPED: u32 = 11;
-    /// Matched packets skipped by [`crate::config_flags::SKIP_LOOPBACK_INGRESS`].
+    /// Loopback packets left at the cgroup ingress hook by
+    /// [`crate::config_flags::SKIP_LOOPBACK_INGRESS`] before any parsing (any port: they are
+    /// taken at their sender's egress), so not in [`PACKETS_MATCHED`].
     pub const LOOPBACK_INGRESS_SKIPPED: u32 = 12;
     /// Programs that found all per-CPU scratch levels busy (packet not captured).
     pub const NESTING_OVERFLOW: u32 = 13;

@@ -244,6 +244,16 @@ fn leave(depth: *mut u32) {
 fn capture<C: aya_ebpf::EbpfContext>(ctx: &C, skb: *mut __sk_buff, l3off: u32, hook_id: u8) {
     let Some(cnt) = Cnt::get() else { return };
     cnt.add(counter::PACKETS_INSPECTED, 1);
+    // A packet between two local sockets passes the cgroup hooks twice and is taken at its
+    // sender's egress: the receiver's copy is left before any parsing (every packet of the
+    // host's loopback traffic, whatever its port, costs one run instead of two walks).
+    if hook_id == hook::CGROUP_INGRESS
+        && OT_FLAGS.load() & config_flags::SKIP_LOOPBACK_INGRESS != 0
+        && unsafe { (*skb).ifindex } == LOOPBACK_IFINDEX
+    {
+        cnt.add(counter::LOOPBACK_INGRESS_SKIPPED, 1);
+        return;
+    }
     let p = match walk(skb, l3off) {
         Walk::Other => return,
         Walk::Failed => {
@@ -277,13 +287,6 @@ fn capture<C: aya_ebpf::EbpfContext>(ctx: &C, skb: *mut __sk_buff, l3off: u32, h
     cnt.max(counter::MAX_SKB_LEN, skb_len as u64);
 
     let flags = OT_FLAGS.load();
-    if hook_id == hook::CGROUP_INGRESS
-        && flags & config_flags::SKIP_LOOPBACK_INGRESS != 0
-        && ifindex == LOOPBACK_IFINDEX
-    {
-        cnt.add(counter::LOOPBACK_INGRESS_SKIPPED, 1);
-        return;
-    }
     if payload_len == 0 && tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0 && flags & config_flags::EMIT_PURE_ACKS == 0 {
         cnt.add(counter::PURE_ACKS_SKIPPED, 1);
         return;
