@@ -65,7 +65,7 @@ pub(crate) fn skips(p: &Parsed, seq: u32, payload_len: u32, tcp_flags: u8) -> bo
 /// `Content-Length` and no transfer or content coding; anything else is left to user space.
 /// The packet's own bytes are copied as usual (before this runs).
 ///
-/// Verifier: like [`emit_chunk`], it reads the packet's facts back from the scratch header, so
+/// Verifier: like `capture::emit_chunk`, it reads the packet's facts back from the scratch header, so
 /// that every header-parse path arrives here in one state and the scan is walked once.
 #[inline(always)]
 pub(crate) fn name_blob_skip(skb: *mut __sk_buff, scratch: *mut Scratch, depth: *mut u32, cnt: Cnt) {
