@@ -1,9 +1,12 @@
 //! Bodies the kernel programs report by length only: the pipeline finds a body it only
 //! counts ([`BodySkip`]), and this writes its sequence range into the programs' skip map
 //! (`tracer_common::map::SKIP`). From then on the body's packets come as header-only records
-//! (`rec_flags::SKIPPED`); the entry goes when a packet past the range (or a FIN/RST) passes,
-//! or when the LRU map needs room. Bytes already in the ring when the entry lands are simply
-//! read: the skip starts at whatever packet comes next.
+//! (`rec_flags::SKIPPED`); the range moves on through a body longer than one range
+//! (`BodySkip::more`), and the entry goes when a packet past the body (or a FIN/RST) passes, or
+//! when the LRU map needs room. Bytes already in the ring when the entry lands are simply read:
+//! the skip starts at whatever packet comes next. Blob uploads are named by the kernel itself
+//! from their heads (`tracer_common::blob_head`), before this can; the same range written again
+//! here changes nothing.
 
 use std::net::IpAddr;
 use std::sync::Mutex;
