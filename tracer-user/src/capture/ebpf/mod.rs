@@ -39,9 +39,7 @@ use aya::programs::cgroup_skb::CgroupSkbLinkId;
 use aya::programs::links::LinkOrder;
 use aya::programs::tc::{SchedClassifierLinkId, TcAttachOptions};
 use aya::programs::trace_point::TracePointLinkId;
-use aya::programs::{
-    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, SchedClassifier, TcAttachType, TracePoint,
-};
+use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -53,7 +51,7 @@ use tracer_core::segment::{Orientation, SegmentBatch};
 use self::records::{ClockOffset, check_sock_state_format, decode_record, decode_sock_record};
 use super::config::{CaptureConfig, CaptureError, EbpfAttach, cgroup_root, chain};
 use super::counters::{KernelCounters, ReaderCounters};
-use super::programs::{prog_err, program_mut};
+use super::programs::{load, prog_err, program_mut};
 use super::socket::SocketEventSink;
 use super::tls::TlsCapture;
 
@@ -451,34 +449,17 @@ fn load_programs(ebpf: &mut Ebpf, attach: &EbpfAttach) -> Result<(), CaptureErro
         EbpfAttach::CgroupRoot | EbpfAttach::Cgroup(_) => {
             for name in [program::CGROUP_INGRESS, program::CGROUP_EGRESS] {
                 let p = program_mut::<CgroupSkb>(ebpf, name)?;
-                retry_interrupted(|| p.load()).map_err(prog_err(name))?;
+                load(p, name)?;
             }
         }
         EbpfAttach::Tcx(_) => {
             for name in [program::TC_INGRESS, program::TC_EGRESS] {
                 let p = program_mut::<SchedClassifier>(ebpf, name)?;
-                retry_interrupted(|| p.load()).map_err(prog_err(name))?;
+                load(p, name)?;
             }
         }
     }
     Ok(())
-}
-
-/// Runs `load` again when the verifier was interrupted by a signal (EAGAIN), as libbpf does:
-/// the packet programs take the verifier a while (the blob-head scan), long enough for a
-/// signal to the process to land in it.
-fn retry_interrupted(mut load: impl FnMut() -> Result<(), ProgramError>) -> Result<(), ProgramError> {
-    let mut tries = 0;
-    loop {
-        match load() {
-            Err(ProgramError::LoadError { io_error, .. })
-                if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < 5 =>
-            {
-                tries += 1
-            }
-            r => return r,
-        }
-    }
 }
 
 fn attach_cgroup(ebpf: &mut Ebpf, dir: &PathBuf, links: &mut Vec<AttachedLink>) -> Result<(), CaptureError> {
@@ -525,7 +506,7 @@ fn attach_sock_state(ebpf: &mut Ebpf, links: &mut Vec<AttachedLink>) -> Result<(
         .map_err(|e| CaptureError::Unavailable(format!("unexpected sock/inet_sock_set_state layout: {e}")))?;
     let name = program::SOCK_STATE;
     let p: &mut TracePoint = program_mut(ebpf, name)?;
-    p.load().map_err(prog_err(name))?;
+    load(p, name)?;
     let id = p
         .attach("sock", "inet_sock_set_state")
         .map_err(|e| CaptureError::Attach { what: format!("{name} to sock/inet_sock_set_state"), detail: chain(&e) })?;

@@ -41,7 +41,7 @@ use self::streams::{StreamOut, StreamsConfig, TlsStreams};
 use self::targets::ExeFilter;
 use super::config::{CaptureError, TlsConfig, chain};
 use super::counters::TlsCounters;
-use super::programs::{prog_err, program_mut};
+use super::programs::{load, program_mut};
 use super::ring::ClockOffset;
 
 /// Longest the start waits for the probes on the processes already running.
@@ -135,7 +135,7 @@ impl TlsCapture {
         let pids = {
             let mut e = ebpf.lock().unwrap_or_else(|p| p.into_inner());
             for name in UPROBES {
-                program_mut::<UProbe>(&mut e, name)?.load().map_err(prog_err(name))?;
+                load(program_mut::<UProbe>(&mut e, name)?, name)?;
             }
             let exec: [&str; 1] = ["sched_process_exec"];
             for (name, category, events) in [
@@ -144,7 +144,7 @@ impl TlsCapture {
                 (program::EXEC, "sched", &exec[..]),
             ] {
                 let p: &mut TracePoint = program_mut(&mut e, name)?;
-                p.load().map_err(prog_err(name))?;
+                load(p, name)?;
                 for ev in events {
                     match p.attach(category, ev) {
                         Ok(id) => tracepoints.push((name, id)),
