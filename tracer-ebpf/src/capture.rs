@@ -7,47 +7,29 @@
 //! ingress/egress (per interface; data starts at the Ethernet header). None of them ever
 //! changes the packet's fate.
 
-use core::{ffi::c_void, mem::MaybeUninit};
+use core::ffi::c_void;
 
 use aya_ebpf::{
     Global,
     bindings::__sk_buff,
     helpers::generated::{bpf_ktime_get_ns, bpf_skb_cgroup_id, bpf_skb_load_bytes},
-    macros::{cgroup_skb, classifier, map},
-    maps::{Array, PerCpuArray, RingBuf},
+    macros::{cgroup_skb, classifier},
     programs::{SkBuffContext, TcContext},
 };
 use aya_log_ebpf::debug;
-
-use crate::skip;
 use tracer_common::{
-    AF_INET, AF_INET6, CHUNK_SIZE, Counters, DEFAULT_RING_BYTES, MAX_CHUNKS_PER_SKB, MAX_PAYLOAD_PER_SKB,
-    PORT_BITMAP_WORDS, RECORD_HEADER_SIZE, SCRATCH_LEVELS, Scratch, config_flags, counter, hook, rec_flags,
+    AF_INET, AF_INET6, CHUNK_SIZE, MAX_CHUNKS_PER_SKB, MAX_PAYLOAD_PER_SKB, RECORD_HEADER_SIZE, SCRATCH_LEVELS,
+    Scratch, SkipKey, config_flags, counter, hook, rec_flags,
 };
 
-#[map(name = "OT_EVENTS")]
-pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
-
-#[map(name = "OT_COUNTERS")]
-static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
-
-#[map(name = "OT_PORTS")]
-static PORTS: Array<u64> = Array::with_max_entries(PORT_BITMAP_WORDS, 0);
-
-#[map(name = "OT_SCRATCH")]
-pub(crate) static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(SCRATCH_LEVELS, 0);
-
-#[map(name = "OT_DEPTH")]
-static DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+use crate::base::{Cnt, DEPTH, EVENTS, SCRATCH, TCP_FIN, TCP_RST, TCP_SYN, is_server_port, ld};
+use crate::skip;
 
 /// `config_flags` bits, set by the loader (read-only after load, so the verifier prunes the
 /// branches that are off).
 #[unsafe(no_mangle)]
 static OT_FLAGS: Global<u32> = Global::new(0);
 
-pub(crate) const TCP_FIN: u8 = 0x01;
-pub(crate) const TCP_SYN: u8 = 0x02;
-pub(crate) const TCP_RST: u8 = 0x04;
 const IPPROTO_TCP: u8 = 6;
 const LOOPBACK_IFINDEX: u32 = 1;
 const ETH_HLEN: u32 = 14;
@@ -56,66 +38,13 @@ const ETH_P_IPV6: u16 = 0x86dd;
 /// IPv6 extension headers walked before giving up.
 const MAX_IPV6_EXT: u32 = 4;
 
-/// This CPU's counters, looked up once per packet.
-#[derive(Clone, Copy)]
-pub(crate) struct Cnt(*mut Counters);
-
-impl Cnt {
-    #[inline(always)]
-    fn get() -> Option<Cnt> {
-        COUNTERS.get_ptr_mut(0).map(Cnt)
-    }
-
-    /// Per-CPU, and programs on one CPU nest strictly, so a plain add is enough in practice
-    /// (a nested program interrupting between load and store could lose one increment).
-    #[inline(always)]
-    pub(crate) fn add(self, idx: u32, v: u64) {
-        unsafe { (*self.0)[idx as usize] += v }
-    }
-
-    #[inline(always)]
-    fn max(self, idx: u32, v: u64) {
-        unsafe {
-            let p = &mut (*self.0)[idx as usize];
-            if *p < v {
-                *p = v
-            }
-        }
-    }
-}
-
-/// Adds to one of this CPU's counters (programs other than the packet path).
-#[inline(always)]
-pub(crate) fn add_counter(idx: u32, v: u64) {
-    if let Some(c) = Cnt::get() {
-        c.add(idx, v);
-    }
-}
-
-#[inline(always)]
-pub(crate) fn ld<T>(skb: *mut __sk_buff, off: u32) -> Option<T> {
-    let mut v = MaybeUninit::<T>::uninit();
-    let r = unsafe {
-        bpf_skb_load_bytes(skb as *const c_void, off, v.as_mut_ptr() as *mut c_void, core::mem::size_of::<T>() as u32)
-    };
-    if r == 0 { Some(unsafe { v.assume_init() }) } else { None }
-}
-
-#[inline(always)]
-pub(crate) fn is_server_port(port: u16) -> bool {
-    match PORTS.get((port >> 6) as u32) {
-        Some(w) => (*w >> (port & 63)) & 1 != 0,
-        None => false,
-    }
-}
-
 /// What the header walk found.
-pub(crate) struct Parsed {
-    pub(crate) family: u8,
-    pub(crate) saddr: [u8; 16],
-    pub(crate) daddr: [u8; 16],
-    pub(crate) sport: u16,
-    pub(crate) dport: u16,
+struct Parsed {
+    family: u8,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    sport: u16,
+    dport: u16,
     /// Offset of the TCP header.
     l4off: u32,
     /// End of the IP packet from its length field, 0 when the field is 0 (GSO > 64 KiB).
@@ -304,7 +233,9 @@ fn capture<C: aya_ebpf::EbpfContext>(ctx: &C, skb: *mut __sk_buff, l3off: u32, h
         );
     }
 
-    let skipped = skip::skips(&p, seq, payload_len, tcp_flags);
+    let key =
+        SkipKey { saddr: p.saddr, daddr: p.daddr, sport: p.sport, dport: p.dport, family: p.family, _pad: [0; 3] };
+    let skipped = skip::skips(&key, seq, payload_len, tcp_flags);
     if skipped {
         cnt.add(counter::SKIPPED_PACKETS, 1);
         cnt.add(counter::SKIPPED_BYTES, payload_len as u64);

@@ -11,7 +11,7 @@ use tracer_common::{
     counter,
 };
 
-use crate::capture::{Cnt, Parsed, SCRATCH, TCP_FIN, TCP_RST, TCP_SYN, is_server_port, ld};
+use crate::base::{Cnt, SCRATCH, TCP_FIN, TCP_RST, TCP_SYN, is_server_port, ld};
 
 #[map(name = "OT_SKIP")]
 static SKIP: LruHashMap<SkipKey, SkipRange> = LruHashMap::with_max_entries(MAX_SKIPS, 0);
@@ -26,21 +26,19 @@ static OT_SKIP_OVER: Global<u64> = Global::new(0);
 /// skip (the entry goes), as does a FIN/RST; one that straddles the range's start or end is
 /// copied whole.
 #[inline(always)]
-pub(crate) fn skips(p: &Parsed, seq: u32, payload_len: u32, tcp_flags: u8) -> bool {
-    let key =
-        SkipKey { saddr: p.saddr, daddr: p.daddr, sport: p.sport, dport: p.dport, family: p.family, _pad: [0; 3] };
-    let Some(r) = SKIP.get_ptr_mut(&key) else { return false };
+pub(crate) fn skips(key: &SkipKey, seq: u32, payload_len: u32, tcp_flags: u8) -> bool {
+    let Some(r) = SKIP.get_ptr_mut(key) else { return false };
     let (mut from, mut to, more) = unsafe { ((*r).from, (*r).to, (*r).more) };
     let end = seq.wrapping_add(payload_len);
     if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        let _ = SKIP.remove(&key);
+        let _ = SKIP.remove(key);
         return false;
     }
     if seq.wrapping_sub(to) as i32 >= 0 {
         let step = if more > MAX_SKIP_BYTES as u64 { MAX_SKIP_BYTES } else { more as u32 };
         // Past the body, or a jump past the next range: done.
         if step == 0 || seq.wrapping_sub(to) >= step {
-            let _ = SKIP.remove(&key);
+            let _ = SKIP.remove(key);
             return false;
         }
         // `more` first: a program on another CPU that reads the new `more` with the old `to`

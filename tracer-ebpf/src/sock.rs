@@ -22,7 +22,7 @@ use tracer_common::{
     AF_INET, AF_INET6, COMM_LEN, Connecting, SockRecord, counter, hook, sock_event, sock_state_tp as tp, tcp_state,
 };
 
-use crate::capture::{EVENTS, add_counter, is_server_port};
+use crate::base::{EVENTS, add_counter, is_server_port};
 use crate::tls_sock::socket_closed;
 
 /// Sockets between connect() and ESTABLISHED; LRU so that transitions we never see (a socket

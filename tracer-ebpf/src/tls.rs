@@ -30,7 +30,7 @@ use tracer_common::{
     },
 };
 
-use crate::capture::{EVENTS, add_counter};
+use crate::base::{EVENTS, add_counter};
 use crate::tls_host::{Decision, decide_head, decide_sni};
 use crate::tls_sock::{close_session, go_sock, learn_sock, try_flow};
 

@@ -24,7 +24,7 @@ use tracer_common::{
     },
 };
 
-use crate::capture::{EVENTS, add_counter};
+use crate::base::{EVENTS, add_counter};
 use crate::tls::{ACTIVE, OT_TLS_FLAGS, PENDING, PIDS, SESSIONS, key, now, pid_tgid, session};
 
 /// The sessions' sockets: a socket's close ends its session.

@@ -1,0 +1,84 @@
+//! What every kernel program builds on: the maps they share (the ring buffer, the counters,
+//! the server ports, the per-CPU scratch), the counters' access, and reading bytes from an skb.
+
+use core::{ffi::c_void, mem::MaybeUninit};
+
+use aya_ebpf::{
+    bindings::__sk_buff,
+    helpers::generated::bpf_skb_load_bytes,
+    macros::map,
+    maps::{Array, PerCpuArray, RingBuf},
+};
+use tracer_common::{Counters, DEFAULT_RING_BYTES, PORT_BITMAP_WORDS, SCRATCH_LEVELS, Scratch};
+
+#[map(name = "OT_EVENTS")]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+#[map(name = "OT_COUNTERS")]
+pub(crate) static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "OT_PORTS")]
+pub(crate) static PORTS: Array<u64> = Array::with_max_entries(PORT_BITMAP_WORDS, 0);
+
+#[map(name = "OT_SCRATCH")]
+pub(crate) static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(SCRATCH_LEVELS, 0);
+
+#[map(name = "OT_DEPTH")]
+pub(crate) static DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+pub(crate) const TCP_FIN: u8 = 0x01;
+pub(crate) const TCP_SYN: u8 = 0x02;
+pub(crate) const TCP_RST: u8 = 0x04;
+
+/// This CPU's counters, looked up once per packet.
+#[derive(Clone, Copy)]
+pub(crate) struct Cnt(*mut Counters);
+
+impl Cnt {
+    #[inline(always)]
+    pub(crate) fn get() -> Option<Cnt> {
+        COUNTERS.get_ptr_mut(0).map(Cnt)
+    }
+
+    /// Per-CPU, and programs on one CPU nest strictly, so a plain add is enough in practice
+    /// (a nested program interrupting between load and store could lose one increment).
+    #[inline(always)]
+    pub(crate) fn add(self, idx: u32, v: u64) {
+        unsafe { (*self.0)[idx as usize] += v }
+    }
+
+    #[inline(always)]
+    pub(crate) fn max(self, idx: u32, v: u64) {
+        unsafe {
+            let p = &mut (*self.0)[idx as usize];
+            if *p < v {
+                *p = v
+            }
+        }
+    }
+}
+
+/// Adds to one of this CPU's counters (programs other than the packet path).
+#[inline(always)]
+pub(crate) fn add_counter(idx: u32, v: u64) {
+    if let Some(c) = Cnt::get() {
+        c.add(idx, v);
+    }
+}
+
+#[inline(always)]
+pub(crate) fn ld<T>(skb: *mut __sk_buff, off: u32) -> Option<T> {
+    let mut v = MaybeUninit::<T>::uninit();
+    let r = unsafe {
+        bpf_skb_load_bytes(skb as *const c_void, off, v.as_mut_ptr() as *mut c_void, core::mem::size_of::<T>() as u32)
+    };
+    if r == 0 { Some(unsafe { v.assume_init() }) } else { None }
+}
+
+#[inline(always)]
+pub(crate) fn is_server_port(port: u16) -> bool {
+    match PORTS.get((port >> 6) as u32) {
+        Some(w) => (*w >> (port & 63)) & 1 != 0,
+        None => false,
+    }
+}
