@@ -16,8 +16,8 @@
 //! process's bytes read straight into them: no per-CPU scratch is shared between tasks.
 
 use aya_ebpf::{
-    EbpfContext, Global,
-    helpers::generated::{bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    EbpfContext,
+    helpers::generated::{bpf_get_attach_cookie, bpf_probe_read_user},
     macros::{map, uprobe, uretprobe},
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
@@ -25,7 +25,7 @@ use aya_ebpf::{
 use tracer_common::{
     CHUNK_SIZE, counter, hook,
     tls::{
-        Active, DATA_HEADER_SIZE, MAX_CHUNKS_PER_CALL, MAX_SESSIONS, SSL_CTRL_SET_TLSEXT_HOSTNAME, Session, SessionKey,
+        Active, DATA_HEADER_SIZE, MAX_CHUNKS_PER_CALL, SSL_CTRL_SET_TLSEXT_HOSTNAME, Session, SessionKey,
         TlsDataHeader, config_flags, data_flags, dir, end, lib, pid_verdict, verdict,
     },
 };
@@ -33,42 +33,10 @@ use tracer_common::{
 use crate::base::{EVENTS, add_counter};
 use crate::tls_host::{Decision, decide_head, decide_sni};
 use crate::tls_sock::{close_session, go_sock, learn_sock, try_flow};
-
-#[map(name = "OT_TLS_SESSIONS")]
-pub(crate) static SESSIONS: LruHashMap<SessionKey, Session> = LruHashMap::with_max_entries(MAX_SESSIONS, 0);
-
-#[map(name = "OT_TLS_ACTIVE")]
-pub(crate) static ACTIVE: LruHashMap<u64, Active> = LruHashMap::with_max_entries(16_384, 0);
-
-#[map(name = "OT_TLS_PENDING")]
-pub(crate) static PENDING: LruHashMap<u64, SessionKey> = LruHashMap::with_max_entries(16_384, 0);
+use crate::tls_state::{ACTIVE, OT_TLS_FLAGS, PENDING, PIDS, SESSIONS, key, now, opaque, pid_tgid, session};
 
 #[map(name = "OT_TLS_GO_READS")]
 static GO_READS: LruHashMap<SessionKey, Active> = LruHashMap::with_max_entries(16_384, 0);
-
-#[map(name = "OT_TLS_PIDS")]
-pub(crate) static PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(65_536, 0);
-
-/// `tracer_common::tls::config_flags`, set by the loader.
-#[unsafe(no_mangle)]
-pub(crate) static OT_TLS_FLAGS: Global<u32> = Global::new(0);
-
-#[inline(always)]
-pub(crate) fn now() -> u64 {
-    // SAFETY: helper without preconditions.
-    unsafe { bpf_ktime_get_ns() }
-}
-
-#[inline(always)]
-pub(crate) fn pid_tgid() -> u64 {
-    // SAFETY: helper without preconditions.
-    unsafe { bpf_get_current_pid_tgid() }
-}
-
-#[inline(always)]
-pub(crate) fn key(tgid: u32, conn: u64) -> SessionKey {
-    SessionKey { tgid, _pad: 0, conn }
-}
 
 /// Include/exclude by executable (the daemon keeps the map): may this process be traced?
 #[inline(always)]
@@ -86,17 +54,6 @@ fn pid_allowed(tgid: u32) -> bool {
         add_counter(counter::TLS_PID_FILTERED, 1);
     }
     allowed
-}
-
-/// The session of `k`, created undecided when new.
-#[inline(always)]
-pub(crate) fn session(k: &SessionKey, lib: u8) -> Option<*mut Session> {
-    if let Some(s) = SESSIONS.get_ptr_mut(k) {
-        return Some(s);
-    }
-    let fresh = Session { fd: -1, lib, ..Session::default() };
-    let _ = SESSIONS.insert(k, &fresh, 0);
-    SESSIONS.get_ptr_mut(k)
 }
 
 /// The library an OpenSSL-style probe was attached for (its cookie), OpenSSL by default.
@@ -449,17 +406,6 @@ fn copy_out(hdr: &TlsDataHeader, buf: u64, n: u64) {
 fn lost(left: u64) {
     add_counter(counter::TLS_RECORDS_LOST, left.div_ceil(CHUNK_SIZE as u64).max(1));
     add_counter(counter::TLS_BYTES_LOST, left);
-}
-
-/// `v`, as a value the verifier knows nothing about.
-#[inline(always)]
-pub(crate) fn opaque(v: u64) -> u64 {
-    let mut out = 0u64;
-    // SAFETY: an 8-byte copy between two locals of this program's stack.
-    unsafe {
-        aya_ebpf::helpers::generated::bpf_probe_read_kernel((&mut out as *mut u64).cast(), 8, (&v as *const u64).cast())
-    };
-    out
 }
 
 /// One record of `want` (1 ..= N) bytes from `buf + off`, reserved at size `SIZE` = header + N.

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use tracer_common::tls::{HEAD_SCAN, HOST_LEN, HostScratch, MAX_HOSTS, config_flags};
 
-use crate::tls::{OT_TLS_FLAGS, opaque};
+use crate::tls_state::{OT_TLS_FLAGS, opaque};
 
 #[map(name = "OT_TLS_HOSTS")]
 static HOSTS: HashMap<[u8; HOST_LEN], u8> = HashMap::with_max_entries(MAX_HOSTS, 0);

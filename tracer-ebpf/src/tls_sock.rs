@@ -25,7 +25,7 @@ use tracer_common::{
 };
 
 use crate::base::{EVENTS, add_counter};
-use crate::tls::{ACTIVE, OT_TLS_FLAGS, PENDING, PIDS, SESSIONS, key, now, pid_tgid, session};
+use crate::tls_state::{ACTIVE, OT_TLS_FLAGS, PENDING, PIDS, SESSIONS, key, now, pid_tgid, session};
 
 /// The sessions' sockets: a socket's close ends its session.
 #[map(name = "OT_TLS_SOCKS")]

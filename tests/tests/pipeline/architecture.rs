@@ -23,6 +23,7 @@ fn crates() -> Vec<(&'static str, PathBuf, Vec<&'static str>)> {
     vec![
         ("tracer-common", r.join("tracer-common/src"), vec![]),
         ("tracer-core", r.join("tracer-core/src"), vec![]),
+        ("tracer-ebpf", r.join("tracer-ebpf/src"), vec![]),
         ("tracer-user (lib)", r.join("tracer-user/src"), vec!["bin"]),
         ("ollama-tracer (bin)", r.join("tracer-user/src/bin/ollama-tracer"), vec![]),
         ("testkit", r.join("tests/src"), vec!["bin"]),
