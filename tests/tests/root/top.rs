@@ -249,14 +249,19 @@ fn top_live_under_tmux() {
     let sum = |rows: &[(u64, usize)]| rows.iter().fold((0, 0), |(t, b), r| (t + r.0, b + r.1));
     let (before, after) = (sum(&before), sum(&after));
     assert!(after.0 > before.0 && after.1 > before.1, "tokens and bars grow: {before:?} then {after:?}\n{later}");
-    let end = t.wait("six calls", Duration::from_secs(20), |s| {
-        model_calls(s).iter().any(|(m, n)| m.starts_with(model) && *n == 6)
+    let recent_ok = |s: &str| {
+        section(s, " recent calls ").iter().filter(|l| l.contains("@synth:tokens=") && l.contains(" 200 ")).count()
+    };
+    // The pane is read while a frame may be half drawn (the header already counting a call
+    // whose row is not written yet): wait for a screen showing the six calls in the recent
+    // list too, then hold the whole frame to the rest.
+    let end = t.wait("six calls, listed", Duration::from_secs(20), |s| {
+        model_calls(s).iter().any(|(m, n)| m.starts_with(model) && *n == 6) && recent_ok(s) == 6
     });
     // Done calls leave the in-flight list with the frame that counts them.
     assert!(end.lines().next().unwrap().contains("6 calls · 0 in flight"), "{end}");
     assert!(section(&end, " in flight: ").iter().all(|l| l.trim().is_empty()), "{end}");
-    let recent = section(&end, " recent calls ");
-    assert_eq!(recent.iter().filter(|l| l.contains("@synth:tokens=") && l.contains(" 200 ")).count(), 6, "{end}");
+    assert_eq!(recent_ok(&end), 6, "{end}");
     drop(load);
     t.keys(&["q"]);
     assert_eq!(t.exit_code(Duration::from_secs(20)), 0, "{}", t.stderr());
