@@ -67,7 +67,8 @@ fn stages(c: &mut Criterion) {
     let orientation = Orientation::new(&[11434]);
     let capture_pass = || {
         let mut n = 0u64;
-        for (frame, _) in MergedFrames::new(&files) {
+        let mut frames = MergedFrames::new(&files);
+        while let Some((frame, _)) = frames.next() {
             let link = frame.link.expect("supported link");
             if let Ok(Decoded::Segment(seg)) = decode(link, frame.data, frame.orig_len, frame.ts, &orientation) {
                 n += seg.payload.len() as u64;
@@ -76,7 +77,8 @@ fn stages(c: &mut Criterion) {
         n
     };
     let mut segments = Vec::new();
-    for (frame, _) in MergedFrames::new(&files) {
+    let mut frames = MergedFrames::new(&files);
+    while let Some((frame, _)) = frames.next() {
         if let Ok(Decoded::Segment(s)) = decode(frame.link.unwrap(), frame.data, frame.orig_len, frame.ts, &orientation)
         {
             segments.push(Owned {

@@ -486,8 +486,8 @@ pub fn read_packets(path: &Path, ports: &[u16]) -> Result<Vec<Packet>, PcapError
     let files = tracer_core::replay::open_all(&[path])?;
     let mut frames = tracer_core::replay::Frames::new(&files, ports);
     let mut out = Vec::new();
-    while let Some(seg) = frames.next_segment() {
-        let Some(seg) = seg else { continue };
+    while let Some(read) = frames.next_segment() {
+        let Some(seg) = read.segment else { continue };
         let (src, dst) = match seg.dir {
             tracer_core::segment::Direction::ToServer => (seg.flow.client, seg.flow.server),
             tracer_core::segment::Direction::ToClient => (seg.flow.server, seg.flow.client),

@@ -25,6 +25,16 @@ pub struct Frames<'a> {
     stats: CaptureStats,
     /// Latest capture time seen (frames of merged files are not strictly ordered).
     last_ts: Timestamp,
+    ended: bool,
+}
+
+/// One frame read: its segment when it is a TCP segment on a server port (`None` for any other
+/// frame, counted), and the reader's counters and latest capture time after it. The segment
+/// lives until the next frame is read.
+pub struct Read<'a> {
+    pub segment: Option<Segment<'a>>,
+    pub stats: &'a CaptureStats,
+    pub last_ts: Timestamp,
 }
 
 impl<'a> Frames<'a> {
@@ -37,26 +47,35 @@ impl<'a> Frames<'a> {
                 ..Default::default()
             },
             last_ts: Timestamp(0),
+            ended: false,
         }
     }
 
-    /// The next frame: `Some(Some(segment))` for a TCP segment on a server port,
-    /// `Some(None)` for any other frame (counted), `None` at the end.
-    #[allow(clippy::option_option)] // "a frame that is no segment" and "no more frames" differ
-    pub fn next_segment(&mut self) -> Option<Option<Segment<'a>>> {
-        let (frame, _) = self.frames.next()?;
+    /// The next frame, `None` at the end.
+    #[inline]
+    pub fn next_segment(&mut self) -> Option<Read<'_>> {
+        let Some((held, file)) = self.frames.advance() else {
+            if !std::mem::replace(&mut self.ended, true) {
+                // A file that ended before the records validation counted (changed since):
+                // counted with the cut-short ones.
+                self.stats.truncated_files += self.frames.ended_early();
+            }
+            return None;
+        };
+        let frame = self.frames.frame(&held, file);
         let Some(link) = frame.link else {
             self.stats.frames += 1;
             self.stats.unsupported += 1;
-            return Some(None);
+            return Some(Read { segment: None, stats: &self.stats, last_ts: self.last_ts });
         };
         self.last_ts = self.last_ts.max(frame.ts);
         let decoded = decode(link, frame.data, frame.orig_len, frame.ts, &self.orientation);
         self.stats.count(&decoded);
-        Some(match decoded {
+        let segment = match decoded {
             Ok(Decoded::Segment(seg)) => Some(seg),
             _ => None,
-        })
+        };
+        Some(Read { segment, stats: &self.stats, last_ts: self.last_ts })
     }
 
     pub fn stats(&self) -> &CaptureStats {
@@ -85,8 +104,8 @@ pub fn replay<F: FnMut(LlmCall)>(
 ) -> ReplayStats {
     let mut frames = Frames::new(files, ports);
     let mut pipeline = Pipeline::new(config);
-    while let Some(seg) = frames.next_segment() {
-        if let Some(seg) = seg {
+    while let Some(read) = frames.next_segment() {
+        if let Some(seg) = read.segment {
             pipeline.push(&seg, out);
         }
     }

@@ -27,11 +27,11 @@ pub(super) fn feed(
     let mut last_tick = Instant::now();
     let mut frames = Frames::new(files, ports);
     let mut n: u64 = 0;
-    while let Some(seg) = frames.next_segment() {
+    while let Some(read) = frames.next_segment() {
         n += 1;
         // Every frame paces, those on other ports too: capture time passes with them.
         if let Some(speed) = speed {
-            let ts = seg.as_ref().map_or(frames.last_ts(), |s| s.ts);
+            let ts = read.segment.as_ref().map_or(read.last_ts, |s| s.ts);
             let first = *first_ts.get_or_insert(ts.0);
             let due = started + Duration::from_secs_f64(ts.0.saturating_sub(first) as f64 / 1e9 / speed);
             // Sleep in short steps: ticks keep coming and a stop is seen promptly.
@@ -44,19 +44,19 @@ pub(super) fn feed(
                     last_tick = Instant::now();
                     // Where the recorded pace has got to, between two frames.
                     let now = first + (started.elapsed().as_secs_f64() * speed * 1e9) as u64;
-                    driver.tick(Timestamp(now).max(frames.last_ts()), frames.stats(), None);
+                    driver.tick(Timestamp(now).max(read.last_ts), read.stats, None);
                 }
             }
         }
         if (n & 1023 == 0 || speed.is_some()) && stop.requested() {
             break;
         }
-        if let Some(seg) = seg {
-            driver.segment(&seg);
+        if let Some(seg) = &read.segment {
+            driver.segment(seg);
         }
         if (n & 255 == 0 || speed.is_some()) && last_tick.elapsed() >= TICK {
             last_tick = Instant::now();
-            driver.tick(frames.last_ts(), frames.stats(), None);
+            driver.tick(read.last_ts, read.stats, None);
         }
     }
     (frames.stats().clone(), frames.last_ts())
