@@ -82,6 +82,17 @@ impl<'a> Frames<'a> {
         &self.stats
     }
 
+    /// What ended a stream (standard input, a pipe) before its end: a corrupt record or a
+    /// failed read. Regular files are validated when opened and never end on one.
+    pub fn error(&self) -> Option<&FileError> {
+        self.frames.error()
+    }
+
+    /// [`Self::error`], taken out (to report it).
+    pub fn take_error(&mut self) -> Option<FileError> {
+        self.frames.take_error()
+    }
+
     /// The latest capture time seen so far.
     pub fn last_ts(&self) -> Timestamp {
         self.last_ts

@@ -195,3 +195,82 @@ fn top_refuses_a_stdout_that_is_not_a_terminal() {
         assert!(err.contains("`top` needs a terminal on stdout, and stdout is a pipe or a file"), "{err}");
     }
 }
+
+/// Spans without their random ids, in order: what two replays of the same bytes must agree on.
+fn without_ids(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let span = v.as_object_mut().unwrap();
+            for k in ["trace_id", "span_id", "parent_span_id"] {
+                span.remove(k);
+            }
+            // Links point at spans by those ids too: their kinds are kept.
+            for link in span.get_mut("links").and_then(|l| l.as_array_mut()).into_iter().flatten() {
+                link.as_object_mut().unwrap().retain(|k, _| k == "attributes");
+            }
+            v
+        })
+        .collect()
+}
+
+/// `cmd` with `bytes` written into its standard input through a pipe, in pieces, while it runs.
+fn with_piped_stdin(mut cmd: Command, bytes: Vec<u8>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        for piece in bytes.chunks(64 << 10) {
+            if stdin.write_all(piece).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+#[test]
+fn standard_input_replays_as_the_file_does() {
+    let file = bin().arg("replay").arg(real_capture()).args(["--output", "json", "--quiet"]).output().unwrap();
+    assert!(file.status.success());
+    let mut cmd = bin();
+    cmd.args(["replay", "-", "--output", "json", "--quiet"]);
+    let piped = with_piped_stdin(cmd, std::fs::read(real_capture()).unwrap());
+    assert!(piped.status.success(), "{}", String::from_utf8_lossy(&piped.stderr));
+    let (a, b) = (without_ids(&file.stdout), without_ids(&piped.stdout));
+    assert_eq!(a.iter().filter(|s| s["kind"] == "server").count(), 18);
+    assert_eq!(a, b, "the same spans from a pipe as from the file");
+
+    let twice = bin().args(["replay", "-", "-"]).output().unwrap();
+    assert!(!twice.status.success());
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("can be named once"));
+}
+
+#[test]
+fn a_corrupt_stream_ends_with_the_offset_after_tracing_what_came_before() {
+    let mut bytes = pcap_header();
+    bytes.extend(record(b"GET /api/version HTTP/1.1\r\n\r\n"));
+    let bad_at = bytes.len();
+    let mut bad = record(b"x");
+    bad[8..12].copy_from_slice(&0x7fff_fff0u32.to_le_bytes()); // absurd caplen
+    bytes.extend(bad);
+    let mut cmd = bin();
+    cmd.args(["replay", "-", "--output", "json"]);
+    let out = with_piped_stdin(cmd, bytes);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("-: corrupt capture at byte offset {bad_at}")), "{err}");
+    assert!(err.contains("ollama-tracer summary"), "summarised before the error: {err}");
+    let spans = without_ids(&out.stdout);
+    assert_eq!(spans.len(), 1, "the request before the corrupt record is traced: {spans:?}");
+    assert_eq!(spans[0]["name"], "GET /api/version");
+}

@@ -15,7 +15,7 @@ pub mod stop;
 use std::io::{self, BufWriter, IsTerminal, LineWriter, Write};
 use std::time::Duration;
 
-use tracer_core::capture::file::CaptureFile;
+use tracer_core::capture::file::{CaptureFile, FileError};
 use tracer_core::pipeline::PipelineConfig;
 use tracer_core::span::Resource;
 use tracer_core::span::stage::{SpanStage, SpanStageConfig};
@@ -90,6 +90,10 @@ pub enum RunError {
     Io { what: &'static str, source: io::Error },
     #[error("writing spans: {0}")]
     Write(io::Error),
+    /// A stream being replayed ended on a corrupt record or a failed read; what came before
+    /// was traced, flushed and summarised.
+    #[error("replay ended early: {0}")]
+    Replay(FileError),
 }
 
 impl From<CaptureError> for RunError {
@@ -134,6 +138,7 @@ pub fn run(source: Source, config: RunConfig) -> Result<Report, RunError> {
         }
     }
     let stop = Stop::on_signals().map_err(io_err("installing the signal handlers"))?;
+    let mut ended_on = None;
     let (report, ui_stats, shut) = match source {
         Source::Replay { files, ports, speed } => {
             let source = speed.map_or_else(|| "replay".to_string(), |s| format!("replay ×{s}"));
@@ -144,7 +149,8 @@ pub fn run(source: Source, config: RunConfig) -> Result<Report, RunError> {
                 None => (Delivery::Offline { stop: stop.signalled() }, config.flush_timeout),
             };
             let (mut driver, view, _) = prepare(&config, None, source, &stop, delivery)?;
-            let (capture, last) = replay::feed(&files, &ports, speed, &stop, &mut driver);
+            let (capture, last, error) = replay::feed(&files, &ports, speed, &stop, &mut driver);
+            ended_on = error;
             let mut report = driver.finish(last, &capture, None);
             // The view stays up on the final state until `q` (or a signal).
             let ui_stats = end_view(view, false)?;
@@ -173,7 +179,10 @@ pub fn run(source: Source, config: RunConfig) -> Result<Report, RunError> {
         }
     }
     shut.map_err(RunError::Write)?;
-    Ok(report)
+    match ended_on {
+        Some(e) => Err(RunError::Replay(e)),
+        None => Ok(report),
+    }
 }
 
 async fn live_run(

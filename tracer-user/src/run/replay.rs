@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use tracer_core::capture::CaptureStats;
-use tracer_core::capture::file::CaptureFile;
+use tracer_core::capture::file::{CaptureFile, FileError};
 use tracer_core::replay::Frames;
 use tracer_core::segment::Timestamp;
 
@@ -12,15 +12,16 @@ use super::TICK;
 use super::driver::Driver;
 use super::stop::Stop;
 
-/// Feeds every frame of `files` to `driver` (until `stop`); the capture's counters and the
-/// replay's capture time at the end.
+/// Feeds every frame of `files` to `driver` (until `stop`); the capture's counters, the
+/// replay's capture time at the end, and what ended a stream early (a corrupt record, a failed
+/// read), if anything did.
 pub(super) fn feed(
     files: &[CaptureFile],
     ports: &[u16],
     speed: Option<f64>,
     stop: &Stop,
     driver: &mut Driver,
-) -> (CaptureStats, Timestamp) {
+) -> (CaptureStats, Timestamp, Option<FileError>) {
     let speed = speed.filter(|s| *s > 0.0);
     let started = Instant::now();
     let mut first_ts: Option<u64> = None;
@@ -59,5 +60,5 @@ pub(super) fn feed(
             driver.tick(read.last_ts, read.stats, None);
         }
     }
-    (frames.stats().clone(), frames.last_ts())
+    (frames.stats().clone(), frames.last_ts(), frames.take_error())
 }

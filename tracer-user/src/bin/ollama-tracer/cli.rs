@@ -72,7 +72,9 @@ pub enum Command {
     Top(RunArgs),
     /// Replay recorded captures (pcap or pcapng) through the pipeline.
     Replay {
-        /// Capture files; several are merged by timestamp.
+        /// Capture files; several are merged by timestamp. `-` is standard input, which like
+        /// any pipe or FIFO is read as it comes (`tcpdump -U -w - | ollama-tracer replay -`):
+        /// not validated first, a corrupt record ends it with an error after what came before.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         #[command(flatten)]

@@ -15,6 +15,7 @@ use ollama_tracer::privileges;
 use ollama_tracer::run::{self, Source};
 use ollama_tracer::settings::Environment;
 use ollama_tracer::top::logs;
+use tracer_core::capture::file::STDIN;
 use tracer_core::replay::open_all;
 
 use crate::cli::{CaptureArgs, Cli, Command, Generate, RunArgs};
@@ -67,6 +68,9 @@ fn replay(
     // A capture file is untrusted input and replay needs no privilege: give up any held.
     if let Err(e) = privileges::restrict_current_thread(&[]) {
         tracing::warn!("{e}");
+    }
+    if paths.iter().filter(|p| p.as_os_str() == STDIN).count() > 1 {
+        anyhow::bail!("cannot replay: standard input ({STDIN}) can be named once");
     }
     let files = open_all(&paths).context("cannot replay")?;
     for f in &files {
