@@ -44,7 +44,7 @@ fn check_file(path: &PathBuf, len: usize) {
         match CaptureFile::open(path) {
             Ok(f) => files.push(f),
             // The scratch file is there and readable: an I/O error is the reader's fault.
-            Err(FileError::Io { source, .. }) => panic!("reading the scratch file ({len} bytes): {source}"),
+            Err(FileError::Io { error, .. }) => panic!("reading the scratch file ({len} bytes): {error}"),
             Err(FileError::NotACapture { .. } | FileError::Corrupt { .. }) => return,
         }
     }

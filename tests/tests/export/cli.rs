@@ -80,7 +80,9 @@ fn not_a_capture_is_an_error() {
 fn missing_file_is_an_error() {
     let out = bin().args(["replay", "/nonexistent/capture.pcap"]).output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/capture.pcap"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/capture.pcap"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "the reason once: {err}");
 }
 
 #[test]
@@ -273,4 +275,36 @@ fn a_corrupt_stream_ends_with_the_offset_after_tracing_what_came_before() {
     let spans = without_ids(&out.stdout);
     assert_eq!(spans.len(), 1, "the request before the corrupt record is traced: {spans:?}");
     assert_eq!(spans[0]["name"], "GET /api/version");
+}
+
+#[test]
+fn a_call_from_a_stream_is_written_while_the_stream_stays_open() {
+    use std::io::{BufRead, Write};
+    let mut child = bin()
+        .args(["replay", "-", "--output", "json", "--quiet"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&std::fs::read(real_capture()).unwrap()).unwrap();
+    stdin.flush().unwrap();
+    // The pipe stays open (tcpdump still running): the finished calls are out already.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let first = rx.recv_timeout(std::time::Duration::from_secs(20));
+    drop(stdin);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let first = first.expect("a span before the stream ended");
+    assert!(first.contains("\"kind\":\"server\"") || first.contains("\"kind\":\"internal\""), "{first}");
+    assert!(status.success());
 }

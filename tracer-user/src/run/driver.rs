@@ -133,6 +133,11 @@ impl Driver {
             self.pipeline.in_flight(now, IN_FLIGHT_SHOWN, snap);
             self.outputs.in_flight(snap);
         }
+        self.flush_new_spans();
+    }
+
+    /// Flushes the outputs when spans were written since the last flush.
+    pub fn flush_new_spans(&mut self) {
         let spans = self.spans.stats().spans;
         if spans != self.flushed_spans {
             self.flushed_spans = spans;

@@ -26,6 +26,7 @@ pub(super) fn feed(
     let started = Instant::now();
     let mut first_ts: Option<u64> = None;
     let mut last_tick = Instant::now();
+    let streaming = files.iter().any(CaptureFile::is_stream);
     let mut frames = Frames::new(files, ports);
     let mut n: u64 = 0;
     while let Some(read) = frames.next_segment() {
@@ -54,6 +55,11 @@ pub(super) fn feed(
         }
         if let Some(seg) = &read.segment {
             driver.segment(seg);
+            // A stream (a pipe from tcpdump) may pause for as long as its traffic does: a call
+            // it completed is written now, not when the next frames come.
+            if streaming {
+                driver.flush_new_spans();
+            }
         }
         if (n & 255 == 0 || speed.is_some()) && last_tick.elapsed() >= TICK {
             last_tick = Instant::now();

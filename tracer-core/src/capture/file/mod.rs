@@ -35,8 +35,10 @@ use crate::segment::Timestamp;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// The reason is part of the message, not an error `source`: a chain of causes would
+    /// print it twice.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{path}: not a pcap or pcapng file (first bytes {magic:02x?})")]
     NotACapture { path: PathBuf, magic: Vec<u8> },
     #[error("{path}: corrupt capture at byte offset {offset}: {what}")]
@@ -77,7 +79,7 @@ impl CaptureFile {
     /// validated whole; a pipe, FIFO or other stream is read once, as it comes.
     pub fn open(path: impl AsRef<Path>) -> Result<CaptureFile, FileError> {
         let path = path.as_ref().to_path_buf();
-        let io = |source| FileError::Io { path: path.clone(), source };
+        let io = |error| FileError::Io { path: path.clone(), error };
         let file = if path.as_os_str() == STDIN {
             use std::os::fd::AsFd;
             File::from(std::io::stdin().as_fd().try_clone_to_owned().map_err(io)?)
@@ -156,7 +158,7 @@ impl CaptureFile {
                 Err(WalkError::Corrupt { offset, what }) => {
                     break Err(FileError::Corrupt { path: self.path.clone(), offset, what });
                 }
-                Err(WalkError::Io(source)) => break Err(FileError::Io { path: self.path.clone(), source }),
+                Err(WalkError::Io(error)) => break Err(FileError::Io { path: self.path.clone(), error }),
             }
         };
         self.records = records;
@@ -228,7 +230,7 @@ impl<'f> Frames<'f> {
                     self.error = match e {
                         WalkError::Truncated { .. } => None,
                         WalkError::Corrupt { offset, what } => Some(FileError::Corrupt { path, offset, what }),
-                        WalkError::Io(source) => Some(FileError::Io { path, source }),
+                        WalkError::Io(error) => Some(FileError::Io { path, error }),
                     };
                 }
                 None
