@@ -82,13 +82,9 @@ impl<'a> Frames<'a> {
         &self.stats
     }
 
-    /// What ended a stream (standard input, a pipe) before its end: a corrupt record or a
-    /// failed read. Regular files are validated when opened and never end on one.
-    pub fn error(&self) -> Option<&FileError> {
-        self.frames.error()
-    }
-
-    /// [`Self::error`], taken out (to report it).
+    /// What ended a stream (standard input, a pipe) before its end, taken out to report it: a
+    /// corrupt record or a failed read. Regular files are validated when opened and never end
+    /// on one.
     pub fn take_error(&mut self) -> Option<FileError> {
         self.frames.take_error()
     }

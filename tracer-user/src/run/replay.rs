@@ -50,7 +50,8 @@ pub(super) fn feed(
                 }
             }
         }
-        if (n & 1023 == 0 || speed.is_some()) && stop.requested() {
+        // A stream's frames come as slowly as its traffic: a stop is looked for at each.
+        if (n & 1023 == 0 || speed.is_some() || streaming) && stop.requested() {
             break;
         }
         if let Some(seg) = &read.segment {
