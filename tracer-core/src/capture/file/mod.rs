@@ -223,16 +223,21 @@ impl<'f> Frames<'f> {
                 self.ended_early |= self.read < self.file.records;
                 None
             }
+            // A validated file's last record may be cut short: validation counted the records
+            // before it, and said so when the file was opened.
+            Err(_) if !self.file.is_stream() => {
+                self.ended_early |= self.read < self.file.records;
+                None
+            }
+            // A stream says what ended it only now.
             Err(e) => {
                 self.ended_early = true;
-                if self.file.is_stream() {
-                    let path = self.file.path.clone();
-                    self.error = match e {
-                        WalkError::Truncated { .. } => None,
-                        WalkError::Corrupt { offset, what } => Some(FileError::Corrupt { path, offset, what }),
-                        WalkError::Io(error) => Some(FileError::Io { path, error }),
-                    };
-                }
+                let path = self.file.path.clone();
+                self.error = match e {
+                    WalkError::Truncated { .. } => None,
+                    WalkError::Corrupt { offset, what } => Some(FileError::Corrupt { path, offset, what }),
+                    WalkError::Io(error) => Some(FileError::Io { path, error }),
+                };
                 None
             }
         }
@@ -377,6 +382,25 @@ mod tests {
             k += 1;
         }
         assert_eq!((k, merged.ended_early()), (2 * n, 0));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// A file whose last record was already cut when validated reads to that record, and is
+    /// not counted again as ending early.
+    #[test]
+    fn a_file_cut_before_validation_is_not_flagged_twice() {
+        let path = std::env::temp_dir().join(format!("ollama-tracer-cut-early-{}.pcap", std::process::id()));
+        let mut bytes = pcap(20, 100);
+        bytes.truncate(bytes.len() - 40);
+        std::fs::write(&path, &bytes).unwrap();
+        let file = CaptureFile::open(&path).unwrap();
+        assert_eq!((file.records(), file.truncated_at()), (19, Some(24 + 19 * 116)));
+        let mut frames = file.frames();
+        let mut seen = 0;
+        while frames.next().is_some() {
+            seen += 1;
+        }
+        assert_eq!((seen, frames.ended_early(), frames.error().is_none()), (19, false, true));
         std::fs::remove_file(&path).unwrap();
     }
 
