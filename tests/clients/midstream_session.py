@@ -13,7 +13,9 @@ import ollama
 from common import WIRE, Call, parse_args
 
 args = parse_args(__doc__)
-long_model = args.model or "@synth:tokens=150,rate=50/llama3.2"
+# 8 s of stream: the tracer starts after its first chunk and must attach before its end, on a
+# loaded 2-core machine too (3 s was once not enough while other test binaries ran).
+long_model = args.model or "@synth:tokens=400,rate=50/llama3.2"
 model = "llama3.2"
 D = "midstream"
 client = ollama.Client(host=args.base_url, transport=WIRE.transport(httpx))

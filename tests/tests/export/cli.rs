@@ -277,34 +277,81 @@ fn a_corrupt_stream_ends_with_the_offset_after_tracing_what_came_before() {
     assert_eq!(spans[0]["name"], "GET /api/version");
 }
 
-#[test]
-fn a_call_from_a_stream_is_written_while_the_stream_stays_open() {
-    use std::io::{BufRead, Write};
-    let mut child = bin()
-        .args(["replay", "-", "--output", "json", "--quiet"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&std::fs::read(real_capture()).unwrap()).unwrap();
-    stdin.flush().unwrap();
-    // The pipe stays open (tcpdump still running): the finished calls are out already.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            if tx.send(line.unwrap()).is_err() {
-                return;
+/// A replay of the real capture fed through its standard input, left open (as tcpdump leaves
+/// it while it waits for traffic); its spans come line by line through the receiver.
+struct OpenStream {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl OpenStream {
+    fn start() -> OpenStream {
+        use std::io::{BufRead, Write};
+        let mut child = bin()
+            .args(["replay", "-", "--output", "json"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&std::fs::read(real_capture()).unwrap()).unwrap();
+        stdin.flush().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                if tx.send(line.unwrap()).is_err() {
+                    return;
+                }
             }
-        }
-    });
-    let first = rx.recv_timeout(std::time::Duration::from_secs(20));
-    drop(stdin);
-    let status = child.wait().unwrap();
-    reader.join().unwrap();
-    let first = first.expect("a span before the stream ended");
-    assert!(first.contains("\"kind\":\"server\"") || first.contains("\"kind\":\"internal\""), "{first}");
-    assert!(status.success());
+        });
+        OpenStream { child, stdin, lines, reader }
+    }
+
+    fn span(&self, n: usize) -> String {
+        let line =
+            self.lines.recv_timeout(std::time::Duration::from_secs(20)).unwrap_or_else(|e| panic!("span {n}: {e}"));
+        assert!(line.contains("\"kind\":\"server\"") || line.contains("\"kind\":\"internal\""), "{line}");
+        line
+    }
+
+    /// Waits for the end (`max`), then closes the pipe: the exit status and standard error.
+    fn end(mut self, max: std::time::Duration) -> (std::process::ExitStatus, String) {
+        let deadline = std::time::Instant::now() + max;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                self.child.kill().unwrap();
+                panic!("the replay did not end within {max:?} while its input stayed open");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        drop(self.stdin);
+        self.reader.join().unwrap();
+        assert!(self.lines.try_recv().is_err(), "no span after those read");
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut err).unwrap();
+        (status, err)
+    }
+}
+
+/// Each call is written as it completes, while the pipe stays open (tcpdump still running);
+/// once every call of the capture is out, the pipe has nothing more to give (tcpdump waiting
+/// for traffic), and SIGTERM to the tracer alone still ends the replay, summarised.
+#[test]
+fn a_stream_writes_each_call_while_open_and_a_stop_ends_it_when_idle() {
+    let stream = OpenStream::start();
+    for n in 0..38 {
+        stream.span(n);
+    }
+    // SAFETY: a signal to our own child, by its pid.
+    assert_eq!(unsafe { libc::kill(stream.child.id() as i32, libc::SIGTERM) }, 0);
+    let (status, err) = stream.end(std::time::Duration::from_secs(20));
+    assert!(status.success(), "{err}");
+    assert!(err.contains("18 calls, 38 spans"), "summarised: {err}");
 }

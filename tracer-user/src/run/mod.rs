@@ -7,6 +7,7 @@
 //! capture's async task to a pipeline thread.
 
 pub mod driver;
+pub mod inputs;
 mod live;
 pub mod outputs;
 mod replay;
@@ -46,7 +47,7 @@ pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Source {
     /// Recorded files, merged by timestamp; `speed`: a multiple of the recorded pace (`None`:
     /// as fast as possible).
-    Replay { files: Vec<CaptureFile>, ports: Vec<u16>, speed: Option<f64> },
+    Replay { files: Vec<CaptureFile>, pumps: Vec<inputs::Pump>, ports: Vec<u16>, speed: Option<f64> },
     /// A live capture, started by the run (inside its runtime), with attribution unless `None`.
     Live { mode: CaptureMode, capture: CaptureConfig, attribution: Option<AttributionOptions> },
 }
@@ -140,7 +141,10 @@ pub fn run(source: Source, config: RunConfig) -> Result<Report, RunError> {
     let stop = Stop::on_signals().map_err(io_err("installing the signal handlers"))?;
     let mut ended_on = None;
     let (report, ui_stats, shut) = match source {
-        Source::Replay { files, ports, speed } => {
+        Source::Replay { files, pumps, ports, speed } => {
+            for pump in &pumps {
+                stop.on_request(pump.closer());
+            }
             let source = speed.map_or_else(|| "replay".to_string(), |s| format!("replay ×{s}"));
             // Paced, a replay stands in for live traffic, export included; as fast as it
             // reads, it is an offline job that waits for the collector.
@@ -150,7 +154,7 @@ pub fn run(source: Source, config: RunConfig) -> Result<Report, RunError> {
             };
             let (mut driver, view, _) = prepare(&config, None, source, &stop, delivery)?;
             let (capture, last, error) = replay::feed(&files, &ports, speed, &stop, &mut driver);
-            ended_on = error;
+            ended_on = error.or_else(|| pumps.iter().find_map(inputs::Pump::take_error));
             let mut report = driver.finish(last, &capture, None);
             // The view stays up on the final state until `q` (or a signal).
             let ui_stats = end_view(view, false)?;

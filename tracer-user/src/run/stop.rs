@@ -2,12 +2,15 @@
 //! replay loop (polled), the live loop (awaited) and the terminal view (polled).
 
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tokio::sync::Notify;
+
+/// What runs once when a stop comes.
+pub type StopHook = Box<dyn FnOnce() + Send>;
 
 #[derive(Clone, Default)]
 pub struct Stop {
@@ -16,6 +19,9 @@ pub struct Stop {
     /// an offline export from waiting.
     signalled: Arc<AtomicBool>,
     notify: Arc<Notify>,
+    /// Run once when a stop comes: what a blocked reader needs to see it (a replayed stream's
+    /// pipe is closed).
+    hooks: Arc<Mutex<Vec<StopHook>>>,
 }
 
 impl Stop {
@@ -41,6 +47,22 @@ impl Stop {
     pub fn request(&self) {
         self.flag.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
+        self.run_hooks();
+    }
+
+    /// Runs `hook` when a stop comes (at once if one came already).
+    pub fn on_request(&self, hook: StopHook) {
+        self.hooks.lock().unwrap_or_else(PoisonError::into_inner).push(hook);
+        if self.requested() {
+            self.run_hooks();
+        }
+    }
+
+    fn run_hooks(&self) {
+        let hooks = std::mem::take(&mut *self.hooks.lock().unwrap_or_else(PoisonError::into_inner));
+        for hook in hooks {
+            hook();
+        }
     }
 
     pub fn requested(&self) -> bool {
@@ -60,6 +82,7 @@ impl Stop {
     /// Wakes [`Stop::wait`] after the flag was set directly (by the terminal view).
     pub fn wake(&self) {
         self.notify.notify_waiters();
+        self.run_hooks();
     }
 
     /// Until a stop is requested.

@@ -5,7 +5,7 @@
 //! the offset of the bad record before anything is emitted; a file whose last record is cut short
 //! (a capture killed while writing) is accepted with a warning.
 //!
-//! A stream (standard input as `-`, a pipe, a FIFO: `tcpdump -U -w - | ollama-tracer replay -`)
+//! A stream (a pipe, a FIFO, standard input: `tcpdump -U -w - | ollama-tracer replay -`)
 //! cannot be read twice, so it is not validated: it is read as it comes, and a corrupt record
 //! ends it with the same error, after what came before it was decoded.
 //!
@@ -71,21 +71,19 @@ struct Stream {
     taken: std::sync::atomic::AtomicBool,
 }
 
-/// The path that names standard input.
-pub const STDIN: &str = "-";
-
 impl CaptureFile {
-    /// Opens and validates a capture file; [`STDIN`] is standard input. A regular file is
-    /// validated whole; a pipe, FIFO or other stream is read once, as it comes.
+    /// Opens and validates a capture file. A regular file is validated whole; a pipe, FIFO or
+    /// other stream is read once, as it comes.
     pub fn open(path: impl AsRef<Path>) -> Result<CaptureFile, FileError> {
         let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|error| FileError::Io { path: path.clone(), error })?;
+        Self::from_file(path, file)
+    }
+
+    /// [`Self::open`] of a file opened already (a pipe the caller feeds), named `path` in
+    /// messages.
+    pub fn from_file(path: PathBuf, file: File) -> Result<CaptureFile, FileError> {
         let io = |error| FileError::Io { path: path.clone(), error };
-        let file = if path.as_os_str() == STDIN {
-            use std::os::fd::AsFd;
-            File::from(std::io::stdin().as_fd().try_clone_to_owned().map_err(io)?)
-        } else {
-            File::open(&path).map_err(io)?
-        };
         let meta = file.metadata().map_err(io)?;
         if meta.is_dir() {
             return Err(io(std::io::Error::from(std::io::ErrorKind::IsADirectory)));

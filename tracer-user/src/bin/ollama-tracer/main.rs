@@ -12,11 +12,10 @@ use clap::{CommandFactory, Parser};
 use ollama_tracer::capture::check::{CheckReport, plan};
 use ollama_tracer::capture::tls;
 use ollama_tracer::privileges;
+use ollama_tracer::run::inputs::STDIN;
 use ollama_tracer::run::{self, Source};
 use ollama_tracer::settings::Environment;
 use ollama_tracer::top::logs;
-use tracer_core::capture::file::STDIN;
-use tracer_core::replay::open_all;
 
 use crate::cli::{CaptureArgs, Cli, Command, Generate, RunArgs};
 
@@ -72,7 +71,7 @@ fn replay(
     if paths.iter().filter(|p| p.as_os_str() == STDIN).count() > 1 {
         anyhow::bail!("cannot replay: standard input ({STDIN}) can be named once");
     }
-    let files = open_all(&paths).context("cannot replay")?;
+    let (files, pumps) = run::inputs::open(&paths).context("cannot replay")?;
     for f in &files {
         if let Some(offset) = f.truncated_at() {
             eprintln!(
@@ -82,7 +81,7 @@ fn replay(
         }
     }
     let config = common.run_config(env, top, ports)?;
-    run::run(Source::Replay { files, ports: ports.numbers(), speed }, config)?;
+    run::run(Source::Replay { files, pumps, ports: ports.numbers(), speed }, config)?;
     Ok(())
 }
 
