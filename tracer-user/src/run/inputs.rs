@@ -20,7 +20,8 @@ use super::stop::StopHook;
 /// The path that names standard input.
 pub const STDIN: &str = "-";
 
-/// The capture files of `paths` ([`STDIN`] is standard input), in order, and the pumps of those that are streams.
+/// The capture files of `paths` ([`STDIN`] is standard input), in order, and the pumps of
+/// those that are streams.
 pub fn open(paths: &[PathBuf]) -> Result<(Vec<CaptureFile>, Vec<Pump>), FileError> {
     let mut files = Vec::with_capacity(paths.len());
     let mut pumps = Vec::new();
