@@ -51,14 +51,21 @@ fn record(payload: &[u8]) -> Vec<u8> {
     r
 }
 
-#[test]
-fn corrupt_capture_is_an_error_naming_the_offset_and_prints_no_span() {
+/// A capture of one record carrying `payload`, then a corrupt one: the bytes and the corrupt
+/// record's offset.
+fn corrupt_after(payload: &[u8]) -> (Vec<u8>, usize) {
     let mut bytes = pcap_header();
-    bytes.extend(record(b"POST /api/chat HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"));
+    bytes.extend(record(payload));
     let bad_at = bytes.len();
     let mut bad = record(b"x");
     bad[8..12].copy_from_slice(&0x7fff_fff0u32.to_le_bytes()); // absurd caplen
     bytes.extend(bad);
+    (bytes, bad_at)
+}
+
+#[test]
+fn corrupt_capture_is_an_error_naming_the_offset_and_prints_no_span() {
+    let (bytes, bad_at) = corrupt_after(b"POST /api/chat HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}");
     let path = temp("corrupt.pcap", &bytes);
     let out = bin().args(["replay", "--output", "json"]).arg(&path).output().unwrap();
     assert!(!out.status.success());
@@ -259,12 +266,7 @@ fn standard_input_replays_as_the_file_does() {
 
 #[test]
 fn a_corrupt_stream_ends_with_the_offset_after_tracing_what_came_before() {
-    let mut bytes = pcap_header();
-    bytes.extend(record(b"GET /api/version HTTP/1.1\r\n\r\n"));
-    let bad_at = bytes.len();
-    let mut bad = record(b"x");
-    bad[8..12].copy_from_slice(&0x7fff_fff0u32.to_le_bytes()); // absurd caplen
-    bytes.extend(bad);
+    let (bytes, bad_at) = corrupt_after(b"GET /api/version HTTP/1.1\r\n\r\n");
     let mut cmd = bin();
     cmd.args(["replay", "-", "--output", "json"]);
     let out = with_piped_stdin(cmd, bytes);
