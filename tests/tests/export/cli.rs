@@ -224,15 +224,19 @@ fn without_ids(stdout: &[u8]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// `cmd` with `bytes` written into its standard input through a pipe, in pieces, while it runs.
-fn with_piped_stdin(mut cmd: Command, bytes: Vec<u8>) -> std::process::Output {
-    use std::io::Write;
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
+/// `cmd` started with its three standard streams piped to the test.
+fn spawn_piped(mut cmd: Command) -> std::process::Child {
+    cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// `cmd` with `bytes` written into its standard input through a pipe, in pieces, while it runs.
+fn with_piped_stdin(cmd: Command, bytes: Vec<u8>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = spawn_piped(cmd);
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || {
         for piece in bytes.chunks(64 << 10) {
@@ -291,13 +295,9 @@ struct OpenStream {
 impl OpenStream {
     fn start() -> OpenStream {
         use std::io::{BufRead, Write};
-        let mut child = bin()
-            .args(["replay", "-", "--output", "json"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut cmd = bin();
+        cmd.args(["replay", "-", "--output", "json"]);
+        let mut child = spawn_piped(cmd);
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(&std::fs::read(real_capture()).unwrap()).unwrap();
         stdin.flush().unwrap();

@@ -33,11 +33,9 @@ pub fn open(paths: &[PathBuf]) -> Result<(Vec<CaptureFile>, Vec<Pump>), FileErro
             File::open(path).map_err(io)?
         };
         let meta = source.metadata().map_err(io)?;
-        if meta.is_dir() {
-            return Err(io(io::ErrorKind::IsADirectory.into()));
-        }
-        // A regular file (standard input redirected from one too) is read as one: validated.
-        if meta.is_file() {
+        // A regular file (standard input redirected from one too) is read as one: validated. A
+        // directory is refused there too.
+        if meta.is_file() || meta.is_dir() {
             files.push(CaptureFile::from_file(path.clone(), source)?);
             continue;
         }

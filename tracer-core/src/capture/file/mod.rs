@@ -164,12 +164,12 @@ impl CaptureFile {
     }
 }
 
-fn detect(path: &Path, map: &[u8]) -> Result<Format, FileError> {
-    let not_capture = || FileError::NotACapture { path: path.to_path_buf(), magic: map[..map.len().min(8)].to_vec() };
-    if map.len() >= 4 && u32::from_le_bytes([map[0], map[1], map[2], map[3]]) == PCAPNG_SHB {
+fn detect(path: &Path, head: &[u8]) -> Result<Format, FileError> {
+    let not_capture = || FileError::NotACapture { path: path.to_path_buf(), magic: head[..head.len().min(8)].to_vec() };
+    if head.len() >= 4 && u32::from_le_bytes([head[0], head[1], head[2], head[3]]) == PCAPNG_SHB {
         return Ok(Format::PcapNg);
     }
-    let (rest, header): (&[u8], PcapHeader) = parse_pcap_header(map).map_err(|_| not_capture())?;
+    let (rest, header): (&[u8], PcapHeader) = parse_pcap_header(head).map_err(|_| not_capture())?;
     if header.is_modified_format() {
         // Kuznetzov's format adds 8 bytes per record; nobody writes it for loopback captures.
         return Err(FileError::Corrupt {
@@ -182,7 +182,7 @@ fn detect(path: &Path, map: &[u8]) -> Result<Format, FileError> {
         big_endian: header.is_bigendian(),
         nanos: header.is_nanosecond_precision(),
         link: LinkType::from_linktype(header.network.0),
-        data_start: map.len() - rest.len(),
+        data_start: head.len() - rest.len(),
     })
 }
 
