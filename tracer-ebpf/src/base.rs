@@ -5,6 +5,7 @@ use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::{
     bindings::__sk_buff,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::generated::bpf_skb_load_bytes,
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
@@ -25,6 +26,12 @@ pub(crate) static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(
 
 #[map(name = "OT_DEPTH")]
 pub(crate) static DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// 1 while records sit in the ring that woke nobody ([`quiet_flags`]). One slot for all CPUs,
+/// read and written without atomics: a race costs a wake-up too many, or leaves records for
+/// the daemon's periodic read of the ring (docs/architecture.md, "Waking the reader").
+#[map(name = "OT_QUIET")]
+static QUIET: Array<u32> = Array::with_max_entries(1, 0);
 
 pub(crate) const TCP_FIN: u8 = 0x01;
 pub(crate) const TCP_SYN: u8 = 0x02;
@@ -81,4 +88,41 @@ pub(crate) fn is_server_port(port: u16) -> bool {
         Some(w) => (*w >> (port & 63)) & 1 != 0,
         None => false,
     }
+}
+
+/// Output flags for a record nobody needs promptly (a skipped body's length, thousands a
+/// second during an upload): no wake-up, so the daemon is not woken for records it only
+/// counts, unless the ring is an eighth full (a long body must not fill it unread). The next
+/// record that does need reading ([`wake_flags`]) forces the wake-up these left out: the ring's
+/// own rule wakes only for a record that is first in line, which it no longer is.
+#[inline(always)]
+pub(crate) fn quiet_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= EVENTS.query(BPF_RB_RING_SIZE as u64) / 8 {
+        return BPF_RB_FORCE_WAKEUP as u64;
+    }
+    if let Some(q) = QUIET.get_ptr_mut(0) {
+        // SAFETY: a map value of this program's map; plain u32 access (see `QUIET`).
+        unsafe {
+            if *q == 0 {
+                *q = 1;
+            }
+        }
+    }
+    BPF_RB_NO_WAKEUP as u64
+}
+
+/// Output flags for a record the daemon should read now (bytes, a SYN, FIN or RST): the
+/// ring's usual wake-up, or a forced one when quiet records came before it.
+#[inline(always)]
+pub(crate) fn wake_flags() -> u64 {
+    if let Some(q) = QUIET.get_ptr_mut(0) {
+        // SAFETY: as in `quiet_flags`.
+        unsafe {
+            if *q != 0 {
+                *q = 0;
+                return BPF_RB_FORCE_WAKEUP as u64;
+            }
+        }
+    }
+    0
 }

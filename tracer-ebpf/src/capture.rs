@@ -22,7 +22,9 @@ use tracer_common::{
     Scratch, SkipKey, config_flags, counter, hook, rec_flags,
 };
 
-use crate::base::{Cnt, DEPTH, EVENTS, SCRATCH, TCP_FIN, TCP_RST, TCP_SYN, is_server_port, ld};
+use crate::base::{
+    Cnt, DEPTH, EVENTS, SCRATCH, TCP_FIN, TCP_RST, TCP_SYN, is_server_port, ld, quiet_flags, wake_flags,
+};
 use crate::skip;
 
 /// `config_flags` bits, set by the loader (read-only after load, so the verifier prunes the
@@ -277,7 +279,7 @@ fn capture<C: aya_ebpf::EbpfContext>(ctx: &C, skb: *mut __sk_buff, l3off: u32, h
             h.missing = payload_len;
         }
         let rec = unsafe { core::slice::from_raw_parts(scratch as *const u8, RECORD_HEADER_SIZE) };
-        match EVENTS.output::<[u8]>(rec, 0) {
+        match EVENTS.output::<[u8]>(rec, quiet_flags()) {
             Ok(()) => cnt.add(counter::RECORDS_SUBMITTED, 1),
             Err(_) => cnt.add(counter::RINGBUF_LOST_RECORDS, 1),
         }
@@ -288,9 +290,12 @@ fn capture<C: aya_ebpf::EbpfContext>(ctx: &C, skb: *mut __sk_buff, l3off: u32, h
     if truncated > 0 {
         cnt.add(counter::TRUNCATED_BYTES, truncated as u64);
     }
+    // A pure ACK is read whenever the daemon next reads: it wakes nobody itself, nor does it
+    // force the wake-up quiet records left out.
+    let first_flags = if payload_len > 0 || tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 { wake_flags() } else { 0 };
     let mut i: u32 = 0;
     while i < MAX_CHUNKS_PER_SKB {
-        if !emit_chunk(skb, scratch, cnt, i) {
+        if !emit_chunk(skb, scratch, cnt, i, if i == 0 { first_flags } else { 0 }) {
             break;
         }
         i += 1;
@@ -308,7 +313,7 @@ fn capture<C: aya_ebpf::EbpfContext>(ctx: &C, skb: *mut __sk_buff, l3off: u32, h
 /// and are pruned, instead of each being walked through all iterations. The mask rebuilds a
 /// provable [1, CHUNK_SIZE] length for the load and the output.
 #[inline(always)]
-fn emit_chunk(skb: *mut __sk_buff, scratch: *mut Scratch, cnt: Cnt, i: u32) -> bool {
+fn emit_chunk(skb: *mut __sk_buff, scratch: *mut Scratch, cnt: Cnt, i: u32, wake: u64) -> bool {
     let (payload_len, poff) = unsafe {
         (
             core::ptr::read_volatile(&raw const (*scratch).hdr.payload_len),
@@ -353,7 +358,7 @@ fn emit_chunk(skb: *mut __sk_buff, scratch: *mut Scratch, cnt: Cnt, i: u32) -> b
     let size = RECORD_HEADER_SIZE + (got as usize & (CHUNK_SIZE * 2 - 1));
     let size = if size > RECORD_HEADER_SIZE + CHUNK_SIZE { RECORD_HEADER_SIZE + CHUNK_SIZE } else { size };
     let rec = unsafe { core::slice::from_raw_parts(scratch as *const u8, size) };
-    match EVENTS.output::<[u8]>(rec, 0) {
+    match EVENTS.output::<[u8]>(rec, wake) {
         Ok(()) => {
             cnt.add(counter::RECORDS_SUBMITTED, 1);
             cnt.add(counter::BYTES_SUBMITTED, got as u64);

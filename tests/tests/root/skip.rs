@@ -33,6 +33,13 @@ fn ebpf_skipped_bodies_keep_spans_exact() {
 
     let up = testkit::traffic::upload(addr, UPLOAD).expect("upload");
     assert_eq!(up.status, "HTTP/1.1 201 Created");
+    // The body's records woke nobody (tracer-ebpf's `quiet_flags`); the answer's record must
+    // still be read now, with the tracer running, not when it stops.
+    let early = tracer.wait_spans(1, Duration::from_secs(3));
+    assert!(
+        early.iter().any(|sp| check::client_port(sp) == u64::from(up.client_port)),
+        "no span of the upload 3 s after its answer, while the tracer ran"
+    );
     let long = testkit::traffic::upload(addr, LONG_UPLOAD).expect("long upload");
     assert_eq!(long.status, "HTTP/1.1 201 Created");
     let got = testkit::traffic::bulk(bulk_port, ANSWER).expect("bulk answer");

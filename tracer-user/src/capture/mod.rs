@@ -42,6 +42,15 @@ impl LiveCapture {
         }
     }
 
+    /// Clears `batch` and fills it with what is there now, without waiting: records the eBPF
+    /// programs leave without a wake-up. libpcap wakes its reader for every packet; nothing to do.
+    pub fn poll_now(&mut self, batch: &mut SegmentBatch) {
+        match self {
+            LiveCapture::Ebpf(c) => c.poll_now(batch),
+            LiveCapture::Pcap(_) => batch.clear(),
+        }
+    }
+
     /// Where the pipeline says which bodies need not be copied, and from what length (eBPF
     /// with [`CaptureConfig::skip_bodies_over`] only).
     pub fn body_skipper(&self) -> Option<(u64, std::sync::Arc<ebpf::skips::BodySkipper>)> {

@@ -157,6 +157,12 @@ pub(super) async fn feed(
         tokio::select! {
             _ = stop.wait() => break Ok(()),
             _ = tick.tick() => {
+                // What the kernel left without waking us (a skipped body's lengths) comes
+                // before the tick, so that times and counts are read in order.
+                capture.poll_now(&mut batch);
+                if !batch.is_empty() && !feed.send(Msg::Batch(std::mem::take(&mut batch))).await {
+                    break Ok(());
+                }
                 if !feed.send(Msg::Tick(now(), capture.counters())).await {
                     break Ok(());
                 }
@@ -182,9 +188,13 @@ pub(super) async fn feed(
     if result.is_ok() {
         let deadline = tokio::time::Instant::now() + DRAIN;
         loop {
-            let until = (tokio::time::Instant::now() + DRAIN_QUIET).min(deadline);
-            let Ok(Ok(())) = tokio::time::timeout_at(until, capture.next_batch(&mut batch)).await else { break };
-            if !feed.send(Msg::Batch(std::mem::take(&mut batch))).await {
+            // Records left without a wake-up first; then wait for more, briefly.
+            capture.poll_now(&mut batch);
+            if batch.is_empty() {
+                let until = (tokio::time::Instant::now() + DRAIN_QUIET).min(deadline);
+                let Ok(Ok(())) = tokio::time::timeout_at(until, capture.next_batch(&mut batch)).await else { break };
+            }
+            if !feed.send(Msg::Batch(std::mem::take(&mut batch))).await || tokio::time::Instant::now() >= deadline {
                 break;
             }
         }

@@ -201,7 +201,7 @@ fn live(s: &mut String, v: &Value) {
 fn cost(s: &mut String, v: &Value) {
     let _ = writeln!(
         s,
-        "{} rounds, interleaved; bulk: one {:.0} MB response; upload: one {:.0} MiB blob to the stand-in; latency: {} small keep-alive calls. Medians over rounds.\n",
+        "{} rounds, interleaved; bulk: one {:.0} MB response; upload: one {:.0} MiB blob to the stand-in (after a 1 MiB one); latency: {} small keep-alive calls. Medians over rounds.\n",
         v["rounds"],
         v["bulk_bytes"].as_f64().unwrap_or(0.0) / 1e6,
         v["upload_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,

@@ -25,6 +25,7 @@
 //! refreshed every [`CLOCK_REFRESH`].
 
 mod log;
+mod reader;
 pub mod records;
 pub mod skips;
 mod tls_feed;
@@ -43,16 +44,14 @@ use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClass
 use aya::{Ebpf, EbpfLoader};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tracer_common::{
-    CHUNK_SIZE, Counters, PORT_BITMAP_WORDS, config_flags, counter, global, hook, map, program, record_hook,
-};
+use tracer_common::{Counters, PORT_BITMAP_WORDS, config_flags, counter, global, map, program};
 use tracer_core::segment::{Orientation, SegmentBatch};
 
-use self::records::{ClockOffset, check_sock_state_format, decode_record, decode_sock_record};
+use self::reader::RingReader;
+use self::records::{ClockOffset, check_sock_state_format};
 use super::config::{CaptureConfig, CaptureError, EbpfAttach, cgroup_root, chain};
 use super::counters::{KernelCounters, ReaderCounters};
 use super::programs::{load, prog_err, program_mut};
-use super::socket::SocketEventSink;
 use super::tls::TlsCapture;
 
 /// How often the REALTIME − MONOTONIC offset is re-measured.
@@ -108,15 +107,10 @@ pub struct EbpfCapture {
     tls: Option<TlsCapture>,
     /// Shared with the TLS probes' thread, which attaches uprobes as programs start.
     ebpf: Arc<Mutex<Ebpf>>,
-    orientation: Orientation,
-    clock: ClockOffset,
+    reader: RingReader,
     clock_measured: Instant,
-    max_segments: usize,
-    max_bytes: usize,
-    reader: ReaderCounters,
     description: String,
     timings: StartTimings,
-    socket_events: Option<SocketEventSink>,
     /// Tells the kernel which bodies not to copy (when [`CaptureConfig::skip_bodies_over`]).
     skipper: Option<(u64, Arc<skips::BodySkipper>)>,
 }
@@ -247,15 +241,17 @@ impl EbpfCapture {
             links,
             tls,
             ebpf,
-            orientation: Orientation::new(&config.ports),
-            clock: ClockOffset::measure(),
+            reader: RingReader {
+                orientation: Orientation::new(&config.ports),
+                clock: ClockOffset::measure(),
+                max_segments: config.max_batch_segments,
+                max_bytes: config.max_batch_bytes,
+                counters: ReaderCounters::default(),
+                socket_events: config.socket_events.clone(),
+            },
             clock_measured: Instant::now(),
-            max_segments: config.max_batch_segments,
-            max_bytes: config.max_batch_bytes,
-            reader: ReaderCounters::default(),
             description,
             timings,
-            socket_events: config.socket_events.clone(),
             skipper,
         })
     }
@@ -265,52 +261,9 @@ impl EbpfCapture {
     pub async fn next_batch(&mut self, batch: &mut SegmentBatch) -> Result<(), CaptureError> {
         batch.clear();
         loop {
-            if self.clock_measured.elapsed() >= CLOCK_REFRESH {
-                self.clock = ClockOffset::measure();
-                self.clock_measured = Instant::now();
-                if let Some(t) = self.tls.as_mut() {
-                    t.expire(self.clock.to_wall(super::ring::clock_ns(libc::CLOCK_MONOTONIC) as u64));
-                }
-            }
-            let EbpfCapture { ring, orientation, clock, reader, max_segments, max_bytes, socket_events, tls, .. } =
-                self;
-            let mut guard = ring.readable_mut().await?;
-            let rb = guard.get_inner_mut();
-            let mut drained = false;
-            while batch.is_empty() || (batch.len() < *max_segments && batch.data.len() + CHUNK_SIZE <= *max_bytes) {
-                let Some(item) = rb.next() else {
-                    drained = true;
-                    break;
-                };
-                reader.records_read += 1;
-                let hook_byte = record_hook(&item);
-                if let (Some(h @ (hook::TLS_DATA | hook::TLS_EVENT)), Some(t)) = (hook_byte, tls.as_mut()) {
-                    t.record(h, &item, *clock, &mut tls_feed::BatchOut { batch, sockets: socket_events.as_ref() });
-                    continue;
-                }
-                if hook_byte == Some(hook::SOCK_STATE) {
-                    reader.socket_records += 1;
-                    match decode_sock_record(&item, *clock) {
-                        Ok(ev) => {
-                            if let Some(a) = socket_events.as_ref() {
-                                a.socket_event(ev);
-                            }
-                        }
-                        Err(_) => reader.malformed_records += 1,
-                    }
-                    continue;
-                }
-                match decode_record(&item, orientation, *clock) {
-                    // Ciphertext of a connection a TLS session feeds.
-                    Ok(Some(seg)) if tls.as_mut().is_some_and(|t| t.owns(&seg.flow)) => {}
-                    Ok(Some(seg)) => {
-                        reader.payload_bytes_read += seg.payload.len() as u64;
-                        batch.push(&seg);
-                    }
-                    Ok(None) => reader.unoriented_records += 1,
-                    Err(_) => reader.malformed_records += 1,
-                }
-            }
+            self.refresh_clock();
+            let mut guard = self.ring.readable_mut().await?;
+            let drained = self.reader.fill(guard.get_inner_mut(), &mut self.tls, batch);
             if drained {
                 guard.clear_ready();
             }
@@ -320,18 +273,38 @@ impl EbpfCapture {
         }
     }
 
+    /// Clears `batch` and fills it with what the ring holds now, without waiting. The programs
+    /// leave some records without a wake-up (a skipped body's lengths: `quiet_flags` in
+    /// tracer-ebpf's `base.rs`); the daemon reads them this way each tick, so none waits for
+    /// longer than that.
+    pub fn poll_now(&mut self, batch: &mut SegmentBatch) {
+        batch.clear();
+        self.refresh_clock();
+        self.reader.fill(self.ring.get_mut(), &mut self.tls, batch);
+    }
+
+    fn refresh_clock(&mut self) {
+        if self.clock_measured.elapsed() >= CLOCK_REFRESH {
+            self.reader.clock = ClockOffset::measure();
+            self.clock_measured = Instant::now();
+            if let Some(t) = self.tls.as_mut() {
+                t.expire(self.reader.clock.to_wall(super::ring::clock_ns(libc::CLOCK_MONOTONIC) as u64));
+            }
+        }
+    }
+
     /// Changes the server ports while attached.
     pub fn set_ports(&mut self, ports: &[u16]) -> Result<(), CaptureError> {
         let probe = CaptureConfig { ports: ports.to_vec(), ..CaptureConfig::default() };
         probe.validate()?;
-        let old = port_bitmap(self.orientation.ports());
+        let old = port_bitmap(self.reader.orientation.ports());
         let new = port_bitmap(ports);
         for (i, (o, n)) in old.iter().zip(&new).enumerate() {
             if o != n {
                 self.ports_map.set(i as u32, n, 0).map_err(map_err(map::PORTS))?;
             }
         }
-        self.orientation = Orientation::new(ports);
+        self.reader.orientation = Orientation::new(ports);
         Ok(())
     }
 
@@ -375,7 +348,7 @@ impl EbpfCapture {
 
     /// What the reader counted.
     pub fn reader_counters(&self) -> ReaderCounters {
-        self.reader
+        self.reader.counters
     }
 
     /// One line: what is attached where.
