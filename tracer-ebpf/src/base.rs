@@ -5,7 +5,9 @@ use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::{
     bindings::__sk_buff,
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
+    bindings::{
+        BPF_RB_AVAIL_DATA, BPF_RB_CONS_POS, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_PROD_POS, BPF_RB_RING_SIZE,
+    },
     helpers::generated::bpf_skb_load_bytes,
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
@@ -27,11 +29,12 @@ pub(crate) static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(
 #[map(name = "OT_DEPTH")]
 pub(crate) static DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-/// 1 while records sit in the ring that woke nobody ([`quiet_flags`]). One slot for all CPUs,
-/// read and written without atomics: a race costs a wake-up too many, or leaves records for
-/// the daemon's periodic read of the ring (docs/architecture.md, "Waking the reader").
-#[map(name = "OT_QUIET")]
-static QUIET: Array<u32> = Array::with_max_entries(1, 0);
+/// Just past where the last record that needed reading started ([`wake`]): once the
+/// reader's position is beyond it, the reader has read every such record. One slot for all
+/// CPUs, read and written without atomics: a race costs a wake-up too many, or leaves records
+/// for the daemon's periodic read of the ring (docs/architecture.md, "Waking the reader").
+#[map(name = "OT_LOUD")]
+static LOUD: Array<u64> = Array::with_max_entries(1, 0);
 
 pub(crate) const TCP_FIN: u8 = 0x01;
 pub(crate) const TCP_SYN: u8 = 0x02;
@@ -90,39 +93,51 @@ pub(crate) fn is_server_port(port: u16) -> bool {
     }
 }
 
-/// Output flags for a record nobody needs promptly (a skipped body's length, thousands a
-/// second during an upload): no wake-up, so the daemon is not woken for records it only
-/// counts, unless the ring is an eighth full (a long body must not fill it unread). The next
-/// record that does need reading ([`wake_flags`]) forces the wake-up these left out: the ring's
-/// own rule wakes only for a record that is first in line, which it no longer is.
+/// Output flags for a record of `size` bytes nobody needs promptly (a skipped body's length, a
+/// pure ACK: thousands a second during an upload): no wake-up, except one each time the
+/// unread part of the ring grows past another eighth of it, so that a long body never fills it
+/// unread (one per record beyond an eighth would be an interrupt per record).
 #[inline(always)]
-pub(crate) fn quiet_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= EVENTS.query(BPF_RB_RING_SIZE as u64) / 8 {
-        return BPF_RB_FORCE_WAKEUP as u64;
+pub(crate) fn quiet_flags(size: u64) -> u64 {
+    let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let step = EVENTS.query(BPF_RB_RING_SIZE as u64) / 8;
+    if step > 0 && unread / step != (unread + size) / step {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
     }
-    if let Some(q) = QUIET.get_ptr_mut(0) {
-        // SAFETY: a map value of this program's map; plain u32 access (see `QUIET`).
-        unsafe {
-            if *q == 0 {
-                *q = 1;
-            }
-        }
-    }
-    BPF_RB_NO_WAKEUP as u64
 }
 
-/// Output flags for a record the daemon should read now (bytes, a SYN, FIN or RST): the
-/// ring's usual wake-up, or a forced one when quiet records came before it.
+/// How to write a record the daemon should read now (bytes, a SYN, FIN or RST, a TLS or socket
+/// event): [`Wake::flags`] to write it with, then [`Wake::written`] once the ring took it.
+pub(crate) struct Wake {
+    pub(crate) flags: u64,
+    /// Where the ring's writer was: the record starts there or after.
+    at: u64,
+}
+
+/// The ring wakes its reader for a record that is first in line; after quiet records this one
+/// no longer is, so it forces the wake-up when the reader has read every earlier record that
+/// needed reading (it then drained the ring and sleeps, or will) and only quiet ones lie
+/// unread before this one. A reader still behind a record that needed reading reads on to this
+/// one without a wake-up, so none is forced then: as many wake-ups as the ring's own rule.
 #[inline(always)]
-pub(crate) fn wake_flags() -> u64 {
-    if let Some(q) = QUIET.get_ptr_mut(0) {
-        // SAFETY: as in `quiet_flags`.
-        unsafe {
-            if *q != 0 {
-                *q = 0;
-                return BPF_RB_FORCE_WAKEUP as u64;
-            }
+pub(crate) fn wake() -> Wake {
+    let consumer = EVENTS.query(BPF_RB_CONS_POS as u64);
+    let producer = EVENTS.query(BPF_RB_PROD_POS as u64);
+    let read_all = LOUD.get(0).is_none_or(|loud| consumer >= *loud);
+    let flags = if read_all && consumer < producer { BPF_RB_FORCE_WAKEUP as u64 } else { 0 };
+    Wake { flags, at: producer }
+}
+
+impl Wake {
+    /// The ring took the record: a reader past its start has read it. Not for a record the
+    /// full ring refused, which no reader will pass.
+    #[inline(always)]
+    pub(crate) fn written(&self) {
+        if let Some(loud) = LOUD.get_ptr_mut(0) {
+            // SAFETY: a map value of this program's map; plain u64 access (see `LOUD`).
+            unsafe { *loud = self.at + 1 };
         }
     }
-    0
 }

@@ -22,9 +22,7 @@ use tracer_common::{
     Scratch, SkipKey, config_flags, counter, hook, rec_flags,
 };
 
-use crate::base::{
-    Cnt, DEPTH, EVENTS, SCRATCH, TCP_FIN, TCP_RST, TCP_SYN, is_server_port, ld, quiet_flags, wake_flags,
-};
+use crate::base::{Cnt, DEPTH, EVENTS, SCRATCH, TCP_FIN, TCP_RST, TCP_SYN, is_server_port, ld, quiet_flags, wake};
 use crate::skip;
 
 /// `config_flags` bits, set by the loader (read-only after load, so the verifier prunes the
@@ -37,6 +35,8 @@ const LOOPBACK_IFINDEX: u32 = 1;
 const ETH_HLEN: u32 = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
+/// A header-only record's room in the ring: the ring's own 8-byte header and ours.
+const QUIET_RECORD_BYTES: u64 = 8 + RECORD_HEADER_SIZE as u64;
 /// IPv6 extension headers walked before giving up.
 const MAX_IPV6_EXT: u32 = 4;
 
@@ -279,7 +279,7 @@ fn capture<C: aya_ebpf::EbpfContext>(ctx: &C, skb: *mut __sk_buff, l3off: u32, h
             h.missing = payload_len;
         }
         let rec = unsafe { core::slice::from_raw_parts(scratch as *const u8, RECORD_HEADER_SIZE) };
-        match EVENTS.output::<[u8]>(rec, quiet_flags()) {
+        match EVENTS.output::<[u8]>(rec, quiet_flags(QUIET_RECORD_BYTES)) {
             Ok(()) => cnt.add(counter::RECORDS_SUBMITTED, 1),
             Err(_) => cnt.add(counter::RINGBUF_LOST_RECORDS, 1),
         }
@@ -290,12 +290,23 @@ fn capture<C: aya_ebpf::EbpfContext>(ctx: &C, skb: *mut __sk_buff, l3off: u32, h
     if truncated > 0 {
         cnt.add(counter::TRUNCATED_BYTES, truncated as u64);
     }
-    // A pure ACK is read whenever the daemon next reads: it wakes nobody itself, nor does it
-    // force the wake-up quiet records left out.
-    let first_flags = if payload_len > 0 || tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 { wake_flags() } else { 0 };
+    // A pure ACK is read whenever the daemon next reads for another reason.
+    let (first_flags, loud_at) = if payload_len > 0 || tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
+        let w = wake();
+        (w.flags, Some(w))
+    } else {
+        (quiet_flags(QUIET_RECORD_BYTES), None)
+    };
     let mut i: u32 = 0;
     while i < MAX_CHUNKS_PER_SKB {
-        if !emit_chunk(skb, scratch, cnt, i, if i == 0 { first_flags } else { 0 }) {
+        let flags = if i == 0 { first_flags } else { 0 };
+        let Some(more) = emit_chunk(skb, scratch, cnt, i, flags) else { break };
+        if i == 0
+            && let Some(w) = &loud_at
+        {
+            w.written();
+        }
+        if !more {
             break;
         }
         i += 1;
@@ -304,8 +315,8 @@ fn capture<C: aya_ebpf::EbpfContext>(ctx: &C, skb: *mut __sk_buff, l3off: u32, h
     leave(depth);
 }
 
-/// Writes record `i` of the skb described by the scratch header; `false` when the skb has no
-/// more records (or the ring buffer is full).
+/// Writes record `i` of the skb described by the scratch header: whether more follow, `None`
+/// when none was written (the skb has no more, or the ring buffer is full).
 ///
 /// Verifier: everything but the loop counter is re-read from the scratch map value here.
 /// Map memory is not tracked, so the loop head carries no packet-derived ranges: the states
@@ -313,7 +324,7 @@ fn capture<C: aya_ebpf::EbpfContext>(ctx: &C, skb: *mut __sk_buff, l3off: u32, h
 /// and are pruned, instead of each being walked through all iterations. The mask rebuilds a
 /// provable [1, CHUNK_SIZE] length for the load and the output.
 #[inline(always)]
-fn emit_chunk(skb: *mut __sk_buff, scratch: *mut Scratch, cnt: Cnt, i: u32, wake: u64) -> bool {
+fn emit_chunk(skb: *mut __sk_buff, scratch: *mut Scratch, cnt: Cnt, i: u32, wake: u64) -> Option<bool> {
     let (payload_len, poff) = unsafe {
         (
             core::ptr::read_volatile(&raw const (*scratch).hdr.payload_len),
@@ -323,7 +334,7 @@ fn emit_chunk(skb: *mut __sk_buff, scratch: *mut Scratch, cnt: Cnt, i: u32, wake
     let captured = if payload_len > MAX_PAYLOAD_PER_SKB { MAX_PAYLOAD_PER_SKB } else { payload_len };
     let off = i * CHUNK_SIZE as u32;
     if i > 0 && off >= captured {
-        return false;
+        return None;
     }
     let remaining = captured.saturating_sub(off);
     let want = if remaining > CHUNK_SIZE as u32 { CHUNK_SIZE as u32 } else { remaining };
@@ -362,7 +373,7 @@ fn emit_chunk(skb: *mut __sk_buff, scratch: *mut Scratch, cnt: Cnt, i: u32, wake
         Ok(()) => {
             cnt.add(counter::RECORDS_SUBMITTED, 1);
             cnt.add(counter::BYTES_SUBMITTED, got as u64);
-            !last
+            Some(!last)
         }
         Err(_) => {
             // Ring full: this and every later record of the skb are lost.
@@ -370,7 +381,7 @@ fn emit_chunk(skb: *mut __sk_buff, scratch: *mut Scratch, cnt: Cnt, i: u32, wake
             let records = if left == 0 { 1 } else { left.div_ceil(CHUNK_SIZE as u32) };
             cnt.add(counter::RINGBUF_LOST_RECORDS, records as u64);
             cnt.add(counter::RINGBUF_LOST_BYTES, left as u64);
-            false
+            None
         }
     }
 }

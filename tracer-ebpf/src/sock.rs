@@ -22,7 +22,7 @@ use tracer_common::{
     AF_INET, AF_INET6, COMM_LEN, Connecting, SockRecord, counter, hook, sock_event, sock_state_tp as tp, tcp_state,
 };
 
-use crate::base::{EVENTS, add_counter, is_server_port};
+use crate::base::{EVENTS, add_counter, is_server_port, wake};
 use crate::tls_sock::socket_closed;
 
 /// Sockets between connect() and ESTABLISHED; LRU so that transitions we never see (a socket
@@ -150,7 +150,9 @@ fn record(ctx: &TracePointContext, sk: u64, event: u8) -> Option<SockRecord> {
 
 #[inline(always)]
 fn emit(r: &SockRecord) {
-    if EVENTS.output::<SockRecord>(r, 0).is_ok() {
+    let wake = wake();
+    if EVENTS.output::<SockRecord>(r, wake.flags).is_ok() {
+        wake.written();
         add_counter(counter::SOCK_RECORDS, 1);
     } else {
         add_counter(counter::SOCK_RECORDS_LOST, 1);

@@ -30,7 +30,7 @@ use tracer_common::{
     },
 };
 
-use crate::base::{EVENTS, add_counter, wake_flags};
+use crate::base::{EVENTS, add_counter, wake};
 use crate::tls_host::{Decision, decide_head, decide_sni};
 use crate::tls_sock::{close_session, go_sock, learn_sock, try_flow};
 use crate::tls_state::{ACTIVE, OT_TLS_FLAGS, PENDING, PIDS, SESSIONS, key, now, opaque, pid_tgid, session};
@@ -442,6 +442,8 @@ fn record<const SIZE: usize, const N: usize>(
     }
     // SAFETY: the reservation starts with room for the header (8-byte aligned).
     unsafe { core::ptr::write_unaligned(base.cast::<TlsDataHeader>(), h) };
-    entry.submit(wake_flags());
+    let wake = wake();
+    entry.submit(wake.flags);
+    wake.written();
     true
 }

@@ -24,7 +24,7 @@ use tracer_common::{
     },
 };
 
-use crate::base::{EVENTS, add_counter};
+use crate::base::{EVENTS, add_counter, wake};
 use crate::tls_state::{ACTIVE, OT_TLS_FLAGS, PENDING, PIDS, SESSIONS, key, now, pid_tgid, session};
 
 /// The sessions' sockets: a socket's close ends its session.
@@ -143,7 +143,9 @@ fn event_record(k: &SessionKey, s: &Session, ev: u8) -> EventRecord {
 
 #[inline(always)]
 fn emit(ev: &EventRecord) -> bool {
-    if EVENTS.output::<EventRecord>(ev, 0).is_ok() {
+    let wake = wake();
+    if EVENTS.output::<EventRecord>(ev, wake.flags).is_ok() {
+        wake.written();
         true
     } else {
         add_counter(counter::TLS_EVENTS_LOST, 1);

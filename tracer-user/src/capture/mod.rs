@@ -43,11 +43,15 @@ impl LiveCapture {
     }
 
     /// Clears `batch` and fills it with what is there now, without waiting: records the eBPF
-    /// programs leave without a wake-up. libpcap wakes its reader for every packet; nothing to do.
-    pub fn poll_now(&mut self, batch: &mut SegmentBatch) {
+    /// programs leave without a wake-up. `true` once nothing is left, `false` when the batch
+    /// filled first. libpcap wakes its reader for every packet: nothing to do.
+    pub fn poll_now(&mut self, batch: &mut SegmentBatch) -> bool {
         match self {
             LiveCapture::Ebpf(c) => c.poll_now(batch),
-            LiveCapture::Pcap(_) => batch.clear(),
+            LiveCapture::Pcap(_) => {
+                batch.clear();
+                true
+            }
         }
     }
 

@@ -157,13 +157,18 @@ pub(super) async fn feed(
         tokio::select! {
             _ = stop.wait() => break Ok(()),
             _ = tick.tick() => {
-                // What the kernel left without waking us (a skipped body's lengths) comes
-                // before the tick, so that times and counts are read in order.
-                capture.poll_now(&mut batch);
-                if !batch.is_empty() && !feed.send(Msg::Batch(std::mem::take(&mut batch))).await {
-                    break Ok(());
+                // What the kernel left without waking us (a skipped body's lengths, pure
+                // ACKs), all of it, comes before the tick, so that times and counts are read in
+                // order.
+                let mut open = true;
+                while open {
+                    let drained = capture.poll_now(&mut batch);
+                    open = batch.is_empty() || feed.send(Msg::Batch(std::mem::take(&mut batch))).await;
+                    if drained {
+                        break;
+                    }
                 }
-                if !feed.send(Msg::Tick(now(), capture.counters())).await {
+                if !open || !feed.send(Msg::Tick(now(), capture.counters())).await {
                     break Ok(());
                 }
             }
@@ -189,7 +194,7 @@ pub(super) async fn feed(
         let deadline = tokio::time::Instant::now() + DRAIN;
         loop {
             // Records left without a wake-up first; then wait for more, briefly.
-            capture.poll_now(&mut batch);
+            let _ = capture.poll_now(&mut batch);
             if batch.is_empty() {
                 let until = (tokio::time::Instant::now() + DRAIN_QUIET).min(deadline);
                 let Ok(Ok(())) = tokio::time::timeout_at(until, capture.next_batch(&mut batch)).await else { break };

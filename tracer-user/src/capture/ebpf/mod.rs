@@ -274,13 +274,14 @@ impl EbpfCapture {
     }
 
     /// Clears `batch` and fills it with what the ring holds now, without waiting. The programs
-    /// leave some records without a wake-up (a skipped body's lengths: `quiet_flags` in
+    /// leave some records without a wake-up (a skipped body's lengths, pure ACKs: `quiet_flags` in
     /// tracer-ebpf's `base.rs`); the daemon reads them this way each tick, so none waits for
     /// longer than that.
-    pub fn poll_now(&mut self, batch: &mut SegmentBatch) {
+    /// `true` once the ring is empty; `false` when the batch filled first.
+    pub fn poll_now(&mut self, batch: &mut SegmentBatch) -> bool {
         batch.clear();
         self.refresh_clock();
-        self.reader.fill(self.ring.get_mut(), &mut self.tls, batch);
+        self.reader.fill(self.ring.get_mut(), &mut self.tls, batch)
     }
 
     fn refresh_clock(&mut self) {
