@@ -141,3 +141,22 @@ impl Wake {
         }
     }
 }
+
+/// [`wake`] for a record of `size` bytes already reserved (the writer's position is past it):
+/// the ring has taken it, so it counts at once. Its start is taken as the writer's position
+/// less its room, which a reservation on another CPU in between makes wrong: a race as above.
+/// All in one place, after the record is filled, so that the verifier does not carry the
+/// flags through the record's paths (the TLS programs reserve in loops).
+#[inline(always)]
+pub(crate) fn wake_reserved(size: u64) -> u64 {
+    let consumer = EVENTS.query(BPF_RB_CONS_POS as u64);
+    let producer = EVENTS.query(BPF_RB_PROD_POS as u64);
+    let start = producer.saturating_sub((size + 8 + 7) & !7);
+    let Some(loud) = LOUD.get_ptr_mut(0) else { return 0 };
+    // SAFETY: a map value of this program's map; plain u64 access (see `LOUD`).
+    unsafe {
+        let read_all = consumer >= *loud;
+        *loud = start + 1;
+        if read_all && consumer < start { BPF_RB_FORCE_WAKEUP as u64 } else { 0 }
+    }
+}

@@ -30,7 +30,7 @@ use tracer_common::{
     },
 };
 
-use crate::base::{EVENTS, add_counter, wake};
+use crate::base::{EVENTS, add_counter, wake_reserved};
 use crate::tls_host::{Decision, decide_head, decide_sni};
 use crate::tls_sock::{close_session, go_sock, learn_sock, try_flow};
 use crate::tls_state::{ACTIVE, OT_TLS_FLAGS, PENDING, PIDS, SESSIONS, key, now, opaque, pid_tgid, session};
@@ -442,8 +442,6 @@ fn record<const SIZE: usize, const N: usize>(
     }
     // SAFETY: the reservation starts with room for the header (8-byte aligned).
     unsafe { core::ptr::write_unaligned(base.cast::<TlsDataHeader>(), h) };
-    let wake = wake();
-    entry.submit(wake.flags);
-    wake.written();
+    entry.submit(wake_reserved(SIZE as u64));
     true
 }

@@ -89,24 +89,26 @@ fn go_client() -> PathBuf {
 /// tracer sees its exec and attaches, then it goes); its records, each without error.
 fn run_go_client(tracer: &Tracer, url: &str, ca: &Path, what: &str) -> Vec<Value> {
     let bin = go_client();
-    let mut child = Command::new(&bin)
-        .args(["--wait", "--base-url", url])
-        .arg("--ca")
-        .arg(ca)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run the Go client");
-    let mut out = child.stdout.take().unwrap();
+    let mut child = Reaped(
+        Command::new(&bin)
+            .args(["--wait", "--base-url", url])
+            .arg("--ca")
+            .arg(ca)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run the Go client"),
+    );
+    let mut out = child.0.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
         let _ = out.read_to_string(&mut text);
         text
     });
     wait_probed(tracer, &bin, what);
-    writeln!(child.stdin.take().unwrap(), "go").unwrap();
-    let st = child.wait().unwrap();
+    writeln!(child.0.stdin.take().unwrap(), "go").unwrap();
+    let st = child.0.wait().unwrap();
     let text = reader.join().unwrap();
     assert!(st.success(), "{what}: the Go client exited {st}:\n{text}");
     let recs: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -114,6 +116,17 @@ fn run_go_client(tracer: &Tracer, url: &str, ca: &Path, what: &str) -> Vec<Value
         assert!(r["error"].is_null(), "{what}: call {} failed: {}", r["call"], r["error"]);
     }
     recs
+}
+
+/// A child that is killed and reaped when dropped: also when the test panics before its end
+/// (a proxy left running kept the test binary's output open after a failure).
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The tracer on `host`'s TLS sessions (and, with `ports`, the packets of those ports).
@@ -236,28 +249,29 @@ fn tls_both_ends_probed_one_span_per_call() {
     let standin = Standin::start_tls(&[&format!("{upstream_ip}:0"), &format!("{proxy_ip}:0")]);
     let tls_dir = standin.tls.clone().unwrap();
     let tracer = tracer(what, &proxy_ip, &[]);
-    let mut proxy = Command::new(go_client())
-        .args(["--serve", &format!("{proxy_ip}:0"), "--upstream", &standin.url(0)])
-        .arg("--ca")
-        .arg(standin.ca().unwrap())
-        .arg("--cert")
-        .arg(tls_dir.join("server.pem"))
-        .arg("--key")
-        .arg(tls_dir.join("server-key.pem"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the Go proxy");
+    let mut proxy = Reaped(
+        Command::new(go_client())
+            .args(["--serve", &format!("{proxy_ip}:0"), "--upstream", &standin.url(0)])
+            .arg("--ca")
+            .arg(standin.ca().unwrap())
+            .arg("--cert")
+            .arg(tls_dir.join("server.pem"))
+            .arg("--key")
+            .arg(tls_dir.join("server-key.pem"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the Go proxy"),
+    );
     let mut line = String::new();
-    BufReader::new(proxy.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(proxy.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let proxy_addr =
         line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("proxy said {line:?}")).to_owned();
     let clients = run_go_client(&tracer, &format!("https://{proxy_addr}"), &standin.ca().unwrap(), what);
     let truth = standin.truth(clients.len());
     tracer.wait_spans(clients.len(), Duration::from_secs(5));
     let fin = tracer.stop(libc::SIGINT);
-    let _ = proxy.kill();
-    let _ = proxy.wait();
+    drop(proxy);
     assert!(fin.status.success(), "{what}: exit status {}", fin.status);
     assert_eq!(fin.spans.len(), clients.len(), "{what}: one span per call\n{}", fin.summary.text);
     let mut spans: Vec<&Value> = fin.spans.iter().collect();
