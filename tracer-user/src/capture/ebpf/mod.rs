@@ -273,11 +273,10 @@ impl EbpfCapture {
         }
     }
 
-    /// Clears `batch` and fills it with what the ring holds now, without waiting. The programs
-    /// leave some records without a wake-up (a skipped body's lengths, pure ACKs: `quiet_flags` in
-    /// tracer-ebpf's `base.rs`); the daemon reads them this way each tick, so none waits for
-    /// longer than that.
-    /// `true` once the ring is empty; `false` when the batch filled first.
+    /// Clears `batch` and fills it with what the ring holds now, without waiting: `true` once
+    /// the ring is empty, `false` when the batch filled first. The programs leave some records
+    /// without a wake-up (a skipped body's lengths, pure ACKs: `quiet_flags` in tracer-ebpf's
+    /// `base.rs`); the daemon reads them this way each tick, so none waits longer than that.
     pub fn poll_now(&mut self, batch: &mut SegmentBatch) -> bool {
         batch.clear();
         self.refresh_clock();
