@@ -123,11 +123,8 @@ pub(crate) struct Wake {
 /// one without a wake-up, so none is forced then: as many wake-ups as the ring's own rule.
 #[inline(always)]
 pub(crate) fn wake() -> Wake {
-    let consumer = EVENTS.query(BPF_RB_CONS_POS as u64);
-    let producer = EVENTS.query(BPF_RB_PROD_POS as u64);
-    let read_all = LOUD.get(0).is_none_or(|loud| consumer >= *loud);
-    let flags = if read_all && consumer < producer { BPF_RB_FORCE_WAKEUP as u64 } else { 0 };
-    Wake { flags, at: producer }
+    let at = EVENTS.query(BPF_RB_PROD_POS as u64);
+    Wake { flags: flags_at(at), at }
 }
 
 impl Wake {
@@ -135,10 +132,7 @@ impl Wake {
     /// full ring refused, which no reader will pass.
     #[inline(always)]
     pub(crate) fn written(&self) {
-        if let Some(loud) = LOUD.get_ptr_mut(0) {
-            // SAFETY: a map value of this program's map; plain u64 access (see `LOUD`).
-            unsafe { *loud = self.at + 1 };
-        }
+        loud_at(self.at);
     }
 }
 
@@ -149,14 +143,25 @@ impl Wake {
 /// flags through the record's paths (the TLS programs reserve in loops).
 #[inline(always)]
 pub(crate) fn wake_reserved(size: u64) -> u64 {
+    let start = EVENTS.query(BPF_RB_PROD_POS as u64).saturating_sub((size + 8 + 7) & !7);
+    let flags = flags_at(start);
+    loud_at(start);
+    flags
+}
+
+/// The flags of a record needing reading that starts at ring position `start` ([`wake`]).
+#[inline(always)]
+fn flags_at(start: u64) -> u64 {
     let consumer = EVENTS.query(BPF_RB_CONS_POS as u64);
-    let producer = EVENTS.query(BPF_RB_PROD_POS as u64);
-    let start = producer.saturating_sub((size + 8 + 7) & !7);
-    let Some(loud) = LOUD.get_ptr_mut(0) else { return 0 };
-    // SAFETY: a map value of this program's map; plain u64 access (see `LOUD`).
-    unsafe {
-        let read_all = consumer >= *loud;
-        *loud = start + 1;
-        if read_all && consumer < start { BPF_RB_FORCE_WAKEUP as u64 } else { 0 }
+    let read_all = LOUD.get(0).is_none_or(|loud| consumer >= *loud);
+    if read_all && consumer < start { BPF_RB_FORCE_WAKEUP as u64 } else { 0 }
+}
+
+/// A record needing reading, starting at ring position `start`, is in the ring.
+#[inline(always)]
+fn loud_at(start: u64) {
+    if let Some(loud) = LOUD.get_ptr_mut(0) {
+        // SAFETY: a map value of this program's map; plain u64 access (see `LOUD`).
+        unsafe { *loud = start + 1 };
     }
 }
