@@ -201,9 +201,10 @@ fn live(s: &mut String, v: &Value) {
 fn cost(s: &mut String, v: &Value) {
     let _ = writeln!(
         s,
-        "{} rounds, interleaved; bulk: one {:.0} MB response; upload: one {:.0} MiB blob to the stand-in (after a 1 MiB one); latency: {} small keep-alive calls. Medians over rounds.\n",
+        "{} rounds, interleaved; bulk: one {:.0} MB response; upload: {} blobs of {:.0} MiB to the stand-in a round (after a 1 MiB one); latency: {} small keep-alive calls. Medians over rounds (uploads: over every upload); upload drops: median of each round's sum.\n",
         v["rounds"],
         v["bulk_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+        v["uploads_per_round"],
         v["upload_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
         v["calls"]
     );
