@@ -238,3 +238,74 @@ fn lossy_real_client_captures_keep_their_calls_exact() {
         assert!(*share >= floor, "exact share {share:.4} at {rate} loss, below {floor}");
     }
 }
+
+/// Any packet lost, not only those with payload: handshakes (a lost SYN-ACK), pure ACKs, FINs
+/// and resets too, as a full ring buffer loses them. No call may then say anything the
+/// loss-free capture does not: a number it gives is the true one, a call not flagged incomplete
+/// is exact, none ends late, none is claimed cancelled or cut by the server when it was not,
+/// and no call is made up.
+#[test]
+fn captures_losing_any_packet_never_lie() {
+    use rand::{Rng, SeedableRng};
+    let base = base();
+    let (packets, _) = replicate(&base, COPIES, PORT_STEP, TIME_STEP_NS, 11434);
+    let (truth, _) = drive::calls(&packets);
+    let mut lies = Vec::new();
+    for rate in [0.01, 0.02, 0.05] {
+        let (mut found, mut exact_calls, mut all) = (0, 0, 0);
+        for seed in SEEDS {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let kept: Vec<Packet> = packets.iter().filter(|_| !rng.random_bool(rate)).cloned().collect();
+            let (calls, _) = drive::calls(&kept);
+            all += truth.len();
+            for g in &calls {
+                if !truth.iter().any(|t| find(std::slice::from_ref(g), t).is_some()) {
+                    lies.push(format!(
+                        "{rate} seed {seed}: a call that did not happen: {} {:?}",
+                        g.path, g.flow.client
+                    ));
+                }
+            }
+            for t in &truth {
+                let Some(g) = find(&calls, t) else { continue };
+                found += 1;
+                exact_calls += usize::from(exact(t, g));
+                let mut wrong = Vec::new();
+                if g.status.is_some_and(|s| Some(s) != t.status) {
+                    wrong.push(format!("status {:?}, not {:?}", g.status, t.status));
+                }
+                if g.response.input_tokens.is_some_and(|v| Some(v) != t.response.input_tokens)
+                    || g.response.output_tokens.is_some_and(|v| Some(v) != t.response.output_tokens)
+                {
+                    wrong.push(format!("tokens {:?}, not {:?}", g.response.output_tokens, t.response.output_tokens));
+                }
+                if !g.response.finish_reasons.is_empty() && g.response.finish_reasons != t.response.finish_reasons {
+                    wrong.push(format!("finish {:?}, not {:?}", g.response.finish_reasons, t.response.finish_reasons));
+                }
+                if g.model().is_some() && t.model().is_some() && g.model() != t.model() {
+                    wrong.push(format!("model {:?}, not {:?}", g.model(), t.model()));
+                }
+                if let Some(e) = &g.error
+                    && t.error.as_ref().is_none_or(|te| te.kind != e.kind)
+                {
+                    wrong.push(format!("error {:?}, not {:?} (flagged {:?})", e.kind, t.error, g.incomplete));
+                }
+                if g.incomplete.is_empty() && !exact(t, g) {
+                    wrong.push(format!("not flagged, but ends at {} instead of {}", g.times.end.0, t.times.end.0));
+                }
+                if g.times.end.since(t.times.end) > 1_000_000 {
+                    wrong.push(format!("ends {} ns late", g.times.end.since(t.times.end)));
+                }
+                if !wrong.is_empty() {
+                    lies.push(format!("{rate} seed {seed}: {} {:?}: {}", t.path, t.flow.client, wrong.join("; ")));
+                }
+            }
+        }
+        println!(
+            "any packet lost at {:.0} %: {found}/{all} calls found, {exact_calls} exact ({:.2} %)",
+            rate * 100.0,
+            exact_calls as f64 * 100.0 / all as f64
+        );
+    }
+    assert!(lies.is_empty(), "{}", lies.join("\n"));
+}

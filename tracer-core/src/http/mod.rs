@@ -91,6 +91,10 @@ pub struct ExchangeEnd {
     /// HTTP chunks of the response that lost bytes, where the framing tells: every gap lay
     /// inside one chunk's data (`None` when one took chunk framing, or the body is not chunked).
     pub response_gap_chunks: Option<u64>,
+    /// Server bytes the capture lost or could not place passed while the exchange waited for
+    /// its response head, and none was seen since: its response may have been among them, so
+    /// how it ended is unknown.
+    pub response_maybe_lost: bool,
     /// Set when the connection closing ended the exchange.
     pub close: Option<CloseReason>,
     /// The client finished sending (FIN) before the response was complete.
@@ -258,6 +262,8 @@ struct Exchange {
     response_gap: u64,
     /// See [`ExchangeEnd::response_gap_chunks`].
     response_gap_chunks: Option<u64>,
+    /// See [`ExchangeEnd::response_maybe_lost`].
+    response_maybe_lost: bool,
     last_byte: Timestamp,
     client_fin: bool,
     request_body: BodyCoding,
@@ -276,6 +282,7 @@ impl Exchange {
             request_gap: 0,
             response_gap: 0,
             response_gap_chunks: Some(0),
+            response_maybe_lost: false,
             last_byte,
             client_fin: false,
             request_body: BodyCoding::default(),
@@ -500,6 +507,7 @@ impl Ctx<'_> {
             request_gap_bytes: ex.request_gap,
             response_gap_bytes: ex.response_gap,
             response_gap_chunks: ex.response_gap_chunks,
+            response_maybe_lost: ex.response_maybe_lost && !ex.responded,
             close,
             client_closed: ex.client_fin,
             last_byte: ex.last_byte,

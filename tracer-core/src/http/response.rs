@@ -71,10 +71,14 @@ impl Ctx<'_> {
                 Mode::Resync(r) => match r.scan(&data[i..], i == 0) {
                     Found::NotYet => {
                         self.stats.resync_skipped_bytes += (data.len() - i) as u64;
+                        maybe_answers(c, peer_pos);
                         return None;
                     }
                     Found::At { offset, carried } => {
                         self.stats.resync_skipped_bytes += offset as u64;
+                        if offset > 0 {
+                            maybe_answers(c, peer_pos);
+                        }
                         c.resp.head = carried;
                         c.resp.head_ts = ts;
                         c.resp.head_pos = pos + (i + offset) as u64 - c.resp.head.len() as u64;
@@ -318,6 +322,13 @@ impl Ctx<'_> {
             Some(Skipped::EndedInside { after }) if responded => (len - after, after),
             _ => (len, 0),
         };
+        if !matches!(skipped, Some(Skipped::InStep { done: false, .. })) {
+            // Unless the gap lay inside a body it leaves going on, it may have held the end of
+            // one response and the start of the next: of any exchange still waiting.
+            for ex in c.pending.iter_mut().skip(1) {
+                ex.response_maybe_lost = true;
+            }
+        }
         if let Some(ex) = c.pending.front_mut() {
             ex.response_gap += mine;
             if let (true, Some(skipped)) = (responded, skipped) {
@@ -396,6 +407,15 @@ fn answers_later(c: &Conn, peer_pos: Option<u64>) -> bool {
     let (Some(p), Some(front)) = (peer_pos, c.pending.front()) else { return false };
     c.pending.get(1).is_some_and(|next| next.start_pos < p)
         || c.lost_requests_at.is_some_and(|l| front.start_pos < l && l < p)
+}
+
+/// Server bytes skipped unplaced (no message start in them): the response of any exchange whose
+/// request the server had received when it sent them (`peer_pos`; all when unknown) may have
+/// been among them.
+fn maybe_answers(c: &mut Conn, peer_pos: Option<u64>) {
+    for ex in c.pending.iter_mut().filter(|e| peer_pos.is_none_or(|p| e.start_pos < p)) {
+        ex.response_maybe_lost = true;
+    }
 }
 
 /// De-chunked response body bytes: counted, decoded, handed on.

@@ -242,6 +242,7 @@ impl CallAssembler {
             request_gap_bytes: 0,
             response_gap_bytes: 0,
             response_gap_chunks: None,
+            response_maybe_lost: false,
             close: Some(CloseReason::Evicted),
             client_closed: false,
             last_byte: st.call.times.end.max(st.call.times.response_start.unwrap_or(st.call.times.request_start)),
@@ -479,13 +480,17 @@ fn finish(st: Box<CallState>, ts: Timestamp, mut end: ExchangeEnd) -> LlmCall {
     call.request.lost_bytes = end.request_gap_bytes;
     call.request.body_partial = end.request_body_partial;
     let capture_lost = end.capture_lost();
-    // A call cut by the end of the capture ends where we last saw it, not when we gave up.
+    // Response bytes lost in a gap: its own, or possibly its own (an unanswered exchange
+    // waited while bytes went by that could not be placed).
+    let response_lost = end.response_gap_bytes > 0 || (end.response_maybe_lost && end.outcome != Outcome::Complete);
+    // A call cut by the end of the capture ends where we last saw it, not when we gave up; so
+    // does one whose response's end the capture lost (a close after it is no end of it).
     call.times.end = match end.outcome {
         Outcome::Complete => ts,
-        _ if capture_lost => end.last_byte.max(call.times.request_start),
+        _ if capture_lost || response_lost => end.last_byte.max(call.times.request_start),
         _ => ts,
     };
-    call.times.end_lost = end.end_lost;
+    call.times.end_lost = end.end_lost || (response_lost && end.outcome != Outcome::Complete);
     if let Some(decoder) = response {
         call.response = decoder.finish(call.times.end, &mut call.times);
         call.response.body_bytes = end.response_body_bytes;
@@ -514,7 +519,7 @@ fn finish(st: Box<CallState>, ts: Timestamp, mut end: ExchangeEnd) -> LlmCall {
     if end.request_gap_bytes > 0 {
         incomplete.push(Incomplete::RequestGap);
     }
-    if end.response_gap_bytes > 0 {
+    if response_lost {
         incomplete.push(Incomplete::ResponseGap);
     }
     match end.outcome {
@@ -549,7 +554,7 @@ fn finish(st: Box<CallState>, ts: Timestamp, mut end: ExchangeEnd) -> LlmCall {
         Some(CallError { kind: ErrorKind::Http(status), message: call.response.error_message.clone() })
     } else if call.response.in_stream_error {
         Some(CallError { kind: ErrorKind::InStream, message: call.response.error_message.clone() })
-    } else if end.outcome != Outcome::Complete && !capture_lost && end.response_gap_bytes == 0 {
+    } else if end.outcome != Outcome::Complete && !capture_lost && !response_lost {
         // (With response bytes missing from the capture, how the response ended is unknown:
         // a close after the gap is no evidence of a cancel or a hang-up.)
         let client_gone =
@@ -563,7 +568,7 @@ fn finish(st: Box<CallState>, ts: Timestamp, mut end: ExchangeEnd) -> LlmCall {
         } else {
             None
         }
-    } else if missing_terminator && end.response_gap_bytes == 0 && !capture_lost {
+    } else if missing_terminator && !response_lost && !capture_lost {
         // The server ended a 200 stream without its terminator: the mid-stream error of the
         // compatibility layers, whose text Ollama drops (ollama-wire §4.3). (Not when the
         // capture ended first: the stream may well have gone on.)

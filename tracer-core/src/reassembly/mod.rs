@@ -167,6 +167,10 @@ struct Half {
     /// Connection segment count and capture time when the peer was first seen acknowledging
     /// past a hole.
     hole_acked_at: Option<(u64, Timestamp)>,
+    /// The lowest and highest sequence numbers the peer acknowledged before this direction
+    /// was synchronised (its SYN lost with the handshake's other bytes): where the stream
+    /// starts, and how much of it the peer had received.
+    acked_unsynced: Option<(u32, u32)>,
 }
 
 impl Half {
@@ -404,6 +408,13 @@ impl Core {
                     other.acked = Some(other.acked.map_or(p, |a| a.max(p)));
                     peer_pos = Some(p);
                 }
+            } else if !seg.flags.rst() {
+                let a = seg.ack;
+                let before = |x: u32, y: u32| (x.wrapping_sub(y) as i32) < 0;
+                other.acked_unsynced = Some(match other.acked_unsynced {
+                    None => (a, a),
+                    Some((lo, hi)) => (if before(a, lo) { a } else { lo }, if before(hi, a) { a } else { hi }),
+                });
             }
         }
 
@@ -416,10 +427,22 @@ impl Core {
                 half.next_pos = 0;
             }
         } else if !half.synced && (!seg.payload.is_empty() || seg.missing > 0) {
-            // First data of a direction whose SYN we did not see: the stream starts here.
+            // First data of a direction whose SYN we did not see: the stream starts here, or
+            // where the peer acknowledged it from if that is before (every byte in between was
+            // sent, and the capture lost it: a lost SYN-ACK, then the first response).
             half.synced = true;
             half.next_seq = seg.seq;
             half.next_pos = 0;
+            if let Some((lo, hi)) = half.acked_unsynced.take() {
+                let lead = u64::from(seg.seq.wrapping_sub(lo));
+                if (1..REUSE_WINDOW).contains(&lead) {
+                    half.next_seq = lo;
+                    let acked = half.pos_of(hi);
+                    if acked > 0 {
+                        half.acked = Some(acked as u64);
+                    }
+                }
+            }
         }
 
         if half.synced {

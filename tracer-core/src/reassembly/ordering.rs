@@ -346,6 +346,11 @@ impl Core {
             if let Some(fin) = half.fin_pos {
                 self.gap(&mut conn, d, ts, fin, out);
             }
+            // Bytes the peer acknowledged and the capture never saw, before their grace was
+            // up: the stream's end lies in them (a reset right after a lost last segment).
+            if let Some(to) = conn.halves[d].acked_data() {
+                self.gap(&mut conn, d, ts, to, out);
+            }
         }
         match reason {
             CloseReason::Reset { .. } => self.stats.closed_reset += 1,

@@ -516,3 +516,44 @@ fn skipped_bytes_are_placed_exactly_and_are_no_gap() {
     assert_eq!(r.seq_at(&flow(), C, 4), Some(105));
     assert_eq!(r.seq_at(&flow(), S, 0), None);
 }
+
+#[test]
+fn a_lost_syn_ack_leaves_the_peer_stream_starting_where_it_was_acknowledged() {
+    // The SYN-ACK and the whole first response were lost; the client's ACKs say the server's
+    // stream starts at 9001 and that 10 bytes came before the response seen at 9011.
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let segs = vec![
+        seg(C, 100, SYN, b""),
+        Seg { ack: 9001, ..seg(C, 101, ACK, b"") },
+        Seg { ack: 9001, ..seg(C, 101, ACK, b"GET /a") },
+        Seg { ack: 9011, ..seg(C, 107, ACK, b"GET /b") },
+        Seg { ack: 113, ..seg(S, 9011, ACK, b"second") },
+        Seg { ack: 9017, ..seg(C, 113, ACK, b"") },
+        Seg { ack: 9017, ..seg(C, 113, ACK, b"") },
+        Seg { ack: 9017, ..seg(C, 113, ACK, b"") },
+        Seg { ack: 9017, ..seg(C, 113, ACK, b"") },
+    ];
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    r.finish(&mut out.sink());
+    assert_eq!(out.gaps, vec![(S, 0, 10)]);
+    assert_eq!(out.streams[1], b"##########second");
+    assert_eq!(out.order, vec!["C:GET /a", "C:GET /b", "S:#10", "S:second"]);
+}
+
+#[test]
+fn a_reset_right_after_a_lost_last_segment_ends_the_stream_with_its_gap() {
+    // The server's last 5 bytes were lost; the client acknowledged them and reset at once,
+    // before the grace for acknowledged holes was up.
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let mut segs = handshake(100, 9000);
+    segs.push(Seg { ack: 9001, ..seg(C, 101, ACK, b"GET") });
+    segs.push(Seg { ack: 104, ..seg(S, 9001, ACK, b"OK") });
+    segs.push(Seg { ack: 9008, ..seg(C, 104, ACK, b"") });
+    segs.push(Seg { ack: 9008, ..seg(C, 104, TcpFlags::RST | ACK, b"") });
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    assert_eq!(out.gaps, vec![(S, 2, 5)]);
+    assert_eq!(out.streams[1], b"OK#####");
+    assert_eq!(out.closes, vec![CloseReason::Reset { by: C }]);
+}
