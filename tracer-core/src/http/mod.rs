@@ -298,10 +298,43 @@ struct Conn {
     resp: Side,
     /// Exchanges whose request was seen and whose response is not finished, oldest first.
     pending: VecDeque<Exchange>,
-    /// Request-stream position from which bytes were lost outside any body being followed:
+    /// Request-stream positions from which bytes were lost outside any body being followed:
     /// whole requests may have been among them, so a response the server sent after receiving
-    /// past it does not answer the requests before it.
-    lost_requests_at: Option<u64>,
+    /// past one does not answer the requests before it.
+    lost_requests_at: LostRequests,
+}
+
+/// The positions of [`Conn::lost_requests_at`], oldest first: each loss counts, as a response
+/// may come after the server received past a later one than the first (bounded; the oldest go).
+#[derive(Debug, Default)]
+struct LostRequests(Vec<u64>);
+
+impl LostRequests {
+    const MAX: usize = 64;
+
+    fn push(&mut self, pos: u64) {
+        if self.0.last().is_none_or(|&l| pos > l) {
+            if self.0.len() == Self::MAX {
+                self.0.remove(0);
+            }
+            self.0.push(pos);
+        }
+    }
+
+    /// The latest loss the server had received past once it had `p` request bytes.
+    fn passed(&self, p: u64) -> Option<u64> {
+        self.0.iter().rev().find(|&&l| l < p).copied()
+    }
+
+    /// Whether a loss lies strictly between `from` and `p`.
+    fn between(&self, from: u64, p: u64) -> bool {
+        self.0.iter().any(|&l| from < l && l < p)
+    }
+
+    /// Forgets the losses before `p`: a response sent once the server had them settled them.
+    fn settle(&mut self, p: u64) {
+        self.0.retain(|&l| l >= p);
+    }
 }
 
 /// The HTTP stage.
@@ -391,7 +424,7 @@ impl HttpTracker {
                         req: Side::new(StartKind::Request, midstream),
                         resp: Side::new(StartKind::Response, midstream),
                         pending: VecDeque::new(),
-                        lost_requests_at: None,
+                        lost_requests_at: LostRequests::default(),
                     },
                 );
             }

@@ -221,11 +221,11 @@ impl Ctx<'_> {
                 c.req.lost_at = pos;
             }
             Some(Skipped::EndedInside { .. }) => {
-                c.lost_requests_at.get_or_insert(pos + mine);
+                c.lost_requests_at.push(pos + mine);
                 self.lost_step(&mut c.req, StartKind::Request, true);
             }
             None => {
-                c.lost_requests_at.get_or_insert(pos);
+                c.lost_requests_at.push(pos);
                 self.lost_step(&mut c.req, StartKind::Request, true);
             }
         }
@@ -274,7 +274,7 @@ impl Ctx<'_> {
                 end_request_body(ex, last, out);
             }
             // Whole requests may have followed the body in the gap.
-            c.lost_requests_at.get_or_insert(c.req.lost_at);
+            c.lost_requests_at.push(c.req.lost_at);
         }
     }
 }

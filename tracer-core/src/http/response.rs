@@ -216,14 +216,14 @@ impl Ctx<'_> {
         // requests among them were answered first, and the ones before them by responses lost
         // too. (A client that pipelined into the loss makes this split one call in two, each
         // flagged: never a request paired with another's response.)
-        if let (Some(lost), Some(p)) = (c.lost_requests_at, peer_pos)
-            && p > lost
+        if let Some(p) = peer_pos
+            && let Some(lost) = c.lost_requests_at.passed(p)
         {
             while c.pending.front().is_some_and(|e| e.start_pos < lost && !e.responded) {
                 let ts0 = c.pending[0].last_byte;
                 self.end_front(c, ts0, Outcome::NoResponse, None, out);
             }
-            c.lost_requests_at = None;
+            c.lost_requests_at.settle(p);
         }
         let answers = match (c.pending.front(), peer_pos) {
             (None, _) => false,
@@ -405,8 +405,7 @@ impl Ctx<'_> {
 /// one (or request bytes the capture lost): they cannot be that one's.
 fn answers_later(c: &Conn, peer_pos: Option<u64>) -> bool {
     let (Some(p), Some(front)) = (peer_pos, c.pending.front()) else { return false };
-    c.pending.get(1).is_some_and(|next| next.start_pos < p)
-        || c.lost_requests_at.is_some_and(|l| front.start_pos < l && l < p)
+    c.pending.get(1).is_some_and(|next| next.start_pos < p) || c.lost_requests_at.between(front.start_pos, p)
 }
 
 /// Server bytes skipped unplaced (no message start in them): the response of any exchange whose

@@ -219,16 +219,39 @@ impl Core {
         loop {
             self.drain_both(conn, out);
             let Some((&start, held)) = conn.halves[d].held.first_key_value() else { break };
+            // The hole is stamped with the arrival of the bytes after it.
+            let hts = held.ts;
             if start > conn.halves[d].next_pos {
-                // The hole is stamped with the arrival of the bytes after it.
-                let hts = held.ts;
                 self.gap(conn, d, hts, start, out);
-            } else {
-                // Blocked only by a cause that never came: deliver it anyway.
-                self.drain(conn, d, true, out);
+                continue;
             }
+            self.unblock(conn, d, hts, out);
         }
         conn.halves[d].held_since = None;
+    }
+
+    /// The first held data of direction `d` follows what was delivered but waits for its
+    /// cause: bytes of the other direction that the capture lost go first, as a gap — the
+    /// oldest hole there, or the bytes its peer acknowledged, no further than the cause needs
+    /// (a response after a lost request is then not paired with an older one, and the other
+    /// direction's later losses stay after it). With nothing lost there, it is delivered anyway.
+    fn unblock<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, d: usize, ts: Timestamp, out: &mut F) {
+        let need = conn.halves[d].held.first_key_value().and_then(|(_, h)| h.peer_pos);
+        let upto = |to: u64| need.map_or(to, |n| to.min(n));
+        let other = &conn.halves[1 - d];
+        match other.held.first_key_value() {
+            Some((&start, held)) if start > other.next_pos => {
+                let hts = held.ts;
+                self.gap(conn, 1 - d, hts, upto(start), out);
+            }
+            _ => match other.acked_data().filter(|&a| upto(a) > other.next_pos) {
+                Some(to) => self.gap(conn, 1 - d, ts, upto(to), out),
+                // Blocked only by a cause that never came: deliver it anyway.
+                None => {
+                    self.drain(conn, d, true, out);
+                }
+            },
+        }
     }
 
     /// When the receiver acknowledged bytes we have not seen, they were delivered but (so far)
@@ -272,22 +295,7 @@ impl Core {
                     self.gap(conn, d, hts, start, out);
                     break;
                 }
-                Some(_) => {
-                    let other = &conn.halves[1 - d];
-                    match other.held.first_key_value() {
-                        Some((&start, held)) if start > other.next_pos => {
-                            let hts = held.ts;
-                            self.gap(conn, 1 - d, hts, start, out);
-                        }
-                        _ => match other.acked_data().filter(|&a| a > other.next_pos) {
-                            Some(to) => self.gap(conn, 1 - d, ts, to, out),
-                            // Blocked only by a cause that never came: deliver it anyway.
-                            None => {
-                                self.drain(conn, d, true, out);
-                            }
-                        },
-                    }
-                }
+                Some(_) => self.unblock(conn, d, ts, out),
                 None => {
                     // Acknowledged bytes never captured.
                     if let Some(to) = half.acked_data() {
