@@ -221,6 +221,8 @@ struct Side {
     payload: Payload,
     /// Stream position of the gap that sent the current body to be rejoined.
     lost_at: u64,
+    /// Where the last gap of that body being rejoined ended.
+    lost_end: u64,
     /// Stream position of the first byte of the current body.
     body_pos: u64,
 }
@@ -235,6 +237,7 @@ impl Side {
             resynced: midstream,
             payload: Payload::Any,
             lost_at: 0,
+            lost_end: 0,
             body_pos: 0,
         }
     }
@@ -304,36 +307,44 @@ struct Conn {
     lost_requests_at: LostRequests,
 }
 
-/// The positions of [`Conn::lost_requests_at`], oldest first: each loss counts, as a response
-/// may come after the server received past a later one than the first (bounded; the oldest go).
+/// The request-stream ranges of [`Conn::lost_requests_at`], oldest first: each loss counts, as
+/// a response may come after the server received past a later one than the first, and so does
+/// each part of one (a single gap may hold several requests; bounded: the oldest go).
 #[derive(Debug, Default)]
-struct LostRequests(Vec<u64>);
+struct LostRequests(Vec<(u64, u64)>);
 
 impl LostRequests {
     const MAX: usize = 64;
 
-    fn push(&mut self, pos: u64) {
-        if self.0.last().is_none_or(|&l| pos > l) {
+    fn push(&mut self, from: u64, to: u64) {
+        if from < to && self.0.last().is_none_or(|&(a, _)| from > a) {
             if self.0.len() == Self::MAX {
                 self.0.remove(0);
             }
-            self.0.push(pos);
+            self.0.push((from, to));
         }
     }
 
-    /// The latest loss the server had received past once it had `p` request bytes.
+    /// Where the latest loss starts that the server had received past once it had `p` request
+    /// bytes.
     fn passed(&self, p: u64) -> Option<u64> {
-        self.0.iter().rev().find(|&&l| l < p).copied()
+        self.0.iter().rev().map(|&(a, _)| a).find(|&a| a < p)
     }
 
-    /// Whether a loss lies strictly between `from` and `p`.
+    /// Whether a loss starts at or after `from` and before `p`. (A seen request's first byte
+    /// starts no loss; an answer whose request went unseen stands at 0.)
     fn between(&self, from: u64, p: u64) -> bool {
-        self.0.iter().any(|&l| from < l && l < p)
+        self.0.iter().any(|&(a, _)| from <= a && a < p)
     }
 
-    /// Forgets the losses before `p`: a response sent once the server had them settled them.
+    /// A response sent once the server had `p` request bytes settled the losses before `p`:
+    /// they go, and what lies past `p` of one stays, starting at `p` (a later request may
+    /// start there).
     fn settle(&mut self, p: u64) {
-        self.0.retain(|&l| l >= p);
+        self.0.retain(|&(_, b)| b > p);
+        for r in &mut self.0 {
+            r.0 = r.0.max(p);
+        }
     }
 }
 

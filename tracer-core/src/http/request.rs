@@ -182,6 +182,7 @@ impl Ctx<'_> {
             Mode::Rejoin(b) => {
                 // One more hole before the body's next chunk: only the hole widens.
                 b.1.gap();
+                c.req.lost_end = pos + len;
                 self.stats.resync_skipped_bytes += b.1.take_skipped();
                 if let Some(ex) = request_owner(&mut c.pending) {
                     ex.request_gap += len;
@@ -219,13 +220,14 @@ impl Ctx<'_> {
                 let rejoin = Rejoin::new(StartKind::Request, c.req.payload);
                 c.req.mode = Mode::Rejoin(Box::new((reader, rejoin)));
                 c.req.lost_at = pos;
+                c.req.lost_end = pos + len;
             }
             Some(Skipped::EndedInside { .. }) => {
-                c.lost_requests_at.push(pos + mine);
+                c.lost_requests_at.push(pos + mine, pos + len);
                 self.lost_step(&mut c.req, StartKind::Request, true);
             }
             None => {
-                c.lost_requests_at.push(pos);
+                c.lost_requests_at.push(pos, pos + len);
                 self.lost_step(&mut c.req, StartKind::Request, true);
             }
         }
@@ -274,7 +276,7 @@ impl Ctx<'_> {
                 end_request_body(ex, last, out);
             }
             // Whole requests may have followed the body in the gap.
-            c.lost_requests_at.push(c.req.lost_at);
+            c.lost_requests_at.push(c.req.lost_at, c.req.lost_end);
         }
     }
 }

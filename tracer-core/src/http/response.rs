@@ -304,11 +304,15 @@ impl Ctx<'_> {
             Mode::Ignore => return,
             Mode::Body(reader) => Some(reader.skip_gap(len)),
             Mode::Rejoin(b) => {
-                // One more hole before the body's next chunk: only the hole widens.
+                // One more hole before the body's next chunk: only the hole widens. (The body
+                // may have ended in it, and the next response begun: see below.)
                 b.1.gap();
                 self.stats.resync_skipped_bytes += b.1.take_skipped();
                 if let Some(ex) = c.pending.front_mut() {
                     ex.response_gap += len;
+                }
+                for ex in c.pending.iter_mut().skip(1) {
+                    ex.response_maybe_lost = true;
                 }
                 return;
             }

@@ -12,6 +12,7 @@ use ahash::AHashMap;
 use crate::segment::{CaptureMeta, Direction, FlowKey, Peers, Segment, Side, Timestamp};
 
 mod ordering;
+mod sync;
 
 /// Segments to wait, after the receiver acknowledged past a hole, before the hole is declared
 /// lost (the capture may deliver a packet a little after the ACK that covers it).
@@ -171,6 +172,8 @@ struct Half {
     /// was synchronised (its SYN lost with the handshake's other bytes): where the stream
     /// starts, and how much of it the peer had received.
     acked_unsynced: Option<(u32, u32)>,
+    /// Stream position a reset from this side said its stream had got to.
+    reset_pos: Option<u64>,
 }
 
 impl Half {
@@ -368,7 +371,8 @@ impl Reassembler {
         }
 
         if seg.flags.rst() {
-            let conn = self.conns.remove(&seg.flow).expect("inserted above");
+            let mut conn = self.conns.remove(&seg.flow).expect("inserted above");
+            sync::learn_reset(&mut conn, seg);
             self.core.close_conn(conn, seg.ts, CloseReason::Reset { by: seg.dir }, out);
             return;
         }
@@ -388,63 +392,8 @@ impl Core {
         conn.segments += 1;
 
         let id = conn.id;
-        if seg.flags.syn() && seg.flags.ack() && !conn.halves[1 - d].synced {
-            // A SYN-ACK acknowledges the peer's SYN: the peer's stream starts at its ACK number,
-            // even when the capture delivers that SYN, or the first data, only later.
-            let other = &mut conn.halves[1 - d];
-            other.synced = true;
-            other.isn = Some(seg.ack.wrapping_sub(1));
-            other.next_seq = seg.ack;
-            other.next_pos = 0;
-        }
-        // The ACK tells how much of the opposite stream the sender has received.
-        let mut peer_pos = None;
-        if seg.flags.ack() {
-            let other = &mut conn.halves[1 - d];
-            if other.synced {
-                let p = other.pos_of(seg.ack);
-                if p >= 0 {
-                    let p = p as u64;
-                    other.acked = Some(other.acked.map_or(p, |a| a.max(p)));
-                    peer_pos = Some(p);
-                }
-            } else if !seg.flags.rst() {
-                let a = seg.ack;
-                let before = |x: u32, y: u32| (x.wrapping_sub(y) as i32) < 0;
-                other.acked_unsynced = Some(match other.acked_unsynced {
-                    None => (a, a),
-                    Some((lo, hi)) => (if before(a, lo) { a } else { lo }, if before(hi, a) { a } else { hi }),
-                });
-            }
-        }
-
+        let peer_pos = sync::learn(conn, seg);
         let half = &mut conn.halves[d];
-        if seg.flags.syn() {
-            if !half.synced {
-                half.synced = true;
-                half.isn = Some(seg.seq);
-                half.next_seq = seg.seq.wrapping_add(1);
-                half.next_pos = 0;
-            }
-        } else if !half.synced && (!seg.payload.is_empty() || seg.missing > 0) {
-            // First data of a direction whose SYN we did not see: the stream starts here, or
-            // where the peer acknowledged it from if that is before (every byte in between was
-            // sent, and the capture lost it: a lost SYN-ACK, then the first response).
-            half.synced = true;
-            half.next_seq = seg.seq;
-            half.next_pos = 0;
-            if let Some((lo, hi)) = half.acked_unsynced.take() {
-                let lead = u64::from(seg.seq.wrapping_sub(lo));
-                if (1..REUSE_WINDOW).contains(&lead) {
-                    half.next_seq = lo;
-                    let acked = half.pos_of(hi);
-                    if acked > 0 {
-                        half.acked = Some(acked as u64);
-                    }
-                }
-            }
-        }
-
         if half.synced {
             let p0 = half.pos_of(seg.seq.wrapping_add(seg.flags.syn() as u32));
             let wire_len = seg.payload.len() as u64 + seg.missing as u64;

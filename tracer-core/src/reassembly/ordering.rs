@@ -148,6 +148,27 @@ impl Core {
         out(StreamEvent::Gap { conn: conn.id, dir: dir_of(d), ts, pos, len: to - pos });
     }
 
+    /// [`Self::gap`], letting the other direction's data that waits for part of it go in between:
+    /// the bytes a request's ACK says the server had sent are declared lost before the request
+    /// is delivered, the rest after it (they may be its response).
+    fn gap_causal<F: FnMut(StreamEvent)>(&mut self, conn: &mut Conn, d: usize, ts: Timestamp, to: u64, out: &mut F) {
+        loop {
+            let next = conn.halves[d].next_pos;
+            let other = &conn.halves[1 - d];
+            let Some((&start, held)) = other.held.first_key_value() else { break };
+            let Some(n) = held.peer_pos.filter(|&n| next < n && n < to) else { break };
+            let (o_next, hts) = (other.next_pos, held.ts);
+            self.gap(conn, d, ts, n, out);
+            // The other direction's bytes before that data were lost too if they did not come:
+            // sent before it, they waited for no more than it did.
+            if start > o_next {
+                self.gap(conn, 1 - d, hts, start, out);
+            }
+            self.drain_both(conn, out);
+        }
+        self.gap(conn, d, ts, to, out);
+    }
+
     /// Delivers held segments that have become contiguous and whose cause has been delivered;
     /// with `force_first`, the first contiguous one regardless of its cause. Returns whether
     /// anything moved.
@@ -299,7 +320,7 @@ impl Core {
                 None => {
                     // Acknowledged bytes never captured.
                     if let Some(to) = half.acked_data() {
-                        self.gap(conn, d, ts, to, out);
+                        self.gap_causal(conn, d, ts, to, out);
                     }
                     break;
                 }
@@ -316,7 +337,7 @@ impl Core {
         self.flush_holes(conn, d, out);
         // Acknowledged bytes never captured.
         if let Some(to) = conn.halves[d].acked_data() {
-            self.gap(conn, d, ts, to, out);
+            self.gap_causal(conn, d, ts, to, out);
         }
         self.drain_both(conn, out);
         self.check_end(conn, d, ts, out);
@@ -350,14 +371,12 @@ impl Core {
     ) {
         for d in 0..2 {
             self.flush_holes(&mut conn, d, out);
+            // Bytes before a FIN, bytes the peer acknowledged before their grace was up (the
+            // stream's end lies in them: a reset right after a lost last segment), bytes before
+            // where a reset said its sender had got to: all sent, and lost.
             let half = &conn.halves[d];
-            if let Some(fin) = half.fin_pos {
-                self.gap(&mut conn, d, ts, fin, out);
-            }
-            // Bytes the peer acknowledged and the capture never saw, before their grace was
-            // up: the stream's end lies in them (a reset right after a lost last segment).
-            if let Some(to) = conn.halves[d].acked_data() {
-                self.gap(&mut conn, d, ts, to, out);
+            for to in [half.fin_pos, half.acked_data(), half.reset_pos].into_iter().flatten() {
+                self.gap_causal(&mut conn, d, ts, to, out);
             }
         }
         match reason {
