@@ -54,15 +54,15 @@ impl Ctx<'_> {
                         Rejoined::Held(held, offset) => return Some((held, i + offset)),
                     }
                 }
-                Mode::Resync(r) => match r.scan(&data[i..], i == 0) {
-                    Found::NotYet => {
+                Mode::Resync(r) => match r.scan_timed(&data[i..], i == 0, ts) {
+                    (Found::NotYet, _) => {
                         self.stats.resync_skipped_bytes += (data.len() - i) as u64;
                         return None;
                     }
-                    Found::At { offset, carried } => {
+                    (Found::At { offset, carried }, first) => {
                         self.stats.resync_skipped_bytes += offset as u64;
                         c.req.head = carried;
-                        c.req.head_ts = ts;
+                        c.req.head_ts = first;
                         c.req.head_pos = pos + (i + offset) as u64 - c.req.head.len() as u64;
                         c.req.mode = Mode::Head;
                         i += offset;

@@ -68,19 +68,19 @@ impl Ctx<'_> {
                         Rejoined::Held(held, offset) => return Some((held, i + offset)),
                     }
                 }
-                Mode::Resync(r) => match r.scan(&data[i..], i == 0) {
-                    Found::NotYet => {
+                Mode::Resync(r) => match r.scan_timed(&data[i..], i == 0, ts) {
+                    (Found::NotYet, _) => {
                         self.stats.resync_skipped_bytes += (data.len() - i) as u64;
                         maybe_answers(c, peer_pos);
                         return None;
                     }
-                    Found::At { offset, carried } => {
+                    (Found::At { offset, carried }, first) => {
                         self.stats.resync_skipped_bytes += offset as u64;
                         if offset > 0 {
                             maybe_answers(c, peer_pos);
                         }
                         c.resp.head = carried;
-                        c.resp.head_ts = ts;
+                        c.resp.head_ts = first;
                         c.resp.head_pos = pos + (i + offset) as u64 - c.resp.head.len() as u64;
                         c.resp.mode = Mode::Head;
                         i += offset;

@@ -3,6 +3,8 @@
 
 use memchr::memchr;
 
+use crate::segment::Timestamp;
+
 /// Longest request or status line we look for; longer lines are not message starts we follow.
 const MAX_LINE: usize = 8 * 1024;
 
@@ -32,6 +34,8 @@ pub struct Resync {
     kind: StartKind,
     /// Bytes of an unfinished line from earlier pieces.
     tail: Vec<u8>,
+    /// Where in `tail` each of those pieces begins, and its capture time.
+    marks: Vec<(usize, Timestamp)>,
     /// Whether `tail` (or the next piece, when `tail` is empty) starts at a line start.
     line_start: bool,
 }
@@ -39,14 +43,25 @@ pub struct Resync {
 impl Resync {
     /// `line_start`: whether the next byte may begin a message (start of capture, after a gap).
     pub fn new(kind: StartKind, line_start: bool) -> Self {
-        Resync { kind, tail: Vec::new(), line_start }
+        Resync { kind, tail: Vec::new(), marks: Vec::new(), line_start }
     }
 
     /// Scans the next piece. `piece_start`: it begins a captured segment, where a client or
     /// server begins its writes: a candidate too (a request body ends without a newline, so
     /// the next request line is not at a line start).
+    #[cfg(test)]
     pub fn scan(&mut self, data: &[u8], piece_start: bool) -> Found {
+        self.scan_timed(data, piece_start, Timestamp(0)).0
+    }
+
+    /// [`Self::scan`] of a piece captured at `ts`; with a message found, the capture time of its
+    /// first byte (that of an earlier piece when it began there).
+    pub fn scan_timed(&mut self, data: &[u8], piece_start: bool, ts: Timestamp) -> (Found, Timestamp) {
         let carried = self.tail.len();
+        let mut marks = std::mem::take(&mut self.marks);
+        marks.push((carried, ts));
+        // The capture time of byte `s` of what is scanned.
+        let ts_at = |s: usize| marks.iter().rev().find(|(at, _)| *at <= s).map_or(ts, |(_, t)| *t);
         let owned;
         let buf: &[u8] = if carried == 0 {
             data
@@ -71,18 +86,19 @@ impl Resync {
             if s >= buf.len() {
                 self.line_start = true;
                 self.tail.clear();
-                return Found::NotYet;
+                return (Found::NotYet, ts);
             }
             match memchr(b'\n', &buf[s..]) {
                 Some(k) => {
                     let line = &buf[s..s + k];
                     if is_message_start(self.kind, line) {
                         self.tail.clear();
-                        return if s >= carried {
+                        let found = if s >= carried {
                             Found::At { offset: s - carried, carried: Vec::new() }
                         } else {
                             Found::At { offset: 0, carried: buf[s..carried].to_vec() }
                         };
+                        return (found, ts_at(s));
                     }
                     start = next(s);
                 }
@@ -91,21 +107,24 @@ impl Resync {
                     let rest = &buf[s..];
                     if rest.len() <= MAX_LINE && may_start_message(self.kind, rest) {
                         self.tail = rest.to_vec();
+                        self.marks = std::iter::once((0, ts_at(s)))
+                            .chain(marks.iter().filter(|(at, _)| *at > s).map(|&(at, t)| (at - s, t)))
+                            .collect();
                         self.line_start = true;
-                        return Found::NotYet;
+                        return (Found::NotYet, ts);
                     }
                     start = piece.filter(|&p| p > s);
                     if start.is_none() {
                         self.tail.clear();
                         self.line_start = false;
-                        return Found::NotYet;
+                        return (Found::NotYet, ts);
                     }
                 }
             }
         }
         self.tail.clear();
         self.line_start = false;
-        Found::NotYet
+        (Found::NotYet, ts)
     }
 }
 
@@ -205,5 +224,15 @@ mod tests {
         assert_eq!(r.scan(b"{\"content\":\"see HTTP/1.1 200 OK\"}\n", true), Found::NotYet);
         let mut r = Resync::new(StartKind::Request, true);
         assert_eq!(r.scan(b"POST is a word\nGET / HTTP/2\n", true), Found::NotYet);
+    }
+
+    #[test]
+    fn a_start_found_across_pieces_is_timed_by_its_first_byte() {
+        let mut r = Resync::new(StartKind::Request, false);
+        assert_eq!(r.scan_timed(b"tail of a body", true, Timestamp(1)).0, Found::NotYet);
+        assert_eq!(r.scan_timed(b"POST /v1/embeddings HTTP/1", true, Timestamp(2)).0, Found::NotYet);
+        let (found, first) = r.scan_timed(b".1\r\nHost: x\r\n\r\n", false, Timestamp(3));
+        assert_eq!(found, Found::At { offset: 0, carried: b"POST /v1/embeddings HTTP/1".to_vec() });
+        assert_eq!(first, Timestamp(2));
     }
 }

@@ -154,17 +154,24 @@ impl Core {
     fn gap_causal<F: FnMut(StreamEvent)>(&mut self, conn: &mut Conn, d: usize, ts: Timestamp, to: u64, out: &mut F) {
         loop {
             let next = conn.halves[d].next_pos;
+            // The first of the other direction's held data sent after its sender had received
+            // part of what is declared lost here.
             let other = &conn.halves[1 - d];
-            let Some((&start, held)) = other.held.first_key_value() else { break };
-            let Some(n) = held.peer_pos.filter(|&n| next < n && n < to) else { break };
-            let (o_next, hts) = (other.next_pos, held.ts);
+            let Some(n) = other.held.values().filter_map(|h| h.peer_pos).find(|&n| next < n && n < to) else { break };
             self.gap(conn, d, ts, n, out);
-            // The other direction's bytes before that data were lost too if they did not come:
-            // sent before it, they waited for no more than it did.
-            if start > o_next {
-                self.gap(conn, 1 - d, hts, start, out);
+            // What of the other direction lies before it goes first: its holes declared lost one
+            // by one (sent before it, they waited for no more than it did), its data delivered.
+            loop {
+                self.drain_both(conn, out);
+                let (other, mine) = (&conn.halves[1 - d], conn.halves[d].next_pos);
+                match other.held.first_key_value() {
+                    Some((&start, h)) if start > other.next_pos && h.peer_pos.is_none_or(|p| p <= mine) => {
+                        let hts = h.ts;
+                        self.gap(conn, 1 - d, hts, start, out);
+                    }
+                    _ => break,
+                }
             }
-            self.drain_both(conn, out);
         }
         self.gap(conn, d, ts, to, out);
     }
