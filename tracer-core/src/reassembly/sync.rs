@@ -90,8 +90,10 @@ pub(super) fn learn(conn: &mut Conn, seg: &Segment<'_>) -> Option<u64> {
 pub(super) fn learn_reset(conn: &mut Conn, seg: &Segment<'_>) {
     let d = seg.dir.index();
     let half = &mut conn.halves[d];
-    if half.synced {
-        let p = half.pos_of(seg.seq);
+    // After a FIN the sequence number counts it too: a FIN seen says where the data ended, and
+    // one unseen may be the last number, so only what lies before that is known to be data.
+    if half.synced && half.fin_pos.is_none() {
+        let p = half.pos_of(seg.seq) - 1;
         if p > half.next_pos as i64 && ((p as u64) - half.next_pos) < REUSE_WINDOW {
             half.reset_pos = Some(p as u64);
         }

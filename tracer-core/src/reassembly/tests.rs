@@ -558,3 +558,23 @@ fn a_reset_right_after_a_lost_last_segment_ends_the_stream_with_its_gap() {
     assert_eq!(out.streams[1], b"OK#####");
     assert_eq!(out.closes, vec![CloseReason::Reset { by: C }]);
 }
+
+#[test]
+fn a_reset_after_a_fin_counts_the_fin_not_a_lost_byte() {
+    // A client that closes, then resets: the reset's sequence number is one past its FIN.
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    let mut segs = handshake(100, 9000);
+    segs.push(Seg { ack: 9001, ..seg(C, 101, ACK, b"GET") });
+    segs.push(Seg { ack: 104, ..seg(S, 9001, ACK, b"OK") });
+    segs.push(Seg { ack: 9003, ..seg(C, 104, FIN, b"") });
+    segs.push(Seg { ack: 9003, ..seg(C, 105, TcpFlags::RST | ACK, b"") });
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    assert!(out.gaps.is_empty(), "{:?}", out.gaps);
+    // Without the FIN in the capture, its sequence number is still no lost byte.
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    segs.remove(segs.len() - 2);
+    let mut out = Out::default();
+    run(&mut r, &segs, &mut out);
+    assert!(out.gaps.is_empty(), "{:?}", out.gaps);
+}
