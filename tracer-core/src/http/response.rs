@@ -311,9 +311,7 @@ impl Ctx<'_> {
                 if let Some(ex) = c.pending.front_mut() {
                     ex.response_gap += len;
                 }
-                for ex in c.pending.iter_mut().skip(1) {
-                    ex.response_maybe_lost = true;
-                }
+                waiting_may_have_lost(c);
                 return;
             }
             Mode::Head | Mode::Resync(_) => None,
@@ -328,10 +326,8 @@ impl Ctx<'_> {
         };
         if !matches!(skipped, Some(Skipped::InStep { done: false, .. })) {
             // Unless the gap lay inside a body it leaves going on, it may have held the end of
-            // one response and the start of the next: of any exchange still waiting.
-            for ex in c.pending.iter_mut().skip(1) {
-                ex.response_maybe_lost = true;
-            }
+            // one response and the start of the next.
+            waiting_may_have_lost(c);
         }
         if let Some(ex) = c.pending.front_mut() {
             ex.response_gap += mine;
@@ -410,6 +406,14 @@ impl Ctx<'_> {
 fn answers_later(c: &Conn, peer_pos: Option<u64>) -> bool {
     let (Some(p), Some(front)) = (peer_pos, c.pending.front()) else { return false };
     c.pending.get(1).is_some_and(|next| next.start_pos < p) || c.lost_requests_at.between(front.start_pos, p)
+}
+
+/// A response gap that may hold the start of a response: that of any exchange waiting behind
+/// the oldest (which the gap's bytes are counted to).
+fn waiting_may_have_lost(c: &mut Conn) {
+    for ex in c.pending.iter_mut().skip(1) {
+        ex.response_maybe_lost = true;
+    }
 }
 
 /// Server bytes skipped unplaced (no message start in them): the response of any exchange whose

@@ -182,6 +182,11 @@ impl Half {
         self.next_pos as i64 + seq.wrapping_sub(self.next_seq) as i32 as i64
     }
 
+    /// The peer has received every byte before position `p`.
+    fn note_acked(&mut self, p: u64) {
+        self.acked = Some(self.acked.map_or(p, |a| a.max(p)));
+    }
+
     /// End of the data the peer acknowledged (a FIN's sequence number is not a data byte).
     fn acked_data(&self) -> Option<u64> {
         let acked = self.acked?;

@@ -27,9 +27,8 @@ pub(super) fn learn(conn: &mut Conn, seg: &Segment<'_>) -> Option<u64> {
         if other.synced {
             let p = other.pos_of(seg.ack);
             if p >= 0 {
-                let p = p as u64;
-                other.acked = Some(other.acked.map_or(p, |a| a.max(p)));
-                peer_pos = Some(p);
+                other.note_acked(p as u64);
+                peer_pos = Some(p as u64);
             }
         } else if !seg.flags.rst() {
             let a = seg.ack;
@@ -102,7 +101,7 @@ pub(super) fn learn_reset(conn: &mut Conn, seg: &Segment<'_>) {
     if seg.flags.ack() && other.synced {
         let p = other.pos_of(seg.ack);
         if p > 0 && ((p as u64).saturating_sub(other.next_pos)) < REUSE_WINDOW {
-            other.acked = Some(other.acked.map_or(p as u64, |a| a.max(p as u64)));
+            other.note_acked(p as u64);
         }
     }
 }
