@@ -291,7 +291,7 @@ fn capture<C: aya_ebpf::EbpfContext>(ctx: &C, skb: *mut __sk_buff, l3off: u32, h
         cnt.add(counter::TRUNCATED_BYTES, truncated as u64);
     }
     // A pure ACK is read whenever the daemon next reads for another reason.
-    let (first_flags, loud_at) = if payload_len > 0 || tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
+    let (first_flags, first_wake) = if payload_len > 0 || tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
         let w = wake();
         (w.flags, Some(w))
     } else {
@@ -302,7 +302,7 @@ fn capture<C: aya_ebpf::EbpfContext>(ctx: &C, skb: *mut __sk_buff, l3off: u32, h
         let flags = if i == 0 { first_flags } else { 0 };
         let Some(more) = emit_chunk(skb, scratch, cnt, i, flags) else { break };
         if i == 0
-            && let Some(w) = &loud_at
+            && let Some(w) = &first_wake
         {
             w.written();
         }

@@ -542,14 +542,20 @@ fn a_lost_syn_ack_leaves_the_peer_stream_starting_where_it_was_acknowledged() {
     assert_eq!(out.order, vec!["C:GET /a", "S:#10", "C:GET /b", "S:second"]);
 }
 
+/// A handshake, then `GET` answered by `OK`, each acknowledging what came before.
+fn get_answered_ok() -> Vec<Seg> {
+    let mut segs = handshake(100, 9000);
+    segs.push(Seg { ack: 9001, ..seg(C, 101, ACK, b"GET") });
+    segs.push(Seg { ack: 104, ..seg(S, 9001, ACK, b"OK") });
+    segs
+}
+
 #[test]
 fn a_reset_right_after_a_lost_last_segment_ends_the_stream_with_its_gap() {
     // The server's last 5 bytes were lost; the client acknowledged them and reset at once,
     // before the grace for acknowledged holes was up.
     let mut r = Reassembler::new(ReassemblyConfig::default());
-    let mut segs = handshake(100, 9000);
-    segs.push(Seg { ack: 9001, ..seg(C, 101, ACK, b"GET") });
-    segs.push(Seg { ack: 104, ..seg(S, 9001, ACK, b"OK") });
+    let mut segs = get_answered_ok();
     segs.push(Seg { ack: 9008, ..seg(C, 104, ACK, b"") });
     segs.push(Seg { ack: 9008, ..seg(C, 104, TcpFlags::RST | ACK, b"") });
     let mut out = Out::default();
@@ -563,9 +569,7 @@ fn a_reset_right_after_a_lost_last_segment_ends_the_stream_with_its_gap() {
 fn a_reset_after_a_fin_counts_the_fin_not_a_lost_byte() {
     // A client that closes, then resets: the reset's sequence number is one past its FIN.
     let mut r = Reassembler::new(ReassemblyConfig::default());
-    let mut segs = handshake(100, 9000);
-    segs.push(Seg { ack: 9001, ..seg(C, 101, ACK, b"GET") });
-    segs.push(Seg { ack: 104, ..seg(S, 9001, ACK, b"OK") });
+    let mut segs = get_answered_ok();
     segs.push(Seg { ack: 9003, ..seg(C, 104, FIN, b"") });
     segs.push(Seg { ack: 9003, ..seg(C, 105, TcpFlags::RST | ACK, b"") });
     let mut out = Out::default();
