@@ -18,7 +18,7 @@ mod strings;
 mod tests;
 mod visit;
 
-pub use self::cursor::Cursor;
+pub use self::cursor::{Cursor, same_bytes};
 use self::skip::SkipState;
 pub use self::strings::StrAcc;
 use self::strings::{Esc, Utf8Carry};

@@ -238,6 +238,11 @@ impl StrAcc {
         &self.buf
     }
 
+    /// Most bytes kept.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
     pub fn total(&self) -> u64 {
         self.total
     }

@@ -327,9 +327,7 @@ impl DocVisitor for NativeVisitor {
         let s = &mut self.s;
         s.token_chunk(ts, t.content, t.thinking);
         if let Some(m) = t.model {
-            self.model.clear();
-            self.model.push(m);
-            s.set_model(&self.model);
+            s.set_model_plain(m, self.model.cap());
         }
         true
     }

@@ -294,16 +294,10 @@ impl DocVisitor for OpenAiVisitor {
         let s = &mut self.s;
         s.token_chunk(ts, t.content, t.reasoning);
         if let Some(id) = t.id {
-            self.id.clear();
-            self.id.push(id);
-            s.set_id(&self.id);
+            s.set_id_plain(id, self.id.cap());
         }
-        if let Some(m) = t.model {
-            self.model.clear();
-            self.model.push(m);
-            if !m.is_empty() {
-                s.set_model(&self.model);
-            }
+        if let Some(m) = t.model.filter(|m| !m.is_empty()) {
+            s.set_model_plain(m, self.model.cap());
         }
         true
     }

@@ -3,7 +3,7 @@
 
 use super::call::{ChunkGaps, ResponseInfo, ToolCall};
 use super::content::{GAP_MARK, OutputContent, append_bounded};
-use crate::json::StrAcc;
+use crate::json::{StrAcc, same_bytes};
 use crate::segment::Timestamp;
 
 /// Longest short string (model, id, reason) we keep.
@@ -205,15 +205,23 @@ impl Stream {
 
     pub(super) fn set_model(&mut self, acc: &StrAcc) {
         // Every chunk repeats the model: compare before allocating.
-        if self.info.model.as_deref().map(str::as_bytes) != Some(acc.bytes()) {
-            self.info.model = Some(acc.to_string_lossy());
-        }
+        set_plain(&mut self.info.model, acc.bytes(), usize::MAX);
     }
 
     pub(super) fn set_id(&mut self, acc: &StrAcc) {
-        if self.info.id.as_deref().map(str::as_bytes) != Some(acc.bytes()) {
-            self.info.id = Some(acc.to_string_lossy());
-        }
+        set_plain(&mut self.info.id, acc.bytes(), usize::MAX);
+    }
+
+    /// [`Self::set_model`] of a string without escapes read in place by the token-chunk fast
+    /// path, kept to `cap` bytes as an accumulator would keep it: nothing is copied unless it
+    /// changed.
+    pub(super) fn set_model_plain(&mut self, raw: &[u8], cap: usize) {
+        set_plain(&mut self.info.model, raw, cap);
+    }
+
+    /// [`Self::set_id`] of a string read in place, as [`Self::set_model_plain`].
+    pub(super) fn set_id_plain(&mut self, raw: &[u8], cap: usize) {
+        set_plain(&mut self.info.id, raw, cap);
     }
 
     pub(super) fn error(&mut self, message: Option<String>, kind: Option<String>) {
@@ -226,5 +234,13 @@ impl Stream {
         if self.info.error_type.is_none() {
             self.info.error_type = kind;
         }
+    }
+}
+
+/// Keeps `raw` (cut to `cap` bytes, invalid UTF-8 replaced) in `to` unless it is there already.
+fn set_plain(to: &mut Option<String>, raw: &[u8], cap: usize) {
+    let raw = &raw[..raw.len().min(cap)];
+    if !to.as_deref().is_some_and(|t| same_bytes(t.as_bytes(), raw)) {
+        *to = Some(String::from_utf8_lossy(raw).into_owned());
     }
 }
