@@ -508,7 +508,11 @@ pub fn read_packets(path: &Path, ports: &[u16]) -> Result<Vec<Packet>, PcapError
             captured_payload: (seg.missing > 0).then_some(captured),
         });
     }
-    Ok(out)
+    // A corrupt record ends a capture where it lies: not a capture to perturb.
+    match frames.take_error() {
+        Some(e) => Err(e.into()),
+        None => Ok(out),
+    }
 }
 
 /// Damage to put into a capture for error-path tests.

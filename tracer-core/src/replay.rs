@@ -13,7 +13,7 @@ use crate::llm::LlmCall;
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineStats};
 use crate::segment::{Orientation, Segment, Timestamp};
 
-/// Opens and validates every file first, so a corrupt one is reported before any output.
+/// Opens every file (its format read from its first bytes).
 pub fn open_all<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<CaptureFile>, FileError> {
     paths.iter().map(CaptureFile::open).collect()
 }
@@ -42,10 +42,7 @@ impl<'a> Frames<'a> {
         Frames {
             frames: MergedFrames::new(files),
             orientation: Orientation::new(ports),
-            stats: CaptureStats {
-                truncated_files: files.iter().filter(|f| f.truncated_at().is_some()).count() as u64,
-                ..Default::default()
-            },
+            stats: CaptureStats::default(),
             last_ts: Timestamp(0),
             ended: false,
         }
@@ -56,9 +53,7 @@ impl<'a> Frames<'a> {
     pub fn next_segment(&mut self) -> Option<Read<'_>> {
         let Some((held, file)) = self.frames.advance() else {
             if !std::mem::replace(&mut self.ended, true) {
-                // A file that ended before the records validation counted (changed since):
-                // counted with the cut-short ones.
-                self.stats.truncated_files += self.frames.ended_early();
+                self.stats.truncated_files += self.frames.cut_short().count() as u64;
             }
             return None;
         };
@@ -82,11 +77,15 @@ impl<'a> Frames<'a> {
         &self.stats
     }
 
-    /// What ended a stream (standard input, a pipe) before its end, taken out to report it: a
-    /// corrupt record or a failed read. Regular files are validated when opened and never end
-    /// on one.
+    /// What ended a file before its end, taken out to report it: a corrupt record or a failed
+    /// read (the frames before it were read).
     pub fn take_error(&mut self) -> Option<FileError> {
         self.frames.take_error()
+    }
+
+    /// The files whose last record, cut short, ended their walk, with that record's offset.
+    pub fn cut_short(&self) -> impl Iterator<Item = (&Path, u64)> {
+        self.frames.cut_short()
     }
 
     /// The latest capture time seen so far.
@@ -100,6 +99,9 @@ impl<'a> Frames<'a> {
 pub struct ReplayStats {
     pub capture: CaptureStats,
     pub pipeline: PipelineStats,
+    /// What ended a file before its end (a corrupt record, a failed read), as its message; the
+    /// frames before it were replayed.
+    pub ended_on: Option<String>,
 }
 
 /// Replays opened files (merged by timestamp) through a pipeline; calls go to `out`.
@@ -117,5 +119,6 @@ pub fn replay<F: FnMut(LlmCall)>(
         }
     }
     pipeline.finish(out);
-    ReplayStats { capture: frames.stats().clone(), pipeline: pipeline.stats() }
+    let ended_on = frames.take_error().map(|e| e.to_string());
+    ReplayStats { capture: frames.stats().clone(), pipeline: pipeline.stats(), ended_on }
 }

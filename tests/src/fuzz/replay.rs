@@ -48,13 +48,20 @@ fn check_file(path: &PathBuf, len: usize) {
             Err(FileError::NotACapture { .. } | FileError::Corrupt { .. }) => return,
         }
     }
-    let records = files[0].records();
-    let mut frames = files[0].frames();
-    let mut walked = 0u64;
-    while frames.next().is_some() {
-        walked += 1;
-    }
-    assert_eq!((walked, frames.ended_early()), (records, false), "frames walked vs records validated");
+    // Two walks of one file agree: the same frames, ended the same way (at the end, at a cut
+    // record, or at an error and its offset).
+    let walk = |f: &CaptureFile| {
+        let mut frames = f.frames();
+        let mut walked = 0u64;
+        while frames.next().is_some() {
+            walked += 1;
+        }
+        assert!(frames.next().is_none(), "a walk stays ended");
+        (walked, frames.cut_short(), frames.error().map(ToString::to_string))
+    };
+    let first = walk(&files[0]);
+    assert_eq!(walk(&files[0]), first, "two walks of one file");
+    let records = first.0;
 
     let llm = LlmConfig { capture_content: len.is_multiple_of(2), ..Default::default() };
     let config = PipelineConfig { llm, ..Default::default() };
@@ -62,6 +69,8 @@ fn check_file(path: &PathBuf, len: usize) {
     let report = replay(&files, &[11434], config, &mut |_| calls += 1);
     let c = &report.capture;
     assert_eq!(c.frames, records * copies, "frames counted");
+    assert_eq!(report.ended_on, first.2, "the error that ended the file, reported by the replay");
+    assert_eq!(c.truncated_files, first.1.map_or(0, |_| copies), "files ended by a cut record");
     assert_eq!(c.packets + c.ignored + c.malformed + c.unsupported + c.fragments, c.frames, "frame outcomes {c:?}");
     let p = &report.pipeline;
     assert_eq!(p.reassembly.segments, c.packets, "segments reaching reassembly");

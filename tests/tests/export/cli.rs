@@ -64,18 +64,6 @@ fn corrupt_after(payload: &[u8]) -> (Vec<u8>, usize) {
 }
 
 #[test]
-fn corrupt_capture_is_an_error_naming_the_offset_and_prints_no_span() {
-    let (bytes, bad_at) = corrupt_after(b"POST /api/chat HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}");
-    let path = temp("corrupt.pcap", &bytes);
-    let out = bin().args(["replay", "--output", "json"]).arg(&path).output().unwrap();
-    assert!(!out.status.success());
-    assert!(out.stdout.is_empty(), "no span printed: {:?}", String::from_utf8_lossy(&out.stdout));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("byte offset {bad_at}")), "{err}");
-    assert!(err.contains("corrupt"), "{err}");
-}
-
-#[test]
 fn not_a_capture_is_an_error() {
     let path = temp("text.pcap", b"this is not a capture file at all");
     let out = bin().arg("replay").arg(&path).output().unwrap();
@@ -268,19 +256,45 @@ fn standard_input_replays_as_the_file_does() {
     assert!(String::from_utf8_lossy(&twice.stderr).contains("can be named once"));
 }
 
+/// A capture is read once: a corrupt record ends it with an error naming its offset, after
+/// the calls before it were traced — a file as a stream (standard input).
 #[test]
-fn a_corrupt_stream_ends_with_the_offset_after_tracing_what_came_before() {
+fn a_corrupt_capture_ends_with_the_offset_after_tracing_what_came_before() {
     let (bytes, bad_at) = corrupt_after(b"GET /api/version HTTP/1.1\r\n\r\n");
+    let path = temp("corrupt.pcap", &bytes);
+    let from_file = bin().args(["replay", "--output", "json"]).arg(&path).output().unwrap();
     let mut cmd = bin();
     cmd.args(["replay", "-", "--output", "json"]);
-    let out = with_piped_stdin(cmd, bytes);
-    assert!(!out.status.success());
+    let from_stream = with_piped_stdin(cmd, bytes);
+    for (out, name) in [(from_file, path.display().to_string()), (from_stream, "-".to_string())] {
+        assert!(!out.status.success(), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("{name}: corrupt capture at byte offset {bad_at}")), "{err}");
+        assert!(err.contains("ollama-tracer summary"), "summarised before the error: {err}");
+        let spans = without_ids(&out.stdout);
+        assert_eq!(spans.len(), 1, "the request before the corrupt record is traced: {spans:?}");
+        assert_eq!(spans[0]["name"], "GET /api/version");
+    }
+}
+
+/// A capture killed while writing ends in a cut record: the calls before it are traced, and
+/// a warning names the record's offset (not an error).
+#[test]
+fn a_capture_cut_short_is_traced_to_its_cut_with_a_warning() {
+    let mut bytes = pcap_header();
+    bytes.extend(record(b"GET /api/version HTTP/1.1\r\n\r\n"));
+    let cut_at = bytes.len();
+    let mut cut = record(b"GET /api/tags HTTP/1.1\r\n\r\n");
+    cut.truncate(cut.len() - 5);
+    bytes.extend(cut);
+    let path = temp("cut.pcap", &bytes);
+    let out = bin().args(["replay", "--output", "json"]).arg(&path).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("-: corrupt capture at byte offset {bad_at}")), "{err}");
-    assert!(err.contains("ollama-tracer summary"), "summarised before the error: {err}");
-    let spans = without_ids(&out.stdout);
-    assert_eq!(spans.len(), 1, "the request before the corrupt record is traced: {spans:?}");
-    assert_eq!(spans[0]["name"], "GET /api/version");
+    assert!(out.status.success(), "{err}");
+    let warning = format!("warning: {}: last record at byte offset {cut_at} is cut short", path.display());
+    assert!(err.contains(&warning), "{err}");
+    assert!(err.contains("1 capture file(s) ended with a cut-short record"), "{err}");
+    assert_eq!(without_ids(&out.stdout).len(), 1, "the request before the cut record is traced");
 }
 
 /// A replay of the real capture fed through its standard input, left open (as tcpdump leaves

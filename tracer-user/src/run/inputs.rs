@@ -33,8 +33,8 @@ pub fn open(paths: &[PathBuf]) -> Result<(Vec<CaptureFile>, Vec<Pump>), FileErro
             File::open(path).map_err(io)?
         };
         let meta = source.metadata().map_err(io)?;
-        // A regular file (standard input redirected from one too) is read as one: validated. A
-        // directory is refused there too.
+        // A regular file (standard input redirected from one too) is read as one, by positioned
+        // reads. A directory is refused there too.
         if meta.is_file() || meta.is_dir() {
             files.push(CaptureFile::from_file(path.clone(), source)?);
             continue;

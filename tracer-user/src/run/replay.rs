@@ -67,5 +67,12 @@ pub(super) fn feed(
             driver.tick(read.last_ts, read.stats, None);
         }
     }
+    // Known only once read: a capture killed while writing ends in a cut record.
+    for (path, offset) in frames.cut_short() {
+        eprintln!(
+            "ollama-tracer: warning: {}: last record at byte offset {offset} is cut short (ignored)",
+            path.display()
+        );
+    }
     (frames.stats().clone(), frames.last_ts(), frames.take_error())
 }

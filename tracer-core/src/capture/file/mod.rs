@@ -1,13 +1,15 @@
 //! Recorded captures: pcap (µs/ns, either byte order, the "modified" variant) and pcapng
 //! (several sections and interfaces), read front to back through one buffer per reader.
 //!
-//! A file is walked once up front to validate its structure, so a corrupt file is reported with
-//! the offset of the bad record before anything is emitted; a file whose last record is cut short
-//! (a capture killed while writing) is accepted with a warning.
-//!
-//! A stream (a pipe, a FIFO, standard input: `tcpdump -U -w - | ollama-tracer replay -`)
-//! cannot be read twice, so it is not validated: it is read as it comes, and a corrupt record
-//! ends it with the same error, after what came before it was decoded.
+//! Every capture is read once, front to back. A corrupt record ends its file with an error that
+//! names the record's offset, after what came before it was decoded (as tshark and tcpdump do);
+//! a last record cut short (a capture killed while writing) ends it with a warning. Files used
+//! to be walked a first time to validate them, so that a corrupt one was reported before
+//! anything was emitted: that pass read every byte twice — a tenth of a replay's CPU (the
+//! copies out of the page cache), and twice the disk reads of a capture not in the cache —
+//! to move an error that stops the replay anyway from its end to its start. A stream (a pipe, a
+//! FIFO, standard input: `tcpdump -U -w - | ollama-tracer replay -`), which cannot be read
+//! twice, was always read this way.
 //!
 //! Why a buffer and not a memory map: a map of a large file costs page-table work for every
 //! 4 KiB page, twice (mapped in, dropped behind the reader to keep the RSS bounded) — 0.45 s of
@@ -45,17 +47,14 @@ pub enum FileError {
     Corrupt { path: PathBuf, offset: u64, what: String },
 }
 
-/// An opened, validated capture file.
+/// An opened capture file whose format is known (its records are read by [`Self::frames`]).
 pub struct CaptureFile {
     path: PathBuf,
     file: File,
     len: u64,
-    /// A pipe or the like: read once, in order, without validation.
+    /// A pipe or the like: one reader, with plain reads.
     stream: Option<Stream>,
     format: Format,
-    /// Set when the last record is cut short: its offset.
-    truncated_at: Option<u64>,
-    records: u64,
 }
 
 impl std::fmt::Debug for CaptureFile {
@@ -72,8 +71,8 @@ struct Stream {
 }
 
 impl CaptureFile {
-    /// Opens and validates a capture file. A regular file is validated whole; a pipe, FIFO or
-    /// other stream is read once, as it comes.
+    /// Opens a capture file and reads its format from its first bytes. A pipe, FIFO or other
+    /// stream has one reader, which reads it as it comes.
     pub fn open(path: impl AsRef<Path>) -> Result<CaptureFile, FileError> {
         let path = path.as_ref().to_path_buf();
         let file = File::open(&path).map_err(|error| FileError::Io { path: path.clone(), error })?;
@@ -95,30 +94,16 @@ impl CaptureFile {
         let stream = stream.then(|| Stream { head: bytes.to_vec(), taken: false.into() });
         drop(head);
         let len = if stream.is_some() { 0 } else { meta.len() };
-        let mut cf = CaptureFile { path, file, len, stream, format, truncated_at: None, records: 0 };
-        if cf.stream.is_none() {
-            cf.validate()?;
-        }
-        Ok(cf)
+        Ok(CaptureFile { path, file, len, stream, format })
     }
 
-    /// Whether the file is a stream (read once, not validated; [`Self::records`] is 0).
+    /// Whether the file is a stream (one reader).
     pub fn is_stream(&self) -> bool {
         self.stream.is_some()
     }
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Offset of a final record that was cut short, if any.
-    pub fn truncated_at(&self) -> Option<u64> {
-        self.truncated_at
-    }
-
-    /// Number of packet records in the file.
-    pub fn records(&self) -> u64 {
-        self.records
     }
 
     pub fn len(&self) -> u64 {
@@ -139,28 +124,7 @@ impl CaptureFile {
             }
             Some(_) => Reader::ended(&self.file),
         };
-        Frames { file: self, walker: Walker::new(self.format, reader), read: 0, ended_early: false, error: None }
-    }
-
-    fn validate(&mut self) -> Result<(), FileError> {
-        let mut walker = Walker::new(self.format, Reader::new(&self.file, true));
-        let mut records = 0;
-        let read = loop {
-            match walker.next_record() {
-                Ok(Some(_)) => records += 1,
-                Ok(None) => break Ok(()),
-                Err(WalkError::Truncated { offset }) => {
-                    self.truncated_at = Some(offset);
-                    break Ok(());
-                }
-                Err(WalkError::Corrupt { offset, what }) => {
-                    break Err(FileError::Corrupt { path: self.path.clone(), offset, what });
-                }
-                Err(WalkError::Io(error)) => break Err(FileError::Io { path: self.path.clone(), error }),
-            }
-        };
-        self.records = records;
-        read
+        Frames { file: self, walker: Walker::new(self.format, reader), ended: false, cut_short: None, error: None }
     }
 }
 
@@ -190,12 +154,11 @@ fn detect(path: &Path, head: &[u8]) -> Result<Format, FileError> {
 pub struct Frames<'f> {
     file: &'f CaptureFile,
     walker: Walker<'f>,
-    /// Records read so far.
-    read: u64,
-    /// The walk ended before the records validation counted (the file changed or a read
-    /// failed since), or a stream's last record was cut short.
-    ended_early: bool,
-    /// What ended a stream early: a corrupt record or a failed read.
+    /// The walk is over (at the end, or at what ended it early).
+    ended: bool,
+    /// Offset of a last record cut short, which ended the walk.
+    cut_short: Option<u64>,
+    /// What ended the walk early: a corrupt record or a failed read.
     error: Option<FileError>,
 }
 
@@ -211,43 +174,32 @@ impl<'f> Frames<'f> {
     /// Reads the next record, keeping its bytes in the buffer until the call after.
     #[inline]
     fn advance(&mut self) -> Option<Held> {
+        if self.ended {
+            return None;
+        }
         match self.walker.next_record() {
-            Ok(Some(held)) => {
-                self.read += 1;
-                Some(held)
-            }
-            // The file was validated at open, so the walk normally ends where validation ended.
-            Ok(None) => {
-                self.ended_early |= self.read < self.file.records;
-                None
-            }
-            // A validated file's last record may be cut short: validation counted the records
-            // before it, and said so when the file was opened.
-            Err(_) if !self.file.is_stream() => {
-                self.ended_early |= self.read < self.file.records;
-                None
-            }
-            // A stream says what ended it only now.
+            Ok(Some(held)) => return Some(held),
+            Ok(None) => {}
             Err(e) => {
-                self.ended_early = true;
                 let path = self.file.path.clone();
-                self.error = match e {
-                    WalkError::Truncated { .. } => None,
-                    WalkError::Corrupt { offset, what } => Some(FileError::Corrupt { path, offset, what }),
-                    WalkError::Io(error) => Some(FileError::Io { path, error }),
-                };
-                None
+                match e {
+                    WalkError::Truncated { offset } => self.cut_short = Some(offset),
+                    WalkError::Corrupt { offset, what } => self.error = Some(FileError::Corrupt { path, offset, what }),
+                    WalkError::Io(error) => self.error = Some(FileError::Io { path, error }),
+                }
             }
         }
+        self.ended = true;
+        None
     }
 
-    /// Whether the walk ended before the end validation found (or a stream's last record was
-    /// cut short).
-    pub fn ended_early(&self) -> bool {
-        self.ended_early
+    /// Offset of the last record, cut short, that ended the walk (a warning, not an error: the
+    /// records before it were read).
+    pub fn cut_short(&self) -> Option<u64> {
+        self.cut_short
     }
 
-    /// What ended a stream before its end: a corrupt record or a failed read.
+    /// What ended the walk before the file's end: a corrupt record or a failed read.
     pub fn error(&self) -> Option<&FileError> {
         self.error.as_ref()
     }
@@ -320,17 +272,18 @@ impl<'f> MergedFrames<'f> {
         self.files[file].walker.frame(held)
     }
 
-    /// Files whose walk ended before the end validation found.
-    pub fn ended_early(&self) -> u64 {
-        self.files.iter().filter(|f| f.ended_early() && f.error().is_none()).count() as u64
+    /// The files whose last record, cut short, ended their walk: each with that record's
+    /// offset.
+    pub fn cut_short(&self) -> impl Iterator<Item = (&Path, u64)> {
+        self.files.iter().filter_map(|f| Some((f.file.path(), f.cut_short?)))
     }
 
-    /// The first error that ended a stream early.
+    /// The first error that ended a file's walk early.
     pub fn error(&self) -> Option<&FileError> {
         self.files.iter().find_map(Frames::error)
     }
 
-    /// The first error that ended a stream early, taken out (to report it).
+    /// The first error that ended a file's walk early, taken out (to report it).
     pub fn take_error(&mut self) -> Option<FileError> {
         self.files.iter_mut().find_map(|f| f.error.take())
     }
@@ -363,7 +316,7 @@ mod tests {
         }
         std::fs::write(&path, &bytes).unwrap();
         let file = CaptureFile::open(&path).unwrap();
-        assert!(file.len() > 10 * BUFFER as u64 && file.records() == u64::from(n));
+        assert!(file.len() > 10 * BUFFER as u64);
         let mut frames = file.frames();
         let mut seen = 0;
         while let Some(f) = frames.next() {
@@ -371,7 +324,7 @@ mod tests {
             seen += 1;
         }
         assert_eq!(seen, n);
-        assert!(!frames.ended_early());
+        assert!(frames.cut_short().is_none() && frames.error().is_none());
         let files = [CaptureFile::open(&path).unwrap(), CaptureFile::open(&path).unwrap()];
         let mut merged = MergedFrames::new(&files);
         let mut k = 0;
@@ -379,51 +332,43 @@ mod tests {
             assert_eq!((f.data, file), (&record(k / 2)[..], k as usize % 2), "merged frame {k}");
             k += 1;
         }
-        assert_eq!((k, merged.ended_early()), (2 * n, 0));
+        assert_eq!((k, merged.cut_short().count()), (2 * n, 0));
         std::fs::remove_file(&path).unwrap();
     }
 
-    /// A file whose last record was already cut when validated reads to that record, and is
-    /// not counted again as ending early.
+    /// A file whose last record is cut short (a capture killed while writing) reads to that
+    /// record and says where it is; a corrupt record ends the walk with an error naming its
+    /// offset, after the frames before it.
     #[test]
-    fn a_file_cut_before_validation_is_not_flagged_twice() {
-        let path = std::env::temp_dir().join(format!("ollama-tracer-cut-early-{}.pcap", std::process::id()));
+    fn a_file_ends_at_a_cut_record_with_a_warning_and_at_a_corrupt_one_with_an_error() {
+        let path = std::env::temp_dir().join(format!("ollama-tracer-cut-{}.pcap", std::process::id()));
         let mut bytes = pcap(20, 100);
         bytes.truncate(bytes.len() - 40);
         std::fs::write(&path, &bytes).unwrap();
         let file = CaptureFile::open(&path).unwrap();
-        assert_eq!((file.records(), file.truncated_at()), (19, Some(24 + 19 * 116)));
         let mut frames = file.frames();
         let mut seen = 0;
         while frames.next().is_some() {
             seen += 1;
         }
-        assert_eq!((seen, frames.ended_early(), frames.error().is_none()), (19, false, true));
-        std::fs::remove_file(&path).unwrap();
-    }
+        assert!(frames.next().is_none(), "the walk stays ended");
+        assert_eq!((seen, frames.cut_short(), frames.error().is_none()), (19, Some(24 + 19 * 116), true));
 
-    /// A file cut after it was validated: the walk stops there and says so.
-    #[test]
-    fn a_file_cut_after_validation_is_flagged() {
-        let path = std::env::temp_dir().join(format!("ollama-tracer-cut-{}.pcap", std::process::id()));
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-        bytes.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 1, 0, 0, 0]);
-        for i in 0..2000u32 {
-            for w in [i, 0, 500, 500] {
-                bytes.extend_from_slice(&w.to_le_bytes());
-            }
-            bytes.extend_from_slice(&[i as u8; 500]);
-        }
+        let mut bytes = pcap(2000, 500);
+        let bad_at = 24 + 1500 * 516;
+        bytes[bad_at + 8..bad_at + 12].copy_from_slice(&0x7fff_fff0u32.to_le_bytes());
         std::fs::write(&path, &bytes).unwrap();
-        let file = CaptureFile::open(&path).unwrap();
-        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-        let mut frames = file.frames();
+        let files = [CaptureFile::open(&path).unwrap()];
+        let mut merged = MergedFrames::new(&files);
         let mut seen = 0;
-        while frames.next().is_some() {
+        while merged.next().is_some() {
             seen += 1;
         }
-        assert!(seen < 2000 && frames.ended_early(), "{seen}");
+        assert_eq!((seen, merged.cut_short().count()), (1500, 0));
+        match merged.take_error() {
+            Some(FileError::Corrupt { offset, .. }) => assert_eq!(offset, bad_at as u64),
+            e => panic!("{e:?}"),
+        }
         std::fs::remove_file(&path).unwrap();
     }
 
@@ -464,7 +409,7 @@ mod tests {
     #[test]
     fn a_stream_is_read_as_it_comes_once() {
         let (file, writer) = through_a_pipe(pcap(3000, 300));
-        assert!(file.is_stream() && file.records() == 0);
+        assert!(file.is_stream());
         let mut frames = file.frames();
         let mut seen = 0u32;
         while let Some(f) = frames.next() {
@@ -472,7 +417,7 @@ mod tests {
             seen += 1;
         }
         assert_eq!(seen, 3000);
-        assert!(!frames.ended_early() && frames.error().is_none());
+        assert!(frames.cut_short().is_none() && frames.error().is_none());
         assert!(file.frames().next().is_none(), "a stream has one reader");
         writer.join().unwrap();
     }
@@ -504,7 +449,7 @@ mod tests {
         while merged.next().is_some() {
             seen += 1;
         }
-        assert_eq!((seen, merged.ended_early(), merged.error().is_none()), (49, 1, true));
+        assert_eq!((seen, merged.cut_short().count(), merged.error().is_none()), (49, 1, true));
         writer.join().unwrap();
     }
 }

@@ -66,7 +66,7 @@ struct Interface {
     offset_secs: i64,
 }
 
-/// Walks records of either format; shared by validation and iteration so both agree exactly.
+/// Walks records of either format.
 pub(super) struct Walker<'f> {
     format: Format,
     reader: Reader<'f>,

@@ -72,14 +72,6 @@ fn replay(
         anyhow::bail!("cannot replay: standard input ({STDIN}) can be named once");
     }
     let (files, pumps) = run::inputs::open(&paths).context("cannot replay")?;
-    for f in &files {
-        if let Some(offset) = f.truncated_at() {
-            eprintln!(
-                "ollama-tracer: warning: {}: last record at byte offset {offset} is cut short (ignored)",
-                f.path().display()
-            );
-        }
-    }
     let config = common.run_config(env, top, ports)?;
     run::run(Source::Replay { files, pumps, ports: ports.numbers(), speed }, config)?;
     Ok(())
