@@ -153,11 +153,18 @@ pub fn run(source: Source, config: RunConfig) -> Result<Report, RunError> {
                 None => (Delivery::Offline { stop: stop.signalled() }, config.flush_timeout),
             };
             let (mut driver, view, _) = prepare(&config, None, source, &stop, delivery)?;
-            let (capture, last, error) = replay::feed(&files, &ports, speed, &stop, &mut driver);
-            ended_on = error.or_else(|| pumps.iter().find_map(inputs::Pump::take_error));
-            let mut report = driver.finish(last, &capture, None);
+            let fed = replay::feed(&files, &ports, speed, &stop, &mut driver);
+            ended_on = fed.error.or_else(|| pumps.iter().find_map(inputs::Pump::take_error));
+            let mut report = driver.finish(fed.last_ts, &fed.capture, None);
             // The view stays up on the final state until `q` (or a signal).
             let ui_stats = end_view(view, false)?;
+            // Known only once read, and said once the view is gone.
+            for (path, offset) in &fed.cut_short {
+                eprintln!(
+                    "ollama-tracer: warning: {}: last record at byte offset {offset} is cut short (ignored)",
+                    path.display()
+                );
+            }
             let shut = driver.shutdown(flush, &mut report);
             (report, ui_stats, shut)
         }

@@ -1,6 +1,7 @@
 //! The replay source: recorded files through the driver on this thread, as fast as possible or
 //! paced at a multiple of the recorded pace (so a capture can stand in for live traffic).
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tracer_core::capture::CaptureStats;
@@ -12,16 +13,19 @@ use super::TICK;
 use super::driver::Driver;
 use super::stop::Stop;
 
-/// Feeds every frame of `files` to `driver` (until `stop`); the capture's counters, the
-/// replay's capture time at the end, and what ended a stream early (a corrupt record, a failed
-/// read), if anything did.
-pub(super) fn feed(
-    files: &[CaptureFile],
-    ports: &[u16],
-    speed: Option<f64>,
-    stop: &Stop,
-    driver: &mut Driver,
-) -> (CaptureStats, Timestamp, Option<FileError>) {
+/// What a replay read.
+pub(super) struct Fed {
+    pub capture: CaptureStats,
+    /// Capture time at the end.
+    pub last_ts: Timestamp,
+    /// Files whose last record was cut short (a capture killed while writing), with its offset.
+    pub cut_short: Vec<(PathBuf, u64)>,
+    /// What ended a file early (a corrupt record, a failed read), if anything did.
+    pub error: Option<FileError>,
+}
+
+/// Feeds every frame of `files` to `driver` (until `stop`): what the replay read.
+pub(super) fn feed(files: &[CaptureFile], ports: &[u16], speed: Option<f64>, stop: &Stop, driver: &mut Driver) -> Fed {
     let speed = speed.filter(|s| *s > 0.0);
     let started = Instant::now();
     let mut first_ts: Option<u64> = None;
@@ -67,12 +71,10 @@ pub(super) fn feed(
             driver.tick(read.last_ts, read.stats, None);
         }
     }
-    // Known only once read: a capture killed while writing ends in a cut record.
-    for (path, offset) in frames.cut_short() {
-        eprintln!(
-            "ollama-tracer: warning: {}: last record at byte offset {offset} is cut short (ignored)",
-            path.display()
-        );
+    Fed {
+        capture: frames.stats().clone(),
+        last_ts: frames.last_ts(),
+        cut_short: frames.cut_short().map(|(path, offset)| (path.to_path_buf(), offset)).collect(),
+        error: frames.take_error(),
     }
-    (frames.stats().clone(), frames.last_ts(), frames.take_error())
 }
