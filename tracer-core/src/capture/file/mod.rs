@@ -372,6 +372,35 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
     }
 
+    /// Of two files merged, one corrupt: it ends at its bad record, the other is read to its
+    /// end, and the error is the corrupt one's.
+    #[test]
+    fn a_corrupt_file_in_a_merge_ends_alone() {
+        let dir = std::env::temp_dir();
+        let (good, bad) = (
+            dir.join(format!("ollama-tracer-merge-good-{}.pcap", std::process::id())),
+            dir.join(format!("ollama-tracer-merge-bad-{}.pcap", std::process::id())),
+        );
+        std::fs::write(&good, pcap(50, 100)).unwrap();
+        let mut bytes = pcap(50, 100);
+        let bad_at = 24 + 10 * 116;
+        bytes[bad_at + 8..bad_at + 12].copy_from_slice(&0x7fff_fff0u32.to_le_bytes());
+        std::fs::write(&bad, &bytes).unwrap();
+        let files = [CaptureFile::open(&good).unwrap(), CaptureFile::open(&bad).unwrap()];
+        let mut merged = MergedFrames::new(&files);
+        let mut per_file = [0, 0];
+        while let Some((_, i)) = merged.next() {
+            per_file[i] += 1;
+        }
+        assert_eq!(per_file, [50, 10]);
+        match merged.take_error() {
+            Some(FileError::Corrupt { path, offset, .. }) => assert_eq!((path, offset), (bad.clone(), bad_at as u64)),
+            e => panic!("{e:?}"),
+        }
+        std::fs::remove_file(&good).unwrap();
+        std::fs::remove_file(&bad).unwrap();
+    }
+
     /// A pcap of `n` records of `size` bytes (record `i` filled with `i`), from a header of
     /// 24 bytes: the offset of record `i` is `24 + i * (16 + size)`.
     fn pcap(n: u32, size: u32) -> Vec<u8> {
