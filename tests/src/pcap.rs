@@ -486,8 +486,8 @@ pub fn read_packets(path: &Path, ports: &[u16]) -> Result<Vec<Packet>, PcapError
     let files = tracer_core::replay::open_all(&[path])?;
     let mut frames = tracer_core::replay::Frames::new(&files, ports);
     let mut out = Vec::new();
-    while let Some(read) = frames.next_segment() {
-        let Some(seg) = read.segment else { continue };
+    let mut take = |read: tracer_core::replay::Read<'_, '_>| {
+        let Some(seg) = read.segment else { return };
         let (src, dst) = match seg.dir {
             tracer_core::segment::Direction::ToServer => (seg.flow.client, seg.flow.server),
             tracer_core::segment::Direction::ToClient => (seg.flow.server, seg.flow.client),
@@ -507,7 +507,8 @@ pub fn read_packets(path: &Path, ports: &[u16]) -> Result<Vec<Packet>, PcapError
             payload,
             captured_payload: (seg.missing > 0).then_some(captured),
         });
-    }
+    };
+    while frames.with_next(&mut take).is_some() {}
     // A corrupt record ends a capture where it lies: not a capture to perturb.
     match frames.take_error() {
         Some(e) => Err(e.into()),

@@ -29,11 +29,10 @@ pub struct Frames<'a> {
 }
 
 /// One frame read: its segment when it is a TCP segment on a server port (`None` for any other
-/// frame, counted), and the reader's counters and latest capture time after it. The segment
-/// lives until the next frame is read.
-pub struct Read<'a> {
-    pub segment: Option<Segment<'a>>,
-    pub stats: &'a CaptureStats,
+/// frame, counted), and the reader's counters and latest capture time after it.
+pub struct Read<'r, 'a> {
+    pub segment: Option<&'r Segment<'a>>,
+    pub stats: &'r CaptureStats,
     pub last_ts: Timestamp,
 }
 
@@ -48,9 +47,12 @@ impl<'a> Frames<'a> {
         }
     }
 
-    /// The next frame, `None` at the end.
+    /// Reads the next frame and hands it to `f`; `None` at the end. The segment is lent where
+    /// it was decoded: moved out to a caller instead, its ~140 bytes were copied twice per
+    /// packet, each copy reading what the decoder had just written in narrower pieces (a
+    /// store-forwarding stall), ≈ 5 % of a replay.
     #[inline]
-    pub fn next_segment(&mut self) -> Option<Read<'_>> {
+    pub fn with_next<R>(&mut self, f: impl FnOnce(Read<'_, '_>) -> R) -> Option<R> {
         let Some((held, file)) = self.frames.advance() else {
             if !std::mem::replace(&mut self.ended, true) {
                 self.stats.truncated_files += self.frames.cut_short().count() as u64;
@@ -61,16 +63,16 @@ impl<'a> Frames<'a> {
         let Some(link) = frame.link else {
             self.stats.frames += 1;
             self.stats.unsupported += 1;
-            return Some(Read { segment: None, stats: &self.stats, last_ts: self.last_ts });
+            return Some(f(Read { segment: None, stats: &self.stats, last_ts: self.last_ts }));
         };
         self.last_ts = self.last_ts.max(frame.ts);
         let decoded = decode(link, frame.data, frame.orig_len, frame.ts, &self.orientation);
         self.stats.count(&decoded);
-        let segment = match decoded {
+        let segment = match &decoded {
             Ok(Decoded::Segment(seg)) => Some(seg),
             _ => None,
         };
-        Some(Read { segment, stats: &self.stats, last_ts: self.last_ts })
+        Some(f(Read { segment, stats: &self.stats, last_ts: self.last_ts }))
     }
 
     pub fn stats(&self) -> &CaptureStats {
@@ -113,11 +115,14 @@ pub fn replay<F: FnMut(LlmCall)>(
 ) -> ReplayStats {
     let mut frames = Frames::new(files, ports);
     let mut pipeline = Pipeline::new(config);
-    while let Some(read) = frames.next_segment() {
-        if let Some(seg) = read.segment {
-            pipeline.push(&seg, out);
-        }
-    }
+    while frames
+        .with_next(|read| {
+            if let Some(seg) = read.segment {
+                pipeline.push(seg, out);
+            }
+        })
+        .is_some()
+    {}
     pipeline.finish(out);
     let ended_on = frames.take_error().map(|e| e.to_string());
     ReplayStats { capture: frames.stats().clone(), pipeline: pipeline.stats(), ended_on }

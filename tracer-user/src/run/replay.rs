@@ -1,12 +1,13 @@
 //! The replay source: recorded files through the driver on this thread, as fast as possible or
 //! paced at a multiple of the recorded pace (so a capture can stand in for live traffic).
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tracer_core::capture::CaptureStats;
 use tracer_core::capture::file::{CaptureFile, FileError};
-use tracer_core::replay::Frames;
+use tracer_core::replay::{Frames, Read};
 use tracer_core::segment::Timestamp;
 
 use super::TICK;
@@ -33,11 +34,11 @@ pub(super) fn feed(files: &[CaptureFile], ports: &[u16], speed: Option<f64>, sto
     let streaming = files.iter().any(CaptureFile::is_stream);
     let mut frames = Frames::new(files, ports);
     let mut n: u64 = 0;
-    while let Some(read) = frames.next_segment() {
+    let mut step = |read: Read<'_, '_>| {
         n += 1;
         // Every frame paces, those on other ports too: capture time passes with them.
         if let Some(speed) = speed {
-            let ts = read.segment.as_ref().map_or(read.last_ts, |s| s.ts);
+            let ts = read.segment.map_or(read.last_ts, |s| s.ts);
             let first = *first_ts.get_or_insert(ts.0);
             let due = started + Duration::from_secs_f64(ts.0.saturating_sub(first) as f64 / 1e9 / speed);
             // Sleep in short steps: ticks keep coming and a stop is seen promptly.
@@ -56,9 +57,9 @@ pub(super) fn feed(files: &[CaptureFile], ports: &[u16], speed: Option<f64>, sto
         }
         // A stream's frames come as slowly as its traffic: a stop is looked for at each.
         if (n & 1023 == 0 || speed.is_some() || streaming) && stop.requested() {
-            break;
+            return ControlFlow::Break(());
         }
-        if let Some(seg) = &read.segment {
+        if let Some(seg) = read.segment {
             driver.segment(seg);
             // A stream (a pipe from tcpdump) may pause for as long as its traffic does: a call
             // it completed is written now, not when the next frames come.
@@ -70,7 +71,9 @@ pub(super) fn feed(files: &[CaptureFile], ports: &[u16], speed: Option<f64>, sto
             last_tick = Instant::now();
             driver.tick(read.last_ts, read.stats, None);
         }
-    }
+        ControlFlow::Continue(())
+    };
+    while let Some(ControlFlow::Continue(())) = frames.with_next(&mut step) {}
     Fed {
         capture: frames.stats().clone(),
         last_ts: frames.last_ts(),
