@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
-use crate::segment::{CaptureMeta, Orientation, Segment, TcpFlags, Timestamp};
+use crate::segment::{CaptureMeta, Direction, FlowKey, Orientation, Segment, TcpFlags, Timestamp};
 
 /// Link types we decode (pcap LINKTYPE_* values).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,8 +141,12 @@ pub fn decode<'a>(
     };
     let src = SocketAddr::new(src, tcp.source_port());
     let dst = SocketAddr::new(dst, tcp.destination_port());
-    let Some((flow, dir)) = orientation.orient(src, dst) else {
+    let Some(to_server) = orientation.to_server(&src, &dst) else {
         return Ok(Decoded::Ignored);
+    };
+    let (flow, dir) = match to_server {
+        true => (FlowKey { client: src, server: dst }, Direction::ToServer),
+        false => (FlowKey { client: dst, server: src }, Direction::ToClient),
     };
     let payload = &ip_payload[tcp.slice().len()..];
     // Bytes the capture cut off (snap length) belong to the end of the TCP payload.
