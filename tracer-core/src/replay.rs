@@ -50,7 +50,7 @@ impl<'a> Frames<'a> {
     /// Reads the next frame and hands it to `f`; `None` at the end. The segment is lent where
     /// it was decoded: moved out to a caller instead, its ~140 bytes were copied twice per
     /// packet, each copy reading what the decoder had just written in narrower pieces (a
-    /// store-forwarding stall), ≈ 5 % of a replay.
+    /// store-forwarding stall), ≈ 6 % of a replay.
     #[inline]
     pub fn with_next<R>(&mut self, f: impl FnOnce(Read<'_, '_>) -> R) -> Option<R> {
         let Some((held, file)) = self.frames.advance() else {
