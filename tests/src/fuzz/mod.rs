@@ -7,6 +7,7 @@
 //! with `arbitrary` from fixed-size fields, and each has an encoder so seeds can be made from the
 //! recorded fixtures (`tracer-core/fuzz/seedgen`).
 
+pub mod chunked;
 pub mod coding;
 pub mod decoders;
 pub mod fast_path;
@@ -29,6 +30,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("reassembly", reassembly),
     ("http", http),
     ("rejoin", rejoin),
+    ("chunked", chunked),
     ("framing", framing),
     ("json", json),
     ("response", response),
@@ -56,6 +58,11 @@ pub fn http(data: &[u8]) {
 /// Chunked bodies rejoined after gaps.
 pub fn rejoin(data: &[u8]) {
     rejoin::run(data)
+}
+
+/// Chunked framing, whole chunks in one step and byte by byte.
+pub fn chunked(data: &[u8]) {
+    chunked::run(data)
 }
 
 /// NDJSON, JSON-sequence and SSE body framing.

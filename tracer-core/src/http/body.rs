@@ -102,6 +102,9 @@ pub struct BodyReader {
     /// Chunks started so far, and the one a gap last took bytes of (counted once).
     chunks: u64,
     gap_chunk: u64,
+    /// Whole chunks are taken in one step ([`whole_chunk`]); off, every framing byte goes
+    /// through the state machine (the equivalence tests compare both).
+    fast: bool,
 }
 
 impl BodyReader {
@@ -116,7 +119,13 @@ impl BodyReader {
             done,
             chunks: 0,
             gap_chunk: 0,
+            fast: true,
         }
+    }
+
+    /// Turns the whole-chunk fast path off (equivalence tests).
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast = on;
     }
 
     pub fn framing(&self) -> Framing {
@@ -214,6 +223,18 @@ impl BodyReader {
     /// Reads chunked framing from `input[*i..]`, leaving `*i` at the first byte not consumed.
     fn feed_chunked(&mut self, input: &[u8], i: &mut usize, body: &mut impl FnMut(&[u8])) -> Result<Fed, BodyError> {
         while *i < input.len() {
+            // Ollama streams one chunk per token, each whole in its segment: taken in one step,
+            // the state machine below reads only chunks cut across pieces or unusual framing.
+            if self.fast
+                && self.chunk == (Chunk::Size { value: 0, digits: 0 })
+                && let Some((data, next)) = whole_chunk(&input[*i..])
+            {
+                self.chunks += 1;
+                body(&input[*i + data.start..*i + data.end]);
+                self.delivered += data.len() as u64;
+                *i += next;
+                continue;
+            }
             let c = input[*i];
             match self.chunk {
                 Chunk::Data { left } => {
@@ -313,6 +334,34 @@ impl BodyReader {
     }
 }
 
+/// A whole non-empty chunk at the start of `input` in its plain form — hex size, CRLF, data,
+/// CRLF — as the range of its data and the offset after it. `None` for anything else (the last
+/// chunk, extensions, bare LFs, a chunk cut by the end of `input`, broken framing): the state
+/// machine reads those, and reaches the same state and output for the ones taken here.
+#[inline]
+fn whole_chunk(input: &[u8]) -> Option<(std::ops::Range<usize>, usize)> {
+    let mut size: u64 = 0;
+    let mut k = 0;
+    // At most 15 digits, as the state machine accepts.
+    while k < input.len().min(15) {
+        let c = input[k];
+        let h = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => break,
+        };
+        size = size << 4 | h as u64;
+        k += 1;
+    }
+    if k == 0 || size == 0 || input.get(k..k + 2)? != b"\r\n" {
+        return None;
+    }
+    let start = k + 2;
+    let end = start.checked_add(usize::try_from(size).ok()?)?;
+    (input.get(end..end.checked_add(2)?)? == b"\r\n").then_some((start..end, end + 2))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,6 +390,58 @@ mod tests {
         for cut in 0..wire.len() {
             let (out2, done2, consumed2) = run(Framing::Chunked, &[&wire[..cut], &wire[cut..]]);
             assert_eq!((out2.as_slice(), done2, consumed2), (&b"hello world"[..], true, consumed), "cut {cut}");
+        }
+    }
+
+    /// Both readers, fast path on and off, fed the same pieces: every outcome, body byte and
+    /// final state the same.
+    fn both_paths(pieces: &[&[u8]]) -> (Vec<u8>, u64) {
+        let mut fast = BodyReader::new(Framing::Chunked);
+        let mut slow = BodyReader::new(Framing::Chunked);
+        slow.set_fast_path(false);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for p in pieces {
+            let fa = fast.feed(p, &mut |x| a.extend_from_slice(x));
+            let fb = slow.feed(p, &mut |x| b.extend_from_slice(x));
+            assert_eq!((fa, &a), (fb, &b), "{pieces:?}");
+            assert_eq!(fast.clone().skip_gap(1), slow.clone().skip_gap(1), "{pieces:?}");
+            assert_eq!((fast.delivered(), fast.chunks), (slow.delivered(), slow.chunks), "{pieces:?}");
+            if !matches!(fa, Ok(Fed { done: false, .. })) {
+                break;
+            }
+        }
+        (a, fast.chunks)
+    }
+
+    #[test]
+    fn whole_chunks_in_one_step_read_as_byte_by_byte() {
+        let wires: [&[u8]; 9] = [
+            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\nNEXT",
+            b"0005\r\nhello\r\nA\r\n0123456789\r\n0\r\nT: 1\r\n\r\n",
+            b"5;x=y\r\nhello\r\n5\nworld\n5\r\nabcde\n0\n\n",
+            b"5\r\nhelloXY",
+            b"5\r\nhello\rX",
+            b"5\r\nhel",
+            b"fffffffffffffff\r\nab",
+            b"ffffffffffffffff\r\nab",
+            b"g\r\n",
+        ];
+        for wire in wires {
+            let (whole, _) = both_paths(&[wire]);
+            for cut in 0..=wire.len() {
+                let (parts, _) = both_paths(&[&wire[..cut], &wire[cut..]]);
+                assert_eq!(whole, parts, "cut {cut} of {wire:?}");
+            }
+        }
+        // An Ollama stream: every chunk taken whole, and counted.
+        let stream = b"2b\r\n{\"model\":\"m\",\"response\":\"Hi\",\"done\":false}\n\r\n".repeat(3);
+        let (body, chunks) = both_paths(&[stream.as_slice(), b"0\r\n\r\n"]);
+        assert_eq!((body.len(), chunks), (3 * 43, 4));
+        // What the fast path takes, and what it leaves to the state machine.
+        assert_eq!(whole_chunk(&stream), Some((4..47, 49)));
+        assert_eq!(whole_chunk(b"0A\r\n0123456789\r\nrest"), Some((4..14, 16)));
+        for other in [&b"0\r\n\r\n"[..], b"5;x\r\nhello\r\n", b"5\nhello\r\n", b"5\r\nhello\n", b"5\r\nhello\r", b""] {
+            assert_eq!(whole_chunk(other), None, "{other:?}");
         }
     }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use tracer_core::llm::Route;
 use testkit::fixtures::{self, Fixture};
-use testkit::fuzz::{coding, decoders, http, reassembly, rejoin};
+use testkit::fuzz::{chunked, coding, decoders, http, reassembly, rejoin};
 use testkit::pcap::{self, Corruption, FileFormat, LinkType, TsPrecision, WriterConfig};
 use testkit::synth::{self, ConnectionSpec, ETHERNET_MSS, Packet, TcpConfig, perturb};
 use testkit::wire::{self, BodyKind, RenderOptions};
@@ -61,6 +61,7 @@ fn main() -> Result<()> {
         http_seed(&mut seeds, &name, &[&wire]);
         body_seeds(&mut seeds, &name, f);
         rejoin_seeds(&mut seeds, &name, f, i);
+        chunked_seeds(&mut seeds, &name, f, i);
         if i < 12 {
             replay_seeds(&mut seeds, &name, &packets, i)?;
         }
@@ -223,6 +224,36 @@ fn rejoin_seeds(seeds: &mut Seeds, name: &str, f: &Fixture, i: usize) {
     for (k, lost) in [0b100u64, 0b1_0010_0100, 0b1111_0000].into_iter().enumerate() {
         seeds.add("rejoin", format!("{name}-{k}"), rejoin::encode(flags, 2 + 4 * i as u64, lost, &docs));
     }
+}
+
+/// A response body in chunked framing: one chunk per document as Ollama writes it, then the
+/// same in odd framing the fast path leaves to the state machine (upper-case hex with leading
+/// zeros, an extension, bare LFs, a trailer), each cut by several split regimes.
+fn chunked_seeds(seeds: &mut Seeds, name: &str, f: &Fixture, i: usize) {
+    let body = f.response.body.as_bytes();
+    let docs = wire::split_body(f.response_body_kind(), body);
+    let docs = if docs.is_empty() { vec![body] } else { docs };
+    let mut plain = Vec::new();
+    let mut odd = Vec::new();
+    for (k, d) in docs.iter().enumerate() {
+        plain.extend_from_slice(format!("{:x}\r\n", d.len()).as_bytes());
+        plain.extend_from_slice(d);
+        plain.extend_from_slice(b"\r\n");
+        let size = match k % 3 {
+            0 => format!("{:04X}\r\n", d.len()),
+            1 => format!("{:x};ext=1\r\n", d.len()),
+            _ => format!("{:x}\n", d.len()),
+        };
+        odd.extend_from_slice(size.as_bytes());
+        odd.extend_from_slice(d);
+        odd.extend_from_slice(if k % 2 == 0 { b"\r\n" } else { b"\n" });
+    }
+    plain.extend_from_slice(b"0\r\n\r\n");
+    odd.extend_from_slice(b"0\r\nX-Trailer: 1\r\n\r\n");
+    for (k, seed) in [3u64, 2 + 4 * i as u64, 1].into_iter().enumerate() {
+        seeds.add("chunked", format!("{name}-{k}"), chunked::encode(seed, &plain));
+    }
+    seeds.add("chunked", format!("{name}-odd"), chunked::encode(3 + 4 * i as u64, &odd));
 }
 
 fn content_type_index(f: &Fixture) -> u8 {
