@@ -236,7 +236,13 @@ impl Core {
     }
 
     /// Delivers whatever either direction can deliver now, until neither moves.
+    #[inline]
     pub(super) fn drain_both<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, out: &mut F) {
+        // In-order traffic holds nothing: checked here, not by two calls per segment (their
+        // entry and exit were ≈ 4 % of a replay's instructions).
+        if conn.halves[0].held.is_empty() && conn.halves[1].held.is_empty() {
+            return;
+        }
         while self.drain(conn, 0, false, out) | self.drain(conn, 1, false, out) {}
     }
 
@@ -287,6 +293,7 @@ impl Core {
     /// them a little late (records merged from several CPUs or interfaces), so they are declared
     /// lost only after a grace of further segments on the connection (or the reorder wait, in
     /// `expire`).
+    #[inline]
     pub(super) fn release_acked<F: FnMut(StreamEvent<'_>)>(
         &mut self,
         conn: &mut Conn,
@@ -294,12 +301,20 @@ impl Core {
         ts: Timestamp,
         out: &mut F,
     ) {
-        let segments = conn.segments;
+        // The common case, nothing acknowledged past what was delivered, without a call.
         let half = &mut conn.halves[d];
         if half.acked_data().is_none_or(|a| a <= half.next_pos) {
             half.hole_acked_at = None;
             return;
         }
+        self.hole_acked(conn, d, ts, out);
+    }
+
+    /// The peer acknowledged past a hole of direction `d`: its grace starts, or is up.
+    #[inline(never)]
+    fn hole_acked<F: FnMut(StreamEvent<'_>)>(&mut self, conn: &mut Conn, d: usize, ts: Timestamp, out: &mut F) {
+        let segments = conn.segments;
+        let half = &mut conn.halves[d];
         let (since, _) = *half.hole_acked_at.get_or_insert((segments, ts));
         if segments - since < ACK_GRACE_SEGMENTS {
             return;
@@ -352,6 +367,7 @@ impl Core {
 
     /// Emits `End` once every byte up to a direction's FIN is delivered (or, when `force`, declares
     /// the rest missing).
+    #[inline]
     pub(super) fn check_end<F: FnMut(StreamEvent<'_>)>(
         &mut self,
         conn: &mut Conn,
