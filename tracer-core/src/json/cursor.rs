@@ -142,13 +142,19 @@ impl<'a> Cursor<'a> {
     /// A non-negative integer without sign, fraction or exponent, short enough to be exact.
     pub fn uint(&mut self) -> Option<u64> {
         let rest = &self.b[self.i..];
-        let n = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+        // The value is taken with the digits (a number per OpenAI token chunk: a UTF-8 check and
+        // `parse` after the scan cost more than the scan). Wrapping: past 18 digits it is unused.
+        let (mut n, mut value) = (0, 0u64);
+        while let Some(d) = rest.get(n).map(|c| c.wrapping_sub(b'0')).filter(|d| *d < 10) {
+            value = value.wrapping_mul(10).wrapping_add(u64::from(d));
+            n += 1;
+        }
         // A number must not run on into `.`/`e` (a float) and must not have a leading zero.
         if n == 0 || n > 18 || (n > 1 && rest[0] == b'0') || matches!(rest.get(n), Some(b'.' | b'e' | b'E')) {
             return None;
         }
         self.i += n;
-        std::str::from_utf8(&rest[..n]).ok()?.parse().ok()
+        Some(value)
     }
 }
 
@@ -191,5 +197,35 @@ mod tests {
         }
         let mut c = Cursor::new(b"{\"model\":\"m\"}");
         assert!(!c.eat_all(b"{\"model\":\"m\"}x") && c.eat_all(b"{\"model\":") && !c.eat_all(b"\"n\""));
+    }
+
+    /// The value read with the digits is what `parse` makes of them, and only plain integers of
+    /// up to 18 digits are read (the cursor stays put otherwise).
+    #[test]
+    fn uint_reads_plain_integers_as_parse_does() {
+        let cases: [(&[u8], Option<u64>); 13] = [
+            (b"0", Some(0)),
+            (b"7,", Some(7)),
+            (b"1767225600}", Some(1_767_225_600)),
+            (b"999999999999999999", Some(999_999_999_999_999_999)),
+            (b"1000000000000000000", None),
+            (b"99999999999999999999999", None),
+            (b"0123", None),
+            (b"12.5", None),
+            (b"1e3", None),
+            (b"4E1", None),
+            (b"-1", None),
+            (b"", None),
+            (b"x1", None),
+        ];
+        for (input, want) in cases {
+            let mut c = Cursor::new(input);
+            assert_eq!(c.uint(), want, "{:?}", String::from_utf8_lossy(input));
+            let digits = input.iter().take_while(|b| b.is_ascii_digit()).count();
+            assert_eq!(c.at_end(), want.is_some() && digits == input.len() || input.is_empty(), "{input:?}");
+            if let Some(v) = want {
+                assert_eq!(std::str::from_utf8(&input[..digits]).unwrap().parse::<u64>().unwrap(), v);
+            }
+        }
     }
 }
