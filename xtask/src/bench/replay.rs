@@ -23,6 +23,9 @@ use super::proc::{Measured, TracerSummary, measure};
 
 /// Environment variable: TCP payload bytes of the generated capture (default 1 GB).
 const BYTES_VAR: &str = "OLLAMA_TRACER_BENCH_REPLAY_BYTES";
+/// Replays of each capture by each binary (default 3): more on a noisy machine, whose best run
+/// is then nearer the true cost.
+const RUNS_VAR: &str = "OLLAMA_TRACER_BENCH_REPLAY_RUNS";
 
 /// Generates (or finds) the benchmark capture in the work directory.
 pub fn generate(env: &Env, bytes: u64) -> Result<Value> {
@@ -248,6 +251,7 @@ pub fn run(env: &Env) -> Result<Value> {
     if let Some(b) = std::env::var(BYTES_VAR).ok().and_then(|v| v.parse().ok()) {
         bytes = b;
     }
+    let runs = std::env::var(RUNS_VAR).ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(runs);
     let real = real_clients(env, if env.smoke { 3_000_000 } else { 1_000_000_000 }, runs)?;
     let cap = generate(env, bytes)?;
     let path = PathBuf::from(cap["path"].as_str().context("capture path")?);
