@@ -148,26 +148,30 @@ struct Held {
     missing: u32,
 }
 
+/// One direction of a connection. `repr(C)`, fields ordered by use: what every in-order
+/// segment reads or writes comes first, together, and what only SYNs, holes and resets touch
+/// after it — with many connections in flight, the lines a packet touches are the cost.
 #[derive(Debug, Default)]
+#[repr(C)]
 struct Half {
-    /// Stream synchronised: `next_seq` ↔ `next_pos` is known.
-    synced: bool,
-    next_seq: u32,
     next_pos: u64,
-    isn: Option<u32>,
-    /// Out-of-order data keyed by stream position.
-    held: BTreeMap<u64, Held>,
-    held_bytes: usize,
-    /// Capture time at which the oldest held segment arrived.
-    held_since: Option<Timestamp>,
-    /// Stream position of the FIN, once seen.
-    fin_pos: Option<u64>,
-    ended: bool,
     /// Highest position the peer has acknowledged (the receiver has every byte before it).
     acked: Option<u64>,
+    /// Stream position of the FIN, once seen.
+    fin_pos: Option<u64>,
+    /// Out-of-order data keyed by stream position.
+    held: BTreeMap<u64, Held>,
     /// Connection segment count and capture time when the peer was first seen acknowledging
     /// past a hole.
     hole_acked_at: Option<(u64, Timestamp)>,
+    next_seq: u32,
+    /// Stream synchronised: `next_seq` ↔ `next_pos` is known.
+    synced: bool,
+    ended: bool,
+    isn: Option<u32>,
+    held_bytes: usize,
+    /// Capture time at which the oldest held segment arrived.
+    held_since: Option<Timestamp>,
     /// The lowest and highest sequence numbers the peer acknowledged before this direction
     /// was synchronised (its SYN lost with the handshake's other bytes): where the stream
     /// starts, and how much of it the peer had received.
@@ -204,12 +208,13 @@ impl Half {
 }
 
 #[derive(Debug)]
+#[repr(C)]
 struct Conn {
     id: ConnId,
-    halves: [Half; 2],
     last_ts: Timestamp,
     /// Segments seen on this connection.
     segments: u64,
+    halves: [Half; 2],
     /// The cgroups of its two sockets, as far as seen.
     peers: Peers,
 }
