@@ -65,6 +65,10 @@ pub struct NativeVisitor {
     route: Route,
     pub(super) s: Stream,
     doc: NativeDoc,
+    /// `doc` (and `cur`) may hold something of a document begun: cleared before the next one
+    /// the fast path takes. Resetting them on every token chunk instead wrote five lines the
+    /// chunk never reads (7 % of a replay's first-level cache misses at 256 connections).
+    doc_dirty: bool,
     cur: NativeStr,
     acc: StrAcc,
     model: StrAcc,
@@ -80,6 +84,7 @@ impl NativeVisitor {
             route,
             s: Stream::default(),
             doc: NativeDoc::default(),
+            doc_dirty: false,
             cur: NativeStr::None,
             acc: StrAcc::with_cap(SHORT),
             model: StrAcc::with_cap(SHORT),
@@ -322,8 +327,10 @@ impl DocVisitor for NativeVisitor {
             return false;
         };
         // What `doc_begin`, the scan and `doc_end` leave of such a document.
-        self.doc = NativeDoc::default();
-        self.cur = NativeStr::None;
+        if std::mem::take(&mut self.doc_dirty) {
+            self.doc = NativeDoc::default();
+            self.cur = NativeStr::None;
+        }
         let s = &mut self.s;
         s.token_chunk(ts, t.content, t.thinking);
         if let Some(m) = t.model {
@@ -334,6 +341,7 @@ impl DocVisitor for NativeVisitor {
 
     fn doc_begin(&mut self) {
         self.doc = NativeDoc::default();
+        self.doc_dirty = true;
         self.cur = NativeStr::None;
         self.s.doc_reset();
     }

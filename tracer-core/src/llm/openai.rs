@@ -54,6 +54,8 @@ pub struct OpenAiVisitor {
     streamed: bool,
     pub(super) s: Stream,
     doc: OaDoc,
+    /// `doc` (and `cur`) may hold something of a document begun (see `NativeVisitor`).
+    doc_dirty: bool,
     cur: OaStr,
     acc: StrAcc,
     id: StrAcc,
@@ -74,6 +76,7 @@ impl OpenAiVisitor {
             streamed,
             s: Stream::default(),
             doc: OaDoc::default(),
+            doc_dirty: false,
             cur: OaStr::None,
             acc: StrAcc::with_cap(SHORT),
             id: StrAcc::with_cap(SHORT),
@@ -289,8 +292,10 @@ impl DocVisitor for OpenAiVisitor {
             return false;
         };
         // What `doc_begin`, the scan and `doc_end` leave of such a document.
-        self.doc = OaDoc::default();
-        self.cur = OaStr::None;
+        if std::mem::take(&mut self.doc_dirty) {
+            self.doc = OaDoc::default();
+            self.cur = OaStr::None;
+        }
         let s = &mut self.s;
         s.token_chunk(ts, t.content, t.reasoning);
         if let Some(id) = t.id {
@@ -304,6 +309,7 @@ impl DocVisitor for OpenAiVisitor {
 
     fn doc_begin(&mut self) {
         self.doc = OaDoc::default();
+        self.doc_dirty = true;
         self.cur = OaStr::None;
         self.s.doc_reset();
     }
