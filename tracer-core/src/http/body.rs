@@ -247,13 +247,7 @@ impl BodyReader {
                     continue;
                 }
                 Chunk::Size { value, digits } => {
-                    let hex = match c {
-                        b'0'..=b'9' => Some(c - b'0'),
-                        b'a'..=b'f' => Some(c - b'a' + 10),
-                        b'A'..=b'F' => Some(c - b'A' + 10),
-                        _ => None,
-                    };
-                    match (hex, digits) {
+                    match (hex_value(c), digits) {
                         (Some(h), d) => {
                             // 15 hex digits is already 1 EiB: anything longer is an attack or noise.
                             if d >= 15 {
@@ -334,6 +328,17 @@ impl BodyReader {
     }
 }
 
+/// The value of a hex digit of a chunk size.
+#[inline]
+fn hex_value(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
 /// A whole non-empty chunk at the start of `input` in its plain form — hex size, CRLF, data,
 /// CRLF — as the range of its data and the offset after it. `None` for anything else (the last
 /// chunk, extensions, bare LFs, a chunk cut by the end of `input`, broken framing): the state
@@ -343,14 +348,9 @@ fn whole_chunk(input: &[u8]) -> Option<(std::ops::Range<usize>, usize)> {
     let mut size: u64 = 0;
     let mut k = 0;
     // At most 15 digits, as the state machine accepts.
-    while k < input.len().min(15) {
-        let c = input[k];
-        let h = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => break,
-        };
+    while k < 15
+        && let Some(h) = input.get(k).and_then(|&c| hex_value(c))
+    {
         size = size << 4 | h as u64;
         k += 1;
     }
