@@ -5,8 +5,8 @@
 //! into pieces by the seed (see [`split`]) and fed to two `BodyReader`s, one with the fast path.
 //!
 //! Invariants: both readers agree on every outcome (bytes consumed, end of body, the error and
-//! where it broke), hand on the same body bytes, count the same bytes delivered, and are left in
-//! the same state (what a gap of one byte would do to each).
+//! where it broke), hand on the same body bytes, count the same bytes delivered and chunks
+//! begun, and are left in the same state (what a gap of one byte would do to each).
 
 use arbitrary::Unstructured;
 use tracer_core::http::body::{BodyReader, Framing};
@@ -31,7 +31,11 @@ pub fn run(data: &[u8]) {
         let b = slow.feed(piece, &mut |b| out_slow.extend_from_slice(b));
         assert_eq!(a, b, "piece {k}: outcomes differ");
         assert_eq!(out_fast, out_slow, "piece {k}: body bytes differ");
-        assert_eq!((fast.delivered(), fast.is_done()), (slow.delivered(), slow.is_done()), "piece {k}");
+        assert_eq!(
+            (fast.delivered(), fast.chunks(), fast.is_done()),
+            (slow.delivered(), slow.chunks(), slow.is_done()),
+            "piece {k}"
+        );
         assert_eq!(fast.delivered(), out_fast.len() as u64, "piece {k}: delivered is not what was handed on");
         // The framing state: what a one-byte gap would do now.
         assert_eq!(fast.clone().skip_gap(1), slow.clone().skip_gap(1), "piece {k}: states differ");

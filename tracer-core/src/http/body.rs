@@ -145,6 +145,11 @@ impl BodyReader {
         self.delivered
     }
 
+    /// Chunks begun so far (chunked framing; the last, empty one included).
+    pub fn chunks(&self) -> u64 {
+        self.chunks
+    }
+
     /// Feeds `input`; body bytes go to `body`. Stops at the end of the body.
     pub fn feed(&mut self, input: &[u8], body: &mut impl FnMut(&[u8])) -> Result<Fed, Broken> {
         if self.done {
@@ -405,7 +410,7 @@ mod tests {
             let fb = slow.feed(p, &mut |x| b.extend_from_slice(x));
             assert_eq!((fa, &a), (fb, &b), "{pieces:?}");
             assert_eq!(fast.clone().skip_gap(1), slow.clone().skip_gap(1), "{pieces:?}");
-            assert_eq!((fast.delivered(), fast.chunks), (slow.delivered(), slow.chunks), "{pieces:?}");
+            assert_eq!((fast.delivered(), fast.chunks()), (slow.delivered(), slow.chunks()), "{pieces:?}");
             if !matches!(fa, Ok(Fed { done: false, .. })) {
                 break;
             }
