@@ -177,6 +177,9 @@ impl<'f> Frames<'f> {
         if self.ended {
             return None;
         }
+        if let Some(held) = self.walker.next_buffered() {
+            return Some(held);
+        }
         match self.walker.next_record() {
             Ok(Some(held)) => return Some(held),
             Ok(None) => {}

@@ -87,6 +87,12 @@ impl<'f> Reader<'f> {
         Ok(())
     }
 
+    /// The unread bytes in the buffer, without reading more.
+    #[inline]
+    pub(super) fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
     /// Passes over `n` bytes (a pcap file's header): those in the buffer (a stream's head) are
     /// consumed, the others not read at all.
     pub(super) fn skip(&mut self, n: usize) {

@@ -94,6 +94,38 @@ impl<'f> Walker<'f> {
         }
     }
 
+    /// A pcap record wholly in the buffer, valid: what [`Self::next_record`] reads for almost
+    /// every record, without its result's error case (a `String` inside, so a wide value
+    /// returned through memory) or a call. `None` is not the end: anything else — pcapng, a
+    /// record crossing the buffer's end, a bad length or time — takes `next_record`, which
+    /// reads the same record again and decides.
+    #[inline(always)]
+    pub(super) fn next_buffered(&mut self) -> Option<Held> {
+        let Format::Pcap { big_endian, nanos, link, .. } = self.format else { return None };
+        let rest = self.reader.buffered();
+        let head: &[u8; 16] = rest.first_chunk()?;
+        let word = |i: usize| {
+            let b = [head[i], head[i + 1], head[i + 2], head[i + 3]];
+            if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }
+        };
+        let (ts_sec, ts_frac, caplen, origlen) = (word(0), word(4), word(8) as usize, word(12));
+        let frac_limit = if nanos { 1_000_000_000 } else { 1_000_000 };
+        if caplen > MAX_RECORD || rest.len() - 16 < caplen || ts_frac >= frac_limit {
+            return None;
+        }
+        let offset = self.reader.pos();
+        let at = self.reader.consume(16 + caplen) + 16;
+        let frac_ns = if nanos { ts_frac as u64 } else { ts_frac as u64 * 1000 };
+        Some(Held {
+            ts: Timestamp(ts_sec as u64 * 1_000_000_000 + frac_ns),
+            link,
+            at,
+            len: caplen,
+            orig_len: origlen.max(caplen as u32),
+            offset,
+        })
+    }
+
     pub(super) fn next_record(&mut self) -> Result<Option<Held>, WalkError> {
         match self.format {
             Format::Pcap { big_endian, nanos, link, .. } => self.next_pcap(big_endian, nanos, link),
