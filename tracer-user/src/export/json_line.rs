@@ -36,11 +36,8 @@ pub fn span_line(out: &mut Vec<u8>, span: &SpanRecord, resource: &Resource) {
     string(out, &span.status_message);
     out.extend_from_slice(b"},\"attributes\":");
     attrs(out, &span.attributes);
-    out.extend_from_slice(b",\"events\":[");
-    for (i, e) in span.events.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    out.extend_from_slice(b",\"events\":");
+    list(out, &span.events, |out, e| {
         out.extend_from_slice(b"{\"name\":");
         string(out, &e.name);
         out.extend_from_slice(b",\"time_unix_nano\":");
@@ -48,14 +45,10 @@ pub fn span_line(out: &mut Vec<u8>, span: &SpanRecord, resource: &Resource) {
         out.extend_from_slice(b",\"attributes\":");
         attrs(out, &e.attributes);
         out.push(b'}');
-    }
-    out.push(b']');
+    });
     if !span.links.is_empty() {
-        out.extend_from_slice(b",\"links\":[");
-        for (i, l) in span.links.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
+        out.extend_from_slice(b",\"links\":");
+        list(out, &span.links, |out, l| {
             out.extend_from_slice(b"{\"trace_id\":");
             hex(out, &l.trace_id);
             out.extend_from_slice(b",\"span_id\":");
@@ -63,8 +56,7 @@ pub fn span_line(out: &mut Vec<u8>, span: &SpanRecord, resource: &Resource) {
             out.extend_from_slice(b",\"attributes\":");
             attrs(out, &l.attributes);
             out.push(b'}');
-        }
-        out.push(b']');
+        });
     }
     out.extend_from_slice(b",\"resource\":");
     attrs(out, &resource.attributes);
@@ -91,17 +83,20 @@ fn value(out: &mut Vec<u8>, v: &AttrValue) {
         // Rare; serde_json's own float formatting (and `null` for NaN and infinities).
         AttrValue::F64(f) => serde_json::to_writer(&mut *out, f).expect("writing to a Vec"),
         AttrValue::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        AttrValue::StrArray(items) => {
-            out.push(b'[');
-            for (i, s) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                string(out, s);
-            }
-            out.push(b']');
-        }
+        AttrValue::StrArray(items) => list(out, items, |out, s| string(out, s)),
     }
+}
+
+/// A JSON array of `items`, each written by `item`.
+fn list<T>(out: &mut Vec<u8>, items: &[T], mut item: impl FnMut(&mut Vec<u8>, &T)) {
+    out.push(b'[');
+    for (i, t) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        item(out, t);
+    }
+    out.push(b']');
 }
 
 fn uint(out: &mut Vec<u8>, n: u64) {

@@ -46,6 +46,32 @@ pub(super) enum Format {
     PcapNg,
 }
 
+/// A pcap record's 16-byte header, read by hand: it is most of the file walk's cost.
+#[derive(Clone, Copy)]
+struct PcapRecord {
+    ts_sec: u32,
+    ts_frac: u32,
+    caplen: usize,
+    origlen: u32,
+}
+
+impl PcapRecord {
+    #[inline(always)]
+    fn read(head: &[u8; 16], big_endian: bool) -> Self {
+        let word = |i: usize| {
+            let b = [head[i], head[i + 1], head[i + 2], head[i + 3]];
+            if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }
+        };
+        PcapRecord { ts_sec: word(0), ts_frac: word(4), caplen: word(8) as usize, origlen: word(12) }
+    }
+
+    /// The fraction is less than a second in the file's unit.
+    #[inline(always)]
+    fn time_valid(&self, nanos: bool) -> bool {
+        self.ts_frac < if nanos { 1_000_000_000 } else { 1_000_000 }
+    }
+}
+
 pub(super) enum WalkError {
     Truncated { offset: u64 },
     Corrupt { offset: u64, what: String },
@@ -103,27 +129,11 @@ impl<'f> Walker<'f> {
     pub(super) fn next_buffered(&mut self) -> Option<Held> {
         let Format::Pcap { big_endian, nanos, link, .. } = self.format else { return None };
         let rest = self.reader.buffered();
-        let head: &[u8; 16] = rest.first_chunk()?;
-        let word = |i: usize| {
-            let b = [head[i], head[i + 1], head[i + 2], head[i + 3]];
-            if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }
-        };
-        let (ts_sec, ts_frac, caplen, origlen) = (word(0), word(4), word(8) as usize, word(12));
-        let frac_limit = if nanos { 1_000_000_000 } else { 1_000_000 };
-        if caplen > MAX_RECORD || rest.len() - 16 < caplen || ts_frac >= frac_limit {
+        let h = PcapRecord::read(rest.first_chunk()?, big_endian);
+        if h.caplen > MAX_RECORD || rest.len() - 16 < h.caplen || !h.time_valid(nanos) {
             return None;
         }
-        let offset = self.reader.pos();
-        let at = self.reader.consume(16 + caplen) + 16;
-        let frac_ns = if nanos { ts_frac as u64 } else { ts_frac as u64 * 1000 };
-        Some(Held {
-            ts: Timestamp(ts_sec as u64 * 1_000_000_000 + frac_ns),
-            link,
-            at,
-            len: caplen,
-            orig_len: origlen.max(caplen as u32),
-            offset,
-        })
+        Some(self.take_pcap(h, nanos, link))
     }
 
     pub(super) fn next_record(&mut self) -> Result<Option<Held>, WalkError> {
@@ -133,42 +143,43 @@ impl<'f> Walker<'f> {
         }
     }
 
-    #[inline]
     fn next_pcap(&mut self, big_endian: bool, nanos: bool, link: Option<LinkType>) -> Result<Option<Held>, WalkError> {
         let offset = self.reader.pos();
         let rest = self.reader.fill(16)?;
         if rest.is_empty() {
             return Ok(None);
         }
-        if rest.len() < 16 {
+        let Some(head) = rest.first_chunk() else {
             return Err(WalkError::Truncated { offset });
-        }
-        // The 16-byte record header read by hand: it is most of the file walk's cost.
-        let word = |i: usize| {
-            let b = [rest[i], rest[i + 1], rest[i + 2], rest[i + 3]];
-            if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }
         };
-        let (ts_sec, ts_frac, caplen, origlen) = (word(0), word(4), word(8) as usize, word(12));
-        if caplen > MAX_RECORD {
-            return Err(WalkError::Corrupt { offset, what: format!("record length {caplen} is not a packet") });
+        let h = PcapRecord::read(head, big_endian);
+        if h.caplen > MAX_RECORD {
+            return Err(WalkError::Corrupt { offset, what: format!("record length {} is not a packet", h.caplen) });
         }
-        if self.reader.fill(16 + caplen)?.len() < 16 + caplen {
+        if self.reader.fill(16 + h.caplen)?.len() < 16 + h.caplen {
             return Err(WalkError::Truncated { offset });
         }
-        let frac_limit = if nanos { 1_000_000_000 } else { 1_000_000 };
-        if ts_frac >= frac_limit {
-            return Err(WalkError::Corrupt { offset, what: format!("timestamp fraction {ts_frac} out of range") });
+        if !h.time_valid(nanos) {
+            let what = format!("timestamp fraction {} out of range", h.ts_frac);
+            return Err(WalkError::Corrupt { offset, what });
         }
-        let at = self.reader.consume(16 + caplen) + 16;
-        let frac_ns = if nanos { ts_frac as u64 } else { ts_frac as u64 * 1000 };
-        Ok(Some(Held {
-            ts: Timestamp(ts_sec as u64 * 1_000_000_000 + frac_ns),
+        Ok(Some(self.take_pcap(h, nanos, link)))
+    }
+
+    /// Consumes the record `h` heads, checked and wholly in the buffer.
+    #[inline(always)]
+    fn take_pcap(&mut self, h: PcapRecord, nanos: bool, link: Option<LinkType>) -> Held {
+        let offset = self.reader.pos();
+        let at = self.reader.consume(16 + h.caplen) + 16;
+        let frac_ns = if nanos { h.ts_frac as u64 } else { h.ts_frac as u64 * 1000 };
+        Held {
+            ts: Timestamp(h.ts_sec as u64 * 1_000_000_000 + frac_ns),
             link,
             at,
-            len: caplen,
-            orig_len: origlen.max(caplen as u32),
+            len: h.caplen,
+            orig_len: h.origlen.max(h.caplen as u32),
             offset,
-        }))
+        }
     }
 
     fn next_pcapng(&mut self) -> Result<Option<Held>, WalkError> {
