@@ -102,26 +102,42 @@ fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
 }
 
-/// Builds what the benchmarks run in one cargo invocation (the tracer and the test binaries
-/// share dependencies; built apart, cargo's feature unification would rebuild them each time):
-/// release, or the debug binaries `cargo test` built already. Returns (tracer, binaries dir).
+/// Builds what the benchmarks run: the tracer, and the helper binaries (stand-in, capture
+/// generator, load clients). Not `--smoke`: the tracer in the `measure` profile — the codegen
+/// of the binary people download (`dist`: one unit, whole-program LTO), with symbols for
+/// profilers; the helpers in plain release, whose speed is not measured (each under
+/// whole-program LTO would add minutes). `--smoke`: the debug binaries `cargo test` built.
+/// Returns (tracer, helpers' directory).
 fn build(root: &Path, debug: bool) -> Result<(PathBuf, PathBuf)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(&cargo);
-    cmd.current_dir(root).args(["build", "--quiet", "--locked"]);
-    if !debug {
-        cmd.arg("--release");
+    let profiles: &[(&str, &[&str])] = if debug {
+        // One invocation: built together the tracer and the helpers share their dependencies'
+        // features as in `cargo test`, so nothing is rebuilt.
+        &[("dev", &["-p", "tracer-user", "--bin", "ollama-tracer", "-p", "ollama-tracer-tests", "--bins"])]
+    } else {
+        &[
+            ("release", &["-p", "ollama-tracer-tests", "--bins"]),
+            ("measure", &["-p", "tracer-user", "--bin", "ollama-tracer"]),
+        ]
+    };
+    for (profile, what) in profiles {
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(root).args(["build", "--quiet", "--locked", "--profile", profile]).args(*what);
+        // The eBPF object must be built in; the environment is the one of the build being
+        // reused (`cargo test` in `cargo xtask test`, scripts/build-release.sh), or build.rs
+        // would run again.
+        cmd.env("OLLAMA_TRACER_REQUIRE_EBPF", "1");
+        if !debug {
+            cmd.env("OLLAMA_TRACER_EBPF_TOOLCHAIN", "nightly");
+        }
+        super::run(&mut cmd)?;
     }
-    // The eBPF object must be built in; the environment is the one of the build being reused
-    // (`cargo test` in `cargo xtask test`, scripts/build-release.sh), or build.rs would run again.
-    cmd.args(["-p", "tracer-user", "--bin", "ollama-tracer", "-p", "ollama-tracer-tests", "--bins"])
-        .env("OLLAMA_TRACER_REQUIRE_EBPF", "1");
-    if !debug {
-        cmd.env("OLLAMA_TRACER_EBPF_TOOLCHAIN", "nightly");
-    }
-    super::run(&mut cmd)?;
-    let bins = target_dir(root).join(if debug { "debug" } else { "release" });
-    Ok((bins.join("ollama-tracer"), bins))
+    let dir = |d: &str| target_dir(root).join(d);
+    Ok(if debug {
+        (dir("debug").join("ollama-tracer"), dir("debug"))
+    } else {
+        (dir("measure").join("ollama-tracer"), dir("release"))
+    })
 }
 
 /// The machine the figures come from.
