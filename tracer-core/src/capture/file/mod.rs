@@ -375,6 +375,34 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
     }
 
+    /// A record whose time has a fraction of a second out of range, in the middle of the read
+    /// buffer (where records are read inline): the walk ends there with an error naming it, and
+    /// no frame after it is handed out.
+    #[test]
+    fn a_bad_time_fraction_inside_the_buffer_ends_the_walk_at_its_record() {
+        let path = std::env::temp_dir().join(format!("ollama-tracer-frac-{}.pcap", std::process::id()));
+        let mut bytes = pcap(200, 100);
+        let bad_at = 24 + 50 * 116;
+        // Microsecond resolution: a million is one too many.
+        bytes[bad_at + 4..bad_at + 8].copy_from_slice(&1_000_000u32.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let file = CaptureFile::open(&path).unwrap();
+        let mut frames = file.frames();
+        let mut seen = 0;
+        while frames.next().is_some() {
+            seen += 1;
+        }
+        assert_eq!((seen, frames.cut_short()), (50, None));
+        match frames.error() {
+            Some(FileError::Corrupt { offset, what, .. }) => {
+                assert_eq!(*offset, bad_at as u64);
+                assert!(what.contains("timestamp fraction 1000000"), "{what}");
+            }
+            e => panic!("{e:?}"),
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+
     /// Of two files merged, one corrupt: it ends at its bad record, the other is read to its
     /// end, and the error is the corrupt one's.
     #[test]
