@@ -350,10 +350,7 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let file = CaptureFile::open(&path).unwrap();
         let mut frames = file.frames();
-        let mut seen = 0;
-        while frames.next().is_some() {
-            seen += 1;
-        }
+        let seen = walk(&mut frames);
         assert!(frames.next().is_none(), "the walk stays ended");
         assert_eq!((seen, frames.cut_short(), frames.error().is_none()), (19, Some(24 + 19 * 116), true));
 
@@ -388,10 +385,7 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let file = CaptureFile::open(&path).unwrap();
         let mut frames = file.frames();
-        let mut seen = 0;
-        while frames.next().is_some() {
-            seen += 1;
-        }
+        let seen = walk(&mut frames);
         assert_eq!((seen, frames.cut_short()), (50, None));
         match frames.error() {
             Some(FileError::Corrupt { offset, what, .. }) => {
@@ -434,6 +428,15 @@ mod tests {
 
     /// A pcap of `n` records of `size` bytes (record `i` filled with `i`), from a header of
     /// 24 bytes: the offset of record `i` is `24 + i * (16 + size)`.
+    /// Walks `frames` to their end; how many were handed out.
+    fn walk(frames: &mut Frames<'_>) -> usize {
+        let mut seen = 0;
+        while frames.next().is_some() {
+            seen += 1;
+        }
+        seen
+    }
+
     fn pcap(n: u32, size: u32) -> Vec<u8> {
         let mut bytes = Vec::new();
         bytes.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
@@ -489,10 +492,7 @@ mod tests {
         bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0xf0, 0xff, 0xff, 0x7f, 1, 0, 0, 0]);
         let (file, writer) = through_a_pipe(bytes);
         let mut frames = file.frames();
-        let mut seen = 0;
-        while frames.next().is_some() {
-            seen += 1;
-        }
+        let seen = walk(&mut frames);
         assert_eq!(seen, 50);
         match frames.error() {
             Some(FileError::Corrupt { offset, .. }) => assert_eq!(*offset, bad_at),
