@@ -17,4 +17,6 @@ pub mod trace_context;
 mod tests;
 
 pub use self::builder::{ConversationIdAttribute, DEFAULT_COLD_START_NS, SpanBuilder, SpanConfig};
-pub use self::record::{AttrValue, KeyValue, Resource, SpanEvent, SpanKind, SpanLink, SpanRecord, StatusCode, hex};
+pub use self::record::{
+    AttrValue, KeyValue, Resource, SpanEvent, SpanKind, SpanLink, SpanRecord, StatusCode, hex, push_hex,
+};

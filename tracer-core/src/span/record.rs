@@ -208,11 +208,17 @@ impl Resource {
 
 /// Lower-case hex of an id.
 pub fn hex(bytes: &[u8]) -> String {
+    let mut s = Vec::with_capacity(bytes.len() * 2);
+    push_hex(&mut s, bytes);
+    String::from_utf8(s).expect("hex digits are ASCII")
+}
+
+/// Appends the lower-case hex of `bytes` to `out` (two digits a byte).
+pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
+    out.reserve(bytes.len() * 2);
     for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
+        out.push(DIGITS[(b >> 4) as usize]);
+        out.push(DIGITS[(b & 15) as usize]);
     }
-    s
 }

@@ -7,7 +7,7 @@
 //! here the ids are written without a `String` each, and strings are checked for escapes eight
 //! bytes at a time.
 
-use tracer_core::span::{AttrValue, KeyValue, Resource, SpanRecord};
+use tracer_core::span::{AttrValue, KeyValue, Resource, SpanRecord, push_hex};
 
 /// Appends `span` as one JSON line (with its `\n`) to `out`.
 pub fn span_line(out: &mut Vec<u8>, span: &SpanRecord, resource: &Resource) {
@@ -105,13 +105,8 @@ fn uint(out: &mut Vec<u8>, n: u64) {
 
 /// A quoted lower-case hex id.
 fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    out.reserve(bytes.len() * 2 + 2);
     out.push(b'"');
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize]);
-        out.push(DIGITS[(b & 15) as usize]);
-    }
+    push_hex(out, bytes);
     out.push(b'"');
 }
 
@@ -153,7 +148,8 @@ fn string(out: &mut Vec<u8>, s: &str) {
             b'\t' => b"\\t",
             0x08 => b"\\b",
             0x0c => b"\\f",
-            0..=0x1f => &[b'\\', b'u', b'0', b'0', b'0' + (c >> 4), b"0123456789abcdef"[(c & 15) as usize]],
+            // `\u00` and the byte's two hex digits.
+            0..=0x1f => b"\\u00",
             _ => {
                 i += 1;
                 continue;
@@ -161,6 +157,9 @@ fn string(out: &mut Vec<u8>, s: &str) {
         };
         out.extend_from_slice(&b[start..i]);
         out.extend_from_slice(esc);
+        if esc == b"\\u00" {
+            push_hex(out, &[c]);
+        }
         i += 1;
         start = i;
     }
