@@ -426,8 +426,6 @@ mod tests {
         std::fs::remove_file(&bad).unwrap();
     }
 
-    /// A pcap of `n` records of `size` bytes (record `i` filled with `i`), from a header of
-    /// 24 bytes: the offset of record `i` is `24 + i * (16 + size)`.
     /// Walks `frames` to their end; how many were handed out.
     fn walk(frames: &mut Frames<'_>) -> usize {
         let mut seen = 0;
@@ -437,6 +435,8 @@ mod tests {
         seen
     }
 
+    /// A pcap of `n` records of `size` bytes (record `i` filled with `i`), from a header of
+    /// 24 bytes: the offset of record `i` is `24 + i * (16 + size)`.
     fn pcap(n: u32, size: u32) -> Vec<u8> {
         let mut bytes = Vec::new();
         bytes.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
